@@ -1,0 +1,9 @@
+/* clad-bench subcommands. Each takes its own argv (argv[0] is the subcommand) and prints one JSON
+ * object on stdout when given --json. Returns a process exit code. */
+#ifndef CLAD_BENCH_BENCH_H
+#define CLAD_BENCH_BENCH_H
+
+int bench_speed_main(int argc, char **argv);
+int bench_store_main(int argc, char **argv);
+
+#endif

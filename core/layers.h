@@ -1,0 +1,92 @@
+/* Layers of the core engine: forward and backward passes on plain float arrays.
+ *
+ * Conventions (from llm.c): arguments are outputs first, then inputs, then dimensions; every buffer has
+ * its shape in a comment; backward passes ACCUMULATE (+=) into every gradient they are given, so the caller
+ * zeroes gradients once per step; a NULL gradient pointer means "not needed" and skips that work (frozen
+ * weights). All matrices are row-major. Each fast kernel (cblas) has a `_naive` twin with plain loops that
+ * the tests compare against; the naive twins are for tests only.
+ *
+ * Nothing here allocates, does I/O or keeps state; scratch buffers are passed in by the caller.
+ */
+#ifndef CLAD_CORE_LAYERS_H
+#define CLAD_CORE_LAYERS_H
+
+#include <stddef.h>
+
+/* ---- linear: y = x W^T + b -------------------------------------------------------------------- */
+/* y (N,out), x (N,in), W (out,in), b (out) or NULL. Overwrites y. */
+void linear_forward(float *y, const float *x, const float *W, const float *b, int N, int in, int out);
+void linear_forward_naive(float *y, const float *x, const float *W, const float *b,
+                          int N, int in, int out);
+/* dx (N,in) += dy W;  dW (out,in) += dy^T x;  db (out) += sum_n dy. Any of dx, dW, db may be NULL. */
+void linear_backward(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
+                     int N, int in, int out);
+void linear_backward_naive(float *dx, float *dW, float *db, const float *dy, const float *x,
+                           const float *W, int N, int in, int out);
+
+/* ---- LoRA branch of a linear: y += scale * (x A^T) B^T ------------------------------------------ */
+/* Never materialises B A. y (N,out) is ADDED to; xa (N,r) receives x A^T and must be kept for backward.
+ * A (r,in), B (out,r), scale = alpha / r. r == 0 is a no-op. */
+void lora_forward(float *y, float *xa, const float *x, const float *A, const float *B, float scale,
+                  int N, int in, int out, int r);
+void lora_forward_naive(float *y, float *xa, const float *x, const float *A, const float *B, float scale,
+                        int N, int in, int out, int r);
+/* With g = scale * dy B (N,r), computed into scratch (N,r):
+ * dx (N,in) += g A;  dA (r,in) += g^T x;  dB (out,r) += scale * dy^T xa. dx, dA, dB may be NULL. */
+void lora_backward(float *dx, float *dA, float *dB, float *scratch, const float *dy, const float *x,
+                   const float *xa, const float *A, const float *B, float scale,
+                   int N, int in, int out, int r);
+void lora_backward_naive(float *dx, float *dA, float *dB, float *scratch, const float *dy,
+                         const float *x, const float *xa, const float *A, const float *B, float scale,
+                         int N, int in, int out, int r);
+
+/* ---- LayerNorm over the last dimension (eps 1e-5) ----------------------------------------------- */
+/* out (N,C), mean (N), rstd (N) saved for backward, x (N,C), w (C), b (C). */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
+                       const float *b, int N, int C);
+/* dx (N,C) += ..., dw (C) += ..., db (C) += ...; dw/db may be NULL (frozen). */
+void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                        const float *w, const float *mean, const float *rstd, int N, int C);
+
+/* ---- GELU (tanh approximation, as GPT-2 / PyTorch approximate="tanh") --------------------------- */
+void gelu_forward(float *out, const float *x, size_t n);
+void gelu_backward(float *dx, const float *x, const float *dout, size_t n); /* dx += gelu'(x) dout */
+
+/* ---- residual: out = a + b ---------------------------------------------------------------------- */
+void residual_forward(float *out, const float *a, const float *b, size_t n);
+void residual_backward(float *da, float *db, const float *dout, size_t n); /* da += dout; db += dout */
+
+/* ---- multi-head softmax self-attention (bidirectional, as in ViT) ------------------------------- */
+/* qkv (B,T,3C): per token [q | k | v], head h uses columns h*hs .. h*hs+hs-1 of each, hs = C/NH.
+ * out (B,T,C), att (B,NH,T,T) receives the softmax probabilities, kept for backward.
+ * scores = q k^T / sqrt(hs). */
+void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
+void attention_forward_naive(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
+/* dqkv (B,T,3C) +=; scratch (T,T) is overwritten. */
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                        const float *att, int B, int T, int C, int NH);
+void attention_backward_naive(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                              const float *att, int B, int T, int C, int NH);
+
+/* ---- patches, class token, position embedding (ViT input) --------------------------------------- */
+/* img (B,Cin,H,W) (PyTorch's NCHW) -> patches (B,P,Cin*ph*pw), P = (H/ph)*(W/pw), patches in row-major
+ * order, each patch vector ordered (c, y, x) so that patch_embed.weight (D, Cin*ph*pw) equals a Conv2d
+ * weight (D,Cin,ph,pw) reshaped. H % ph == 0 and W % pw == 0. */
+void patchify_forward(float *patches, const float *img, int B, int Cin, int H, int W, int ph, int pw);
+/* tokens (B,T,C), T = P+1: token 0 = cls + pos[0], token t = emb[t-1] + pos[t].
+ * emb (B,P,C), cls (C), pos (T,C). */
+void tokens_forward(float *tokens, const float *emb, const float *cls, const float *pos,
+                    int B, int P, int C);
+/* demb (B,P,C) +=, dcls (C) +=, dpos (T,C) +=; dcls/dpos may be NULL (frozen). */
+void tokens_backward(float *demb, float *dcls, float *dpos, const float *dtokens, int B, int P, int C);
+
+/* ---- softmax cross-entropy ---------------------------------------------------------------------- */
+/* probs (N,K), losses (N) from logits (N,K) and targets (N) in [0,K). Numerically stable.
+ * Returns the mean loss. */
+float crossentropy_forward(float *probs, float *losses, const float *logits, const int *targets,
+                           int N, int K);
+/* dlogits (N,K) += (probs - onehot(target)) * dloss, with dloss usually 1/N. */
+void crossentropy_backward(float *dlogits, const float *probs, const int *targets, float dloss,
+                           int N, int K);
+
+#endif
