@@ -28,7 +28,7 @@ TEST(rng_is_deterministic_and_uniform)
         CHECK_INT_EQ(rng_next(&a), rng_next(&b));
         float z = rng_normal(&a);
         (void)rng_normal(&b);
-        sum += z;
+        sum += (double)z;
         sum2 += (double)z * (double)z;
     }
     CHECK_NEAR(sum / 100000, 0.0, 0.02);

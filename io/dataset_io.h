@@ -1,0 +1,48 @@
+/* Dataset readers and writers: IDX (raw or gzip'd, as Fashion-MNIST ships), safetensors, CSV.
+ *
+ * All readers produce a core `dataset` (see core/dataset.h): U8 pixels are scaled to [0,1]; images keep
+ * their (C,H,W) shape (IDX 3-D images get C = 1); labels are ints. Every reader validates what it reads
+ * (sizes, magic numbers, label range, NaN/Inf) and names the problem on error; nothing it is given can
+ * crash it. `max_samples` bounds request-sized allocations (0 = DATASET_MAX_SAMPLES).
+ */
+#ifndef CLAD_IO_DATASET_IO_H
+#define CLAD_IO_DATASET_IO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#include "core/dataset.h"
+
+#define FMNIST_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
+
+/* IDX: images (magic 0x00000803, U8, n x rows x cols) and labels (0x00000801, U8, n). Either buffer may be
+ * gzip-compressed (detected by its magic bytes). labels may be NULL (predict-only data; labels set to 0). */
+int dataset_parse_idx(dataset *out, const void *images, size_t images_len, const void *labels,
+                      size_t labels_len, clad_err *err);
+int dataset_load_idx(dataset *out, const char *images_path, const char *labels_path, clad_err *err);
+/* Fashion-MNIST from dir (NULL = FMNIST_DEFAULT_DIR), train or test split, 10 classes. */
+int dataset_load_fmnist(dataset *out, const char *dir, bool train, clad_err *err);
+
+/* safetensors dataset: tensor `x` of shape [N, ...] (U8 -> /255, or F32/F16/BF16/F64) and tensor `y` of
+ * shape [N] with integer labels. `y` may be absent when labels_optional (predict). */
+int dataset_parse_safetensors(dataset *out, const void *buf, size_t len, bool labels_optional,
+                              clad_err *err);
+/* Writes x as F32 with shape [N, shape...] and y as I64. */
+int dataset_save_safetensors(const dataset *d, const char *path, clad_err *err);
+
+/* CSV: one sample per line, label first then features; optional header line (detected when its first
+ * field is not a number); commas; blank lines ignored. Features are taken as-is (not scaled). With
+ * labels_optional, a line may hold only features if every line does (predict). */
+int dataset_parse_csv(dataset *out, const char *buf, size_t len, bool labels_optional, clad_err *err);
+
+/* Detects the format from content: safetensors (8-byte length then '{'), gzip'd or raw IDX images
+ * (labels then unavailable unless labels_optional), otherwise CSV. */
+int dataset_parse_any(dataset *out, const void *buf, size_t len, bool labels_optional, clad_err *err);
+
+/* Reads a whole file into a malloc'd buffer (NUL-terminated for convenience), refusing files over max_bytes. */
+int file_read_all(const char *path, size_t max_bytes, uint8_t **out, size_t *len, clad_err *err);
+/* gunzips a buffer into a malloc'd one, refusing output over max_out bytes. */
+int gunzip_buffer(const void *in, size_t in_len, size_t max_out, uint8_t **out, size_t *out_len, clad_err *err);
+
+#endif
