@@ -1,0 +1,288 @@
+/* Model configs, parameter layouts, initialisation and adapters; see model.h. */
+#include "core/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+
+int model_config_preset(model_config *cfg, const char *name, clad_err *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (!strcmp(name, "mlp")) {
+        cfg->kind = MODEL_MLP;
+        cfg->input_dim = 784;
+        cfg->n_hidden = 2;
+        cfg->hidden[0] = 256;
+        cfg->hidden[1] = 256;
+        cfg->n_classes = 10;
+        return 0;
+    }
+    if (!strcmp(name, "vit-tiny")) {
+        cfg->kind = MODEL_VIT;
+        cfg->channels = 1;
+        cfg->height = 28;
+        cfg->width = 28;
+        cfg->patch = 4;
+        cfg->dim = 64;
+        cfg->depth = 4;
+        cfg->heads = 4;
+        cfg->mlp_dim = 128;
+        cfg->n_classes = 10;
+        return 0;
+    }
+    return clad_err_set(err, CLAD_ENOTFOUND, "unknown model preset '%s' (known: mlp, vit-tiny)", name);
+}
+
+#define CHECK_RANGE(field, lo, hi)                                                                   \
+    do {                                                                                             \
+        if (cfg->field < (lo) || cfg->field > (hi))                                                  \
+            return clad_err_set(err, CLAD_EINVAL, "model config: %s = %d is outside [%d, %d]", #field,  \
+                                cfg->field, (lo), (hi));                                             \
+    } while (0)
+
+int model_config_validate(const model_config *cfg, clad_err *err)
+{
+    CHECK_RANGE(n_classes, 1, MODEL_MAX_CLASSES);
+    if (cfg->kind == MODEL_MLP) {
+        CHECK_RANGE(input_dim, 1, 1 << 20);
+        CHECK_RANGE(n_hidden, 0, MODEL_MAX_HIDDEN);
+        for (int i = 0; i < cfg->n_hidden; i++)
+            if (cfg->hidden[i] < 1 || cfg->hidden[i] > 65536)
+                return clad_err_set(err, CLAD_EINVAL, "model config: hidden[%d] = %d is outside [1, 65536]",
+                                    i, cfg->hidden[i]);
+        return 0;
+    }
+    if (cfg->kind == MODEL_VIT) {
+        CHECK_RANGE(channels, 1, 64);
+        CHECK_RANGE(height, 1, 1024);
+        CHECK_RANGE(width, 1, 1024);
+        CHECK_RANGE(patch, 1, 1024);
+        CHECK_RANGE(dim, 1, 4096);
+        CHECK_RANGE(depth, 1, (MODEL_MAX_LINEARS - 2) / 4);
+        CHECK_RANGE(heads, 1, 64);
+        CHECK_RANGE(mlp_dim, 1, 16384);
+        if (cfg->height % cfg->patch || cfg->width % cfg->patch)
+            return clad_err_set(err, CLAD_EINVAL, "model config: patch %d does not divide the image %dx%d",
+                                cfg->patch, cfg->height, cfg->width);
+        if (cfg->dim % cfg->heads)
+            return clad_err_set(err, CLAD_EINVAL, "model config: heads %d do not divide dim %d", cfg->heads,
+                                cfg->dim);
+        int tokens = (cfg->height / cfg->patch) * (cfg->width / cfg->patch) + 1;
+        if (tokens > 4096)
+            return clad_err_set(err, CLAD_EINVAL, "model config: %d tokens (limit 4096)", tokens);
+        return 0;
+    }
+    return clad_err_set(err, CLAD_EINVAL, "model config: unknown kind %d", (int)cfg->kind);
+}
+
+int model_config_input_dim(const model_config *cfg)
+{
+    if (cfg->kind == MODEL_MLP) return cfg->input_dim;
+    return cfg->channels * cfg->height * cfg->width;
+}
+
+static int add_linear(model *m, const char *name, int in, int out)
+{
+    model_linear *L = &m->linear[m->n_linear];
+    snprintf(L->name, sizeof L->name, "%s", name);
+    L->in = in;
+    L->out = out;
+    char pname[PARAM_NAME_MAX];
+    snprintf(pname, sizeof pname, "%s.weight", name);
+    L->weight = param_set_add(&m->params, pname, 2, (int[]){out, in}, true);
+    snprintf(pname, sizeof pname, "%s.bias", name);
+    L->bias = param_set_add(&m->params, pname, 1, (int[]){out}, false);
+    L->is_head = !strcmp(name, "head");
+    return m->n_linear++;
+}
+
+static void add_norm(model *m, const char *name, int dim)
+{
+    char pname[PARAM_NAME_MAX];
+    snprintf(pname, sizeof pname, "%s.weight", name);
+    param_set_add(&m->params, pname, 1, (int[]){dim}, false);
+    snprintf(pname, sizeof pname, "%s.bias", name);
+    param_set_add(&m->params, pname, 1, (int[]){dim}, false);
+}
+
+model *model_create(const model_config *cfg, clad_err *err)
+{
+    if (model_config_validate(cfg, err)) return NULL;
+    model *m = calloc(1, sizeof *m);
+    if (!m) abort();
+    m->cfg = *cfg;
+    param_set_init(&m->params);
+    char name[PARAM_NAME_MAX];
+    if (cfg->kind == MODEL_MLP) {
+        int in = cfg->input_dim;
+        for (int i = 0; i < cfg->n_hidden; i++) {
+            snprintf(name, sizeof name, "fc%d", i + 1);
+            add_linear(m, name, in, cfg->hidden[i]);
+            in = cfg->hidden[i];
+        }
+        add_linear(m, "head", in, cfg->n_classes);
+        m->seq_len = 1;
+    } else {
+        int C = cfg->dim, pp = cfg->channels * cfg->patch * cfg->patch;
+        int P = (cfg->height / cfg->patch) * (cfg->width / cfg->patch);
+        m->seq_len = P + 1;
+        add_linear(m, "patch_embed", pp, C);
+        param_set_add(&m->params, "cls_token", 1, (int[]){C}, false);
+        param_set_add(&m->params, "pos_embed", 2, (int[]){m->seq_len, C}, false);
+        for (int l = 0; l < cfg->depth; l++) {
+            snprintf(name, sizeof name, "blocks.%d.ln1", l);
+            add_norm(m, name, C);
+            snprintf(name, sizeof name, "blocks.%d.qkv", l);
+            add_linear(m, name, C, 3 * C);
+            snprintf(name, sizeof name, "blocks.%d.proj", l);
+            add_linear(m, name, C, C);
+            snprintf(name, sizeof name, "blocks.%d.ln2", l);
+            add_norm(m, name, C);
+            snprintf(name, sizeof name, "blocks.%d.fc1", l);
+            add_linear(m, name, C, cfg->mlp_dim);
+            snprintf(name, sizeof name, "blocks.%d.fc2", l);
+            add_linear(m, name, cfg->mlp_dim, C);
+        }
+        add_norm(m, "ln", C);
+        add_linear(m, "head", C, cfg->n_classes);
+    }
+    if (param_set_alloc(&m->params, err)) {
+        model_destroy(m);
+        return NULL;
+    }
+    return m;
+}
+
+void model_destroy(model *m)
+{
+    if (!m) return;
+    param_set_finish(&m->params);
+    free(m);
+}
+
+/* PyTorch's nn.Linear default (kaiming_uniform with a = sqrt(5)) is U(-1/sqrt(in), 1/sqrt(in)). */
+static void fill_uniform(float *w, size_t n, float bound, rng *r)
+{
+    for (size_t i = 0; i < n; i++) w[i] = (2.0f * rng_uniform(r) - 1.0f) * bound;
+}
+
+void model_init_random(model *m, uint64_t seed)
+{
+    rng r;
+    rng_init(&r, seed);
+    param_set *p = &m->params;
+    memset(p->data, 0, p->total * sizeof *p->data);
+    for (int li = 0; li < m->n_linear; li++) {
+        const model_linear *L = &m->linear[li];
+        fill_uniform(param_set_ptr(p, L->weight), p->t[L->weight].numel, 1.0f / sqrtf((float)L->in), &r);
+    }
+    for (int i = 0; i < p->n; i++) {
+        const char *name = p->t[i].name;
+        size_t len = strlen(name);
+        bool is_norm_weight = len > 7 && !strcmp(name + len - 7, ".weight") &&
+                              (strstr(name, ".ln1.") || strstr(name, ".ln2.") || !strcmp(name, "ln.weight"));
+        float *w = param_set_ptr(p, i);
+        if (is_norm_weight)
+            for (size_t k = 0; k < p->t[i].numel; k++) w[k] = 1.0f;
+        if (!strcmp(name, "cls_token") || !strcmp(name, "pos_embed"))
+            for (size_t k = 0; k < p->t[i].numel; k++) w[k] = 0.02f * rng_normal(&r);
+    }
+}
+
+int model_linear_find(const model *m, const char *name)
+{
+    for (int i = 0; i < m->n_linear; i++)
+        if (!strcmp(m->linear[i].name, name)) return i;
+    return -1;
+}
+
+bool model_linear_is_default_target(const model *m, int li)
+{
+    const model_linear *L = &m->linear[li];
+    if (L->is_head) return false;
+    if (m->cfg.kind == MODEL_MLP) return true;
+    return strncmp(L->name, "blocks.", 7) == 0;
+}
+
+adapter *adapter_create(const model *m, const int *ranks, float alpha, int n_classes, clad_err *err)
+{
+    if (n_classes < 1 || n_classes > MODEL_MAX_CLASSES) {
+        clad_err_set(err, CLAD_EINVAL, "adapter: %d classes is outside [1, %d]", n_classes, MODEL_MAX_CLASSES);
+        return NULL;
+    }
+    if (!(alpha > 0.0f) || !isfinite(alpha)) {
+        clad_err_set(err, CLAD_EINVAL, "adapter: alpha must be a positive number");
+        return NULL;
+    }
+    adapter *a = calloc(1, sizeof *a);
+    if (!a) abort();
+    a->kind = ADAPTER_LORA;
+    a->n_linear = m->n_linear;
+    a->alpha = alpha;
+    a->n_classes = n_classes;
+    param_set_init(&a->params);
+    char name[PARAM_NAME_MAX + 16];
+    for (int li = 0; li < m->n_linear; li++) {
+        const model_linear *L = &m->linear[li];
+        int r = ranks ? ranks[li] : 0;
+        a->A[li] = a->B[li] = -1;
+        int max_r = L->in < L->out ? L->in : L->out;
+        if (r < 0 || r > max_r || (r > 0 && L->is_head)) {
+            clad_err_set(err, CLAD_EINVAL, "adapter: rank %d for layer '%s' is outside [0, %d]", r, L->name,
+                         L->is_head ? 0 : max_r);
+            adapter_destroy(a);
+            return NULL;
+        }
+        a->rank[li] = r;
+        if (!r) continue;
+        snprintf(name, sizeof name, "%s.lora_A.weight", L->name);
+        a->A[li] = param_set_add(&a->params, name, 2, (int[]){r, L->in}, true);
+        snprintf(name, sizeof name, "%s.lora_B.weight", L->name);
+        a->B[li] = param_set_add(&a->params, name, 2, (int[]){L->out, r}, true);
+    }
+    int head_in = m->linear[m->n_linear - 1].in;
+    a->head_w = param_set_add(&a->params, "head.weight", 2, (int[]){n_classes, head_in}, true);
+    a->head_b = param_set_add(&a->params, "head.bias", 1, (int[]){n_classes}, false);
+    if (param_set_alloc(&a->params, err)) {
+        adapter_destroy(a);
+        return NULL;
+    }
+    return a;
+}
+
+void adapter_destroy(adapter *a)
+{
+    if (!a) return;
+    param_set_finish(&a->params);
+    free(a);
+}
+
+void adapter_init(adapter *a, const model *m, uint64_t seed)
+{
+    rng r;
+    rng_init(&r, seed);
+    memset(a->params.data, 0, a->params.total * sizeof *a->params.data);
+    for (int li = 0; li < a->n_linear; li++) {
+        if (!a->rank[li]) continue;
+        const model_linear *L = &m->linear[li];
+        fill_uniform(param_set_ptr(&a->params, a->A[li]), a->params.t[a->A[li]].numel,
+                     1.0f / sqrtf((float)L->in), &r);
+        /* B stays zero so the adapter starts as the identity change. */
+    }
+    const model_linear *H = &m->linear[m->n_linear - 1];
+    float *hw = param_set_ptr(&a->params, a->head_w), *hb = param_set_ptr(&a->params, a->head_b);
+    if (a->n_classes == m->cfg.n_classes) {
+        memcpy(hw, param_set_ptr(&m->params, H->weight), (size_t)H->out * (size_t)H->in * sizeof *hw);
+        memcpy(hb, param_set_ptr(&m->params, H->bias), (size_t)H->out * sizeof *hb);
+    } else {
+        fill_uniform(hw, (size_t)a->n_classes * (size_t)H->in, 1.0f / sqrtf((float)H->in), &r);
+    }
+}
+
+size_t adapter_param_count(const adapter *a)
+{
+    return a->params.total;
+}

@@ -1,0 +1,123 @@
+/* Models (MLP and ViT), LoRA adapters and the forward/backward pass that ties them together.
+ *
+ * A `model` is a config plus frozen-or-trainable base parameters; it is read-only while serving, so many
+ * threads may run it at once, each with its own `model_ws` (activations for a batch). An `adapter` is the
+ * per-task part: a LoRA (rank per linear layer, 0 = none) and the task's own classification head. Running
+ * a model with an adapter means y = x W^T + b + (alpha/r) (x A^T) B^T in every adapted linear, and the
+ * adapter's head instead of the base head. The base is never modified by adapter training.
+ *
+ * Stable layer names: mlp linears are fc1, fc2, ... and head; vit linears are patch_embed, blocks.{i}.qkv,
+ * blocks.{i}.proj, blocks.{i}.fc1, blocks.{i}.fc2 and head. Parameter names add ".weight"/".bias"; the
+ * ViT also has cls_token, pos_embed, blocks.{i}.ln1/ln2.{weight,bias} and ln.{weight,bias}.
+ *
+ * Inputs: mlp takes (N, input_dim); vit takes images (N, C, H, W) flattened per sample.
+ */
+#ifndef CLAD_CORE_MODEL_H
+#define CLAD_CORE_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "core/params.h"
+
+#define MODEL_MAX_HIDDEN 8
+#define MODEL_MAX_LINEARS 64
+#define MODEL_MAX_CLASSES 4096
+
+typedef enum model_kind { MODEL_MLP = 1, MODEL_VIT = 2 } model_kind;
+
+typedef struct model_config {
+    model_kind kind;
+    int n_classes;
+    /* mlp */
+    int input_dim;
+    int n_hidden;
+    int hidden[MODEL_MAX_HIDDEN];
+    /* vit */
+    int channels, height, width, patch, dim, depth, heads, mlp_dim;
+} model_config;
+
+/* Reference configs: "mlp" (784-256-256-10, GELU) and "vit-tiny" (28x28x1, patch 4, dim 64, depth 4,
+ * heads 4, mlp_dim 128, 10 classes). Returns CLAD_ENOTFOUND for other names. */
+int model_config_preset(model_config *cfg, const char *name, clad_err *err);
+/* Checks ranges and divisibility (patch divides H and W, heads divide dim), naming the bad field. */
+int model_config_validate(const model_config *cfg, clad_err *err);
+/* Floats per input sample. */
+int model_config_input_dim(const model_config *cfg);
+
+typedef struct model_linear {
+    char name[PARAM_NAME_MAX];  /* "blocks.0.qkv" */
+    int in, out;
+    int weight, bias;           /* indices into model.params */
+    bool is_head;
+} model_linear;
+
+typedef struct model {
+    model_config cfg;
+    param_set params;
+    int n_linear;
+    model_linear linear[MODEL_MAX_LINEARS];
+    int seq_len;                /* vit: tokens incl. class token; mlp: 1 */
+} model;
+
+/* Creates a model with zeroed parameters laid out for cfg. NULL on error. */
+model *model_create(const model_config *cfg, clad_err *err);
+void model_destroy(model *m);
+/* Random initialisation: linears Kaiming-uniform-like (PyTorch nn.Linear default), biases 0,
+ * LayerNorm 1/0, cls/pos N(0, 0.02). Deterministic in seed. */
+void model_init_random(model *m, uint64_t seed);
+int model_linear_find(const model *m, const char *name);  /* index or -1 */
+/* The default LoRA targets: every qkv, proj, fc1, fc2 of vit; the hidden linears of mlp. */
+bool model_linear_is_default_target(const model *m, int li);
+
+/* ---- adapters ---- */
+typedef enum adapter_kind { ADAPTER_LORA = 1 } adapter_kind;
+
+typedef struct adapter {
+    adapter_kind kind;
+    int n_linear;               /* equals the model's */
+    int rank[MODEL_MAX_LINEARS];/* 0 = no adapter on that linear; always 0 for the head */
+    float alpha;                /* scale of linear li is alpha / rank[li] */
+    int n_classes;              /* the adapter's own head */
+    param_set params;           /* "<linear>.lora_A.weight" (r,in), "<linear>.lora_B.weight" (out,r),
+                                   "head.weight" (K,in_head), "head.bias" (K) */
+    int A[MODEL_MAX_LINEARS], B[MODEL_MAX_LINEARS];  /* tensor indices, -1 where rank 0 */
+    int head_w, head_b;
+} adapter;
+
+/* ranks: one per model linear (NULL = none). Fails on a rank > min(in, out) or a rank on the head. */
+adapter *adapter_create(const model *m, const int *ranks, float alpha, int n_classes, clad_err *err);
+void adapter_destroy(adapter *a);
+/* PEFT's initialisation: A Kaiming-uniform (a = sqrt(5)), B zero. The head is copied from the base head
+ * when the class counts match, else initialised like a fresh linear. Deterministic in seed. */
+void adapter_init(adapter *a, const model *m, uint64_t seed);
+/* Trainable parameters of the adapter (LoRA factors plus head). */
+size_t adapter_param_count(const adapter *a);
+static inline float adapter_scale(const adapter *a, int li)
+{
+    return a->rank[li] ? a->alpha / (float)a->rank[li] : 0.0f;
+}
+
+/* ---- workspace: activations (and their gradients when training) for up to max_batch samples ---- */
+typedef struct model_ws model_ws;
+
+/* max_rank bounds the adapters used with this workspace; with_grads adds the buffers for backward. */
+model_ws *model_ws_create(const model *m, int max_batch, int max_rank, int max_classes, bool with_grads,
+                          clad_err *err);
+void model_ws_destroy(model_ws *ws);
+
+/* Forward pass on N <= max_batch samples x (N, input_dim). a may be NULL (base model). If targets is
+ * non-NULL, returns the mean cross-entropy loss; else returns 0. Logits and probabilities stay in ws. */
+float model_forward(model_ws *ws, const model *m, const adapter *a, const float *x, const int *targets,
+                    int N);
+/* Probabilities (N, K) of the last forward. */
+const float *model_ws_probs(const model_ws *ws);
+const float *model_ws_logits(const model_ws *ws);
+
+/* Backward pass of the last forward (which must have had targets, and whose x must still be alive), accumulating into gradient buffers
+ * laid out like m->params (base_grad, NULL = base frozen) and like a->params (adapter_grad, NULL = none).
+ * The loss differentiated is the mean over the batch. */
+void model_backward(model_ws *ws, const model *m, const adapter *a, float *base_grad, float *adapter_grad);
+
+#endif

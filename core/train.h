@@ -1,0 +1,69 @@
+/* Minibatch training, evaluation and prediction.
+ *
+ * train_run trains either an adapter on a frozen base (a != NULL: only the adapter's LoRA factors and head
+ * change; the base stays bit-identical) or the whole base model (a == NULL: how a base is made from a
+ * reference task). Same seed, data and OPENBLAS_NUM_THREADS=1 give bit-identical weights.
+ */
+#ifndef CLAD_CORE_TRAIN_H
+#define CLAD_CORE_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/dataset.h"
+#include "core/model.h"
+
+typedef struct train_config {
+    int epochs;          /* passes over the data (1..1000) */
+    int batch;           /* minibatch size (1..4096) */
+    float lr;            /* peak learning rate */
+    float min_lr_ratio;  /* cosine decays to lr * min_lr_ratio */
+    float warmup_ratio;  /* fraction of all steps spent warming up linearly */
+    float weight_decay;  /* AdamW decoupled decay on matrices */
+    float clip;          /* global gradient-norm clip; 0 = off */
+    float beta1, beta2, eps;
+    uint64_t seed;       /* shuffling (and nothing else: initialisation is the caller's) */
+} train_config;
+
+/* Defaults: 1 epoch, batch 64, lr 1e-3, min ratio 0.1, warm-up 5%, decay 0.01, clip 1, Adam (0.9, 0.999, 1e-8). */
+void train_config_default(train_config *c);
+/* Checks ranges and finiteness, naming the bad field. */
+int train_config_validate(const train_config *c, clad_err *err);
+
+typedef struct train_progress {
+    int epoch, epochs;   /* 1-based epoch */
+    long step, steps;    /* 1-based global step and the total */
+    float loss;          /* this step's mean loss */
+    float lr;
+    double seconds;      /* since the start */
+} train_progress;
+
+/* Called after every step; return false to cancel (train_run then returns CLAD_ECANCELLED). */
+typedef bool (*train_step_fn)(void *ctx, const train_progress *p);
+
+typedef struct train_result {
+    long steps;
+    float final_loss;    /* mean loss over the last epoch */
+    double seconds;
+    long samples;        /* samples processed */
+} train_result;
+
+/* Checks that the dataset fits the model (input size, image shape, labels < classes of the head). */
+int train_check_data(const model *m, const adapter *a, const dataset *d, bool need_labels, clad_err *err);
+
+int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, train_step_fn on_step,
+              void *ctx, train_result *res, clad_err *err);
+
+typedef struct eval_result {
+    int n;
+    float accuracy;      /* fraction in [0, 1] */
+    float loss;          /* mean cross-entropy */
+} eval_result;
+
+int model_evaluate(const model *m, const adapter *a, const dataset *d, int batch, eval_result *res,
+                   clad_err *err);
+/* probs (n, K) (may be NULL) and labels (n) (may be NULL) for inputs x (n, input_dim). */
+int model_predict(const model *m, const adapter *a, const float *x, int n, int batch, float *probs,
+                  int *labels, clad_err *err);
+
+#endif

@@ -1,0 +1,48 @@
+/* Model and adapter files: configs as JSON, weights as safetensors with the config in __metadata__.
+ *
+ * A base model file holds every parameter under its stable name ("blocks.0.qkv.weight") plus metadata
+ * {"format": "clad-base", "config": <config JSON>}. An adapter file holds "<layer>.lora_A.weight" (r,in),
+ * "<layer>.lora_B.weight" (out,r), "head.weight", "head.bias" plus metadata {"format": "clad-adapter",
+ * "kind": "lora", "alpha": "16", "classes": "10", "ranks": {"fc1": 8, ...} as JSON, "base_sha256": ...}.
+ * Readers check every name and shape against the model and refuse NaN/Inf weights.
+ */
+#ifndef CLAD_IO_MODEL_IO_H
+#define CLAD_IO_MODEL_IO_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model.h"
+
+/* Size limit for model and adapter files. */
+#define MODEL_FILE_MAX_BYTES (1ULL << 31)
+
+/* Parses a model config: a preset name ("vit-tiny"), or an object {"model": "mlp", "input_dim": 784,
+ * "hidden": [256, 256], "classes": 10} / {"model": "vit", "channels": 1, "height": 28, "width": 28,
+ * "patch": 4, "dim": 64, "depth": 4, "heads": 4, "mlp_dim": 128, "classes": 10}; {"model": "vit-tiny",
+ * "classes": 5} starts from a preset and overrides fields. Unknown keys are refused. */
+int model_config_from_json(model_config *cfg, const json_t *j, clad_err *err);
+json_t *model_config_to_json(const model_config *cfg);
+/* Same, from text. */
+int model_config_parse(model_config *cfg, const char *text, clad_err *err);
+
+/* Base models. to_buffer returns a malloc'd safetensors image. */
+int model_to_buffer(const model *m, uint8_t **out, size_t *len, clad_err *err);
+int model_save(const model *m, const char *path, clad_err *err);
+/* cfg may be NULL to take the config from the file's metadata. */
+model *model_from_buffer(const void *buf, size_t len, const model_config *cfg, clad_err *err);
+model *model_load(const char *path, const model_config *cfg, clad_err *err);
+
+/* Adapters for a given model. */
+int adapter_to_buffer(const adapter *a, const model *m, uint8_t **out, size_t *len, clad_err *err);
+int adapter_save(const adapter *a, const model *m, const char *path, clad_err *err);
+adapter *adapter_from_buffer(const model *m, const void *buf, size_t len, clad_err *err);
+adapter *adapter_load(const model *m, const char *path, clad_err *err);
+
+/* Ranks as a JSON object keyed by layer name (layers with rank 0 left out). */
+json_t *adapter_ranks_to_json(const adapter *a, const model *m);
+/* Parses {"fc1": 8, ...} into ranks[n_linear]; unknown layer names are refused. */
+int adapter_ranks_from_json(int *ranks, const model *m, const json_t *j, clad_err *err);
+
+#endif

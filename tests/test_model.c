@@ -1,0 +1,362 @@
+/* Tests of models, adapters and training: whole-model gradients against finite differences, learning,
+ * frozen bases, determinism and file round trips. */
+#include "tests/test.h"
+
+#include "core/model.h"
+#include "core/rng.h"
+#include "core/train.h"
+#include "io/model_io.h"
+
+static model *small_vit(uint64_t seed)
+{
+    model_config c = {.kind = MODEL_VIT, .channels = 2, .height = 8, .width = 8, .patch = 4, .dim = 8,
+                      .depth = 2, .heads = 2, .mlp_dim = 12, .n_classes = 3};
+    model *m = model_create(&c, NULL);
+    CHECK(m != NULL);
+    model_init_random(m, seed);
+    return m;
+}
+
+static model *small_mlp(int in, int h, int classes, uint64_t seed)
+{
+    model_config c = {.kind = MODEL_MLP, .input_dim = in, .n_hidden = 2, .hidden = {h, h}, .n_classes = classes};
+    model *m = model_create(&c, NULL);
+    CHECK(m != NULL);
+    model_init_random(m, seed);
+    return m;
+}
+
+static void fill_normal(float *x, size_t n, float s, uint64_t seed)
+{
+    rng r;
+    rng_init(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = s * rng_normal(&r);
+}
+
+/* Compares analytic gradients of the mean loss with central differences on up to `probes` entries of
+ * every tensor of the trained set (the base when a == NULL, else the adapter). */
+static void check_model_grads(model *m, adapter *a, int N, int probes)
+{
+    int dim = model_config_input_dim(&m->cfg), K = a ? a->n_classes : m->cfg.n_classes;
+    float *x = malloc(sizeof(float) * (size_t)N * dim);
+    int *y = malloc(sizeof(int) * (size_t)N);
+    fill_normal(x, (size_t)N * dim, 1.0f, 7);
+    for (int i = 0; i < N; i++) y[i] = i % K;
+    param_set *p = a ? &a->params : &m->params;
+    float *g = calloc(p->total, sizeof *g);
+    model_ws *ws = model_ws_create(m, N, 8, K, true, NULL);
+    model_forward(ws, m, a, x, y, N);
+    model_backward(ws, m, a, a ? NULL : g, a ? g : NULL);
+    rng r;
+    rng_init(&r, 3);
+    int checked = 0;
+    for (int ti = 0; ti < p->n; ti++) {
+        for (int k = 0; k < probes; k++) {
+            size_t idx = p->t[ti].offset + rng_below(&r, (uint32_t)p->t[ti].numel);
+            float old = p->data[idx], eps = 1e-2f;
+            p->data[idx] = old + eps;
+            double lp = model_forward(ws, m, a, x, y, N);
+            p->data[idx] = old - eps;
+            double lm = model_forward(ws, m, a, x, y, N);
+            p->data[idx] = old;
+            double fd = (lp - lm) / (2.0 * (double)eps);
+            double an = g[idx];
+            CHECK_MSG(fabs(fd - an) <= 2e-3 + 3e-2 * fabs(fd), "tensor %s entry %zu: analytic %.6g vs finite "
+                      "difference %.6g", p->t[ti].name, idx - p->t[ti].offset, an, fd);
+            checked++;
+        }
+    }
+    CHECK(checked > 0);
+    model_ws_destroy(ws);
+    free(g);
+    free(x);
+    free(y);
+}
+
+TEST(model_vit_base_gradients_match_finite_differences)
+{
+    model *m = small_vit(1);
+    check_model_grads(m, NULL, 3, 6);
+    model_destroy(m);
+}
+
+TEST(model_mlp_base_gradients_match_finite_differences)
+{
+    model *m = small_mlp(10, 7, 4, 2);
+    check_model_grads(m, NULL, 5, 6);
+    model_destroy(m);
+}
+
+static adapter *random_adapter(model *m, int rank, int classes, uint64_t seed)
+{
+    int ranks[MODEL_MAX_LINEARS] = {0};
+    for (int li = 0; li < m->n_linear; li++)
+        if (!m->linear[li].is_head) ranks[li] = rank;
+    adapter *a = adapter_create(m, ranks, 2.0f * rank, classes, NULL);
+    CHECK(a != NULL);
+    adapter_init(a, m, seed);
+    /* A non-zero B so every LoRA gradient path carries signal. */
+    for (int li = 0; li < a->n_linear; li++)
+        if (a->rank[li]) fill_normal(param_set_ptr(&a->params, a->B[li]), a->params.t[a->B[li]].numel, 0.3f, seed + li);
+    return a;
+}
+
+TEST(model_vit_adapter_gradients_match_finite_differences)
+{
+    model *m = small_vit(4);
+    adapter *a = random_adapter(m, 2, 5, 9);  /* patch_embed adapted too; 5 classes != base's 3 */
+    check_model_grads(m, a, 3, 6);
+    adapter_destroy(a);
+    model_destroy(m);
+}
+
+TEST(model_mlp_adapter_gradients_match_finite_differences)
+{
+    model *m = small_mlp(10, 7, 4, 5);
+    adapter *a = random_adapter(m, 3, 4, 11);
+    check_model_grads(m, a, 4, 6);
+    adapter_destroy(a);
+    model_destroy(m);
+}
+
+TEST(model_adapter_with_zero_b_matches_base)
+{
+    model *m = small_vit(6);
+    int ranks[MODEL_MAX_LINEARS] = {0};
+    for (int li = 0; li < m->n_linear; li++) ranks[li] = m->linear[li].is_head ? 0 : 2;
+    adapter *a = adapter_create(m, ranks, 4.0f, 3, NULL);
+    adapter_init(a, m, 1);
+    float x[2 * 2 * 8 * 8];
+    fill_normal(x, sizeof x / sizeof *x, 1.0f, 3);
+    float pb[6], pa[6];
+    CHECK_INT_EQ(model_predict(m, NULL, x, 2, 2, pb, NULL, NULL), 0);
+    CHECK_INT_EQ(model_predict(m, a, x, 2, 2, pa, NULL, NULL), 0);
+    CHECK_ARRAY_NEAR(pa, pb, 6, 0, 0);
+    adapter_destroy(a);
+    model_destroy(m);
+}
+
+TEST(model_adapter_rejects_bad_ranks)
+{
+    model *m = small_mlp(10, 7, 4, 5);
+    int ranks[MODEL_MAX_LINEARS] = {8};  /* fc1 is 10 -> 7, so at most 7 */
+    clad_err e = {0};
+    CHECK(adapter_create(m, ranks, 1.0f, 4, &e) == NULL);
+    CHECK_INT_EQ(e.code, CLAD_EINVAL);
+    CHECK(strstr(e.msg, "fc1") != NULL);
+    int head_rank[MODEL_MAX_LINEARS] = {0, 0, 1};
+    clad_err_clear(&e);
+    CHECK(adapter_create(m, head_rank, 1.0f, 4, &e) == NULL);
+    CHECK(strstr(e.msg, "head") != NULL);
+    model_destroy(m);
+}
+
+/* Labels from a random linear teacher: argmax(Wt x). */
+static void teacher_data(dataset *d, int n, int in, int classes, uint64_t seed)
+{
+    CHECK_INT_EQ(dataset_init(d, n, 1, (int[]){in}, NULL), 0);
+    float *Wt = malloc(sizeof(float) * (size_t)classes * in);
+    fill_normal(Wt, (size_t)classes * in, 1.0f, 1000 + seed % 7);
+    fill_normal(d->x, (size_t)n * in, 1.0f, seed);
+    for (int i = 0; i < n; i++) {
+        int best = 0;
+        float bv = -1e30f;
+        for (int k = 0; k < classes; k++) {
+            float s = 0;
+            for (int j = 0; j < in; j++) s += Wt[k * in + j] * d->x[(size_t)i * in + j];
+            if (s > bv) { bv = s; best = k; }
+        }
+        d->y[i] = best;
+    }
+    d->n_classes = classes;
+    free(Wt);
+}
+
+TEST(model_mlp_learns_synthetic_task)
+{
+    dataset tr, te;
+    teacher_data(&tr, 4000, 16, 4, 1);
+    teacher_data(&te, 1000, 16, 4, 2);
+    model *m = small_mlp(16, 64, 4, 3);
+    train_config tc;
+    train_config_default(&tc);
+    tc.epochs = 15;
+    tc.batch = 64;
+    tc.lr = 3e-3f;
+    CHECK_INT_EQ(train_run(m, NULL, &tr, &tc, NULL, NULL, NULL, NULL), 0);
+    eval_result ev;
+    CHECK_INT_EQ(model_evaluate(m, NULL, &te, 256, &ev, NULL), 0);
+    CHECK_MSG(ev.accuracy >= 0.95f, "held-out accuracy %.4f < 0.95", (double)ev.accuracy);
+    model_destroy(m);
+    dataset_finish(&tr);
+    dataset_finish(&te);
+}
+
+/* Quadrant of two projections: a frozen random narrow MLP cannot represent it with its head alone. */
+static void quadrant_data(dataset *d, int n, int in, uint64_t seed)
+{
+    CHECK_INT_EQ(dataset_init(d, n, 1, (int[]){in}, NULL), 0);
+    fill_normal(d->x, (size_t)n * in, 1.0f, seed);
+    for (int i = 0; i < n; i++) {
+        const float *x = d->x + (size_t)i * in;
+        float u = x[0] + x[1] - x[2], v = x[3] - x[4] + x[5];
+        d->y[i] = (u > 0) * 2 + (v > 0);
+    }
+    d->n_classes = 4;
+}
+
+TEST(model_lora_on_frozen_mlp_learns_what_head_cannot)
+{
+    dataset tr, te;
+    quadrant_data(&tr, 4000, 32, 1);
+    quadrant_data(&te, 1000, 32, 2);
+    model *m = small_mlp(32, 16, 4, 9);
+    uint8_t *before = NULL, *after = NULL;
+    size_t nb = 0, na = 0;
+    CHECK_INT_EQ(model_to_buffer(m, &before, &nb, NULL), 0);
+    train_config tc;
+    train_config_default(&tc);
+    tc.epochs = 10;
+    tc.lr = 1e-2f;
+    float acc[2];
+    for (int variant = 0; variant < 2; variant++) {
+        int ranks[MODEL_MAX_LINEARS] = {0};
+        if (variant) ranks[0] = ranks[1] = 4;
+        adapter *a = adapter_create(m, ranks, 8.0f, 4, NULL);
+        adapter_init(a, m, 5);
+        CHECK_INT_EQ(train_run(m, a, &tr, &tc, NULL, NULL, NULL, NULL), 0);
+        eval_result ev;
+        CHECK_INT_EQ(model_evaluate(m, a, &te, 256, &ev, NULL), 0);
+        acc[variant] = ev.accuracy;
+        adapter_destroy(a);
+    }
+    printf("# head only %.4f, LoRA %.4f\n", (double)acc[0], (double)acc[1]);
+    CHECK_MSG(acc[1] >= 0.9f, "LoRA accuracy %.4f < 0.9", (double)acc[1]);
+    CHECK_MSG(acc[1] - acc[0] >= 0.1f, "LoRA %.4f is not clearly above head-only %.4f", (double)acc[1],
+              (double)acc[0]);
+    CHECK_INT_EQ(model_to_buffer(m, &after, &na, NULL), 0);
+    CHECK(nb == na && memcmp(before, after, nb) == 0);  /* the base is bit-identical */
+    free(before);
+    free(after);
+    model_destroy(m);
+    dataset_finish(&tr);
+    dataset_finish(&te);
+}
+
+static void train_once(uint64_t seed, uint8_t **out, size_t *len)
+{
+    dataset tr;
+    teacher_data(&tr, 300, 2 * 8 * 8, 3, 5);
+    tr.rank = 3;
+    tr.shape[0] = 2; tr.shape[1] = 8; tr.shape[2] = 8;
+    model *m = small_vit(1);
+    adapter *a = random_adapter(m, 2, 3, 2);
+    train_config tc;
+    train_config_default(&tc);
+    tc.epochs = 2;
+    tc.batch = 32;
+    tc.seed = seed;
+    CHECK_INT_EQ(train_run(m, a, &tr, &tc, NULL, NULL, NULL, NULL), 0);
+    CHECK_INT_EQ(adapter_to_buffer(a, m, out, len, NULL), 0);
+    adapter_destroy(a);
+    model_destroy(m);
+    dataset_finish(&tr);
+}
+
+TEST(model_training_is_deterministic)
+{
+    uint8_t *a = NULL, *b = NULL, *c = NULL;
+    size_t na, nb, nc;
+    train_once(7, &a, &na);
+    train_once(7, &b, &nb);
+    train_once(8, &c, &nc);
+    CHECK(na == nb && memcmp(a, b, na) == 0);
+    CHECK(na == nc && memcmp(a, c, na) != 0);
+    free(a);
+    free(b);
+    free(c);
+}
+
+static bool count_steps(void *ctx, const train_progress *p)
+{
+    int *n = ctx;
+    (*n)++;
+    return p->step < 3;  /* cancel after the third step */
+}
+
+TEST(model_training_cancels_and_reports_progress)
+{
+    dataset tr;
+    teacher_data(&tr, 256, 10, 4, 1);
+    model *m = small_mlp(10, 8, 4, 1);
+    train_config tc;
+    train_config_default(&tc);
+    tc.batch = 16;
+    int steps = 0;
+    clad_err e = {0};
+    CHECK_INT_EQ(train_run(m, NULL, &tr, &tc, count_steps, &steps, NULL, &e), CLAD_ECANCELLED);
+    CHECK_INT_EQ(steps, 3);
+    tr.x[5] = NAN;
+    clad_err_clear(&e);
+    CHECK_INT_EQ(train_run(m, NULL, &tr, &tc, NULL, NULL, NULL, &e), CLAD_EINVAL);
+    CHECK(strstr(e.msg, "not finite") != NULL);
+    tr.x[5] = 0;
+    tr.y[9] = 4;
+    tr.n_classes = 5;
+    clad_err_clear(&e);
+    CHECK_INT_EQ(train_run(m, NULL, &tr, &tc, NULL, NULL, NULL, &e), CLAD_EINVAL);
+    CHECK(strstr(e.msg, "sample 9") != NULL);
+    model_destroy(m);
+    dataset_finish(&tr);
+}
+
+TEST(model_files_round_trip)
+{
+    model *m = small_vit(3);
+    adapter *a = random_adapter(m, 2, 3, 4);
+    char mp[512], ap[512];
+    snprintf(mp, sizeof mp, "%s/base.safetensors", test_tmpdir());
+    snprintf(ap, sizeof ap, "%s/adapter.safetensors", test_tmpdir());
+    CHECK_INT_EQ(model_save(m, mp, NULL), 0);
+    CHECK_INT_EQ(adapter_save(a, m, ap, NULL), 0);
+    clad_err e = {0};
+    model *m2 = model_load(mp, NULL, &e);
+    CHECK_MSG(m2 != NULL, "%s", e.msg);
+    adapter *a2 = adapter_load(m2, ap, &e);
+    CHECK_MSG(a2 != NULL, "%s", e.msg);
+    CHECK(param_set_same_layout(&m->params, &m2->params));
+    CHECK(memcmp(m->params.data, m2->params.data, m->params.total * sizeof(float)) == 0);
+    CHECK(memcmp(a->params.data, a2->params.data, a->params.total * sizeof(float)) == 0);
+    CHECK_INT_EQ(a2->rank[1], 2);
+    /* A base config that does not match the file is refused with the tensor named. */
+    model_config other = m->cfg;
+    other.mlp_dim = 16;
+    clad_err_clear(&e);
+    CHECK(model_load(mp, &other, &e) == NULL);
+    CHECK(strstr(e.msg, "fc1") != NULL);
+    adapter_destroy(a);
+    adapter_destroy(a2);
+    model_destroy(m);
+    model_destroy(m2);
+}
+
+TEST(model_config_json_errors_name_the_field)
+{
+    model_config c;
+    clad_err e = {0};
+    CHECK_INT_EQ(model_config_parse(&c, "\"vit-tiny\"", &e), 0);
+    CHECK_INT_EQ(c.dim, 64);
+    CHECK_INT_EQ(model_config_parse(&c, "{\"model\":\"vit-tiny\",\"classes\":5}", &e), 0);
+    CHECK_INT_EQ(c.n_classes, 5);
+    CHECK_INT_EQ(c.depth, 4);
+    CHECK_INT_EQ(model_config_parse(&c, "{\"model\":\"mlp\",\"input_dim\":784,\"hidden\":[256,256],\"classes\":10}", &e), 0);
+    CHECK_INT_EQ(c.hidden[1], 256);
+    CHECK_INT_EQ(model_config_parse(&c, "{\"model\":\"vit\",\"channels\":1,\"height\":28,\"width\":28,\"patch\":5,"
+                                        "\"dim\":64,\"depth\":1,\"heads\":4,\"mlp_dim\":8,\"classes\":10}", &e), CLAD_EINVAL);
+    CHECK(strstr(e.msg, "patch 5") != NULL);
+    clad_err_clear(&e);
+    CHECK_INT_EQ(model_config_parse(&c, "{\"model\":\"mlp\",\"inputs\":3}", &e), CLAD_EINVAL);
+    CHECK(strstr(e.msg, "'inputs'") != NULL);
+    clad_err_clear(&e);
+    CHECK_INT_EQ(model_config_parse(&c, "\"resnet\"", &e), CLAD_ENOTFOUND);
+}
