@@ -502,16 +502,17 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
         R->rank = r;
     }
 
-    /* Every task keeps at least r_min somewhere: on the layer whose pull earns most (largest energy when
-     * nothing earns), so it can learn. */
+    /* Every task keeps at least r_min somewhere: on the layer whose pull earns most (its significant
+     * components, then all of them, then the largest energy), so it can learn. */
     if (pol->kind != RANK_FIXED) {
         int total = 0, best = -1;
         for (int li = 0; li < in->n_linear; li++) {
             const rank_layer *R = &plan->layer[li];
             if (!R->target) continue;
             total += R->rank;
-            if (best < 0 || R->useful > plan->layer[best].useful ||
-                (R->useful == plan->layer[best].useful && R->energy > plan->layer[best].energy))
+            const rank_layer *Bst = best < 0 ? NULL : &plan->layer[best];
+            if (!Bst || R->useful > Bst->useful ||
+                (R->useful == Bst->useful && (R->gain > Bst->gain || (R->gain == Bst->gain && R->energy > Bst->energy))))
                 best = li;
         }
         int rmin = pol->r_min > 0 ? pol->r_min : 1;
