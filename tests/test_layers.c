@@ -494,6 +494,36 @@ TEST(layers_gelu_values)
     CHECK_NEAR(y[6], 0.841192, 1e-6);
     CHECK_NEAR(y[2], -0.158808, 1e-6);
     CHECK(y[4] == 0.0f);
+
+    /* A dense grid against the literal tanh formula and its derivative, in double. */
+    enum { G = 2001 };
+    float *xs = fbuf(G), *ys = fbuf(G), *dx = fbuf(G), *ones = fbuf(G);
+    for (int i = 0; i < G; i++) {
+        xs[i] = -10.0f + 0.01f * (float)i;
+        ones[i] = 1.0f;
+    }
+    gelu_forward(ys, xs, G);
+    gelu_backward(dx, xs, ones, G);
+    double s = sqrt(2.0 / M_PI);
+    for (int i = 0; i < G; i++) {
+        double v = xs[i], u = s * (v + 0.044715 * v * v * v), t = tanh(u);
+        double want = 0.5 * v * (1.0 + t);
+        double dwant = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * s * (1.0 + 3.0 * 0.044715 * v * v);
+        CHECK_NEAR(ys[i], want, 1e-6 * fabs(want) + 1e-7);
+        CHECK_NEAR(dx[i], dwant, 1e-6 * fabs(dwant) + 1e-7);
+    }
+    /* Far tails: x for large x, -0 for very negative x, never NaN (x^3 overflows to inf there); a NaN
+     * input is not hidden. */
+    float big[4] = {50.0f, -50.0f, 1e30f, -1e30f}, yb[4], db[4] = {0, 0, 0, 0}, ob[4] = {1, 1, 1, 1};
+    gelu_forward(yb, big, 4);
+    gelu_backward(db, big, ob, 4);
+    CHECK(yb[0] == 50.0f && yb[1] == 0.0f && yb[2] == 1e30f && yb[3] == 0.0f);
+    CHECK(db[0] == 1.0f && db[2] == 1.0f);
+    CHECK(fabs((double)db[1]) < 1e-30 && fabs((double)db[3]) < 1e-30);
+    float nan_in = NAN, nan_out = 0.0f;
+    gelu_backward(&nan_out, &nan_in, ob, 1);
+    CHECK(isnan(nan_out));
+    bufs_free();
 }
 
 TEST(layers_gelu_backward_fd)
