@@ -52,6 +52,12 @@ void layernorm_backward(float *dx, float *dw, float *db, const float *dout, cons
 void gelu_forward(float *out, const float *x, size_t n);
 void gelu_backward(float *dx, const float *x, const float *dout, size_t n); /* dx += gelu'(x) dout */
 
+/* ---- row softmax --------------------------------------------------------------------------------- */
+/* out (N,K) = softmax of each row of in (N,K), numerically stable (the row max is subtracted first);
+ * out may equal in. Probabilities below FLT_MIN come out as 0. Used by attention; its backward lives in
+ * attention_backward. */
+void softmax_forward(float *out, const float *in, int N, int K);
+
 /* ---- residual: out = a + b ---------------------------------------------------------------------- */
 void residual_forward(float *out, const float *a, const float *b, size_t n);
 void residual_backward(float *da, float *db, const float *dout, size_t n); /* da += dout; db += dout */

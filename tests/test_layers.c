@@ -579,6 +579,63 @@ TEST(layers_residual_fd_null_and_accumulates)
     bufs_free();
 }
 
+/* ---- softmax --------------------------------------------------------------------------------------- */
+
+TEST(layers_softmax_matches_double)
+{
+    rng g;
+    rng_init(&g, 19);
+    /* Every row length 1..13 (the kernel works four lanes at a time with a padded tail), in and out of
+     * place, against softmax in double. */
+    for (int K = 1; K <= 13; K++) {
+        int N = 9;
+        size_t n = (size_t)N * K;
+        float *x = frand(&g, n, 6.0f), *y = fbuf(n), *inplace = fcopy(x, n);
+        softmax_forward(y, x, N, K);
+        softmax_forward(inplace, inplace, N, K);
+        CHECK_BITS("in place", inplace, y, n);
+        for (int r = 0; r < N; r++) {
+            const float *xr = x + (size_t)r * K;
+            double mx = xr[0], s = 0, ps = 0;
+            for (int k = 1; k < K; k++) mx = fmax(mx, (double)xr[k]);
+            for (int k = 0; k < K; k++) s += exp((double)xr[k] - mx);
+            for (int k = 0; k < K; k++) {
+                double want = exp((double)xr[k] - mx) / s;
+                /* x - max is rounded in float: relative error up to |x - max| * 2^-24 before exp. */
+                double gap = mx - (double)xr[k];
+                CHECK_NEAR(y[(size_t)r * K + k], want, (1e-6 + 1.2e-7 * gap) * want + 1e-30);
+                ps += (double)y[(size_t)r * K + k];
+            }
+            CHECK_NEAR(ps, 1.0, 1e-6);
+        }
+    }
+    bufs_free();
+}
+
+TEST(layers_softmax_extremes)
+{
+    /* Logits ~1e4 (exp would overflow without the max subtraction), a gap of 100 whose probability is
+     * below FLT_MIN (flushed to 0), -inf entries (masked), and a row where everything ties. */
+    float x[3 * 5] = {1e4f, 1e4f - 1.0f, 1e4f - 100.0f, -1e4f, 1e4f - 2.0f,
+                      0.0f, -INFINITY, 3.0f, -INFINITY, 3.0f,
+                      7.0f, 7.0f, 7.0f, 7.0f, 7.0f};
+    float y[15];
+    softmax_forward(y, x, 3, 5);
+    for (int i = 0; i < 15; i++) CHECK(isfinite(y[i]) && y[i] >= 0.0f);
+    double z = 1.0 + exp(-1.0) + exp(-2.0);
+    CHECK_NEAR(y[0], 1.0 / z, 1e-7);
+    CHECK_NEAR(y[1], exp(-1.0) / z, 1e-7);
+    CHECK(y[2] == 0.0f && y[3] == 0.0f);
+    CHECK_NEAR(y[4], exp(-2.0) / z, 1e-7);
+    CHECK(y[6] == 0.0f && y[8] == 0.0f);
+    CHECK_NEAR(y[7], 1.0 / (2.0 + exp(-3.0)), 1e-7);
+    for (int i = 10; i < 15; i++) CHECK_NEAR(y[i], 0.2, 1e-7);
+    /* A NaN in a row is not hidden. */
+    float xn[4] = {0.0f, NAN, 1.0f, 2.0f}, yn[4];
+    softmax_forward(yn, xn, 1, 4);
+    CHECK(isnan(yn[1]));
+}
+
 /* ---- attention ------------------------------------------------------------------------------------- */
 
 typedef struct {
