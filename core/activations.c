@@ -5,9 +5,10 @@
  * every libm call scalar (about 7 ns each here). So exp is evaluated four lanes at a time with GCC/Clang
  * vector extensions (portable: SSE2 on x86-64, NEON on arm64, plain code elsewhere): range reduction
  * x = n ln2 + r with |r| <= ln2/2, a degree-7 Taylor polynomial for e^r (truncation below 1e-8 relative),
- * and 2^n built in the exponent bits. Measured error is under 1.2 ulp against exp in double, outputs
- * below FLT_MIN are flushed to 0, overflow gives inf and NaN propagates. Every element goes through the
- * same lane code (a short tail is padded), so results do not depend on position or length.
+ * and 2^n built in the exponent bits. Measured error is under 1.2 ulp against exp in double over the
+ * whole range; outputs below FLT_MIN are flushed to 0, overflow gives inf and NaN propagates. Every
+ * element goes through the same lane code (a short tail is padded), so results do not depend on
+ * position or length.
  */
 #include "core/layers.h"
 
@@ -26,10 +27,11 @@ static inline void v4f_store(float *p, v4f v) { memcpy(p, &v, sizeof v); }
 
 static inline v4f v4f_exp(v4f x)
 {
-    /* exp overflows above 88.72 and drops below FLT_MIN under -87.33; clamp first so 2^n stays a normal
-     * float, patch the ends at the exit. The comparisons are false for NaN, which flows through. */
-    v4i over = x > v4f_dup(88.72f), under = x < v4f_dup(-87.33f);
-    v4f xc = v4f_select(over, v4f_dup(88.72f), v4f_select(under, v4f_dup(-87.33f), x));
+    /* Above ln(FLT_MAX) exp overflows, below ln(FLT_MIN) it is subnormal: clamp so the arithmetic stays
+     * in range and patch both ends at the exit. The comparisons are false for NaN, which flows through. */
+    const float hi = 88.7228394f, lo = -87.3365448f;
+    v4i over = x > v4f_dup(hi), under = x < v4f_dup(lo);
+    v4f xc = v4f_select(over, v4f_dup(hi), v4f_select(under, v4f_dup(lo), x));
     /* n = round(x / ln2) by the 1.5 * 2^23 trick: adding it leaves n in the low mantissa bits. */
     const float shifter = 12582912.0f;
     v4f t = xc * v4f_dup(1.44269504088896341f) + v4f_dup(shifter);
@@ -46,8 +48,9 @@ static inline v4f v4f_exp(v4f x)
     p = p * r + v4f_dup(0.5f);
     p = p * r + v4f_dup(1.0f);
     p = p * r + v4f_dup(1.0f);
-    v4i bits = (ni + 127) << 23; /* 2^n, n in [-126, 128) */
-    v4f y = p * (v4f)bits;
+    /* n is in [-126, 128], and 2^128 is not a float: scale by 2^(n/2) twice (exact powers of two). */
+    v4i n1 = ni >> 1, n2 = ni - n1;
+    v4f y = p * (v4f)((n1 + 127) << 23) * (v4f)((n2 + 127) << 23);
     y = v4f_select(over, v4f_dup(INFINITY), y);
     return v4f_select(under, v4f_dup(0.0f), y);
 }

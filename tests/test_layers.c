@@ -989,3 +989,28 @@ TEST(layers_deterministic)
     CHECK(max_abs(res[0][2], sizes[2]) > 0.0);
     bufs_free();
 }
+
+TEST(layers_degenerate_shapes)
+{
+    /* Empty batches and empty inner dimensions are no-ops or empty sums, never a crash or a BLAS error. */
+    float one[4] = {1, 2, 3, 4}, y[4] = {9, 9, 9, 9}, g[4] = {0, 0, 0, 0}, d[4] = {0, 0, 0, 0};
+    linear_forward(y, one, one, NULL, 0, 2, 2);
+    CHECK(y[0] == 9.0f);
+    linear_forward(y, one, one, NULL, 2, 0, 2); /* empty product, no bias: zeros */
+    for (int i = 0; i < 4; i++) CHECK(y[i] == 0.0f);
+    linear_backward(g, g, d, one, one, one, 2, 0, 2); /* only db has entries */
+    CHECK(d[0] == 4.0f && d[1] == 6.0f);
+    linear_backward(g, g, g, one, one, one, 0, 2, 2);
+    for (int i = 0; i < 4; i++) CHECK(g[i] == 0.0f);
+    lora_forward(y, g, one, one, one, 1.0f, 2, 0, 2, 1); /* x A^T is empty: y unchanged */
+    for (int i = 0; i < 4; i++) CHECK(y[i] == 0.0f);
+    float probs[1], losses[1];
+    int t = 0;
+    CHECK(crossentropy_forward(probs, losses, one, &t, 0, 3) == 0.0f);
+    attention_forward(y, g, one, 0, 2, 2, 1);
+    softmax_forward(y, one, 0, 4);
+    tokens_forward(y, one, one, one, 0, 1, 2);
+    patchify_forward(y, one, 0, 1, 2, 2, 1, 1);
+    gelu_forward(y, one, 0);
+    CHECK(y[0] == 0.0f);
+}
