@@ -560,7 +560,7 @@ static uint8_t *expected_file(const char *json, const void *data, size_t dlen, s
     for (int i = 0; i < 8; i++) b[i] = (uint8_t)(padded >> (8 * i));
     memcpy(b + 8, json, n);
     memset(b + 8 + n, ' ', padded - n);
-    memcpy(b + 8 + padded, data, dlen);
+    if (dlen) memcpy(b + 8 + padded, data, dlen);
     return b;
 }
 
