@@ -159,12 +159,12 @@ free_all:
 
 /* ---- format sniffing ---- */
 
+/* An 8-byte length under 4 GiB (so its high bytes are NUL, which text never has) followed by '{'. The
+ * length is not compared with the input size here, so a truncated file gets the safetensors reader's
+ * precise error rather than a confusing CSV one. */
 static bool looks_like_safetensors(const uint8_t *p, size_t len)
 {
-    if (len < 9 || p[8] != '{') return false;
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; i--) n = n << 8 | p[i];
-    return n >= 2 && n <= len - 8;
+    return len >= 9 && p[8] == '{' && p[4] == 0 && p[5] == 0 && p[6] == 0 && p[7] == 0;
 }
 
 static bool is_idx(const uint8_t *p, size_t len, uint8_t ndim)

@@ -979,6 +979,16 @@ TEST(dsio_any_refuses_odd_inputs)
     expect_error(dataset_parse_any(&d, empty, g1, true, &e), &e, CLAD_EINVAL, "empty once gunzip'd");
     clad_err_clear(&e);
     expect_error(dataset_parse_any(&d, "hello world", 11, true, &e), &e, CLAD_EINVAL, "csv:");
+    /* A truncated safetensors file is still recognised, and the reader says what is wrong. */
+    float x[4] = {1, 2, 3, 4};
+    int64_t y[2] = {0, 1};
+    size_t sl;
+    uint8_t *st = st_dataset(ST_F32, 2, (int64_t[]){2, 2}, x, ST_I64, 1, (int64_t[]){2}, y, &sl);
+    clad_err_clear(&e);
+    expect_error(dataset_parse_any(&d, st, sl - 1, true, &e), &e, CLAD_EINVAL, "safetensors: data is truncated");
+    clad_err_clear(&e);
+    expect_error(dataset_parse_any(&d, st, 40, true, &e), &e, CLAD_EINVAL, "runs past the end of the file");
+    free(st);
     free(lab), free(gz1), free(gz2), free(empty);
 }
 
