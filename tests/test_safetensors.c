@@ -233,6 +233,18 @@ TEST(st_reject_invalid_json)
     CHECK_MSG(strstr(e.msg, "not valid JSON"), "%s", e.msg);
 }
 
+TEST(st_reject_deep_nesting)
+{
+    /* A million '[' must be refused by the parser's depth limit, not overflow the stack. */
+    size_t n = 1000000;
+    char *json = malloc(n + 8);
+    memcpy(json, "{\"a\":", 5);
+    memset(json + 5, '[', n - 5);
+    json[n] = '\0';
+    expect_reject(json, NULL, 0, CLAD_EINVAL, "maximum parsing depth");
+    free(json);
+}
+
 TEST(st_reject_invalid_utf8)
 {
     expect_reject("{\"a\xff\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", zeros, 1, CLAD_EINVAL,
@@ -334,6 +346,9 @@ TEST(st_reject_numel_overflow)
     /* 2^32 * 2^32 = 2^64 overflows; the checked product must catch it rather than wrap to 0. */
     expect_reject("{\"w\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,0]}}", NULL, 0,
                   CLAD_EINVAL, "tensor 'w': shape [4294967296,4294967296] has too many elements");
+    /* 2^32 * 2^31 = 2^63 fits in 64 unsigned bits but not in int64. */
+    expect_reject("{\"w\":{\"dtype\":\"U8\",\"shape\":[4294967296,2147483648],\"data_offsets\":[0,0]}}", NULL, 0,
+                  CLAD_EINVAL, "has too many elements");
     /* Overflow before a 0 dimension is still an error, as in the reference. */
     expect_reject("{\"w\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296,0],\"data_offsets\":[0,0]}}", NULL, 0,
                   CLAD_EINVAL, "has too many elements");
