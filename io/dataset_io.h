@@ -45,4 +45,19 @@ int file_read_all(const char *path, size_t max_bytes, uint8_t **out, size_t *len
 /* gunzips a buffer into a malloc'd one, refusing output over max_out bytes. */
 int gunzip_buffer(const void *in, size_t in_len, size_t max_out, uint8_t **out, size_t *out_len, clad_err *err);
 
+/* ---- additions by the io module (the declarations above are unchanged) ---- */
+
+/* Upper bound on the decompressed bytes of any one dataset input (raw or gunzip'd). Together with the
+ * DATASET_* limits in core/dataset.h it bounds every allocation a reader makes by its input. */
+#define DATASET_IO_MAX_BYTES (1ULL << 30)
+
+/* How dataset_parse_csv decides with labels_optional: the first column is a label only when a header row
+ * names it "label", "labels", "y", "target" or "class" (any case); otherwise every column is a feature and
+ * every label is 0. Without labels_optional the first column is always the label. */
+
+/* gunzips at most `want` bytes of the start of a gzip stream into out (caller memory) and sets *got to the
+ * number produced, less than want only when the stream is shorter. Lets a reader check a header before it
+ * inflates the rest. CLAD_EINVAL if the input is not gzip or is corrupt within that prefix. */
+int gunzip_prefix(const void *in, size_t in_len, void *out, size_t want, size_t *got, clad_err *err);
+
 #endif
