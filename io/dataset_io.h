@@ -3,7 +3,7 @@
  * All readers produce a core `dataset` (see core/dataset.h): U8 pixels are scaled to [0,1]; images keep
  * their (C,H,W) shape (IDX 3-D images get C = 1); labels are ints. Every reader validates what it reads
  * (sizes, magic numbers, label range, NaN/Inf) and names the problem on error; nothing it is given can
- * crash it. `max_samples` bounds request-sized allocations (0 = DATASET_MAX_SAMPLES).
+ * crash it. Request-sized allocations are bounded by DATASET_* limits and DATASET_IO_MAX_BYTES.
  */
 #ifndef CLAD_IO_DATASET_IO_H
 #define CLAD_IO_DATASET_IO_H
