@@ -243,7 +243,7 @@ int check_json(store *s, const char *json, const char *type, bool nullable, cons
     if (strnlen(json, STORE_JSON_MAX + 1) > STORE_JSON_MAX)
         return clad_err_set(err, CLAD_ETOOLARGE, "%s is longer than %d bytes", what, STORE_JSON_MAX);
     int64_t ok = 0;
-    int rc = st_int(s, &ok, err, "SELECT json_valid(?1) AND json_type(?1) = ?2", "tt", json, type);
+    int rc = st_int(s, &ok, err, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) = ?2 ELSE 0 END", "tt", json, type);
     if (rc) return rc;
     if (!ok) return clad_err_set(err, CLAD_EINVAL, "%s is not a valid JSON %s", what, type);
     return 0;

@@ -65,8 +65,8 @@ static int put_parents(store *s, int64_t child_id, const store_version_in *in, c
     return 0;
 }
 
-/* Marks the producing job succeeded inside the put's transaction; it must be running. */
-static int put_job(store *s, const store_version_in *in, int64_t version, clad_err *err)
+/* The producing job must exist and be running (a cancelled job must not sneak in a version). */
+static int put_job_check(store *s, const store_version_in *in, clad_err *err)
 {
     sqlite3_stmt *st;
     int rc = st_prepare(s, &st, err, "SELECT state FROM jobs WHERE id = ?1", "I", in->job_id);
@@ -79,10 +79,7 @@ static int put_job(store *s, const store_version_in *in, int64_t version, clad_e
     else if (rc == 1)
         rc = 0;
     sqlite3_finalize(st);
-    if (rc) return rc;
-    return st_exec(s, err,
-                   "UPDATE jobs SET state = 'succeeded', result_version = ?2, finished_ms = ?3 WHERE id = ?1",
-                   "III", in->job_id, version, now_ms());
+    return rc;
 }
 
 int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_t *version_out, clad_err *err)
@@ -117,6 +114,7 @@ int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_
         }
         sqlite3_finalize(st);
     }
+    if (rc == 0 && in->job_id) rc = put_job_check(s, in, err);
     if (rc == 0)
         rc = st_exec(s, err,
                      "INSERT INTO versions (task_id, version, kind, adapter_size, adapter_sha256, base_sha256, "
@@ -142,7 +140,10 @@ int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_
         move = true;
         rc = alias_move(s, tid, "active", vid, version, "put", state, 0, peer_uid, NULL, err);
     }
-    if (rc == 0 && in->job_id) rc = put_job(s, in, version, err);
+    if (rc == 0 && in->job_id) /* the job and its version commit together */
+        rc = st_exec(s, err,
+                     "UPDATE jobs SET state = 'succeeded', result_version = ?2, finished_ms = ?3 WHERE id = ?1",
+                     "III", in->job_id, version, now_ms());
     if (rc == 0) {
         char object[STORE_NAME_MAX + 32];
         snprintf(object, sizeof object, "version:%s/%lld", in->task, (long long)version);
