@@ -20,11 +20,18 @@ static int run_integrity(store *s, const char *pragma, clad_err *err)
     rc = st_step(s, st, err);
     if (rc == 1) {
         const char *msg = (const char *)sqlite3_column_text(st, 0);
-        if (!msg || strcmp(msg, "ok") != 0)
-            rc = clad_err_set(err, CLAD_ECORRUPT, "store %s failed %s: %s; restore it from a backup",
-                              s->path, pragma + 7, msg ? msg : "(no message)");
-        else
+        if (!msg || strcmp(msg, "ok") != 0) {
+            /* The report can be long; its first problem is enough to name the damage. */
+            char first[160] = "(no message)";
+            if (msg) {
+                const char *m = strncmp(msg, "*** in database main ***\n", 25) == 0 ? msg + 25 : msg;
+                snprintf(first, sizeof first, "%.*s", (int)strcspn(m, "\n"), m);
+            }
+            rc = clad_err_set(err, CLAD_ECORRUPT, "store %s failed %s (restore it from a backup): %s",
+                              s->path, pragma + 7, first);
+        } else {
             rc = 0;
+        }
     } else if (rc == 0) {
         rc = clad_err_set(err, CLAD_EINTERNAL, "store %s: %s returned no row", s->path, pragma + 7);
     }
