@@ -374,7 +374,7 @@ void store_versions_free(store_version *v, size_t n)
 /* ---- Deleting ---- */
 
 /* Deletes one version row (blob and parent rows cascade) unless an alias points at it. */
-static int delete_one(store *s, int64_t tid, const char *task, int64_t version, int64_t vid, clad_err *err)
+static int delete_one(store *s, const char *task, int64_t version, int64_t vid, clad_err *err)
 {
     sqlite3_stmt *st;
     int rc = st_prepare(s, &st, err, "SELECT group_concat(name, ', ') FROM aliases WHERE version_id = ?1",
@@ -388,7 +388,6 @@ static int delete_one(store *s, int64_t tid, const char *task, int64_t version, 
         rc = 0;
     sqlite3_finalize(st);
     if (rc) return rc;
-    (void)tid;
     return st_exec(s, err, "DELETE FROM versions WHERE id = ?1", "I", vid);
 }
 
@@ -399,7 +398,7 @@ int store_version_delete(store *s, const char *task, int64_t version, int peer_u
     int64_t tid, vid;
     rc = task_id(s, task, &tid, err);
     if (rc == 0) rc = version_id(s, tid, task, version, &vid, err);
-    if (rc == 0) rc = delete_one(s, tid, task, version, vid, err);
+    if (rc == 0) rc = delete_one(s, task, version, vid, err);
     if (rc == 0) {
         char object[STORE_NAME_MAX + 32];
         snprintf(object, sizeof object, "version:%s/%lld", task, (long long)version);

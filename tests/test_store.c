@@ -2,6 +2,7 @@
  * reader handles and snapshots. Every test works on real SQLite files in its own temp dir. */
 #include "tests/test.h"
 
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -551,5 +552,74 @@ TEST(store_backup_is_a_complete_consistent_copy)
     check_same_store(s, b, "t1");
     store_close(b);
     CHECK_CODE(store_backup(s, "/nonexistent-dir/x.db", &e), CLAD_EIO, e);
+    store_close(s);
+}
+
+/* ---- Several threads, each with its own handle, on a store that does not exist yet ---- */
+
+typedef struct opener_ctx {
+    char path[512];
+    char task[16];
+    int ok;
+} opener_ctx;
+
+static void *opener_main(void *arg)
+{
+    opener_ctx *c = arg;
+    clad_err e = {0};
+    store *s = store_open(c->path, &e);
+    CHECK_MSG(s != NULL, "thread open: %s: %s", clad_code_name(e.code), e.msg);
+    static const float w[16] = {1};
+    store_base_in bi = {.name = "mlp", .config_json = "{}", .weights = w, .weights_size = sizeof w};
+    int rc = store_base_put(s, &bi, 0, &e);
+    CHECK_MSG(rc == 0 || rc == CLAD_ECONFLICT, "base: %s", e.msg);
+    store_task_in ti = {.name = c->task, .base = "mlp", .n_classes = 3};
+    clad_err_clear(&e);
+    CHECK_OK(store_task_create(s, &ti, 0, &e), e);
+    for (int i = 0; i < 5; i++) {
+        int64_t v;
+        CHECK_OK(fx_put_job(s, c->task, 0, &v, &e), e);
+        store *r = store_open_reader(c->path, &e); /* cheap per-job reader handles */
+        CHECK(r != NULL);
+        store_version *got = NULL;
+        CHECK_OK(store_version_get_alias(r, c->task, "active", STORE_WITH_BLOB, &got, &e), e);
+        CHECK(fx_blob_ok(got) && got->version == v);
+        store_version_free(got);
+        store_close(r);
+    }
+    store_close(s);
+    c->ok = 1;
+    return NULL;
+}
+
+TEST(store_threads_open_and_write_one_file)
+{
+    enum { N = 4 };
+    static opener_ctx ctx[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        fx_path(ctx[i].path, sizeof ctx[i].path, "shared.db");
+        snprintf(ctx[i].task, sizeof ctx[i].task, "task%d", i);
+        CHECK(pthread_create(&th[i], NULL, opener_main, &ctx[i]) == 0);
+    }
+    for (int i = 0; i < N; i++) {
+        CHECK(pthread_join(th[i], NULL) == 0);
+        CHECK(ctx[i].ok);
+    }
+    clad_err e = {0};
+    store *s = fx_open("shared.db");
+    CHECK_OK(store_check(s, STORE_CHECK_FULL, &e), e);
+    store_task *t = NULL;
+    size_t n = 0;
+    CHECK_OK(store_tasks_list(s, &t, &n, &e), e);
+    CHECK_INT_EQ(n, N);
+    for (size_t i = 0; i < n; i++) CHECK_INT_EQ(t[i].n_versions, 5);
+    store_tasks_free(t, n);
+    store_audit *a = NULL;
+    CHECK_OK(store_audit_list(s, 0, 0, &a, &n, &e), e);
+    size_t migrations = 0;
+    for (size_t i = 0; i < n; i++) migrations += strcmp(a[i].action, "store.migrate") == 0;
+    CHECK_INT_EQ(migrations, 1); /* the schema was created exactly once */
+    store_audit_free(a, n);
     store_close(s);
 }
