@@ -77,6 +77,29 @@ static int exec_pragma(store *s, const char *sql, clad_err *err)
     return rc == SQLITE_OK ? 0 : st_error(s, rc, err, sql);
 }
 
+/* Switches the file to WAL mode (a no-op when it already is). Converting a new file needs an exclusive
+ * lock and SQLite does not call the busy handler for it, so when several handles create the store at
+ * once the losers retry here for up to the busy timeout. */
+static int set_wal(store *s, clad_err *err)
+{
+    for (int waited_ms = 0;; waited_ms += 10) {
+        sqlite3_stmt *st;
+        int rc = st_prepare(s, &st, err, "PRAGMA journal_mode = WAL", NULL);
+        if (rc) return rc;
+        int e = sqlite3_step(st);
+        bool wal = e == SQLITE_ROW && sqlite3_column_text(st, 0) &&
+                   strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
+        sqlite3_finalize(st);
+        if (wal) return 0;
+        if (e == SQLITE_ROW)
+            return clad_err_set(err, CLAD_EIO, "store %s: cannot switch to WAL mode (is the file system "
+                                "local?)", s->path);
+        if (e != SQLITE_BUSY || waited_ms >= STORE_BUSY_TIMEOUT_MS)
+            return st_error(s, e, err, "switching to WAL mode");
+        sqlite3_sleep(10);
+    }
+}
+
 /* Everything store_open and store_open_reader share: connection, header checks. */
 static store *open_common(const char *path, bool reader, clad_err *err)
 {
@@ -104,11 +127,18 @@ static store *open_common(const char *path, bool reader, clad_err *err)
     sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
     if (exec_pragma(s, "PRAGMA foreign_keys = ON", err)) goto fail_close;
 
-    /* Read the header before anything writes to the file: a newer schema must leave it untouched. */
+    /* Read the header before anything writes to the file: a newer schema must leave it untouched. The
+     * three values come from one read transaction, because another process may be creating the
+     * schema right now. */
     int64_t app_id = 0, user_version = 0, n_tables = 0;
-    if (st_int(s, &app_id, err, "PRAGMA application_id", NULL) ||
-        st_int(s, &user_version, err, "PRAGMA user_version", NULL) ||
-        st_int(s, &n_tables, err, "SELECT count(*) FROM sqlite_master", NULL)) {
+    bool began;
+    rc = tx_read_begin(s, &began, err);
+    if (rc == 0 && (st_int(s, &app_id, err, "PRAGMA application_id", NULL) ||
+                    st_int(s, &user_version, err, "PRAGMA user_version", NULL) ||
+                    st_int(s, &n_tables, err, "SELECT count(*) FROM sqlite_master", NULL)))
+        rc = -1;
+    tx_read_end(s, began);
+    if (rc) {
         clad_err_prefix(err, "opening: ");
         goto fail_close;
     }
@@ -138,17 +168,7 @@ static store *open_common(const char *path, bool reader, clad_err *err)
     if (n_tables == 0 && exec_pragma(s, "PRAGMA auto_vacuum = INCREMENTAL", err)) goto fail_close;
     /* WAL: readers never block the writer and a commit is one append + fsync. synchronous=FULL syncs
      * the WAL at every commit, so a version is durable when store_version_put returns. */
-    sqlite3_stmt *st;
-    if (st_prepare(s, &st, err, "PRAGMA journal_mode = WAL", NULL)) goto fail_close;
-    rc = st_step(s, st, err);
-    bool wal = rc == 1 && sqlite3_column_text(st, 0) &&
-               strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
-    sqlite3_finalize(st);
-    if (rc < 0) goto fail_close;
-    if (!wal) {
-        clad_err_set(err, CLAD_EIO, "store %s: cannot switch to WAL mode (is the file system local?)", path);
-        goto fail_close;
-    }
+    if (set_wal(s, err)) goto fail_close;
     if (exec_pragma(s, "PRAGMA synchronous = FULL", err) ||
         exec_pragma(s, "PRAGMA journal_size_limit = 67108864", err))
         goto fail_close;

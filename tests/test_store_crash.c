@@ -171,10 +171,18 @@ TEST_TIMEOUT(store_crash_sigkill_never_leaves_half_a_write, 120)
             crash_child(path, fds[1], rng_next(&r) + (uint64_t)round);
         }
         close(fds[1]);
-        /* Most kills land in the commit loop (after the child is set up); every fifth lands anywhere,
-         * including store creation, migration and WAL recovery at open. */
+        /* Most kills land in the commit loop: after the child is set up and has acknowledged 0, 1 or 2
+         * versions (so the test makes progress however slow the machine is), then 0-30 ms later. Every
+         * fifth lands anywhere, including store creation, migration and WAL recovery at open. */
         int64_t v;
-        if (round % 5 != 0) CHECK(read(fds[0], &v, sizeof v) == (ssize_t)sizeof v && v == 0);
+        if (round % 5 != 0) {
+            CHECK(read(fds[0], &v, sizeof v) == (ssize_t)sizeof v && v == 0);
+            for (int k = 0; k < round % 3; k++) {
+                CHECK(read(fds[0], &v, sizeof v) == (ssize_t)sizeof v && v > 0);
+                committed[v] = 1;
+                if (v > max_acked) max_acked = v;
+            }
+        }
         struct timespec ts = {0, (long)rng_below(&r, 30000) * 1000}; /* 0-30 ms */
         nanosleep(&ts, NULL);
         kill(pid, SIGKILL);
@@ -192,8 +200,6 @@ TEST_TIMEOUT(store_crash_sigkill_never_leaves_half_a_write, 120)
         close(fds[0]);
         crash_verify(path, committed, &max_acked, &cs);
     }
-    CHECK_MSG(cs.acked >= CRASH_ROUNDS / 2, "only %lld versions committed in %d rounds", (long long)cs.acked,
-              CRASH_ROUNDS);
     fprintf(stderr, "# %d kills, %lld versions acknowledged, %d kills right after a commit\n", CRASH_ROUNDS,
             (long long)cs.acked, cs.in_flight);
 }
