@@ -5,6 +5,7 @@
  *   rollback  store_rollback of `active` to its previous target (one transaction, fsync)
  *   load      store_version_get_alias with the blob (one read snapshot, sha256 check)
  *   size      growth of the database file per version (after checkpoint)
+ *   open      store_open (with quick_check) and store_open_reader of the filled store
  *
  * Options: --versions N (default 200), --dir DIR (default $TMPDIR or /tmp), --json.
  */
@@ -76,7 +77,7 @@ static long long file_size(const char *path)
 }
 
 typedef struct result {
-    pct commit, rollback, load;
+    pct commit, rollback, load, open, open_reader;
     double bytes_per_version;
     size_t blob_bytes;
 } result;
@@ -137,6 +138,22 @@ static int run_config(const store_config *c, const char *dir, int n, result *out
     out->commit = percentiles(ms, n);
     out->bytes_per_version = (double)(file_size(path) - size0) / n;
     out->blob_bytes = bytes;
+
+    /* Opening: the writer's open runs quick_check over the whole file; a reader's open does not. */
+    for (int i = 0; i < 10; i++) {
+        double t0 = now_s();
+        if (!(s = store_open(path, &e))) return fail("reopen", &e);
+        store_close(s);
+        ms[i] = (now_s() - t0) * 1e3;
+    }
+    out->open = percentiles(ms, 10);
+    for (int i = 0; i < 50; i++) {
+        double t0 = now_s();
+        if (!(s = store_open_reader(path, &e))) return fail("reader open", &e);
+        store_close(s);
+        ms[i] = (now_s() - t0) * 1e3;
+    }
+    out->open_reader = percentiles(ms, 50);
 
     if (!(s = store_open(path, &e))) return fail("reopen", &e);
     int n_loads = n < 200 ? n : 200;
@@ -226,19 +243,21 @@ int bench_store_main(int argc, char **argv)
                    "\"commit_ms\":{\"median\":%.3f,\"p99\":%.3f},"
                    "\"rollback_ms\":{\"median\":%.3f,\"p99\":%.3f},"
                    "\"load_ms\":{\"median\":%.3f,\"p99\":%.3f},"
+                   "\"open_ms\":{\"median\":%.3f},\"open_reader_ms\":{\"median\":%.3f},"
                    "\"store_bytes_per_version\":%.0f}",
                    i ? "," : "", configs[i].name, configs[i].detail, res[i].blob_bytes, res[i].commit.median,
                    res[i].commit.p99, res[i].rollback.median, res[i].rollback.p99, res[i].load.median,
-                   res[i].load.p99, res[i].bytes_per_version);
+                   res[i].load.p99, res[i].open.median, res[i].open_reader.median, res[i].bytes_per_version);
         printf("]}\n");
     } else {
         printf("store benchmark: %d versions per config, %ld CPUs (%s), WAL + synchronous=FULL\n", n, nproc, cpu);
-        printf("%-10s %10s %18s %18s %18s %12s\n", "config", "blob B", "commit ms p50/p99",
-               "rollback ms p50/99", "load ms p50/p99", "B/version");
+        printf("%-10s %10s %18s %18s %18s %9s %9s %12s\n", "config", "blob B", "commit ms p50/p99",
+               "rollback ms p50/99", "load ms p50/p99", "open ms", "reader ms", "B/version");
         for (size_t i = 0; i < nc; i++)
-            printf("%-10s %10zu %8.3f /%8.3f %8.3f /%8.3f %8.3f /%8.3f %12.0f\n", configs[i].name,
+            printf("%-10s %10zu %8.3f /%8.3f %8.3f /%8.3f %8.3f /%8.3f %9.3f %9.3f %12.0f\n", configs[i].name,
                    res[i].blob_bytes, res[i].commit.median, res[i].commit.p99, res[i].rollback.median,
-                   res[i].rollback.p99, res[i].load.median, res[i].load.p99, res[i].bytes_per_version);
+                   res[i].rollback.p99, res[i].load.median, res[i].load.p99, res[i].open.median,
+                   res[i].open_reader.median, res[i].bytes_per_version);
     }
     return 0;
 }
