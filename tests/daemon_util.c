@@ -53,7 +53,7 @@ char *daemon_log(const daemon_proc *d)
 static bool can_connect(const char *path)
 {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    snprintf(a.sun_path, sizeof a.sun_path, "%.*s", (int)sizeof a.sun_path - 1, path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return false;
     bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
@@ -248,7 +248,7 @@ const char *error_code_of(const char *body)
 int raw_connect(const daemon_proc *d)
 {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof a.sun_path, "%s", d->sock);
+    snprintf(a.sun_path, sizeof a.sun_path, "%.*s", (int)sizeof a.sun_path - 1, d->sock);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     CHECK(fd >= 0);
     CHECK_MSG(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect %s: %s", d->sock, strerror(errno));
