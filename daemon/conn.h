@@ -54,6 +54,8 @@ struct server {
     uint64_t next_req_seq;
     bool stopping;
     bool closing_all;
+    uv_timer_t force_timer;  /* server_close: closes what is still flushing after a grace period */
+    bool force_timer_open;
     void (*close_cb)(server *srv, void *data);
     void *close_data;
     char rbuf[64 * 1024];    /* shared read buffer: every read is consumed before the next one */

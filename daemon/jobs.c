@@ -496,9 +496,25 @@ int job_submit(job_queue *q, job_spec *spec, job **out, clad_err *err)
     j->owner_uid = spec->owner_uid;
     j->created = wall_now();
     j->arg = spec->arg;
+    /* Linked before the hook runs, so the hook sees the queue as it will be. */
+    j->prev = q->all_tail;
+    if (q->all_tail) q->all_tail->next = j;
+    else q->all_head = j;
+    q->all_tail = j;
+    j->qnext = NULL;
+    job *old_queued_tail = q->queued_tail;
+    if (q->queued_tail) q->queued_tail->qnext = j;
+    else q->queued_head = j;
+    q->queued_tail = j;
+    q->n_queued++;
     if (q->opt.hooks.on_state) {
         int rc = q->opt.hooks.on_state(j, q->opt.hooks.data, err);
         if (rc != 0) {
+            list_remove(q, j);
+            q->queued_tail = old_queued_tail;
+            if (old_queued_tail) old_queued_tail->qnext = NULL;
+            else q->queued_head = NULL;
+            q->n_queued--;
             j->arg = NULL; /* stays the caller's */
             job_free(j);
             return rc;
@@ -506,14 +522,6 @@ int job_submit(job_queue *q, job_spec *spec, job **out, clad_err *err)
     }
     q->next_id++;
     spec->arg = NULL;
-    j->prev = q->all_tail;
-    if (q->all_tail) q->all_tail->next = j;
-    else q->all_head = j;
-    q->all_tail = j;
-    if (q->queued_tail) q->queued_tail->qnext = j;
-    else q->queued_head = j;
-    q->queued_tail = j;
-    q->n_queued++;
     log_info("job %llu (%s, lane %s) queued by uid %ld", (unsigned long long)j->id, j->kind_name, j->lane,
              (long)j->owner_uid);
     if (out) *out = j;

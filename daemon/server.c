@@ -17,6 +17,8 @@
 #include "daemon/log.h"
 
 #define LISTEN_BACKLOG 128
+/* server_close lets responses being written finish for this long before closing their connections. */
+#define CLOSE_GRACE_MS 2000
 
 server *server_create(uv_loop_t *loop, const server_limits *limits, const server_handlers *handlers)
 {
@@ -184,9 +186,23 @@ int server_listen(server *srv, const server_listen_opts *opts, clad_err *err)
     return 0;
 }
 
+static void server_maybe_closed(server *srv);
+
+static void on_force_timer_closed(uv_handle_t *h)
+{
+    server *srv = h->data;
+    srv->force_timer_open = false;
+    server_maybe_closed(srv);
+}
+
 static void server_maybe_closed(server *srv)
 {
     if (!srv->closing_all || srv->conns || srv->listener_open || !srv->close_cb) return;
+    if (srv->force_timer_open) {
+        if (!uv_is_closing((uv_handle_t *)&srv->force_timer))
+            uv_close((uv_handle_t *)&srv->force_timer, on_force_timer_closed);
+        return;
+    }
     void (*cb)(server *, void *) = srv->close_cb;
     srv->close_cb = NULL;
     cb(srv, srv->close_data);
@@ -221,20 +237,37 @@ void server_stop_accepting(server *srv)
     for (conn *c = srv->conns; c; c = c->next) conn_drain(c);
 }
 
+static void on_force_timer(uv_timer_t *t)
+{
+    server *srv = t->data;
+    for (conn *c = srv->conns; c; c = c->next) conn_close(c);
+}
+
 void server_close(server *srv, void (*cb)(server *srv, void *data), void *data)
 {
     server_stop_accepting(srv);
     srv->closing_all = true;
     srv->close_cb = cb;
     srv->close_data = data;
-    for (conn *c = srv->conns; c; c = c->next) conn_close(c);
+    bool flushing = false;
+    for (conn *c = srv->conns; c; c = c->next) {
+        /* A response on its way out (a follower's last line, say) is let finish; it closes by itself. */
+        if (c->phase == PHASE_FLUSH || c->phase == PHASE_LINGER) flushing = true;
+        else conn_close(c);
+    }
+    if (flushing) {
+        uv_timer_init(srv->loop, &srv->force_timer);
+        srv->force_timer.data = srv;
+        srv->force_timer_open = true;
+        uv_timer_start(&srv->force_timer, on_force_timer, CLOSE_GRACE_MS, 0);
+    }
     server_maybe_closed(srv);
 }
 
 void server_destroy(server *srv)
 {
     if (!srv) return;
-    if (srv->conns || srv->listener_open)
+    if (srv->conns || srv->listener_open || srv->force_timer_open)
         log_error("bug: server destroyed with %s still open", srv->conns ? "connections" : "the listener");
     free(srv);
 }

@@ -348,3 +348,94 @@ bool raw_closed_within(int fd, int timeout_ms)
         if (r < 0) return false;
     }
 }
+
+void stream_open(curl_stream *s, const daemon_proc *d, const char *method, const char *path, const char *extra)
+{
+    memset(s, 0, sizeof *s);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "exec curl -sN -X %s --unix-socket '%s' %s 'http://cladd%s'", method, d->sock,
+             extra ? extra : "", path);
+    int p[2];
+    CHECK(pipe(p) == 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], STDOUT_FILENO);
+        close(p[0]);
+        close(p[1]);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    s->pid = pid;
+    s->fd = p[0];
+}
+
+char *stream_line(curl_stream *s, int timeout_ms)
+{
+    double deadline = now_s() + timeout_ms / 1000.0;
+    for (;;) {
+        char *nl = memchr(s->buf, '\n', s->len);
+        if (nl) {
+            size_t n = (size_t)(nl - s->buf);
+            char *line = malloc(n + 1);
+            CHECK(line != NULL);
+            memcpy(line, s->buf, n);
+            line[n] = '\0';
+            memmove(s->buf, nl + 1, s->len - n - 1);
+            s->len -= n + 1;
+            return line;
+        }
+        if (s->fd < 0 || s->len == sizeof s->buf) return NULL;
+        int left = (int)((deadline - now_s()) * 1000);
+        if (left <= 0) return NULL;
+        struct pollfd p = {.fd = s->fd, .events = POLLIN};
+        int r = poll(&p, 1, left);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return NULL;
+        ssize_t n = read(s->fd, s->buf + s->len, sizeof s->buf - s->len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            close(s->fd);
+            s->fd = -1;
+            if (s->len == 0) return NULL;
+            /* A last line without a newline. */
+            char *line = malloc(s->len + 1);
+            CHECK(line != NULL);
+            memcpy(line, s->buf, s->len);
+            line[s->len] = '\0';
+            s->len = 0;
+            return line;
+        }
+        s->len += (size_t)n;
+    }
+}
+
+json_t *stream_until(curl_stream *s, const char *needle, int timeout_ms)
+{
+    double deadline = now_s() + timeout_ms / 1000.0;
+    for (;;) {
+        int left = (int)((deadline - now_s()) * 1000);
+        char *line = left > 0 ? stream_line(s, left) : NULL;
+        CHECK_MSG(line != NULL, "stream ended or timed out waiting for a line with %s", needle);
+        if (strstr(line, needle)) {
+            json_t *j = json_or_fail(line);
+            free(line);
+            return j;
+        }
+        free(line);
+    }
+}
+
+void stream_close(curl_stream *s)
+{
+    if (s->fd >= 0) close(s->fd);
+    s->fd = -1;
+    if (s->pid > 0) {
+        kill(s->pid, SIGTERM);
+        waitpid(s->pid, NULL, 0);
+        s->pid = 0;
+    }
+}

@@ -62,6 +62,23 @@ char *raw_response(int fd, int timeout_ms, int *status);
 /* True if the peer closes (EOF or reset) within timeout_ms; data read meanwhile is discarded. */
 bool raw_closed_within(int fd, int timeout_ms);
 
+/* A streamed reply read line by line as it arrives, through `curl -N` in a child process. */
+typedef struct curl_stream {
+    pid_t pid;
+    int fd;
+    char buf[65536];
+    size_t len;
+} curl_stream;
+
+/* Starts curl -sN on method and path (extra: more curl arguments, shell-safe, may be NULL). */
+void stream_open(curl_stream *s, const daemon_proc *d, const char *method, const char *path, const char *extra);
+/* The next line without its newline (malloc'd), or NULL at the end of the stream or after timeout_ms. */
+char *stream_line(curl_stream *s, int timeout_ms);
+/* Stops curl (if still running) and reaps it. */
+void stream_close(curl_stream *s);
+/* Reads lines until one contains needle; returns it parsed as JSON (fails the test on timeout). */
+json_t *stream_until(curl_stream *s, const char *needle, int timeout_ms);
+
 /* Monotonic seconds. */
 double now_s(void);
 void sleep_ms(int ms);
