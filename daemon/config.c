@@ -201,13 +201,18 @@ int config_load_file(cladd_config *cfg, const char *path, clad_err *err)
         nl = strchr(line, '\n');
         if (nl) *nl++ = '\0';
         lineno++;
-        char *hash = strchr(line, '#');
-        char *eq = strchr(line, '=');
-        /* A '#' inside a quoted value is part of the value. */
-        if (hash && !(eq && hash > eq && strchr(eq, '"') && strchr(eq, '"') < hash)) *hash = '\0';
+        /* A comment starts at the first '#' outside double quotes. */
+        bool quoted = false;
+        for (char *p = line; *p; p++) {
+            if (*p == '"') quoted = !quoted;
+            else if (*p == '#' && !quoted) {
+                *p = '\0';
+                break;
+            }
+        }
         char *s = trim(line);
         if (!*s) continue;
-        eq = strchr(s, '=');
+        char *eq = strchr(s, '=');
         if (!eq) {
             rc = clad_err_set(err, CLAD_EINVAL, "config file %s line %d: expected key = value", path,
                               lineno);

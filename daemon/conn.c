@@ -371,6 +371,7 @@ void conn_respond(conn *c, int status, const char *content_type, const void *bod
     /* Answering before the request was read completely (an early error): the rest of the request is
      * unread, so the connection cannot carry another one. */
     if (c->phase == PHASE_HEAD || c->phase == PHASE_BODY) c->close_after = true;
+    if (c->closing) c->resp_status = 499; /* nginx's "client closed request", for metrics and the log */
     if (!c->closing) {
         char head[512];
         int hl = snprintf(head, sizeof head,
@@ -386,7 +387,8 @@ void conn_respond(conn *c, int status, const char *content_type, const void *bod
             uv_buf_init((char *)(extra_headers ? extra_headers : ""),
                         (unsigned)(extra_headers ? strlen(extra_headers) : 0)),
             uv_buf_init((char *)"\r\n", 2),
-            uv_buf_init((char *)body, (unsigned)len),
+            /* A response to HEAD announces its length but carries no body. */
+            uv_buf_init((char *)body, c->req.method == HTTP_HEAD ? 0 : (unsigned)len),
         };
         if (conn_write(c, parts, 4, true) == 0) c->phase = PHASE_FLUSH;
     }
@@ -403,7 +405,10 @@ int conn_stream_start(conn *c, int status, const char *content_type)
     c->streaming = true;
     c->resp_status = status;
     c->latency = conn_now() - c->t_ready;
-    if (c->closing) return CLAD_EIO;
+    if (c->closing) {
+        c->resp_status = 499;
+        return CLAD_EIO;
+    }
     /* HTTP/1.0 has no chunked encoding: the body then ends with the connection. */
     c->stream_chunked = !(c->req.http_major == 1 && c->req.http_minor == 0);
     if (!c->stream_chunked) c->close_after = true;

@@ -42,7 +42,7 @@ typedef struct server_handlers {
     /* When the request is complete; the handler owns req from here (see daemon/http.h). */
     void (*on_request)(http_req *req, void *data);
     /* After every finished request, answered by a handler or by the server itself (400, 408, 413, 431,
-     * 503): its status (0 if it was never answered because the client left) and the seconds from the
+     * 503): its status (499 if the client left before the answer) and the seconds from the
      * complete request (or the error) to the start of the response. For metrics and the access log. */
     void (*on_done)(const http_req *req, int status, double seconds, void *data);
     void *data; /* passed to the callbacks and exposed as req->app */

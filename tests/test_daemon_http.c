@@ -1,6 +1,7 @@
 /* The daemon's HTTP layer end to end: the real build/cladd on a private socket, driven by curl and by
  * raw sockets (for malformed, slow and pipelining clients). */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -449,6 +450,22 @@ TEST(daemon_http_keep_alive_and_pipelining)
     CHECK_INT_EQ(status, 200);
     CHECK(strstr(r, "\"bytes\":3") != NULL);
     free(r);
+    /* A response to HEAD has no body: the next response follows the headers directly. */
+    raw_send_str(fd, "HEAD /v1/health HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n");
+    char seen[2048] = "";
+    size_t got = 0;
+    double t0 = now_s();
+    while (!strstr(seen, "\"version\"") && now_s() - t0 < 2 && got < sizeof seen - 1) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 100) <= 0) continue;
+        ssize_t n = recv(fd, seen + got, sizeof seen - 1 - got, 0);
+        if (n <= 0) break;
+        got += (size_t)n;
+        seen[got] = '\0';
+    }
+    char *gap = strstr(seen, "\r\n\r\n");
+    CHECK_MSG(strncmp(seen, "HTTP/1.1 405", 12) == 0 && gap && strncmp(gap + 4, "HTTP/1.1 200", 12) == 0,
+              "HEAD reply carried a body or broke the connection:\n%s", seen);
     /* Connection: close is honoured. */
     raw_send_str(fd, "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     r = raw_response(fd, 2000, &status);
