@@ -151,11 +151,15 @@ static server_limits limits_of(const cladd_config *c)
 static void on_reload(void *data)
 {
     cladd *app = data;
+    char status[160];
+    snprintf(status, sizeof status, "ready; serving on %s", server_socket_path(app->srv));
+    /* The RELOADING/READY handshake happens even with nothing to reload, so systemd never waits. */
+    notify_reloading(app->notify);
     if (!app->cfg.config_path[0]) {
         log_info("no config file was given (--config); nothing to reload");
+        notify_reloaded(app->notify, status);
         return;
     }
-    notify_reloading(app->notify);
     /* Start from the defaults so a key removed from the file goes back to its default. */
     cladd_config next;
     config_init(&next);
@@ -183,8 +187,6 @@ static void on_reload(void *data)
         job_queue_set_limits(app->jobs, next.max_queued_jobs, next.max_compute_queue, next.job_history);
         log_info("configuration reloaded from %s", next.config_path);
     }
-    char status[160];
-    snprintf(status, sizeof status, "ready; serving on %s", server_socket_path(app->srv));
     notify_reloaded(app->notify, status);
 }
 

@@ -133,7 +133,9 @@ void http_stream_end(http_req *req);
 
 /* Registers cb to run once, on the loop thread, if the connection ends before the request is finished
  * (client closed, timed out, daemon stopping). It never runs from inside another http_* call. Replaces
- * an earlier registration; cb NULL removes it. */
+ * an earlier registration; cb NULL removes it. Register it in the handler itself, before returning to
+ * the loop: a registration made after the connection has closed never fires (http_req_is_gone is then
+ * already true). */
 void http_req_on_gone(http_req *req, http_gone_cb cb, void *data);
 /* True once the client is gone; replies would be dropped. */
 bool http_req_is_gone(const http_req *req);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
+#include <time.h>
 
 #include "daemon/log.h"
 
@@ -134,7 +135,13 @@ void notify_status(notifier *n, const char *fmt, ...)
 
 void notify_reloading(notifier *n)
 {
-    notify_send("RELOADING=1");
+    /* MONOTONIC_USEC lets systemd (Type=notify-reload, v253+) match the reload to its request. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    char msg[80];
+    snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000ull);
+    notify_send(msg);
 }
 
 void notify_reloaded(notifier *n, const char *status)

@@ -356,6 +356,10 @@ TEST(daemon_notify_ready_status_watchdog_stopping)
     /* Long enough to outlast the 250 ms STATUS coalescing. */
     submit_sleep(&d, "{\"steps\": 10, \"step_ms\": 50}");
     CHECK_MSG(notify_wait(fd, log, sizeof log, "STATUS=sleep job 1: step", 3000), "no job STATUS; got:\n%s", log);
+    /* The reload handshake. */
+    kill(d.pid, SIGHUP);
+    CHECK_MSG(notify_wait(fd, log, sizeof log, "RELOADING=1\nMONOTONIC_USEC=", 3000), "no RELOADING=1; got:\n%s",
+              log);
     kill(d.pid, SIGTERM);
     CHECK_MSG(notify_wait(fd, log, sizeof log, "STOPPING=1", 3000), "no STOPPING=1; got:\n%s", log);
     CHECK_INT_EQ(daemon_wait(&d, 5), 0);
