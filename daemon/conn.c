@@ -23,6 +23,10 @@
 #define LINGER_MS 1000
 /* First allocation for a body whose size is not known, or is large (grown by doubling). */
 #define BODY_INITIAL (64 * 1024)
+/* Over-limit connections being answered 503 at once; beyond this they are closed without an answer. */
+#define REJECT_MAX 64
+/* Longest Content-Type a handler may send; keeps every response head within its fixed buffer. */
+#define CONTENT_TYPE_MAX 200
 
 enum { SEG_NONE, SEG_URL, SEG_FIELD, SEG_VALUE };
 
@@ -358,6 +362,16 @@ static const char *connection_word(const conn *c)
     return c->close_after || c->srv->stopping ? "close" : "keep-alive";
 }
 
+static const char *safe_content_type(const char *ct)
+{
+    if (!ct) return "text/plain";
+    if (strlen(ct) > CONTENT_TYPE_MAX || strpbrk(ct, "\r\n")) {
+        log_error("bug: a handler sent a malformed or overlong Content-Type; using application/octet-stream");
+        return "application/octet-stream";
+    }
+    return ct;
+}
+
 void conn_respond(conn *c, int status, const char *content_type, const void *body, size_t len,
                   const char *extra_headers)
 {
@@ -380,8 +394,8 @@ void conn_respond(conn *c, int status, const char *content_type, const void *bod
                           "Content-Length: %zu\r\n"
                           "Cache-Control: no-store\r\n"
                           "Connection: %s\r\n",
-                          status, http_status_text(status), content_type ? content_type : "text/plain",
-                          len, connection_word(c));
+                          status, http_status_text(status), safe_content_type(content_type), len,
+                          connection_word(c));
         uv_buf_t parts[4] = {
             uv_buf_init(head, (unsigned)hl),
             uv_buf_init((char *)(extra_headers ? extra_headers : ""),
@@ -419,7 +433,7 @@ int conn_stream_start(conn *c, int status, const char *content_type)
                       "%s"
                       "Cache-Control: no-store\r\n"
                       "Connection: %s\r\n\r\n",
-                      status, http_status_text(status), content_type,
+                      status, http_status_text(status), safe_content_type(content_type),
                       c->stream_chunked ? "Transfer-Encoding: chunked\r\n" : "", connection_word(c));
     uv_buf_t part = uv_buf_init(head, (unsigned)hl);
     return conn_write(c, &part, 1, false);
@@ -941,6 +955,11 @@ void conn_accept(server *srv, bool reject)
     c->parser.data = c;
     c->phase = PHASE_HEAD;
     c->t_ready = conn_now();
+    if (reject && srv->n_rejecting >= REJECT_MAX) {
+        srv->stats.connections_rejected++;
+        conn_close(c); /* a flood: no answer, just the close */
+        return;
+    }
     if (reject) {
         c->rejected = true;
         srv->n_rejecting++;
