@@ -49,6 +49,10 @@ static void usage(FILE *f)
 static const route *const route_tables[] = {
     api_system_routes,
     api_jobs_routes,
+    api_bases_routes,
+    api_tasks_routes,
+    api_train_routes,
+    api_serve_routes,
 };
 
 /* --- server callbacks ------------------------------------------------------------------------------- */
@@ -89,8 +93,9 @@ static void update_status(cladd *app)
 
 static int on_job_state(job *j, void *data, clad_err *err)
 {
+    int rc = app_job_state_hook(data, j, err);
     update_status(data);
-    return 0;
+    return rc;
 }
 
 static void on_job_progress(job *j, const json_t *event, void *data)
@@ -130,6 +135,14 @@ static void on_stop(int signum, void *data)
     notify_stopping(app->notify, status);
     server_stop_accepting(app->srv);
     job_queue_shutdown(app->jobs, on_jobs_stopped, app);
+}
+
+/* Startup failed after the queue was made: free it without a server to close. */
+static void on_jobs_stopped_early(job_queue *q, void *data)
+{
+    cladd *app = data;
+    job_queue_destroy(q);
+    app->jobs = NULL;
 }
 
 /* --- reload ------------------------------------------------------------------------------------------- */
@@ -352,6 +365,13 @@ int main(int argc, char **argv)
         .hooks = {.on_state = on_job_state, .on_progress = on_job_progress, .data = &app},
     };
     app.jobs = job_queue_create(&loop, &jo);
+    if (app_store_open(&app, &err) != 0) {
+        log_error("%s", err.msg);
+        job_queue_shutdown(app.jobs, on_jobs_stopped_early, &app);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        metrics_destroy(app.metrics);
+        goto destroy_router;
+    }
 
     server_limits lim = limits_of(&app.cfg);
     server_handlers sh = {.on_head = on_head, .on_request = on_request, .on_done = on_done, .data = &app};
@@ -384,6 +404,7 @@ int main(int argc, char **argv)
 
 destroy_all:
     server_destroy(app.srv);
+    app_store_close(&app);
     metrics_destroy(app.metrics);
 destroy_router:
     if (rc && err.msg[0] && !app.srv) log_error("%s", err.msg);

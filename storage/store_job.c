@@ -132,6 +132,18 @@ int store_job_mark_cancelled(store *s, int64_t id, int peer_uid, clad_err *err)
     return tx_end(s, rc, err);
 }
 
+int store_job_mark_interrupted(store *s, int64_t id, clad_err *err)
+{
+    int owner = 0, rc = tx_begin_write(s, err);
+    if (rc) return rc;
+    rc = job_check_state(s, id, from_live, "interrupted", &owner, err);
+    if (rc == 0)
+        rc = st_exec(s, err, "UPDATE jobs SET state = 'interrupted', finished_ms = ?2 WHERE id = ?1", "II", id,
+                     now_ms());
+    if (rc == 0) rc = audit_job(s, owner, "job.interrupted", id, "interrupted", NULL, 0, err);
+    return tx_end(s, rc, err);
+}
+
 int store_job_set_progress(store *s, int64_t id, const char *progress_json, clad_err *err)
 {
     int rc = check_json(s, progress_json, "object", false, "job progress", err);
