@@ -156,7 +156,7 @@ static int base_train_run(job *j, void *argp, json_t **result, clad_err *err)
         return err->code;
     }
     model_init_random(a->m, a->seed);
-    char status[128];
+    char status[1200];
     snprintf(status, sizeof status, "base %s: %d samples of %d classes from %s", a->name, d.n, d.n_classes, a->data);
     job_post(j, json_pack("{s:s,s:i,s:i,s:s}", "event", "data", "samples", d.n, "classes", d.n_classes, "status", status));
     char what[96];
