@@ -100,29 +100,7 @@ int report_error(const options *o, const client_response *resp)
 /* GET path and parse the JSON reply into *out. Returns 0 or an exit code (after printing). */
 int get_json(const options *o, const char *path, json_t **out)
 {
-    client_request rq = {.method = "GET", .path = path, .timeout_ms = REQUEST_TIMEOUT_MS};
-    client_response resp;
-    int rc = request(o, &rq, &resp);
-    if (rc) return rc;
-    if (resp.status < 200 || resp.status >= 300) {
-        rc = report_error(o, &resp);
-        client_response_finish(&resp);
-        return rc;
-    }
-    if (o->json) {
-        fwrite(resp.body, 1, resp.body_len, stdout);
-        client_response_finish(&resp);
-        *out = NULL;
-        return 0;
-    }
-    json_error_t je;
-    *out = json_loads(resp.body, 0, &je);
-    client_response_finish(&resp);
-    if (!*out) {
-        fail_msg("the daemon's reply is not JSON: %s", je.text);
-        return EXIT_PROTOCOL;
-    }
-    return 0;
+    return send_json(o, "GET", path, NULL, NULL, 0, out);
 }
 
 /* --- formatting ------------------------------------------------------------------------------------- */
@@ -338,8 +316,9 @@ const char *cli_opt(const options *o, const char *key)
 int send_json(const options *o, const char *method, const char *path, const char *ctype, const void *body,
               size_t body_len, json_t **out)
 {
+    /* Requests with a body may wait for work (an upload to parse); plain reads time out. */
     client_request rq = {.method = method, .path = path, .content_type = body ? ctype : NULL, .body = body,
-                         .body_len = body_len, .timeout_ms = 0};
+                         .body_len = body_len, .timeout_ms = body ? 0 : REQUEST_TIMEOUT_MS};
     client_response resp;
     *out = NULL;
     int rc = request(o, &rq, &resp);
