@@ -146,6 +146,7 @@ void job_queue_set_next_id(job_queue *q, uint64_t next_id)
 }
 
 uint64_t job_id(const job *j) { return j->id; }
+json_t *job_run_result(job *j) { return j->run_result; }
 job_state job_get_state(const job *j) { return j->state; }
 const char *job_lane(const job *j) { return j->lane; }
 const char *job_kind_name(const job *j) { return j->kind_name; }

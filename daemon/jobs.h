@@ -133,6 +133,8 @@ job *job_find(job_queue *q, uint64_t id);
 int job_cancel(job_queue *q, job *j, clad_err *err);
 
 /* Loop-thread accessors. */
+/* The result run returned, during kind->finish (borrowed; finish may add fields, e.g. what it committed). */
+json_t *job_run_result(job *j);
 uint64_t job_id(const job *j);
 job_state job_get_state(const job *j);
 const char *job_lane(const job *j);
