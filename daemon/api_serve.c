@@ -184,7 +184,9 @@ static void serve(http_req *req, bool evaluate)
     clad_err err = {0};
     int64_t version = 0;
     bool probs = true;
-    if (http_req_query_bool(req, "probs", &probs, &err) || resolve_version(app, req, task, &version, &err)) {
+    /* Probabilities are on unless ?probs=0 (an absent flag reads as false). */
+    if ((http_req_query(req, "probs") && http_req_query_bool(req, "probs", &probs, &err)) ||
+        resolve_version(app, req, task, &version, &err)) {
         http_reply_err(req, &err);
         return;
     }
