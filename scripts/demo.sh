@@ -24,9 +24,9 @@ CLAD="$BUILD/clad --socket $SOCK"
 
 say "exporting task data from $STREAM ($SAMPLES training samples per task)"
 for t in $TASKS; do
-    "$BUILD/clad-bench" export --stream "$STREAM" --task "$t" --split train --train-samples "$SAMPLES" \
+    "$BUILD/clad-bench" export --stream "$STREAM" --task "$t" --split train --quick \
         --out "$DEMO/data/$t-train.safetensors"
-    "$BUILD/clad-bench" export --stream "$STREAM" --task "$t" --split test --test-samples 1000 \
+    "$BUILD/clad-bench" export --stream "$STREAM" --task "$t" --split test --quick \
         --out "$DEMO/data/$t-test.safetensors"
 done
 
