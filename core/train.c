@@ -1,6 +1,8 @@
 /* Training, evaluation and prediction loops; see train.h. */
 #include "core/train.h"
 
+#include <cblas.h>
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,4 +241,14 @@ int model_predict(const model *m, const adapter *a, const float *x, int n, int b
     rc = model_predict_ws(ws, m, a, x, n, probs, labels, err);
     model_ws_destroy(ws);
     return rc;
+}
+
+void blas_set_threads(int n)
+{
+    openblas_set_num_threads(n);
+}
+
+int blas_threads(void)
+{
+    return openblas_get_num_threads();
 }

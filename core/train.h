@@ -70,4 +70,9 @@ int model_predict(const model *m, const adapter *a, const float *x, int n, int b
 int model_predict_ws(model_ws *ws, const model *m, const adapter *a, const float *x, int n, float *probs,
                      int *labels, clad_err *err);
 
+/* OpenBLAS's thread count for every matrix product of this process. Results are bit-identical only for
+ * a fixed count; servers running several computations at once on their own threads want 1. */
+void blas_set_threads(int n);
+int blas_threads(void);
+
 #endif

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/train.h"
 #include "daemon/api.h"
 #include "daemon/log.h"
 
@@ -336,6 +337,9 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN); /* a client that disconnects mid-write is an EPIPE, not a crash */
     json_object_seed(0);      /* before any thread could race to seed jansson's hash */
+    /* Training and predictions each run on their own worker thread; OpenBLAS threads on top of those
+     * would only contend for the same cores, and a fixed count keeps training deterministic. */
+    if (!getenv("OPENBLAS_NUM_THREADS")) blas_set_threads(1);
     app.threadpool_size = size_threadpool(&app.cfg);
 
     uv_loop_t loop;
@@ -392,8 +396,9 @@ int main(int argc, char **argv)
         uv_run(&loop, UV_RUN_DEFAULT);
         goto destroy_all;
     }
-    log_info("cladd %s ready: pid %ld, state in %s, worker pool of %u threads (%u for jobs)", CLAD_VERSION,
-             (long)getpid(), app.cfg.state_dir, app.threadpool_size, app.cfg.max_running_jobs);
+    log_info("cladd %s ready: pid %ld, state in %s, worker pool of %u threads (%u for jobs), %d BLAS thread(s)",
+             CLAD_VERSION, (long)getpid(), app.cfg.state_dir, app.threadpool_size, app.cfg.max_running_jobs,
+             blas_threads());
     char status[160];
     snprintf(status, sizeof status, "ready; serving on %s", server_socket_path(app.srv));
     notify_ready(app.notify, status);
