@@ -9,24 +9,6 @@
 #include <cblas.h>
 #include <math.h>
 
-/* Row-wise numerically stable softmax of a (T,T) block in place. */
-static void softmax_rows(float *a, int T)
-{
-    for (int i = 0; i < T; i++) {
-        float *row = a + (size_t)i * T;
-        float mx = row[0];
-        for (int j = 1; j < T; j++) mx = row[j] > mx ? row[j] : mx;
-        double s = 0.0;
-        for (int j = 0; j < T; j++) {
-            float e = expf(row[j] - mx);
-            row[j] = e;
-            s += (double)e;
-        }
-        float inv = (float)(1.0 / s);
-        for (int j = 0; j < T; j++) row[j] *= inv;
-    }
-}
-
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH)
 {
     assert(B >= 0 && T > 0 && NH > 0 && C > 0 && C % NH == 0);
@@ -41,7 +23,7 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
             float *o = out + (size_t)b * T * C + (size_t)h * hs;        /* (T,hs), ld C */
             /* scores (T,T) = scale * q k^T */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, C3, k, C3, 0.0f, a, T);
-            softmax_rows(a, T);
+            softmax_forward(a, a, T, T);
             /* o (T,hs) = att (T,T) . v (T,hs) */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, v, C3, 0.0f, o, C);
         }

@@ -7,6 +7,9 @@
  * the tests compare against; the naive twins are for tests only.
  *
  * Nothing here allocates, does I/O or keeps state; scratch buffers are passed in by the caller.
+ *
+ * Determinism: same inputs, same bits, as long as the OpenBLAS thread count is the same; sgemm may round
+ * differently when it splits work over a different number of threads, so pin it for reproducible runs.
  */
 #ifndef CLAD_CORE_LAYERS_H
 #define CLAD_CORE_LAYERS_H
@@ -36,6 +39,7 @@ void lora_forward_naive(float *y, float *xa, const float *x, const float *A, con
 void lora_backward(float *dx, float *dA, float *dB, float *scratch, const float *dy, const float *x,
                    const float *xa, const float *A, const float *B, float scale,
                    int N, int in, int out, int r);
+/* (scratch is not touched, and may be NULL, when dx and dA are both NULL.) */
 void lora_backward_naive(float *dx, float *dA, float *dB, float *scratch, const float *dy,
                          const float *x, const float *xa, const float *A, const float *B, float scale,
                          int N, int in, int out, int r);
@@ -45,6 +49,7 @@ void lora_backward_naive(float *dx, float *dA, float *dB, float *scratch, const 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                        const float *b, int N, int C);
 /* dx (N,C) += ..., dw (C) += ..., db (C) += ...; dw/db may be NULL (frozen). */
+/* (dx may be NULL too, when nothing below the layer needs a gradient.) */
 void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                         const float *w, const float *mean, const float *rstd, int N, int C);
 
@@ -52,9 +57,16 @@ void layernorm_backward(float *dx, float *dw, float *db, const float *dout, cons
 void gelu_forward(float *out, const float *x, size_t n);
 void gelu_backward(float *dx, const float *x, const float *dout, size_t n); /* dx += gelu'(x) dout */
 
+/* ---- row softmax --------------------------------------------------------------------------------- */
+/* out (N,K) = softmax of each row of in (N,K), numerically stable (the row max is subtracted first);
+ * out may equal in. Probabilities below FLT_MIN come out as 0. Used by attention; its backward lives in
+ * attention_backward. */
+void softmax_forward(float *out, const float *in, int N, int K);
+
 /* ---- residual: out = a + b ---------------------------------------------------------------------- */
 void residual_forward(float *out, const float *a, const float *b, size_t n);
 void residual_backward(float *da, float *db, const float *dout, size_t n); /* da += dout; db += dout */
+/* (da or db may be NULL.) */
 
 /* ---- multi-head softmax self-attention (bidirectional, as in ViT) ------------------------------- */
 /* qkv (B,T,3C): per token [q | k | v], head h uses columns h*hs .. h*hs+hs-1 of each, hs = C/NH.
@@ -79,6 +91,7 @@ void tokens_forward(float *tokens, const float *emb, const float *cls, const flo
                     int B, int P, int C);
 /* demb (B,P,C) +=, dcls (C) +=, dpos (T,C) +=; dcls/dpos may be NULL (frozen). */
 void tokens_backward(float *demb, float *dcls, float *dpos, const float *dtokens, int B, int P, int C);
+/* (demb may be NULL too, when the patch embedding is frozen.) */
 
 /* ---- softmax cross-entropy ---------------------------------------------------------------------- */
 /* probs (N,K), losses (N) from logits (N,K) and targets (N) in [0,K). Numerically stable.

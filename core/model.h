@@ -106,6 +106,9 @@ typedef struct model_ws model_ws;
 model_ws *model_ws_create(const model *m, int max_batch, int max_rank, int max_classes, bool with_grads,
                           clad_err *err);
 void model_ws_destroy(model_ws *ws);
+/* True if ws was made for m and can run adapter a (ranks, classes); batches are split to max_batch. */
+bool model_ws_fits(const model_ws *ws, const model *m, const adapter *a);
+int model_ws_max_batch(const model_ws *ws);
 
 /* Forward pass on N <= max_batch samples x (N, input_dim). a may be NULL (base model). If targets is
  * non-NULL, returns the mean cross-entropy loss; else returns 0. Logits and probabilities stay in ws. */

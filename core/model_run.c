@@ -28,6 +28,7 @@ typedef struct vit_block_acts {
 } vit_block_acts;
 
 struct model_ws {
+    const model *m;
     int max_batch, max_rank, max_classes;
     bool with_grads;
     float *buf;
@@ -151,6 +152,7 @@ model_ws *model_ws_create(const model *m, int max_batch, int max_rank, int max_c
     }
     model_ws *ws = calloc(1, sizeof *ws);
     if (!ws) abort();
+    ws->m = m;
     ws->max_batch = max_batch;
     ws->max_rank = max_rank < 1 ? 1 : max_rank;
     ws->max_classes = max_classes > m->cfg.n_classes ? max_classes : m->cfg.n_classes;
@@ -183,6 +185,18 @@ void model_ws_destroy(model_ws *ws)
     free(ws->targets);
     free(ws);
 }
+
+bool model_ws_fits(const model_ws *ws, const model *m, const adapter *a)
+{
+    if (ws->m != m) return false;
+    if (!a) return true;
+    if (a->n_classes > ws->max_classes) return false;
+    for (int li = 0; li < a->n_linear; li++)
+        if (a->rank[li] > ws->max_rank) return false;
+    return true;
+}
+
+int model_ws_max_batch(const model_ws *ws) { return ws->max_batch; }
 
 const float *model_ws_probs(const model_ws *ws) { return ws->probs; }
 const float *model_ws_logits(const model_ws *ws) { return ws->logits; }

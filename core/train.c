@@ -1,6 +1,8 @@
 /* Training, evaluation and prediction loops; see train.h. */
 #include "core/train.h"
 
+#include <cblas.h>
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,19 +195,24 @@ int model_evaluate(const model *m, const adapter *a, const dataset *d, int batch
     return 0;
 }
 
-int model_predict(const model *m, const adapter *a, const float *x, int n, int batch, float *probs, int *labels,
-                  clad_err *err)
+static int check_inputs(const model *m, const float *x, int n, clad_err *err)
 {
-    int dim = model_config_input_dim(&m->cfg);
+    size_t dim = (size_t)model_config_input_dim(&m->cfg);
     for (size_t i = 0; i < (size_t)n * dim; i++)
         if (!isfinite(x[i]))
             return clad_err_set(err, CLAD_EINVAL, "input %zu feature %zu is not finite", i / dim, i % dim);
-    int B = batch < 1 ? 256 : batch;
-    if (B > n) B = n;
-    if (B < 1) return 0;
+    return 0;
+}
+
+int model_predict_ws(model_ws *ws, const model *m, const adapter *a, const float *x, int n, float *probs,
+                     int *labels, clad_err *err)
+{
+    if (!model_ws_fits(ws, m, a))
+        return clad_err_set(err, CLAD_EINTERNAL, "prediction workspace does not fit the adapter");
+    int rc = check_inputs(m, x, n, err);
+    if (rc) return rc;
+    int dim = model_config_input_dim(&m->cfg), B = model_ws_max_batch(ws);
     int K = a ? a->n_classes : m->cfg.n_classes;
-    model_ws *ws = model_ws_create(m, B, max_rank_of(a), K, false, err);
-    if (!ws) return err ? err->code : CLAD_ENOMEM;
     for (int s = 0; s < n; s += B) {
         int k = n - s < B ? n - s : B;
         model_forward(ws, m, a, x + (size_t)s * dim, NULL, k);
@@ -218,6 +225,30 @@ int model_predict(const model *m, const adapter *a, const float *x, int n, int b
             labels[s + i] = best;
         }
     }
-    model_ws_destroy(ws);
     return 0;
+}
+
+int model_predict(const model *m, const adapter *a, const float *x, int n, int batch, float *probs, int *labels,
+                  clad_err *err)
+{
+    int rc = check_inputs(m, x, n, err);
+    if (rc) return rc;
+    int B = batch < 1 ? 256 : batch;
+    if (B > n) B = n;
+    if (B < 1) return 0;
+    model_ws *ws = model_ws_create(m, B, max_rank_of(a), a ? a->n_classes : m->cfg.n_classes, false, err);
+    if (!ws) return err ? err->code : CLAD_ENOMEM;
+    rc = model_predict_ws(ws, m, a, x, n, probs, labels, err);
+    model_ws_destroy(ws);
+    return rc;
+}
+
+void blas_set_threads(int n)
+{
+    openblas_set_num_threads(n);
+}
+
+int blas_threads(void)
+{
+    return openblas_get_num_threads();
 }

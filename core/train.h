@@ -62,8 +62,17 @@ typedef struct eval_result {
 
 int model_evaluate(const model *m, const adapter *a, const dataset *d, int batch, eval_result *res,
                    clad_err *err);
-/* probs (n, K) (may be NULL) and labels (n) (may be NULL) for inputs x (n, input_dim). */
+/* probs (n, K) (may be NULL) and labels (n) (may be NULL) for inputs x (n, input_dim). Allocates a
+ * workspace per call; servers should keep one per thread and use model_predict_ws. */
 int model_predict(const model *m, const adapter *a, const float *x, int n, int batch, float *probs,
                   int *labels, clad_err *err);
+/* The same with a caller's workspace (no allocation); batches of at most the workspace's max_batch. */
+int model_predict_ws(model_ws *ws, const model *m, const adapter *a, const float *x, int n, float *probs,
+                     int *labels, clad_err *err);
+
+/* OpenBLAS's thread count for every matrix product of this process. Results are bit-identical only for
+ * a fixed count; servers running several computations at once on their own threads want 1. */
+void blas_set_threads(int n);
+int blas_threads(void);
 
 #endif

@@ -3,7 +3,7 @@
  * All readers produce a core `dataset` (see core/dataset.h): U8 pixels are scaled to [0,1]; images keep
  * their (C,H,W) shape (IDX 3-D images get C = 1); labels are ints. Every reader validates what it reads
  * (sizes, magic numbers, label range, NaN/Inf) and names the problem on error; nothing it is given can
- * crash it. `max_samples` bounds request-sized allocations (0 = DATASET_MAX_SAMPLES).
+ * crash it. Request-sized allocations are bounded by DATASET_* limits and DATASET_IO_MAX_BYTES.
  */
 #ifndef CLAD_IO_DATASET_IO_H
 #define CLAD_IO_DATASET_IO_H
@@ -44,5 +44,20 @@ int dataset_parse_any(dataset *out, const void *buf, size_t len, bool labels_opt
 int file_read_all(const char *path, size_t max_bytes, uint8_t **out, size_t *len, clad_err *err);
 /* gunzips a buffer into a malloc'd one, refusing output over max_out bytes. */
 int gunzip_buffer(const void *in, size_t in_len, size_t max_out, uint8_t **out, size_t *out_len, clad_err *err);
+
+/* ---- additions by the io module (the declarations above are unchanged) ---- */
+
+/* Upper bound on the decompressed bytes of any one dataset input (raw or gunzip'd). Together with the
+ * DATASET_* limits in core/dataset.h it bounds every allocation a reader makes by its input. */
+#define DATASET_IO_MAX_BYTES (1ULL << 30)
+
+/* How dataset_parse_csv decides with labels_optional: the first column is a label only when a header row
+ * names it "label", "labels", "y", "target" or "class" (any case); otherwise every column is a feature and
+ * every label is 0. Without labels_optional the first column is always the label. */
+
+/* gunzips at most `want` bytes of the start of a gzip stream into out (caller memory) and sets *got to the
+ * number produced, less than want only when the stream is shorter. Lets a reader check a header before it
+ * inflates the rest. CLAD_EINVAL if the input is not gzip or is corrupt within that prefix. */
+int gunzip_prefix(const void *in, size_t in_len, void *out, size_t want, size_t *got, clad_err *err);
 
 #endif

@@ -113,8 +113,9 @@ static int add_params(st_writer *w, const param_set *p, clad_err *err)
     return 0;
 }
 
-/* Loads every tensor of p from r, checking shapes, finiteness, and that r holds nothing else. */
-static int read_params(param_set *p, const st_reader *r, const char *what, clad_err *err)
+/* Loads every tensor of p from r, checking shapes, finiteness, and that r holds nothing else (but for
+ * names starting with skip_prefix, when given). */
+static int read_params(param_set *p, const st_reader *r, const char *what, const char *skip_prefix, clad_err *err)
 {
     for (int i = 0; i < p->n; i++) {
         int64_t shape[PARAM_MAX_DIMS];
@@ -132,6 +133,7 @@ static int read_params(param_set *p, const st_reader *r, const char *what, clad_
     }
     for (int i = 0; i < st_reader_count(r); i++) {
         const char *name = st_reader_at(r, i)->name;
+        if (skip_prefix && !strncmp(name, skip_prefix, strlen(skip_prefix))) continue;
         if (param_set_find(p, name) < 0)
             return clad_err_set(err, CLAD_EINVAL, "%s: unexpected tensor '%s'", what, name);
     }
@@ -184,7 +186,7 @@ static model *model_from_reader(const st_reader *r, const model_config *cfg, cla
     }
     model *m = model_create(cfg, err);
     if (!m) return NULL;
-    if (read_params(&m->params, r, "base model", err)) {
+    if (read_params(&m->params, r, "base model", NULL, err)) {
         model_destroy(m);
         return NULL;
     }
@@ -235,10 +237,8 @@ int adapter_ranks_from_json(int *ranks, const model *m, const json_t *j, clad_er
     return 0;
 }
 
-static int adapter_write(const adapter *a, const model *m, const char *path, uint8_t **out, size_t *len,
-                         clad_err *err)
+int adapter_to_writer(st_writer *w, const adapter *a, const model *m, clad_err *err)
 {
-    st_writer *w = st_writer_create();
     char num[64];
     json_t *rj = adapter_ranks_to_json(a, m);
     char *rtext = json_dumps(rj, JSON_COMPACT | JSON_SORT_KEYS);
@@ -250,9 +250,17 @@ static int adapter_write(const adapter *a, const model *m, const char *path, uin
     if (!rc) rc = st_writer_meta(w, "classes", num, err);
     if (!rc) rc = st_writer_meta(w, "ranks", rtext, err);
     if (!rc) rc = add_params(w, &a->params, err);
-    if (!rc) rc = write_out(w, path, out, len, err);
     free(rtext);
     json_decref(rj);
+    return rc;
+}
+
+static int adapter_write(const adapter *a, const model *m, const char *path, uint8_t **out, size_t *len,
+                         clad_err *err)
+{
+    st_writer *w = st_writer_create();
+    int rc = adapter_to_writer(w, a, m, err);
+    if (!rc) rc = write_out(w, path, out, len, err);
     st_writer_destroy(w);
     return rc;
 }
@@ -298,7 +306,7 @@ static adapter *adapter_from_reader(const model *m, const st_reader *r, clad_err
     json_decref(rj);
     adapter *a = adapter_create(m, ranks, alpha, (int)(classes > 0 && classes <= MODEL_MAX_CLASSES ? classes : 0), err);
     if (!a) return NULL;
-    if (read_params(&a->params, r, "adapter", err)) {
+    if (read_params(&a->params, r, "adapter", ADAPTER_SIGNATURE_PREFIX, err)) {
         adapter_destroy(a);
         return NULL;
     }

@@ -10,6 +10,7 @@
 #ifndef CLAD_IO_SAFETENSORS_H
 #define CLAD_IO_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,5 +77,13 @@ int st_writer_meta(st_writer *w, const char *key, const char *value, clad_err *e
 int st_writer_to_buffer(st_writer *w, uint8_t **out, size_t *len, clad_err *err);
 /* Writes atomically: a temporary file in the same directory, fsync, rename, fsync of the directory. */
 int st_writer_to_file(st_writer *w, const char *path, clad_err *err);
+
+/* ---- additions by the io module (the declarations above are unchanged) ---- */
+
+/* Looks up a dtype by its file name ("F32"); false for names this reader does not support. */
+bool st_dtype_from_name(const char *name, st_dtype *out);
+/* Widens IEEE binary16 / bfloat16 bits to float exactly (subnormals, infinities and NaN payloads kept). */
+float st_f16_to_f32(uint16_t h);
+float st_bf16_to_f32(uint16_t h);
 
 #endif

@@ -494,6 +494,36 @@ TEST(layers_gelu_values)
     CHECK_NEAR(y[6], 0.841192, 1e-6);
     CHECK_NEAR(y[2], -0.158808, 1e-6);
     CHECK(y[4] == 0.0f);
+
+    /* A dense grid against the literal tanh formula and its derivative, in double. */
+    enum { G = 2001 };
+    float *xs = fbuf(G), *ys = fbuf(G), *dx = fbuf(G), *ones = fbuf(G);
+    for (int i = 0; i < G; i++) {
+        xs[i] = -10.0f + 0.01f * (float)i;
+        ones[i] = 1.0f;
+    }
+    gelu_forward(ys, xs, G);
+    gelu_backward(dx, xs, ones, G);
+    double s = sqrt(2.0 / M_PI);
+    for (int i = 0; i < G; i++) {
+        double v = xs[i], u = s * (v + 0.044715 * v * v * v), t = tanh(u);
+        double want = 0.5 * v * (1.0 + t);
+        double dwant = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * s * (1.0 + 3.0 * 0.044715 * v * v);
+        CHECK_NEAR(ys[i], want, 1e-6 * fabs(want) + 1e-7);
+        CHECK_NEAR(dx[i], dwant, 1e-6 * fabs(dwant) + 1e-7);
+    }
+    /* Far tails: x for large x, -0 for very negative x, never NaN (x^3 overflows to inf there); a NaN
+     * input is not hidden. */
+    float big[4] = {50.0f, -50.0f, 1e30f, -1e30f}, yb[4], db[4] = {0, 0, 0, 0}, ob[4] = {1, 1, 1, 1};
+    gelu_forward(yb, big, 4);
+    gelu_backward(db, big, ob, 4);
+    CHECK(yb[0] == 50.0f && yb[1] == 0.0f && yb[2] == 1e30f && yb[3] == 0.0f);
+    CHECK(db[0] == 1.0f && db[2] == 1.0f);
+    CHECK(fabs((double)db[1]) < 1e-30 && fabs((double)db[3]) < 1e-30);
+    float nan_in = NAN, nan_out = 0.0f;
+    gelu_backward(&nan_out, &nan_in, ob, 1);
+    CHECK(isnan(nan_out));
+    bufs_free();
 }
 
 TEST(layers_gelu_backward_fd)
@@ -547,6 +577,63 @@ TEST(layers_residual_fd_null_and_accumulates)
     residual_backward(NULL, NULL, c.R, n);
     CHECK_ACCUM("residual NULL halves", only, fbuf(n), c.R, n);
     bufs_free();
+}
+
+/* ---- softmax --------------------------------------------------------------------------------------- */
+
+TEST(layers_softmax_matches_double)
+{
+    rng g;
+    rng_init(&g, 19);
+    /* Every row length 1..13 (the kernel works four lanes at a time with a padded tail), in and out of
+     * place, against softmax in double. */
+    for (int K = 1; K <= 13; K++) {
+        int N = 9;
+        size_t n = (size_t)N * K;
+        float *x = frand(&g, n, 6.0f), *y = fbuf(n), *inplace = fcopy(x, n);
+        softmax_forward(y, x, N, K);
+        softmax_forward(inplace, inplace, N, K);
+        CHECK_BITS("in place", inplace, y, n);
+        for (int r = 0; r < N; r++) {
+            const float *xr = x + (size_t)r * K;
+            double mx = xr[0], s = 0, ps = 0;
+            for (int k = 1; k < K; k++) mx = fmax(mx, (double)xr[k]);
+            for (int k = 0; k < K; k++) s += exp((double)xr[k] - mx);
+            for (int k = 0; k < K; k++) {
+                double want = exp((double)xr[k] - mx) / s;
+                /* x - max is rounded in float: relative error up to |x - max| * 2^-24 before exp. */
+                double gap = mx - (double)xr[k];
+                CHECK_NEAR(y[(size_t)r * K + k], want, (1e-6 + 1.2e-7 * gap) * want + 1e-30);
+                ps += (double)y[(size_t)r * K + k];
+            }
+            CHECK_NEAR(ps, 1.0, 1e-6);
+        }
+    }
+    bufs_free();
+}
+
+TEST(layers_softmax_extremes)
+{
+    /* Logits ~1e4 (exp would overflow without the max subtraction), a gap of 100 whose probability is
+     * below FLT_MIN (flushed to 0), -inf entries (masked), and a row where everything ties. */
+    float x[3 * 5] = {1e4f, 1e4f - 1.0f, 1e4f - 100.0f, -1e4f, 1e4f - 2.0f,
+                      0.0f, -INFINITY, 3.0f, -INFINITY, 3.0f,
+                      7.0f, 7.0f, 7.0f, 7.0f, 7.0f};
+    float y[15];
+    softmax_forward(y, x, 3, 5);
+    for (int i = 0; i < 15; i++) CHECK(isfinite(y[i]) && y[i] >= 0.0f);
+    double z = 1.0 + exp(-1.0) + exp(-2.0);
+    CHECK_NEAR(y[0], 1.0 / z, 1e-7);
+    CHECK_NEAR(y[1], exp(-1.0) / z, 1e-7);
+    CHECK(y[2] == 0.0f && y[3] == 0.0f);
+    CHECK_NEAR(y[4], exp(-2.0) / z, 1e-7);
+    CHECK(y[6] == 0.0f && y[8] == 0.0f);
+    CHECK_NEAR(y[7], 1.0 / (2.0 + exp(-3.0)), 1e-7);
+    for (int i = 10; i < 15; i++) CHECK_NEAR(y[i], 0.2, 1e-7);
+    /* A NaN in a row is not hidden. */
+    float xn[4] = {0.0f, NAN, 1.0f, 2.0f}, yn[4];
+    softmax_forward(yn, xn, 1, 4);
+    CHECK(isnan(yn[1]));
 }
 
 /* ---- attention ------------------------------------------------------------------------------------- */
@@ -901,4 +988,29 @@ TEST(layers_deterministic)
     for (int i = 0; i < 6; i++) CHECK_BITS("second run", res[1][i], res[0][i], sizes[i]);
     CHECK(max_abs(res[0][2], sizes[2]) > 0.0);
     bufs_free();
+}
+
+TEST(layers_degenerate_shapes)
+{
+    /* Empty batches and empty inner dimensions are no-ops or empty sums, never a crash or a BLAS error. */
+    float one[4] = {1, 2, 3, 4}, y[4] = {9, 9, 9, 9}, g[4] = {0, 0, 0, 0}, d[4] = {0, 0, 0, 0};
+    linear_forward(y, one, one, NULL, 0, 2, 2);
+    CHECK(y[0] == 9.0f);
+    linear_forward(y, one, one, NULL, 2, 0, 2); /* empty product, no bias: zeros */
+    for (int i = 0; i < 4; i++) CHECK(y[i] == 0.0f);
+    linear_backward(g, g, d, one, one, one, 2, 0, 2); /* only db has entries */
+    CHECK(d[0] == 4.0f && d[1] == 6.0f);
+    linear_backward(g, g, g, one, one, one, 0, 2, 2);
+    for (int i = 0; i < 4; i++) CHECK(g[i] == 0.0f);
+    lora_forward(y, g, one, one, one, 1.0f, 2, 0, 2, 1); /* x A^T is empty: y unchanged */
+    for (int i = 0; i < 4; i++) CHECK(y[i] == 0.0f);
+    float probs[1], losses[1];
+    int t = 0;
+    CHECK(crossentropy_forward(probs, losses, one, &t, 0, 3) == 0.0f);
+    attention_forward(y, g, one, 0, 2, 2, 1);
+    softmax_forward(y, one, 0, 4);
+    tokens_forward(y, one, one, one, 0, 1, 2);
+    patchify_forward(y, one, 0, 1, 2, 2, 1, 1);
+    gelu_forward(y, one, 0);
+    CHECK(y[0] == 0.0f);
 }

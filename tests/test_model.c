@@ -5,6 +5,7 @@
 #include "core/model.h"
 #include "core/rng.h"
 #include "core/train.h"
+#include "io/dataset_io.h"
 #include "io/model_io.h"
 
 static model *small_vit(uint64_t seed)
@@ -359,4 +360,31 @@ TEST(model_config_json_errors_name_the_field)
     CHECK(strstr(e.msg, "'inputs'") != NULL);
     clad_err_clear(&e);
     CHECK_INT_EQ(model_config_parse(&c, "\"resnet\"", &e), CLAD_ENOTFOUND);
+}
+
+TEST(model_vit_tiny_loss_falls_on_fashion_mnist)
+{
+    dataset all, tr;
+    clad_err e = {0};
+    CHECK_MSG(dataset_load_fmnist(&all, NULL, false, &e) == 0, "%s", e.msg);
+    CHECK_INT_EQ(dataset_sample(&tr, &all, 1024, 1, NULL), 0);
+    model_config c;
+    CHECK_INT_EQ(model_config_preset(&c, "vit-tiny", NULL), 0);
+    model *m = model_create(&c, NULL);
+    model_init_random(m, 1);
+    eval_result before, after;
+    CHECK_INT_EQ(model_evaluate(m, NULL, &tr, 256, &before, NULL), 0);
+    train_config tc;
+    train_config_default(&tc);
+    tc.epochs = 3;
+    tc.batch = 64;
+    CHECK_INT_EQ(train_run(m, NULL, &tr, &tc, NULL, NULL, NULL, &e), 0);
+    CHECK_INT_EQ(model_evaluate(m, NULL, &tr, 256, &after, NULL), 0);
+    printf("# loss %.4f -> %.4f, accuracy %.3f -> %.3f\n", (double)before.loss, (double)after.loss,
+           (double)before.accuracy, (double)after.accuracy);
+    CHECK_MSG(after.loss < 0.7f * before.loss, "loss fell only from %.4f to %.4f", (double)before.loss,
+              (double)after.loss);
+    model_destroy(m);
+    dataset_finish(&tr);
+    dataset_finish(&all);
 }
