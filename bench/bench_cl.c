@@ -633,6 +633,7 @@ int bench_export_main(int argc, char **argv)
 {
     const char *path = NULL, *task = NULL, *split = NULL, *out = NULL, *cache = getenv("CLAD_BENCH_CACHE");
     bool quick = false;
+    long samples = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--stream") && i + 1 < argc) path = argv[++i];
         else if (!strcmp(argv[i], "--task") && i + 1 < argc) task = argv[++i];
@@ -640,7 +641,14 @@ int bench_export_main(int argc, char **argv)
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--cache") && i + 1 < argc) cache = argv[++i];
         else if (!strcmp(argv[i], "--quick")) quick = true;
-        else {
+        else if (!strcmp(argv[i], "--samples") && i + 1 < argc) {
+            char *end = NULL;
+            samples = strtol(argv[++i], &end, 10);
+            if (!end || *end || samples < 1 || samples > DATASET_MAX_SAMPLES) {
+                fprintf(stderr, "clad-bench export: --samples needs a count in [1, %d]\n", DATASET_MAX_SAMPLES);
+                return 2;
+            }
+        } else {
             fprintf(stderr, "clad-bench export: unexpected argument '%s'\n", argv[i]);
             path = NULL;
             break;
@@ -648,7 +656,9 @@ int bench_export_main(int argc, char **argv)
     }
     if (!path || !task || !out || !split || (strcmp(split, "train") && strcmp(split, "test"))) {
         fprintf(stderr, "usage: clad-bench export --stream FILE --task NAME --split train|test --out FILE [--quick]\n"
-                        "                         [--cache DIR]\n");
+                        "                         [--samples N] [--cache DIR]\n"
+                        "  --samples  how many samples to write (default: the stream's train_per_task or\n"
+                        "             test_per_task for the split, after --quick)\n");
         return 2;
     }
     clad_err err = {0};
@@ -661,6 +671,8 @@ int bench_export_main(int argc, char **argv)
     int ti = -1;
     if (!rc) {
         if (quick) stream_make_quick(s);
+        if (samples && !strcmp(split, "train")) s->train_per_task = (int)samples;
+        if (samples && !strcmp(split, "test")) s->test_per_task = (int)samples;
         ti = stream_task_find(s, task);
         if (ti < 0) rc = clad_err_set(&err, CLAD_ENOTFOUND, "stream '%s' has no task '%s'", s->name, task);
     }

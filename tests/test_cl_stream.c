@@ -313,3 +313,32 @@ TEST(cl_stream_bad_streams_are_refused_with_a_reason)
         CHECK_MSG(strstr(out, why[i]) != NULL, "message '%s' does not name '%s'", out, why[i]);
     }
 }
+
+TEST(cl_stream_export_writes_the_requested_split_and_size)
+{
+    char stream[512], out[600], cmd[2048];
+    snprintf(stream, sizeof stream, "%s/tiny.json", test_tmpdir());
+    write_file(stream, stream_text(3000, 1000));
+    snprintf(out, sizeof out, "%s/r8.safetensors", test_tmpdir());
+    const char *variants[] = {"--split train", "--split test", "--split train --samples 77", "--split train --quick"};
+    const int want[] = {3000, 400, 77, 1000};
+    for (int i = 0; i < 4; i++) {
+        snprintf(cmd, sizeof cmd, "OPENBLAS_NUM_THREADS=1 %s/clad-bench export --stream %s --task r8 %s --out %s "
+                 "2>/dev/null", test_build_dir(), stream, variants[i], out);
+        CHECK_INT_EQ(system(cmd), 0);
+        uint8_t *buf;
+        size_t len;
+        CHECK_INT_EQ(file_read_all(out, 1 << 26, &buf, &len, NULL), 0);
+        dataset d;
+        CHECK_INT_EQ(dataset_parse_safetensors(&d, buf, len, false, NULL), 0);
+        CHECK_INT_EQ(d.n, want[i]);
+        CHECK_INT_EQ(d.dim, 32);
+        for (int k = 0; k < d.n; k++) CHECK(d.y[k] >= 0 && d.y[k] < 6);
+        dataset_finish(&d);
+        free(buf);
+    }
+    /* an unknown task is refused */
+    snprintf(cmd, sizeof cmd, "%s/clad-bench export --stream %s --task nope --split train --out %s 2>/dev/null",
+             test_build_dir(), stream, out);
+    CHECK(system(cmd) != 0);
+}
