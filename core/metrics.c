@@ -38,17 +38,18 @@ void cl_metrics_compute(cl_metrics *m, const double *R, int T, const double *bas
         const char *why = "needs at least two tasks: nothing was learned after the first";
         m->forgetting_max = m->forgetting_first = m->bwt = undef(why);
     } else {
-        double fmax = 0.0, ffirst = 0.0;
+        double fmax = 0.0, ffirst = 0.0, bwt = 0.0;
         for (int j = 0; j < T - 1; j++) {
             double best = AT(j, j);
             for (int l = j + 1; l < T - 1; l++)
                 if (AT(l, j) > best) best = AT(l, j);
             fmax += best - AT(T - 1, j);
             ffirst += AT(j, j) - AT(T - 1, j);
+            bwt += AT(T - 1, j) - AT(j, j);  /* summed itself, so no forgetting gives +0, not -0 */
         }
         m->forgetting_max = val(fmax / (T - 1));
         m->forgetting_first = val(ffirst / (T - 1));
-        m->bwt = val(-ffirst / (T - 1));
+        m->bwt = val(bwt / (T - 1));
     }
 
     if (T < 2) {

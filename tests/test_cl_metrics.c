@@ -60,6 +60,11 @@ TEST(cl_metrics_single_task_leaves_forgetting_undefined)
     CHECK(!m.forgetting_max.defined && !m.forgetting_first.defined && !m.bwt.defined && !m.fwt.defined);
     CHECK(strstr(m.forgetting_max.reason, "two tasks") != NULL);
     CHECK(m.forgetting_max.value == 0.0);  /* never read, but not garbage */
+    /* no forgetting reads as +0 everywhere (a printed "-0.0000" would puzzle a reader) */
+    const double R2[4] = {0.9, 0, 0.9, 0.8};
+    cl_metrics_compute(&m, R2, 2, NULL);
+    CHECK(m.bwt.value == 0.0 && !signbit(m.bwt.value));
+    CHECK(!signbit(m.forgetting_first.value) && !signbit(m.forgetting_max.value));
 }
 
 TEST(cl_metrics_missing_entries_are_undefined)
