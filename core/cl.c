@@ -136,7 +136,7 @@ int cl_signature_compute(signature *sig, const model *base, const adapter *a, co
     int rc = signature_compute(sig, base, a, cfg->signature_keep, err);
     for (int li = 0; !rc && li < base->n_linear && li < plan->rank.n_linear; li++) {
         const rank_layer *R = &plan->rank.layer[li];
-        if (R->target && R->pull_k) rc = sig_layer_set_pull(&sig->layer[li], R->pull_U, R->pull_Vt, R->pull_k, err);
+        if (R->target && R->pull_k) rc = sig_layer_set_pull(&sig->layer[li], R->pull_U, R->pull_Vt, R->pull_gain, R->pull_k, err);
     }
     if (rc) signature_finish(sig);
     return rc;

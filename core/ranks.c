@@ -172,11 +172,15 @@ void rank_plan_finish(rank_plan *plan)
         free(plan->layer[li].overlap);
         free(plan->layer[li].pull_U);
         free(plan->layer[li].pull_Vt);
+        free(plan->layer[li].pull_gain);
         plan->layer[li].overlap = NULL;
         plan->layer[li].pull_U = plan->layer[li].pull_Vt = NULL;
+        plan->layer[li].pull_gain = NULL;
     }
     free(plan->overlap);
-    plan->overlap = NULL;
+    free(plan->overlap_num);
+    free(plan->overlap_den);
+    plan->overlap = plan->overlap_num = plan->overlap_den = NULL;
 }
 
 static int check_signature(const signature *sig, const rank_input *in, int t, clad_err *err)
@@ -293,20 +297,60 @@ static double useful_share(const layer_work *w, const rank_input_layer *L, doubl
     return s / useful;
 }
 
-/* Overlaps with each earlier task and novelty against all of them, for one layer. */
-static int layer_overlaps(rank_layer *R, const layer_work *w, const rank_input_layer *L,
+/* Gain j of an earlier task's pull: 1 for a signature stored without gains (a reader that predates them), so
+ * the similarity still compares directions, unweighted. */
+static double pull_weight(const sig_layer *S, int j) { return S->gp ? (double)S->gp[j] : 1.0; }
+
+/* <S_new, S_t> for one layer: sum_ij c_i g_j (u_i . u'_j)(v_i . v'_j) over the new pull's kept components and
+ * t's (the kept components of both are orthonormal singular vectors). */
+static double pull_dot(const rank_layer *R, const sig_layer *S, int out, int in)
+{
+    int a = R->pull_k, b = S->kp;
+    if (a < 1 || b < 1) return 0.0;
+    float *UU = malloc((size_t)a * b * sizeof *UU), *VV = malloc((size_t)a * b * sizeof *VV);
+    if (!UU || !VV) abort(); /* layer-sized: small */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, a, b, out, 1.0f, R->pull_U, a, S->Up, b, 0.0f, UU, b);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a, b, in, 1.0f, R->pull_Vt, in, S->Vtp, in, 0.0f, VV, b);
+    double d = 0.0;
+    for (int i = 0; i < a; i++)
+        for (int j = 0; j < b; j++)
+            d += R->pull_gain[i] * pull_weight(S, j) * (double)UU[(size_t)i * b + j] * (double)VV[(size_t)i * b + j];
+    free(UU);
+    free(VV);
+    return d;
+}
+
+static double sum_sq(const double *x, int n)
+{
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += x[i] * x[i];
+    return s;
+}
+
+static double pull_sum_sq(const sig_layer *S)
+{
+    double s = 0.0;
+    for (int j = 0; j < S->kp; j++) s += pull_weight(S, j) * pull_weight(S, j);
+    return s;
+}
+
+/* Overlaps with each earlier task (accumulating the pooled sums in plan) and novelty against all of them,
+ * for one layer. */
+static int layer_overlaps(rank_plan *plan, rank_layer *R, const layer_work *w, const rank_input_layer *L,
                           const signature *const *earlier, int n_earlier, int li, clad_err *err)
 {
-    float *Uf = NULL, *Vf = NULL;
-    int pu = 0, pv = 0, rc = 0;
-    for (int t = 0; t < n_earlier && !rc; t++) {
-        if ((rc = footprint(&Uf, &pu, &Vf, &pv, earlier + t, 1, li, L->out, L->in, err))) break;
-        R->overlap[t] = useful_share(w, L, R->floor, R->useful, Uf, pu, Vf, pv);
-        free(Uf);
-        free(Vf);
-        Uf = Vf = NULL;
+    double own = sum_sq(R->pull_gain, R->pull_k);
+    for (int t = 0; t < n_earlier; t++) {
+        const sig_layer *S = &earlier[t]->layer[li];
+        double d = pull_dot(R, S, L->out, L->in), theirs = pull_sum_sq(S);
+        R->overlap[t] = own > 0.0 && theirs > 0.0 && d > 0.0 ? d / sqrt(own * theirs) : 0.0;
+        plan->overlap_num[t] += d;
+        plan->overlap_den[t] += theirs;
     }
-    if (!rc && !(rc = footprint(&Uf, &pu, &Vf, &pv, earlier, n_earlier, li, L->out, L->in, err))) {
+    float *Uf = NULL, *Vf = NULL;
+    int pu = 0, pv = 0;
+    int rc = footprint(&Uf, &pu, &Vf, &pv, earlier, n_earlier, li, L->out, L->in, err);
+    if (!rc) {
         R->novelty = R->useful > 0.0 ? 1.0 - useful_share(w, L, R->floor, R->useful, Uf, pu, Vf, pv) : 1.0;
         if (R->novelty < 0.0) R->novelty = 0.0;
     }
@@ -333,13 +377,15 @@ static int keep_pull(rank_layer *R, const layer_work *w, const rank_input_layer 
     if (n) {
         R->pull_U = malloc((size_t)L->out * n * sizeof *R->pull_U);
         R->pull_Vt = malloc((size_t)n * L->in * sizeof *R->pull_Vt);
-        if (!R->pull_U || !R->pull_Vt) {
+        R->pull_gain = malloc((size_t)n * sizeof *R->pull_gain);
+        if (!R->pull_U || !R->pull_Vt || !R->pull_gain) {
             free(order);
             return clad_err_set(err, CLAD_ENOMEM, "ranks: out of memory");
         }
         for (int j = 0; j < n; j++) {
             for (int r = 0; r < L->out; r++) R->pull_U[(size_t)r * n + j] = w->U[(size_t)r * k + order[j]];
             memcpy(R->pull_Vt + (size_t)j * L->in, w->Vt + (size_t)order[j] * L->in, (size_t)L->in * sizeof(float));
+            R->pull_gain[j] = w->gain[order[j]];
         }
     }
     free(order);
@@ -400,10 +446,15 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
     layer_work work[MODEL_MAX_LINEARS];
     memset(work, 0, sizeof work);
     plan->overlap = calloc((size_t)n_earlier + 1, sizeof *plan->overlap);
-    if (!plan->overlap) return clad_err_set(err, CLAD_ENOMEM, "ranks: out of memory");
+    plan->overlap_num = calloc((size_t)n_earlier + 1, sizeof *plan->overlap_num);
+    plan->overlap_den = calloc((size_t)n_earlier + 1, sizeof *plan->overlap_den);
+    if (!plan->overlap || !plan->overlap_num || !plan->overlap_den) {
+        rank_plan_finish(plan);
+        return clad_err_set(err, CLAD_ENOMEM, "ranks: out of memory");
+    }
 
     /* Pass 1: distance, components and what they earn, overlaps, novelty. */
-    double E = 0.0, W2 = 0.0, useful = 0.0;
+    double E = 0.0, W2 = 0.0, useful = 0.0, own2 = 0.0;
     for (int li = 0; li < in->n_linear; li++) {
         const rank_input_layer *L = &in->layer[li];
         rank_layer *R = &plan->layer[li];
@@ -430,7 +481,8 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
         }
         useful += R->useful;
         if ((rc = keep_pull(R, &work[li], L, err))) goto cleanup;
-        if ((rc = layer_overlaps(R, &work[li], L, earlier, n_earlier, li, err))) goto cleanup;
+        own2 += sum_sq(R->pull_gain, R->pull_k);
+        if ((rc = layer_overlaps(plan, R, &work[li], L, earlier, n_earlier, li, err))) goto cleanup;
     }
     plan->distance = W2 > 0.0 ? sqrt(E / W2) : 0.0;
     double nov = 0.0;
@@ -441,7 +493,10 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
         plan->gain += R->gain;
         double w = useful > 0.0 ? R->useful / useful : 0.0;
         nov += w * R->novelty;
-        for (int t = 0; t < n_earlier; t++) plan->overlap[t] += w * R->overlap[t];
+    }
+    for (int t = 0; t < n_earlier; t++) {
+        double d = plan->overlap_num[t], den = own2 * plan->overlap_den[t];
+        plan->overlap[t] = d > 0.0 && den > 0.0 ? d / sqrt(den) : 0.0;
     }
     plan->novelty = useful > 0.0 ? nov : 1.0;
 

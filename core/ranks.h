@@ -15,10 +15,14 @@
  *   distance_l   ||dW_l||_F / ||W_l||_F; the task's distance pools all targets the same way.
  *   gain_l       sum_i c_i, the held-out nats the layer's pull earns; useful_l = the sum over significant
  *                components (the layer's weight in every task-level average below).
- *   overlap_t    the share of the useful pull lying inside earlier task t's FOOTPRINT (the span of its
- *                adapter's change and of its own pull, see core/signature.h): component i counts with weight
- *                c_i and fraction |Uf^T u_i|^2 |Vf^T v_i|^2, pooled over layers.
- *   novelty      the same share OUTSIDE the union of every earlier task's footprint.
+ *   overlap_t    how much the new task pulls the way earlier task t pulled: the cosine between the two
+ *                pulls' significant parts weighted by what they earn, S = sum_i c_i u_i v_i^T (t's is kept in
+ *                its signature), pooled over layers: <S_new, S_t> / (|S_new| |S_t|), 0 when negative. A
+ *                repeated task scores near 1, an unrelated one near 0; signs and weights count, so two tasks
+ *                that move the same subspace in different ways are told apart.
+ *   novelty      the share of the useful pull (component i weighted by c_i) lying OUTSIDE the union of every
+ *                earlier task's footprint (the span of its adapter's change and of its pull, see
+ *                core/signature.h): i counts with 1 - |Uf^T u_i|^2 |Vf^T v_i|^2.
  *   auto rank    the closest earlier task is REUSED when its overlap reaches reuse_min: its change is copied
  *                (frozen) into the new adapter, and only the rest of the pull needs new rank. The rank of a
  *                layer is the number of significant components of that rest (dW_l minus its projection on
@@ -87,13 +91,14 @@ typedef struct rank_layer {
     double gain;          /* held-out nats earned by the layer's pull (may be negative) */
     double useful;        /* sum of the positive component gains */
     double novelty;       /* share of the useful pull outside the union of earlier subspaces */
-    double *overlap;      /* (n_earlier) share of the useful pull inside each earlier task's subspaces */
+    double *overlap;      /* (n_earlier) cosine of the layer's pull with each earlier task's */
     double floor;         /* what a component must earn to be significant: max(theta, worst loss) */
     int directions;       /* significant components of the part of the pull left to learn */
     double left;          /* what those earn, as a share of useful (1 without reuse) */
     int pull_k;           /* significant components of the whole pull, largest gain first: */
     float *pull_U;        /* (out,pull_k) their column vectors */
     float *pull_Vt;       /* (pull_k,in) their row vectors (kept for the task's signature) */
+    double *pull_gain;    /* (pull_k) what each earned */
     int rank;             /* new rank of the layer */
     int reused;           /* rank of the frozen components copied from the reused task */
     const char *why;      /* a short reason: "directions", "negligible", "minimum", "r_max", "budget", ... */
@@ -104,6 +109,7 @@ typedef struct rank_plan {
     rank_layer layer[MODEL_MAX_LINEARS];
     double distance, gain, novelty;
     double *overlap;                 /* (n_earlier) task-level overlap with each earlier task */
+    double *overlap_num, *overlap_den; /* (n_earlier) internal: pooled <S_new, S_t> and |S_t|^2 */
     int reuse;                       /* the earlier task reused, or -1 */
     int ranks[MODEL_MAX_LINEARS];    /* new ranks (what the task trains) */
     int total[MODEL_MAX_LINEARS];    /* new + reused: the ranks of the adapter that is stored */

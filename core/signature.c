@@ -16,50 +16,37 @@ void sig_layer_finish(sig_layer *L)
     free(L->s);
     free(L->Up);
     free(L->Vtp);
-    L->U = L->Vt = L->s = L->Up = L->Vtp = NULL;
+    free(L->gp);
+    L->U = L->Vt = L->s = L->Up = L->Vtp = L->gp = NULL;
     L->k = L->kp = 0;
 }
 
-int sig_layer_set_pull(sig_layer *L, const float *U, const float *Vt, int k, clad_err *err)
+int sig_layer_set_pull(sig_layer *L, const float *U, const float *Vt, const double *g, int k, clad_err *err)
 {
     free(L->Up);
     free(L->Vtp);
-    L->Up = L->Vtp = NULL;
+    free(L->gp);
+    L->Up = L->Vtp = L->gp = NULL;
     L->kp = 0;
     if (k < 1) return 0;
-    int ku = 0, kv = 0, rc = 0;
-    float *V = malloc((size_t)L->in * k * sizeof *V);
-    float *Qu = malloc((size_t)L->out * k * sizeof *Qu), *Qv = malloc((size_t)L->in * k * sizeof *Qv);
-    if (!V || !Qu || !Qv) {
-        rc = clad_err_set(err, CLAD_ENOMEM, "signature: out of memory");
-        goto cleanup;
-    }
-    for (int i = 0; i < k; i++)
-        for (int j = 0; j < L->in; j++) V[(size_t)j * k + i] = Vt[(size_t)i * L->in + j];
-    if ((rc = linalg_orth(Qu, &ku, U, L->out, k, 1e-4f, err)) || (rc = linalg_orth(Qv, &kv, V, L->in, k, 1e-4f, err)))
-        goto cleanup;
-    /* The pull's components are rank one with orthonormal factors, so both spaces have the same size. */
-    int kk = ku < kv ? ku : kv;
-    if (!kk) goto cleanup;
-    L->Up = malloc((size_t)L->out * kk * sizeof *L->Up);
-    L->Vtp = malloc((size_t)kk * L->in * sizeof *L->Vtp);
-    if (!L->Up || !L->Vtp) {
+    if (k > L->out || k > L->in)
+        return clad_err_set(err, CLAD_EINVAL, "signature: %d pull components do not fit a %dx%d layer", k, L->out,
+                            L->in);
+    L->Up = malloc((size_t)L->out * k * sizeof *L->Up);
+    L->Vtp = malloc((size_t)k * L->in * sizeof *L->Vtp);
+    L->gp = malloc((size_t)k * sizeof *L->gp);
+    if (!L->Up || !L->Vtp || !L->gp) {
         free(L->Up);
         free(L->Vtp);
-        L->Up = L->Vtp = NULL;
-        rc = clad_err_set(err, CLAD_ENOMEM, "signature: out of memory");
-        goto cleanup;
+        free(L->gp);
+        L->Up = L->Vtp = L->gp = NULL;
+        return clad_err_set(err, CLAD_ENOMEM, "signature: out of memory");
     }
-    for (int i = 0; i < L->out; i++)
-        for (int j = 0; j < kk; j++) L->Up[(size_t)i * kk + j] = Qu[(size_t)i * ku + j];
-    for (int i = 0; i < kk; i++)
-        for (int j = 0; j < L->in; j++) L->Vtp[(size_t)i * L->in + j] = Qv[(size_t)j * kv + i];
-    L->kp = kk;
-cleanup:
-    free(V);
-    free(Qu);
-    free(Qv);
-    return rc;
+    memcpy(L->Up, U, (size_t)L->out * k * sizeof *L->Up);
+    memcpy(L->Vtp, Vt, (size_t)k * L->in * sizeof *L->Vtp);
+    for (int i = 0; i < k; i++) L->gp[i] = (float)g[i];
+    L->kp = k;
+    return 0;
 }
 
 int sig_layer_from_factors(sig_layer *L, const float *B, const float *A, float scale, int out, int in, int r,
@@ -157,7 +144,7 @@ size_t signature_floats(const signature *sig)
     size_t n = 0;
     for (int li = 0; li < sig->n_linear; li++) {
         const sig_layer *L = &sig->layer[li];
-        n += (size_t)L->k * ((size_t)L->out + (size_t)L->in + 1) + (size_t)L->kp * ((size_t)L->out + (size_t)L->in);
+        n += (size_t)L->k * ((size_t)L->out + (size_t)L->in + 1) + (size_t)L->kp * ((size_t)L->out + (size_t)L->in + 1);
     }
     return n;
 }

@@ -3,10 +3,11 @@
  * the directions its probe found useful at the reference (its "pull", see core/probe.h and core/ranks.h).
  *
  * Both are kept because they answer different questions. The adapter's bases say what the task learned and
- * let a later task reuse it. The pull's bases say what the task asked of the reference: two probes of the
- * same task agree with each other far better than a probe agrees with a trained adapter (a probe's column
- * directions follow the gradient, which an adapter trained to convergence leaves behind), so a later task's
- * pull is compared with both (the task's "footprint").
+ * let a later task reuse it. The pull's components (with what each earned on held-out data) say what the
+ * task asked of the reference: two probes of the same task agree with each other far better than a probe
+ * agrees with a trained adapter (a probe's column directions follow the gradient, which an adapter trained
+ * to convergence leaves behind), so task similarity compares pulls with pulls, and novelty measures a new
+ * pull against both (the task's "footprint").
  *
  * For a LoRA layer the change is dW = s B A (s = alpha / r, B (out,r), A (r,in)). With thin QRs B = Qb Rb and
  * A^T = Qa Ra, dW = Qb (s Rb Ra^T) Qa^T, so one r x r SVD of the core M = s Rb Ra^T = Uc S Vc^T gives
@@ -31,9 +32,10 @@ typedef struct sig_layer {
     float *Vt;        /* (k,in) orthonormal rows: what the change reads */
     float *s;         /* (k) singular values of the change, descending */
     double energy;    /* ||dW||_F^2 of the whole change (before truncation) */
-    int kp;           /* pull directions kept (0: none) */
-    float *Up;        /* (out,kp) orthonormal columns of the task's useful pull */
-    float *Vtp;       /* (kp,in) orthonormal rows */
+    int kp;           /* pull components kept (0: none): the pull's significant rank-one components */
+    float *Up;        /* (out,kp) their column vectors (orthonormal) */
+    float *Vtp;       /* (kp,in) their row vectors (orthonormal) */
+    float *gp;        /* (kp) held-out nats each earned in the probe (> 0); NULL: unknown (weights 1) */
 } sig_layer;
 
 typedef struct signature {
@@ -56,9 +58,10 @@ void sig_layer_finish(sig_layer *L);
 int signature_compute(signature *sig, const model *m, const adapter *a, double keep, clad_err *err);
 void signature_finish(signature *sig);   /* accepts a zeroed or finished signature */
 
-/* Sets the pull directions of layer L: orthonormal bases of the column and row spaces of U (out,k) and
- * Vt (k,in) (not necessarily orthonormal themselves; k = 0 clears). Copies. Errors: CLAD_ENOMEM, LAPACK. */
-int sig_layer_set_pull(sig_layer *L, const float *U, const float *Vt, int k, clad_err *err);
+/* Sets the pull components of layer L: U (out,k) and Vt (k,in) with orthonormal columns and rows (singular
+ * vectors, as core/ranks.h keeps them) and their gains g (k). Copies; k = 0 clears.
+ * Errors: CLAD_EINVAL (k too large), CLAD_ENOMEM. */
+int sig_layer_set_pull(sig_layer *L, const float *U, const float *Vt, const double *g, int k, clad_err *err);
 
 /* Floats held by the signature (what a store must keep). */
 size_t signature_floats(const signature *sig);

@@ -66,8 +66,10 @@ static rank_input one_layer_input(const built *b, const built *b2)
     return in;
 }
 
-/* An earlier task whose adapter changed fc1 along the given columns of b (U[:,cols] and V[:,cols]). */
-static void earlier_sig(signature *sig, const built *b, const int *cols, int nc, int n_linear)
+/* An earlier task whose adapter changed fc1 along the given columns of b (U[:,cols] and V[:,cols]) and whose
+ * pull had the same components, earning gains[c] (sign < 0 flips the column vectors of the pull). */
+static void earlier_sig(signature *sig, const built *b, const int *cols, int nc, int n_linear, const double *gains,
+                        float sign)
 {
     memset(sig, 0, sizeof *sig);
     sig->n_linear = n_linear;
@@ -84,6 +86,10 @@ static void earlier_sig(signature *sig, const built *b, const int *cols, int nc,
         for (int j = 0; j < b->n; j++) L->Vt[c * b->n + j] = b->V[j * b->K + cols[c]];
         L->s[c] = 1.0f;
     }
+    float *Up = malloc(sizeof(float) * b->m * nc);
+    for (int i = 0; i < b->m * nc; i++) Up[i] = sign * L->U[i];
+    CHECK_INT_EQ(sig_layer_set_pull(L, Up, L->Vt, gains, nc, NULL), 0);
+    free(Up);
 }
 
 TEST(cl_ranks_components_earn_the_constructed_gains)
@@ -219,23 +225,28 @@ TEST(cl_ranks_fixed_and_linear_policies)
 
 TEST(cl_ranks_overlap_novelty_and_reuse)
 {
-    /* fc1 earns 0.30, 0.10, 0.05 on three directions. Earlier task A spans the first two, B the third. */
+    /* fc1 earns 0.30, 0.10, 0.05 on three directions. Earlier task A pulled (and adapted) along the first
+     * two with gains 0.3 and 0.1, B along the third with 0.05, C along the first two but the other way. */
     const float s[4] = {4, 3, 2, 0.5f};
     const double g[4] = {0.30, 0.10, 0.05, -0.01};
     built b = build(30, 20, 4, s, g, 21);
     rank_input in = one_layer_input(&b, NULL);
-    signature A, B;
-    earlier_sig(&A, &b, (const int[]){0, 1}, 2, in.n_linear);
-    earlier_sig(&B, &b, (const int[]){2}, 1, in.n_linear);
-    const signature *earlier[2] = {&A, &B};
+    signature A, B, C;
+    earlier_sig(&A, &b, (const int[]){0, 1}, 2, in.n_linear, (const double[]){0.3, 0.1}, 1.0f);
+    earlier_sig(&B, &b, (const int[]){2}, 1, in.n_linear, (const double[]){0.05}, 1.0f);
+    earlier_sig(&C, &b, (const int[]){0, 1}, 2, in.n_linear, (const double[]){0.3, 0.1}, -1.0f);
+    const signature *earlier[3] = {&A, &B, &C};
     rank_policy pol;
     rank_policy_default(&pol);
     rank_plan plan;
-    CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier, 2, &pol, NULL), 0);
-    CHECK_NEAR(plan.overlap[0], 0.40 / 0.45, 1e-4);
-    CHECK_NEAR(plan.overlap[1], 0.05 / 0.45, 1e-4);
-    CHECK_NEAR(plan.layer[0].overlap[0], 0.40 / 0.45, 1e-4);
-    CHECK_NEAR(plan.novelty, 0.0, 1e-4);  /* all three directions lie in A or B */
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier, 3, &pol, NULL), 0);
+    /* cosines of S = 0.3 u0v0 + 0.1 u1v1 + 0.05 u2v2 with A's (0.3, 0.1) and B's (0.05) pulls */
+    double norm = sqrt(0.09 + 0.01 + 0.0025);
+    CHECK_NEAR(plan.overlap[0], 0.10 / (norm * sqrt(0.10)), 1e-4);
+    CHECK_NEAR(plan.overlap[1], 0.0025 / (norm * 0.05), 1e-4);
+    CHECK_NEAR(plan.overlap[2], 0.0, 1e-12);  /* same subspace, opposite pull: not similar */
+    CHECK_NEAR(plan.layer[0].overlap[0], plan.overlap[0], 1e-9);
+    CHECK_NEAR(plan.novelty, 0.0, 1e-4);  /* all three directions lie in the earlier footprints */
     /* A is reused; what is left (0.05 of 0.45 = 11%) is covered: rank 0 there, then the task minimum */
     CHECK_INT_EQ(plan.reuse, 0);
     CHECK_INT_EQ(plan.layer[0].reused, 2);
@@ -247,13 +258,13 @@ TEST(cl_ranks_overlap_novelty_and_reuse)
 
     /* with a lower left_min the third direction is learned anew */
     CHECK_INT_EQ(rank_policy_parse(&pol, "auto:left=0.05", NULL), 0);
-    CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier, 2, &pol, NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier, 3, &pol, NULL), 0);
     CHECK_INT_EQ(plan.layer[0].directions, 1);
     CHECK_INT_EQ(plan.ranks[0], 1);
     CHECK_STR_EQ(plan.layer[0].why, "directions");
     rank_plan_finish(&plan);
 
-    /* only B earlier: too little overlap to reuse, novelty = 0.40 / 0.45 */
+    /* only B earlier: too little overlap to reuse; novelty = 0.40 / 0.45 */
     CHECK_INT_EQ(rank_policy_parse(&pol, "auto", NULL), 0);
     CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier + 1, 1, &pol, NULL), 0);
     CHECK_INT_EQ(plan.reuse, -1);
@@ -261,9 +272,23 @@ TEST(cl_ranks_overlap_novelty_and_reuse)
     CHECK_INT_EQ(plan.ranks[0], 3);
     rank_plan_finish(&plan);
 
+    /* only C: the subspace is known (novelty 0.05 / 0.45) but the pull is not C's, so C is not reused */
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier + 2, 1, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.reuse, -1);
+    CHECK_NEAR(plan.novelty, 0.05 / 0.45, 1e-4);
+    CHECK_INT_EQ(plan.ranks[0], 3);
+    rank_plan_finish(&plan);
+
+    /* a signature stored without the pull's gains compares directions with unit weights */
+    free(A.layer[0].gp);
+    A.layer[0].gp = NULL;
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier, 1, &pol, NULL), 0);
+    CHECK_NEAR(plan.overlap[0], 0.40 / (norm * sqrt(2.0)), 1e-4);
+    rank_plan_finish(&plan);
+
     /* fixed never reuses */
     CHECK_INT_EQ(rank_policy_parse(&pol, "fixed:2", NULL), 0);
-    CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier, 2, &pol, NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier, 3, &pol, NULL), 0);
     CHECK_INT_EQ(plan.reuse, -1);
     CHECK_INT_EQ(plan.total[0], 2);
     rank_plan_finish(&plan);
@@ -277,6 +302,7 @@ TEST(cl_ranks_overlap_novelty_and_reuse)
     CHECK(strstr(e.msg, "another model") != NULL);
     signature_finish(&A);
     signature_finish(&B);
+    signature_finish(&C);
     built_free(&b);
 }
 
@@ -354,16 +380,18 @@ TEST(cl_signature_truncates_by_energy_and_keeps_pull_bases)
     CHECK_INT_EQ(L.k, 2);
     CHECK_NEAR(L.s[0], 3, 1e-4);
     CHECK_NEAR(L.s[1], 1, 1e-4);
-    /* pull bases are orthonormalised copies */
+    /* pull components are copied with their gains; too many for the layer are refused */
     float Up[10 * 2], Vtp[2 * 8];
     fill_normal(Up, 20, 53);
     fill_normal(Vtp, 16, 54);
-    CHECK_INT_EQ(sig_layer_set_pull(&L, Up, Vtp, 2, NULL), 0);
+    const double gains[2] = {0.25, 0.125};
+    CHECK_INT_EQ(sig_layer_set_pull(&L, Up, Vtp, gains, 2, NULL), 0);
     CHECK_INT_EQ(L.kp, 2);
-    double d = 0;
-    for (int i = 0; i < out; i++) d += (double)L.Up[i * 2] * (double)L.Up[i * 2 + 1];
-    CHECK_NEAR(d, 0.0, 1e-5);
-    CHECK_INT_EQ(sig_layer_set_pull(&L, NULL, NULL, 0, NULL), 0);
+    CHECK_ARRAY_NEAR(L.Up, Up, 20, 0, 0);
+    CHECK(L.gp[0] == 0.25f && L.gp[1] == 0.125f);
+    CHECK_INT_EQ(signature_floats(&(signature){.n_linear = 1, .layer = {L}}), 2 * (10 + 8 + 1) + 2 * (10 + 8 + 1));
+    CHECK_INT_EQ(sig_layer_set_pull(&L, Up, Vtp, gains, 9, NULL), CLAD_EINVAL);
+    CHECK_INT_EQ(sig_layer_set_pull(&L, NULL, NULL, NULL, 0, NULL), 0);
     CHECK_INT_EQ(L.kp, 0);
     sig_layer_finish(&L);
     clad_err e = {0};
