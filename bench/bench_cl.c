@@ -633,8 +633,10 @@ int bench_export_main(int argc, char **argv)
 {
     const char *path = NULL, *task = NULL, *split = NULL, *out = NULL, *cache = getenv("CLAD_BENCH_CACHE");
     bool quick = false;
+    long samples = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--stream") && i + 1 < argc) path = argv[++i];
+        else if (!strcmp(argv[i], "--samples") && i + 1 < argc) samples = strtol(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--task") && i + 1 < argc) task = argv[++i];
         else if (!strcmp(argv[i], "--split") && i + 1 < argc) split = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
@@ -648,7 +650,7 @@ int bench_export_main(int argc, char **argv)
     }
     if (!path || !task || !out || !split || (strcmp(split, "train") && strcmp(split, "test"))) {
         fprintf(stderr, "usage: clad-bench export --stream FILE --task NAME --split train|test --out FILE [--quick]\n"
-                        "                         [--cache DIR]\n");
+                        "                         [--samples N] [--cache DIR]\n");
         return 2;
     }
     clad_err err = {0};
@@ -661,6 +663,11 @@ int bench_export_main(int argc, char **argv)
     int ti = -1;
     if (!rc) {
         if (quick) stream_make_quick(s);
+        /* --samples overrides the split's size (the stream's train_per_task or test_per_task). */
+        if (samples > 0 && samples <= DATASET_MAX_SAMPLES) {
+            if (!strcmp(split, "train")) s->train_per_task = (int)samples;
+            else s->test_per_task = (int)samples;
+        }
         ti = stream_task_find(s, task);
         if (ti < 0) rc = clad_err_set(&err, CLAD_ENOTFOUND, "stream '%s' has no task '%s'", s->name, task);
     }
