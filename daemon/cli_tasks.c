@@ -282,7 +282,8 @@ static int cmd_versions(const options *o)
         if (created > 0) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            format_duration((double)ts.tv_sec - created, age, sizeof age);
+            double a = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - created;
+            format_duration(a > 0 ? a : 0, age, sizeof age);
         }
         printf("%-8lld %-7s %10lld %10s %9s  %s\n", num(v, "version"), str(v, "kind"), num(m, "adapter_params"), acc, age,
                names);
