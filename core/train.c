@@ -74,14 +74,6 @@ int train_check_data(const model *m, const adapter *a, const dataset *d, bool ne
     return 0;
 }
 
-static int max_rank_of(const adapter *a)
-{
-    int r = 1;
-    for (int li = 0; a && li < a->n_linear; li++)
-        if (a->rank[li] > r) r = a->rank[li];
-    return r;
-}
-
 int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, train_step_fn on_step,
               void *ctx, train_result *res, clad_err *err)
 {
@@ -96,13 +88,12 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
     long per_epoch = (d->n + B - 1) / B;
     long total = per_epoch * cfg->epochs;
     long warmup = (long)(cfg->warmup_ratio * (float)total);
-    int K = a ? a->n_classes : m->cfg.n_classes;
 
     float *grad = calloc(p->total + 1, sizeof *grad);
     float *xb = malloc(((size_t)B * (size_t)d->dim + 1) * sizeof *xb);
     int *yb = malloc(((size_t)B + 1) * sizeof *yb), *order = malloc(((size_t)d->n + 1) * sizeof *order);
     adamw opt = {0};
-    model_ws *ws = model_ws_create(m, B, max_rank_of(a), K, true, err);
+    model_ws *ws = model_ws_create_for(m, a, B, true, err);
     if (!grad || !xb || !yb || !order || !ws) {
         rc = ws ? clad_err_set(err, CLAD_ENOMEM, "out of memory for training buffers") : CLAD_ENOMEM;
         goto done;
@@ -171,7 +162,7 @@ int model_evaluate(const model *m, const adapter *a, const dataset *d, int batch
     int B = batch < 1 ? 256 : batch;
     if (B > d->n) B = d->n;
     int K = a ? a->n_classes : m->cfg.n_classes;
-    model_ws *ws = model_ws_create(m, B, max_rank_of(a), K, false, err);
+    model_ws *ws = model_ws_create_for(m, a, B, false, err);
     if (!ws) return err ? err->code : CLAD_ENOMEM;
     long correct = 0;
     double loss = 0.0;
@@ -234,7 +225,7 @@ int model_predict(const model *m, const adapter *a, const float *x, int n, int b
     int B = batch < 1 ? 256 : batch;
     if (B > n) B = n;
     if (B < 1) return 0;
-    model_ws *ws = model_ws_create(m, B, max_rank_of(a), a ? a->n_classes : m->cfg.n_classes, false, err);
+    model_ws *ws = model_ws_create_for(m, a, B, false, err);
     if (!ws) return err ? err->code : CLAD_ENOMEM;
     rc = model_predict_ws(ws, m, a, x, n, probs, labels, err);
     model_ws_destroy(ws);
