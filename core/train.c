@@ -108,6 +108,7 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
     for (int epoch = 1; epoch <= cfg->epochs; epoch++) {
         rng_shuffle(&r, order, d->n);
         epoch_loss = 0.0;
+        if (a && cfg->epoch_hook && (rc = cfg->epoch_hook(cfg->hook_ctx, a, epoch, cfg->epochs, err))) goto done;
         for (long s = 0; s < per_epoch; s++) {
             int n = (int)((s + 1) * B <= d->n ? B : d->n - s * B);
             for (int i = 0; i < n; i++) {
@@ -126,6 +127,7 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
             grad_clip(grad, p->total, cfg->clip);
             float lr = lr_schedule(step, total, warmup, cfg->lr, cfg->min_lr_ratio);
             adamw_step(&opt, p, grad, lr, cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay);
+            if (a && cfg->step_hook) cfg->step_hook(cfg->hook_ctx, a);
             step++;
             samples += n;
             epoch_loss += (double)loss * n;
