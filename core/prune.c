@@ -1,9 +1,12 @@
 /* Rank pruning through QR and a small SVD, and cubic-schedule magnitude pruning of B; see prune.h. */
 #include "core/prune.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/linalg.h"
 
 double prune_cubic_fraction(double P, int t1, int t2, int e)
 {
@@ -163,4 +166,117 @@ int prune_sched_epoch_hook(void *ctx, adapter *a, int epoch, int epochs, clad_er
     free(vals);
     prune_sched_step_hook(s, a);
     return 0;
+}
+
+/* ---- rank pruning ---------------------------------------------------------------------------------- */
+
+int prune_factors(float *B2, float *A2, int *k, float *S, const float *B, const float *A, int out, int in, int r,
+                  double tau, clad_err *err)
+{
+    if (r < 1 || r > out || r > in)
+        return clad_err_set(err, CLAD_EINVAL, "rank pruning: rank %d must be in [1, min(%d, %d)]", r, out, in);
+    if (!(tau > 0.0 && tau <= 1.0)) return clad_err_set(err, CLAD_EINVAL, "rank pruning: tau %g is outside (0, 1]", tau);
+    size_t rr = (size_t)r * (size_t)r;
+    float *QB = malloc((size_t)out * r * sizeof *QB), *QA = malloc((size_t)in * r * sizeof *QA);
+    float *At = malloc((size_t)in * r * sizeof *At), *RB = malloc(rr * sizeof *RB), *RA = malloc(rr * sizeof *RA);
+    float *C = malloc(rr * sizeof *C), *Uc = malloc(rr * sizeof *Uc), *Vct = malloc(rr * sizeof *Vct);
+    float *Sc = malloc((size_t)r * sizeof *Sc);
+    int rc = 0;
+    if (!QB || !QA || !At || !RB || !RA || !C || !Uc || !Vct || !Sc) {
+        rc = clad_err_set(err, CLAD_ENOMEM, "rank pruning: out of memory");
+        goto done;
+    }
+    for (int j = 0; j < r; j++)
+        for (int i = 0; i < in; i++) At[(size_t)i * r + j] = A[(size_t)j * in + i];
+    if ((rc = linalg_qr(QB, RB, B, out, r, err)) || (rc = linalg_qr(QA, RA, At, in, r, err))) goto done;
+    /* B A = QB (RB RA^T) QA^T: the r x r core carries the whole spectrum. */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, r, r, 1.0f, RB, r, RA, r, 0.0f, C, r);
+    if ((rc = linalg_svd(Uc, Sc, Vct, C, r, r, err))) goto done;
+    if (S) memcpy(S, Sc, (size_t)r * sizeof *S);
+    int kk = linalg_energy_rank(Sc, r, tau);
+    *k = kk;
+    if (kk == 0) goto done;
+    /* B2 (out,k) = QB (out,r) . Uc[:, :k];  A2 (k,in) = Vct[:k, :] (k,r) . QA^T (r,in); then S^(1/2) each. */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, kk, r, 1.0f, QB, r, Uc, r, 0.0f, B2, kk);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kk, in, r, 1.0f, Vct, r, QA, r, 0.0f, A2, in);
+    for (int j = 0; j < kk; j++) {
+        float sq = sqrtf(Sc[j]);
+        for (int o = 0; o < out; o++) B2[(size_t)o * kk + j] *= sq;
+        for (int i = 0; i < in; i++) A2[(size_t)j * in + i] *= sq;
+    }
+done:
+    free(QB);
+    free(QA);
+    free(At);
+    free(RB);
+    free(RA);
+    free(C);
+    free(Uc);
+    free(Vct);
+    free(Sc);
+    return rc;
+}
+
+adapter *prune_rank(const adapter *a, const model *m, double tau, clad_err *err)
+{
+    if (a->kind != ADAPTER_LORA) {
+        clad_err_set(err, CLAD_EINVAL, "rank pruning applies to lora adapters, not %s (convert a tied adapter with "
+                     "adapter_tied_to_lora)", adapter_kind_name(a->kind));
+        return NULL;
+    }
+    if (!(tau > 0.0 && tau <= 1.0)) {
+        clad_err_set(err, CLAD_EINVAL, "rank pruning: tau %g is outside (0, 1]", tau);
+        return NULL;
+    }
+    /* First pass: the new rank of every layer (the factors are recomputed in the second pass: cheap). */
+    int ranks[MODEL_MAX_LINEARS] = {0};
+    float *B2 = NULL, *A2 = NULL;
+    adapter *p = NULL;
+    size_t cap = 0;
+    for (int li = 0; li < a->n_linear; li++)
+        if (a->rank[li]) {
+            size_t need = (size_t)(m->linear[li].out + m->linear[li].in) * (size_t)a->rank[li];
+            if (need > cap) cap = need;
+        }
+    B2 = malloc((cap + 1) * sizeof *B2);
+    A2 = malloc((cap + 1) * sizeof *A2);
+    if (!B2 || !A2) {
+        clad_err_set(err, CLAD_ENOMEM, "rank pruning: out of memory");
+        goto fail;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            p = adapter_create(m, ranks, a->alpha, a->n_classes, err);
+            if (!p || adapter_copy_head(p, a, err)) goto fail;
+        }
+        for (int li = 0; li < a->n_linear; li++) {
+            int r = a->rank[li], k = 0;
+            if (!r) continue;
+            const model_linear *L = &m->linear[li];
+            if (prune_factors(B2, A2, &k, NULL, param_set_ptr(&a->params, a->B[li]), param_set_ptr(&a->params, a->A[li]),
+                              L->out, L->in, r, tau, err)) {
+                clad_err_prefix(err, "layer '%s': ", L->name);
+                goto fail;
+            }
+            if (pass == 0) {
+                ranks[li] = k;
+                continue;
+            }
+            p->rank_before[li] = a->rank_before[li] ? a->rank_before[li] : r;
+            if (!k) continue;
+            /* scale alpha/r becomes alpha/k: multiply the product by k/r, half on each factor */
+            float g = sqrtf((float)k / (float)r);
+            float *B = param_set_ptr(&p->params, p->B[li]), *A = param_set_ptr(&p->params, p->A[li]);
+            for (size_t j = 0; j < (size_t)L->out * k; j++) B[j] = B2[j] * g;
+            for (size_t j = 0; j < (size_t)k * L->in; j++) A[j] = A2[j] * g;
+        }
+    }
+    free(B2);
+    free(A2);
+    return p;
+fail:
+    free(B2);
+    free(A2);
+    adapter_destroy(p);
+    return NULL;
 }

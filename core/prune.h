@@ -4,8 +4,9 @@
  * Rank pruning: per layer, B A = (Q_B R_B)(Q_A R_A)^T = Q_B (R_B R_A^T) Q_A^T through thin QRs of B (out,r)
  * and A^T (in,r); the r x r SVD R_B R_A^T = U S V^T gives the SVD of B A without ever forming it, and the
  * layer keeps the smallest k whose top-k singular values hold a fraction tau of sum S^2. The new factors
- * split S evenly: B' = Q_B U_k S_k^(1/2), A' = S_k^(1/2) V_k^T Q_A^T (times the change of scale alpha/r ->
- * alpha/k), so B' A' is the best rank-k approximation of the layer's update.
+ * split S evenly: B' = Q_B U_k S_k^(1/2), A' = S_k^(1/2) V_k^T Q_A^T, so B' A' is the best rank-k
+ * approximation of B A; both are then multiplied by sqrt(k/r) because the adapter's scale changes from
+ * alpha/r to alpha/k.
  *
  * Magnitude pruning (LSLo's use of Zhu & Gupta): at the start of epoch e the smallest fraction P_e of all
  * |B| entries of the adapter (one global threshold over its layers) is set to zero and kept there after
@@ -22,12 +23,12 @@
 
 /* ---- rank pruning ---- */
 
-/* One layer: B (out,r), A (r,in) with r <= min(out,in). Finds the smallest k keeping a fraction tau
- * (0 < tau <= 1) of the energy of B A (k = 0 when B A = 0) and writes B2 (out,k) and A2 (k,in) with
- * B2 A2 = gain * (the best rank-k approximation of B A). S (r), may be NULL, receives the singular values of
- * B A. Errors: CLAD_EINVAL (sizes, tau), CLAD_ENOMEM, CLAD_EINTERNAL (LAPACK). */
+/* One layer: B (out,r), A (r,in) with 1 <= r <= min(out,in). Finds the smallest k keeping a fraction tau
+ * (0 < tau <= 1) of the energy of B A (k = 0 when B A = 0) and writes B2 (out,k) and A2 (k,in) with B2 A2 the
+ * best rank-k approximation of B A, the singular values split evenly between them. S (r), may be NULL,
+ * receives the singular values of B A. Errors: CLAD_EINVAL (sizes, tau), CLAD_ENOMEM, CLAD_EINTERNAL. */
 int prune_factors(float *B2, float *A2, int *k, float *S, const float *B, const float *A, int out, int in, int r,
-                  double tau, float gain, clad_err *err);
+                  double tau, clad_err *err);
 
 /* A new LoRA adapter equal to a (lora) with each layer cut to the rank keeping tau of its energy, the same
  * alpha, a copy of the head, and rank_before[] set to a's ranks (or kept from a if it was pruned before).
