@@ -5,5 +5,7 @@
 
 int bench_speed_main(int argc, char **argv);
 int bench_store_main(int argc, char **argv);
+int bench_cl_main(int argc, char **argv);
+int bench_export_main(int argc, char **argv);
 
 #endif

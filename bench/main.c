@@ -13,6 +13,8 @@ typedef struct {
 static const bench_command commands[] = {
     {"speed", bench_speed_main, "kernel and training throughput against the machine's sgemm peak"},
     {"store", bench_store_main, "registry commit, rollback latency and size per version"},
+    {"cl", bench_cl_main, "continual-learning stream: accuracy matrix, metrics, rank decisions"},
+    {"export", bench_export_main, "write one task of a stream as a safetensors dataset"},
 };
 
 static void usage(FILE *f)

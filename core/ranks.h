@@ -1,0 +1,132 @@
+/* Task distance, overlap with earlier tasks, novelty and the per-layer rank rule.
+ *
+ * Input: the probe's pull dW_l on each target layer and the held-out loss gradient G_l averaged along the
+ * probe's path (see core/probe.h), plus the signatures of the earlier tasks' adapters (core/signature.h).
+ * Output: a rank_plan, i.e. per layer the rank of the new adapter and every number the decision used, so a
+ * person (or the daemon's API) can see why each rank was chosen. docs/RANKS.md explains and justifies it.
+ *
+ * The pull is split into rank-one components dW_l = sum_i s_i u_i v_i^T (SVD). Component i EARNS
+ * c_i = -s_i u_i^T G_l v_i nats of held-out loss reduction (integrated gradients along the probe's path):
+ * directions the probe moved in only to fit its small training subset, or by optimizer noise, earn ~0,
+ * as often less than 0 as more. A component is SIGNIFICANT when it earns at least the layer's floor
+ * max(theta, the largest loss any component of the layer causes): what noise can earn by chance, it can
+ * also lose, so the worst loss measures the noise (never below theta, an absolute minimum in nats).
+ *
+ *   distance_l   ||dW_l||_F / ||W_l||_F; the task's distance pools all targets the same way.
+ *   gain_l       sum_i c_i, the held-out nats the layer's pull earns; useful_l = the sum over significant
+ *                components (the layer's weight in every task-level average below).
+ *   overlap_t    the share of the useful pull lying inside earlier task t's FOOTPRINT (the span of its
+ *                adapter's change and of its own pull, see core/signature.h): component i counts with weight
+ *                c_i and fraction |Uf^T u_i|^2 |Vf^T v_i|^2, pooled over layers.
+ *   novelty      the same share OUTSIDE the union of every earlier task's footprint.
+ *   auto rank    the closest earlier task is REUSED when its overlap reaches reuse_min: its change is copied
+ *                (frozen) into the new adapter, and only the rest of the pull needs new rank. The rank of a
+ *                layer is the number of significant components of that rest (dW_l minus its projection on
+ *                the reused footprint), clamped to [r_min, r_max]; none, or earning less than left_min of
+ *                the layer's useful pull (covered by the reused task): rank 0. The task keeps at least
+ *                r_min somewhere (the layer that earns most) so it can learn. A per-task budget then removes
+ *                the least-earning directions first.
+ *   fixed:N      N on every target (clamped to the layer's size); no reuse.
+ *   linear       rank_l = round(linear_gain * distance_l), clamped to [r_min, r_max] (0 stays 0); no reuse.
+ */
+#ifndef CLAD_CORE_RANKS_H
+#define CLAD_CORE_RANKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/error.h"
+#include "core/model.h"
+#include "core/probe.h"
+#include "core/signature.h"
+
+typedef enum rank_policy_kind { RANK_AUTO = 1, RANK_FIXED, RANK_LINEAR } rank_policy_kind;
+
+typedef struct rank_policy {
+    rank_policy_kind kind;
+    int fixed;            /* fixed:N */
+    int r_min, r_max;     /* auto, linear */
+    double theta;         /* auto: held-out nats a direction must earn in the probe to be worth a rank */
+    double reuse_min;     /* auto: overlap at which the closest earlier task is reused (> 1: never) */
+    double left_min;      /* auto with reuse: a layer whose part left to learn earns less than this share of
+                             what its whole pull earns is covered by the reused task (rank 0) */
+    long budget;          /* auto, linear: new LoRA parameters per task (0: no budget) */
+    double linear_gain;   /* linear: rank per unit of distance */
+} rank_policy;
+
+/* Defaults: auto, r_min 1, r_max 32, theta 0.004, reuse_min 0.5, left_min 0.25, no budget, linear_gain 100. */
+void rank_policy_default(rank_policy *p);
+/* "auto", "fixed:8", "linear", optionally followed by settings: "auto:theta=0.01,r_max=16,budget=20000",
+ * "linear:gain=50". Keys: r_min, r_max, theta, reuse, left, budget, gain. Errors: CLAD_EINVAL naming the part. */
+int rank_policy_parse(rank_policy *p, const char *text, clad_err *err);
+/* Canonical text of a policy ("auto", "fixed:8", "linear") into buf. */
+void rank_policy_name(const rank_policy *p, char *buf, size_t size);
+
+/* What the rule reads, per model linear. */
+typedef struct rank_input_layer {
+    const char *name;
+    int out, in;
+    const float *pull;    /* (out,in) the probe's dW_l; NULL: not a target */
+    const float *grad;    /* (out,in) path-averaged held-out gradient; NULL: gains unknown (all 0) */
+    double w_norm2;       /* ||W_l||_F^2 of the reference */
+} rank_input_layer;
+
+typedef struct rank_input {
+    int n_linear;
+    rank_input_layer layer[MODEL_MAX_LINEARS];
+} rank_input;
+
+/* Points in at the probe's arrays (they must outlive the input). */
+void rank_input_from_probe(rank_input *in, const model *m, const probe_result *pr);
+
+/* The explanation of one layer's decision. */
+typedef struct rank_layer {
+    bool target;
+    double distance;      /* ||dW_l||_F / ||W_l||_F */
+    double energy;        /* ||dW_l||_F^2 as a share of the task's pull over all targets */
+    double gain;          /* held-out nats earned by the layer's pull (may be negative) */
+    double useful;        /* sum of the positive component gains */
+    double novelty;       /* share of the useful pull outside the union of earlier subspaces */
+    double *overlap;      /* (n_earlier) share of the useful pull inside each earlier task's subspaces */
+    double floor;         /* what a component must earn to be significant: max(theta, worst loss) */
+    int directions;       /* significant components of the part of the pull left to learn */
+    double left;          /* what those earn, as a share of useful (1 without reuse) */
+    int pull_k;           /* significant components of the whole pull, largest gain first: */
+    float *pull_U;        /* (out,pull_k) their column vectors */
+    float *pull_Vt;       /* (pull_k,in) their row vectors (kept for the task's signature) */
+    int rank;             /* new rank of the layer */
+    int reused;           /* rank of the frozen components copied from the reused task */
+    const char *why;      /* a short reason: "directions", "negligible", "minimum", "r_max", "budget", ... */
+} rank_layer;
+
+typedef struct rank_plan {
+    int n_linear, n_earlier;
+    rank_layer layer[MODEL_MAX_LINEARS];
+    double distance, gain, novelty;
+    double *overlap;                 /* (n_earlier) task-level overlap with each earlier task */
+    int reuse;                       /* the earlier task reused, or -1 */
+    int ranks[MODEL_MAX_LINEARS];    /* new ranks (what the task trains) */
+    int total[MODEL_MAX_LINEARS];    /* new + reused: the ranks of the adapter that is stored */
+    long new_params;                 /* new LoRA factor parameters (the head is not counted here) */
+} rank_plan;
+
+/* Computes the plan for one task. earlier[t] (t < n_earlier) are the signatures of the earlier tasks'
+ * adapters, for the same model (may be NULL when n_earlier is 0). plan is caller memory, initialised
+ * here; release with rank_plan_finish. Errors: CLAD_EINVAL (no target, shapes that disagree with a
+ * signature), CLAD_ENOMEM, CLAD_EINTERNAL (LAPACK). */
+int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *const *earlier, int n_earlier,
+                      const rank_policy *pol, clad_err *err);
+void rank_plan_finish(rank_plan *plan);   /* accepts a zeroed or finished plan */
+
+/* Rank-one components of one matrix and what each earns: s (k), U (m,k), Vt (k,n), gain (k) with
+ * k = min(m,n) and gain_i = -s_i u_i^T G v_i (0 when G is NULL). Exposed for tests and tools.
+ * Errors as linalg_svd. */
+int rank_components(float *U, float *s, float *Vt, double *gain, const float *X, const float *G, int m, int n,
+                    clad_err *err);
+
+/* Number of entries of gain (k) that are >= theta. */
+int rank_count_directions(const double *gain, int k, double theta);
+/* The significance floor of a layer: max(theta, -min_i gain_i). */
+double rank_floor(const double *gain, int k, double theta);
+
+#endif

@@ -1,0 +1,375 @@
+/* Tests of the rank rule (core/ranks) and signatures (core/signature) on constructed matrices with known
+ * spectra: pulls dW = sum_i s_i u_i v_i^T with orthonormal u, v and held-out gradients G built so that
+ * component i earns exactly a chosen g_i nats. */
+#include "tests/test.h"
+
+#include "core/linalg.h"
+#include "core/ranks.h"
+#include "core/rng.h"
+#include "core/signature.h"
+
+static void fill_normal(float *x, size_t n, uint64_t seed)
+{
+    rng r;
+    rng_init(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = rng_normal(&r);
+}
+
+/* Orthonormal U (m,k) and V (n,k) columns. */
+static void orthonormal(float *Q, int m, int k, uint64_t seed)
+{
+    float *G = malloc(sizeof(float) * (size_t)m * k);
+    fill_normal(G, (size_t)m * k, seed);
+    CHECK_INT_EQ(linalg_qr(Q, NULL, G, m, k, NULL), 0);
+    free(G);
+}
+
+/* A constructed layer: pull = sum_i s[i] u_i v_i^T, G = -sum_i (g[i]/s[i]) u_i v_i^T, so component i of the
+ * pull earns -s_i u_i^T G v_i = g[i]. U (m,K), V (n,K) hold the K directions. */
+typedef struct built {
+    int m, n, K;
+    float *U, *V, *pull, *grad;
+} built;
+
+static built build(int m, int n, int K, const float *s, const double *g, uint64_t seed)
+{
+    built b = {m, n, K, malloc(sizeof(float) * m * K), malloc(sizeof(float) * n * K),
+               calloc((size_t)m * n, sizeof(float)), calloc((size_t)m * n, sizeof(float))};
+    orthonormal(b.U, m, K, seed);
+    orthonormal(b.V, n, K, seed + 1);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            for (int q = 0; q < K; q++) {
+                float uv = b.U[i * K + q] * b.V[j * K + q];
+                b.pull[i * n + j] += s[q] * uv;
+                b.grad[i * n + j] -= (float)(g[q] / (double)s[q]) * uv;
+            }
+    return b;
+}
+
+static void built_free(built *b)
+{
+    free(b->U);
+    free(b->V);
+    free(b->pull);
+    free(b->grad);
+}
+
+static rank_input one_layer_input(const built *b, const built *b2)
+{
+    rank_input in;
+    memset(&in, 0, sizeof in);
+    in.n_linear = b2 ? 3 : 2;
+    in.layer[0] = (rank_input_layer){"fc1", b->m, b->n, b->pull, b->grad, 100.0};
+    if (b2) in.layer[1] = (rank_input_layer){"fc2", b2->m, b2->n, b2->pull, b2->grad, 100.0};
+    in.layer[in.n_linear - 1] = (rank_input_layer){"head", 10, b->m, NULL, NULL, 1.0};
+    return in;
+}
+
+/* An earlier task whose adapter changed fc1 along the given columns of b (U[:,cols] and V[:,cols]). */
+static void earlier_sig(signature *sig, const built *b, const int *cols, int nc, int n_linear)
+{
+    memset(sig, 0, sizeof *sig);
+    sig->n_linear = n_linear;
+    for (int li = 0; li < n_linear; li++) sig->layer[li].out = sig->layer[li].in = 1;
+    sig_layer *L = &sig->layer[0];
+    L->out = b->m;
+    L->in = b->n;
+    L->k = nc;
+    L->U = malloc(sizeof(float) * b->m * nc);
+    L->Vt = malloc(sizeof(float) * nc * b->n);
+    L->s = malloc(sizeof(float) * nc);
+    for (int c = 0; c < nc; c++) {
+        for (int i = 0; i < b->m; i++) L->U[i * nc + c] = b->U[i * b->K + cols[c]];
+        for (int j = 0; j < b->n; j++) L->Vt[c * b->n + j] = b->V[j * b->K + cols[c]];
+        L->s[c] = 1.0f;
+    }
+}
+
+TEST(cl_ranks_components_earn_the_constructed_gains)
+{
+    const float s[4] = {4, 3, 2, 1};
+    const double g[4] = {0.01, 0.3, -0.02, 0.1};
+    built b = build(24, 16, 4, s, g, 1);
+    float U[24 * 16], S[16], Vt[16 * 16];
+    double gain[16];
+    CHECK_INT_EQ(rank_components(U, S, Vt, gain, b.pull, b.grad, 24, 16, NULL), 0);
+    /* components come out in singular-value order 4, 3, 2, 1, then zeros */
+    CHECK_NEAR(S[0], 4, 1e-4);
+    CHECK_NEAR(S[3], 1, 1e-4);
+    for (int i = 0; i < 4; i++) CHECK_NEAR(gain[i], g[i], 1e-5);
+    for (int i = 4; i < 16; i++) CHECK_NEAR(gain[i], 0.0, 1e-5);
+    CHECK_NEAR(rank_floor(gain, 16, 0.004), 0.02, 1e-5);  /* the worst loss sets the noise floor */
+    CHECK_NEAR(rank_floor(gain, 2, 0.004), 0.004, 1e-12); /* never below theta */
+    CHECK_INT_EQ(rank_count_directions(gain, 16, 0.02), 2);
+    built_free(&b);
+}
+
+TEST(cl_ranks_auto_counts_significant_directions)
+{
+    /* fc1: three directions earn well above the floor (0.02, set by the -0.02 loser), one below.
+     * fc2: everything earns less than theta -> rank 0. */
+    const float s1[6] = {5, 4, 3, 2, 1, 0.5f};
+    const double g1[6] = {0.30, 0.10, 0.05, 0.015, -0.02, 0.001};
+    const float s2[2] = {1, 0.5f};
+    const double g2[2] = {0.003, 0.001};
+    built b1 = build(32, 20, 6, s1, g1, 3), b2 = build(20, 32, 2, s2, g2, 5);
+    rank_input in = one_layer_input(&b1, &b2);
+    rank_policy pol;
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto", NULL), 0);
+    rank_plan plan;
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK(plan.layer[0].target && plan.layer[1].target && !plan.layer[2].target);
+    CHECK_INT_EQ(plan.layer[0].directions, 3);
+    CHECK_INT_EQ(plan.ranks[0], 3);
+    CHECK_STR_EQ(plan.layer[0].why, "directions");
+    CHECK_INT_EQ(plan.ranks[1], 0);
+    CHECK_STR_EQ(plan.layer[1].why, "negligible");
+    CHECK_INT_EQ(plan.ranks[2], 0);
+    CHECK_NEAR(plan.layer[0].floor, 0.02, 1e-5);
+    CHECK_NEAR(plan.layer[0].useful, 0.45, 1e-4);
+    CHECK_NEAR(plan.layer[0].gain, 0.446, 1e-4);
+    CHECK_INT_EQ(plan.layer[0].pull_k, 3);
+    /* distance = ||pull|| / ||W|| = sqrt(25+16+9+4+1+0.25) / 10 */
+    CHECK_NEAR(plan.layer[0].distance, sqrt(55.25) / 10.0, 1e-4);
+    CHECK_NEAR(plan.layer[0].energy + plan.layer[1].energy, 1.0, 1e-9);
+    CHECK_NEAR(plan.novelty, 1.0, 1e-12);  /* nothing earlier */
+    CHECK_INT_EQ(plan.reuse, -1);
+    CHECK_INT_EQ(plan.new_params, 3L * (32 + 20));
+    rank_plan_finish(&plan);
+
+    /* r_max clamps, r_min raises */
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:r_max=2", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0], 2);
+    CHECK_STR_EQ(plan.layer[0].why, "r_max");
+    rank_plan_finish(&plan);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:r_min=4,r_max=8", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0], 4);
+    CHECK_STR_EQ(plan.layer[0].why, "r_min");
+    CHECK_INT_EQ(plan.ranks[1], 0);
+    rank_plan_finish(&plan);
+    /* a larger theta keeps only the strongest */
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:theta=0.2", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0], 1);
+    rank_plan_finish(&plan);
+    built_free(&b1);
+    built_free(&b2);
+}
+
+TEST(cl_ranks_every_task_keeps_a_minimum_rank)
+{
+    /* Nothing earns theta anywhere: the layer that earns most still gets r_min. */
+    const float s1[2] = {2, 1}, s2[2] = {2, 1};
+    const double g1[2] = {0.001, 0.0005}, g2[2] = {0.003, 0.0};
+    built b1 = build(16, 12, 2, s1, g1, 7), b2 = build(12, 16, 2, s2, g2, 9);
+    rank_input in = one_layer_input(&b1, &b2);
+    rank_policy pol;
+    rank_policy_default(&pol);
+    rank_plan plan;
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0], 0);
+    CHECK_INT_EQ(plan.ranks[1], 1);
+    CHECK_STR_EQ(plan.layer[1].why, "minimum");
+    rank_plan_finish(&plan);
+    built_free(&b1);
+    built_free(&b2);
+}
+
+TEST(cl_ranks_fixed_and_linear_policies)
+{
+    const float s[3] = {3, 2, 1};
+    const double g[3] = {0.2, 0.1, 0.05};
+    built b1 = build(16, 12, 3, s, g, 11), b2 = build(12, 4, 3, s, g, 13);
+    rank_input in = one_layer_input(&b1, &b2);
+    rank_policy pol;
+    rank_plan plan;
+    CHECK_INT_EQ(rank_policy_parse(&pol, "fixed:6", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0], 6);
+    CHECK_INT_EQ(plan.ranks[1], 4);  /* a 12x4 layer holds at most rank 4 */
+    CHECK_STR_EQ(plan.layer[1].why, "layer size");
+    CHECK_INT_EQ(plan.ranks[2], 0);
+    rank_plan_finish(&plan);
+    /* linear: rank = round(gain * distance); distance = sqrt(14)/10 = 0.374 -> 20 * 0.374 = 7.48 -> 7 */
+    CHECK_INT_EQ(rank_policy_parse(&pol, "linear:gain=20", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0], 7);
+    CHECK_INT_EQ(plan.ranks[1], 4);
+    rank_plan_finish(&plan);
+    char name[32];
+    rank_policy_name(&pol, name, sizeof name);
+    CHECK_STR_EQ(name, "linear");
+    CHECK_INT_EQ(rank_policy_parse(&pol, "fixed:3", NULL), 0);
+    rank_policy_name(&pol, name, sizeof name);
+    CHECK_STR_EQ(name, "fixed:3");
+    clad_err e = {0};
+    CHECK_INT_EQ(rank_policy_parse(&pol, "fixed", &e), CLAD_EINVAL);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "fixed:0", NULL), CLAD_EINVAL);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "greedy", NULL), CLAD_EINVAL);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:tau=3", NULL), CLAD_EINVAL);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:r_min=9,r_max=4", NULL), CLAD_EINVAL);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:theta=0.01,r_max=8,budget=1000", NULL), 0);
+    CHECK(pol.theta == 0.01 && pol.r_max == 8 && pol.budget == 1000);
+    built_free(&b1);
+    built_free(&b2);
+}
+
+TEST(cl_ranks_overlap_novelty_and_reuse)
+{
+    /* fc1 earns 0.30, 0.10, 0.05 on three directions. Earlier task A spans the first two, B the third. */
+    const float s[4] = {4, 3, 2, 0.5f};
+    const double g[4] = {0.30, 0.10, 0.05, -0.01};
+    built b = build(30, 20, 4, s, g, 21);
+    rank_input in = one_layer_input(&b, NULL);
+    signature A, B;
+    earlier_sig(&A, &b, (const int[]){0, 1}, 2, in.n_linear);
+    earlier_sig(&B, &b, (const int[]){2}, 1, in.n_linear);
+    const signature *earlier[2] = {&A, &B};
+    rank_policy pol;
+    rank_policy_default(&pol);
+    rank_plan plan;
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier, 2, &pol, NULL), 0);
+    CHECK_NEAR(plan.overlap[0], 0.40 / 0.45, 1e-4);
+    CHECK_NEAR(plan.overlap[1], 0.05 / 0.45, 1e-4);
+    CHECK_NEAR(plan.layer[0].overlap[0], 0.40 / 0.45, 1e-4);
+    CHECK_NEAR(plan.novelty, 0.0, 1e-4);  /* all three directions lie in A or B */
+    /* A is reused; what is left (0.05 of 0.45 = 11%) is covered: rank 0 there, then the task minimum */
+    CHECK_INT_EQ(plan.reuse, 0);
+    CHECK_INT_EQ(plan.layer[0].reused, 2);
+    CHECK_NEAR(plan.layer[0].left, 0.05 / 0.45, 1e-3);
+    CHECK_INT_EQ(plan.ranks[0], 1);
+    CHECK_STR_EQ(plan.layer[0].why, "minimum");
+    CHECK_INT_EQ(plan.total[0], 3);
+    rank_plan_finish(&plan);
+
+    /* with a lower left_min the third direction is learned anew */
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:left=0.05", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier, 2, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.layer[0].directions, 1);
+    CHECK_INT_EQ(plan.ranks[0], 1);
+    CHECK_STR_EQ(plan.layer[0].why, "directions");
+    rank_plan_finish(&plan);
+
+    /* only B earlier: too little overlap to reuse, novelty = 0.40 / 0.45 */
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier + 1, 1, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.reuse, -1);
+    CHECK_NEAR(plan.novelty, 0.40 / 0.45, 1e-4);
+    CHECK_INT_EQ(plan.ranks[0], 3);
+    rank_plan_finish(&plan);
+
+    /* fixed never reuses */
+    CHECK_INT_EQ(rank_policy_parse(&pol, "fixed:2", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier, 2, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.reuse, -1);
+    CHECK_INT_EQ(plan.total[0], 2);
+    rank_plan_finish(&plan);
+
+    /* a signature for another model is refused */
+    signature bad = A;
+    bad.n_linear = 5;
+    const signature *wrong[1] = {&bad};
+    clad_err e = {0};
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, wrong, 1, &pol, &e), CLAD_EINVAL);
+    CHECK(strstr(e.msg, "another model") != NULL);
+    signature_finish(&A);
+    signature_finish(&B);
+    built_free(&b);
+}
+
+TEST(cl_ranks_budget_drops_least_earning_directions)
+{
+    const float s1[4] = {4, 3, 2, 1}, s2[3] = {3, 2, 1};
+    const double g1[4] = {0.5, 0.2, 0.03, 0.02}, g2[3] = {0.4, 0.025, 0.01};
+    built b1 = build(20, 20, 4, s1, g1, 31), b2 = build(20, 20, 3, s2, g2, 33);
+    rank_input in = one_layer_input(&b1, &b2);
+    rank_policy pol;
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto", NULL), 0);
+    rank_plan plan;
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0], 4);
+    CHECK_INT_EQ(plan.ranks[1], 3);
+    rank_plan_finish(&plan);
+    /* 4 directions of 40 parameters fit: the 0.01, 0.02 and 0.025 go, in that order */
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:budget=160", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0], 3);
+    CHECK_INT_EQ(plan.ranks[1], 1);
+    CHECK_STR_EQ(plan.layer[1].why, "budget");
+    CHECK_INT_EQ(plan.new_params, 160);
+    rank_plan_finish(&plan);
+    built_free(&b1);
+    built_free(&b2);
+}
+
+TEST(cl_signature_reproduces_the_adapter_change)
+{
+    int out = 18, in = 13, r = 5;
+    float *B = malloc(sizeof(float) * out * r), *A = malloc(sizeof(float) * r * in);
+    fill_normal(B, (size_t)out * r, 41);
+    fill_normal(A, (size_t)r * in, 42);
+    float scale = 16.0f / (float)r;
+    float *want = calloc((size_t)out * in, sizeof(float)), *got = malloc(sizeof(float) * out * in);
+    for (int i = 0; i < out; i++)
+        for (int j = 0; j < in; j++)
+            for (int q = 0; q < r; q++) want[i * in + j] += scale * B[i * r + q] * A[q * in + j];
+    signature sig;
+    memset(&sig, 0, sizeof sig);
+    sig.n_linear = 1;
+    CHECK_INT_EQ(sig_layer_from_factors(&sig.layer[0], B, A, scale, out, in, r, 1.0, NULL), 0);
+    CHECK_INT_EQ(sig.layer[0].k, 5);
+    for (int i = 0; i + 1 < 5; i++) CHECK(sig.layer[0].s[i] >= sig.layer[0].s[i + 1]);
+    CHECK_NEAR(sig.layer[0].energy, linalg_frob2(want, (size_t)out * in), 1e-3 * sig.layer[0].energy);
+    signature_layer_delta(got, &sig, 0);
+    CHECK_ARRAY_NEAR(got, want, (size_t)out * in, 1e-4, 1e-4);
+    /* inside its own subspace: all of the energy */
+    CHECK_NEAR(linalg_inside_energy(want, out, in, sig.layer[0].U, 5, sig.layer[0].Vt, 5),
+               linalg_frob2(want, (size_t)out * in), 1e-5 * linalg_frob2(want, (size_t)out * in));
+    CHECK_INT_EQ(signature_floats(&sig), 5 * (18 + 13 + 1));
+    signature_finish(&sig);
+    free(B);
+    free(A);
+    free(want);
+    free(got);
+}
+
+TEST(cl_signature_truncates_by_energy_and_keeps_pull_bases)
+{
+    /* B A with singular values 3, 1, 0.01: keeping 99% of the energy keeps two directions. */
+    int out = 10, in = 8, r = 3;
+    float *Q1 = malloc(sizeof(float) * out * r), *Q2 = malloc(sizeof(float) * in * r);
+    orthonormal(Q1, out, r, 51);
+    orthonormal(Q2, in, r, 52);
+    const float sv[3] = {3, 1, 0.01f};
+    float *B = malloc(sizeof(float) * out * r), *A = malloc(sizeof(float) * r * in);
+    for (int i = 0; i < out; i++)
+        for (int q = 0; q < r; q++) B[i * r + q] = Q1[i * r + q] * sv[q];
+    for (int q = 0; q < r; q++)
+        for (int j = 0; j < in; j++) A[q * in + j] = Q2[j * r + q];
+    sig_layer L;
+    CHECK_INT_EQ(sig_layer_from_factors(&L, B, A, 1.0f, out, in, r, 0.99, NULL), 0);
+    CHECK_INT_EQ(L.k, 2);
+    CHECK_NEAR(L.s[0], 3, 1e-4);
+    CHECK_NEAR(L.s[1], 1, 1e-4);
+    /* pull bases are orthonormalised copies */
+    float Up[10 * 2], Vtp[2 * 8];
+    fill_normal(Up, 20, 53);
+    fill_normal(Vtp, 16, 54);
+    CHECK_INT_EQ(sig_layer_set_pull(&L, Up, Vtp, 2, NULL), 0);
+    CHECK_INT_EQ(L.kp, 2);
+    double d = 0;
+    for (int i = 0; i < out; i++) d += (double)L.Up[i * 2] * (double)L.Up[i * 2 + 1];
+    CHECK_NEAR(d, 0.0, 1e-5);
+    CHECK_INT_EQ(sig_layer_set_pull(&L, NULL, NULL, 0, NULL), 0);
+    CHECK_INT_EQ(L.kp, 0);
+    sig_layer_finish(&L);
+    clad_err e = {0};
+    CHECK_INT_EQ(sig_layer_from_factors(&L, B, A, 1.0f, out, in, 12, 0.99, &e), CLAD_EINVAL);
+    free(Q1);
+    free(Q2);
+    free(B);
+    free(A);
+}

@@ -1,0 +1,192 @@
+/* Tests of the continual-learning API (core/cl): planning, training and signatures on a tiny MLP with
+ * teacher tasks; the base and earlier adapters stay bit-identical; reuse composes the earlier change
+ * exactly. */
+#include "tests/test.h"
+
+#include "core/cl.h"
+#include "core/linalg.h"
+#include "core/rng.h"
+
+static model *tiny_mlp(void)
+{
+    model_config c = {.kind = MODEL_MLP, .input_dim = 12, .n_hidden = 2, .hidden = {24, 24}, .n_classes = 4};
+    model *m = model_create(&c, NULL);
+    CHECK(m != NULL);
+    model_init_random(m, 5);
+    /* A confident head, so the base is a meaningful reference. */
+    const model_linear *H = &m->linear[m->n_linear - 1];
+    float *w = param_set_ptr(&m->params, H->weight);
+    for (int i = 0; i < H->out * H->in; i++) w[i] *= 8.0f;
+    return m;
+}
+
+/* Task data labelled by base + a rank-r change of fc1 (relative size 0.8), inputs N(0,1). */
+static dataset teacher_task(const model *base, int r, uint64_t teacher_seed, uint64_t data_seed, int n)
+{
+    model *t = model_create(&base->cfg, NULL);
+    memcpy(t->params.data, base->params.data, base->params.total * sizeof(float));
+    const model_linear *L = &base->linear[0];
+    float *W = param_set_ptr(&t->params, L->weight);
+    rng g;
+    rng_init(&g, teacher_seed);
+    float *P = malloc(sizeof(float) * L->out * r), *Q = malloc(sizeof(float) * L->in * r);
+    float *G1 = malloc(sizeof(float) * L->out * r), *G2 = malloc(sizeof(float) * L->in * r);
+    for (int i = 0; i < L->out * r; i++) G1[i] = rng_normal(&g);
+    for (int i = 0; i < L->in * r; i++) G2[i] = rng_normal(&g);
+    CHECK_INT_EQ(linalg_qr(P, NULL, G1, L->out, r, NULL), 0);
+    CHECK_INT_EQ(linalg_qr(Q, NULL, G2, L->in, r, NULL), 0);
+    float c = 0.8f * (float)sqrt(linalg_frob2(W, (size_t)L->out * L->in) / r);
+    for (int i = 0; i < L->out; i++)
+        for (int j = 0; j < L->in; j++)
+            for (int q = 0; q < r; q++) W[i * L->in + j] += c * P[i * r + q] * Q[j * r + q];
+    dataset d;
+    CHECK_INT_EQ(dataset_init(&d, n, 1, (int[]){12}, NULL), 0);
+    rng x;
+    rng_init(&x, data_seed);
+    for (int i = 0; i < n * 12; i++) d.x[i] = rng_normal(&x);
+    CHECK_INT_EQ(model_predict(t, NULL, d.x, n, 256, NULL, d.y, NULL), 0);
+    d.n_classes = 4;
+    model_destroy(t);
+    free(P);
+    free(Q);
+    free(G1);
+    free(G2);
+    return d;
+}
+
+static void quick_config(cl_config *cfg, const model *m, train_config *tc)
+{
+    cl_config_default(cfg, m);
+    cfg->probe.samples = 512;
+    cfg->probe.holdout = 256;
+    cfg->probe.steps = 48;
+    train_config_default(tc);
+    tc->epochs = 8;
+    tc->lr = 3e-3f;
+}
+
+TEST(cl_train_keeps_base_and_earlier_adapters_bit_identical)
+{
+    model *base = tiny_mlp();
+    float *copy = malloc(base->params.total * sizeof(float));
+    memcpy(copy, base->params.data, base->params.total * sizeof(float));
+    cl_config cfg;
+    train_config tc;
+    quick_config(&cfg, base, &tc);
+    dataset a = teacher_task(base, 2, 1, 10, 2000), b = teacher_task(base, 4, 2, 11, 2000);
+
+    cl_plan pa;
+    CHECK_INT_EQ(cl_plan_task(&pa, base, NULL, 0, &a, 4, &cfg, NULL), 0);
+    adapter *ada = cl_train_task(base, &pa, NULL, &a, 4, &cfg, &tc, 1, NULL, NULL, NULL, NULL);
+    CHECK(ada != NULL);
+    signature sa;
+    CHECK_INT_EQ(cl_signature_compute(&sa, base, ada, &pa, &cfg, NULL), 0);
+    float *pred_a = malloc(sizeof(float) * a.n * 4), *pred_a2 = malloc(sizeof(float) * a.n * 4);
+    CHECK_INT_EQ(model_predict(base, ada, a.x, a.n, 64, pred_a, NULL, NULL), 0);
+    float *adapter_copy = malloc(ada->params.total * sizeof(float));
+    memcpy(adapter_copy, ada->params.data, ada->params.total * sizeof(float));
+
+    const signature *earlier[1] = {&sa};
+    cl_plan pb;
+    CHECK_INT_EQ(cl_plan_task(&pb, base, earlier, 1, &b, 4, &cfg, NULL), 0);
+    adapter *adb = cl_train_task(base, &pb, pb.rank.reuse >= 0 ? &sa : NULL, &b, 4, &cfg, &tc, 2, NULL, NULL, NULL,
+                                 NULL);
+    CHECK(adb != NULL);
+
+    CHECK(!memcmp(base->params.data, copy, base->params.total * sizeof(float)));
+    CHECK(!memcmp(ada->params.data, adapter_copy, ada->params.total * sizeof(float)));
+    CHECK_INT_EQ(model_predict(base, ada, a.x, a.n, 64, pred_a2, NULL, NULL), 0);
+    CHECK(!memcmp(pred_a, pred_a2, sizeof(float) * a.n * 4));
+    /* and the second task did learn something its own */
+    eval_result ev;
+    CHECK_INT_EQ(model_evaluate(base, adb, &b, 256, &ev, NULL), 0);
+    CHECK(ev.accuracy > 0.6f);
+    cl_plan_finish(&pa);
+    cl_plan_finish(&pb);
+    signature_finish(&sa);
+    adapter_destroy(ada);
+    adapter_destroy(adb);
+    dataset_finish(&a);
+    dataset_finish(&b);
+    free(copy);
+    free(pred_a);
+    free(pred_a2);
+    free(adapter_copy);
+    model_destroy(base);
+}
+
+TEST(cl_train_repeated_task_reuses_and_composes_exactly)
+{
+    model *base = tiny_mlp();
+    cl_config cfg;
+    train_config tc;
+    quick_config(&cfg, base, &tc);
+    dataset a = teacher_task(base, 3, 7, 20, 3000), again = teacher_task(base, 3, 7, 21, 3000);
+    cl_plan pa, p2;
+    CHECK_INT_EQ(cl_plan_task(&pa, base, NULL, 0, &a, 4, &cfg, NULL), 0);
+    adapter *ada = cl_train_task(base, &pa, NULL, &a, 4, &cfg, &tc, 1, NULL, NULL, NULL, NULL);
+    CHECK(ada != NULL);
+    signature sa;
+    CHECK_INT_EQ(cl_signature_compute(&sa, base, ada, &pa, &cfg, NULL), 0);
+    const signature *earlier[1] = {&sa};
+    CHECK_INT_EQ(cl_plan_task(&p2, base, earlier, 1, &again, 4, &cfg, NULL), 0);
+    /* The same teacher again: most of its pull lies in the first task's footprint, so it is reused and
+     * little is left to learn. */
+    CHECK_MSG(p2.rank.overlap[0] > 0.5, "overlap %g", p2.rank.overlap[0]);
+    CHECK_INT_EQ(p2.rank.reuse, 0);
+    CHECK_MSG(p2.rank.novelty < 0.3, "novelty %g", p2.rank.novelty);
+    int new_total = 0;
+    for (int li = 0; li < base->n_linear; li++) new_total += p2.rank.ranks[li];
+    CHECK_MSG(new_total <= 2, "new rank %d", new_total);
+    adapter *ad2 = cl_train_task(base, &p2, &sa, &again, 4, &cfg, &tc, 2, NULL, NULL, NULL, NULL);
+    CHECK(ad2 != NULL);
+    /* The first components of the new adapter reproduce the reused change exactly (scale folded in). */
+    for (int li = 0; li < base->n_linear; li++) {
+        int kr = p2.rank.layer[li].reused;
+        CHECK_INT_EQ(ad2->rank[li], p2.rank.total[li]);
+        if (!kr) continue;
+        const model_linear *L = &base->linear[li];
+        int tot = ad2->rank[li];
+        const float *A = param_set_ptr(&ad2->params, ad2->A[li]), *B = param_set_ptr(&ad2->params, ad2->B[li]);
+        float *part = calloc((size_t)L->out * L->in, sizeof(float)), *want = malloc(sizeof(float) * L->out * L->in);
+        for (int i = 0; i < L->out; i++)
+            for (int j = 0; j < L->in; j++)
+                for (int q = 0; q < kr; q++) part[i * L->in + j] += adapter_scale(ad2, li) * B[i * tot + q] * A[q * L->in + j];
+        signature_layer_delta(want, &sa, li);
+        CHECK_ARRAY_NEAR(part, want, (size_t)L->out * L->in, 1e-5, 1e-4);
+        free(part);
+        free(want);
+    }
+    /* Reusing the first task's adapter, the repeat is learned about as well. */
+    eval_result e1, e2;
+    CHECK_INT_EQ(model_evaluate(base, ada, &again, 256, &e1, NULL), 0);
+    CHECK_INT_EQ(model_evaluate(base, ad2, &again, 256, &e2, NULL), 0);
+    CHECK_MSG(e2.accuracy >= e1.accuracy - 0.03f, "repeat %g vs first adapter %g", (double)e2.accuracy,
+              (double)e1.accuracy);
+    cl_plan_finish(&pa);
+    cl_plan_finish(&p2);
+    signature_finish(&sa);
+    adapter_destroy(ada);
+    adapter_destroy(ad2);
+    dataset_finish(&a);
+    dataset_finish(&again);
+    model_destroy(base);
+}
+
+TEST(cl_train_refuses_a_plan_without_its_reused_signature)
+{
+    model *base = tiny_mlp();
+    cl_config cfg;
+    train_config tc;
+    quick_config(&cfg, base, &tc);
+    dataset a = teacher_task(base, 2, 1, 10, 300);
+    cl_plan p;
+    CHECK_INT_EQ(cl_plan_task(&p, base, NULL, 0, &a, 4, &cfg, NULL), 0);
+    p.rank.reuse = 0;
+    clad_err e = {0};
+    CHECK(cl_train_task(base, &p, NULL, &a, 4, &cfg, &tc, 1, NULL, NULL, NULL, &e) == NULL);
+    CHECK(strstr(e.msg, "signature") != NULL);
+    cl_plan_finish(&p);
+    dataset_finish(&a);
+    model_destroy(base);
+}
