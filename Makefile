@@ -53,7 +53,8 @@ $(BUILD)/%.o: %.c
 
 $(LIBCLAD): $(LIB_OBJ) $(SERVE_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	@echo "ar rcs $@ (all library objects)"
+	@ar rcs $@ $^
 
 $(BUILD)/clad-bench: $(BENCH_OBJ) $(LIBCLAD)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -91,9 +92,16 @@ demo: $(BUILD)/.deps-ok
 	@$(MAKE) --no-print-directory all
 	@scripts/demo.sh
 
+# Binaries, the systemd units (ExecStart rewritten to this PREFIX) and the sysusers entry for the clad user.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
 	install -m 0755 $(filter $(BUILD)/clad $(BUILD)/cladd $(BUILD)/clad-bench,$(PROGS)) $(DESTDIR)$(PREFIX)/bin/
+	sed 's|/usr/local/bin/cladd|$(PREFIX)/bin/cladd|' systemd/cladd.service > $(DESTDIR)$(UNITDIR)/cladd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/cladd.service
+	install -m 0644 systemd/cladd.socket $(DESTDIR)$(UNITDIR)/cladd.socket
+	install -m 0644 systemd/clad.sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/clad.conf
 
 clean:
 	rm -rf $(BUILD)

@@ -114,8 +114,9 @@ static int add_params(st_writer *w, const param_set *p, clad_err *err)
     return 0;
 }
 
-/* Loads every tensor of p from r, checking shapes, finiteness, and that r holds nothing else. */
-static int read_params(param_set *p, const st_reader *r, const char *what, clad_err *err)
+/* Loads every tensor of p from r, checking shapes, finiteness, and that r holds nothing else (but for
+ * names starting with skip_prefix, when given). */
+static int read_params(param_set *p, const st_reader *r, const char *what, const char *skip_prefix, clad_err *err)
 {
     for (int i = 0; i < p->n; i++) {
         int64_t shape[PARAM_MAX_DIMS];
@@ -133,6 +134,7 @@ static int read_params(param_set *p, const st_reader *r, const char *what, clad_
     }
     for (int i = 0; i < st_reader_count(r); i++) {
         const char *name = st_reader_at(r, i)->name;
+        if (skip_prefix && !strncmp(name, skip_prefix, strlen(skip_prefix))) continue;
         if (param_set_find(p, name) < 0)
             return clad_err_set(err, CLAD_EINVAL, "%s: unexpected tensor '%s'", what, name);
     }
@@ -185,7 +187,7 @@ static model *model_from_reader(const st_reader *r, const model_config *cfg, cla
     }
     model *m = model_create(cfg, err);
     if (!m) return NULL;
-    if (read_params(&m->params, r, "base model", err)) {
+    if (read_params(&m->params, r, "base model", NULL, err)) {
         model_destroy(m);
         return NULL;
     }
@@ -245,10 +247,8 @@ static int meta_json(st_writer *w, const char *key, json_t *j, clad_err *err)
     return rc;
 }
 
-static int adapter_write(const adapter *a, const model *m, const char *path, uint8_t **out, size_t *len,
-                         clad_err *err)
+int adapter_to_writer(st_writer *w, const adapter *a, const model *m, clad_err *err)
 {
-    st_writer *w = st_writer_create();
     char num[64];
     int rc = st_writer_meta(w, "format", "clad-adapter", err);
     if (!rc) rc = st_writer_meta(w, "kind", adapter_kind_name(a->kind), err);
@@ -272,6 +272,14 @@ static int adapter_write(const adapter *a, const model *m, const char *path, uin
         rc = meta_json(w, "sources", names, err);
     }
     if (!rc) rc = add_params(w, &a->params, err);
+    return rc;
+}
+
+static int adapter_write(const adapter *a, const model *m, const char *path, uint8_t **out, size_t *len,
+                         clad_err *err)
+{
+    st_writer *w = st_writer_create();
+    int rc = adapter_to_writer(w, a, m, err);
     if (!rc) rc = write_out(w, path, out, len, err);
     st_writer_destroy(w);
     return rc;
@@ -380,7 +388,7 @@ static adapter *adapter_from_reader(const model *m, const st_reader *r, const ad
     }
     if (!a) return NULL;
     memcpy(a->rank_before, before, sizeof before);
-    if (read_params(&a->params, r, "adapter", err)) {
+    if (read_params(&a->params, r, "adapter", ADAPTER_SIGNATURE_PREFIX, err)) {
         adapter_destroy(a);
         return NULL;
     }

@@ -40,6 +40,11 @@ model *model_load(const char *path, const model_config *cfg, clad_err *err);
 /* Adapters for a given model. */
 int adapter_to_buffer(const adapter *a, const model *m, uint8_t **out, size_t *len, clad_err *err);
 int adapter_save(const adapter *a, const model *m, const char *path, clad_err *err);
+/* Adds the adapter's metadata and tensors to a writer (for files that carry more, such as a signature). */
+struct st_writer;
+int adapter_to_writer(struct st_writer *w, const adapter *a, const model *m, clad_err *err);
+/* Readers ignore tensors whose names start with this prefix: they belong to the adapter's signature. */
+#define ADAPTER_SIGNATURE_PREFIX "signature."
 adapter *adapter_from_buffer(const model *m, const void *buf, size_t len, clad_err *err);
 adapter *adapter_load(const model *m, const char *path, clad_err *err);
 

@@ -1,0 +1,83 @@
+/* What route handlers can reach: the daemon's shared state and the route tables of each API module.
+ *
+ * Adding an API module (daemon/api_<name>.c):
+ *   1. write handlers `static void tasks_list(http_req *req)`; `cladd *app = req->app` gives the job
+ *      queue, the configuration and (later) the store;
+ *   2. export `const route api_<name>_routes[] = {..., ROUTE_END};` and declare it below;
+ *   3. add it to the table list in daemon/cladd_main.c, and document each route in docs/API.md.
+ * Long work goes to app->jobs: job_submit for training-like jobs (then api_reply_job answers 202 or
+ * streams progress for ?follow=1), job_queue_compute for short work such as prediction.
+ */
+#ifndef CLAD_DAEMON_API_H
+#define CLAD_DAEMON_API_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "daemon/config.h"
+#include "daemon/registry.h"
+#include "daemon/http.h"
+#include "daemon/jobs.h"
+#include "daemon/metrics.h"
+#include "daemon/notify.h"
+#include "daemon/router.h"
+#include "daemon/server.h"
+
+/* The daemon, as req->app. Loop thread only. */
+typedef struct cladd {
+    uv_loop_t *loop;
+    cladd_config cfg;
+    server *srv;
+    router *rt;
+    job_queue *jobs;
+    metrics *metrics;
+    notifier *notify;
+    double started_wall;    /* Unix seconds */
+    double started_mono;    /* uv_hrtime() in seconds */
+    unsigned threadpool_size;
+    bool stopping;
+    store *st;              /* the registry database; loop thread only (workers open readers) */
+    char db_path[PATH_MAX]; /* $STATE_DIRECTORY/clad.db */
+    registry *reg;          /* loaded bases and adapters */
+    struct job_link *links; /* queue job id -> store job id, for jobs still live */
+    size_t n_links, cap_links;
+} cladd;
+
+/* --- the store (daemon/app_store.c) --- */
+
+/* Opens the store in the state directory, marks jobs a previous run left unfinished as interrupted,
+ * restores finished jobs for /v1/jobs and creates the registry. */
+int app_store_open(cladd *app, clad_err *err);
+void app_store_close(cladd *app);
+/* The job hook: records every state change of a job in the store (a queued job the store cannot
+ * record is refused). */
+int app_job_state_hook(cladd *app, job *j, clad_err *err);
+/* The store's id of a live job (0 if unknown). */
+int64_t app_store_job_id(const cladd *app, const job *j);
+/* Peer uid of a request, as recorded in the store's audit log. */
+int app_peer_uid(const http_req *req);
+
+/* Route tables (each ends with ROUTE_END). */
+extern const route api_system_routes[]; /* /v1/health, /v1/status, /v1/metrics */
+extern const route api_jobs_routes[];   /* /v1/jobs... */
+extern const route api_bases_routes[];  /* /v1/bases... */
+extern const route api_tasks_routes[];  /* /v1/tasks... (registry reads, rollback, aliases) */
+extern const route api_train_routes[];  /* POST /v1/tasks/{name}/train */
+extern const route api_serve_routes[];  /* predict and evaluate */
+extern const route api_debug_routes[];  /* /v1/debug/...: only with --enable-test-routes, for tests */
+
+/* Answers a job: its JSON with status (200, or 202 right after a submit), or with ?follow=1 an NDJSON
+ * stream with that status: {"event":"job","job":{...}} first, then the job's progress events, then
+ * {"event":"end","job":{...}} when it finishes. A bad ?follow value is answered 400. */
+void api_reply_job(http_req *req, job *j, int status);
+
+/* Parses a job id path parameter ("{id}"): a decimal number from 1. On failure answers 400 and returns
+ * false. */
+bool api_parse_id(http_req *req, const char *param, uint64_t *out);
+
+/* Seconds since the daemon started. */
+double api_uptime(const cladd *app);
+
+#endif

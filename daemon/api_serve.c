@@ -1,0 +1,215 @@
+/* Serving: predictions and evaluations with a task's adapter, on the compute pool.
+ *
+ *   POST /v1/tasks/{name}/predict    inputs -> labels and probabilities   (?version=N | ?alias=NAME)
+ *   POST /v1/tasks/{name}/evaluate   labelled data -> accuracy and loss, recorded in the store
+ *
+ * Inputs are a JSON body {"inputs": [[...], ...]} (one row of input floats per sample, images flattened
+ * C,H,W) or a dataset file (safetensors, IDX, CSV). The version is resolved and its adapter loaded on the
+ * loop thread; the work runs on a compute thread, never behind a training job. A rollback during a
+ * prediction does not affect it: it holds the adapter it started with.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/train.h"
+#include "daemon/api.h"
+#include "daemon/api_util.h"
+#include "daemon/log.h"
+
+#define SERVE_MAX_SAMPLES 1000000
+#define SERVE_BATCH 64
+
+typedef struct serve_call {
+    http_req *req;
+    cladd *app;
+    loaded_adapter *la;
+    bool evaluate;
+    bool want_probs;
+    /* results (worker) */
+    int n, K;
+    int *labels;
+    float *probs;
+    eval_result ev;
+    char data_sha[SHA256_HEX_SIZE];
+    bool gone;
+} serve_call;
+
+/* Reads {"inputs": [[...], ...]} into a dataset without labels. */
+static int json_inputs(dataset *d, const char *body, size_t len, int dim, clad_err *err)
+{
+    json_error_t je;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return clad_err_set(err, CLAD_EINVAL, "malformed JSON: %s (line %d column %d)", je.text, je.line, je.column);
+    json_t *in = json_object_get(root, "inputs");
+    int rc = 0;
+    if (!json_is_array(in) || !json_array_size(in) || json_array_size(in) > SERVE_MAX_SAMPLES) {
+        rc = clad_err_set(err, CLAD_EINVAL, "'inputs' must be an array of 1 to %d rows", SERVE_MAX_SAMPLES);
+        goto done;
+    }
+    int n = (int)json_array_size(in);
+    if ((rc = dataset_init(d, n, 1, (int[]){dim}, err))) goto done;
+    for (int i = 0; i < n; i++) {
+        json_t *row = json_array_get(in, (size_t)i);
+        if (!json_is_array(row) || (int)json_array_size(row) != dim) {
+            rc = clad_err_set(err, CLAD_EINVAL, "input %d must be an array of %d numbers", i, dim);
+            goto done;
+        }
+        for (int k = 0; k < dim; k++) {
+            json_t *v = json_array_get(row, (size_t)k);
+            if (!json_is_number(v)) {
+                rc = clad_err_set(err, CLAD_EINVAL, "input %d value %d is not a number", i, k);
+                goto done;
+            }
+            d->x[(size_t)i * dim + k] = (float)json_number_value(v);
+        }
+    }
+done:
+    json_decref(root);
+    return rc;
+}
+
+static int serve_work(void *argp, clad_err *err)
+{
+    serve_call *c = argp;
+    const model *m = c->la->base->m;
+    const adapter *a = c->la->a;
+    int dim = model_config_input_dim(&m->cfg);
+    dataset d = {0};
+    char mt[64];
+    http_req_media_type(c->req, mt, sizeof mt);
+    int rc;
+    bool json = !strcmp(mt, "application/json") || (!mt[0] && c->req->body_len && c->req->body[0] == '{');
+    if (json && !c->evaluate) rc = json_inputs(&d, c->req->body, c->req->body_len, dim, err);
+    else rc = body_to_dataset(&d, c->req->body, c->req->body_len, !c->evaluate, err);
+    if (rc) goto done;
+    if (d.n > SERVE_MAX_SAMPLES) {
+        rc = clad_err_set(err, CLAD_ETOOLARGE, "%d samples in one request (limit %d)", d.n, SERVE_MAX_SAMPLES);
+        goto done;
+    }
+    if (d.dim != dim) {
+        rc = clad_err_set(err, CLAD_EINVAL, "samples have %d features but the model takes %d", d.dim, dim);
+        goto done;
+    }
+    sha256_hex(c->req->body, c->req->body_len, c->data_sha);
+    c->n = d.n;
+    c->K = a->n_classes;
+    if (c->evaluate) {
+        rc = model_evaluate(m, a, &d, SERVE_BATCH, &c->ev, err);
+    } else {
+        c->labels = malloc(sizeof *c->labels * (size_t)d.n);
+        c->probs = c->want_probs ? malloc(sizeof *c->probs * (size_t)d.n * (size_t)c->K) : NULL;
+        if (!c->labels || (c->want_probs && !c->probs)) rc = clad_err_set(err, CLAD_ENOMEM, "out of memory");
+        else rc = model_predict(m, a, d.x, d.n, SERVE_BATCH, c->probs, c->labels, err);
+    }
+done:
+    dataset_finish(&d);
+    return rc;
+}
+
+/* The latest version committed on the same base: the "after" row of the accuracy matrix. */
+static int latest_on_base(cladd *app, const char *base, store_ref *out)
+{
+    store_task *tasks = NULL;
+    size_t n = 0;
+    int64_t best_ms = -1;
+    if (store_tasks_list(app->st, &tasks, &n, NULL)) return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(tasks[i].base, base) || !tasks[i].latest_version) continue;
+        store_version *v = NULL;
+        if (store_version_get(app->st, tasks[i].name, tasks[i].latest_version, 0, &v, NULL) == 0) {
+            if (v->created_ms > best_ms) {
+                best_ms = v->created_ms;
+                snprintf(out->task, sizeof out->task, "%s", v->task);
+                out->version = v->version;
+            }
+            store_version_free(v);
+        }
+    }
+    store_tasks_free(tasks, n);
+    return best_ms >= 0 ? 0 : -1;
+}
+
+static void serve_done(void *argp, int status, const clad_err *err)
+{
+    serve_call *c = argp;
+    http_req *req = c->req;
+    cladd *app = c->app;
+    if (status) {
+        http_reply_err(req, err);
+    } else if (c->evaluate) {
+        clad_err e = {0};
+        store_eval ev = {.version = {.version = c->la->version}, .accuracy = c->ev.accuracy, .loss = c->ev.loss,
+                         .n_samples = c->ev.n};
+        snprintf(ev.version.task, sizeof ev.version.task, "%s", c->la->task);
+        memcpy(ev.data_sha256, c->data_sha, sizeof ev.data_sha256);
+        int64_t id = 0;
+        /* Recording is a write: only for peers that may write; others just get the numbers. */
+        bool may_record = router_peer_may_write(app->rt, req->peer, NULL, 0);
+        if (!may_record) e.code = CLAD_EDENIED;
+        else if (store_eval_add(app->st, &ev, app_peer_uid(req), &id, &e) == 0) {
+            store_acc_entry ae = {.evaluated = ev.version, .accuracy = c->ev.accuracy, .loss = c->ev.loss,
+                                  .n_samples = c->ev.n};
+            if (latest_on_base(app, c->la->base->name, &ae.after) == 0)
+                store_matrix_add(app->st, &ae, 1, app_peer_uid(req), &e);
+        }
+        if (e.code && may_record) log_warning("evaluation of %s@%lld not recorded: %s", c->la->task, (long long)c->la->version, e.msg);
+        http_reply_json(req, 200, json_pack("{s:s,s:I,s:f,s:f,s:i,s:b}", "task", c->la->task, "version",
+                                            (json_int_t)c->la->version, "accuracy", (double)c->ev.accuracy, "loss",
+                                            (double)c->ev.loss, "samples", c->ev.n, "recorded", !e.code));
+    } else {
+        json_t *labels = json_array(), *probs = c->probs ? json_array() : NULL;
+        for (int i = 0; i < c->n; i++) {
+            json_array_append_new(labels, json_integer(c->labels[i]));
+            if (!probs) continue;
+            json_t *row = json_array();
+            for (int k = 0; k < c->K; k++) json_array_append_new(row, json_real(c->probs[(size_t)i * c->K + k]));
+            json_array_append_new(probs, row);
+        }
+        json_t *j = json_pack("{s:s,s:I,s:o}", "task", c->la->task, "version", (json_int_t)c->la->version, "labels", labels);
+        if (probs) json_object_set_new(j, "probabilities", probs);
+        http_reply_json(req, 200, j);
+    }
+    registry_adapter_release(app->reg, c->la);
+    free(c->labels);
+    free(c->probs);
+    free(c);
+}
+
+static void serve(http_req *req, bool evaluate)
+{
+    cladd *app = req->app;
+    const char *task = http_req_param(req, "name");
+    clad_err err = {0};
+    int64_t version = 0;
+    bool probs = true;
+    /* Probabilities are on unless ?probs=0 (an absent flag reads as false). */
+    if ((http_req_query(req, "probs") && http_req_query_bool(req, "probs", &probs, &err)) ||
+        resolve_version(app, req, task, &version, &err)) {
+        http_reply_err(req, &err);
+        return;
+    }
+    serve_call *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->req = req;
+    c->app = app;
+    c->evaluate = evaluate;
+    c->want_probs = probs;
+    if (registry_adapter_get(app->reg, app->st, task, version, &c->la, &err) ||
+        job_queue_compute(app->jobs, serve_work, serve_done, c, &err)) {
+        if (c->la) registry_adapter_release(app->reg, c->la);
+        free(c);
+        http_reply_err(req, &err);
+    }
+}
+
+static void predict(http_req *req) { serve(req, false); }
+static void evaluate(http_req *req) { serve(req, true); }
+
+#define SERVE_TYPES "application/json,application/octet-stream,application/x-safetensors,text/csv"
+const route api_serve_routes[] = {
+    {"POST", "/v1/tasks/{name}/predict", ROUTE_READ, predict, SERVE_TYPES, "predict labels and probabilities"},
+    {"POST", "/v1/tasks/{name}/evaluate", ROUTE_READ, evaluate, SERVE_TYPES, "accuracy and loss on labelled data"},
+    ROUTE_END,
+};

@@ -1,0 +1,406 @@
+/* Training a task: POST /v1/tasks/{name}/train with a dataset body, as a job.
+ *
+ * Query options: base (required for a new task when more than one base exists), rank (auto | fixed:N |
+ * linear, with settings as in core/ranks.h), epochs, lr, batch, seed, alpha, holdout (fraction of the
+ * data kept aside to measure the new version), follow (stream progress as NDJSON).
+ *
+ * The job, on a worker thread: parses the data, opens its own read-only store handle to collect the
+ * signatures of the adapters already trained on the same base, probes the task and plans the ranks
+ * (core/cl.h), trains the adapter and head, evaluates it on the held-out part, and serialises it with
+ * its signature. On the loop thread, finish stores it as a new version in one transaction (which also
+ * marks the job succeeded) and points `active` at it. A cancelled, failed or interrupted job stores
+ * nothing. The data is freed as soon as training ends: nothing per sample is kept.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cl.h"
+#include "core/rng.h"
+#include "core/sha256.h"
+#include "daemon/api.h"
+#include "daemon/api_util.h"
+#include "daemon/log.h"
+#include "io/dataset_io.h"
+#include "io/model_io.h"
+#include "io/signature_io.h"
+
+#define TRAIN_MAX_EARLIER 256
+
+typedef struct train_arg {
+    cladd *app;
+    char task[STORE_NAME_MAX + 1];
+    char db_path[PATH_MAX];
+    int task_classes;           /* classes of an existing task, 0 for a new one */
+    loaded_base *base;          /* held from submit to free (loop thread) */
+    uint8_t *body;
+    size_t body_len;
+    char data_sha[SHA256_HEX_SIZE];
+    cl_config cl;
+    train_config tc;
+    uint64_t seed;
+    double holdout;
+    int peer_uid;
+    /* results, from run to finish */
+    int n_classes;
+    uint8_t *blob;
+    size_t blob_len;
+    json_t *lineage, *metrics, *hparams;
+    store_ref parents[2];
+    size_t n_parents;
+    double wall;
+} train_arg;
+
+typedef struct earlier_set {
+    int n;
+    signature sig[TRAIN_MAX_EARLIER];
+    const signature *ptr[TRAIN_MAX_EARLIER];
+    store_ref ref[TRAIN_MAX_EARLIER];
+} earlier_set;
+
+/* Collects the signatures of the active versions of every task on this base, through a read-only store
+ * handle of the worker's own. */
+static int load_earlier(earlier_set *e, const train_arg *a, clad_err *err)
+{
+    e->n = 0;
+    store *rd = store_open_reader(a->db_path, err);
+    if (!rd) return err->code;
+    store_task *tasks = NULL;
+    size_t n = 0;
+    int rc = store_tasks_list(rd, &tasks, &n, err);
+    for (size_t i = 0; !rc && i < n && e->n < TRAIN_MAX_EARLIER; i++) {
+        if (strcmp(tasks[i].base, a->base->name) || strcmp(tasks[i].kind, "task")) continue;
+        store_version *v = NULL;
+        clad_err verr = {0};
+        if (store_version_get_alias(rd, tasks[i].name, "active", STORE_WITH_BLOB, &v, &verr)) continue;
+        if (signature_from_blob(&e->sig[e->n], a->base->m, v->adapter, v->adapter_size, &verr) == 0) {
+            e->ptr[e->n] = &e->sig[e->n];
+            e->ref[e->n] = (store_ref){.version = v->version};
+            snprintf(e->ref[e->n].task, sizeof e->ref[e->n].task, "%s", v->task);
+            e->n++;
+        } else {
+            log_warning("version %lld of task '%s' has no usable signature (%s); not compared",
+                        (long long)v->version, v->task, verr.msg);
+        }
+        store_version_free(v);
+    }
+    store_tasks_free(tasks, n);
+    store_close(rd);
+    return rc;
+}
+
+static void earlier_finish(earlier_set *e)
+{
+    for (int i = 0; i < e->n; i++) signature_finish(&e->sig[i]);
+    e->n = 0;
+}
+
+/* The plan as JSON: task-level numbers and, per target layer, what decided its rank. */
+static json_t *plan_json(const cl_plan *p, const rank_policy *policy, const model *m, const earlier_set *e)
+{
+    const rank_plan *rp = &p->rank;
+    json_t *layers = json_object(), *ranks = json_object(), *novelty = json_object(), *distance = json_object();
+    for (int li = 0; li < m->n_linear; li++) {
+        const rank_layer *L = &rp->layer[li];
+        if (!L->target) continue;
+        json_t *ov = json_object();
+        for (int t = 0; t < e->n; t++) {
+            char key[STORE_NAME_MAX + 24];
+            snprintf(key, sizeof key, "%s@%lld", e->ref[t].task, (long long)e->ref[t].version);
+            json_object_set_new(ov, key, json_real(L->overlap ? L->overlap[t] : 0.0));
+        }
+        json_object_set_new(layers, m->linear[li].name,
+                            json_pack("{s:f,s:f,s:f,s:f,s:i,s:i,s:i,s:s,s:o}", "distance", L->distance, "energy",
+                                      L->energy, "gain", L->gain, "novelty", L->novelty, "directions", L->directions,
+                                      "rank", L->rank, "reused", L->reused, "why", L->why ? L->why : "", "overlap", ov));
+        json_object_set_new(ranks, m->linear[li].name, json_integer(rp->total[li]));
+        json_object_set_new(novelty, m->linear[li].name, json_real(L->novelty));
+        json_object_set_new(distance, m->linear[li].name, json_real(L->distance));
+    }
+    json_t *overlap = json_object();
+    for (int t = 0; t < e->n; t++) {
+        char key[STORE_NAME_MAX + 24];
+        snprintf(key, sizeof key, "%s@%lld", e->ref[t].task, (long long)e->ref[t].version);
+        json_object_set_new(overlap, key, json_real(rp->overlap ? rp->overlap[t] : 0.0));
+    }
+    char pol[64];
+    rank_policy_name(policy, pol, sizeof pol);
+    json_t *reuse = json_null();
+    if (rp->reuse >= 0 && rp->reuse < e->n)
+        reuse = json_pack("{s:s,s:I}", "task", e->ref[rp->reuse].task, "version", (json_int_t)e->ref[rp->reuse].version);
+    return json_pack("{s:s,s:f,s:f,s:f,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:{s:f,s:f,s:f,s:f,s:f}}", "policy", pol,
+                     "distance", rp->distance, "novelty", rp->novelty, "gain", rp->gain, "distances", distance,
+                     "ranks", ranks, "novelty_by_layer", novelty, "overlap", overlap, "reuse", reuse, "layers",
+                     layers, "new_params", (json_int_t)rp->new_params, "probe", "loss_before",
+                     (double)p->loss_before, "loss_after", (double)p->loss_after, "holdout_before",
+                     (double)p->holdout_before, "holdout_after", (double)p->holdout_after, "seconds",
+                     p->probe_seconds);
+}
+
+/* Splits d into train and held-out parts after a seeded shuffle. */
+static int split(dataset *tr, dataset *ho, const dataset *d, double frac, uint64_t seed, clad_err *err)
+{
+    int n_ho = d->n >= 20 ? (int)floor(frac * d->n) : 0;
+    int *idx = malloc(sizeof *idx * (size_t)d->n);
+    if (!idx) return clad_err_set(err, CLAD_ENOMEM, "out of memory");
+    for (int i = 0; i < d->n; i++) idx[i] = i;
+    rng r;
+    rng_init(&r, seed ^ 0x5eedULL);
+    rng_shuffle(&r, idx, d->n);
+    int rc = dataset_select(tr, d, idx + n_ho, d->n - n_ho, err);
+    if (!rc && n_ho) rc = dataset_select(ho, d, idx, n_ho, err);
+    free(idx);
+    return rc;
+}
+
+static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
+{
+    train_arg *a = argp;
+    const model *m = a->base->m;
+    double t0 = uv_hrtime() * 1e-9;
+    dataset all = {0}, tr = {0}, ho = {0};
+    earlier_set *e = calloc(1, sizeof *e);
+    cl_plan plan = {0};
+    adapter *ad = NULL;
+    signature sig = {0};
+    int rc = body_to_dataset(&all, a->body, a->body_len, false, err);
+    free(a->body); /* nothing per sample outlives the job */
+    a->body = NULL;
+    if (rc) goto done;
+    if ((rc = train_check_data(m, NULL, &all, false, err))) goto done;
+    a->n_classes = a->task_classes ? a->task_classes : all.n_classes;
+    if (all.n_classes > a->n_classes) {
+        rc = clad_err_set(err, CLAD_EINVAL, "labels go up to %d but task '%s' has %d classes", all.n_classes - 1,
+                          a->task, a->n_classes);
+        goto done;
+    }
+    if ((rc = split(&tr, &ho, &all, a->holdout, a->seed, err))) goto done;
+    dataset_finish(&all);
+    char dstatus[160];
+    snprintf(dstatus, sizeof dstatus, "%s: %d training and %d held-out samples, %d classes", a->task, tr.n, ho.n, a->n_classes);
+    job_post(j, json_pack("{s:s,s:i,s:i,s:i,s:s}", "event", "data", "train", tr.n, "holdout", ho.n, "classes",
+                          a->n_classes, "status", dstatus));
+
+    if ((rc = load_earlier(e, a, err))) goto done;
+    char pstatus[160];
+    snprintf(pstatus, sizeof pstatus, "probing %s against the base and %d earlier adapter(s)", a->task, e->n);
+    job_post(j, json_pack("{s:s,s:i,s:s}", "event", "probe", "earlier", e->n, "status", pstatus));
+    if (job_should_stop(j)) { rc = clad_err_set(err, CLAD_ECANCELLED, "cancelled before the probe"); goto done; }
+    if ((rc = cl_plan_task(&plan, m, e->ptr, e->n, &tr, a->n_classes, &a->cl, err))) goto done;
+    json_t *pj = plan_json(&plan, &a->cl.policy, m, e);
+    a->lineage = json_pack("{s:O}", "plan", pj);
+    json_object_set_new(pj, "event", json_string("plan"));
+    char status[200];
+    snprintf(status, sizeof status, "planned %s: distance %.4f, novelty %.2f, %ld new LoRA parameters%s", a->task,
+             plan.rank.distance, plan.rank.novelty, plan.rank.new_params, plan.rank.reuse >= 0 ? ", reusing an earlier task" : "");
+    json_object_set_new(pj, "status", json_string(status));
+    job_post(j, pj);
+    if (plan.rank.reuse >= 0) a->parents[a->n_parents++] = e->ref[plan.rank.reuse];
+
+    const signature *reused = plan.rank.reuse >= 0 ? e->ptr[plan.rank.reuse] : NULL;
+    char what[96];
+    snprintf(what, sizeof what, "training %s", a->task);
+    train_reporter rep = {j, what, 10};
+    train_result res;
+    ad = cl_train_task(m, &plan, reused, &tr, a->n_classes, &a->cl, &a->tc, a->seed, train_reporter_step, &rep, &res, err);
+    if (!ad) { rc = err->code; goto done; }
+    eval_result ev_tr, ev_ho = {0};
+    if ((rc = model_evaluate(m, ad, &tr, 256, &ev_tr, err))) goto done;
+    if (ho.n && (rc = model_evaluate(m, ad, &ho, 256, &ev_ho, err))) goto done;
+    int n_holdout = ho.n;
+    dataset_finish(&tr);
+    dataset_finish(&ho);
+    a->metrics = json_pack("{s:f,s:f,s:o,s:o,s:i,s:I,s:f}", "train_accuracy", (double)ev_tr.accuracy, "train_loss",
+                           (double)ev_tr.loss, "holdout_accuracy", ev_ho.n ? json_real(ev_ho.accuracy) : json_null(),
+                           "holdout_loss", ev_ho.n ? json_real(ev_ho.loss) : json_null(), "holdout_samples", ev_ho.n,
+                           "adapter_params", (json_int_t)adapter_param_count(ad), "train_seconds", res.seconds);
+    char estatus[160];
+    snprintf(estatus, sizeof estatus, "%s: train accuracy %.4f, held-out accuracy %.4f", a->task, (double)ev_tr.accuracy,
+             n_holdout ? (double)ev_ho.accuracy : (double)NAN);
+    job_post(j, json_pack("{s:s,s:O,s:s}", "event", "evaluation", "metrics", a->metrics, "status", estatus));
+    if ((rc = cl_signature_compute(&sig, m, ad, &plan, &a->cl, err))) goto done;
+    if ((rc = adapter_blob_build(ad, m, &sig, &a->blob, &a->blob_len, err))) goto done;
+    a->wall = uv_hrtime() * 1e-9 - t0;
+    *result = json_pack("{s:s,s:O,s:O}", "task", a->task, "ranks", json_object_get(json_object_get(a->lineage, "plan"), "ranks"),
+                        "metrics", a->metrics);
+done:
+    signature_finish(&sig);
+    adapter_destroy(ad);
+    cl_plan_finish(&plan);
+    if (e) earlier_finish(e);
+    free(e);
+    dataset_finish(&all);
+    dataset_finish(&tr);
+    dataset_finish(&ho);
+    return rc;
+}
+
+static int train_job_finish(job *j, void *argp, int status, clad_err *err)
+{
+    train_arg *a = argp;
+    cladd *app = a->app;
+    if (status) return status;
+    store_task *t = NULL;
+    if (store_task_get(app->st, a->task, &t, NULL) != 0) {
+        store_task_in ti = {.name = a->task, .base = a->base->name, .kind = "task", .n_classes = a->n_classes};
+        int rc = store_task_create(app->st, &ti, a->peer_uid, err);
+        if (rc) return rc;
+    } else {
+        /* The previous active version is this one's parent (a retraining of the same task). */
+        int64_t prev = 0;
+        if (store_alias_get(app->st, a->task, "active", &prev, NULL) == 0 && a->n_parents < 2 &&
+            !(a->n_parents && !strcmp(a->parents[0].task, a->task) && a->parents[0].version == prev)) {
+            a->parents[a->n_parents] = (store_ref){.version = prev};
+            snprintf(a->parents[a->n_parents].task, sizeof a->parents[a->n_parents].task, "%s", a->task);
+            a->n_parents++;
+        }
+        store_task_free(t);
+    }
+    char *lineage = json_dumps(a->lineage, JSON_COMPACT), *metrics_text = json_dumps(a->metrics, JSON_COMPACT);
+    char *hparams = json_dumps(a->hparams, JSON_COMPACT);
+    store_version_in vi = {
+        .task = a->task, .kind = "lora", .adapter = a->blob, .adapter_size = a->blob_len,
+        .parents = a->parents, .n_parents = a->n_parents, .base_sha256 = a->base->sha256,
+        .data_sha256 = a->data_sha, .lineage_json = lineage, .hparams_json = hparams, .metrics_json = metrics_text,
+        .seed = a->seed, .wall_time_s = a->wall, .job_id = app_store_job_id(app, j),
+    };
+    int64_t version = 0;
+    int rc = store_version_put(app->st, &vi, a->peer_uid, &version, err);
+    free(lineage);
+    free(metrics_text);
+    free(hparams);
+    if (rc == 0) {
+        log_info("task '%s' version %lld stored (%zu bytes)", a->task, (long long)version, a->blob_len);
+        json_t *res = job_run_result(j);
+        if (res) json_object_set_new(res, "version", json_integer(version));
+    }
+    return rc;
+}
+
+static void train_arg_free(void *argp)
+{
+    train_arg *a = argp;
+    if (a->base) registry_base_release(a->app->reg, a->base);
+    free(a->body);
+    free(a->blob);
+    json_decref(a->lineage);
+    json_decref(a->metrics);
+    json_decref(a->hparams);
+    free(a);
+}
+
+static const job_kind train_kind = {"train", train_job_run, train_job_finish, train_arg_free};
+
+/* The base of a new task: ?base=, or the only base there is. */
+static int pick_base(cladd *app, const http_req *req, char *out, size_t size, clad_err *err)
+{
+    const char *b = http_req_query(req, "base");
+    if (b) {
+        snprintf(out, size, "%s", b);
+        return 0;
+    }
+    store_base *bases = NULL;
+    size_t n = 0;
+    int rc = store_bases_list(app->st, &bases, &n, err);
+    if (!rc && n != 1)
+        rc = clad_err_set(err, n ? CLAD_EINVAL : CLAD_ENOTFOUND, n ? "there are %zu bases; say which with ?base=NAME"
+                          : "there is no base model yet; import or train one first (POST /v1/bases/NAME)", n);
+    if (!rc) snprintf(out, size, "%s", bases[0].name);
+    store_bases_free(bases, n);
+    return rc;
+}
+
+static int parse_options(train_arg *a, const http_req *req, clad_err *err)
+{
+    train_config_default(&a->tc);
+    a->tc.epochs = 2;
+    a->seed = 1;
+    a->holdout = 0.1;
+    long long epochs = a->tc.epochs, batch = a->tc.batch, seed = 1;
+    double lr = a->tc.lr, alpha = a->cl.alpha, holdout = a->holdout;
+    int rc = query_int(req, "epochs", 1, 1000, &epochs, err);
+    if (!rc) rc = query_int(req, "batch", 1, 4096, &batch, err);
+    if (!rc) rc = query_int(req, "seed", 0, INT64_MAX, &seed, err);
+    if (!rc) rc = query_float(req, "lr", 1e-7, 1.0, &lr, err);
+    if (!rc) rc = query_float(req, "alpha", 1e-3, 1e4, &alpha, err);
+    if (!rc) rc = query_float(req, "holdout", 0.0, 0.5, &holdout, err);
+    const char *rank = http_req_query(req, "rank");
+    if (!rc && rank) rc = rank_policy_parse(&a->cl.policy, rank, err);
+    if (rc) return rc;
+    a->tc.epochs = (int)epochs;
+    a->tc.batch = (int)batch;
+    a->tc.lr = (float)lr;
+    a->tc.seed = (uint64_t)seed;
+    a->seed = (uint64_t)seed;
+    a->cl.alpha = (float)alpha;
+    a->cl.probe.seed = (uint64_t)seed;
+    a->holdout = holdout;
+    char pol[64];
+    rank_policy_name(&a->cl.policy, pol, sizeof pol);
+    a->hparams = json_pack("{s:i,s:i,s:f,s:I,s:f,s:f,s:s,s:f,s:f}", "epochs", a->tc.epochs, "batch", a->tc.batch,
+                           "lr", (double)a->tc.lr, "seed", (json_int_t)seed, "alpha", (double)a->cl.alpha, "holdout",
+                           holdout, "rank", pol, "weight_decay", (double)a->tc.weight_decay, "clip", (double)a->tc.clip);
+    return 0;
+}
+
+static void train_post(http_req *req)
+{
+    cladd *app = req->app;
+    const char *task = http_req_param(req, "name");
+    if (!require_name(req, "task", task)) return;
+    clad_err err = {0};
+    char base[STORE_NAME_MAX + 1];
+    train_arg *a = calloc(1, sizeof *a);
+    if (!a) abort();
+    a->app = app;
+    a->peer_uid = app_peer_uid(req);
+    snprintf(a->task, sizeof a->task, "%s", task);
+    snprintf(a->db_path, sizeof a->db_path, "%s", app->db_path);
+    store_task *t = NULL;
+    int rc = 0;
+    if (store_task_get(app->st, task, &t, NULL) == 0) {
+        if (strcmp(t->kind, "task")) rc = clad_err_set(&err, CLAD_ECONFLICT, "'%s' is a %s, not a trainable task", task, t->kind);
+        const char *qb = http_req_query(req, "base");
+        if (!rc && qb && strcmp(qb, t->base))
+            rc = clad_err_set(&err, CLAD_ECONFLICT, "task '%s' belongs to base '%s', not '%s'", task, t->base, qb);
+        snprintf(base, sizeof base, "%s", t->base);
+        a->task_classes = t->n_classes;
+        store_task_free(t);
+    } else {
+        rc = pick_base(app, req, base, sizeof base, &err);
+    }
+    if (!rc) rc = registry_base_get(app->reg, app->st, base, &a->base, &err);
+    if (!rc) {
+        cl_config_default(&a->cl, a->base->m);
+        rc = parse_options(a, req, &err);
+    }
+    if (!rc && !req->body_len) rc = clad_err_set(&err, CLAD_EINVAL, "the request has no training data");
+    if (rc) {
+        train_arg_free(a);
+        http_reply_err(req, &err);
+        return;
+    }
+    /* The body is copied: the job outlives the request when the client does not follow. */
+    a->body = malloc(req->body_len);
+    if (!a->body) abort();
+    memcpy(a->body, req->body, req->body_len);
+    a->body_len = req->body_len;
+    sha256_hex(a->body, a->body_len, a->data_sha);
+    json_t *params = json_pack("{s:s,s:s,s:I,s:s,s:O}", "task", task, "base", base, "bytes", (json_int_t)req->body_len,
+                               "data_sha256", a->data_sha, "options", a->hparams);
+    job_spec js = {.kind = &train_kind, .lane = base, .arg = a, .params = params, .owner_uid = req->peer->uid};
+    job *j = NULL;
+    if (job_submit(app->jobs, &js, &j, &err)) {
+        train_arg_free(a);
+        http_reply_err(req, &err);
+        return;
+    }
+    api_reply_job(req, j, 202);
+}
+
+const route api_train_routes[] = {
+    {"POST", "/v1/tasks/{name}/train", ROUTE_WRITE, train_post,
+     "application/octet-stream,application/x-safetensors,text/csv", "train a new version of a task (job)"},
+    ROUTE_END,
+};

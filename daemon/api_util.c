@@ -1,0 +1,104 @@
+/* Helpers shared by the API modules; see api_util.h. */
+#include "daemon/api_util.h"
+
+#include <stdint.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/sha256.h"
+#include "io/dataset_io.h"
+
+int query_int(const http_req *req, const char *name, long long lo, long long hi, long long *out, clad_err *err)
+{
+    const char *v = http_req_query(req, name);
+    if (!v) return 0;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi)
+        return clad_err_set(err, CLAD_EINVAL, "query parameter '%s' must be a whole number from %lld to %lld", name,
+                            lo, hi);
+    *out = x;
+    return 0;
+}
+
+int query_float(const http_req *req, const char *name, double lo, double hi, double *out, clad_err *err)
+{
+    const char *v = http_req_query(req, name);
+    if (!v) return 0;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !isfinite(x) || x < lo || x > hi)
+        return clad_err_set(err, CLAD_EINVAL, "query parameter '%s' must be a number from %g to %g", name, lo, hi);
+    *out = x;
+    return 0;
+}
+
+bool name_is_valid(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n < 1 || n > STORE_NAME_MAX || !isalnum((unsigned char)name[0])) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr("._-", name[i])) return false;
+    return true;
+}
+
+bool require_name(http_req *req, const char *what, const char *name)
+{
+    if (name_is_valid(name)) return true;
+    http_reply_error(req, CLAD_EINVAL, "%s name '%s' must be 1 to %d letters, digits, '.', '_' or '-', starting "
+                     "with a letter or digit", what, name ? name : "", STORE_NAME_MAX);
+    return false;
+}
+
+bool train_reporter_step(void *ctx, const train_progress *p)
+{
+    train_reporter *r = ctx;
+    if (job_should_stop(r->j)) return false;
+    if (p->step % r->every == 0 || p->step == p->steps || p->step == 1) {
+        char status[160];
+        snprintf(status, sizeof status, "%s: epoch %d/%d step %ld/%ld loss %.3f", r->what, p->epoch, p->epochs,
+                 p->step, p->steps, (double)p->loss);
+        job_post(r->j, json_pack("{s:s,s:i,s:i,s:I,s:I,s:f,s:f,s:f,s:s}", "event", "step", "epoch", p->epoch,
+                                 "epochs", p->epochs, "step", (json_int_t)p->step, "steps", (json_int_t)p->steps,
+                                 "loss", (double)p->loss, "lr", (double)p->lr, "seconds", p->seconds, "status",
+                                 status));
+    }
+    return true;
+}
+
+int body_to_dataset(dataset *d, const void *body, size_t len, bool labels_optional, clad_err *err)
+{
+    if (!len) return clad_err_set(err, CLAD_EINVAL, "the request has no data (send a safetensors, IDX or CSV body)");
+    return dataset_parse_any(d, body, len, labels_optional, err);
+}
+
+
+int resolve_version(cladd *app, const http_req *req, const char *task, int64_t *version, clad_err *err)
+{
+    long long v = 0;
+    int rc = query_int(req, "version", 1, INT64_MAX, &v, err);
+    if (rc) return rc;
+    const char *alias = http_req_query(req, "alias");
+    if (v && alias) return clad_err_set(err, CLAD_EINVAL, "give either 'version' or 'alias', not both");
+    if (v) {
+        *version = v;
+        return 0;
+    }
+    if (alias && !name_is_valid(alias)) return clad_err_set(err, CLAD_EINVAL, "alias name '%s' is not valid", alias);
+    rc = store_alias_get(app->st, task, alias ? alias : "active", version, err);
+    if (rc == CLAD_ENOTFOUND && !alias) {
+        clad_err_clear(err);
+        store_task *t = NULL;
+        rc = store_task_get(app->st, task, &t, err);
+        store_task_free(t);
+        if (!rc) rc = clad_err_set(err, CLAD_ENOTFOUND, "task '%s' has no version yet", task);
+    }
+    return rc;
+}

@@ -1,0 +1,173 @@
+/* The daemon's side of the store: opening it, persisting job states, restoring job history. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/api.h"
+#include "daemon/log.h"
+
+/* Adapters kept loaded beyond what requests hold (LRU). */
+#define APP_ADAPTER_CACHE_BYTES (256u << 20)
+
+typedef struct job_link {
+    uint64_t queue_id;
+    int64_t store_id;
+} job_link;
+
+int app_peer_uid(const http_req *req)
+{
+    return (int)req->peer->uid;
+}
+
+static job_state from_store_state(store_job_state s)
+{
+    switch (s) {
+    case STORE_JOB_QUEUED: return JOB_QUEUED;
+    case STORE_JOB_RUNNING: return JOB_RUNNING;
+    case STORE_JOB_SUCCEEDED: return JOB_SUCCEEDED;
+    case STORE_JOB_FAILED: return JOB_FAILED;
+    case STORE_JOB_CANCELLED: return JOB_CANCELLED;
+    default: return JOB_INTERRUPTED;
+    }
+}
+
+/* Loads the newest finished jobs back into the queue so /v1/jobs lists them after a restart. */
+static void restore_jobs(cladd *app)
+{
+    store_job *jobs = NULL;
+    size_t n = 0;
+    clad_err err = {0};
+    if (store_jobs_list(app->st, NULL, app->cfg.job_history, &jobs, &n, &err) != 0) {
+        log_warning("cannot list earlier jobs: %s", err.msg);
+        return;
+    }
+    for (size_t i = n; i-- > 0;) { /* oldest first */
+        store_job *sj = &jobs[i];
+        job_queue_set_next_id(app->jobs, (uint64_t)sj->id + 1);
+        json_error_t je;
+        job_record rec = {
+            .id = (uint64_t)sj->id,
+            .kind = sj->kind,
+            .lane = sj->task[0] ? sj->task : "-",
+            .state = from_store_state(sj->state),
+            .created = (double)sj->created_ms / 1e3,
+            .started = (double)sj->started_ms / 1e3,
+            .finished = (double)sj->finished_ms / 1e3,
+            .params = sj->request_json ? json_loads(sj->request_json, 0, &je) : NULL,
+            .result = sj->result_version ? json_pack("{s:I}", "version", (json_int_t)sj->result_version) : NULL,
+            .error_code = sj->error_code,
+            .error_message = sj->error_msg,
+            .owner_uid = (uid_t)sj->peer_uid,
+        };
+        clad_err rerr = {0};
+        if (job_queue_restore(app->jobs, &rec, &rerr) != 0) log_debug("job %lld not restored: %s", (long long)sj->id, rerr.msg);
+    }
+    store_jobs_free(jobs, n);
+}
+
+int app_store_open(cladd *app, clad_err *err)
+{
+    if (snprintf(app->db_path, sizeof app->db_path, "%s/clad.db", app->cfg.state_dir) >= (int)sizeof app->db_path)
+        return clad_err_set(err, CLAD_EINVAL, "state directory path is too long");
+    app->st = store_open(app->db_path, err);
+    if (!app->st) {
+        clad_err_prefix(err, "opening %s: ", app->db_path);
+        return err ? err->code : CLAD_EIO;
+    }
+    int64_t marked = 0;
+    if (store_jobs_mark_interrupted(app->st, &marked, err) != 0) return err ? err->code : CLAD_EIO;
+    if (marked) log_warning("%lld job(s) of a previous run did not finish; marked interrupted", (long long)marked);
+    restore_jobs(app);
+    app->reg = registry_create(APP_ADAPTER_CACHE_BYTES);
+    log_info("store %s open", app->db_path);
+    return 0;
+}
+
+void app_store_close(cladd *app)
+{
+    registry_destroy(app->reg);
+    app->reg = NULL;
+    store_close(app->st);
+    app->st = NULL;
+    free(app->links);
+    app->links = NULL;
+    app->n_links = app->cap_links = 0;
+}
+
+static job_link *find_link(const cladd *app, uint64_t id)
+{
+    for (size_t i = 0; i < app->n_links; i++)
+        if (app->links[i].queue_id == id) return &app->links[i];
+    return NULL;
+}
+
+int64_t app_store_job_id(const cladd *app, const job *j)
+{
+    job_link *l = find_link(app, job_id(j));
+    return l ? l->store_id : 0;
+}
+
+int app_job_state_hook(cladd *app, job *j, clad_err *err)
+{
+    if (!app->st) return 0;
+    job_state st = job_get_state(j);
+    uint64_t qid = job_id(j);
+    if (st == JOB_QUEUED) {
+        json_t *jj = job_to_json(j);
+        char *req = json_dumps(json_object_get(jj, "params"), JSON_COMPACT);
+        json_t *owner = json_object_get(jj, "owner_uid");
+        int64_t sid = 0;
+        const char *lane = job_lane(j);
+        int rc = store_job_create(app->st, job_kind_name(j), strcmp(lane, "-") ? lane : NULL, req,
+                                  (int)json_integer_value(owner), &sid, err);
+        free(req);
+        json_decref(jj);
+        if (rc) return rc;
+        if (app->n_links == app->cap_links) {
+            app->cap_links = app->cap_links ? 2 * app->cap_links : 16;
+            app->links = realloc(app->links, app->cap_links * sizeof *app->links);
+            if (!app->links) abort();
+        }
+        app->links[app->n_links++] = (job_link){qid, sid};
+        return 0;
+    }
+    job_link *l = find_link(app, qid);
+    if (!l) return 0;
+    clad_err e = {0};
+    int rc = 0;
+    store_job *sj = NULL;
+    switch (st) {
+    case JOB_RUNNING:
+        rc = store_job_mark_running(app->st, l->store_id, &e);
+        break;
+    case JOB_SUCCEEDED:
+        /* A job that committed a version was marked succeeded in the same transaction. */
+        if (store_job_get(app->st, l->store_id, &sj, &e) == 0 && sj->state == STORE_JOB_RUNNING)
+            rc = store_job_mark_succeeded(app->st, l->store_id, 0, &e);
+        store_job_free(sj);
+        break;
+    case JOB_FAILED: {
+        json_t *jj = job_to_json(j);
+        json_t *je = json_object_get(jj, "error");
+        const char *code = json_string_value(json_object_get(je, "code"));
+        const char *msg = json_string_value(json_object_get(je, "message"));
+        int num = CLAD_EINTERNAL;
+        for (int c = -1; c >= -20; c--)
+            if (code && !strcmp(code, clad_code_name(c))) num = c;
+        rc = store_job_mark_failed(app->st, l->store_id, num, msg ? msg : "", &e);
+        json_decref(jj);
+        break;
+    }
+    case JOB_CANCELLED:
+        rc = store_job_mark_cancelled(app->st, l->store_id, STORE_UID_CLAD, &e);
+        break;
+    case JOB_INTERRUPTED:
+        rc = store_job_mark_interrupted(app->st, l->store_id, &e);
+        break;
+    default:
+        break;
+    }
+    if (rc) log_warning("job %llu: cannot record state %s: %s", (unsigned long long)qid, job_state_name(st), e.msg);
+    if (job_state_final(st)) *l = app->links[--app->n_links];
+    return 0;
+}

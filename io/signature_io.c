@@ -1,0 +1,145 @@
+/* Signatures stored beside adapters; see signature_io.h. */
+#include "io/signature_io.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/model_io.h"
+#include "io/safetensors.h"
+
+int adapter_blob_build(const adapter *a, const model *m, const signature *sig, uint8_t **out, size_t *len,
+                       clad_err *err)
+{
+    st_writer *w = st_writer_create();
+    json_t *energy = json_object();
+    int rc = adapter_to_writer(w, a, m, err);
+    char name[PARAM_NAME_MAX + 32];
+    static const float none[1] = {0}; /* data pointer for empty tensors (k = 0) */
+    for (int li = 0; !rc && li < sig->n_linear; li++) {
+        const sig_layer *L = &sig->layer[li];
+        if (!L->k && !L->kp) continue;
+        json_object_set_new(energy, m->linear[li].name, json_real(L->energy));
+        snprintf(name, sizeof name, ADAPTER_SIGNATURE_PREFIX "%s.U", m->linear[li].name);
+        rc = st_writer_add_f32(w, name, 2, (int64_t[]){L->out, L->k}, L->k ? L->U : none, err);
+        snprintf(name, sizeof name, ADAPTER_SIGNATURE_PREFIX "%s.Vt", m->linear[li].name);
+        if (!rc) rc = st_writer_add_f32(w, name, 2, (int64_t[]){L->k, L->in}, L->k ? L->Vt : none, err);
+        snprintf(name, sizeof name, ADAPTER_SIGNATURE_PREFIX "%s.s", m->linear[li].name);
+        if (!rc) rc = st_writer_add_f32(w, name, 1, (int64_t[]){L->k}, L->k ? L->s : none, err);
+        if (!L->kp) continue;
+        snprintf(name, sizeof name, ADAPTER_SIGNATURE_PREFIX "%s.Up", m->linear[li].name);
+        if (!rc) rc = st_writer_add_f32(w, name, 2, (int64_t[]){L->out, L->kp}, L->Up, err);
+        snprintf(name, sizeof name, ADAPTER_SIGNATURE_PREFIX "%s.Vtp", m->linear[li].name);
+        if (!rc) rc = st_writer_add_f32(w, name, 2, (int64_t[]){L->kp, L->in}, L->Vtp, err);
+    }
+    char *etext = json_dumps(energy, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!rc) rc = st_writer_meta(w, "signature_energy", etext, err);
+    if (!rc) rc = st_writer_to_buffer(w, out, len, err);
+    free(etext);
+    json_decref(energy);
+    st_writer_destroy(w);
+    return rc;
+}
+
+/* Reads one tensor of known rank whose shape must match (dims < 0 are taken from the file). */
+static float *read_tensor(const st_reader *r, const char *name, int ndim, int64_t *shape, clad_err *err)
+{
+    const st_tensor *t = st_reader_find(r, name);
+    if (!t) {
+        clad_err_set(err, CLAD_ECORRUPT, "signature: tensor '%s' is missing", name);
+        return NULL;
+    }
+    if (t->ndim != ndim) {
+        clad_err_set(err, CLAD_ECORRUPT, "signature: tensor '%s' has %d dimensions, not %d", name, t->ndim, ndim);
+        return NULL;
+    }
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] >= 0 && t->shape[d] != shape[d]) {
+            clad_err_set(err, CLAD_ECORRUPT, "signature: tensor '%s' dimension %d is %lld, not %lld", name, d,
+                         (long long)t->shape[d], (long long)shape[d]);
+            return NULL;
+        }
+        shape[d] = t->shape[d];
+    }
+    float *v = malloc(sizeof *v * (size_t)(t->numel + 1));
+    if (!v) {
+        clad_err_set(err, CLAD_ENOMEM, "signature: out of memory");
+        return NULL;
+    }
+    if (st_tensor_to_f32(t, v, err)) {
+        free(v);
+        return NULL;
+    }
+    for (int64_t i = 0; i < t->numel; i++)
+        if (!isfinite(v[i])) {
+            clad_err_set(err, CLAD_ECORRUPT, "signature: tensor '%s' holds a non-finite value", name);
+            free(v);
+            return NULL;
+        }
+    return v;
+}
+
+int signature_from_blob(signature *sig, const model *m, const void *blob, size_t len, clad_err *err)
+{
+    memset(sig, 0, sizeof *sig);
+    sig->n_linear = m->n_linear;
+    st_reader *r = st_reader_parse(blob, len, err);
+    if (!r) return err ? err->code : CLAD_EINVAL;
+    int rc = 0;
+    const char *etext = st_reader_meta(r, "signature_energy");
+    json_error_t je;
+    json_t *energy = etext ? json_loads(etext, 0, &je) : NULL;
+    if (!json_is_object(energy)) {
+        rc = clad_err_set(err, CLAD_ENOTFOUND, "the adapter carries no signature");
+        goto done;
+    }
+    char name[PARAM_NAME_MAX + 32];
+    for (int li = 0; !rc && li < m->n_linear; li++) {
+        const model_linear *ml = &m->linear[li];
+        json_t *e = json_object_get(energy, ml->name);
+        if (!e) continue;
+        sig_layer *L = &sig->layer[li];
+        L->out = ml->out;
+        L->in = ml->in;
+        L->energy = json_number_value(e);
+        int64_t su[2] = {ml->out, -1}, sv[2] = {-1, ml->in}, ss[1] = {-1};
+        snprintf(name, sizeof name, ADAPTER_SIGNATURE_PREFIX "%s.U", ml->name);
+        L->U = read_tensor(r, name, 2, su, err);
+        snprintf(name, sizeof name, ADAPTER_SIGNATURE_PREFIX "%s.Vt", ml->name);
+        if (L->U) L->Vt = read_tensor(r, name, 2, sv, err);
+        snprintf(name, sizeof name, ADAPTER_SIGNATURE_PREFIX "%s.s", ml->name);
+        if (L->Vt) L->s = read_tensor(r, name, 1, ss, err);
+        if (!L->s) {
+            rc = err ? err->code : CLAD_ECORRUPT;
+            break;
+        }
+        if (su[1] != sv[0] || su[1] != ss[0] || su[1] > (ml->in < ml->out ? ml->in : ml->out)) {
+            rc = clad_err_set(err, CLAD_ECORRUPT, "signature: layer '%s' has inconsistent sizes", ml->name);
+            break;
+        }
+        L->k = (int)su[1];
+        /* The task's pull directions, kept by newer signatures (optional). */
+        snprintf(name, sizeof name, ADAPTER_SIGNATURE_PREFIX "%s.Up", ml->name);
+        if (!st_reader_find(r, name)) continue;
+        int64_t sup[2] = {ml->out, -1}, svp[2] = {-1, ml->in};
+        L->Up = read_tensor(r, name, 2, sup, err);
+        snprintf(name, sizeof name, ADAPTER_SIGNATURE_PREFIX "%s.Vtp", ml->name);
+        if (L->Up) L->Vtp = read_tensor(r, name, 2, svp, err);
+        if (!L->Vtp) {
+            rc = err ? err->code : CLAD_ECORRUPT;
+            break;
+        }
+        if (sup[1] != svp[0] || sup[1] > (ml->in < ml->out ? ml->in : ml->out)) {
+            rc = clad_err_set(err, CLAD_ECORRUPT, "signature: layer '%s' has inconsistent pull sizes", ml->name);
+            break;
+        }
+        L->kp = (int)sup[1];
+    }
+done:
+    json_decref(energy);
+    st_reader_destroy(r);
+    if (rc) signature_finish(sig);
+    return rc;
+}

@@ -1,0 +1,394 @@
+/* The adapter registry: base models, tasks, immutable adapter versions, aliases with history and
+ * rollback, lineage, metrics, jobs and an audit log, in one SQLite file. See docs/STORAGE.md.
+ *
+ * Objects
+ *   base     a frozen base model: name, config JSON, weights (inline blob or a path) and their sha256.
+ *   task     a named label space on a base. kind "task" for trained tasks, "merge" for the home of
+ *            merged adapters (their parents live in other tasks).
+ *   version  (task, number) with number = 1, 2, ... per task, never reused, immutable once written:
+ *            the adapter tensors as one blob with its sha256, kind, lineage, metrics.
+ *   alias    a per-task name pointing at one version. `active` exists as soon as a task has a version;
+ *            every move is kept in the alias history with the peer uid, old and new target and reason.
+ *   job      a queued/running/finished unit of daemon work, persisted so a restart can mark it.
+ *
+ * Rules every function follows
+ *   - Returns 0 or a negative CLAD_E* code, and fills `err` (may be NULL) with a message naming the
+ *     object: CLAD_ENOTFOUND unknown name/version/id, CLAD_ECONFLICT contradicts current state,
+ *     CLAD_EINVAL malformed input, CLAD_ETOOLARGE over a limit below, CLAD_EFULL disk full or size limit,
+ *     CLAD_EBUSY another writer held the store past the busy timeout, CLAD_ECORRUPT failed integrity or
+ *     sha256 check, CLAD_EVERSION written by a newer clad, CLAD_EIO file errors.
+ *   - Every write is one transaction (all or nothing, durable when the function returns 0) and adds a
+ *     row to the audit log with `peer_uid` (the Unix uid of the client, or STORE_UID_CLAD for clad's
+ *     own actions).
+ *   - Blobs are verified against their sha256 every time they are loaded.
+ *   - Anything returned through a pointer-to-pointer is heap memory owned by the caller, released with
+ *     the matching *_free function (which accepts NULL).
+ *   - A handle belongs to one thread at a time. Several handles (threads or processes) may use the same
+ *     file: writers are serialised by SQLite, readers see a consistent snapshot per call.
+ *   - Past records (alias history, lineage parents, metrics) name versions by (task, number), so they
+ *     survive deletion of the version; live pointers (aliases) make deletion of their target impossible.
+ */
+#ifndef CLAD_STORAGE_STORE_H
+#define CLAD_STORAGE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "core/sha256.h"
+
+#define STORE_SCHEMA_VERSION 1          /* PRAGMA user_version this clad writes */
+#define STORE_NAME_MAX 64               /* names: 1..64 of [A-Za-z0-9._-], starting with a letter or digit */
+#define STORE_REASON_MAX 256            /* free-text reasons on alias moves */
+#define STORE_JSON_MAX (1 << 20)        /* any JSON text field */
+#define STORE_BLOB_MAX (512u << 20)     /* adapter or base weights blob */
+#define STORE_PARENTS_MAX 64            /* parents of one version */
+#define STORE_CLASSES_MAX 100000        /* classes of one task */
+#define STORE_ERRMSG_MAX 511            /* stored job error messages are truncated to this */
+#define STORE_UID_CLAD (-1)             /* peer uid recorded for clad's own actions */
+
+typedef struct store store;
+
+/* ---- Opening ---------------------------------------------------------------------------------- */
+
+/* Opens (creating if missing) the store at path for reading and writing: WAL mode, synchronous=FULL,
+ * foreign keys on, 5 s busy timeout; runs `PRAGMA quick_check` and pending schema migrations.
+ * Errors: CLAD_EVERSION when the file has a newer schema (the file is left untouched); CLAD_ECORRUPT
+ * when the check fails; CLAD_EINVAL when the file is some other SQLite database; CLAD_EIO. */
+store *store_open(const char *path, clad_err *err);
+
+/* Opens an existing store for reading only, without the integrity check, so it is cheap enough for a
+ * worker thread to call per job. The schema must be exactly STORE_SCHEMA_VERSION (CLAD_EVERSION
+ * otherwise). Writes through this handle fail with CLAD_EDENIED. */
+store *store_open_reader(const char *path, clad_err *err);
+
+/* Closes the handle. Accepts NULL. */
+void store_close(store *s);
+
+enum {
+    STORE_CHECK_QUICK = 0, /* PRAGMA quick_check */
+    STORE_CHECK_FULL = 1,  /* integrity_check, foreign_key_check, every blob's sha256, alias invariants */
+};
+/* Verifies the store; CLAD_ECORRUPT with the first problem found. */
+int store_check(store *s, int level, clad_err *err);
+
+/* Caps the database size for this handle (PRAGMA max_page_count): writes that would grow the file past
+ * max_bytes fail with CLAD_EFULL and change nothing. Cannot go below the current size. Used as a quota
+ * and to test full-disk behaviour. *limit_out (may be NULL) receives the limit in effect, in bytes. */
+int store_set_size_limit(store *s, int64_t max_bytes, int64_t *limit_out, clad_err *err);
+
+/* Writes a consistent copy of the whole store to dest_path (sqlite3_backup, one snapshot) while other
+ * handles keep reading and writing. The copy is written beside dest_path, synced, then renamed over it,
+ * so dest_path is always either the old file or a complete backup. */
+int store_backup(store *s, const char *dest_path, clad_err *err);
+
+/* Groups several reads into one snapshot: everything read between begin and end sees the same state,
+ * even while other handles write. No writes through this handle in between (CLAD_EINVAL). */
+int store_snapshot_begin(store *s, clad_err *err);
+void store_snapshot_end(store *s);
+
+/* ---- Bases and tasks -------------------------------------------------------------------------- */
+
+typedef struct store_base_in {
+    const char *name;
+    const char *config_json;  /* a JSON object (architecture) */
+    const void *weights;      /* inline weights, or NULL to record a path instead */
+    size_t weights_size;
+    const char *weights_path; /* used when weights is NULL */
+    const char *weights_sha256; /* required with a path (the store does not read model files); with
+                                   inline weights it is computed, and if given must match */
+} store_base_in;
+
+typedef struct store_base {
+    int64_t id;
+    char name[STORE_NAME_MAX + 1];
+    char *config_json;
+    void *weights;            /* weights_size bytes when loaded with STORE_WITH_BLOB and stored inline */
+    size_t weights_size;
+    char *weights_path;       /* NULL when stored inline */
+    char weights_sha256[SHA256_HEX_SIZE];
+    int64_t created_ms;       /* Unix time, milliseconds */
+} store_base;
+
+enum { STORE_WITH_BLOB = 1 }; /* flag for *_get: also load (and verify) the blob */
+
+/* Adds a base. CLAD_ECONFLICT if the name exists. */
+int store_base_put(store *s, const store_base_in *in, int peer_uid, clad_err *err);
+int store_base_get(store *s, const char *name, unsigned flags, store_base **out, clad_err *err);
+int store_bases_list(store *s, store_base **out, size_t *n, clad_err *err);
+void store_base_free(store_base *b);
+void store_bases_free(store_base *b, size_t n);
+
+typedef struct store_task_in {
+    const char *name;
+    const char *base;             /* an existing base */
+    const char *kind;             /* "task" (default when NULL) or "merge" */
+    int n_classes;                /* 1..STORE_CLASSES_MAX for "task"; may be 0 for "merge" */
+    const char *label_names_json; /* NULL, or a JSON array of n_classes strings */
+} store_task_in;
+
+typedef struct store_task {
+    int64_t id;
+    char name[STORE_NAME_MAX + 1];
+    char base[STORE_NAME_MAX + 1];
+    char kind[8];
+    int n_classes;
+    char *label_names_json;       /* NULL when not given */
+    int64_t n_versions;           /* versions currently stored */
+    int64_t latest_version;       /* highest number ever given (0 when none) */
+    int64_t created_ms;
+} store_task;
+
+/* Adds a task. CLAD_ECONFLICT if the name exists, CLAD_ENOTFOUND for an unknown base. */
+int store_task_create(store *s, const store_task_in *in, int peer_uid, clad_err *err);
+int store_task_get(store *s, const char *name, store_task **out, clad_err *err);
+int store_tasks_list(store *s, store_task **out, size_t *n, clad_err *err);
+void store_task_free(store_task *t);
+void store_tasks_free(store_task *t, size_t n);
+
+/* ---- Versions --------------------------------------------------------------------------------- */
+
+/* A version named by its task and number. As input, fill task (e.g. `(store_ref){"rot15", 3}`). */
+typedef struct store_ref {
+    char task[STORE_NAME_MAX + 1];
+    int64_t version;
+} store_ref;
+
+enum {
+    /* store_version_in.flags: leave `active` where it is (it is still set when the task had no
+     * version yet, because `active` always exists once a task has a version). */
+    STORE_PUT_KEEP_ACTIVE = 1,
+};
+
+typedef struct store_version_in {
+    const char *task;
+    const char *kind;             /* "lora", "tied", "fusion", "merged" or "full" */
+    const void *adapter;          /* the adapter tensors as one blob (a safetensors file) */
+    size_t adapter_size;          /* 1..STORE_BLOB_MAX */
+    const store_ref *parents;     /* versions this one was trained from or merged from */
+    size_t n_parents;             /* 0..STORE_PARENTS_MAX */
+    const char *base_sha256;      /* NULL: the task's base; otherwise it must equal it */
+    const char *data_sha256;      /* sha256 of the submitted training data, or NULL */
+    const char *lineage_json;     /* JSON object: per-layer distances, novelty, ranks, ...; NULL = {} */
+    const char *hparams_json;     /* JSON object, NULL = {} */
+    const char *metrics_json;     /* JSON object with the final metrics, NULL = {} */
+    uint64_t seed;
+    double wall_time_s;           /* training wall time */
+    int64_t job_id;               /* 0, or the running job that produced this version: it is marked
+                                     succeeded in the same transaction */
+    unsigned flags;               /* STORE_PUT_* */
+} store_version_in;
+
+typedef struct store_version {
+    int64_t id;                   /* row id, unique across tasks */
+    char task[STORE_NAME_MAX + 1];
+    int64_t version;
+    char kind[8];
+    void *adapter;                /* adapter_size bytes when loaded with STORE_WITH_BLOB, else NULL */
+    size_t adapter_size;
+    char sha256[SHA256_HEX_SIZE]; /* of the adapter blob */
+    store_ref *parents;
+    size_t n_parents;
+    char base_sha256[SHA256_HEX_SIZE];
+    char data_sha256[SHA256_HEX_SIZE]; /* "" when not given */
+    char *lineage_json;
+    char *hparams_json;
+    char *metrics_json;
+    uint64_t seed;
+    char clad_version[32];        /* the clad that wrote it */
+    double wall_time_s;
+    int64_t job_id;               /* 0 when none */
+    int creator_uid;
+    int64_t created_ms;
+} store_version;
+
+/* Stores a new immutable version with the next number of its task and (unless STORE_PUT_KEEP_ACTIVE)
+ * points `active` at it; *version_out (may be NULL) receives the number. CLAD_ENOTFOUND for an unknown
+ * task, parent or job; CLAD_ECONFLICT for a base sha256 that is not the task's or a job that is not
+ * running; CLAD_EFULL when the disk or size limit is reached (nothing is written). */
+int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_t *version_out,
+                      clad_err *err);
+
+/* Loads a version by number, or the version an alias points at (alias and version read in one
+ * snapshot). With STORE_WITH_BLOB the adapter is loaded and checked: CLAD_ECORRUPT "version 3 of task
+ * 'rot15': adapter blob sha256 mismatch" if it does not match. */
+int store_version_get(store *s, const char *task, int64_t version, unsigned flags, store_version **out,
+                      clad_err *err);
+int store_version_get_alias(store *s, const char *task, const char *alias, unsigned flags,
+                            store_version **out, clad_err *err);
+
+/* All versions of a task, oldest first, without blobs. */
+int store_versions_list(store *s, const char *task, store_version **out, size_t *n, clad_err *err);
+void store_version_free(store_version *v);
+void store_versions_free(store_version *v, size_t n);
+
+/* Deletes a version (its number is never reused). CLAD_ECONFLICT, naming the aliases, if any alias
+ * points at it. */
+int store_version_delete(store *s, const char *task, int64_t version, int peer_uid, clad_err *err);
+
+typedef struct store_gc_stats {
+    int64_t versions_deleted;
+    int64_t bytes_freed;          /* adapter bytes of the deleted versions */
+} store_gc_stats;
+
+/* Retention: for one task (or every task when task is NULL) keeps the newest `keep` (>= 1) versions
+ * and every version an alias points at, and deletes the rest in one transaction. */
+int store_gc(store *s, const char *task, int keep, int peer_uid, store_gc_stats *stats, clad_err *err);
+
+/* ---- Aliases and rollback --------------------------------------------------------------------- */
+
+typedef struct store_alias {
+    char name[STORE_NAME_MAX + 1];
+    int64_t version;
+    int64_t updated_ms;
+} store_alias;
+
+typedef struct store_alias_move {
+    int64_t id;                   /* increasing with time */
+    int64_t time_ms;
+    int peer_uid;
+    char alias[STORE_NAME_MAX + 1];
+    char action[12];              /* "put", "set", "rollback", "undo" or "delete" */
+    int64_t old_version;          /* 0 when the alias did not exist */
+    int64_t new_version;          /* 0 when the alias was deleted */
+    char reason[STORE_REASON_MAX + 1];
+} store_alias_move;
+
+/* Resolves an alias to a version number. CLAD_ENOTFOUND for an unknown task or alias. */
+int store_alias_get(store *s, const char *task, const char *alias, int64_t *version_out, clad_err *err);
+int store_aliases_list(store *s, const char *task, store_alias **out, size_t *n, clad_err *err);
+void store_aliases_free(store_alias *a);
+
+/* Points alias at version (creating the alias if needed). Setting it to its current target is a
+ * no-op. reason may be NULL. */
+int store_alias_set(store *s, const char *task, const char *alias, int64_t version, int peer_uid,
+                    const char *reason, clad_err *err);
+/* Removes an alias; `active` cannot be removed (CLAD_ECONFLICT). */
+int store_alias_delete(store *s, const char *task, const char *alias, int peer_uid, const char *reason,
+                       clad_err *err);
+
+/* Rolls alias (NULL means "active") back, in one atomic step.
+ *   to_version == 0: to the target it had before the move that set its current target. Repeated
+ *     rollbacks keep walking back (5 -> 4 -> 3), not back and forth. CLAD_ECONFLICT if there is no
+ *     earlier target or it was deleted (never skipped: roll back to an explicit version instead).
+ *   to_version > 0: to that version, which must exist and differ from the current target.
+ * *version_out (may be NULL) receives the new target. */
+int store_rollback(store *s, const char *task, const char *alias, int64_t to_version, int peer_uid,
+                   const char *reason, int64_t *version_out, clad_err *err);
+/* Undoes the latest rollback of alias (NULL = "active"): moves it back to the target it had before
+ * that rollback. Successive undos undo earlier rollbacks in turn. CLAD_ECONFLICT if the alias's
+ * current target was not set by a rollback (or an undo of one that is itself undoable), or if the
+ * target was deleted. */
+int store_rollback_undo(store *s, const char *task, const char *alias, int peer_uid, const char *reason,
+                        int64_t *version_out, clad_err *err);
+
+/* History of one alias (or of every alias of the task when alias is NULL), oldest first. */
+int store_alias_history(store *s, const char *task, const char *alias, store_alias_move **out,
+                        size_t *n, clad_err *err);
+void store_alias_history_free(store_alias_move *m);
+
+/* ---- Metrics ---------------------------------------------------------------------------------- */
+
+/* One entry of the continual-learning accuracy matrix: the model state after learning version
+ * `after`, evaluated on task `evaluated.task` with adapter version `evaluated.version` (0 when the
+ * evaluation used no task-specific version). */
+typedef struct store_acc_entry {
+    store_ref after;
+    store_ref evaluated;
+    double accuracy;              /* 0..1 */
+    double loss;
+    int64_t n_samples;
+    int64_t time_ms;              /* filled by the store on output; ignored on input */
+} store_acc_entry;
+
+/* Adds n entries in one transaction. Versions must exist when added. */
+int store_matrix_add(store *s, const store_acc_entry *entries, size_t n, int peer_uid, clad_err *err);
+/* Entries whose `after` version belongs to task (every entry when NULL), in insertion order. */
+int store_matrix_list(store *s, const char *task, store_acc_entry **out, size_t *n, clad_err *err);
+void store_matrix_free(store_acc_entry *e);
+
+typedef struct store_eval {
+    int64_t id;                   /* output only */
+    store_ref version;
+    char data_sha256[SHA256_HEX_SIZE]; /* of the evaluation data; "" when unknown */
+    double accuracy;
+    double loss;
+    int64_t n_samples;
+    char *detail_json;            /* JSON object (per-class numbers, ...); NULL on input means {} */
+    int peer_uid;                 /* output only */
+    int64_t time_ms;              /* output only */
+} store_eval;
+
+/* Records one evaluation result of an existing version; *id_out may be NULL. */
+int store_eval_add(store *s, const store_eval *in, int peer_uid, int64_t *id_out, clad_err *err);
+/* Evaluations of one version (or of every version of task when version == 0), oldest first. */
+int store_evals_list(store *s, const char *task, int64_t version, store_eval **out, size_t *n,
+                     clad_err *err);
+void store_evals_free(store_eval *e, size_t n);
+
+/* ---- Jobs ------------------------------------------------------------------------------------- */
+
+typedef enum store_job_state {
+    STORE_JOB_QUEUED,
+    STORE_JOB_RUNNING,
+    STORE_JOB_SUCCEEDED,
+    STORE_JOB_FAILED,
+    STORE_JOB_CANCELLED,
+    STORE_JOB_INTERRUPTED,        /* clad stopped while the job was queued or running */
+} store_job_state;
+
+const char *store_job_state_name(store_job_state st); /* "queued", ... */
+
+typedef struct store_job {
+    int64_t id;
+    char kind[STORE_NAME_MAX + 1];    /* "train", "merge", "eval", ... */
+    char task[STORE_NAME_MAX + 1];    /* "" when none; the task may not exist yet */
+    store_job_state state;
+    int error_code;                   /* CLAD_E* when failed, else 0 */
+    char error_msg[STORE_ERRMSG_MAX + 1];
+    char *request_json;
+    char *progress_json;
+    int64_t result_version;           /* 0 when none */
+    int peer_uid;
+    int64_t created_ms, started_ms, finished_ms; /* 0 when not yet */
+} store_job;
+
+/* Queues a job. task may be NULL. request_json: a JSON object, NULL = {}. */
+int store_job_create(store *s, const char *kind, const char *task, const char *request_json, int peer_uid,
+                     int64_t *id_out, clad_err *err);
+/* State changes; each refuses (CLAD_ECONFLICT) a transition that is not listed:
+ *   queued -> running; running -> succeeded; queued|running -> failed, cancelled, interrupted. */
+int store_job_mark_running(store *s, int64_t id, clad_err *err);
+int store_job_mark_succeeded(store *s, int64_t id, int64_t result_version, clad_err *err);
+int store_job_mark_failed(store *s, int64_t id, int code, const char *msg, clad_err *err);
+int store_job_mark_cancelled(store *s, int64_t id, int peer_uid, clad_err *err);
+/* queued|running -> interrupted: the daemon stopped before the job could finish (graceful shutdown). */
+int store_job_mark_interrupted(store *s, int64_t id, clad_err *err);
+/* Replaces the progress JSON object of a running job (not audited: it is not a state change). */
+int store_job_set_progress(store *s, int64_t id, const char *progress_json, clad_err *err);
+/* At startup: marks every queued or running job left by a previous run as interrupted. */
+int store_jobs_mark_interrupted(store *s, int64_t *n_marked, clad_err *err);
+
+int store_job_get(store *s, int64_t id, store_job **out, clad_err *err);
+/* Newest first, at most limit (0 = all); task NULL = every task. */
+int store_jobs_list(store *s, const char *task, size_t limit, store_job **out, size_t *n, clad_err *err);
+void store_job_free(store_job *j);
+void store_jobs_free(store_job *j, size_t n);
+
+/* ---- Audit log -------------------------------------------------------------------------------- */
+
+typedef struct store_audit {
+    int64_t id;
+    int64_t time_ms;
+    int peer_uid;
+    char action[32];              /* "version.put", "alias.rollback", ... */
+    char object[160];             /* "version:rot15/3", "alias:rot15/active", "job:12", ... */
+    char *detail_json;
+} store_audit;
+
+/* Audit rows with id > after_id, oldest first, at most limit (0 = all). */
+int store_audit_list(store *s, int64_t after_id, size_t limit, store_audit **out, size_t *n, clad_err *err);
+void store_audit_free(store_audit *a, size_t n);
+
+#endif

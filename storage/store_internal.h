@@ -1,0 +1,108 @@
+/* Private to storage/: the store handle, statement helpers, transactions, validation and the audit
+ * writer shared by the store_*.c files. Nothing outside storage/ includes this. */
+#ifndef CLAD_STORAGE_STORE_INTERNAL_H
+#define CLAD_STORAGE_STORE_INTERNAL_H
+
+#include <sqlite3.h>
+
+#include "storage/store.h"
+
+struct store {
+    sqlite3 *db;
+    char *path;
+    bool readonly;    /* opened with store_open_reader */
+    bool in_snapshot; /* between store_snapshot_begin and _end */
+};
+
+#define STORE_APPLICATION_ID 0x636c6164 /* "clad" in PRAGMA application_id */
+#define STORE_BUSY_TIMEOUT_MS 5000
+
+/* Ordered migrations (store_schema.c): migrations[i] takes user_version i to i + 1. */
+extern const char *const store_migrations[];
+extern const int store_n_migrations;
+
+/* ---- Statements (store_util.c) ---- */
+
+/* Prepares sql and binds one argument per letter of types, to ?1, ?2, ... in order:
+ *   t  const char *          (NULL binds SQL NULL)
+ *   i  int
+ *   I  int64_t
+ *   N  int64_t, where 0 binds SQL NULL (optional ids and versions)
+ *   d  double
+ *   b  const void *, size_t  (NULL binds SQL NULL)
+ * On failure *st is NULL and err is filled. */
+int st_prepare(store *s, sqlite3_stmt **st, clad_err *err, const char *sql, const char *types, ...);
+/* Steps once: 1 for a row, 0 when done, or a negative CLAD_E* code with err filled. */
+int st_step(store *s, sqlite3_stmt *st, clad_err *err);
+/* Prepares, binds, runs to completion and finalizes a statement that returns no rows we need. */
+int st_exec(store *s, clad_err *err, const char *sql, const char *types, ...);
+/* Runs a query whose first row's first column is an integer: 0 and *out set, CLAD_ENOTFOUND when
+ * there is no row (err untouched, so callers can word it), or another error. */
+int st_int(store *s, int64_t *out, clad_err *err, const char *sql, const char *types, ...);
+
+/* Maps an SQLite result code to a CLAD_E* code and fills err with what failed. */
+int st_error(store *s, int rc, clad_err *err, const char *what);
+
+/* Column helpers: a copy into a fixed buffer (truncating), or a heap copy (NULL for SQL NULL). */
+void col_copy(sqlite3_stmt *st, int i, char *buf, size_t cap);
+char *col_strdup(sqlite3_stmt *st, int i);
+/* Makes room for element n of a growing array: returns the (possibly moved) array, or NULL when out of
+ * memory (the old array is still valid then). */
+void *arr_reserve(void *arr, size_t n, size_t *cap, size_t elem);
+
+/* ---- Transactions (store_util.c) ---- */
+
+/* BEGIN IMMEDIATE: takes the write lock now so the transaction cannot fail later for lack of it. */
+int tx_begin_write(store *s, clad_err *err);
+/* Commits when rc == 0, otherwise rolls back; returns rc or the commit's error. */
+int tx_end(store *s, int rc, clad_err *err);
+/* A read transaction so that multi-statement reads see one snapshot; *began tells tx_read_end whether
+ * this call opened it (inside store_snapshot_begin it does not). */
+int tx_read_begin(store *s, bool *began, clad_err *err);
+void tx_read_end(store *s, bool began);
+
+/* ---- Validation and lookups (store_util.c) ---- */
+
+int check_name(const char *name, const char *what, clad_err *err);
+/* A JSON text of the given type ("object" or "array") no longer than STORE_JSON_MAX; NULL is allowed
+ * when nullable. */
+int check_json(store *s, const char *json, const char *type, bool nullable, const char *what,
+               clad_err *err);
+int check_reason(const char *reason, clad_err *err);
+int64_t now_ms(void);
+/* Task row id by name; CLAD_ENOTFOUND "unknown task 'x'". */
+int task_id(store *s, const char *name, int64_t *id, clad_err *err);
+/* Version row id of (task_id, version); CLAD_ENOTFOUND naming it. */
+int version_id(store *s, int64_t task_id, const char *task, int64_t version, int64_t *id, clad_err *err);
+/* Refuses writes on reader handles and inside snapshots. */
+int check_writable(store *s, clad_err *err);
+
+/* ---- Audit (store_audit.c) ---- */
+
+/* A small JSON object builder for audit details; strings are escaped. */
+typedef struct jbuf {
+    char buf[1024];
+    size_t n;
+    bool truncated;
+} jbuf;
+void jb_init(jbuf *j);
+void jb_str(jbuf *j, const char *key, const char *val);
+void jb_int(jbuf *j, const char *key, int64_t val);
+const char *jb_done(jbuf *j);
+/* Appends one audit row inside the current write transaction. */
+int audit_add(store *s, int peer_uid, const char *action, const char *object, const char *detail_json,
+              clad_err *err);
+
+/* ---- Alias moves (store_alias.c), used by store_version_put ---- */
+
+/* Moves alias (creating it) of task to the version with row id vid and number version, inside the
+ * current write transaction, and records the move in the history. action is "put", "set", "rollback"
+ * or "undo"; back_id/undo_id are history row ids or 0 (see store_alias.c). Does not audit. */
+int alias_move(store *s, int64_t task_id, const char *alias, int64_t vid, int64_t version,
+               const char *action, int64_t back_id, int64_t undo_id, int peer_uid, const char *reason,
+               clad_err *err);
+/* The current state row id of an alias (0 when the alias does not exist). */
+int alias_state(store *s, int64_t task_id, const char *alias, int64_t *state_id, int64_t *version,
+                clad_err *err);
+
+#endif

@@ -1,0 +1,272 @@
+/* Jobs: persisted daemon work with a small state machine, so a restart finds and marks interrupted
+ * work instead of resuming half of it. */
+#include "storage/store_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const state_names[] = {"queued", "running", "succeeded", "failed", "cancelled",
+                                          "interrupted"};
+
+const char *store_job_state_name(store_job_state st)
+{
+    return (unsigned)st < sizeof state_names / sizeof state_names[0] ? state_names[st] : "unknown";
+}
+
+static store_job_state state_parse(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof state_names / sizeof state_names[0]; i++)
+        if (strcmp(name, state_names[i]) == 0) return (store_job_state)i;
+    return STORE_JOB_INTERRUPTED; /* unreachable: the schema's CHECK allows only the names above */
+}
+
+static int audit_job(store *s, int peer_uid, const char *action, int64_t id, const char *state,
+                     const char *extra_key, int64_t extra, clad_err *err)
+{
+    char object[32];
+    snprintf(object, sizeof object, "job:%lld", (long long)id);
+    jbuf j;
+    jb_init(&j);
+    jb_str(&j, "state", state);
+    if (extra_key) jb_int(&j, extra_key, extra);
+    return audit_add(s, peer_uid, action, object, jb_done(&j), err);
+}
+
+int store_job_create(store *s, const char *kind, const char *task, const char *request_json, int peer_uid,
+                     int64_t *id_out, clad_err *err)
+{
+    int rc = check_name(kind, "job kind", err);
+    if (rc || (task && (rc = check_name(task, "task", err)))) return rc;
+    if ((rc = check_json(s, request_json, "object", true, "job request", err))) return rc;
+    if ((rc = tx_begin_write(s, err))) return rc;
+    rc = st_exec(s, err,
+                 "INSERT INTO jobs (kind, task, state, request_json, peer_uid, created_ms) "
+                 "VALUES (?1, ?2, 'queued', ?3, ?4, ?5)", "tttiI", kind, task ? task : "",
+                 request_json ? request_json : "{}", peer_uid, now_ms());
+    int64_t id = sqlite3_last_insert_rowid(s->db);
+    if (rc == 0) rc = audit_job(s, peer_uid, "job.create", id, "queued", NULL, 0, err);
+    rc = tx_end(s, rc, err);
+    if (rc == 0 && id_out) *id_out = id;
+    return rc;
+}
+
+/* Inside a write transaction: checks that job id is in one of the states in `from` (NULL-terminated)
+ * and gives its owner's uid; CLAD_ECONFLICT naming the current state otherwise. */
+static int job_check_state(store *s, int64_t id, const char *const *from, const char *to, int *owner,
+                           clad_err *err)
+{
+    sqlite3_stmt *st;
+    int rc = st_prepare(s, &st, err, "SELECT state, peer_uid FROM jobs WHERE id = ?1", "I", id);
+    if (rc) return rc;
+    rc = st_step(s, st, err);
+    if (rc == 1) {
+        const char *state = (const char *)sqlite3_column_text(st, 0);
+        *owner = sqlite3_column_int(st, 1);
+        rc = CLAD_ECONFLICT;
+        for (size_t i = 0; from[i]; i++)
+            if (strcmp(state, from[i]) == 0) rc = 0;
+        if (rc) clad_err_set(err, rc, "job %lld is %s; it cannot become %s", (long long)id, state, to);
+    } else if (rc == 0) {
+        rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)id);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static const char *const from_queued[] = {"queued", NULL};
+static const char *const from_running[] = {"running", NULL};
+static const char *const from_live[] = {"queued", "running", NULL};
+
+/* State changes made on behalf of the job's owner are audited with the owner's uid. */
+
+int store_job_mark_running(store *s, int64_t id, clad_err *err)
+{
+    int owner = 0, rc = tx_begin_write(s, err);
+    if (rc) return rc;
+    rc = job_check_state(s, id, from_queued, "running", &owner, err);
+    if (rc == 0)
+        rc = st_exec(s, err, "UPDATE jobs SET state = 'running', started_ms = ?2 WHERE id = ?1", "II", id, now_ms());
+    if (rc == 0) rc = audit_job(s, owner, "job.running", id, "running", NULL, 0, err);
+    return tx_end(s, rc, err);
+}
+
+int store_job_mark_succeeded(store *s, int64_t id, int64_t result_version, clad_err *err)
+{
+    if (result_version < 0) return clad_err_set(err, CLAD_EINVAL, "result version must be >= 0");
+    int owner = 0, rc = tx_begin_write(s, err);
+    if (rc) return rc;
+    rc = job_check_state(s, id, from_running, "succeeded", &owner, err);
+    if (rc == 0)
+        rc = st_exec(s, err, "UPDATE jobs SET state = 'succeeded', finished_ms = ?2, result_version = ?3 "
+                     "WHERE id = ?1", "IIN", id, now_ms(), result_version);
+    if (rc == 0)
+        rc = audit_job(s, owner, "job.succeeded", id, "succeeded", result_version ? "result_version" : NULL,
+                       result_version, err);
+    return tx_end(s, rc, err);
+}
+
+int store_job_mark_failed(store *s, int64_t id, int code, const char *msg, clad_err *err)
+{
+    char m[STORE_ERRMSG_MAX + 1];
+    snprintf(m, sizeof m, "%s", msg ? msg : "");
+    int owner = 0, rc = tx_begin_write(s, err);
+    if (rc) return rc;
+    rc = job_check_state(s, id, from_live, "failed", &owner, err);
+    if (rc == 0)
+        rc = st_exec(s, err, "UPDATE jobs SET state = 'failed', finished_ms = ?2, error_code = ?3, error_msg = ?4 "
+                     "WHERE id = ?1", "IIit", id, now_ms(), code, m);
+    if (rc == 0) rc = audit_job(s, owner, "job.failed", id, "failed", "error_code", code, err);
+    return tx_end(s, rc, err);
+}
+
+int store_job_mark_cancelled(store *s, int64_t id, int peer_uid, clad_err *err)
+{
+    int owner = 0, rc = tx_begin_write(s, err);
+    if (rc) return rc;
+    rc = job_check_state(s, id, from_live, "cancelled", &owner, err);
+    if (rc == 0)
+        rc = st_exec(s, err, "UPDATE jobs SET state = 'cancelled', finished_ms = ?2 WHERE id = ?1", "II", id,
+                     now_ms());
+    if (rc == 0) rc = audit_job(s, peer_uid, "job.cancelled", id, "cancelled", NULL, 0, err);
+    return tx_end(s, rc, err);
+}
+
+int store_job_mark_interrupted(store *s, int64_t id, clad_err *err)
+{
+    int owner = 0, rc = tx_begin_write(s, err);
+    if (rc) return rc;
+    rc = job_check_state(s, id, from_live, "interrupted", &owner, err);
+    if (rc == 0)
+        rc = st_exec(s, err, "UPDATE jobs SET state = 'interrupted', finished_ms = ?2 WHERE id = ?1", "II", id,
+                     now_ms());
+    if (rc == 0) rc = audit_job(s, owner, "job.interrupted", id, "interrupted", NULL, 0, err);
+    return tx_end(s, rc, err);
+}
+
+int store_job_set_progress(store *s, int64_t id, const char *progress_json, clad_err *err)
+{
+    int rc = check_json(s, progress_json, "object", false, "job progress", err);
+    if (rc || (rc = tx_begin_write(s, err))) return rc;
+    rc = st_exec(s, err, "UPDATE jobs SET progress_json = ?2 WHERE id = ?1 AND state = 'running'", "It", id,
+                 progress_json);
+    if (rc == 0 && sqlite3_changes(s->db) == 0) {
+        int64_t exists;
+        rc = st_int(s, &exists, err, "SELECT 1 FROM jobs WHERE id = ?1", "I", id);
+        rc = rc == CLAD_ENOTFOUND ? clad_err_set(err, rc, "unknown job %lld", (long long)id)
+                                  : clad_err_set(err, CLAD_ECONFLICT, "job %lld is not running", (long long)id);
+    }
+    return tx_end(s, rc, err);
+}
+
+int store_jobs_mark_interrupted(store *s, int64_t *n_marked, clad_err *err)
+{
+    int rc = tx_begin_write(s, err);
+    if (rc) return rc;
+    rc = st_exec(s, err,
+                 "UPDATE jobs SET state = 'interrupted', finished_ms = ?1, "
+                 "error_msg = 'clad stopped while the job was ' || state "
+                 "WHERE state IN ('queued', 'running')", "I", now_ms());
+    int64_t n = sqlite3_changes(s->db);
+    if (rc == 0 && n) {
+        jbuf j;
+        jb_init(&j);
+        jb_int(&j, "jobs", n);
+        rc = audit_add(s, STORE_UID_CLAD, "jobs.interrupted", "jobs", jb_done(&j), err);
+    }
+    rc = tx_end(s, rc, err);
+    if (rc == 0 && n_marked) *n_marked = n;
+    return rc;
+}
+
+static const char job_cols[] =
+    "SELECT id, kind, task, state, error_code, error_msg, request_json, progress_json, result_version, "
+    "peer_uid, created_ms, started_ms, finished_ms FROM jobs ";
+
+static void job_from_row(sqlite3_stmt *st, store_job *j)
+{
+    memset(j, 0, sizeof *j);
+    j->id = sqlite3_column_int64(st, 0);
+    col_copy(st, 1, j->kind, sizeof j->kind);
+    col_copy(st, 2, j->task, sizeof j->task);
+    j->state = state_parse((const char *)sqlite3_column_text(st, 3));
+    j->error_code = sqlite3_column_int(st, 4);
+    col_copy(st, 5, j->error_msg, sizeof j->error_msg);
+    j->request_json = col_strdup(st, 6);
+    j->progress_json = col_strdup(st, 7);
+    j->result_version = sqlite3_column_int64(st, 8);
+    j->peer_uid = sqlite3_column_int(st, 9);
+    j->created_ms = sqlite3_column_int64(st, 10);
+    j->started_ms = sqlite3_column_int64(st, 11);
+    j->finished_ms = sqlite3_column_int64(st, 12);
+}
+
+int store_job_get(store *s, int64_t id, store_job **out, clad_err *err)
+{
+    *out = NULL;
+    sqlite3_stmt *st;
+    char sql[320];
+    snprintf(sql, sizeof sql, "%sWHERE id = ?1", job_cols);
+    int rc = st_prepare(s, &st, err, sql, "I", id);
+    if (rc) return rc;
+    rc = st_step(s, st, err);
+    if (rc == 1) {
+        store_job *j = malloc(sizeof *j);
+        if (!j) abort();
+        job_from_row(st, j);
+        *out = j;
+        rc = 0;
+    } else if (rc == 0) {
+        rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)id);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_jobs_list(store *s, const char *task, size_t limit, store_job **out, size_t *n, clad_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st;
+    char sql[384];
+    snprintf(sql, sizeof sql, "%sWHERE ?1 IS NULL OR task = ?1 ORDER BY id DESC LIMIT ?2", job_cols);
+    int rc = st_prepare(s, &st, err, sql, "tI", task, limit ? (int64_t)limit : (int64_t)-1);
+    if (rc) return rc;
+    size_t cap = 0;
+    store_job *a = NULL;
+    while ((rc = st_step(s, st, err)) == 1) {
+        store_job *g = arr_reserve(a, *n, &cap, sizeof *a);
+        if (!g) {
+            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory listing jobs");
+            break;
+        }
+        a = g;
+        job_from_row(st, &a[(*n)++]);
+    }
+    sqlite3_finalize(st);
+    if (rc < 0) {
+        store_jobs_free(a, *n);
+        *n = 0;
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+void store_job_free(store_job *j)
+{
+    if (!j) return;
+    free(j->request_json);
+    free(j->progress_json);
+    free(j);
+}
+
+void store_jobs_free(store_job *j, size_t n)
+{
+    if (!j) return;
+    for (size_t i = 0; i < n; i++) {
+        free(j[i].request_json);
+        free(j[i].progress_json);
+    }
+    free(j);
+}

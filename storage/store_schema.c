@@ -1,0 +1,153 @@
+/* The store schema as an ordered list of migrations.
+ *
+ * migrations[i] takes a store from PRAGMA user_version i to i + 1 and runs inside the same transaction
+ * that sets the new user_version, so a migration is applied completely or not at all. Once a clad
+ * release has shipped a migration it is NEVER edited: stores in the field were built by the old text.
+ * Change the schema by appending a migration (and raising STORE_SCHEMA_VERSION in store.h).
+ *
+ * Conventions in the schema:
+ *   - Times are Unix milliseconds (INTEGER).
+ *   - sha256 values are 64 lowercase hex digits.
+ *   - Live pointers (aliases.version_id) are foreign keys: a version an alias points at cannot be
+ *     deleted. Records of the past (alias_history, version_parents, accuracy_matrix, evaluations) name
+ *     versions by (task_id, number) so that they outlive a deleted version.
+ *   - Adapter blobs live in their own table so that reading version metadata never walks a blob's
+ *     overflow pages.
+ */
+#include "storage/store_internal.h"
+
+const char *const store_migrations[] = {
+    /* 1: the first schema. */
+    "CREATE TABLE bases ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  config_json TEXT NOT NULL CHECK (json_valid(config_json)),"
+    "  weights_path TEXT,"
+    "  weights_size INTEGER NOT NULL CHECK (weights_size >= 0),"
+    "  weights_sha256 TEXT NOT NULL CHECK (length(weights_sha256) = 64),"
+    "  created_ms INTEGER NOT NULL,"
+    "  weights BLOB,"
+    "  CHECK (weights IS NOT NULL OR weights_path IS NOT NULL)"
+    ");"
+    "CREATE TABLE tasks ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('task', 'merge')),"
+    "  base_id INTEGER NOT NULL REFERENCES bases(id),"
+    "  n_classes INTEGER NOT NULL CHECK (n_classes >= 0),"
+    "  label_names_json TEXT CHECK (label_names_json IS NULL OR json_valid(label_names_json)),"
+    "  next_version INTEGER NOT NULL DEFAULT 1," /* numbers are never reused, even after a delete */
+    "  created_ms INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE jobs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  kind TEXT NOT NULL,"
+    "  task TEXT NOT NULL DEFAULT ''," /* a name: a training job may create its task */
+    "  state TEXT NOT NULL CHECK (state IN"
+    "    ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),"
+    "  error_code INTEGER NOT NULL DEFAULT 0,"
+    "  error_msg TEXT NOT NULL DEFAULT '',"
+    "  request_json TEXT NOT NULL CHECK (json_valid(request_json)),"
+    "  progress_json TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(progress_json)),"
+    "  result_version INTEGER,"
+    "  peer_uid INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  started_ms INTEGER,"
+    "  finished_ms INTEGER"
+    ");"
+    "CREATE INDEX jobs_by_state ON jobs(state);"
+    "CREATE TABLE versions ("
+    "  id INTEGER PRIMARY KEY,"
+    "  task_id INTEGER NOT NULL REFERENCES tasks(id),"
+    "  version INTEGER NOT NULL CHECK (version >= 1),"
+    "  kind TEXT NOT NULL CHECK (kind IN ('lora', 'tied', 'fusion', 'merged', 'full')),"
+    "  adapter_size INTEGER NOT NULL CHECK (adapter_size > 0),"
+    "  adapter_sha256 TEXT NOT NULL CHECK (length(adapter_sha256) = 64),"
+    "  base_sha256 TEXT NOT NULL CHECK (length(base_sha256) = 64),"
+    "  data_sha256 TEXT CHECK (data_sha256 IS NULL OR length(data_sha256) = 64),"
+    "  lineage_json TEXT NOT NULL CHECK (json_valid(lineage_json)),"
+    "  hparams_json TEXT NOT NULL CHECK (json_valid(hparams_json)),"
+    "  metrics_json TEXT NOT NULL CHECK (json_valid(metrics_json)),"
+    "  seed INTEGER NOT NULL," /* a uint64 stored as its int64 bit pattern */
+    "  clad_version TEXT NOT NULL,"
+    "  wall_time_s REAL NOT NULL,"
+    "  job_id INTEGER REFERENCES jobs(id),"
+    "  creator_uid INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  UNIQUE (task_id, version)"
+    ");"
+    "CREATE TABLE version_blobs ("
+    "  version_id INTEGER PRIMARY KEY REFERENCES versions(id) ON DELETE CASCADE,"
+    "  data BLOB NOT NULL"
+    ");"
+    "CREATE TABLE version_parents ("
+    "  child_id INTEGER NOT NULL REFERENCES versions(id) ON DELETE CASCADE,"
+    "  position INTEGER NOT NULL,"
+    "  parent_task_id INTEGER NOT NULL REFERENCES tasks(id),"
+    "  parent_version INTEGER NOT NULL,"
+    "  PRIMARY KEY (child_id, position)"
+    ");"
+    /* One row per alias move. back_id is the state a rollback returns to, undo_id the state an undo
+     * returns to (see store_alias.c); both point at earlier rows of the same alias. */
+    "CREATE TABLE alias_history ("
+    "  id INTEGER PRIMARY KEY,"
+    "  task_id INTEGER NOT NULL REFERENCES tasks(id),"
+    "  alias TEXT NOT NULL,"
+    "  action TEXT NOT NULL CHECK (action IN ('put', 'set', 'rollback', 'undo', 'delete')),"
+    "  old_version INTEGER,"
+    "  new_version INTEGER,"
+    "  back_id INTEGER REFERENCES alias_history(id),"
+    "  undo_id INTEGER REFERENCES alias_history(id),"
+    "  peer_uid INTEGER NOT NULL,"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  time_ms INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX alias_history_by_alias ON alias_history(task_id, alias, id);"
+    "CREATE TABLE aliases ("
+    "  task_id INTEGER NOT NULL REFERENCES tasks(id),"
+    "  name TEXT NOT NULL,"
+    "  version_id INTEGER NOT NULL REFERENCES versions(id),"
+    "  state_id INTEGER NOT NULL REFERENCES alias_history(id)," /* the move that set the target */
+    "  PRIMARY KEY (task_id, name)"
+    ");"
+    "CREATE INDEX aliases_by_version ON aliases(version_id);"
+    "CREATE TABLE accuracy_matrix ("
+    "  id INTEGER PRIMARY KEY,"
+    "  after_task_id INTEGER NOT NULL REFERENCES tasks(id),"
+    "  after_version INTEGER NOT NULL,"
+    "  eval_task_id INTEGER NOT NULL REFERENCES tasks(id),"
+    "  eval_version INTEGER NOT NULL," /* 0: no task-specific version */
+    "  accuracy REAL NOT NULL,"
+    "  loss REAL NOT NULL,"
+    "  n_samples INTEGER NOT NULL,"
+    "  peer_uid INTEGER NOT NULL,"
+    "  time_ms INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX accuracy_matrix_by_after ON accuracy_matrix(after_task_id, after_version);"
+    "CREATE TABLE evaluations ("
+    "  id INTEGER PRIMARY KEY,"
+    "  task_id INTEGER NOT NULL REFERENCES tasks(id),"
+    "  version INTEGER NOT NULL,"
+    "  data_sha256 TEXT,"
+    "  accuracy REAL NOT NULL,"
+    "  loss REAL NOT NULL,"
+    "  n_samples INTEGER NOT NULL,"
+    "  detail_json TEXT NOT NULL CHECK (json_valid(detail_json)),"
+    "  peer_uid INTEGER NOT NULL,"
+    "  time_ms INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX evaluations_by_version ON evaluations(task_id, version);"
+    "CREATE TABLE audit ("
+    "  id INTEGER PRIMARY KEY,"
+    "  time_ms INTEGER NOT NULL,"
+    "  peer_uid INTEGER NOT NULL,"
+    "  action TEXT NOT NULL,"
+    "  object TEXT NOT NULL,"
+    "  detail_json TEXT NOT NULL CHECK (json_valid(detail_json))"
+    ");",
+};
+
+const int store_n_migrations = (int)(sizeof store_migrations / sizeof store_migrations[0]);
+
+_Static_assert(sizeof store_migrations / sizeof store_migrations[0] == STORE_SCHEMA_VERSION,
+               "STORE_SCHEMA_VERSION must equal the number of migrations");

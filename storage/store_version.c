@@ -1,0 +1,469 @@
+/* Versions: put (with lineage, the `active` move and the producing job in one transaction), get with
+ * sha256 verification, list, delete and retention. */
+#include "storage/store_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const version_kinds[] = {"lora", "tied", "fusion", "merged", "full"};
+
+static bool kind_valid(const char *kind)
+{
+    for (size_t i = 0; kind && i < sizeof version_kinds / sizeof version_kinds[0]; i++)
+        if (strcmp(kind, version_kinds[i]) == 0) return true;
+    return false;
+}
+
+/* Everything about the input that can be checked without the write lock. */
+static int put_validate(store *s, const store_version_in *in, clad_err *err)
+{
+    int rc = check_name(in->task, "task", err);
+    if (rc) return rc;
+    if (!kind_valid(in->kind))
+        return clad_err_set(err, CLAD_EINVAL, "version kind must be lora, tied, fusion, merged or full, not "
+                            "\"%.32s\"", in->kind ? in->kind : "(null)");
+    if (!in->adapter || in->adapter_size == 0)
+        return clad_err_set(err, CLAD_EINVAL, "task '%s': the adapter blob is empty", in->task);
+    if (in->adapter_size > STORE_BLOB_MAX)
+        return clad_err_set(err, CLAD_ETOOLARGE, "task '%s': adapter blob of %zu bytes is over the %u byte "
+                            "limit", in->task, in->adapter_size, STORE_BLOB_MAX);
+    if (in->n_parents > STORE_PARENTS_MAX || (in->n_parents && !in->parents))
+        return clad_err_set(err, CLAD_EINVAL, "a version may have at most %d parents", STORE_PARENTS_MAX);
+    if (in->base_sha256 && !sha256_hex_valid(in->base_sha256))
+        return clad_err_set(err, CLAD_EINVAL, "base sha256 must be 64 lowercase hex digits");
+    if (in->data_sha256 && !sha256_hex_valid(in->data_sha256))
+        return clad_err_set(err, CLAD_EINVAL, "data sha256 must be 64 lowercase hex digits");
+    if (!isfinite(in->wall_time_s) || in->wall_time_s < 0)
+        return clad_err_set(err, CLAD_EINVAL, "wall time must be a finite number >= 0");
+    if (in->job_id < 0) return clad_err_set(err, CLAD_EINVAL, "job id must be >= 0");
+    if ((rc = check_json(s, in->lineage_json, "object", true, "lineage", err)) ||
+        (rc = check_json(s, in->hparams_json, "object", true, "hyperparameters", err)) ||
+        (rc = check_json(s, in->metrics_json, "object", true, "metrics", err)))
+        return rc;
+    return 0;
+}
+
+/* Resolves each parent to (task id, number) and refuses unknown ones. */
+static int put_parents(store *s, int64_t child_id, const store_version_in *in, clad_err *err)
+{
+    for (size_t i = 0; i < in->n_parents; i++) {
+        const store_ref *p = &in->parents[i];
+        int64_t ptid, pvid;
+        int rc = task_id(s, p->task, &ptid, err);
+        if (rc == 0) rc = version_id(s, ptid, p->task, p->version, &pvid, err);
+        if (rc) {
+            clad_err_prefix(err, "parent %zu: ", i);
+            return rc;
+        }
+        rc = st_exec(s, err,
+                     "INSERT INTO version_parents (child_id, position, parent_task_id, parent_version) "
+                     "VALUES (?1, ?2, ?3, ?4)", "IIII", child_id, (int64_t)i, ptid, p->version);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* The producing job must exist and be running (a cancelled job must not sneak in a version). */
+static int put_job_check(store *s, const store_version_in *in, clad_err *err)
+{
+    sqlite3_stmt *st;
+    int rc = st_prepare(s, &st, err, "SELECT state FROM jobs WHERE id = ?1", "I", in->job_id);
+    if (rc) return rc;
+    rc = st_step(s, st, err);
+    if (rc == 0) rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)in->job_id);
+    else if (rc == 1 && strcmp((const char *)sqlite3_column_text(st, 0), "running") != 0)
+        rc = clad_err_set(err, CLAD_ECONFLICT, "job %lld is %s, not running; it cannot produce a version",
+                          (long long)in->job_id, (const char *)sqlite3_column_text(st, 0));
+    else if (rc == 1)
+        rc = 0;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_t *version_out, clad_err *err)
+{
+    int rc = put_validate(s, in, err);
+    if (rc) return rc;
+    /* Hash before taking the write lock: the lock is held only for the inserts and the commit. */
+    char sha[SHA256_HEX_SIZE];
+    sha256_hex(in->adapter, in->adapter_size, sha);
+
+    if ((rc = tx_begin_write(s, err))) return rc;
+    int64_t tid = 0, version = 0, vid = 0;
+    char base_sha[SHA256_HEX_SIZE] = "";
+    sqlite3_stmt *st;
+    rc = task_id(s, in->task, &tid, err);
+    if (rc == 0)
+        rc = st_prepare(s, &st, err,
+                        "SELECT t.next_version, b.weights_sha256, b.name FROM tasks t "
+                        "JOIN bases b ON b.id = t.base_id WHERE t.id = ?1", "I", tid);
+    if (rc == 0) {
+        rc = st_step(s, st, err);
+        if (rc == 1) {
+            version = sqlite3_column_int64(st, 0);
+            col_copy(st, 1, base_sha, sizeof base_sha);
+            rc = 0;
+            if (in->base_sha256 && strcmp(in->base_sha256, base_sha) != 0)
+                rc = clad_err_set(err, CLAD_ECONFLICT, "task '%s': the adapter was trained on base sha256 "
+                                  "%.12s... but the task's base '%s' has %.12s...", in->task, in->base_sha256,
+                                  (const char *)sqlite3_column_text(st, 2), base_sha);
+        } else if (rc == 0) {
+            rc = clad_err_set(err, CLAD_EINTERNAL, "task '%s' has no base row", in->task);
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc == 0 && in->job_id) rc = put_job_check(s, in, err);
+    if (rc == 0)
+        rc = st_exec(s, err,
+                     "INSERT INTO versions (task_id, version, kind, adapter_size, adapter_sha256, base_sha256, "
+                     "data_sha256, lineage_json, hparams_json, metrics_json, seed, clad_version, wall_time_s, "
+                     "job_id, creator_uid, created_ms) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                     "IItIttttttItdNiI", tid, version, in->kind, (int64_t)in->adapter_size, sha, base_sha,
+                     in->data_sha256, in->lineage_json ? in->lineage_json : "{}",
+                     in->hparams_json ? in->hparams_json : "{}", in->metrics_json ? in->metrics_json : "{}",
+                     (int64_t)in->seed, CLAD_VERSION, in->wall_time_s, in->job_id, peer_uid, now_ms());
+    if (rc == 0) {
+        vid = sqlite3_last_insert_rowid(s->db);
+        rc = st_exec(s, err, "INSERT INTO version_blobs (version_id, data) VALUES (?1, ?2)", "Ib", vid,
+                     in->adapter, in->adapter_size);
+    }
+    if (rc == 0) rc = put_parents(s, vid, in, err);
+    if (rc == 0)
+        rc = st_exec(s, err, "UPDATE tasks SET next_version = ?2 WHERE id = ?1", "II", tid, version + 1);
+    int64_t state = 0, cur = 0;
+    bool move = false;
+    if (rc == 0) rc = alias_state(s, tid, "active", &state, &cur, err);
+    if (rc == 0 && (!state || !(in->flags & STORE_PUT_KEEP_ACTIVE))) {
+        move = true;
+        rc = alias_move(s, tid, "active", vid, version, "put", state, 0, peer_uid, NULL, err);
+    }
+    if (rc == 0 && in->job_id) /* the job and its version commit together */
+        rc = st_exec(s, err,
+                     "UPDATE jobs SET state = 'succeeded', result_version = ?2, finished_ms = ?3 WHERE id = ?1",
+                     "III", in->job_id, version, now_ms());
+    if (rc == 0) {
+        char object[STORE_NAME_MAX + 32];
+        snprintf(object, sizeof object, "version:%s/%lld", in->task, (long long)version);
+        jbuf j;
+        jb_init(&j);
+        jb_str(&j, "kind", in->kind);
+        jb_str(&j, "sha256", sha);
+        jb_int(&j, "size", (int64_t)in->adapter_size);
+        if (move) jb_int(&j, "active_from", cur);
+        if (in->job_id) jb_int(&j, "job", in->job_id);
+        rc = audit_add(s, peer_uid, "version.put", object, jb_done(&j), err);
+    }
+    rc = tx_end(s, rc, err);
+    if (rc) {
+        clad_err_prefix(err, "storing a version of task '%s': ", in->task);
+        return rc;
+    }
+    if (version_out) *version_out = version;
+    return 0;
+}
+
+/* ---- Reading ---- */
+
+static const char version_cols[] =
+    "SELECT v.id, t.name, v.version, v.kind, v.adapter_size, v.adapter_sha256, v.base_sha256, v.data_sha256, "
+    "v.lineage_json, v.hparams_json, v.metrics_json, v.seed, v.clad_version, v.wall_time_s, v.job_id, "
+    "v.creator_uid, v.created_ms FROM versions v JOIN tasks t ON t.id = v.task_id ";
+
+static void version_from_row(sqlite3_stmt *st, store_version *v)
+{
+    memset(v, 0, sizeof *v);
+    v->id = sqlite3_column_int64(st, 0);
+    col_copy(st, 1, v->task, sizeof v->task);
+    v->version = sqlite3_column_int64(st, 2);
+    col_copy(st, 3, v->kind, sizeof v->kind);
+    v->adapter_size = (size_t)sqlite3_column_int64(st, 4);
+    col_copy(st, 5, v->sha256, sizeof v->sha256);
+    col_copy(st, 6, v->base_sha256, sizeof v->base_sha256);
+    col_copy(st, 7, v->data_sha256, sizeof v->data_sha256);
+    v->lineage_json = col_strdup(st, 8);
+    v->hparams_json = col_strdup(st, 9);
+    v->metrics_json = col_strdup(st, 10);
+    v->seed = (uint64_t)sqlite3_column_int64(st, 11);
+    col_copy(st, 12, v->clad_version, sizeof v->clad_version);
+    v->wall_time_s = sqlite3_column_double(st, 13);
+    v->job_id = sqlite3_column_int64(st, 14);
+    v->creator_uid = sqlite3_column_int(st, 15);
+    v->created_ms = sqlite3_column_int64(st, 16);
+}
+
+static int load_parents(store *s, store_version *v, clad_err *err)
+{
+    sqlite3_stmt *st;
+    int rc = st_prepare(s, &st, err,
+                        "SELECT t.name, p.parent_version FROM version_parents p "
+                        "JOIN tasks t ON t.id = p.parent_task_id WHERE p.child_id = ?1 ORDER BY p.position",
+                        "I", v->id);
+    if (rc) return rc;
+    size_t cap = 0;
+    while ((rc = st_step(s, st, err)) == 1) {
+        store_ref *g = arr_reserve(v->parents, v->n_parents, &cap, sizeof *g);
+        if (!g) {
+            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory reading parents");
+            break;
+        }
+        v->parents = g;
+        col_copy(st, 0, g[v->n_parents].task, sizeof g->task);
+        g[v->n_parents++].version = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    return rc < 0 ? rc : 0;
+}
+
+/* Loads the adapter blob and checks it against the stored size and sha256. */
+static int load_blob(store *s, store_version *v, clad_err *err)
+{
+    sqlite3_stmt *st;
+    int rc = st_prepare(s, &st, err, "SELECT data FROM version_blobs WHERE version_id = ?1", "I", v->id);
+    if (rc) return rc;
+    rc = st_step(s, st, err);
+    if (rc == 1) {
+        const void *data = sqlite3_column_blob(st, 0);
+        size_t n = (size_t)sqlite3_column_bytes(st, 0);
+        char hex[SHA256_HEX_SIZE] = "";
+        if (data) sha256_hex(data, n, hex);
+        if (!data || n != v->adapter_size || strcmp(hex, v->sha256) != 0)
+            rc = clad_err_set(err, CLAD_ECORRUPT, "version %lld of task '%s': adapter blob sha256 mismatch",
+                              (long long)v->version, v->task);
+        else if (!(v->adapter = malloc(n)))
+            rc = clad_err_set(err, CLAD_ENOMEM, "version %lld of task '%s': out of memory for %zu bytes",
+                              (long long)v->version, v->task, n);
+        else {
+            memcpy(v->adapter, data, n);
+            rc = 0;
+        }
+    } else if (rc == 0) {
+        rc = clad_err_set(err, CLAD_ECORRUPT, "version %lld of task '%s': adapter blob missing",
+                          (long long)v->version, v->task);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static void version_release(store_version *v)
+{
+    free(v->adapter);
+    free(v->parents);
+    free(v->lineage_json);
+    free(v->hparams_json);
+    free(v->metrics_json);
+}
+
+/* The shared body of the two getters, inside a read transaction. version == 0 means: resolve alias. */
+static int version_get(store *s, const char *task, int64_t version, const char *alias, unsigned flags,
+                       store_version **out, clad_err *err)
+{
+    int64_t tid, state;
+    int rc = task_id(s, task, &tid, err);
+    if (rc) return rc;
+    if (alias) {
+        if ((rc = alias_state(s, tid, alias, &state, &version, err))) return rc;
+        if (!state) return clad_err_set(err, CLAD_ENOTFOUND, "task '%s' has no alias '%s'", task, alias);
+    }
+    sqlite3_stmt *st;
+    char sql[640];
+    snprintf(sql, sizeof sql, "%sWHERE v.task_id = ?1 AND v.version = ?2", version_cols);
+    if ((rc = st_prepare(s, &st, err, sql, "II", tid, version))) return rc;
+    rc = st_step(s, st, err);
+    store_version *v = NULL;
+    if (rc == 1) {
+        v = malloc(sizeof *v);
+        if (!v) abort();
+        version_from_row(st, v);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    if (rc == 0 && !v) {
+        int64_t unused;
+        return version_id(s, tid, task, version, &unused, err); /* words the not-found message */
+    }
+    if (rc == 0) rc = load_parents(s, v, err);
+    if (rc == 0 && (flags & STORE_WITH_BLOB)) rc = load_blob(s, v, err);
+    if (rc) {
+        store_version_free(v);
+        return rc;
+    }
+    *out = v;
+    return 0;
+}
+
+int store_version_get(store *s, const char *task, int64_t version, unsigned flags, store_version **out,
+                      clad_err *err)
+{
+    *out = NULL;
+    if (version < 1) return clad_err_set(err, CLAD_EINVAL, "version numbers start at 1, got %lld", (long long)version);
+    bool began;
+    int rc = tx_read_begin(s, &began, err);
+    if (rc) return rc;
+    rc = version_get(s, task, version, NULL, flags, out, err);
+    tx_read_end(s, began);
+    return rc;
+}
+
+int store_version_get_alias(store *s, const char *task, const char *alias, unsigned flags, store_version **out,
+                            clad_err *err)
+{
+    *out = NULL;
+    int rc = check_name(alias, "alias", err);
+    if (rc) return rc;
+    /* One read transaction for alias and version: a concurrent rollback is seen entirely or not at all. */
+    bool began;
+    if ((rc = tx_read_begin(s, &began, err))) return rc;
+    rc = version_get(s, task, 0, alias, flags, out, err);
+    tx_read_end(s, began);
+    return rc;
+}
+
+int store_versions_list(store *s, const char *task, store_version **out, size_t *n, clad_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    bool began;
+    int rc = tx_read_begin(s, &began, err);
+    if (rc) return rc;
+    int64_t tid;
+    sqlite3_stmt *st = NULL;
+    char sql[640];
+    snprintf(sql, sizeof sql, "%sWHERE v.task_id = ?1 ORDER BY v.version", version_cols);
+    if ((rc = task_id(s, task, &tid, err)) == 0) rc = st_prepare(s, &st, err, sql, "I", tid);
+    size_t cap = 0;
+    store_version *a = NULL;
+    while (rc == 0 && (rc = st_step(s, st, err)) == 1) {
+        store_version *g = arr_reserve(a, *n, &cap, sizeof *a);
+        if (!g) {
+            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory listing versions");
+            break;
+        }
+        a = g;
+        version_from_row(st, &a[(*n)++]);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    for (size_t i = 0; rc == 0 && i < *n; i++) rc = load_parents(s, &a[i], err);
+    tx_read_end(s, began);
+    if (rc < 0) {
+        store_versions_free(a, *n);
+        *n = 0;
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+void store_version_free(store_version *v)
+{
+    if (!v) return;
+    version_release(v);
+    free(v);
+}
+
+void store_versions_free(store_version *v, size_t n)
+{
+    if (!v) return;
+    for (size_t i = 0; i < n; i++) version_release(&v[i]);
+    free(v);
+}
+
+/* ---- Deleting ---- */
+
+/* Deletes one version row (blob and parent rows cascade) unless an alias points at it. */
+static int delete_one(store *s, const char *task, int64_t version, int64_t vid, clad_err *err)
+{
+    sqlite3_stmt *st;
+    int rc = st_prepare(s, &st, err, "SELECT group_concat(name, ', ') FROM aliases WHERE version_id = ?1",
+                        "I", vid);
+    if (rc) return rc;
+    rc = st_step(s, st, err);
+    if (rc == 1 && sqlite3_column_text(st, 0))
+        rc = clad_err_set(err, CLAD_ECONFLICT, "version %lld of task '%s' is the target of alias(es) %s; move "
+                          "them first", (long long)version, task, (const char *)sqlite3_column_text(st, 0));
+    else if (rc == 1)
+        rc = 0;
+    sqlite3_finalize(st);
+    if (rc) return rc;
+    return st_exec(s, err, "DELETE FROM versions WHERE id = ?1", "I", vid);
+}
+
+int store_version_delete(store *s, const char *task, int64_t version, int peer_uid, clad_err *err)
+{
+    int rc = tx_begin_write(s, err);
+    if (rc) return rc;
+    int64_t tid, vid;
+    rc = task_id(s, task, &tid, err);
+    if (rc == 0) rc = version_id(s, tid, task, version, &vid, err);
+    if (rc == 0) rc = delete_one(s, task, version, vid, err);
+    if (rc == 0) {
+        char object[STORE_NAME_MAX + 32];
+        snprintf(object, sizeof object, "version:%s/%lld", task, (long long)version);
+        rc = audit_add(s, peer_uid, "version.delete", object, "{}", err);
+    }
+    rc = tx_end(s, rc, err);
+    /* Give freed pages back to the file system (auto_vacuum = INCREMENTAL); best effort. */
+    if (rc == 0) sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
+    return rc;
+}
+
+int store_gc(store *s, const char *task, int keep, int peer_uid, store_gc_stats *stats, clad_err *err)
+{
+    if (stats) *stats = (store_gc_stats){0, 0};
+    if (keep < 1) return clad_err_set(err, CLAD_EINVAL, "retention must keep at least 1 version, got %d", keep);
+    int rc = tx_begin_write(s, err);
+    if (rc) return rc;
+    int64_t tid = 0;
+    if (task) rc = task_id(s, task, &tid, err);
+    /* Victims: past the newest `keep` of their task and not the target of any alias. They are collected
+     * first and deleted after, so the scan never sees its own deletions. */
+    static const char victims[] =
+        "SELECT id, name, version, adapter_size FROM ("
+        "  SELECT v.id, t.name, v.version, v.adapter_size,"
+        "         row_number() OVER (PARTITION BY v.task_id ORDER BY v.version DESC) AS newest"
+        "  FROM versions v JOIN tasks t ON t.id = v.task_id WHERE (?1 IS NULL OR v.task_id = ?1)) x "
+        "WHERE newest > ?2 AND NOT EXISTS (SELECT 1 FROM aliases a WHERE a.version_id = x.id) ORDER BY id";
+    typedef struct victim {
+        int64_t id, version, size;
+        char task[STORE_NAME_MAX + 1];
+    } victim;
+    victim *vs = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *st = NULL;
+    if (rc == 0) rc = st_prepare(s, &st, err, victims, "Ni", tid, keep);
+    while (rc == 0 && (rc = st_step(s, st, err)) == 1) {
+        victim *g = arr_reserve(vs, n, &cap, sizeof *vs);
+        if (!g) {
+            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory collecting versions to delete");
+            break;
+        }
+        vs = g;
+        vs[n].id = sqlite3_column_int64(st, 0);
+        col_copy(st, 1, vs[n].task, sizeof vs[n].task);
+        vs[n].version = sqlite3_column_int64(st, 2);
+        vs[n].size = sqlite3_column_int64(st, 3);
+        n++;
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    int64_t bytes = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = st_exec(s, err, "DELETE FROM versions WHERE id = ?1", "I", vs[i].id);
+        if (rc) break;
+        char object[STORE_NAME_MAX + 32];
+        snprintf(object, sizeof object, "version:%s/%lld", vs[i].task, (long long)vs[i].version);
+        jbuf j;
+        jb_init(&j);
+        jb_int(&j, "keep", keep);
+        rc = audit_add(s, peer_uid, "version.gc", object, jb_done(&j), err);
+        bytes += vs[i].size;
+    }
+    free(vs);
+    rc = tx_end(s, rc, err);
+    if (rc == 0 && n) sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
+    if (rc == 0 && stats) *stats = (store_gc_stats){(int64_t)n, bytes};
+    return rc;
+}

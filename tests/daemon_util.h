@@ -1,0 +1,86 @@
+/* Helpers for the daemon tests: start the real build/cladd on a private socket in the test's temporary
+ * directory, talk to it with curl, with build/clad and with raw sockets (for malformed and slow clients),
+ * and stop it. Every helper fails the test (test_fail) when the environment itself breaks.
+ */
+#ifndef CLAD_TESTS_DAEMON_UTIL_H
+#define CLAD_TESTS_DAEMON_UTIL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct daemon_opts {
+    const char *config;       /* text of the config file, or NULL for none */
+    const char *const *env;   /* extra "KEY=VALUE" entries, NULL-terminated; "WATCHDOG_PID=self" becomes
+                                 the daemon's own pid */
+    const char *const *args;  /* extra arguments, NULL-terminated */
+    int listen_fd;            /* > 0: passed as the systemd socket (fd 3, LISTEN_FDS=1) */
+    bool no_test_routes;      /* leave out --enable-test-routes */
+    bool no_wait;             /* do not wait for the socket (the start is expected to fail) */
+} daemon_opts;
+
+typedef struct daemon_proc {
+    pid_t pid;
+    char sock[256];
+    char state[256];
+    char conf[256];
+    char log[256];
+} daemon_proc;
+
+/* Starts cladd with --socket <tmp>/clad.sock --state-dir <tmp>/state (and --config when opts->config) and
+ * waits until the socket accepts connections (10 s at most). opts may be NULL. */
+void daemon_start(daemon_proc *d, const daemon_opts *opts);
+/* Sends sig and waits up to timeout_s for the exit. Returns the exit status, 128 + signal if killed by a
+ * signal, or -1 if it did not exit in time (it is then killed). */
+int daemon_stop(daemon_proc *d, int sig, double timeout_s);
+/* waitpid with a timeout; same return values as daemon_stop. */
+int daemon_wait(daemon_proc *d, double timeout_s);
+/* The daemon's log so far (malloc'd), for checks and for failure messages. */
+char *daemon_log(const daemon_proc *d);
+
+/* curl --unix-socket: returns the HTTP status (0 if curl itself failed). *body (if non-NULL) gets the
+ * response body and *headers (if non-NULL) the response headers, malloc'd. extra is more curl
+ * arguments, already shell-safe (may be NULL). */
+int curl_req(const daemon_proc *d, const char *method, const char *path, const char *extra, char **body,
+             char **headers);
+/* Runs build/clad --socket <sock> ARGS (a shell fragment); returns its exit code, *out its stdout. */
+int clad_run(const daemon_proc *d, const char *args, char **out);
+
+/* Parses JSON or fails the test. */
+json_t *json_or_fail(const char *text);
+/* The error code word of an error reply body, or "" (the string lives in a static buffer). */
+const char *error_code_of(const char *body);
+
+/* Raw sockets. */
+int raw_connect(const daemon_proc *d);
+void raw_send(int fd, const char *data, size_t len);
+void raw_send_str(int fd, const char *s);
+/* Reads one HTTP response (headers and a Content-Length or chunked body) within timeout_ms. Returns the
+ * whole text (malloc'd) and its status in *status, or NULL (status 0) on timeout or end of stream. */
+char *raw_response(int fd, int timeout_ms, int *status);
+/* True if the peer closes (EOF or reset) within timeout_ms; data read meanwhile is discarded. */
+bool raw_closed_within(int fd, int timeout_ms);
+
+/* A streamed reply read line by line as it arrives, through `curl -N` in a child process. */
+typedef struct curl_stream {
+    pid_t pid;
+    int fd;
+    char buf[65536];
+    size_t len;
+} curl_stream;
+
+/* Starts curl -sN on method and path (extra: more curl arguments, shell-safe, may be NULL). */
+void stream_open(curl_stream *s, const daemon_proc *d, const char *method, const char *path, const char *extra);
+/* The next line without its newline (malloc'd), or NULL at the end of the stream or after timeout_ms. */
+char *stream_line(curl_stream *s, int timeout_ms);
+/* Stops curl (if still running) and reaps it. */
+void stream_close(curl_stream *s);
+/* Reads lines until one contains needle; returns it parsed as JSON (fails the test on timeout). */
+json_t *stream_until(curl_stream *s, const char *needle, int timeout_ms);
+
+/* Monotonic seconds. */
+double now_s(void);
+void sleep_ms(int ms);
+
+#endif

@@ -1,0 +1,266 @@
+/* Storage tests for jobs (state machine, restart marking, a version and its job in one commit),
+ * metrics (accuracy matrix, evaluations) and the audit log. */
+#include "tests/test.h"
+
+#include "tests/test_store_fixture.h"
+
+TEST(store_jobs_state_machine)
+{
+    clad_err e = {0};
+    store *s = fx_open("a.db");
+    int64_t id = 0;
+    CHECK_CODE(store_job_create(s, "train", "t1", "[1]", 500, &id, &e), CLAD_EINVAL, e);
+    CHECK_OK(store_job_create(s, "train", "t1", "{\"epochs\":3}", 500, &id, &e), e);
+    store_job *j = NULL;
+    CHECK_OK(store_job_get(s, id, &j, &e), e);
+    CHECK_INT_EQ(j->state, STORE_JOB_QUEUED);
+    CHECK_STR_EQ(j->kind, "train");
+    CHECK_STR_EQ(j->task, "t1");
+    CHECK_STR_EQ(j->request_json, "{\"epochs\":3}");
+    CHECK_STR_EQ(j->progress_json, "{}");
+    CHECK_INT_EQ(j->peer_uid, 500);
+    CHECK(j->created_ms > 0 && j->started_ms == 0 && j->finished_ms == 0);
+    store_job_free(j);
+
+    CHECK_CODE(store_job_mark_succeeded(s, id, 0, &e), CLAD_ECONFLICT, e);
+    CHECK(strstr(e.msg, "is queued; it cannot become succeeded"));
+    CHECK_CODE(store_job_set_progress(s, id, "{\"epoch\":1}", &e), CLAD_ECONFLICT, e);
+    CHECK_OK(store_job_mark_running(s, id, &e), e);
+    CHECK_CODE(store_job_mark_running(s, id, &e), CLAD_ECONFLICT, e);
+    CHECK_OK(store_job_set_progress(s, id, "{\"epoch\":2,\"loss\":0.4}", &e), e);
+    CHECK_OK(store_job_mark_failed(s, id, CLAD_EINVAL, "dataset sample 3 has label 12 >= 10", &e), e);
+    CHECK_CODE(store_job_mark_cancelled(s, id, 501, &e), CLAD_ECONFLICT, e);
+    CHECK_OK(store_job_get(s, id, &j, &e), e);
+    CHECK_INT_EQ(j->state, STORE_JOB_FAILED);
+    CHECK_INT_EQ(j->error_code, CLAD_EINVAL);
+    CHECK_STR_EQ(j->error_msg, "dataset sample 3 has label 12 >= 10");
+    CHECK_STR_EQ(j->progress_json, "{\"epoch\":2,\"loss\":0.4}");
+    CHECK(j->started_ms > 0 && j->finished_ms >= j->started_ms);
+    store_job_free(j);
+
+    int64_t id2 = 0, id3 = 0;
+    CHECK_OK(store_job_create(s, "eval", NULL, NULL, 500, &id2, &e), e);
+    CHECK_OK(store_job_mark_cancelled(s, id2, 501, &e), e);
+    CHECK_OK(store_job_create(s, "eval", "t2", NULL, 500, &id3, &e), e);
+    CHECK_OK(store_job_mark_running(s, id3, &e), e);
+    CHECK_OK(store_job_mark_succeeded(s, id3, 0, &e), e);
+    CHECK_CODE(store_job_get(s, 999, &j, &e), CLAD_ENOTFOUND, e);
+
+    store_job *list = NULL;
+    size_t n = 0;
+    CHECK_OK(store_jobs_list(s, NULL, 0, &list, &n, &e), e);
+    CHECK_INT_EQ(n, 3);
+    CHECK_INT_EQ(list[0].id, id3); /* newest first */
+    CHECK_STR_EQ(store_job_state_name(list[1].state), "cancelled");
+    CHECK_STR_EQ(list[1].task, "");
+    store_jobs_free(list, n);
+    CHECK_OK(store_jobs_list(s, "t1", 0, &list, &n, &e), e);
+    CHECK_INT_EQ(n, 1);
+    store_jobs_free(list, n);
+    CHECK_OK(store_jobs_list(s, NULL, 2, &list, &n, &e), e);
+    CHECK_INT_EQ(n, 2);
+    store_jobs_free(list, n);
+    store_close(s);
+}
+
+TEST(store_jobs_interrupted_at_restart)
+{
+    clad_err e = {0};
+    store *s = fx_open("a.db");
+    int64_t q = 0, r = 0, d = 0;
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &q, &e), e);
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &r, &e), e);
+    CHECK_OK(store_job_mark_running(s, r, &e), e);
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &d, &e), e);
+    CHECK_OK(store_job_mark_running(s, d, &e), e);
+    CHECK_OK(store_job_mark_succeeded(s, d, 0, &e), e);
+    store_close(s); /* the "crash" */
+
+    s = fx_open("a.db");
+    int64_t marked = 0;
+    CHECK_OK(store_jobs_mark_interrupted(s, &marked, &e), e);
+    CHECK_INT_EQ(marked, 2);
+    store_job *j = NULL;
+    CHECK_OK(store_job_get(s, q, &j, &e), e);
+    CHECK_INT_EQ(j->state, STORE_JOB_INTERRUPTED);
+    CHECK_STR_EQ(j->error_msg, "clad stopped while the job was queued");
+    store_job_free(j);
+    CHECK_OK(store_job_get(s, r, &j, &e), e);
+    CHECK_INT_EQ(j->state, STORE_JOB_INTERRUPTED);
+    CHECK_STR_EQ(j->error_msg, "clad stopped while the job was running");
+    store_job_free(j);
+    CHECK_OK(store_job_get(s, d, &j, &e), e);
+    CHECK_INT_EQ(j->state, STORE_JOB_SUCCEEDED);
+    store_job_free(j);
+    /* Interrupted jobs are final: they are never resumed. */
+    CHECK_CODE(store_job_mark_running(s, r, &e), CLAD_ECONFLICT, e);
+    CHECK_OK(store_jobs_mark_interrupted(s, &marked, &e), e);
+    CHECK_INT_EQ(marked, 0);
+    store_close(s);
+}
+
+TEST(store_version_and_its_job_commit_together)
+{
+    clad_err e = {0};
+    store *s = fx_open("a.db");
+    fx_task(s, "t1");
+    int64_t job = 0, v = 0;
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &job, &e), e);
+    /* A queued (not yet running) or cancelled job cannot produce a version. */
+    CHECK_CODE(fx_put_job(s, "t1", job, &v, &e), CLAD_ECONFLICT, e);
+    CHECK_OK(store_job_mark_running(s, job, &e), e);
+    CHECK_OK(fx_put_job(s, "t1", job, &v, &e), e);
+    CHECK_INT_EQ(v, 1);
+    store_job *j = NULL;
+    CHECK_OK(store_job_get(s, job, &j, &e), e);
+    CHECK_INT_EQ(j->state, STORE_JOB_SUCCEEDED);
+    CHECK_INT_EQ(j->result_version, 1);
+    store_job_free(j);
+    store_version *sv = NULL;
+    CHECK_OK(store_version_get(s, "t1", 1, 0, &sv, &e), e);
+    CHECK_INT_EQ(sv->job_id, job);
+    store_version_free(sv);
+    /* The same job cannot produce a second version. */
+    CHECK_CODE(fx_put_job(s, "t1", job, &v, &e), CLAD_ECONFLICT, e);
+    int64_t job2 = 0;
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &job2, &e), e);
+    CHECK_OK(store_job_mark_running(s, job2, &e), e);
+    CHECK_OK(store_job_mark_cancelled(s, job2, 501, &e), e);
+    CHECK_CODE(fx_put_job(s, "t1", job2, &v, &e), CLAD_ECONFLICT, e);
+    CHECK(strstr(e.msg, "cancelled"));
+    store_task *t = NULL;
+    CHECK_OK(store_task_get(s, "t1", &t, &e), e);
+    CHECK_INT_EQ(t->n_versions, 1);
+    store_task_free(t);
+    CHECK_OK(store_check(s, STORE_CHECK_FULL, &e), e);
+    store_close(s);
+}
+
+TEST(store_metrics_matrix_and_evaluations)
+{
+    clad_err e = {0};
+    store *s = fx_open("a.db");
+    fx_task(s, "t1");
+    fx_task(s, "t2");
+    fx_put(s, "t1", 0);
+    fx_put(s, "t2", 0);
+    fx_put(s, "t2", 0);
+    store_acc_entry m[3] = {
+        {.after = {"t2", 2}, .evaluated = {"t1", 1}, .accuracy = 0.91, .loss = 0.3, .n_samples = 1000},
+        {.after = {"t2", 2}, .evaluated = {"t2", 2}, .accuracy = 0.88, .loss = 0.4, .n_samples = 1000},
+        {.after = {"t1", 1}, .evaluated = {"t1", 0}, .accuracy = 0.5, .loss = 1.0, .n_samples = 10},
+    };
+    store_acc_entry bad = m[0];
+    bad.accuracy = 1.5;
+    CHECK_CODE(store_matrix_add(s, &bad, 1, 0, &e), CLAD_EINVAL, e);
+    bad = m[0];
+    bad.loss = NAN;
+    CHECK_CODE(store_matrix_add(s, &bad, 1, 0, &e), CLAD_EINVAL, e);
+    /* One bad entry refuses the whole batch. */
+    store_acc_entry batch[2] = {m[0], m[0]};
+    batch[1].evaluated.version = 7;
+    CHECK_CODE(store_matrix_add(s, batch, 2, 0, &e), CLAD_ENOTFOUND, e);
+    CHECK(strstr(e.msg, "entry 1"));
+    CHECK_OK(store_matrix_add(s, m, 3, 77, &e), e);
+
+    store_acc_entry *got = NULL;
+    size_t n = 0;
+    CHECK_OK(store_matrix_list(s, NULL, &got, &n, &e), e);
+    CHECK_INT_EQ(n, 3);
+    CHECK_STR_EQ(got[0].after.task, "t2");
+    CHECK_INT_EQ(got[0].after.version, 2);
+    CHECK_STR_EQ(got[0].evaluated.task, "t1");
+    CHECK_NEAR(got[0].accuracy, 0.91, 0);
+    CHECK_INT_EQ(got[2].evaluated.version, 0);
+    store_matrix_free(got);
+    CHECK_OK(store_matrix_list(s, "t2", &got, &n, &e), e);
+    CHECK_INT_EQ(n, 2);
+    store_matrix_free(got);
+
+    store_eval ev = {.version = {"t2", 1}, .accuracy = 0.7, .loss = 0.9, .n_samples = 500,
+                     .detail_json = "{\"per_class\":[0.6,0.8]}"};
+    sha256_hex("test split", 10, ev.data_sha256);
+    int64_t eid = 0;
+    CHECK_OK(store_eval_add(s, &ev, 77, &eid, &e), e);
+    ev.version.version = 2;
+    ev.detail_json = NULL;
+    ev.data_sha256[0] = '\0';
+    CHECK_OK(store_eval_add(s, &ev, 77, NULL, &e), e);
+    ev.version.version = 5;
+    CHECK_CODE(store_eval_add(s, &ev, 77, NULL, &e), CLAD_ENOTFOUND, e);
+    store_eval *evs = NULL;
+    CHECK_OK(store_evals_list(s, "t2", 1, &evs, &n, &e), e);
+    CHECK_INT_EQ(n, 1);
+    CHECK_INT_EQ(evs[0].id, eid);
+    CHECK_STR_EQ(evs[0].detail_json, "{\"per_class\":[0.6,0.8]}");
+    CHECK(sha256_hex_valid(evs[0].data_sha256));
+    CHECK_INT_EQ(evs[0].peer_uid, 77);
+    store_evals_free(evs, n);
+    CHECK_OK(store_evals_list(s, "t2", 0, &evs, &n, &e), e);
+    CHECK_INT_EQ(n, 2);
+    CHECK_STR_EQ(evs[1].data_sha256, "");
+    store_evals_free(evs, n);
+
+    /* Metrics outlive the versions they describe. */
+    CHECK_OK(store_gc(s, "t2", 1, 0, NULL, &e), e);
+    CHECK_OK(store_evals_list(s, "t2", 1, &evs, &n, &e), e);
+    CHECK_INT_EQ(n, 1);
+    store_evals_free(evs, n);
+    CHECK_OK(store_check(s, STORE_CHECK_FULL, &e), e);
+    store_close(s);
+}
+
+TEST(store_audit_log_records_every_write_with_peer)
+{
+    clad_err e = {0};
+    store *s = fx_open("a.db");
+    store_audit *a = NULL;
+    size_t n = 0;
+    CHECK_OK(store_audit_list(s, 0, 0, &a, &n, &e), e);
+    int64_t start = a[n - 1].id;
+    store_audit_free(a, n);
+
+    fx_task(s, "t1"); /* base.put + task.create, uid 1000 */
+    fx_put(s, "t1", 0);
+    fx_put(s, "t1", 0);
+    CHECK_OK(store_rollback(s, "t1", NULL, 0, 601, "quote \" and \\ back", NULL, &e), e);
+    CHECK_OK(store_rollback_undo(s, "t1", NULL, 602, NULL, NULL, &e), e);
+    CHECK_OK(store_alias_set(s, "t1", "champion", 1, 603, NULL, &e), e);
+    CHECK_OK(store_alias_delete(s, "t1", "champion", 604, NULL, &e), e);
+    CHECK_OK(store_version_delete(s, "t1", 1, 605, &e), e);
+    int64_t job;
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, 606, &job, &e), e);
+    CHECK_OK(store_job_mark_running(s, job, &e), e);
+    CHECK_OK(store_job_mark_cancelled(s, job, 607, &e), e);
+    /* Failed writes leave no audit row. */
+    CHECK_CODE(store_version_delete(s, "t1", 2, 608, &e), CLAD_ECONFLICT, e);
+
+    CHECK_OK(store_audit_list(s, start, 0, &a, &n, &e), e);
+    static const struct { const char *action, *object; int uid; } want[] = {
+        {"base.put", "base:mlp", 1000},
+        {"task.create", "task:t1", 1000},
+        {"version.put", "version:t1/1", 1000},
+        {"version.put", "version:t1/2", 1000},
+        {"alias.rollback", "alias:t1/active", 601},
+        {"alias.undo", "alias:t1/active", 602},
+        {"alias.set", "alias:t1/champion", 603},
+        {"alias.delete", "alias:t1/champion", 604},
+        {"version.delete", "version:t1/1", 605},
+        {"job.create", "job:1", 606},
+        {"job.running", "job:1", 606},
+        {"job.cancelled", "job:1", 607},
+    };
+    CHECK_INT_EQ(n, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_STR_EQ(a[i].action, want[i].action);
+        CHECK_STR_EQ(a[i].object, want[i].object);
+        CHECK_INT_EQ(a[i].peer_uid, want[i].uid);
+        CHECK(a[i].time_ms > 0);
+    }
+    CHECK_STR_EQ(a[4].detail_json, "{\"from\":2,\"to\":1,\"reason\":\"quote \\\" and \\\\ back\"}");
+    store_audit_free(a, n);
+    CHECK_OK(store_audit_list(s, start, 3, &a, &n, &e), e);
+    CHECK_INT_EQ(n, 3);
+    store_audit_free(a, n);
+    store_close(s);
+}
