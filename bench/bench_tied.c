@@ -13,9 +13,10 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: clad-bench tied --stream FILE [--rank R] [--prune TAU[,TAU...]] [--magnitude P]\n"
-               "                       [--tasks a,b,c] [--quick] [--cache DIR] [--json]\n"
+    fprintf(f, "usage: clad-bench tied --stream FILE [--rank R] [--kinds lora,tied-tl5,tied-tl6] [--prune TAU[,TAU...]]\n"
+               "                       [--magnitude P] [--tasks a,b,c] [--quick] [--cache DIR] [--json]\n"
                "  --rank       rank of every adapter on every default target (default 8)\n"
+               "  --kinds      the adapter kinds to train (default all three; --prune needs lora)\n"
                "  --prune      rank-prune each trained LoRA to keep these energy fractions\n"
                "  --magnitude  also train LoRA with B magnitude-pruned to P on the cubic schedule (t1 = 1,\n"
                "               t2 = epochs - 1)\n");
@@ -52,7 +53,7 @@ static size_t count_nonzero_b(const adapter *a)
 
 int bench_tied_main(int argc, char **argv)
 {
-    const char *path = NULL, *tasks_s = NULL, *prune_s = NULL, *cache = getenv("CLAD_BENCH_CACHE");
+    const char *path = NULL, *tasks_s = NULL, *prune_s = NULL, *kinds_s = NULL, *cache = getenv("CLAD_BENCH_CACHE");
     int rank = 8;
     double magnitude = 0;
     bool quick = false;
@@ -60,6 +61,7 @@ int bench_tied_main(int argc, char **argv)
         if (!strcmp(argv[i], "--stream") && i + 1 < argc) path = argv[++i];
         else if (!strcmp(argv[i], "--rank") && i + 1 < argc) rank = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--prune") && i + 1 < argc) prune_s = argv[++i];
+        else if (!strcmp(argv[i], "--kinds") && i + 1 < argc) kinds_s = argv[++i];
         else if (!strcmp(argv[i], "--magnitude") && i + 1 < argc) magnitude = atof(argv[++i]);
         else if (!strcmp(argv[i], "--tasks") && i + 1 < argc) tasks_s = argv[++i];
         else if (!strcmp(argv[i], "--cache") && i + 1 < argc) cache = argv[++i];
@@ -89,7 +91,19 @@ int bench_tied_main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    static const compose_kind kinds[3] = {COMPOSE_LORA, COMPOSE_TL5, COMPOSE_TL6};
+    static const compose_kind all_kinds[3] = {COMPOSE_LORA, COMPOSE_TL5, COMPOSE_TL6};
+    compose_kind kinds[3];
+    int n_kinds = 0;
+    for (int k = 0; k < 3; k++) {
+        const char *nm = compose_kind_name(all_kinds[k]), *hit = kinds_s ? strstr(kinds_s, nm) : NULL;
+        size_t len = strlen(nm);
+        bool listed = !kinds_s || (hit && (hit == kinds_s || hit[-1] == ',') && (hit[len] == ',' || !hit[len]));
+        if (listed) kinds[n_kinds++] = all_kinds[k];
+    }
+    if (!n_kinds || (n_tau && kinds[0] != COMPOSE_LORA)) {
+        fprintf(stderr, "clad-bench tied: --kinds must list lora, tied-tl5 or tied-tl6 (lora when pruning)\n");
+        return 2;
+    }
     clad_err err = {0};
     compose_run run;
     int code = 1, N = 0, idx[STREAM_MAX_TASKS];
@@ -109,7 +123,7 @@ int bench_tied_main(int argc, char **argv)
     for (int t = 0; t < N; t++) {
         dataset train = {0}, test = {0};
         if (compose_task_data(&run, idx[t], &train, &test, &err)) goto fail;
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < n_kinds; k++) {
             double sec = 0;
             adapter *a = compose_train(&run, idx[t], &train, kinds[k], rank, NULL, &sec, &err);
             if (!a) {
@@ -170,7 +184,7 @@ int bench_tied_main(int argc, char **argv)
         dataset_finish(&test);
     }
     printf("{\"stream\": \"%s\", \"quick\": %s, \"rank\": %d, \"kinds\": {", run.s.name, quick ? "true" : "false", rank);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < n_kinds; k++) {
         double acc = 0, params = 0;
         for (int t = 0; t < N; t++) {
             acc += res[t][k].acc / N;
@@ -204,7 +218,7 @@ int bench_tied_main(int argc, char **argv)
     printf("], \"tasks\": [");
     for (int t = 0; t < N; t++) {
         printf("%s{\"name\": \"%s\"", t ? ", " : "", run.s.tasks[idx[t]].name);
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < n_kinds; k++)
             printf(", \"%s\": {\"acc\": %.4f, \"params\": %zu}", compose_kind_name(kinds[k]), res[t][k].acc,
                    res[t][k].params);
         if (magnitude > 0)
