@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/cl.h"
+#include "core/prune.h"
 #include "core/rng.h"
 #include "core/sha256.h"
 #include "daemon/api.h"
@@ -41,6 +42,7 @@ typedef struct train_arg {
     train_config tc;
     uint64_t seed;
     double holdout;
+    double prune;               /* 0: none; else rank pruning to this energy fraction after training */
     int peer_uid;
     /* results, from run to finish */
     int n_classes;
@@ -205,6 +207,19 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     train_result res;
     ad = cl_train_task(m, &plan, reused, &tr, a->n_classes, &a->cl, &a->tc, a->seed, train_reporter_step, &rep, &res, err);
     if (!ad) { rc = err->code; goto done; }
+    if (a->prune > 0) {
+        /* Rank pruning: each layer keeps the smallest rank that holds `prune` of its energy. */
+        size_t params_before = adapter_param_count(ad);
+        adapter *pruned = prune_rank(ad, m, a->prune, err);
+        if (!pruned) { rc = err->code; goto done; }
+        json_t *before = adapter_ranks_to_json(ad, m), *after = adapter_ranks_to_json(pruned, m);
+        json_object_set_new(a->lineage, "prune", json_pack("{s:f,s:o,s:o,s:I,s:I}", "tau", a->prune, "ranks_before",
+                                                           before, "ranks_after", after, "params_before",
+                                                           (json_int_t)params_before, "params_after",
+                                                           (json_int_t)adapter_param_count(pruned)));
+        adapter_destroy(ad);
+        ad = pruned;
+    }
     eval_result ev_tr, ev_ho = {0};
     if ((rc = model_evaluate(m, ad, &tr, 256, &ev_tr, err))) goto done;
     if (ho.n && (rc = model_evaluate(m, ad, &ho, 256, &ev_ho, err))) goto done;
@@ -318,13 +333,14 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
     a->seed = 1;
     a->holdout = 0.1;
     long long epochs = a->tc.epochs, batch = a->tc.batch, seed = 1;
-    double lr = a->tc.lr, alpha = a->cl.alpha, holdout = a->holdout;
+    double lr = a->tc.lr, alpha = a->cl.alpha, holdout = a->holdout, prune = 0;
     int rc = query_int(req, "epochs", 1, 1000, &epochs, err);
     if (!rc) rc = query_int(req, "batch", 1, 4096, &batch, err);
     if (!rc) rc = query_int(req, "seed", 0, INT64_MAX, &seed, err);
     if (!rc) rc = query_float(req, "lr", 1e-7, 1.0, &lr, err);
     if (!rc) rc = query_float(req, "alpha", 1e-3, 1e4, &alpha, err);
     if (!rc) rc = query_float(req, "holdout", 0.0, 0.5, &holdout, err);
+    if (!rc) rc = query_float(req, "prune", 0.5, 1.0, &prune, err);
     const char *rank = http_req_query(req, "rank");
     if (!rc && rank) rc = rank_policy_parse(&a->cl.policy, rank, err);
     if (rc) return rc;
@@ -336,11 +352,13 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
     a->cl.alpha = (float)alpha;
     a->cl.probe.seed = (uint64_t)seed;
     a->holdout = holdout;
+    a->prune = prune < 1.0 ? prune : 0;
     char pol[64];
     rank_policy_name(&a->cl.policy, pol, sizeof pol);
-    a->hparams = json_pack("{s:i,s:i,s:f,s:I,s:f,s:f,s:s,s:f,s:f}", "epochs", a->tc.epochs, "batch", a->tc.batch,
+    a->hparams = json_pack("{s:i,s:i,s:f,s:I,s:f,s:f,s:s,s:f,s:f,s:o}", "epochs", a->tc.epochs, "batch", a->tc.batch,
                            "lr", (double)a->tc.lr, "seed", (json_int_t)seed, "alpha", (double)a->cl.alpha, "holdout",
-                           holdout, "rank", pol, "weight_decay", (double)a->tc.weight_decay, "clip", (double)a->tc.clip);
+                           holdout, "rank", pol, "weight_decay", (double)a->tc.weight_decay, "clip", (double)a->tc.clip,
+                           "prune", a->prune > 0 ? json_real(a->prune) : json_null());
     return 0;
 }
 

@@ -465,3 +465,30 @@ TEST_TIMEOUT(daemon_api_concurrent_predictions_while_training, 150)
     free(reference);
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 20), 0);
 }
+
+TEST_TIMEOUT(daemon_api_train_with_rank_pruning_records_before_and_after, 120)
+{
+    fixture f;
+    fixture_start(&f);
+    json_t *job = train(&f, "t1", f.t1, "epochs=2&rank=fixed:8&prune=0.9");
+    CHECK_STR_EQ(jstr(job, "state"), "succeeded");
+    json_decref(job);
+    json_t *v = get(&f, "/v1/tasks/t1/versions/1", 200);
+    json_t *pr = json_object_get(json_object_get(v, "lineage"), "prune");
+    CHECK_MSG(json_is_object(pr), "no prune record in the lineage");
+    CHECK_NEAR(json_number_value(json_object_get(pr, "tau")), 0.9, 1e-9);
+    CHECK_INT_EQ(json_integer_value(json_object_get(json_object_get(pr, "ranks_before"), "fc1")), 8);
+    long long after = json_integer_value(json_object_get(json_object_get(pr, "ranks_after"), "fc1"));
+    CHECK(after >= 1 && after <= 8);
+    CHECK(json_integer_value(json_object_get(pr, "params_after")) <= json_integer_value(json_object_get(pr, "params_before")));
+    CHECK_INT_EQ(json_integer_value(json_object_get(json_object_get(v, "metrics"), "adapter_params")),
+                 json_integer_value(json_object_get(pr, "params_after")));
+    json_decref(v);
+    char *body = NULL, extra[700];
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?prune=1.5", extra, &body, NULL), 400);
+    CHECK(strstr(body, "prune") != NULL);
+    free(body);
+    free(predict(&f, "t1", NULL, f.t1_test));
+    stop(&f);
+}
