@@ -135,6 +135,8 @@ static int read_params(param_set *p, const st_reader *r, const char *what, const
     for (int i = 0; i < st_reader_count(r); i++) {
         const char *name = st_reader_at(r, i)->name;
         if (skip_prefix && !strncmp(name, skip_prefix, strlen(skip_prefix))) continue;
+        /* Merged versions carry every source task's head beside the shared factors (io/merge_io.h). */
+        if (skip_prefix && !strncmp(name, "heads.", 6)) continue;
         if (param_set_find(p, name) < 0)
             return clad_err_set(err, CLAD_EINVAL, "%s: unexpected tensor '%s'", what, name);
     }

@@ -492,3 +492,49 @@ TEST_TIMEOUT(daemon_api_train_with_rank_pruning_records_before_and_after, 120)
     free(predict(&f, "t1", NULL, f.t1_test));
     stop(&f);
 }
+
+TEST_TIMEOUT(daemon_api_merge_serves_each_source_with_its_head, 120)
+{
+    fixture f;
+    fixture_start(&f);
+    json_t *job = train(&f, "t1", f.t1, "epochs=2&rank=fixed:2");
+    json_decref(job);
+    job = train(&f, "t2", f.t2, "epochs=2&rank=fixed:2");
+    json_decref(job);
+    /* A merge of one task with coefficient 1 and no trimming reproduces that task. */
+    char *body = NULL;
+    int code = curl_req(&f.d, "POST", "/v1/merges/solo?follow=1",
+                        "-H 'Content-Type: application/json' -d '{\"tasks\":[\"t1\"],\"method\":\"ta\",\"rank\":16}'", &body, NULL);
+    CHECK_MSG(code == 202 && strstr(body, "\"state\":\"succeeded\""), "merge answered %d: %s", code, body);
+    free(body);
+    char *own = predict(&f, "t1", NULL, f.t1_test), *merged = predict(&f, "solo", "task=t1", f.t1_test);
+    json_t *a = json_or_fail(own), *b = json_or_fail(merged);
+    json_t *pa = json_object_get(a, "probabilities"), *pb = json_object_get(b, "probabilities");
+    CHECK_INT_EQ(json_array_size(pb), json_array_size(pa));
+    for (size_t i = 0; i < json_array_size(pa); i++)
+        for (size_t k = 0; k < CLASSES; k++)
+            CHECK_NEAR(json_number_value(json_array_get(json_array_get(pb, i), k)),
+                       json_number_value(json_array_get(json_array_get(pa, i), k)), 1e-4);
+    json_decref(a);
+    json_decref(b);
+    free(own);
+    free(merged);
+    /* Two tasks with DRM-H through the CLI; lineage names both sources; a non-source is refused. */
+    CHECK_INT_EQ(clad_run(&f.d, "merge both --tasks t1,t2 --method drm-h", NULL), 0);
+    json_t *v = get(&f, "/v1/tasks/both/versions/1", 200);
+    CHECK_STR_EQ(jstr(v, "kind"), "merged");
+    CHECK_INT_EQ(json_array_size(json_object_get(v, "parents")), 2);
+    CHECK_STR_EQ(jstr(json_object_get(json_object_get(v, "lineage"), "merge"), "method"), "drm-h");
+    json_decref(v);
+    free(predict(&f, "both", "task=t2", f.t1_test));
+    char extra[700];
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1_test);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/both/predict?task=t9", extra, &body, NULL), 404);
+    CHECK(strstr(body, "t9") != NULL);
+    free(body);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/merges/bad", "-H 'Content-Type: application/json' -d '{\"tasks\":[\"t1\"],\"method\":\"avg\"}'", &body, NULL), 400);
+    free(body);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/merges/t1", "-H 'Content-Type: application/json' -d '{\"tasks\":[\"t2\"]}'", &body, NULL), 409);
+    free(body);
+    stop(&f);
+}
