@@ -43,6 +43,7 @@ typedef struct train_arg {
     uint64_t seed;
     double holdout;
     double prune;               /* 0: none; else rank pruning to this energy fraction after training */
+    int tied;                   /* 0: LoRA; TIED_TL5 or TIED_TL6: Tied-LoRA of the plan's largest rank */
     int peer_uid;
     /* results, from run to finish */
     int n_classes;
@@ -205,9 +206,25 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     snprintf(what, sizeof what, "training %s", a->task);
     train_reporter rep = {j, what, 10};
     train_result res;
-    ad = cl_train_task(m, &plan, reused, &tr, a->n_classes, &a->cl, &a->tc, a->seed, train_reporter_step, &rep, &res, err);
+    if (a->tied) {
+        /* Tied-LoRA shares one pair per shape group, so every target gets the plan's largest rank. */
+        int ranks[MODEL_MAX_LINEARS] = {0}, r = 1;
+        for (int li = 0; li < m->n_linear; li++)
+            if (plan.rank.total[li] > r) r = plan.rank.total[li];
+        for (int li = 0; li < m->n_linear; li++) ranks[li] = a->cl.targets[li] ? r : 0;
+        ad = adapter_tied_create(m, ranks, (tied_variant)a->tied, a->n_classes, err);
+        if (ad) {
+            adapter_init(ad, m, a->seed);
+            if (train_run((model *)m, ad, &tr, &a->tc, train_reporter_step, &rep, &res, err)) {
+                adapter_destroy(ad);
+                ad = NULL;
+            }
+        }
+    } else {
+        ad = cl_train_task(m, &plan, reused, &tr, a->n_classes, &a->cl, &a->tc, a->seed, train_reporter_step, &rep, &res, err);
+    }
     if (!ad) { rc = err->code; goto done; }
-    if (a->prune > 0) {
+    if (a->prune > 0 && ad->kind == ADAPTER_LORA) {
         /* Rank pruning: each layer keeps the smallest rank that holds `prune` of its energy. */
         size_t params_before = adapter_param_count(ad);
         adapter *pruned = prune_rank(ad, m, a->prune, err);
@@ -234,7 +251,15 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     snprintf(estatus, sizeof estatus, "%s: train accuracy %.4f, held-out accuracy %.4f", a->task, (double)ev_tr.accuracy,
              n_holdout ? (double)ev_ho.accuracy : (double)NAN);
     job_post(j, json_pack("{s:s,s:O,s:s}", "event", "evaluation", "metrics", a->metrics, "status", estatus));
-    if ((rc = cl_signature_compute(&sig, m, ad, &plan, &a->cl, err))) goto done;
+    if (ad->kind == ADAPTER_TIED) {
+        /* The signature describes the change, whatever its parametrisation. */
+        adapter *as_lora = adapter_tied_to_lora(ad, m, err);
+        rc = as_lora ? cl_signature_compute(&sig, m, as_lora, &plan, &a->cl, err) : err->code;
+        adapter_destroy(as_lora);
+        if (rc) goto done;
+    } else if ((rc = cl_signature_compute(&sig, m, ad, &plan, &a->cl, err))) {
+        goto done;
+    }
     if ((rc = adapter_blob_build(ad, m, &sig, &a->blob, &a->blob_len, err))) goto done;
     a->wall = uv_hrtime() * 1e-9 - t0;
     *result = json_pack("{s:s,s:O,s:O}", "task", a->task, "ranks", json_object_get(json_object_get(a->lineage, "plan"), "ranks"),
@@ -275,7 +300,7 @@ static int train_job_finish(job *j, void *argp, int status, clad_err *err)
     char *lineage = json_dumps(a->lineage, JSON_COMPACT), *metrics_text = json_dumps(a->metrics, JSON_COMPACT);
     char *hparams = json_dumps(a->hparams, JSON_COMPACT);
     store_version_in vi = {
-        .task = a->task, .kind = "lora", .adapter = a->blob, .adapter_size = a->blob_len,
+        .task = a->task, .kind = a->tied ? "tied" : "lora", .adapter = a->blob, .adapter_size = a->blob_len,
         .parents = a->parents, .n_parents = a->n_parents, .base_sha256 = a->base->sha256,
         .data_sha256 = a->data_sha, .lineage_json = lineage, .hparams_json = hparams, .metrics_json = metrics_text,
         .seed = a->seed, .wall_time_s = a->wall, .job_id = app_store_job_id(app, j),
@@ -341,6 +366,14 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
     if (!rc) rc = query_float(req, "alpha", 1e-3, 1e4, &alpha, err);
     if (!rc) rc = query_float(req, "holdout", 0.0, 0.5, &holdout, err);
     if (!rc) rc = query_float(req, "prune", 0.5, 1.0, &prune, err);
+    const char *kind = http_req_query(req, "kind");
+    if (!rc && kind) {
+        if (!strcmp(kind, "tl5")) a->tied = TIED_TL5;
+        else if (!strcmp(kind, "tl6")) a->tied = TIED_TL6;
+        else if (strcmp(kind, "lora")) rc = clad_err_set(err, CLAD_EINVAL, "query parameter 'kind' must be lora, tl5 or tl6");
+    }
+    if (!rc && a->tied && http_req_query(req, "prune"))
+        rc = clad_err_set(err, CLAD_EINVAL, "rank pruning applies to LoRA adapters, not Tied-LoRA");
     const char *rank = http_req_query(req, "rank");
     if (!rc && rank) rc = rank_policy_parse(&a->cl.policy, rank, err);
     if (rc) return rc;
@@ -359,6 +392,7 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
                            "lr", (double)a->tc.lr, "seed", (json_int_t)seed, "alpha", (double)a->cl.alpha, "holdout",
                            holdout, "rank", pol, "weight_decay", (double)a->tc.weight_decay, "clip", (double)a->tc.clip,
                            "prune", a->prune > 0 ? json_real(a->prune) : json_null());
+    json_object_set_new(a->hparams, "kind", json_string(a->tied == TIED_TL5 ? "tl5" : a->tied == TIED_TL6 ? "tl6" : "lora"));
     return 0;
 }
 

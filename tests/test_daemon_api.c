@@ -538,3 +538,29 @@ TEST_TIMEOUT(daemon_api_merge_serves_each_source_with_its_head, 120)
     free(body);
     stop(&f);
 }
+
+TEST_TIMEOUT(daemon_api_tied_lora_versions_train_and_serve, 120)
+{
+    fixture f;
+    fixture_start(&f);
+    json_t *job = train(&f, "t1", f.t1, "epochs=3&rank=fixed:4&kind=tl6&lr=0.01");
+    CHECK_STR_EQ(jstr(job, "state"), "succeeded");
+    json_decref(job);
+    json_t *v = get(&f, "/v1/tasks/t1/versions/1", 200);
+    CHECK_STR_EQ(jstr(v, "kind"), "tied");
+    CHECK_STR_EQ(jstr(json_object_get(v, "hparams"), "kind"), "tl6");
+    json_decref(v);
+    char *body = NULL, extra[700];
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1_test);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/evaluate", extra, &body, NULL), 200);
+    json_t *ev = json_or_fail(body);
+    CHECK_MSG(json_number_value(json_object_get(ev, "accuracy")) > 0.5, "%s", body);
+    json_decref(ev);
+    free(body);
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?kind=tl9", extra, &body, NULL), 400);
+    free(body);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?kind=tl5&prune=0.9", extra, &body, NULL), 400);
+    free(body);
+    stop(&f);
+}
