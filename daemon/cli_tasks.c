@@ -15,7 +15,7 @@ const char cli_tasks_usage[] =
     "  train TASK FILE             train a new version of TASK from a dataset file (safetensors, IDX, CSV)\n"
     "                              [--base B] [--rank auto|fixed:N|linear] [--epochs N] [--lr X]\n"
     "                              [--batch N] [--seed N] [--alpha X] [--holdout F] [--prune TAU]\n"
-    "                              [--kind lora|tl5|tl6]\n"
+    "                              [--kind lora|tl5|tl6] [--fuse-with a,b,c]\n"
     "  tasks                       list tasks with their active versions\n"
     "  versions TASK               versions of a task\n"
     "  show TASK[@VERSION]         a version's lineage: distances, ranks, overlaps, metrics\n"
@@ -29,7 +29,7 @@ const char cli_tasks_usage[] =
     "  eval TASK FILE              accuracy and loss on labelled data [--version V | --alias A]\n";
 
 static const char *const value_options[] = {
-    "base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind", "to", "alias", "version", "reason",
+    "base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind", "fuse-with", "to", "alias", "version", "reason",
     "config", "model", "data", "samples", "tasks", "task", "method", "drop", "lambda", NULL,
 };
 
@@ -221,6 +221,7 @@ static int cmd_train(const options *o)
     snprintf(path, sizeof path, "/v1/tasks/%s/train", o->args[0]);
     const char *keys[] = {"base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind"};
     for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) add_query(path, sizeof path, keys[k], cli_opt(o, keys[k]));
+    add_query(path, sizeof path, "fuse_with", cli_opt(o, "fuse-with"));
     add_query(path, sizeof path, "follow", "1");
     char *body = NULL;
     size_t len = 0;

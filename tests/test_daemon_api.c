@@ -564,3 +564,44 @@ TEST_TIMEOUT(daemon_api_tied_lora_versions_train_and_serve, 120)
     free(body);
     stop(&f);
 }
+
+TEST_TIMEOUT(daemon_api_fusion_over_earlier_tasks, 120)
+{
+    fixture f;
+    fixture_start(&f);
+    json_decref(train(&f, "t1", f.t1, "epochs=2&rank=fixed:2"));
+    json_decref(train(&f, "t2", f.t2, "epochs=2&rank=fixed:2"));
+    /* t3 is t1's data again: fusion over t1 and t2 should lean on t1. */
+    char path[128], extra[700], *body = NULL;
+    snprintf(path, sizeof path, "/v1/tasks/t3/train?follow=1&epochs=3&fuse_with=t1,t2");
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", path, extra, &body, NULL), 202);
+    CHECK_MSG(strstr(body, "\"state\":\"succeeded\""), "%s", body);
+    free(body);
+    json_t *v = get(&f, "/v1/tasks/t3/versions/1", 200);
+    CHECK_STR_EQ(jstr(v, "kind"), "fusion");
+    CHECK_INT_EQ(json_array_size(json_object_get(v, "parents")), 2);
+    json_t *srcs = json_object_get(json_object_get(json_object_get(v, "lineage"), "fusion"), "sources");
+    CHECK_INT_EQ(json_array_size(srcs), 2);
+    double w1 = json_number_value(json_object_get(json_array_get(srcs, 0), "weight"));
+    double w2 = json_number_value(json_object_get(json_array_get(srcs, 1), "weight"));
+    CHECK_NEAR(w1 + w2, 1.0, 1e-3);
+    printf("# fusion weights: t1 %.3f, t2 %.3f\n", w1, w2);
+    json_decref(v);
+    /* Served through the registry, which loads t1 and t2 first. */
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1_test);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t3/evaluate", extra, &body, NULL), 200);
+    json_t *ev = json_or_fail(body);
+    CHECK_MSG(json_number_value(json_object_get(ev, "accuracy")) > 0.5, "%s", body);
+    json_decref(ev);
+    free(body);
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t4/train?fuse_with=t1,-x", extra, &body, NULL), 400);
+    free(body);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t4/train?fuse_with=t1&kind=tl5", extra, &body, NULL), 400);
+    free(body);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t4/train?follow=1&fuse_with=nosuch", extra, &body, NULL), 202);
+    CHECK(strstr(body, "\"state\":\"failed\"") && strstr(body, "nosuch"));
+    free(body);
+    stop(&f);
+}
