@@ -76,7 +76,7 @@ static int merge_run(job *j, void *argp, json_t **result, clad_err *err)
         for (int i = 0; i < a->n; i++)
             json_array_append_new(srcs, json_pack("{s:s,s:I}", "task", a->parents[i].task, "version",
                                                   (json_int_t)a->parents[i].version));
-        a->lineage = json_pack("{s:{s:s,s:f,s:f,s:i,s:o,s:O}}", "merge", "method", merge_method_name(a->mc.method),
+        a->lineage = json_pack("{s:{s:s,s:f,s:f,s:i,s:o,s:o}}", "merge", "method", merge_method_name(a->mc.method),
                                "drop", (double)a->mc.drop, "lambda", (double)a->mc.lambda, "rank", a->rank, "sources", srcs,
                                "ranks", adapter_ranks_to_json(lora, m));
         *result = json_pack("{s:s,s:O}", "merge", a->name, "sources", srcs);

@@ -38,7 +38,16 @@ static void adapter_entry_free(registry *r, loaded_adapter *la)
 void registry_destroy(registry *r)
 {
     if (!r) return;
-    for (size_t i = 0; i < r->n_adapters; i++) adapter_entry_free(r, r->adapters[i]);
+    /* Fusion entries first (they borrow their sources' weights), then the rest; references between
+     * entries no longer matter. */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < r->n_adapters; i++) {
+            loaded_adapter *la = r->adapters[i];
+            if (!la || (pass == 0) != (la->n_deps > 0)) continue;
+            adapter_destroy(la->a);
+            free(la);
+            r->adapters[i] = NULL;
+        }
     for (size_t i = 0; i < r->n_bases; i++) {
         model_destroy(r->bases[i]->m);
         free(r->bases[i]);
