@@ -19,6 +19,7 @@ void rank_policy_default(rank_policy *p)
     p->r_min = 1;
     p->r_max = 32;
     p->theta = 0.004;
+    p->scale = 3.0;
     p->reuse_min = 0.5;
     p->left_min = 0.25;
     p->budget = 0;
@@ -38,12 +39,13 @@ static int parse_setting(rank_policy *p, const char *kv, clad_err *err)
     if (KEY("r_min") && v >= 0 && v <= 4096 && v == floor(v)) p->r_min = (int)v;
     else if (KEY("r_max") && v >= 1 && v <= 4096 && v == floor(v)) p->r_max = (int)v;
     else if (KEY("theta") && v > 0 && v <= 100) p->theta = v;
+    else if (KEY("scale") && v >= 0.1 && v <= 100) p->scale = v;
     else if (KEY("reuse") && v >= 0 && v <= 2) p->reuse_min = v;
     else if (KEY("left") && v >= 0 && v <= 1) p->left_min = v;
     else if (KEY("budget") && v >= 0 && v <= 1e12 && v == floor(v)) p->budget = (long)v;
     else if (KEY("gain") && v > 0 && v <= 1e6) p->linear_gain = v;
     else return clad_err_set(err, CLAD_EINVAL, "policy setting '%s' is unknown or out of range "
-                             "(r_min, r_max, theta, reuse, left, budget, gain)", kv);
+                             "(r_min, r_max, theta, scale, reuse, left, budget, gain)", kv);
 #undef KEY
     return 0;
 }
@@ -157,11 +159,31 @@ static void transpose(float *Y, const float *X, int r, int c)
 
 /* ---- the plan --------------------------------------------------------------------------------------- */
 
+static int cmp_asc(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
 double rank_floor(const double *gain, int k, double theta)
 {
-    double f = theta;
+    /* Noise earns as often a little less than 0 as a little more, so the losses measure it: their median
+     * magnitude is 0.67 sigma for Gaussian noise, and RANK_FLOOR_MEDIANS of it is ~2.7 sigma, above what
+     * pure noise reaches in a layer of a few hundred components but far below real directions. The median
+     * (not the worst loss) because a few directions that truly hurt (the probe's own overfitting) are not
+     * noise and must not raise the bar for the others. */
+    double *neg = malloc(((size_t)k + 1) * sizeof *neg);
+    if (!neg) abort(); /* k is a layer size: small */
+    int n = 0;
     for (int i = 0; i < k; i++)
-        if (-gain[i] > f) f = -gain[i];
+        if (gain[i] < 0.0) neg[n++] = -gain[i];
+    double f = theta;
+    if (n) {
+        qsort(neg, (size_t)n, sizeof *neg, cmp_asc);
+        double med = n % 2 ? neg[n / 2] : 0.5 * (neg[n / 2 - 1] + neg[n / 2]);
+        if (RANK_FLOOR_MEDIANS * med > f) f = RANK_FLOOR_MEDIANS * med;
+    }
+    free(neg);
     return f;
 }
 
@@ -539,7 +561,7 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
             }
             break;
         case RANK_AUTO:
-            r = reused && R->left < pol->left_min ? 0 : R->directions;
+            r = reused && R->left < pol->left_min ? 0 : (int)ceil(pol->scale * R->directions - 1e-9);
             R->why = "directions";
             if (r > 0) {
                 if (r < pol->r_min) R->why = "r_min";
@@ -590,8 +612,10 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
                 const rank_layer *R = &plan->layer[li];
                 total += R->rank;
                 if (!R->target || R->rank == 0) continue;
-                double score = pol->kind == RANK_AUTO && R->rank <= work[li].k ? work[li].novel_gain[R->rank - 1]
-                                                                               : -(double)R->rank;
+                /* auto: what the direction this rank unit belongs to earns (scale units per direction) */
+                int d = (int)ceil((double)R->rank / pol->scale - 1e-9) - 1;
+                if (d >= work[li].k) d = work[li].k - 1;
+                double score = pol->kind == RANK_AUTO ? work[li].novel_gain[d < 0 ? 0 : d] : -(double)R->rank;
                 if (score < worst) {
                     worst = score;
                     pick = li;

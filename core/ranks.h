@@ -9,8 +9,8 @@
  * c_i = -s_i u_i^T G_l v_i nats of held-out loss reduction (integrated gradients along the probe's path):
  * directions the probe moved in only to fit its small training subset, or by optimizer noise, earn ~0,
  * as often less than 0 as more. A component is SIGNIFICANT when it earns at least the layer's floor
- * max(theta, the largest loss any component of the layer causes): what noise can earn by chance, it can
- * also lose, so the worst loss measures the noise (never below theta, an absolute minimum in nats).
+ * max(theta, RANK_FLOOR_MEDIANS x the median loss of the components that lose): what noise can earn by
+ * chance, it can also lose, so the losses measure the noise (theta is an absolute minimum in nats).
  *
  *   distance_l   ||dW_l||_F / ||W_l||_F; the task's distance pools all targets the same way.
  *   gain_l       sum_i c_i, the held-out nats the layer's pull earns; useful_l = the sum over significant
@@ -51,6 +51,7 @@ typedef struct rank_policy {
     int fixed;            /* fixed:N */
     int r_min, r_max;     /* auto, linear */
     double theta;         /* auto: held-out nats a direction must earn in the probe to be worth a rank */
+    double scale;         /* auto: ranks per significant direction (the probe sees the start of learning) */
     double reuse_min;     /* auto: overlap at which the closest earlier task is reused (> 1: never) */
     double left_min;      /* auto with reuse: a layer whose part left to learn earns less than this share of
                              what its whole pull earns is covered by the reused task (rank 0) */
@@ -58,10 +59,11 @@ typedef struct rank_policy {
     double linear_gain;   /* linear: rank per unit of distance */
 } rank_policy;
 
-/* Defaults: auto, r_min 1, r_max 32, theta 0.004, reuse_min 0.5, left_min 0.25, no budget, linear_gain 100. */
+/* Defaults: auto, r_min 1, r_max 32, theta 0.004, scale 3, reuse_min 0.5, left_min 0.25, no budget,
+ * linear_gain 100. */
 void rank_policy_default(rank_policy *p);
 /* "auto", "fixed:8", "linear", optionally followed by settings: "auto:theta=0.01,r_max=16,budget=20000",
- * "linear:gain=50". Keys: r_min, r_max, theta, reuse, left, budget, gain. Errors: CLAD_EINVAL naming the part. */
+ * "linear:gain=50". Keys: r_min, r_max, theta, scale, reuse, left, budget, gain. Errors: CLAD_EINVAL naming the part. */
 int rank_policy_parse(rank_policy *p, const char *text, clad_err *err);
 /* Canonical text of a policy ("auto", "fixed:8", "linear") into buf. */
 void rank_policy_name(const rank_policy *p, char *buf, size_t size);
@@ -92,7 +94,7 @@ typedef struct rank_layer {
     double useful;        /* sum of the positive component gains */
     double novelty;       /* share of the useful pull outside the union of earlier subspaces */
     double *overlap;      /* (n_earlier) cosine of the layer's pull with each earlier task's */
-    double floor;         /* what a component must earn to be significant: max(theta, worst loss) */
+    double floor;         /* what a component must earn to be significant (see rank_floor) */
     int directions;       /* significant components of the part of the pull left to learn */
     double left;          /* what those earn, as a share of useful (1 without reuse) */
     int pull_k;           /* significant components of the whole pull, largest gain first: */
@@ -132,7 +134,8 @@ int rank_components(float *U, float *s, float *Vt, double *gain, const float *X,
 
 /* Number of entries of gain (k) that are >= theta. */
 int rank_count_directions(const double *gain, int k, double theta);
-/* The significance floor of a layer: max(theta, -min_i gain_i). */
+/* The significance floor of a layer: max(theta, RANK_FLOOR_MEDIANS * median of -gain_i over gain_i < 0). */
+#define RANK_FLOOR_MEDIANS 4.0
 double rank_floor(const double *gain, int k, double theta);
 
 #endif

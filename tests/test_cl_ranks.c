@@ -105,16 +105,21 @@ TEST(cl_ranks_components_earn_the_constructed_gains)
     CHECK_NEAR(S[3], 1, 1e-4);
     for (int i = 0; i < 4; i++) CHECK_NEAR(gain[i], g[i], 1e-5);
     for (int i = 4; i < 16; i++) CHECK_NEAR(gain[i], 0.0, 1e-5);
-    CHECK_NEAR(rank_floor(gain, 16, 0.004), 0.02, 1e-5);  /* the worst loss sets the noise floor */
-    CHECK_NEAR(rank_floor(gain, 2, 0.004), 0.004, 1e-12); /* never below theta */
-    CHECK_INT_EQ(rank_count_directions(gain, 16, 0.02), 2);
+    /* the four constructed components: one loss of 0.02, so the floor is 4 x 0.02 */
+    CHECK_NEAR(rank_floor(gain, 4, 0.004), 0.08, 1e-5);
+    CHECK_INT_EQ(rank_count_directions(gain, 4, rank_floor(gain, 4, 0.004)), 2);
+    /* the floor is 4 x the median loss: noise of scale 0.01 puts it at 0.04, whatever one outlier does */
+    const double noisy[8] = {0.5, 0.012, -0.01, 0.003, -0.008, -0.012, -0.3, 0.05};
+    CHECK_NEAR(rank_floor(noisy, 8, 0.004), 4 * 0.011, 1e-12);
+    CHECK_INT_EQ(rank_count_directions(noisy, 8, rank_floor(noisy, 8, 0.004)), 2);
+    CHECK_NEAR(rank_floor(noisy, 8, 0.1), 0.1, 1e-12); /* never below theta */
     built_free(&b);
 }
 
 TEST(cl_ranks_auto_counts_significant_directions)
 {
-    /* fc1: three directions earn well above the floor (0.02, set by the -0.02 loser), one below.
-     * fc2: everything earns less than theta -> rank 0. */
+    /* fc1: four directions earn at least theta (the median loss is ~0: the rest of the components are
+     * numerically zero), one earns less. fc2: everything earns less than theta -> rank 0. */
     const float s1[6] = {5, 4, 3, 2, 1, 0.5f};
     const double g1[6] = {0.30, 0.10, 0.05, 0.015, -0.02, 0.001};
     const float s2[2] = {1, 0.5f};
@@ -122,42 +127,52 @@ TEST(cl_ranks_auto_counts_significant_directions)
     built b1 = build(32, 20, 6, s1, g1, 3), b2 = build(20, 32, 2, s2, g2, 5);
     rank_input in = one_layer_input(&b1, &b2);
     rank_policy pol;
-    CHECK_INT_EQ(rank_policy_parse(&pol, "auto", NULL), 0);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=1", NULL), 0);
     rank_plan plan;
     CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
     CHECK(plan.layer[0].target && plan.layer[1].target && !plan.layer[2].target);
-    CHECK_INT_EQ(plan.layer[0].directions, 3);
-    CHECK_INT_EQ(plan.ranks[0], 3);
+    CHECK_INT_EQ(plan.layer[0].directions, 4);
+    CHECK_INT_EQ(plan.ranks[0], 4);
     CHECK_STR_EQ(plan.layer[0].why, "directions");
     CHECK_INT_EQ(plan.ranks[1], 0);
     CHECK_STR_EQ(plan.layer[1].why, "negligible");
     CHECK_INT_EQ(plan.ranks[2], 0);
-    CHECK_NEAR(plan.layer[0].floor, 0.02, 1e-5);
-    CHECK_NEAR(plan.layer[0].useful, 0.45, 1e-4);
+    CHECK_NEAR(plan.layer[0].floor, 0.004, 1e-9);
+    CHECK_NEAR(plan.layer[0].useful, 0.465, 1e-4);
     CHECK_NEAR(plan.layer[0].gain, 0.446, 1e-4);
-    CHECK_INT_EQ(plan.layer[0].pull_k, 3);
+    CHECK_INT_EQ(plan.layer[0].pull_k, 4);
     /* distance = ||pull|| / ||W|| = sqrt(25+16+9+4+1+0.25) / 10 */
     CHECK_NEAR(plan.layer[0].distance, sqrt(55.25) / 10.0, 1e-4);
     CHECK_NEAR(plan.layer[0].energy + plan.layer[1].energy, 1.0, 1e-9);
     CHECK_NEAR(plan.novelty, 1.0, 1e-12);  /* nothing earlier */
     CHECK_INT_EQ(plan.reuse, -1);
-    CHECK_INT_EQ(plan.new_params, 3L * (32 + 20));
+    CHECK_INT_EQ(plan.new_params, 4L * (32 + 20));
+    rank_plan_finish(&plan);
+
+    /* the default scale gives three ranks per direction */
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0], 12);
+    rank_plan_finish(&plan);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=1.5", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0], 6);
     rank_plan_finish(&plan);
 
     /* r_max clamps, r_min raises */
-    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:r_max=2", NULL), 0);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=1,r_max=2", NULL), 0);
     CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
     CHECK_INT_EQ(plan.ranks[0], 2);
     CHECK_STR_EQ(plan.layer[0].why, "r_max");
     rank_plan_finish(&plan);
-    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:r_min=4,r_max=8", NULL), 0);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=1,r_min=5,r_max=8", NULL), 0);
     CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
-    CHECK_INT_EQ(plan.ranks[0], 4);
+    CHECK_INT_EQ(plan.ranks[0], 5);
     CHECK_STR_EQ(plan.layer[0].why, "r_min");
     CHECK_INT_EQ(plan.ranks[1], 0);
     rank_plan_finish(&plan);
     /* a larger theta keeps only the strongest */
-    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:theta=0.2", NULL), 0);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=1,theta=0.2", NULL), 0);
     CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
     CHECK_INT_EQ(plan.ranks[0], 1);
     rank_plan_finish(&plan);
@@ -237,7 +252,7 @@ TEST(cl_ranks_overlap_novelty_and_reuse)
     earlier_sig(&C, &b, (const int[]){0, 1}, 2, in.n_linear, (const double[]){0.3, 0.1}, -1.0f);
     const signature *earlier[3] = {&A, &B, &C};
     rank_policy pol;
-    rank_policy_default(&pol);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=1", NULL), 0);
     rank_plan plan;
     CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier, 3, &pol, NULL), 0);
     /* cosines of S = 0.3 u0v0 + 0.1 u1v1 + 0.05 u2v2 with A's (0.3, 0.1) and B's (0.05) pulls */
@@ -257,7 +272,7 @@ TEST(cl_ranks_overlap_novelty_and_reuse)
     rank_plan_finish(&plan);
 
     /* with a lower left_min the third direction is learned anew */
-    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:left=0.05", NULL), 0);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=1,left=0.05", NULL), 0);
     CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier, 3, &pol, NULL), 0);
     CHECK_INT_EQ(plan.layer[0].directions, 1);
     CHECK_INT_EQ(plan.ranks[0], 1);
@@ -265,7 +280,7 @@ TEST(cl_ranks_overlap_novelty_and_reuse)
     rank_plan_finish(&plan);
 
     /* only B earlier: too little overlap to reuse; novelty = 0.40 / 0.45 */
-    CHECK_INT_EQ(rank_policy_parse(&pol, "auto", NULL), 0);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=1", NULL), 0);
     CHECK_INT_EQ(rank_plan_compute(&plan, &in, earlier + 1, 1, &pol, NULL), 0);
     CHECK_INT_EQ(plan.reuse, -1);
     CHECK_NEAR(plan.novelty, 0.40 / 0.45, 1e-4);
@@ -313,19 +328,26 @@ TEST(cl_ranks_budget_drops_least_earning_directions)
     built b1 = build(20, 20, 4, s1, g1, 31), b2 = build(20, 20, 3, s2, g2, 33);
     rank_input in = one_layer_input(&b1, &b2);
     rank_policy pol;
-    CHECK_INT_EQ(rank_policy_parse(&pol, "auto", NULL), 0);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=1", NULL), 0);
     rank_plan plan;
     CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
     CHECK_INT_EQ(plan.ranks[0], 4);
     CHECK_INT_EQ(plan.ranks[1], 3);
     rank_plan_finish(&plan);
     /* 4 directions of 40 parameters fit: the 0.01, 0.02 and 0.025 go, in that order */
-    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:budget=160", NULL), 0);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=1,budget=160", NULL), 0);
     CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
     CHECK_INT_EQ(plan.ranks[0], 3);
     CHECK_INT_EQ(plan.ranks[1], 1);
     CHECK_STR_EQ(plan.layer[1].why, "budget");
     CHECK_INT_EQ(plan.new_params, 160);
+    rank_plan_finish(&plan);
+    /* with two ranks per direction (8 and 6), a budget of 280 keeps 7 units: the units of the 0.01, 0.02,
+     * 0.025 and 0.03 directions go, in that order, until (5, 2) fit */
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=2,budget=280", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0], 5);
+    CHECK_INT_EQ(plan.ranks[1], 2);
     rank_plan_finish(&plan);
     built_free(&b1);
     built_free(&b2);
