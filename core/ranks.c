@@ -86,8 +86,34 @@ int rank_policy_parse(rank_policy *p, const char *text, clad_err *err)
 
 void rank_policy_name(const rank_policy *p, char *buf, size_t size)
 {
-    if (p->kind == RANK_FIXED) snprintf(buf, size, "fixed:%d", p->fixed);
-    else snprintf(buf, size, "%s", p->kind == RANK_LINEAR ? "linear" : "auto");
+    /* The policy's word, then every setting that differs from the default, so the text parses back to
+     * the same policy. */
+    rank_policy d;
+    rank_policy_default(&d);
+    int n;
+    if (p->kind == RANK_FIXED) n = snprintf(buf, size, "fixed:%d", p->fixed);
+    else n = snprintf(buf, size, "%s", p->kind == RANK_LINEAR ? "linear" : "auto");
+    char sep = p->kind == RANK_FIXED ? ',' : ':';
+#define ADD(cond, fmt, val)                                                                                \
+    do {                                                                                                   \
+        if ((cond) && n >= 0 && (size_t)n < size) {                                                        \
+            n += snprintf(buf + n, size - (size_t)n, "%c" fmt, sep, val);                                  \
+            sep = ',';                                                                                     \
+        }                                                                                                  \
+    } while (0)
+    if (p->kind != RANK_FIXED) {
+        ADD(p->r_min != d.r_min, "r_min=%d", p->r_min);
+        ADD(p->r_max != d.r_max, "r_max=%d", p->r_max);
+        ADD(p->budget != d.budget, "budget=%ld", p->budget);
+    }
+    if (p->kind == RANK_AUTO) {
+        ADD(p->theta != d.theta, "theta=%g", p->theta);
+        ADD(p->scale != d.scale, "scale=%g", p->scale);
+        ADD(p->reuse_min != d.reuse_min, "reuse=%g", p->reuse_min);
+        ADD(p->left_min != d.left_min, "left=%g", p->left_min);
+    }
+    if (p->kind == RANK_LINEAR) ADD(p->linear_gain != d.linear_gain, "gain=%g", p->linear_gain);
+#undef ADD
 }
 
 /* ---- components ------------------------------------------------------------------------------------- */

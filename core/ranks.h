@@ -65,7 +65,8 @@ void rank_policy_default(rank_policy *p);
 /* "auto", "fixed:8", "linear", optionally followed by settings: "auto:theta=0.01,r_max=16,budget=20000",
  * "linear:gain=50". Keys: r_min, r_max, theta, scale, reuse, left, budget, gain. Errors: CLAD_EINVAL naming the part. */
 int rank_policy_parse(rank_policy *p, const char *text, clad_err *err);
-/* Canonical text of a policy ("auto", "fixed:8", "linear") into buf. */
+/* Canonical text of a policy into buf: "auto", "fixed:8", "linear", followed by the settings that differ
+ * from the defaults ("auto:scale=2,r_max=16"); it parses back to the same policy. */
 void rank_policy_name(const rank_policy *p, char *buf, size_t size);
 
 /* What the rule reads, per model linear. */
