@@ -5,7 +5,11 @@
 
 int bench_speed_main(int argc, char **argv);
 int bench_store_main(int argc, char **argv);
+int bench_serve_main(int argc, char **argv);
 int bench_cl_main(int argc, char **argv);
 int bench_export_main(int argc, char **argv);
+int bench_merge_main(int argc, char **argv);
+int bench_fusion_main(int argc, char **argv);
+int bench_tied_main(int argc, char **argv);
 
 #endif

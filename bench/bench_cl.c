@@ -18,6 +18,7 @@
 #include "bench/bench.h"
 #include "bench/stream.h"
 #include "core/cl.h"
+#include "core/prune.h"
 #include "core/metrics.h"
 #include "io/dataset_io.h"
 #include "io/model_io.h"
@@ -25,6 +26,8 @@
 
 typedef struct cl_args {
     const char *stream_path, *policy, *cache, *save, *probe;
+    int tied;                 /* 0: lora; TIED_TL5 / TIED_TL6: Tied-LoRA at the plan's largest rank */
+    double prune;             /* > 0: rank pruning of each trained LoRA to this energy fraction */
     bool quick, json, explain, verbose;
 } cl_args;
 
@@ -39,6 +42,8 @@ typedef struct task_state {
     float *probs;             /* (n_test, K) test probabilities right after the task was learned */
     double train_seconds, head_only;
     long params;
+    bool pruned;
+    int rank_before[MODEL_MAX_LINEARS]; /* the trained adapter's ranks before pruning */
 } task_state;
 
 static double now_s(void)
@@ -57,7 +62,10 @@ static void usage_cl(FILE *f)
                "  --explain  add every per-layer decision (distance, energy, gain, overlap, why) to the JSON\n"
                "  --cache    keep pretrained bases and the base's linear-probe accuracies in DIR\n"
                "  --save     write everything the learner retains (adapters, signatures, the JSON) to DIR\n"
-               "  --probe    probe settings: samples=N,holdout=N,steps=N,batch=N,lr=X,points=N\n");
+               "  --probe    probe settings: samples=N,holdout=N,steps=N,batch=N,lr=X,points=N\n"
+               "  --kind     lora (default), tied-tl5 or tied-tl6 (Tied-LoRA at the plan's largest rank)\n"
+               "  --prune    rank-prune every trained LoRA to this energy fraction; tasks then report\n"
+               "             ranks_before_pruning and ranks_after_pruning\n");
 }
 
 /* ---- helpers ------------------------------------------------------------------------------------------ */
@@ -219,6 +227,16 @@ static json_t *task_json(const stream *s, int ti, const task_state *st, const mo
     for (int k = 0; st->has_plan && k < p->n_earlier; k++)
         json_object_set_new(ov, s->tasks[k].name, json_real(p->overlap[k]));
     json_object_set_new(t, "ranks", ranks);
+    if (st->pruned && st->ad) {
+        json_t *before = json_object(), *after = json_object();
+        for (int li = 0; li < base->n_linear; li++) {
+            if (!st->rank_before[li]) continue;
+            json_object_set_new(before, base->linear[li].name, json_integer(st->rank_before[li]));
+            json_object_set_new(after, base->linear[li].name, json_integer(st->ad->rank[li]));
+        }
+        json_object_set_new(t, "ranks_before_pruning", before);
+        json_object_set_new(t, "ranks_after_pruning", after);
+    }
     json_object_set_new(t, "novelty", nov);
     json_object_set_new(t, "overlap", ov);
     json_object_set_new(t, "params", json_integer(st->params));
@@ -440,13 +458,47 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
             ts->params = backbone_params(shared) + (long)adapter_param_count(ts->ad);
         } else {
             const signature *reused = ts->plan.rank.reuse >= 0 ? earlier[ts->plan.rank.reuse] : NULL;
-            ts->ad = cl_train_task(base, &ts->plan, reused, &train, ts->K, &cfg, &tc, s->seed + (uint64_t)i, NULL,
-                                   NULL, &tr, err);
+            if (a->tied) {
+                /* Tied-LoRA shares one pair per shape group: every target gets the plan's largest rank. */
+                int tr_ranks[MODEL_MAX_LINEARS] = {0}, r = 1;
+                for (int li = 0; li < base->n_linear; li++)
+                    if (ts->plan.rank.total[li] > r) r = ts->plan.rank.total[li];
+                for (int li = 0; li < base->n_linear; li++) tr_ranks[li] = cfg.targets[li] ? r : 0;
+                ts->ad = adapter_tied_create(base, tr_ranks, (tied_variant)a->tied, ts->K, err);
+                if (ts->ad) {
+                    adapter_init(ts->ad, base, s->seed + (uint64_t)i);
+                    if (train_run(base, ts->ad, &train, &tc, NULL, NULL, &tr, err)) {
+                        adapter_destroy(ts->ad);
+                        ts->ad = NULL;
+                    }
+                }
+            } else {
+                ts->ad = cl_train_task(base, &ts->plan, reused, &train, ts->K, &cfg, &tc, s->seed + (uint64_t)i, NULL,
+                                       NULL, &tr, err);
+            }
             if (!ts->ad) {
                 rc = err ? err->code : CLAD_EINVAL;
                 goto task_fail;
             }
-            if ((rc = cl_signature_compute(&ts->sig, base, ts->ad, &ts->plan, &cfg, err))) goto task_fail;
+            if (a->prune > 0 && ts->ad->kind == ADAPTER_LORA) {
+                adapter *pruned = prune_rank(ts->ad, base, a->prune, err);
+                if (!pruned) {
+                    rc = err ? err->code : CLAD_EINVAL;
+                    goto task_fail;
+                }
+                memcpy(ts->rank_before, ts->ad->rank, sizeof ts->rank_before);
+                adapter_destroy(ts->ad);
+                ts->ad = pruned;
+                ts->pruned = true;
+            }
+            if (ts->ad->kind == ADAPTER_TIED) {
+                adapter *as_lora = adapter_tied_to_lora(ts->ad, base, err);
+                rc = as_lora ? cl_signature_compute(&ts->sig, base, as_lora, &ts->plan, &cfg, err) : CLAD_EINVAL;
+                adapter_destroy(as_lora);
+                if (rc) goto task_fail;
+            } else if ((rc = cl_signature_compute(&ts->sig, base, ts->ad, &ts->plan, &cfg, err))) {
+                goto task_fail;
+            }
             ts->has_sig = true;
             ts->params = (long)adapter_param_count(ts->ad);
         }
@@ -595,6 +647,21 @@ int bench_cl_main(int argc, char **argv)
         else if (!strcmp(argv[i], "--cache") && i + 1 < argc) a.cache = argv[++i];
         else if (!strcmp(argv[i], "--save") && i + 1 < argc) a.save = argv[++i];
         else if (!strcmp(argv[i], "--probe") && i + 1 < argc) a.probe = argv[++i];
+        else if (!strcmp(argv[i], "--kind") && i + 1 < argc) {
+            const char *k = argv[++i];
+            if (!strcmp(k, "tied-tl5")) a.tied = TIED_TL5;
+            else if (!strcmp(k, "tied-tl6")) a.tied = TIED_TL6;
+            else if (strcmp(k, "lora")) {
+                fprintf(stderr, "clad-bench cl: --kind takes lora, tied-tl5 or tied-tl6\n");
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--prune") && i + 1 < argc) {
+            a.prune = strtod(argv[++i], NULL);
+            if (!(a.prune >= 0.5 && a.prune <= 1.0)) {
+                fprintf(stderr, "clad-bench cl: --prune takes an energy fraction in [0.5, 1]\n");
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i], "--quick")) a.quick = true;
         else if (!strcmp(argv[i], "--json")) a.json = true;
         else if (!strcmp(argv[i], "--explain")) a.explain = true;
@@ -671,6 +738,7 @@ int bench_export_main(int argc, char **argv)
     int ti = -1;
     if (!rc) {
         if (quick) stream_make_quick(s);
+        /* --samples overrides the split's size (the stream's train_per_task or test_per_task). */
         if (samples && !strcmp(split, "train")) s->train_per_task = (int)samples;
         if (samples && !strcmp(split, "test")) s->test_per_task = (int)samples;
         ti = stream_task_find(s, task);

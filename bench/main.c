@@ -12,9 +12,13 @@ typedef struct {
 
 static const bench_command commands[] = {
     {"speed", bench_speed_main, "kernel and training throughput against the machine's sgemm peak"},
+    {"serve", bench_serve_main, "the daemon over its socket: prediction latency, throughput, memory"},
     {"store", bench_store_main, "registry commit, rollback latency and size per version"},
     {"cl", bench_cl_main, "continual-learning stream: accuracy matrix, metrics, rank decisions"},
     {"export", bench_export_main, "write one task of a stream as a safetensors dataset"},
+    {"merge", bench_merge_main, "merge a stream's task adapters (drm-h, drm-v, ties, ta) into one backbone"},
+    {"fusion", bench_fusion_main, "AdapterFusion over earlier adapters against a fresh adapter"},
+    {"tied", bench_tied_main, "Tied-LoRA (tl5, tl6) against LoRA at equal rank; rank pruning per tau"},
 };
 
 static void usage(FILE *f)

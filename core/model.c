@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/adapter_priv.h"
+#include "core/fusion.h"
 #include "core/rng.h"
 
 int model_config_preset(model_config *cfg, const char *name, clad_err *err)
@@ -164,7 +166,7 @@ void model_destroy(model *m)
 }
 
 /* PyTorch's nn.Linear default (kaiming_uniform with a = sqrt(5)) is U(-1/sqrt(in), 1/sqrt(in)). */
-static void fill_uniform(float *w, size_t n, float bound, rng *r)
+void model_fill_uniform(float *w, size_t n, float bound, rng *r)
 {
     for (size_t i = 0; i < n; i++) w[i] = (2.0f * rng_uniform(r) - 1.0f) * bound;
 }
@@ -177,7 +179,7 @@ void model_init_random(model *m, uint64_t seed)
     memset(p->data, 0, p->total * sizeof *p->data);
     for (int li = 0; li < m->n_linear; li++) {
         const model_linear *L = &m->linear[li];
-        fill_uniform(param_set_ptr(p, L->weight), p->t[L->weight].numel, 1.0f / sqrtf((float)L->in), &r);
+        model_fill_uniform(param_set_ptr(p, L->weight), p->t[L->weight].numel, 1.0f / sqrtf((float)L->in), &r);
     }
     for (int i = 0; i < p->n; i++) {
         const char *name = p->t[i].name;
@@ -207,7 +209,7 @@ bool model_linear_is_default_target(const model *m, int li)
     return strncmp(L->name, "blocks.", 7) == 0;
 }
 
-adapter *adapter_create(const model *m, const int *ranks, float alpha, int n_classes, clad_err *err)
+adapter *adapter_alloc(const model *m, adapter_kind kind, float alpha, int n_classes, clad_err *err)
 {
     if (n_classes < 1 || n_classes > MODEL_MAX_CLASSES) {
         clad_err_set(err, CLAD_EINVAL, "adapter: %d classes is outside [1, %d]", n_classes, MODEL_MAX_CLASSES);
@@ -219,20 +221,46 @@ adapter *adapter_create(const model *m, const int *ranks, float alpha, int n_cla
     }
     adapter *a = calloc(1, sizeof *a);
     if (!a) abort();
-    a->kind = ADAPTER_LORA;
+    a->kind = kind;
     a->n_linear = m->n_linear;
     a->alpha = alpha;
     a->n_classes = n_classes;
     param_set_init(&a->params);
+    for (int li = 0; li < MODEL_MAX_LINEARS; li++) {
+        a->A[li] = a->B[li] = -1;
+        a->tied.group[li] = a->tied.u[li] = a->tied.v[li] = -1;
+    }
+    a->head_w = a->head_b = -1;
+    return a;
+}
+
+int adapter_check_rank(const model *m, int li, int r, clad_err *err)
+{
+    const model_linear *L = &m->linear[li];
+    int max_r = L->in < L->out ? L->in : L->out;
+    if (r < 0 || r > max_r || (r > 0 && L->is_head))
+        return clad_err_set(err, CLAD_EINVAL, "adapter: rank %d for layer '%s' is outside [0, %d]", r, L->name,
+                            L->is_head ? 0 : max_r);
+    return 0;
+}
+
+int adapter_finish_layout(adapter *a, const model *m, clad_err *err)
+{
+    int head_in = m->linear[m->n_linear - 1].in;
+    a->head_w = param_set_add(&a->params, "head.weight", 2, (int[]){a->n_classes, head_in}, true);
+    a->head_b = param_set_add(&a->params, "head.bias", 1, (int[]){a->n_classes}, false);
+    return param_set_alloc(&a->params, err);
+}
+
+adapter *adapter_create(const model *m, const int *ranks, float alpha, int n_classes, clad_err *err)
+{
+    adapter *a = adapter_alloc(m, ADAPTER_LORA, alpha, n_classes, err);
+    if (!a) return NULL;
     char name[PARAM_NAME_MAX + 16];
     for (int li = 0; li < m->n_linear; li++) {
         const model_linear *L = &m->linear[li];
         int r = ranks ? ranks[li] : 0;
-        a->A[li] = a->B[li] = -1;
-        int max_r = L->in < L->out ? L->in : L->out;
-        if (r < 0 || r > max_r || (r > 0 && L->is_head)) {
-            clad_err_set(err, CLAD_EINVAL, "adapter: rank %d for layer '%s' is outside [0, %d]", r, L->name,
-                         L->is_head ? 0 : max_r);
+        if (adapter_check_rank(m, li, r, err)) {
             adapter_destroy(a);
             return NULL;
         }
@@ -243,10 +271,7 @@ adapter *adapter_create(const model *m, const int *ranks, float alpha, int n_cla
         snprintf(name, sizeof name, "%s.lora_B.weight", L->name);
         a->B[li] = param_set_add(&a->params, name, 2, (int[]){L->out, r}, true);
     }
-    int head_in = m->linear[m->n_linear - 1].in;
-    a->head_w = param_set_add(&a->params, "head.weight", 2, (int[]){n_classes, head_in}, true);
-    a->head_b = param_set_add(&a->params, "head.bias", 1, (int[]){n_classes}, false);
-    if (param_set_alloc(&a->params, err)) {
+    if (adapter_finish_layout(a, m, err)) {
         adapter_destroy(a);
         return NULL;
     }
@@ -256,8 +281,21 @@ adapter *adapter_create(const model *m, const int *ranks, float alpha, int n_cla
 void adapter_destroy(adapter *a)
 {
     if (!a) return;
+    for (int i = 0; i < FUSION_MAX_SOURCES; i++) adapter_destroy(a->fusion.owned[i]);
     param_set_finish(&a->params);
     free(a);
+}
+
+void adapter_init_head(adapter *a, const model *m, rng *r)
+{
+    const model_linear *H = &m->linear[m->n_linear - 1];
+    float *hw = param_set_ptr(&a->params, a->head_w), *hb = param_set_ptr(&a->params, a->head_b);
+    if (a->n_classes == m->cfg.n_classes) {
+        memcpy(hw, param_set_ptr(&m->params, H->weight), (size_t)H->out * (size_t)H->in * sizeof *hw);
+        memcpy(hb, param_set_ptr(&m->params, H->bias), (size_t)H->out * sizeof *hb);
+    } else {
+        model_fill_uniform(hw, (size_t)a->n_classes * (size_t)H->in, 1.0f / sqrtf((float)H->in), r);
+    }
 }
 
 void adapter_init(adapter *a, const model *m, uint64_t seed)
@@ -265,24 +303,70 @@ void adapter_init(adapter *a, const model *m, uint64_t seed)
     rng r;
     rng_init(&r, seed);
     memset(a->params.data, 0, a->params.total * sizeof *a->params.data);
+    if (a->kind == ADAPTER_FUSION) {
+        fusion_init_params(a, &r);
+        adapter_init_head(a, m, &r);
+        return;
+    }
     for (int li = 0; li < a->n_linear; li++) {
         if (!a->rank[li]) continue;
+        /* A tied group's shared A is initialised once, by its first member. */
+        if (a->kind == ADAPTER_TIED && tied_group_leader(a, li) != li) continue;
         const model_linear *L = &m->linear[li];
-        fill_uniform(param_set_ptr(&a->params, a->A[li]), a->params.t[a->A[li]].numel,
+        model_fill_uniform(param_set_ptr(&a->params, a->A[li]), a->params.t[a->A[li]].numel,
                      1.0f / sqrtf((float)L->in), &r);
         /* B stays zero so the adapter starts as the identity change. */
     }
-    const model_linear *H = &m->linear[m->n_linear - 1];
-    float *hw = param_set_ptr(&a->params, a->head_w), *hb = param_set_ptr(&a->params, a->head_b);
-    if (a->n_classes == m->cfg.n_classes) {
-        memcpy(hw, param_set_ptr(&m->params, H->weight), (size_t)H->out * (size_t)H->in * sizeof *hw);
-        memcpy(hb, param_set_ptr(&m->params, H->bias), (size_t)H->out * sizeof *hb);
-    } else {
-        fill_uniform(hw, (size_t)a->n_classes * (size_t)H->in, 1.0f / sqrtf((float)H->in), &r);
-    }
+    if (a->kind == ADAPTER_TIED) tied_init_scales(a);
+    adapter_init_head(a, m, &r);
 }
 
 size_t adapter_param_count(const adapter *a)
 {
     return a->params.total;
+}
+
+const char *adapter_kind_name(adapter_kind k)
+{
+    switch (k) {
+    case ADAPTER_LORA: return "lora";
+    case ADAPTER_TIED: return "tied";
+    case ADAPTER_FUSION: return "fusion";
+    }
+    return "unknown";
+}
+
+void adapter_delta(float *dW, const adapter *a, const model *m, int li)
+{
+    const model_linear *L = &m->linear[li];
+    int r = a->rank[li];
+    memset(dW, 0, (size_t)L->out * (size_t)L->in * sizeof *dW);
+    if (!r || a->kind == ADAPTER_FUSION) return;
+    const float *A = param_set_ptr(&a->params, a->A[li]), *B = param_set_ptr(&a->params, a->B[li]);
+    const float *u = a->kind == ADAPTER_TIED && a->tied.u[li] >= 0 ? param_set_ptr(&a->params, a->tied.u[li]) : NULL;
+    const float *v = a->kind == ADAPTER_TIED && a->tied.v[li] >= 0 ? param_set_ptr(&a->params, a->tied.v[li]) : NULL;
+    float scale = adapter_scale(a, li);
+    /* dW (out,in) = scale diag(v) B diag(u) A, row by row: dW[o,:] = scale v_o sum_k B[o,k] u_k A[k,:]. */
+    for (int o = 0; o < L->out; o++) {
+        float *row = dW + (size_t)o * L->in;
+        float so = scale * (v ? v[o] : 1.0f);
+        for (int k = 0; k < r; k++) {
+            float c = so * B[(size_t)o * r + k] * (u ? u[k] : 1.0f);
+            if (c == 0.0f) continue;
+            const float *Ak = A + (size_t)k * L->in;
+            for (int i = 0; i < L->in; i++) row[i] += c * Ak[i];
+        }
+    }
+}
+
+int adapter_copy_head(adapter *dst, const adapter *src, clad_err *err)
+{
+    if (dst->n_classes != src->n_classes || dst->params.t[dst->head_w].numel != src->params.t[src->head_w].numel)
+        return clad_err_set(err, CLAD_EINVAL, "adapter heads differ: %d classes against %d", dst->n_classes,
+                            src->n_classes);
+    memcpy(param_set_ptr(&dst->params, dst->head_w), param_set_ptr(&src->params, src->head_w),
+           src->params.t[src->head_w].numel * sizeof(float));
+    memcpy(param_set_ptr(&dst->params, dst->head_b), param_set_ptr(&src->params, src->head_b),
+           src->params.t[src->head_b].numel * sizeof(float));
+    return 0;
 }

@@ -76,14 +76,6 @@ int train_check_data(const model *m, const adapter *a, const dataset *d, bool ne
     return 0;
 }
 
-static int max_rank_of(const adapter *a)
-{
-    int r = 1;
-    for (int li = 0; a && li < a->n_linear; li++)
-        if (a->rank[li] > r) r = a->rank[li];
-    return r;
-}
-
 int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, train_step_fn on_step,
               void *ctx, train_result *res, clad_err *err)
 {
@@ -98,13 +90,12 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
     long per_epoch = (d->n + B - 1) / B;
     long total = per_epoch * cfg->epochs;
     long warmup = (long)(cfg->warmup_ratio * (float)total);
-    int K = a ? a->n_classes : m->cfg.n_classes;
 
     float *grad = calloc(p->total + 1, sizeof *grad);
     float *xb = malloc(((size_t)B * (size_t)d->dim + 1) * sizeof *xb);
     int *yb = malloc(((size_t)B + 1) * sizeof *yb), *order = malloc(((size_t)d->n + 1) * sizeof *order);
     adamw opt = {0};
-    model_ws *ws = model_ws_create(m, B, max_rank_of(a), K, true, err);
+    model_ws *ws = model_ws_create_for(m, a, B, true, err);
     if (!grad || !xb || !yb || !order || !ws) {
         rc = ws ? clad_err_set(err, CLAD_ENOMEM, "out of memory for training buffers") : CLAD_ENOMEM;
         goto done;
@@ -119,6 +110,7 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
     for (int epoch = 1; epoch <= cfg->epochs; epoch++) {
         rng_shuffle(&r, order, d->n);
         epoch_loss = 0.0;
+        if (a && cfg->epoch_hook && (rc = cfg->epoch_hook(cfg->hook_ctx, a, epoch, cfg->epochs, err))) goto done;
         for (long s = 0; s < per_epoch; s++) {
             int n = (int)((s + 1) * B <= d->n ? B : d->n - s * B);
             for (int i = 0; i < n; i++) {
@@ -137,6 +129,7 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
             grad_clip(grad, p->total, cfg->clip);
             float lr = lr_schedule(step, total, warmup, cfg->lr, cfg->min_lr_ratio);
             adamw_step(&opt, p, grad, lr, cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay);
+            if (a && cfg->step_hook) cfg->step_hook(cfg->hook_ctx, a);
             step++;
             samples += n;
             epoch_loss += (double)loss * n;
@@ -173,7 +166,7 @@ int model_evaluate(const model *m, const adapter *a, const dataset *d, int batch
     int B = batch < 1 ? 256 : batch;
     if (B > d->n) B = d->n;
     int K = a ? a->n_classes : m->cfg.n_classes;
-    model_ws *ws = model_ws_create(m, B, max_rank_of(a), K, false, err);
+    model_ws *ws = model_ws_create_for(m, a, B, false, err);
     if (!ws) return err ? err->code : CLAD_ENOMEM;
     long correct = 0;
     double loss = 0.0;
@@ -236,7 +229,7 @@ int model_predict(const model *m, const adapter *a, const float *x, int n, int b
     int B = batch < 1 ? 256 : batch;
     if (B > n) B = n;
     if (B < 1) return 0;
-    model_ws *ws = model_ws_create(m, B, max_rank_of(a), a ? a->n_classes : m->cfg.n_classes, false, err);
+    model_ws *ws = model_ws_create_for(m, a, B, false, err);
     if (!ws) return err ? err->code : CLAD_ENOMEM;
     rc = model_predict_ws(ws, m, a, x, n, probs, labels, err);
     model_ws_destroy(ws);

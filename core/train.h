@@ -23,6 +23,12 @@ typedef struct train_config {
     float clip;          /* global gradient-norm clip; 0 = off */
     float beta1, beta2, eps;
     uint64_t seed;       /* shuffling (and nothing else: initialisation is the caller's) */
+    /* Optional hooks for methods that edit an adapter while it trains (core/prune.h), NULL = none; only
+     * called when training an adapter. epoch_hook runs before each epoch's first step (epoch is 1-based);
+     * a non-zero return stops training with that code. step_hook runs after every optimizer step. */
+    int (*epoch_hook)(void *ctx, adapter *a, int epoch, int epochs, clad_err *err);
+    void (*step_hook)(void *ctx, adapter *a);
+    void *hook_ctx;
 } train_config;
 
 /* Defaults: 1 epoch, batch 64, lr 1e-3, min ratio 0.1, warm-up 5%, decay 0.01, clip 1, Adam (0.9, 0.999, 1e-8). */

@@ -65,7 +65,8 @@ extern const route api_jobs_routes[];   /* /v1/jobs... */
 extern const route api_bases_routes[];  /* /v1/bases... */
 extern const route api_tasks_routes[];  /* /v1/tasks... (registry reads, rollback, aliases) */
 extern const route api_train_routes[];  /* POST /v1/tasks/{name}/train */
-extern const route api_serve_routes[];  /* predict and evaluate */
+extern const route api_serve_routes[];
+extern const route api_merge_routes[];  /* POST /v1/merges/{name} */  /* predict and evaluate */
 extern const route api_debug_routes[];  /* /v1/debug/...: only with --enable-test-routes, for tests */
 
 /* Answers a job: its JSON with status (200, or 202 right after a submit), or with ?follow=1 an NDJSON

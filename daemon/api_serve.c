@@ -17,6 +17,7 @@
 #include "daemon/api.h"
 #include "daemon/api_util.h"
 #include "daemon/log.h"
+#include "io/merge_io.h"
 
 #define SERVE_MAX_SAMPLES 1000000
 #define SERVE_BATCH 64
@@ -25,6 +26,7 @@ typedef struct serve_call {
     http_req *req;
     cladd *app;
     loaded_adapter *la;
+    bool own;               /* la is this request's own (a merge served for one source), not the cache's */
     bool evaluate;
     bool want_probs;
     /* results (worker) */
@@ -171,10 +173,45 @@ static void serve_done(void *argp, int status, const clad_err *err)
         if (probs) json_object_set_new(j, "probabilities", probs);
         http_reply_json(req, 200, j);
     }
-    registry_adapter_release(app->reg, c->la);
+    if (c->own) {
+        adapter_destroy(c->la->a);
+        registry_base_release(app->reg, c->la->base);
+        free(c->la);
+    } else {
+        registry_adapter_release(app->reg, c->la);
+    }
     free(c->labels);
     free(c->probs);
     free(c);
+}
+
+/* A merged version serving one of its source tasks (?task=SOURCE): the shared factors with that task's
+ * head. Built per request; merges are not on the latency-critical path. */
+static int load_merge_source(cladd *app, const char *merge, int64_t version, const char *source,
+                             loaded_adapter **out, clad_err *err)
+{
+    store_task *t = NULL;
+    store_version *v = NULL;
+    int rc = store_task_get(app->st, merge, &t, err);
+    if (!rc && strcmp(t->kind, "merge"))
+        rc = clad_err_set(err, CLAD_EINVAL, "?task= selects a source task of a merge; '%s' is not a merge", merge);
+    if (!rc) rc = store_version_get(app->st, merge, version, STORE_WITH_BLOB, &v, err);
+    loaded_adapter *la = calloc(1, sizeof *la);
+    if (!la) abort();
+    if (!rc) rc = registry_base_get(app->reg, app->st, t->base, &la->base, err);
+    if (!rc && !(la->a = merged_adapter_load(la->base->m, v->adapter, v->adapter_size, source, err))) rc = err->code;
+    if (rc) {
+        if (la->base) registry_base_release(app->reg, la->base);
+        free(la);
+    } else {
+        snprintf(la->task, sizeof la->task, "%s", merge);
+        snprintf(la->kind, sizeof la->kind, "merged");
+        la->version = version;
+        *out = la;
+    }
+    store_version_free(v);
+    store_task_free(t);
+    return rc;
 }
 
 static void serve(http_req *req, bool evaluate)
@@ -196,9 +233,18 @@ static void serve(http_req *req, bool evaluate)
     c->app = app;
     c->evaluate = evaluate;
     c->want_probs = probs;
-    if (registry_adapter_get(app->reg, app->st, task, version, &c->la, &err) ||
-        job_queue_compute(app->jobs, serve_work, serve_done, c, &err)) {
-        if (c->la) registry_adapter_release(app->reg, c->la);
+    const char *source = http_req_query(req, "task");
+    int rc = source ? load_merge_source(app, task, version, source, &c->la, &err)
+                    : registry_adapter_get(app->reg, app->st, task, version, &c->la, &err);
+    c->own = source != NULL;
+    if (rc || job_queue_compute(app->jobs, serve_work, serve_done, c, &err)) {
+        if (c->la && c->own) {
+            adapter_destroy(c->la->a);
+            registry_base_release(app->reg, c->la->base);
+            free(c->la);
+        } else if (c->la) {
+            registry_adapter_release(app->reg, c->la);
+        }
         free(c);
         http_reply_err(req, &err);
     }

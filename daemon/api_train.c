@@ -17,6 +17,8 @@
 #include <string.h>
 
 #include "core/cl.h"
+#include "core/fusion.h"
+#include "core/prune.h"
 #include "core/rng.h"
 #include "core/sha256.h"
 #include "daemon/api.h"
@@ -41,13 +43,18 @@ typedef struct train_arg {
     train_config tc;
     uint64_t seed;
     double holdout;
+    double prune;               /* 0: none; else rank pruning to this energy fraction after training */
+    int tied;                   /* 0: LoRA; TIED_TL5 or TIED_TL6: Tied-LoRA of the plan's largest rank */
+    int n_fuse;                 /* > 0: AdapterFusion over the active versions of these tasks */
+    char fuse[FUSION_MAX_SOURCES][STORE_NAME_MAX + 1];
+    adapter *fuse_src[FUSION_MAX_SOURCES]; /* loaded by the job, alive while the fusion adapter is */
     int peer_uid;
     /* results, from run to finish */
     int n_classes;
     uint8_t *blob;
     size_t blob_len;
     json_t *lineage, *metrics, *hparams;
-    store_ref parents[2];
+    store_ref parents[FUSION_MAX_SOURCES + 2];
     size_t n_parents;
     double wall;
 } train_arg;
@@ -154,6 +161,61 @@ static int split(dataset *tr, dataset *ho, const dataset *d, double frac, uint64
     return rc;
 }
 
+/* AdapterFusion: the active versions of the named tasks stay frozen; fusion layers and the head train. */
+static int fusion_train(job *j, train_arg *a, const dataset *tr, const dataset *ho, adapter **out, train_result *res,
+                        clad_err *err)
+{
+    const model *m = a->base->m;
+    adapter *src[FUSION_MAX_SOURCES] = {0};
+    char names[FUSION_MAX_SOURCES][STORE_NAME_MAX + 24];
+    const char *name_ptr[FUSION_MAX_SOURCES];
+    int rc = 0;
+    store *rd = store_open_reader(a->db_path, err);
+    if (!rd) return err->code;
+    for (int i = 0; !rc && i < a->n_fuse; i++) {
+        store_version *v = NULL;
+        rc = store_version_get_alias(rd, a->fuse[i], "active", STORE_WITH_BLOB, &v, err);
+        if (!rc && strcmp(v->kind, "lora") && strcmp(v->kind, "tied"))
+            rc = clad_err_set(err, CLAD_EINVAL, "task '%s' has a %s adapter; fusion composes lora or tied ones", a->fuse[i], v->kind);
+        if (!rc && !(src[i] = adapter_from_buffer(m, v->adapter, v->adapter_size, err))) rc = err->code;
+        if (!rc) {
+            snprintf(names[i], sizeof names[i], "%s@%lld", v->task, (long long)v->version);
+            name_ptr[i] = names[i];
+            a->parents[a->n_parents] = (store_ref){.version = v->version};
+            snprintf(a->parents[a->n_parents].task, sizeof a->parents[a->n_parents].task, "%s", v->task);
+            a->n_parents++;
+        }
+        store_version_free(v);
+    }
+    store_close(rd);
+    adapter *fa = NULL;
+    if (!rc && !(fa = adapter_fusion_create(m, (const adapter *const *)src, name_ptr, a->n_fuse, a->n_classes, err)))
+        rc = err->code;
+    if (!rc) {
+        adapter_init(fa, m, a->seed);
+        char what[96];
+        snprintf(what, sizeof what, "training fusion %s", a->task);
+        train_reporter rep = {j, what, 10};
+        rc = train_run((model *)m, fa, tr, &a->tc, train_reporter_step, &rep, res, err);
+    }
+    double weights[FUSION_MAX_SOURCES] = {0};
+    if (!rc) rc = fusion_mean_weights(m, fa, ho->n ? ho : tr, 256, weights, NULL, err);
+    if (!rc) {
+        json_t *list = json_array();
+        for (int i = 0; i < a->n_fuse; i++)
+            json_array_append_new(list, json_pack("{s:s,s:I,s:f}", "task", a->parents[i].task, "version",
+                                                  (json_int_t)a->parents[i].version, "weight", weights[i]));
+        a->lineage = json_pack("{s:{s:o}}", "fusion", "sources", list);
+    }
+    /* The fusion adapter borrows its sources: serialise before they go. */
+    if (!rc) rc = adapter_to_buffer(fa, m, &a->blob, &a->blob_len, err);
+    if (!rc) *out = fa;
+    else adapter_destroy(fa);
+    /* The sources are freed by the caller after evaluation (train_arg keeps them). */
+    for (int i = 0; i < a->n_fuse; i++) a->fuse_src[i] = src[i];
+    return rc;
+}
+
 static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
 {
     train_arg *a = argp;
@@ -182,6 +244,19 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     job_post(j, json_pack("{s:s,s:i,s:i,s:i,s:s}", "event", "data", "train", tr.n, "holdout", ho.n, "classes",
                           a->n_classes, "status", dstatus));
 
+    if (a->n_fuse) {
+        train_result fres;
+        if ((rc = fusion_train(j, a, &tr, &ho, &ad, &fres, err))) goto done;
+        eval_result fev = {0};
+        if (ho.n && (rc = model_evaluate(m, ad, &ho, 256, &fev, err))) goto done;
+        a->metrics = json_pack("{s:o,s:o,s:i,s:I,s:f}", "holdout_accuracy", ho.n ? json_real(fev.accuracy) : json_null(),
+                               "holdout_loss", ho.n ? json_real(fev.loss) : json_null(), "holdout_samples", ho.n,
+                               "adapter_params", (json_int_t)adapter_param_count(ad), "train_seconds", fres.seconds);
+        a->wall = uv_hrtime() * 1e-9 - t0;
+        *result = json_pack("{s:s,s:O,s:O}", "task", a->task, "fusion", json_object_get(a->lineage, "fusion"), "metrics",
+                            a->metrics);
+        goto done;
+    }
     if ((rc = load_earlier(e, a, err))) goto done;
     char pstatus[160];
     snprintf(pstatus, sizeof pstatus, "probing %s against the base and %d earlier adapter(s)", a->task, e->n);
@@ -203,8 +278,37 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     snprintf(what, sizeof what, "training %s", a->task);
     train_reporter rep = {j, what, 10};
     train_result res;
-    ad = cl_train_task(m, &plan, reused, &tr, a->n_classes, &a->cl, &a->tc, a->seed, train_reporter_step, &rep, &res, err);
+    if (a->tied) {
+        /* Tied-LoRA shares one pair per shape group, so every target gets the plan's largest rank. */
+        int ranks[MODEL_MAX_LINEARS] = {0}, r = 1;
+        for (int li = 0; li < m->n_linear; li++)
+            if (plan.rank.total[li] > r) r = plan.rank.total[li];
+        for (int li = 0; li < m->n_linear; li++) ranks[li] = a->cl.targets[li] ? r : 0;
+        ad = adapter_tied_create(m, ranks, (tied_variant)a->tied, a->n_classes, err);
+        if (ad) {
+            adapter_init(ad, m, a->seed);
+            if (train_run((model *)m, ad, &tr, &a->tc, train_reporter_step, &rep, &res, err)) {
+                adapter_destroy(ad);
+                ad = NULL;
+            }
+        }
+    } else {
+        ad = cl_train_task(m, &plan, reused, &tr, a->n_classes, &a->cl, &a->tc, a->seed, train_reporter_step, &rep, &res, err);
+    }
     if (!ad) { rc = err->code; goto done; }
+    if (a->prune > 0 && ad->kind == ADAPTER_LORA) {
+        /* Rank pruning: each layer keeps the smallest rank that holds `prune` of its energy. */
+        size_t params_before = adapter_param_count(ad);
+        adapter *pruned = prune_rank(ad, m, a->prune, err);
+        if (!pruned) { rc = err->code; goto done; }
+        json_t *before = adapter_ranks_to_json(ad, m), *after = adapter_ranks_to_json(pruned, m);
+        json_object_set_new(a->lineage, "prune", json_pack("{s:f,s:o,s:o,s:I,s:I}", "tau", a->prune, "ranks_before",
+                                                           before, "ranks_after", after, "params_before",
+                                                           (json_int_t)params_before, "params_after",
+                                                           (json_int_t)adapter_param_count(pruned)));
+        adapter_destroy(ad);
+        ad = pruned;
+    }
     eval_result ev_tr, ev_ho = {0};
     if ((rc = model_evaluate(m, ad, &tr, 256, &ev_tr, err))) goto done;
     if (ho.n && (rc = model_evaluate(m, ad, &ho, 256, &ev_ho, err))) goto done;
@@ -219,7 +323,15 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     snprintf(estatus, sizeof estatus, "%s: train accuracy %.4f, held-out accuracy %.4f", a->task, (double)ev_tr.accuracy,
              n_holdout ? (double)ev_ho.accuracy : (double)NAN);
     job_post(j, json_pack("{s:s,s:O,s:s}", "event", "evaluation", "metrics", a->metrics, "status", estatus));
-    if ((rc = cl_signature_compute(&sig, m, ad, &plan, &a->cl, err))) goto done;
+    if (ad->kind == ADAPTER_TIED) {
+        /* The signature describes the change, whatever its parametrisation. */
+        adapter *as_lora = adapter_tied_to_lora(ad, m, err);
+        rc = as_lora ? cl_signature_compute(&sig, m, as_lora, &plan, &a->cl, err) : err->code;
+        adapter_destroy(as_lora);
+        if (rc) goto done;
+    } else if ((rc = cl_signature_compute(&sig, m, ad, &plan, &a->cl, err))) {
+        goto done;
+    }
     if ((rc = adapter_blob_build(ad, m, &sig, &a->blob, &a->blob_len, err))) goto done;
     a->wall = uv_hrtime() * 1e-9 - t0;
     *result = json_pack("{s:s,s:O,s:O}", "task", a->task, "ranks", json_object_get(json_object_get(a->lineage, "plan"), "ranks"),
@@ -260,7 +372,7 @@ static int train_job_finish(job *j, void *argp, int status, clad_err *err)
     char *lineage = json_dumps(a->lineage, JSON_COMPACT), *metrics_text = json_dumps(a->metrics, JSON_COMPACT);
     char *hparams = json_dumps(a->hparams, JSON_COMPACT);
     store_version_in vi = {
-        .task = a->task, .kind = "lora", .adapter = a->blob, .adapter_size = a->blob_len,
+        .task = a->task, .kind = a->n_fuse ? "fusion" : a->tied ? "tied" : "lora", .adapter = a->blob, .adapter_size = a->blob_len,
         .parents = a->parents, .n_parents = a->n_parents, .base_sha256 = a->base->sha256,
         .data_sha256 = a->data_sha, .lineage_json = lineage, .hparams_json = hparams, .metrics_json = metrics_text,
         .seed = a->seed, .wall_time_s = a->wall, .job_id = app_store_job_id(app, j),
@@ -281,6 +393,7 @@ static int train_job_finish(job *j, void *argp, int status, clad_err *err)
 static void train_arg_free(void *argp)
 {
     train_arg *a = argp;
+    for (int i = 0; i < a->n_fuse; i++) adapter_destroy(a->fuse_src[i]);
     if (a->base) registry_base_release(a->app->reg, a->base);
     free(a->body);
     free(a->blob);
@@ -318,13 +431,35 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
     a->seed = 1;
     a->holdout = 0.1;
     long long epochs = a->tc.epochs, batch = a->tc.batch, seed = 1;
-    double lr = a->tc.lr, alpha = a->cl.alpha, holdout = a->holdout;
+    double lr = a->tc.lr, alpha = a->cl.alpha, holdout = a->holdout, prune = 0;
     int rc = query_int(req, "epochs", 1, 1000, &epochs, err);
     if (!rc) rc = query_int(req, "batch", 1, 4096, &batch, err);
     if (!rc) rc = query_int(req, "seed", 0, INT64_MAX, &seed, err);
     if (!rc) rc = query_float(req, "lr", 1e-7, 1.0, &lr, err);
     if (!rc) rc = query_float(req, "alpha", 1e-3, 1e4, &alpha, err);
     if (!rc) rc = query_float(req, "holdout", 0.0, 0.5, &holdout, err);
+    if (!rc) rc = query_float(req, "prune", 0.5, 1.0, &prune, err);
+    const char *kind = http_req_query(req, "kind");
+    if (!rc && kind) {
+        if (!strcmp(kind, "tl5")) a->tied = TIED_TL5;
+        else if (!strcmp(kind, "tl6")) a->tied = TIED_TL6;
+        else if (strcmp(kind, "lora")) rc = clad_err_set(err, CLAD_EINVAL, "query parameter 'kind' must be lora, tl5 or tl6");
+    }
+    if (!rc && a->tied && http_req_query(req, "prune"))
+        rc = clad_err_set(err, CLAD_EINVAL, "rank pruning applies to LoRA adapters, not Tied-LoRA");
+    const char *fuse = http_req_query(req, "fuse_with");
+    if (!rc && fuse) {
+        char buf[1200];
+        snprintf(buf, sizeof buf, "%s", fuse);
+        for (char *save = NULL, *t = strtok_r(buf, ",", &save); !rc && t; t = strtok_r(NULL, ",", &save)) {
+            if (a->n_fuse == FUSION_MAX_SOURCES) rc = clad_err_set(err, CLAD_EINVAL, "at most %d tasks to fuse", FUSION_MAX_SOURCES);
+            else if (!name_is_valid(t)) rc = clad_err_set(err, CLAD_EINVAL, "fuse_with: '%s' is not a task name", t);
+            else snprintf(a->fuse[a->n_fuse++], sizeof a->fuse[0], "%s", t);
+        }
+        if (!rc && !a->n_fuse) rc = clad_err_set(err, CLAD_EINVAL, "fuse_with lists no task");
+        if (!rc && (a->tied || http_req_query(req, "prune")))
+            rc = clad_err_set(err, CLAD_EINVAL, "fuse_with trains a fusion adapter; kind and prune do not apply");
+    }
     const char *rank = http_req_query(req, "rank");
     if (!rc && rank) rc = rank_policy_parse(&a->cl.policy, rank, err);
     if (rc) return rc;
@@ -336,11 +471,15 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
     a->cl.alpha = (float)alpha;
     a->cl.probe.seed = (uint64_t)seed;
     a->holdout = holdout;
+    a->prune = prune < 1.0 ? prune : 0;
     char pol[64];
     rank_policy_name(&a->cl.policy, pol, sizeof pol);
-    a->hparams = json_pack("{s:i,s:i,s:f,s:I,s:f,s:f,s:s,s:f,s:f}", "epochs", a->tc.epochs, "batch", a->tc.batch,
+    a->hparams = json_pack("{s:i,s:i,s:f,s:I,s:f,s:f,s:s,s:f,s:f,s:o}", "epochs", a->tc.epochs, "batch", a->tc.batch,
                            "lr", (double)a->tc.lr, "seed", (json_int_t)seed, "alpha", (double)a->cl.alpha, "holdout",
-                           holdout, "rank", pol, "weight_decay", (double)a->tc.weight_decay, "clip", (double)a->tc.clip);
+                           holdout, "rank", pol, "weight_decay", (double)a->tc.weight_decay, "clip", (double)a->tc.clip,
+                           "prune", a->prune > 0 ? json_real(a->prune) : json_null());
+    json_object_set_new(a->hparams, "kind", json_string(a->n_fuse ? "fusion" : a->tied == TIED_TL5 ? "tl5"
+                                                        : a->tied == TIED_TL6 ? "tl6" : "lora"));
     return 0;
 }
 

@@ -14,7 +14,8 @@ const char cli_tasks_usage[] =
     "                              [--epochs N] [--samples N] [--seed N] [--lr X] [--batch N]\n"
     "  train TASK FILE             train a new version of TASK from a dataset file (safetensors, IDX, CSV)\n"
     "                              [--base B] [--rank auto|fixed:N|linear] [--epochs N] [--lr X]\n"
-    "                              [--batch N] [--seed N] [--alpha X] [--holdout F]\n"
+    "                              [--batch N] [--seed N] [--alpha X] [--holdout F] [--prune TAU]\n"
+    "                              [--kind lora|tl5|tl6] [--fuse-with a,b,c]\n"
     "  tasks                       list tasks with their active versions\n"
     "  versions TASK               versions of a task\n"
     "  show TASK[@VERSION]         a version's lineage: distances, ranks, overlaps, metrics\n"
@@ -22,11 +23,14 @@ const char cli_tasks_usage[] =
     "  undo TASK                   undo the last rollback [--alias A]\n"
     "  alias TASK NAME VERSION     point an alias at a version [--reason TEXT]\n"
     "  predict TASK FILE           labels for the inputs in FILE [--version V | --alias A]\n"
+    "                              (a merge: --task SOURCE picks the source task's head)\n"
+    "  merge NAME --tasks a,b,c    merge the tasks' active adapters into one version [--method drm-h|drm-v|\n"
+    "                              ties|ta] [--drop D] [--lambda L] [--rank R]\n"
     "  eval TASK FILE              accuracy and loss on labelled data [--version V | --alias A]\n";
 
 static const char *const value_options[] = {
-    "base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "to", "alias", "version", "reason",
-    "config", "model", "data", "samples", NULL,
+    "base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind", "fuse-with", "to", "alias", "version", "reason",
+    "config", "model", "data", "samples", "tasks", "task", "method", "drop", "lambda", NULL,
 };
 
 bool cli_value_option(const char *key)
@@ -215,8 +219,9 @@ static int cmd_train(const options *o)
     if (!need_args(o, 2, "train TASK FILE [--base B] [--rank auto|fixed:N|linear] [--epochs N] ...")) return EXIT_USAGE;
     char path[1024];
     snprintf(path, sizeof path, "/v1/tasks/%s/train", o->args[0]);
-    const char *keys[] = {"base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout"};
+    const char *keys[] = {"base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind"};
     for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) add_query(path, sizeof path, keys[k], cli_opt(o, keys[k]));
+    add_query(path, sizeof path, "fuse_with", cli_opt(o, "fuse-with"));
     add_query(path, sizeof path, "follow", "1");
     char *body = NULL;
     size_t len = 0;
@@ -282,7 +287,8 @@ static int cmd_versions(const options *o)
         if (created > 0) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            format_duration((double)ts.tv_sec - created, age, sizeof age);
+            double a = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - created;
+            format_duration(a > 0 ? a : 0, age, sizeof age);
         }
         printf("%-8lld %-7s %10lld %10s %9s  %s\n", num(v, "version"), str(v, "kind"), num(m, "adapter_params"), acc, age,
                names);
@@ -364,6 +370,7 @@ static int cmd_serve(const options *o, bool evaluate)
     snprintf(path, sizeof path, "/v1/tasks/%s/%s", o->args[0], evaluate ? "evaluate" : "predict");
     add_query(path, sizeof path, "version", cli_opt(o, "version"));
     add_query(path, sizeof path, "alias", cli_opt(o, "alias"));
+    add_query(path, sizeof path, "task", cli_opt(o, "task"));
     if (!evaluate && !o->json) add_query(path, sizeof path, "probs", "0");
     char *body = NULL;
     size_t len = 0;
@@ -386,8 +393,35 @@ static int cmd_serve(const options *o, bool evaluate)
     return 0;
 }
 
+static int cmd_merge(const options *o)
+{
+    const char *tasks = cli_opt(o, "tasks");
+    if (!need_args(o, 1, "merge NAME --tasks a,b,c [--method drm-h] [--drop D] [--lambda L] [--rank R]")) return EXIT_USAGE;
+    if (!tasks) {
+        fail_msg("--tasks a,b,c is required");
+        return EXIT_USAGE;
+    }
+    json_t *b = json_object(), *list = json_array();
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", tasks);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        json_array_append_new(list, json_string(t));
+    json_object_set_new(b, "tasks", list);
+    if (cli_opt(o, "method")) json_object_set_new(b, "method", json_string(cli_opt(o, "method")));
+    if (cli_opt(o, "drop")) json_object_set_new(b, "drop", json_real(atof(cli_opt(o, "drop"))));
+    if (cli_opt(o, "lambda")) json_object_set_new(b, "lambda", json_real(atof(cli_opt(o, "lambda"))));
+    if (cli_opt(o, "rank")) json_object_set_new(b, "rank", json_integer(atoll(cli_opt(o, "rank"))));
+    char *text = json_dumps(b, JSON_COMPACT), path[256];
+    json_decref(b);
+    snprintf(path, sizeof path, "/v1/merges/%s?follow=1", o->args[0]);
+    int rc = follow_job(o, "POST", path, "application/json", text, strlen(text));
+    free(text);
+    return rc;
+}
+
 int cli_tasks_dispatch(const char *command, const options *o)
 {
+    if (!strcmp(command, "merge")) return cmd_merge(o);
     if (!strcmp(command, "bases")) return cmd_bases(o);
     if (!strcmp(command, "base")) return cmd_base(o);
     if (!strcmp(command, "train")) return cmd_train(o);

@@ -30,6 +30,7 @@ static void adapter_entry_free(registry *r, loaded_adapter *la)
 {
     r->adapter_bytes -= la->bytes;
     adapter_destroy(la->a);
+    for (int i = 0; i < la->n_deps; i++) la->deps[i]->refs--;
     registry_base_release(r, la->base);
     free(la);
 }
@@ -37,7 +38,16 @@ static void adapter_entry_free(registry *r, loaded_adapter *la)
 void registry_destroy(registry *r)
 {
     if (!r) return;
-    for (size_t i = 0; i < r->n_adapters; i++) adapter_entry_free(r, r->adapters[i]);
+    /* Fusion entries first (they borrow their sources' weights), then the rest; references between
+     * entries no longer matter. */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < r->n_adapters; i++) {
+            loaded_adapter *la = r->adapters[i];
+            if (!la || (pass == 0) != (la->n_deps > 0)) continue;
+            adapter_destroy(la->a);
+            free(la);
+            r->adapters[i] = NULL;
+        }
     for (size_t i = 0; i < r->n_bases; i++) {
         model_destroy(r->bases[i]->m);
         free(r->bases[i]);
@@ -139,7 +149,30 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
     if (!rc) rc = store_version_get(s, task, version, STORE_WITH_BLOB, &v, err);
     if (!rc) rc = registry_base_get(r, s, t->base, &b, err);
     adapter *a = NULL;
-    if (!rc) {
+    loaded_adapter *deps[FUSION_MAX_SOURCES];
+    int n_deps = 0;
+    if (!rc && !strcmp(v->kind, "fusion")) {
+        /* Sources first: the fusion adapter borrows their weights. */
+        char names[FUSION_MAX_SOURCES][PARAM_NAME_MAX];
+        int n = 0;
+        rc = adapter_file_sources(v->adapter, v->adapter_size, names, &n, err);
+        const adapter *srcs[FUSION_MAX_SOURCES];
+        for (int i = 0; !rc && i < n; i++) {
+            char *at = strrchr(names[i], '@');
+            if (!at) {
+                rc = clad_err_set(err, CLAD_ECORRUPT, "fusion source '%s' does not name a version", names[i]);
+                break;
+            }
+            *at = '\0';
+            rc = registry_adapter_get(r, s, names[i], strtoll(at + 1, NULL, 10), &deps[n_deps], err);
+            if (!rc) srcs[n_deps] = deps[n_deps]->a, n_deps++;
+        }
+        if (!rc && !(a = adapter_fusion_from_buffer(b->m, v->adapter, v->adapter_size, srcs, n, err))) rc = err->code;
+        if (rc) {
+            for (int i = 0; i < n_deps; i++) registry_adapter_release(r, deps[i]);
+            n_deps = 0;
+        }
+    } else if (!rc) {
         a = adapter_from_buffer(b->m, v->adapter, v->adapter_size, err);
         if (!a) {
             clad_err_prefix(err, "loading version %lld of task '%s': ", (long long)version, task);
@@ -162,6 +195,8 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
     la->bytes = a->params.total * sizeof(float) + sizeof *a;
     la->refs = 1;
     la->last_used = ++r->clock;
+    memcpy(la->deps, deps, (size_t)n_deps * sizeof *deps);
+    la->n_deps = n_deps;
     if (r->n_adapters == r->cap_adapters) {
         r->cap_adapters = r->cap_adapters ? 2 * r->cap_adapters : 16;
         r->adapters = realloc(r->adapters, r->cap_adapters * sizeof *r->adapters);

@@ -34,6 +34,8 @@ typedef struct loaded_adapter {
     size_t bytes;
     int refs;
     uint64_t last_used;
+    struct loaded_adapter *deps[FUSION_MAX_SOURCES]; /* a fusion version's sources, referenced while loaded */
+    int n_deps;
 } loaded_adapter;
 
 typedef struct registry registry;
@@ -48,7 +50,8 @@ void registry_base_release(registry *r, loaded_base *b);
 /* Adds a base the daemon just created (takes ownership of m), so it need not be reloaded. */
 int registry_base_add(registry *r, const char *name, const char *sha256, model *m, clad_err *err);
 
-/* An adapter version: from the cache, or loaded from the store (blob checked by sha256). */
+/* An adapter version: from the cache, or loaded from the store (blob checked by sha256). A fusion
+ * version loads its source versions first (named "task@version" in its file). */
 int registry_adapter_get(registry *r, store *s, const char *task, int64_t version, loaded_adapter **out,
                          clad_err *err);
 void registry_adapter_release(registry *r, loaded_adapter *a);

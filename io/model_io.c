@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fusion.h"
 #include "io/safetensors.h"
 
 /* ---- configs ------------------------------------------------------------------------------------ */
@@ -134,6 +135,8 @@ static int read_params(param_set *p, const st_reader *r, const char *what, const
     for (int i = 0; i < st_reader_count(r); i++) {
         const char *name = st_reader_at(r, i)->name;
         if (skip_prefix && !strncmp(name, skip_prefix, strlen(skip_prefix))) continue;
+        /* Merged versions carry every source task's head beside the shared factors (io/merge_io.h). */
+        if (skip_prefix && !strncmp(name, "heads.", 6)) continue;
         if (param_set_find(p, name) < 0)
             return clad_err_set(err, CLAD_EINVAL, "%s: unexpected tensor '%s'", what, name);
     }
@@ -237,21 +240,40 @@ int adapter_ranks_from_json(int *ranks, const model *m, const json_t *j, clad_er
     return 0;
 }
 
+static int meta_json(st_writer *w, const char *key, json_t *j, clad_err *err)
+{
+    char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    int rc = text ? st_writer_meta(w, key, text, err) : clad_err_set(err, CLAD_ENOMEM, "adapter: cannot format '%s'", key);
+    free(text);
+    json_decref(j);
+    return rc;
+}
+
 int adapter_to_writer(st_writer *w, const adapter *a, const model *m, clad_err *err)
 {
     char num[64];
-    json_t *rj = adapter_ranks_to_json(a, m);
-    char *rtext = json_dumps(rj, JSON_COMPACT | JSON_SORT_KEYS);
     int rc = st_writer_meta(w, "format", "clad-adapter", err);
-    if (!rc) rc = st_writer_meta(w, "kind", "lora", err);
+    if (!rc) rc = st_writer_meta(w, "kind", adapter_kind_name(a->kind), err);
     snprintf(num, sizeof num, "%.9g", (double)a->alpha);
     if (!rc) rc = st_writer_meta(w, "alpha", num, err);
     snprintf(num, sizeof num, "%d", a->n_classes);
     if (!rc) rc = st_writer_meta(w, "classes", num, err);
-    if (!rc) rc = st_writer_meta(w, "ranks", rtext, err);
+    if (!rc) rc = meta_json(w, "ranks", adapter_ranks_to_json(a, m), err);
+    bool pruned = false;
+    for (int li = 0; li < a->n_linear; li++) pruned |= a->rank_before[li] > 0;
+    if (!rc && pruned) {
+        json_t *rb = json_object();
+        for (int li = 0; li < a->n_linear; li++)
+            if (a->rank_before[li]) json_object_set_new(rb, m->linear[li].name, json_integer(a->rank_before[li]));
+        rc = meta_json(w, "ranks_before", rb, err);
+    }
+    if (!rc && a->kind == ADAPTER_TIED) rc = st_writer_meta(w, "variant", a->tied.variant == TIED_TL6 ? "tl6" : "tl5", err);
+    if (!rc && a->kind == ADAPTER_FUSION) {
+        json_t *names = json_array();
+        for (int i = 0; i < a->fusion.n_sources; i++) json_array_append_new(names, json_string(a->fusion.source_name[i]));
+        rc = meta_json(w, "sources", names, err);
+    }
     if (!rc) rc = add_params(w, &a->params, err);
-    free(rtext);
-    json_decref(rj);
     return rc;
 }
 
@@ -275,16 +297,55 @@ int adapter_save(const adapter *a, const model *m, const char *path, clad_err *e
     return adapter_write(a, m, path, NULL, NULL, err);
 }
 
-static adapter *adapter_from_reader(const model *m, const st_reader *r, clad_err *err)
+static int parse_ranks_meta(int *ranks, const model *m, const char *text, const char *key, clad_err *err)
+{
+    json_error_t je;
+    json_t *rj = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    if (!rj) return clad_err_set(err, CLAD_EINVAL, "adapter: metadata '%s' is not JSON: %s", key, je.text);
+    int rc = adapter_ranks_from_json(ranks, m, rj, err);
+    json_decref(rj);
+    return rc;
+}
+
+/* Reads the fusion metadata 'sources' into names (at most FUSION_MAX_SOURCES). */
+static int read_source_names(const st_reader *r, char names[][PARAM_NAME_MAX], int *n, clad_err *err)
+{
+    const char *text = st_reader_meta(r, "sources");
+    if (!text) return clad_err_set(err, CLAD_EINVAL, "adapter: a fusion adapter needs metadata 'sources'");
+    json_error_t je;
+    json_t *j = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    int rc = 0;
+    if (!json_is_array(j) || json_array_size(j) < 1 || json_array_size(j) > FUSION_MAX_SOURCES) {
+        rc = clad_err_set(err, CLAD_EINVAL, "adapter: metadata 'sources' must list 1 to %d names", FUSION_MAX_SOURCES);
+        goto done;
+    }
+    *n = (int)json_array_size(j);
+    for (int i = 0; i < *n; i++) {
+        const char *s = json_string_value(json_array_get(j, (size_t)i));
+        if (!s || strlen(s) >= PARAM_NAME_MAX) {
+            rc = clad_err_set(err, CLAD_EINVAL, "adapter: source %d in 'sources' is not a name under %d bytes", i,
+                              PARAM_NAME_MAX);
+            goto done;
+        }
+        snprintf(names[i], PARAM_NAME_MAX, "%s", s);
+    }
+done:
+    json_decref(j);
+    return rc;
+}
+
+/* sources/n_sources: the frozen sources of a fusion adapter (NULL/0 for the other kinds). */
+static adapter *adapter_from_reader(const model *m, const st_reader *r, const adapter *const *sources,
+                                    int n_sources, clad_err *err)
 {
     const char *format = st_reader_meta(r, "format"), *kind = st_reader_meta(r, "kind");
     const char *alpha_s = st_reader_meta(r, "alpha"), *classes_s = st_reader_meta(r, "classes");
-    const char *ranks_s = st_reader_meta(r, "ranks");
+    const char *ranks_s = st_reader_meta(r, "ranks"), *before_s = st_reader_meta(r, "ranks_before");
     if (!format || strcmp(format, "clad-adapter")) {
         clad_err_set(err, CLAD_EINVAL, "adapter: metadata 'format' is not 'clad-adapter'");
         return NULL;
     }
-    if (!kind || strcmp(kind, "lora")) {
+    if (!kind || (strcmp(kind, "lora") && strcmp(kind, "tied") && strcmp(kind, "fusion"))) {
         clad_err_set(err, CLAD_EINVAL, "adapter: unsupported kind '%s'", kind ? kind : "(missing)");
         return NULL;
     }
@@ -295,17 +356,40 @@ static adapter *adapter_from_reader(const model *m, const st_reader *r, clad_err
     char *end;
     float alpha = strtof(alpha_s, &end);
     long classes = strtol(classes_s, &end, 10);
-    json_error_t je;
-    json_t *rj = json_loads(ranks_s, JSON_REJECT_DUPLICATES, &je);
-    int ranks[MODEL_MAX_LINEARS];
-    if (!rj || adapter_ranks_from_json(ranks, m, rj, err)) {
-        if (!rj) clad_err_set(err, CLAD_EINVAL, "adapter: metadata 'ranks' is not JSON: %s", je.text);
-        json_decref(rj);
-        return NULL;
+    int n_classes = (int)(classes > 0 && classes <= MODEL_MAX_CLASSES ? classes : 0);
+    int ranks[MODEL_MAX_LINEARS], before[MODEL_MAX_LINEARS] = {0};
+    if (parse_ranks_meta(ranks, m, ranks_s, "ranks", err)) return NULL;
+    if (before_s && parse_ranks_meta(before, m, before_s, "ranks_before", err)) return NULL;
+    adapter *a = NULL;
+    if (!strcmp(kind, "lora")) {
+        a = adapter_create(m, ranks, alpha, n_classes, err);
+    } else if (!strcmp(kind, "tied")) {
+        const char *variant = st_reader_meta(r, "variant");
+        tied_variant v = variant && !strcmp(variant, "tl5") ? TIED_TL5 : variant && !strcmp(variant, "tl6") ? TIED_TL6 : 0;
+        if (!v) {
+            clad_err_set(err, CLAD_EINVAL, "adapter: tied variant '%s' is not tl5 or tl6", variant ? variant : "(missing)");
+            return NULL;
+        }
+        a = adapter_tied_create(m, ranks, v, n_classes, err);
+    } else {
+        char names[FUSION_MAX_SOURCES][PARAM_NAME_MAX];
+        int n = 0;
+        if (read_source_names(r, names, &n, err)) return NULL;
+        if (!sources) {
+            clad_err_set(err, CLAD_EINVAL, "adapter: a fusion adapter needs its %d source adapters; load it with "
+                         "adapter_fusion_load", n);
+            return NULL;
+        }
+        if (n != n_sources) {
+            clad_err_set(err, CLAD_EINVAL, "adapter: the fusion adapter fuses %d sources but %d were given", n, n_sources);
+            return NULL;
+        }
+        const char *name_ptrs[FUSION_MAX_SOURCES];
+        for (int i = 0; i < n; i++) name_ptrs[i] = names[i];
+        a = adapter_fusion_create(m, sources, name_ptrs, n, n_classes, err);
     }
-    json_decref(rj);
-    adapter *a = adapter_create(m, ranks, alpha, (int)(classes > 0 && classes <= MODEL_MAX_CLASSES ? classes : 0), err);
     if (!a) return NULL;
+    memcpy(a->rank_before, before, sizeof before);
     if (read_params(&a->params, r, "adapter", ADAPTER_SIGNATURE_PREFIX, err)) {
         adapter_destroy(a);
         return NULL;
@@ -317,7 +401,7 @@ adapter *adapter_from_buffer(const model *m, const void *buf, size_t len, clad_e
 {
     st_reader *r = st_reader_parse(buf, len, err);
     if (!r) return NULL;
-    adapter *a = adapter_from_reader(m, r, err);
+    adapter *a = adapter_from_reader(m, r, NULL, 0, err);
     st_reader_destroy(r);
     return a;
 }
@@ -326,7 +410,36 @@ adapter *adapter_load(const model *m, const char *path, clad_err *err)
 {
     st_reader *r = st_reader_open(path, MODEL_FILE_MAX_BYTES, err);
     if (!r) return NULL;
-    adapter *a = adapter_from_reader(m, r, err);
+    adapter *a = adapter_from_reader(m, r, NULL, 0, err);
+    st_reader_destroy(r);
+    return a;
+}
+
+int adapter_file_sources(const void *buf, size_t len, char names[][PARAM_NAME_MAX], int *n, clad_err *err)
+{
+    st_reader *r = st_reader_parse(buf, len, err);
+    if (!r) return err ? err->code : CLAD_EINVAL;
+    int rc = read_source_names(r, names, n, err);
+    st_reader_destroy(r);
+    return rc;
+}
+
+adapter *adapter_fusion_from_buffer(const model *m, const void *buf, size_t len, const adapter *const *sources,
+                                    int n_sources, clad_err *err)
+{
+    st_reader *r = st_reader_parse(buf, len, err);
+    if (!r) return NULL;
+    adapter *a = adapter_from_reader(m, r, sources, n_sources, err);
+    st_reader_destroy(r);
+    return a;
+}
+
+adapter *adapter_fusion_load(const model *m, const char *path, const adapter *const *sources, int n_sources,
+                             clad_err *err)
+{
+    st_reader *r = st_reader_open(path, MODEL_FILE_MAX_BYTES, err);
+    if (!r) return NULL;
+    adapter *a = adapter_from_reader(m, r, sources, n_sources, err);
     st_reader_destroy(r);
     return a;
 }

@@ -4,6 +4,9 @@
  * {"format": "clad-base", "config": <config JSON>}. An adapter file holds "<layer>.lora_A.weight" (r,in),
  * "<layer>.lora_B.weight" (out,r), "head.weight", "head.bias" plus metadata {"format": "clad-adapter",
  * "kind": "lora", "alpha": "16", "classes": "10", "ranks": {"fc1": 8, ...} as JSON, "base_sha256": ...}.
+ * A rank-pruned adapter adds "ranks_before" (same form). Kind "tied" adds "variant": "tl5"|"tl6" and holds
+ * the tied tensors (model.h); kind "fusion" adds "sources": ["rot15", ...] (the source adapters' names, in
+ * order) and holds only its own Q/K/V and head: the sources are separate files.
  * Readers check every name and shape against the model and refuse NaN/Inf weights.
  */
 #ifndef CLAD_IO_MODEL_IO_H
@@ -44,6 +47,15 @@ int adapter_to_writer(struct st_writer *w, const adapter *a, const model *m, cla
 #define ADAPTER_SIGNATURE_PREFIX "signature."
 adapter *adapter_from_buffer(const model *m, const void *buf, size_t len, clad_err *err);
 adapter *adapter_load(const model *m, const char *path, clad_err *err);
+
+/* Fusion adapters: the caller loads the sources first, in the order adapter_file_sources lists them
+ * (names[FUSION_MAX_SOURCES], *n receives the count). adapter_load refuses a fusion file with a message
+ * pointing here. Sources must outlive the returned adapter. */
+int adapter_file_sources(const void *buf, size_t len, char names[][PARAM_NAME_MAX], int *n, clad_err *err);
+adapter *adapter_fusion_from_buffer(const model *m, const void *buf, size_t len, const adapter *const *sources,
+                                    int n_sources, clad_err *err);
+adapter *adapter_fusion_load(const model *m, const char *path, const adapter *const *sources, int n_sources,
+                             clad_err *err);
 
 /* Ranks as a JSON object keyed by layer name (layers with rank 0 left out). */
 json_t *adapter_ranks_to_json(const adapter *a, const model *m);

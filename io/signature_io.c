@@ -33,6 +33,9 @@ int adapter_blob_build(const adapter *a, const model *m, const signature *sig, u
         if (!rc) rc = st_writer_add_f32(w, name, 2, (int64_t[]){L->out, L->kp}, L->Up, err);
         snprintf(name, sizeof name, ADAPTER_SIGNATURE_PREFIX "%s.Vtp", m->linear[li].name);
         if (!rc) rc = st_writer_add_f32(w, name, 2, (int64_t[]){L->kp, L->in}, L->Vtp, err);
+        if (!L->gp) continue;
+        snprintf(name, sizeof name, ADAPTER_SIGNATURE_PREFIX "%s.gp", m->linear[li].name);
+        if (!rc) rc = st_writer_add_f32(w, name, 1, (int64_t[]){L->kp}, L->gp, err);
     }
     char *etext = json_dumps(energy, JSON_COMPACT | JSON_SORT_KEYS);
     if (!rc) rc = st_writer_meta(w, "signature_energy", etext, err);
@@ -136,6 +139,14 @@ int signature_from_blob(signature *sig, const model *m, const void *blob, size_t
             break;
         }
         L->kp = (int)sup[1];
+        /* What each pull component earned (optional: without it they weigh the same). */
+        snprintf(name, sizeof name, ADAPTER_SIGNATURE_PREFIX "%s.gp", ml->name);
+        if (!st_reader_find(r, name)) continue;
+        int64_t sg[1] = {L->kp};
+        if (!(L->gp = read_tensor(r, name, 1, sg, err))) {
+            rc = err ? err->code : CLAD_ECORRUPT;
+            break;
+        }
     }
 done:
     json_decref(energy);

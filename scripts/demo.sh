@@ -11,8 +11,8 @@ set -eu
 BUILD=${BUILD:-build}
 DEMO=$BUILD/demo
 STREAM=bench/streams/fmnist-domains.json
-SAMPLES=${DEMO_SAMPLES:-4000}
-EPOCHS=${DEMO_EPOCHS:-2}
+SAMPLES=${DEMO_SAMPLES:-3000}
+EPOCHS=${DEMO_EPOCHS:-3}
 TASKS="rot15 perm100 invert rot20n"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -24,14 +24,14 @@ CLAD="$BUILD/clad --socket $SOCK"
 
 say "exporting task data from $STREAM ($SAMPLES training samples per task)"
 for t in $TASKS; do
-    "$BUILD/clad-bench" export --stream "$STREAM" --task "$t" --split train --quick \
+    "$BUILD/clad-bench" export --stream "$STREAM" --task "$t" --split train --samples "$SAMPLES" \
         --out "$DEMO/data/$t-train.safetensors"
-    "$BUILD/clad-bench" export --stream "$STREAM" --task "$t" --split test --quick \
+    "$BUILD/clad-bench" export --stream "$STREAM" --task "$t" --split test --samples 1000 \
         --out "$DEMO/data/$t-test.safetensors"
 done
 
 say "starting cladd (socket $SOCK, state $DEMO/state)"
-OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-2} "$BUILD/cladd" --socket "$SOCK" --state-dir "$DEMO/state" \
+"$BUILD/cladd" --socket "$SOCK" --state-dir "$DEMO/state" \
     > "$DEMO/cladd.log" 2>&1 &
 CLADD=$!
 trap 'kill $CLADD 2>/dev/null || true' EXIT INT TERM
@@ -44,7 +44,7 @@ done
 $CLAD status
 
 say "training the base: vit-tiny on Fashion-MNIST"
-$CLAD base train vit --model vit-tiny --data fmnist --samples $((SAMPLES * 3)) --epochs 3
+$CLAD base train vit --model vit-tiny --data fmnist --samples 8000 --epochs 2
 $CLAD bases
 
 for t in $TASKS; do

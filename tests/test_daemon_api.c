@@ -465,3 +465,143 @@ TEST_TIMEOUT(daemon_api_concurrent_predictions_while_training, 150)
     free(reference);
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 20), 0);
 }
+
+TEST_TIMEOUT(daemon_api_train_with_rank_pruning_records_before_and_after, 120)
+{
+    fixture f;
+    fixture_start(&f);
+    json_t *job = train(&f, "t1", f.t1, "epochs=2&rank=fixed:8&prune=0.9");
+    CHECK_STR_EQ(jstr(job, "state"), "succeeded");
+    json_decref(job);
+    json_t *v = get(&f, "/v1/tasks/t1/versions/1", 200);
+    json_t *pr = json_object_get(json_object_get(v, "lineage"), "prune");
+    CHECK_MSG(json_is_object(pr), "no prune record in the lineage");
+    CHECK_NEAR(json_number_value(json_object_get(pr, "tau")), 0.9, 1e-9);
+    CHECK_INT_EQ(json_integer_value(json_object_get(json_object_get(pr, "ranks_before"), "fc1")), 8);
+    long long after = json_integer_value(json_object_get(json_object_get(pr, "ranks_after"), "fc1"));
+    CHECK(after >= 1 && after <= 8);
+    CHECK(json_integer_value(json_object_get(pr, "params_after")) <= json_integer_value(json_object_get(pr, "params_before")));
+    CHECK_INT_EQ(json_integer_value(json_object_get(json_object_get(v, "metrics"), "adapter_params")),
+                 json_integer_value(json_object_get(pr, "params_after")));
+    json_decref(v);
+    char *body = NULL, extra[700];
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?prune=1.5", extra, &body, NULL), 400);
+    CHECK(strstr(body, "prune") != NULL);
+    free(body);
+    free(predict(&f, "t1", NULL, f.t1_test));
+    stop(&f);
+}
+
+TEST_TIMEOUT(daemon_api_merge_serves_each_source_with_its_head, 120)
+{
+    fixture f;
+    fixture_start(&f);
+    json_t *job = train(&f, "t1", f.t1, "epochs=2&rank=fixed:2");
+    json_decref(job);
+    job = train(&f, "t2", f.t2, "epochs=2&rank=fixed:2");
+    json_decref(job);
+    /* A merge of one task with coefficient 1 and no trimming reproduces that task. */
+    char *body = NULL;
+    int code = curl_req(&f.d, "POST", "/v1/merges/solo?follow=1",
+                        "-H 'Content-Type: application/json' -d '{\"tasks\":[\"t1\"],\"method\":\"ta\",\"rank\":16}'", &body, NULL);
+    CHECK_MSG(code == 202 && strstr(body, "\"state\":\"succeeded\""), "merge answered %d: %s", code, body);
+    free(body);
+    char *own = predict(&f, "t1", NULL, f.t1_test), *merged = predict(&f, "solo", "task=t1", f.t1_test);
+    json_t *a = json_or_fail(own), *b = json_or_fail(merged);
+    json_t *pa = json_object_get(a, "probabilities"), *pb = json_object_get(b, "probabilities");
+    CHECK_INT_EQ(json_array_size(pb), json_array_size(pa));
+    for (size_t i = 0; i < json_array_size(pa); i++)
+        for (size_t k = 0; k < CLASSES; k++)
+            CHECK_NEAR(json_number_value(json_array_get(json_array_get(pb, i), k)),
+                       json_number_value(json_array_get(json_array_get(pa, i), k)), 1e-4);
+    json_decref(a);
+    json_decref(b);
+    free(own);
+    free(merged);
+    /* Two tasks with DRM-H through the CLI; lineage names both sources; a non-source is refused. */
+    CHECK_INT_EQ(clad_run(&f.d, "merge both --tasks t1,t2 --method drm-h", NULL), 0);
+    json_t *v = get(&f, "/v1/tasks/both/versions/1", 200);
+    CHECK_STR_EQ(jstr(v, "kind"), "merged");
+    CHECK_INT_EQ(json_array_size(json_object_get(v, "parents")), 2);
+    CHECK_STR_EQ(jstr(json_object_get(json_object_get(v, "lineage"), "merge"), "method"), "drm-h");
+    json_decref(v);
+    free(predict(&f, "both", "task=t2", f.t1_test));
+    char extra[700];
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1_test);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/both/predict?task=t9", extra, &body, NULL), 404);
+    CHECK(strstr(body, "t9") != NULL);
+    free(body);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/merges/bad", "-H 'Content-Type: application/json' -d '{\"tasks\":[\"t1\"],\"method\":\"avg\"}'", &body, NULL), 400);
+    free(body);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/merges/t1", "-H 'Content-Type: application/json' -d '{\"tasks\":[\"t2\"]}'", &body, NULL), 409);
+    free(body);
+    stop(&f);
+}
+
+TEST_TIMEOUT(daemon_api_tied_lora_versions_train_and_serve, 120)
+{
+    fixture f;
+    fixture_start(&f);
+    json_t *job = train(&f, "t1", f.t1, "epochs=3&rank=fixed:4&kind=tl6&lr=0.01");
+    CHECK_STR_EQ(jstr(job, "state"), "succeeded");
+    json_decref(job);
+    json_t *v = get(&f, "/v1/tasks/t1/versions/1", 200);
+    CHECK_STR_EQ(jstr(v, "kind"), "tied");
+    CHECK_STR_EQ(jstr(json_object_get(v, "hparams"), "kind"), "tl6");
+    json_decref(v);
+    char *body = NULL, extra[700];
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1_test);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/evaluate", extra, &body, NULL), 200);
+    json_t *ev = json_or_fail(body);
+    CHECK_MSG(json_number_value(json_object_get(ev, "accuracy")) > 0.5, "%s", body);
+    json_decref(ev);
+    free(body);
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?kind=tl9", extra, &body, NULL), 400);
+    free(body);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?kind=tl5&prune=0.9", extra, &body, NULL), 400);
+    free(body);
+    stop(&f);
+}
+
+TEST_TIMEOUT(daemon_api_fusion_over_earlier_tasks, 120)
+{
+    fixture f;
+    fixture_start(&f);
+    json_decref(train(&f, "t1", f.t1, "epochs=2&rank=fixed:2"));
+    json_decref(train(&f, "t2", f.t2, "epochs=2&rank=fixed:2"));
+    /* t3 is t1's data again: fusion over t1 and t2 should lean on t1. */
+    char path[128], extra[700], *body = NULL;
+    snprintf(path, sizeof path, "/v1/tasks/t3/train?follow=1&epochs=3&fuse_with=t1,t2");
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", path, extra, &body, NULL), 202);
+    CHECK_MSG(strstr(body, "\"state\":\"succeeded\""), "%s", body);
+    free(body);
+    json_t *v = get(&f, "/v1/tasks/t3/versions/1", 200);
+    CHECK_STR_EQ(jstr(v, "kind"), "fusion");
+    CHECK_INT_EQ(json_array_size(json_object_get(v, "parents")), 2);
+    json_t *srcs = json_object_get(json_object_get(json_object_get(v, "lineage"), "fusion"), "sources");
+    CHECK_INT_EQ(json_array_size(srcs), 2);
+    double w1 = json_number_value(json_object_get(json_array_get(srcs, 0), "weight"));
+    double w2 = json_number_value(json_object_get(json_array_get(srcs, 1), "weight"));
+    CHECK_NEAR(w1 + w2, 1.0, 1e-3);
+    printf("# fusion weights: t1 %.3f, t2 %.3f\n", w1, w2);
+    json_decref(v);
+    /* Served through the registry, which loads t1 and t2 first. */
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1_test);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t3/evaluate", extra, &body, NULL), 200);
+    json_t *ev = json_or_fail(body);
+    CHECK_MSG(json_number_value(json_object_get(ev, "accuracy")) > 0.5, "%s", body);
+    json_decref(ev);
+    free(body);
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t4/train?fuse_with=t1,-x", extra, &body, NULL), 400);
+    free(body);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t4/train?fuse_with=t1&kind=tl5", extra, &body, NULL), 400);
+    free(body);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t4/train?follow=1&fuse_with=nosuch", extra, &body, NULL), 202);
+    CHECK(strstr(body, "\"state\":\"failed\"") && strstr(body, "nosuch"));
+    free(body);
+    stop(&f);
+}

@@ -1,0 +1,322 @@
+/* clad-bench serve: the daemon as its users meet it, measured through its socket.
+ *
+ * Starts the real cladd (next to this program) on a private socket and state directory, imports a
+ * randomly initialised vit-tiny base, trains small tasks on synthetic images, and measures: prediction
+ * latency at batch 1 (p50, p99) with and without a training job running, requests per second with 32
+ * clients, the time from submitting a training job to its first step, the daemon's idle memory and the
+ * memory each loaded adapter adds. The absolute latencies depend on the machine; the with/without-training
+ * ratio is the number to watch.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench/bench.h"
+#include "core/model.h"
+#include "core/rng.h"
+#include "daemon/client.h"
+#include "io/dataset_io.h"
+#include "io/model_io.h"
+
+typedef struct serve_ctx {
+    char dir[PATH_MAX], sock[PATH_MAX + 16], cladd[PATH_MAX];
+    pid_t pid;
+    char *predict_body;
+    size_t predict_len;
+} serve_ctx;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int die(const char *what)
+{
+    fprintf(stderr, "clad-bench serve: %s\n", what);
+    return 1;
+}
+
+/* One request; returns the HTTP status (0 on a transport error) and the body if wanted. */
+static int call(const serve_ctx *c, const char *method, const char *path, const char *ctype, const void *body,
+                size_t len, char **out)
+{
+    clad_err err = {0};
+    int fd = client_connect(c->sock, &err);
+    if (fd < 0) return 0;
+    client_request rq = {.method = method, .path = path, .content_type = body ? ctype : NULL, .body = body,
+                         .body_len = len, .timeout_ms = 0};
+    client_response resp = {0};
+    int rc = client_exchange(fd, &rq, &resp, &err);
+    close(fd);
+    if (rc) return 0;
+    if (out) *out = resp.body, resp.body = NULL;
+    client_response_finish(&resp);
+    return resp.status;
+}
+
+static long rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kb = strtol(line + 6, NULL, 10);
+    if (f) fclose(f);
+    return kb;
+}
+
+static int start_daemon(serve_ctx *c)
+{
+    c->pid = fork();
+    if (c->pid == 0) {
+        char state[PATH_MAX + 16], log[PATH_MAX + 16];
+        snprintf(state, sizeof state, "%s/state", c->dir);
+        snprintf(log, sizeof log, "%s/cladd.log", c->dir);
+        if (!freopen(log, "w", stderr)) _exit(127);
+        setenv("OPENBLAS_NUM_THREADS", "1", 1);
+        execl(c->cladd, c->cladd, "--socket", c->sock, "--state-dir", state, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        if (call(c, "GET", "/v1/health", NULL, NULL, 0, NULL) == 200) return 0;
+        usleep(20000);
+    }
+    return -1;
+}
+
+/* Random images with labels from a fixed random linear rule, as a safetensors dataset file. */
+static int write_task(const char *path, int n, uint64_t seed)
+{
+    dataset d;
+    int shape[3] = {1, 28, 28};
+    if (dataset_init(&d, n, 3, shape, NULL)) return -1;
+    rng r;
+    rng_init(&r, seed);
+    for (size_t i = 0; i < (size_t)n * 784; i++) d.x[i] = rng_uniform(&r);
+    for (int i = 0; i < n; i++) {
+        double s = 0;
+        for (int k = 0; k < 784; k += 7) s += (double)d.x[(size_t)i * 784 + k] * (double)((k * 2654435761u + seed) % 7);
+        d.y[i] = (int)((unsigned long)(s * 10) % 10);
+    }
+    d.n_classes = 10;
+    int rc = dataset_save_safetensors(&d, path, NULL);
+    dataset_finish(&d);
+    return rc;
+}
+
+static int read_file(const char *path, char **buf, size_t *len)
+{
+    uint8_t *b = NULL;
+    int rc = file_read_all(path, 1u << 30, &b, len, NULL);
+    *buf = (char *)b;
+    return rc;
+}
+
+static int train_task(serve_ctx *c, const char *task, const char *file, const char *opts)
+{
+    char *body = NULL, path[256];
+    size_t len = 0;
+    if (read_file(file, &body, &len)) return -1;
+    snprintf(path, sizeof path, "/v1/tasks/%s/train?follow=1&%s", task, opts);
+    char *reply = NULL;
+    int st = call(c, "POST", path, "application/octet-stream", body, len, &reply);
+    int ok = st == 202 && reply && strstr(reply, "\"state\":\"succeeded\"");
+    free(body);
+    free(reply);
+    return ok ? 0 : -1;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* n sequential batch-1 predictions; p50 and p99 in ms. */
+static int latency(const serve_ctx *c, int n, double *p50, double *p99)
+{
+    double *t = malloc(sizeof *t * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        double t0 = now_s();
+        if (call(c, "POST", "/v1/tasks/t0/predict?probs=0", "application/json", c->predict_body, c->predict_len, NULL) != 200) {
+            free(t);
+            return -1;
+        }
+        t[i] = (now_s() - t0) * 1e3;
+    }
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    *p50 = t[n / 2];
+    *p99 = t[(int)(n * 0.99)];
+    free(t);
+    return 0;
+}
+
+/* 32 client processes predicting for `seconds`; requests per second over all of them. */
+static double throughput(const serve_ctx *c, int clients, double seconds)
+{
+    int fds[2];
+    pid_t pids[64];
+    if (pipe(fds) || clients > 64) return -1;
+    for (int k = 0; k < clients; k++) {
+        if ((pids[k] = fork()) == 0) {
+            close(fds[0]);
+            long done = 0;
+            double t0 = now_s();
+            while (now_s() - t0 < seconds)
+                if (call(c, "POST", "/v1/tasks/t0/predict?probs=0", "application/json", c->predict_body, c->predict_len,
+                         NULL) == 200)
+                    done++;
+            if (write(fds[1], &done, sizeof done) != sizeof done) _exit(1);
+            _exit(0);
+        }
+    }
+    close(fds[1]);
+    long total = 0, one;
+    double t0 = now_s();
+    while (read(fds[0], &one, sizeof one) == sizeof one) total += one;
+    double dt = now_s() - t0;
+    close(fds[0]);
+    for (int k = 0; k < clients; k++) waitpid(pids[k], NULL, 0);
+    return total / (dt > seconds ? dt : seconds);
+}
+
+/* Submits a long training job and returns the seconds until its first step event; leaves it running. */
+static double time_to_first_step(serve_ctx *c, const char *file, uint64_t *job_id)
+{
+    char *body = NULL;
+    size_t len = 0;
+    if (read_file(file, &body, &len)) return -1;
+    clad_err err = {0};
+    int fd = client_connect(c->sock, &err);
+    if (fd < 0) return -1;
+    /* Follow by hand: send the request, read until the first "step" line. */
+    char head[512];
+    int hl = snprintf(head, sizeof head, "POST /v1/tasks/t1/train?follow=1&epochs=200 HTTP/1.1\r\nHost: clad\r\n"
+                      "Content-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n", len);
+    double t0 = now_s();
+    if (write(fd, head, (size_t)hl) != hl || write(fd, body, len) != (ssize_t)len) {
+        close(fd);
+        free(body);
+        return -1;
+    }
+    free(body);
+    char buf[65536];
+    size_t have = 0;
+    double t = -1;
+    while (have < sizeof buf - 1) {
+        ssize_t r = read(fd, buf + have, sizeof buf - 1 - have);
+        if (r <= 0) break;
+        have += (size_t)r;
+        buf[have] = '\0';
+        char *idp = strstr(buf, "\"id\":");
+        if (idp && !*job_id) *job_id = strtoull(idp + 5, NULL, 10);
+        if (strstr(buf, "\"event\":\"step\"")) {
+            t = now_s() - t0;
+            break;
+        }
+    }
+    close(fd);
+    return t;
+}
+
+int bench_serve_main(int argc, char **argv)
+{
+    bool json = false, quick = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = true;
+        else if (!strcmp(argv[i], "--quick")) quick = true;
+        else {
+            fprintf(stderr, "usage: clad-bench serve [--quick] [--json]\n");
+            return 2;
+        }
+    }
+    serve_ctx c = {0};
+    snprintf(c.dir, sizeof c.dir, "/tmp/clad-bench-serve-XXXXXX");
+    if (!mkdtemp(c.dir)) return die("cannot make a temporary directory");
+    snprintf(c.sock, sizeof c.sock, "%s/clad.sock", c.dir);
+    ssize_t n = readlink("/proc/self/exe", c.cladd, sizeof c.cladd - 8);
+    if (n <= 0) return die("cannot find this program's path");
+    c.cladd[n] = '\0';
+    char *slash = strrchr(c.cladd, '/');
+    snprintf(slash + 1, sizeof c.cladd - (size_t)(slash + 1 - c.cladd), "cladd");
+    if (access(c.cladd, X_OK)) return die("build/cladd is missing: run make first");
+
+    /* A vit-tiny base (random weights: latency does not depend on their values). */
+    char base[PATH_MAX + 32], data[PATH_MAX + 32], data2[PATH_MAX + 32];
+    snprintf(base, sizeof base, "%s/base.safetensors", c.dir);
+    snprintf(data, sizeof data, "%s/task.safetensors", c.dir);
+    snprintf(data2, sizeof data2, "%s/task2.safetensors", c.dir);
+    model_config cfg;
+    model_config_preset(&cfg, "vit-tiny", NULL);
+    model *m = model_create(&cfg, NULL);
+    model_init_random(m, 1);
+    if (model_save(m, base, NULL)) return die("cannot write the base");
+    model_destroy(m);
+    if (write_task(data, quick ? 300 : 1000, 1) || write_task(data2, 2000, 2)) return die("cannot write task data");
+
+    if (start_daemon(&c)) return die("cladd did not start");
+    long idle_kb = rss_kb(c.pid);
+    char *bbuf = NULL;
+    size_t blen = 0;
+    read_file(base, &bbuf, &blen);
+    int st = call(&c, "POST", "/v1/bases/vit", "application/octet-stream", bbuf, blen, NULL);
+    free(bbuf);
+    if (st != 201) return die("base import failed");
+    int adapters = quick ? 2 : 4;
+    for (int k = 0; k < adapters; k++) {
+        char task[16];
+        snprintf(task, sizeof task, "t%d", k == 0 ? 0 : 10 + k);
+        if (train_task(&c, task, data, "epochs=1&rank=fixed:8")) return die("training a task failed");
+    }
+    /* One prediction per task loads every adapter; the growth is what loaded adapters cost. */
+    json_t *row = json_array();
+    for (int k = 0; k < 784; k++) json_array_append_new(row, json_real(0.5));
+    char *pb = json_dumps(json_pack("{s:[o]}", "inputs", row), JSON_COMPACT);
+    c.predict_body = pb;
+    c.predict_len = strlen(pb);
+    long before_kb = rss_kb(c.pid);
+    for (int k = 0; k < adapters; k++) {
+        char path[64];
+        snprintf(path, sizeof path, "/v1/tasks/t%d/predict", k == 0 ? 0 : 10 + k);
+        call(&c, "POST", path, "application/json", pb, c.predict_len, NULL);
+    }
+    long after_kb = rss_kb(c.pid);
+
+    int reps = quick ? 100 : 500;
+    double p50_idle, p99_idle, p50_busy, p99_busy;
+    if (latency(&c, reps, &p50_idle, &p99_idle)) return die("predictions failed");
+    double rps = throughput(&c, 32, quick ? 1.0 : 3.0);
+    uint64_t job = 0;
+    double first_step = time_to_first_step(&c, data2, &job);
+    if (latency(&c, reps, &p50_busy, &p99_busy)) return die("predictions during training failed");
+    double rps_busy = throughput(&c, 32, quick ? 1.0 : 3.0);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/jobs/%llu", (unsigned long long)job);
+    call(&c, "DELETE", path, NULL, NULL, 0, NULL);
+    kill(c.pid, SIGTERM);
+    waitpid(c.pid, NULL, 0);
+    free(pb);
+
+    printf("{\"model\": \"vit-tiny\", \"predict_batch1_ms\": {\"idle\": {\"p50\": %.3f, \"p99\": %.3f}, "
+           "\"training\": {\"p50\": %.3f, \"p99\": %.3f}}, \"requests_per_s_32_clients\": {\"idle\": %.0f, "
+           "\"training\": %.0f}, \"submit_to_first_step_s\": %.3f, \"idle_rss_mb\": %.1f, "
+           "\"rss_per_loaded_adapter_mb\": %.2f, \"adapters_loaded\": %d}\n",
+           p50_idle, p99_idle, p50_busy, p99_busy, rps, rps_busy, first_step, idle_kb / 1024.0,
+           (after_kb - before_kb) / 1024.0 / adapters, adapters);
+    (void)json;
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", c.dir);
+    if (system(cmd)) {}
+    return 0;
+}
