@@ -94,7 +94,8 @@ static int serve_work(void *argp, clad_err *err)
         rc = clad_err_set(err, CLAD_EINVAL, "samples have %d features but the model takes %d", d.dim, dim);
         goto done;
     }
-    sha256_hex(c->req->body, c->req->body_len, c->data_sha);
+    /* Only evaluations are recorded, with the hash of their data; predictions skip the hashing. */
+    if (c->evaluate) sha256_hex(c->req->body, c->req->body_len, c->data_sha);
     c->n = d.n;
     c->K = a->n_classes;
     if (c->evaluate) {
@@ -131,6 +132,19 @@ static int latest_on_base(cladd *app, const char *base, store_ref *out)
     }
     store_tasks_free(tasks, n);
     return best_ms >= 0 ? 0 : -1;
+}
+
+/* Gives back the adapter a request used: the registry's reference, or the request's own merge adapter. */
+static void serve_release(cladd *app, loaded_adapter *la, bool own)
+{
+    if (!la) return;
+    if (!own) {
+        registry_adapter_release(app->reg, la);
+        return;
+    }
+    adapter_destroy(la->a);
+    registry_base_release(app->reg, la->base);
+    free(la);
 }
 
 static void serve_done(void *argp, int status, const clad_err *err)
@@ -173,13 +187,7 @@ static void serve_done(void *argp, int status, const clad_err *err)
         if (probs) json_object_set_new(j, "probabilities", probs);
         http_reply_json(req, 200, j);
     }
-    if (c->own) {
-        adapter_destroy(c->la->a);
-        registry_base_release(app->reg, c->la->base);
-        free(c->la);
-    } else {
-        registry_adapter_release(app->reg, c->la);
-    }
+    serve_release(app, c->la, c->own);
     free(c->labels);
     free(c->probs);
     free(c);
@@ -238,13 +246,7 @@ static void serve(http_req *req, bool evaluate)
                     : registry_adapter_get(app->reg, app->st, task, version, &c->la, &err);
     c->own = source != NULL;
     if (rc || job_queue_compute(app->jobs, serve_work, serve_done, c, &err)) {
-        if (c->la && c->own) {
-            adapter_destroy(c->la->a);
-            registry_base_release(app->reg, c->la->base);
-            free(c->la);
-        } else if (c->la) {
-            registry_adapter_release(app->reg, c->la);
-        }
+        serve_release(app, c->la, c->own);
         free(c);
         http_reply_err(req, &err);
     }
