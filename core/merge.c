@@ -185,62 +185,35 @@ done:
     return rc;
 }
 
-/* DRM-V: M = [dW_1; ...; dW_N] (N n, m) = U S Vt; each task's block of U (n, r) has its columns normalised,
- * the norms folded into per-task singular values; the merged core X (n, r) maps back as X Vt_r. */
+/* DRM-V: rows stacked, [dW_1; ...; dW_N] (N n, m); each task's block of U has its columns renormalised. That
+ * is DRM-H of the transposed deltas, transposed back: [dW_1^T | ... | dW_N^T] = [dW_1; ...; dW_N]^T, so its
+ * right singular vectors are DRM-V's left ones, and trimming, sign election and the disjoint mean act on the
+ * same entries. */
+static void transpose(float *dst, const float *src, int rows, int cols)
+{
+    for (int r = 0; r < rows; r++)
+        for (int q = 0; q < cols; q++) dst[(size_t)q * rows + r] = src[(size_t)r * cols + q];
+}
+
 static int drm_v(float *out, const float *const *deltas, int N, int n, int m, const merge_config *c, clad_err *err)
 {
-    int Nn = N * n, k = Nn < m ? Nn : m;
-    float *M = malloc((size_t)Nn * m * sizeof *M), *U = malloc((size_t)Nn * k * sizeof *U);
-    float *S = malloc((size_t)k * sizeof *S), *Vt = malloc((size_t)k * m * sizeof *Vt);
-    float *X = NULL, *blocks = NULL, *Si = NULL;
+    size_t L = (size_t)n * m;
+    float *dT = malloc((size_t)N * L * sizeof *dT), *outT = malloc(L * sizeof *outT);
+    const float *dTi[MERGE_MAX_TASKS];
     int rc = 0;
-    if (!M || !U || !S || !Vt) {
-        rc = clad_err_set(err, CLAD_ENOMEM, "merge: out of memory for a %dx%d SVD", Nn, m);
+    if (!dT || !outT) {
+        rc = clad_err_set(err, CLAD_ENOMEM, "merge: out of memory for %d transposed %dx%d deltas", N, n, m);
         goto done;
     }
-    for (int i = 0; i < N; i++) memcpy(M + (size_t)i * n * m, deltas[i], (size_t)n * m * sizeof *M);
-    if ((rc = linalg_svd(U, S, Vt, M, Nn, m, err))) goto done;
-    int r = 0;
-    while (r < k && S[r] > c->rank_rtol * S[0] && S[r] > 0.0f) r++;
-    memset(out, 0, (size_t)n * m * sizeof *out);
-    if (r == 0) goto done;
-    size_t L = (size_t)n * r;
-    blocks = malloc((size_t)N * L * sizeof *blocks);
-    Si = malloc((size_t)N * r * sizeof *Si);
-    X = malloc(L * sizeof *X);
-    if (!blocks || !Si || !X) {
-        rc = clad_err_set(err, CLAD_ENOMEM, "merge: out of memory");
-        goto done;
-    }
-    float *Xi[MERGE_MAX_TASKS] = {0};
     for (int i = 0; i < N; i++) {
-        Xi[i] = blocks + (size_t)i * L;
-        const float *Ui = U + (size_t)i * n * k;  /* rows i*n .. i*n+n-1, row stride k */
-        for (int j = 0; j < r; j++) {
-            double nu = 0.0;
-            for (int o = 0; o < n; o++) nu += (double)Ui[(size_t)o * k + j] * (double)Ui[(size_t)o * k + j];
-            nu = sqrt(nu);
-            if (nu < DRM_NU_EPS) nu = 0.0;
-            Si[(size_t)i * r + j] = (float)((double)S[j] * nu);
-            for (int o = 0; o < n; o++)
-                Xi[i][(size_t)o * r + j] = nu > 0.0 ? (float)((double)Ui[(size_t)o * k + j] / nu) : 0.0f;
-        }
+        transpose(dT + (size_t)i * L, deltas[i], n, m);
+        dTi[i] = dT + (size_t)i * L;
     }
-    if ((rc = trim(Xi, N, L, c->drop, true, err))) goto done;
-    for (int i = 0; i < N; i++)
-        for (int o = 0; o < n; o++)
-            for (int j = 0; j < r; j++) Xi[i][(size_t)o * r + j] *= Si[(size_t)i * r + j];
-    elect_and_mean(X, Xi, N, L, c);
-    /* out (n,m) = X (n,r) . Vt[:r, :] (r,m) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, m, r, 1.0f, X, r, Vt, m, 0.0f, out, m);
+    if ((rc = drm_h(outT, dTi, N, m, n, c, err))) goto done;
+    transpose(out, outT, m, n);
 done:
-    free(M);
-    free(U);
-    free(S);
-    free(Vt);
-    free(X);
-    free(blocks);
-    free(Si);
+    free(dT);
+    free(outT);
     return rc;
 }
 
