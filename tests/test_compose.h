@@ -6,17 +6,14 @@
 
 #include "core/dataset.h"
 #include "core/model.h"
+#include "tests/model_check.h"
 
 model *compose_small_vit(uint64_t seed);
 model *compose_small_mlp(int in, int h, int layers, int classes, uint64_t seed);
-void compose_fill_normal(float *x, size_t n, float s, uint64_t seed);
 /* Ranks r on every default target (the hidden linears of an mlp; every block linear of a vit). */
 void compose_default_ranks(int *ranks, const model *m, int r);
 /* Fills every tensor of a (not the head) with N(0, s) values. */
 void compose_randomise(adapter *a, float s, uint64_t seed);
-/* Central finite differences of model_forward's loss against model_backward's adapter gradient on up to
- * `probes` entries of every adapter tensor. */
-void compose_check_grads(model *m, adapter *a, int N, int probes);
 /* Probabilities of a on n random inputs (caller frees). */
 float *compose_probs(const model *m, const adapter *a, int n, uint64_t seed);
 /* Labels from a quadrant of two projections of x (4 classes); `variant` picks the projections. */

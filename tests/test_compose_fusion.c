@@ -30,7 +30,7 @@ TEST(compose_fusion_vit_gradients_match_finite_differences)
     CHECK_INT_EQ(f->fusion.n_sites, 2);
     adapter_init(f, m, 3);
     compose_randomise(f, 0.3f, 3);  /* Q, K large enough that the softmax is far from uniform */
-    compose_check_grads(m, f, 3, 6);
+    check_model_grads(m, f, 3, 6);
     adapter_destroy(f);
     adapter_destroy(s0);
     adapter_destroy(s1);
@@ -55,7 +55,7 @@ TEST(compose_fusion_mlp_gradients_match_finite_differences)
     CHECK(param_set_find(&f->params, "fc2.fusion.value.weight") >= 0);
     adapter_init(f, m, 4);
     compose_randomise(f, 0.3f, 4);
-    compose_check_grads(m, f, 5, 8);
+    check_model_grads(m, f, 5, 8);
     adapter_destroy(f);
     adapter_destroy(s0);
     adapter_destroy(s1);

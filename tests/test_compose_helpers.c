@@ -25,13 +25,6 @@ model *compose_small_mlp(int in, int h, int layers, int classes, uint64_t seed)
     return m;
 }
 
-void compose_fill_normal(float *x, size_t n, float s, uint64_t seed)
-{
-    rng r;
-    rng_init(&r, seed);
-    for (size_t i = 0; i < n; i++) x[i] = s * rng_normal(&r);
-}
-
 void compose_default_ranks(int *ranks, const model *m, int r)
 {
     for (int li = 0; li < MODEL_MAX_LINEARS; li++) ranks[li] = 0;
@@ -44,7 +37,7 @@ void compose_randomise(adapter *a, float s, uint64_t seed)
     for (int ti = 0; ti < a->params.n; ti++) {
         if (ti == a->head_w || ti == a->head_b) continue;
         float *p = param_set_ptr(&a->params, ti);
-        compose_fill_normal(p, a->params.t[ti].numel, s, seed + (uint64_t)ti);
+        fill_normal(p, a->params.t[ti].numel, s, seed + (uint64_t)ti);
         /* Scales and V around 1 / the identity rather than 0, like their initial values. */
         const char *nm = a->params.t[ti].name;
         if (strstr(nm, ".tied_u") || strstr(nm, ".tied_v"))
@@ -56,50 +49,11 @@ void compose_randomise(adapter *a, float s, uint64_t seed)
     }
 }
 
-void compose_check_grads(model *m, adapter *a, int N, int probes)
-{
-    int dim = model_config_input_dim(&m->cfg), K = a->n_classes;
-    float *x = malloc(sizeof(float) * (size_t)N * dim);
-    int *y = malloc(sizeof(int) * (size_t)N);
-    compose_fill_normal(x, (size_t)N * dim, 1.0f, 7);
-    for (int i = 0; i < N; i++) y[i] = i % K;
-    param_set *p = &a->params;
-    float *g = calloc(p->total, sizeof *g);
-    model_ws *ws = model_ws_create_for(m, a, N, true, NULL);
-    CHECK(ws != NULL);
-    model_forward(ws, m, a, x, y, N);
-    model_backward(ws, m, a, NULL, g);
-    rng r;
-    rng_init(&r, 3);
-    int checked = 0;
-    for (int ti = 0; ti < p->n; ti++) {
-        for (int k = 0; k < probes; k++) {
-            size_t idx = p->t[ti].offset + rng_below(&r, (uint32_t)p->t[ti].numel);
-            float old = p->data[idx], eps = 3e-3f;
-            p->data[idx] = old + eps;
-            double lp = model_forward(ws, m, a, x, y, N);
-            p->data[idx] = old - eps;
-            double lm = model_forward(ws, m, a, x, y, N);
-            p->data[idx] = old;
-            double fd = (lp - lm) / (2.0 * (double)eps);
-            double an = g[idx];
-            CHECK_MSG(fabs(fd - an) <= 2e-3 + 3e-2 * fabs(fd), "tensor %s entry %zu: analytic %.6g vs finite "
-                      "difference %.6g", p->t[ti].name, idx - p->t[ti].offset, an, fd);
-            checked++;
-        }
-    }
-    CHECK(checked > 0);
-    model_ws_destroy(ws);
-    free(g);
-    free(x);
-    free(y);
-}
-
 float *compose_probs(const model *m, const adapter *a, int n, uint64_t seed)
 {
     int dim = model_config_input_dim(&m->cfg), K = a ? a->n_classes : m->cfg.n_classes;
     float *x = malloc(sizeof(float) * (size_t)n * dim), *p = malloc(sizeof(float) * (size_t)n * K);
-    compose_fill_normal(x, (size_t)n * dim, 1.0f, seed);
+    fill_normal(x, (size_t)n * dim, 1.0f, seed);
     clad_err e = {0};
     CHECK_MSG(model_predict(m, a, x, n, 16, p, NULL, &e) == 0, "%s", e.msg);
     free(x);
@@ -109,7 +63,7 @@ float *compose_probs(const model *m, const adapter *a, int n, uint64_t seed)
 void compose_quadrant_data(dataset *d, int n, int in, int variant, uint64_t seed)
 {
     CHECK_INT_EQ(dataset_init(d, n, 1, (int[]){in}, NULL), 0);
-    compose_fill_normal(d->x, (size_t)n * in, 1.0f, seed);
+    fill_normal(d->x, (size_t)n * in, 1.0f, seed);
     for (int i = 0; i < n; i++) {
         const float *x = d->x + (size_t)i * in;
         float u = variant ? x[6] - x[7] + x[8] : x[0] + x[1] - x[2];

@@ -97,7 +97,7 @@ static void outer(float *D, const float *u, const float *v, float s, int n, int 
 
 static void unit(float *x, int n, uint64_t seed)
 {
-    compose_fill_normal(x, (size_t)n, 1.0f, seed);
+    fill_normal(x, (size_t)n, 1.0f, seed);
     double s = 0;
     for (int i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
     for (int i = 0; i < n; i++) x[i] = (float)((double)x[i] / sqrt(s));
@@ -163,7 +163,7 @@ TEST(compose_merge_drm_h_and_v_are_mirrors)
     float d[T][N * M], dt[T][M * N], h[N * M], v[M * N];
     const float *dp[T], *dtp[T];
     for (int t = 0; t < T; t++) {
-        compose_fill_normal(d[t], N * M, 1.0f, 20 + t);
+        fill_normal(d[t], N * M, 1.0f, 20 + t);
         for (int i = 0; i < N; i++)
             for (int j = 0; j < M; j++) dt[t][j * N + i] = d[t][i * M + j];
         dp[t] = d[t];

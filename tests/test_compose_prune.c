@@ -108,11 +108,11 @@ static void known_spectrum(float *B, float *A, const float *s, int out, int in, 
 {
     float *G = malloc(sizeof(float) * (size_t)(out > in ? out : in) * r);
     float *Q = malloc(sizeof(float) * (size_t)(out > in ? out : in) * r);
-    compose_fill_normal(G, (size_t)out * r, 1.0f, seed);
+    fill_normal(G, (size_t)out * r, 1.0f, seed);
     CHECK_INT_EQ(linalg_qr(Q, NULL, G, out, r, NULL), 0);
     for (int o = 0; o < out; o++)
         for (int j = 0; j < r; j++) B[o * r + j] = Q[o * r + j] * s[j];
-    compose_fill_normal(G, (size_t)in * r, 1.0f, seed + 1);
+    fill_normal(G, (size_t)in * r, 1.0f, seed + 1);
     CHECK_INT_EQ(linalg_qr(Q, NULL, G, in, r, NULL), 0);
     for (int j = 0; j < r; j++)
         for (int i = 0; i < in; i++) A[j * in + i] = Q[i * r + j];
@@ -166,8 +166,8 @@ TEST(compose_prune_factors_match_dense_svd)
 {
     enum { OUT = 20, IN = 15, R = 6 };
     float B[OUT * R], A[R * IN], B2[OUT * R], A2[R * IN], S[R], D[OUT * IN], Sd[IN];
-    compose_fill_normal(B, sizeof B / sizeof *B, 1.0f, 5);
-    compose_fill_normal(A, sizeof A / sizeof *A, 1.0f, 6);
+    fill_normal(B, sizeof B / sizeof *B, 1.0f, 5);
+    fill_normal(A, sizeof A / sizeof *A, 1.0f, 6);
     for (int o = 0; o < OUT; o++)
         for (int i = 0; i < IN; i++) {
             double x = 0;

@@ -68,7 +68,7 @@ TEST(compose_tied_tl5_vit_gradients_match_finite_differences)
     adapter *a = adapter_tied_create(m, ranks, TIED_TL5, 5, NULL);
     adapter_init(a, m, 9);
     compose_randomise(a, 0.3f, 9);
-    compose_check_grads(m, a, 3, 8);
+    check_model_grads(m, a, 3, 8);
     adapter_destroy(a);
     model_destroy(m);
 }
@@ -81,7 +81,7 @@ TEST(compose_tied_tl6_vit_gradients_match_finite_differences)
     adapter *a = adapter_tied_create(m, ranks, TIED_TL6, 3, NULL);
     adapter_init(a, m, 10);
     compose_randomise(a, 0.3f, 10);
-    compose_check_grads(m, a, 3, 6);
+    check_model_grads(m, a, 3, 6);
     adapter_destroy(a);
     model_destroy(m);
 }
@@ -94,7 +94,7 @@ TEST(compose_tied_tl6_mlp_gradients_match_finite_differences)
     adapter *a = adapter_tied_create(m, ranks, TIED_TL6, 4, NULL);
     adapter_init(a, m, 11);
     compose_randomise(a, 0.3f, 11);
-    compose_check_grads(m, a, 4, 8);
+    check_model_grads(m, a, 4, 8);
     adapter_destroy(a);
     model_destroy(m);
 }
