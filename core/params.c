@@ -58,14 +58,6 @@ int param_set_find(const param_set *p, const char *name)
     return -1;
 }
 
-int param_set_clone_layout(param_set *dst, const param_set *src, clad_err *err)
-{
-    param_set_init(dst);
-    for (int i = 0; i < src->n; i++)
-        param_set_add(dst, src->t[i].name, src->t[i].ndim, src->t[i].shape, src->t[i].decay);
-    return param_set_alloc(dst, err);
-}
-
 bool param_set_same_layout(const param_set *a, const param_set *b)
 {
     if (a->n != b->n || a->total != b->total) return false;

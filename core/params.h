@@ -40,8 +40,6 @@ int param_set_add(param_set *p, const char *name, int ndim, const int *shape, bo
 int param_set_alloc(param_set *p, clad_err *err);
 int param_set_find(const param_set *p, const char *name);  /* index or -1 */
 static inline float *param_set_ptr(const param_set *p, int i) { return p->data + p->t[i].offset; }
-/* Copies a set's layout (names, shapes) without data, then allocates. */
-int param_set_clone_layout(param_set *dst, const param_set *src, clad_err *err);
 /* True if both sets have the same names, shapes and order. */
 bool param_set_same_layout(const param_set *a, const param_set *b);
 

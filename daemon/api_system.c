@@ -78,6 +78,16 @@ static void status(http_req *req)
     json_object_set_new(o, "threadpool_size", json_integer(app->threadpool_size));
     json_object_set_new(o, "watchdog_usec", json_integer((json_int_t)notify_watchdog_usec(app->notify)));
     json_object_set_new(o, "memory_rss_bytes", json_integer((json_int_t)rss_bytes()));
+    if (app->reg) {
+        registry_stats rs;
+        registry_get_stats(app->reg, &rs);
+        json_object_set_new(o, "loaded", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "bases", (json_int_t)rs.bases,
+                                                   "base_bytes", (json_int_t)rs.base_bytes, "adapters",
+                                                   (json_int_t)rs.adapters, "adapter_bytes",
+                                                   (json_int_t)rs.adapter_bytes, "adapter_cache_hits",
+                                                   (json_int_t)rs.adapter_hits, "adapter_cache_misses",
+                                                   (json_int_t)rs.adapter_misses));
+    }
     json_object_set_new(
         o, "limits",
         json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "max_body_bytes", (json_int_t)c->max_body_bytes,

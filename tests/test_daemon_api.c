@@ -254,6 +254,12 @@ TEST_TIMEOUT(daemon_api_earlier_tasks_are_untouched_by_later_ones, 120)
     json_decref(job);
     char *after = predict(&f, "t1", NULL, f.t1_test);
     CHECK_STR_EQ(after, before);
+    /* The cache served the second prediction of t1 and holds one base. */
+    json_t *st = get(&f, "/v1/status", 200), *loaded = json_object_get(st, "loaded");
+    CHECK_INT_EQ(json_integer_value(json_object_get(loaded, "bases")), 1);
+    CHECK(json_integer_value(json_object_get(loaded, "adapters")) >= 1);
+    CHECK(json_integer_value(json_object_get(loaded, "adapter_cache_hits")) >= 1);
+    json_decref(st);
     /* The second task was compared with the first. */
     json_t *v = get(&f, "/v1/tasks/t2/versions/1", 200);
     json_t *overlap = json_object_get(json_object_get(json_object_get(v, "lineage"), "plan"), "overlap");
