@@ -84,6 +84,14 @@ static void fixture_start(fixture *f)
     free(out);
 }
 
+/* POSTs a file as application/octet-stream; returns the status, the reply in *body. */
+static int post_file(fixture *f, const char *path, const char *file, char **body)
+{
+    char extra[700];
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", file);
+    return curl_req(&f->d, "POST", path, extra, body, NULL);
+}
+
 /* POST data to train `task` with options (a query string without '?'), following the job; returns the
  * final "end" event's job object. */
 static json_t *train(fixture *f, const char *task, const char *file, const char *query)
@@ -168,9 +176,8 @@ TEST_TIMEOUT(daemon_api_train_predict_rollback_alias, 120)
     json_decref(t);
 
     /* Evaluate: clearly above chance (0.25), recorded. */
-    char extra[700], *body = NULL;
-    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1_test);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/evaluate", extra, &body, NULL), 200);
+    char *body = NULL;
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/evaluate", f.t1_test, &body), 200);
     json_t *ev = json_or_fail(body);
     free(body);
     double acc1 = json_number_value(json_object_get(ev, "accuracy"));
@@ -281,8 +288,7 @@ TEST_TIMEOUT(daemon_api_errors_are_clear_and_change_nothing, 120)
     free(body);
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/nope/predict", "-H 'Content-Type: application/json' -d '{\"inputs\":[[1]]}'", &body, NULL), 404);
     free(body);
-    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?base=other", extra, &body, NULL), 404);
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?base=other", f.t1, &body), 404);
     CHECK_STR_EQ(error_code_of(body), "not_found");
     free(body);
     /* Bad names and options. */
@@ -298,8 +304,7 @@ TEST_TIMEOUT(daemon_api_errors_are_clear_and_change_nothing, 120)
     FILE *fp = fopen(bad, "wb");
     fwrite("\x10\0\0\0\0\0\0\0{\"x\":", 1, 13, fp);
     fclose(fp);
-    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", bad);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?follow=1", extra, &body, NULL), 202);
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?follow=1", bad, &body), 202);
     CHECK_MSG(strstr(body, "\"state\":\"failed\"") && strstr(body, "safetensors"), "%s", body);
     free(body);
     json_t *tasks = get(&f, "/v1/tasks", 200);
@@ -329,13 +334,11 @@ TEST_TIMEOUT(daemon_api_errors_are_clear_and_change_nothing, 120)
     path_in_tmp(six, sizeof six, "six.safetensors");
     dataset_save_safetensors(&d, six, NULL);
     dataset_finish(&d);
-    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", six);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?follow=1", extra, &body, NULL), 202);
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?follow=1", six, &body), 202);
     CHECK(strstr(body, "\"state\":\"failed\"") != NULL && strstr(body, "4 classes") != NULL);
     free(body);
     /* A base that exists is never replaced. */
-    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.base);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/bases/mlp", extra, &body, NULL), 409);
+    CHECK_INT_EQ(post_file(&f, "/v1/bases/mlp", f.base, &body), 409);
     free(body);
     /* Still exactly one version, still serving. */
     json_t *vs = get(&f, "/v1/tasks/t1/versions", 200);
@@ -490,9 +493,8 @@ TEST_TIMEOUT(daemon_api_train_with_rank_pruning_records_before_and_after, 120)
     CHECK_INT_EQ(json_integer_value(json_object_get(json_object_get(v, "metrics"), "adapter_params")),
                  json_integer_value(json_object_get(pr, "params_after")));
     json_decref(v);
-    char *body = NULL, extra[700];
-    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?prune=1.5", extra, &body, NULL), 400);
+    char *body = NULL;
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?prune=1.5", f.t1, &body), 400);
     CHECK(strstr(body, "prune") != NULL);
     free(body);
     free(predict(&f, "t1", NULL, f.t1_test));
@@ -533,9 +535,7 @@ TEST_TIMEOUT(daemon_api_merge_serves_each_source_with_its_head, 120)
     CHECK_STR_EQ(jstr(json_object_get(json_object_get(v, "lineage"), "merge"), "method"), "drm-h");
     json_decref(v);
     free(predict(&f, "both", "task=t2", f.t1_test));
-    char extra[700];
-    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1_test);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/both/predict?task=t9", extra, &body, NULL), 404);
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/both/predict?task=t9", f.t1_test, &body), 404);
     CHECK(strstr(body, "t9") != NULL);
     free(body);
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/merges/bad", "-H 'Content-Type: application/json' -d '{\"tasks\":[\"t1\"],\"method\":\"avg\"}'", &body, NULL), 400);
@@ -557,14 +557,12 @@ TEST_TIMEOUT(daemon_api_tied_lora_versions_train_and_serve, 120)
     CHECK_STR_EQ(jstr(json_object_get(v, "hparams"), "kind"), "tl6");
     json_decref(v);
     char *body = NULL, extra[700];
-    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1_test);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/evaluate", extra, &body, NULL), 200);
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/evaluate", f.t1_test, &body), 200);
     json_t *ev = json_or_fail(body);
     CHECK_MSG(json_number_value(json_object_get(ev, "accuracy")) > 0.5, "%s", body);
     json_decref(ev);
     free(body);
-    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?kind=tl9", extra, &body, NULL), 400);
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?kind=tl9", f.t1, &body), 400);
     free(body);
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?kind=tl5&prune=0.9", extra, &body, NULL), 400);
     free(body);
@@ -580,8 +578,7 @@ TEST_TIMEOUT(daemon_api_fusion_over_earlier_tasks, 120)
     /* t3 is t1's data again: fusion over t1 and t2 should lean on t1. */
     char path[128], extra[700], *body = NULL;
     snprintf(path, sizeof path, "/v1/tasks/t3/train?follow=1&epochs=3&fuse_with=t1,t2");
-    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", path, extra, &body, NULL), 202);
+    CHECK_INT_EQ(post_file(&f, path, f.t1, &body), 202);
     CHECK_MSG(strstr(body, "\"state\":\"succeeded\""), "%s", body);
     free(body);
     json_t *v = get(&f, "/v1/tasks/t3/versions/1", 200);
@@ -595,8 +592,7 @@ TEST_TIMEOUT(daemon_api_fusion_over_earlier_tasks, 120)
     printf("# fusion weights: t1 %.3f, t2 %.3f\n", w1, w2);
     json_decref(v);
     /* Served through the registry, which loads t1 and t2 first. */
-    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1_test);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t3/evaluate", extra, &body, NULL), 200);
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t3/evaluate", f.t1_test, &body), 200);
     json_t *ev = json_or_fail(body);
     CHECK_MSG(json_number_value(json_object_get(ev, "accuracy")) > 0.5, "%s", body);
     json_decref(ev);
