@@ -13,7 +13,9 @@
 
 #include "core/model.h"
 
-#define MERGE_HEADS_PREFIX "heads."
+#include "io/model_io.h"
+
+#define MERGE_HEADS_PREFIX ADAPTER_HEADS_PREFIX
 
 /* lora: the merged change as a LoRA for m; heads[i]: an adapter holding source i's head (names[i]). */
 int merged_blob_build(const adapter *lora, const model *m, const char *const *names, const adapter *const *heads,

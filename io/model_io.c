@@ -115,8 +115,8 @@ static int add_params(st_writer *w, const param_set *p, clad_err *err)
 }
 
 /* Loads every tensor of p from r, checking shapes, finiteness, and that r holds nothing else (but for
- * names starting with skip_prefix, when given). */
-static int read_params(param_set *p, const st_reader *r, const char *what, const char *skip_prefix, clad_err *err)
+ * names starting with one of the NULL-terminated skip prefixes, which belong to something stored beside). */
+static int read_params(param_set *p, const st_reader *r, const char *what, const char *const *skip, clad_err *err)
 {
     for (int i = 0; i < p->n; i++) {
         int64_t shape[PARAM_MAX_DIMS];
@@ -134,9 +134,9 @@ static int read_params(param_set *p, const st_reader *r, const char *what, const
     }
     for (int i = 0; i < st_reader_count(r); i++) {
         const char *name = st_reader_at(r, i)->name;
-        if (skip_prefix && !strncmp(name, skip_prefix, strlen(skip_prefix))) continue;
-        /* Merged versions carry every source task's head beside the shared factors (io/merge_io.h). */
-        if (skip_prefix && !strncmp(name, "heads.", 6)) continue;
+        bool beside = false;
+        for (int k = 0; skip && skip[k]; k++) beside |= !strncmp(name, skip[k], strlen(skip[k]));
+        if (beside) continue;
         if (param_set_find(p, name) < 0)
             return clad_err_set(err, CLAD_EINVAL, "%s: unexpected tensor '%s'", what, name);
     }
@@ -390,7 +390,8 @@ static adapter *adapter_from_reader(const model *m, const st_reader *r, const ad
     }
     if (!a) return NULL;
     memcpy(a->rank_before, before, sizeof before);
-    if (read_params(&a->params, r, "adapter", ADAPTER_SIGNATURE_PREFIX, err)) {
+    static const char *const beside[] = {ADAPTER_SIGNATURE_PREFIX, ADAPTER_HEADS_PREFIX, NULL};
+    if (read_params(&a->params, r, "adapter", beside, err)) {
         adapter_destroy(a);
         return NULL;
     }

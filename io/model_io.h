@@ -43,8 +43,10 @@ int adapter_save(const adapter *a, const model *m, const char *path, clad_err *e
 /* Adds the adapter's metadata and tensors to a writer (for files that carry more, such as a signature). */
 struct st_writer;
 int adapter_to_writer(struct st_writer *w, const adapter *a, const model *m, clad_err *err);
-/* Readers ignore tensors whose names start with this prefix: they belong to the adapter's signature. */
+/* Adapter readers ignore tensors under these prefixes: the adapter's signature (io/signature_io.h) and,
+ * in merged versions, every source task's head (io/merge_io.h). */
 #define ADAPTER_SIGNATURE_PREFIX "signature."
+#define ADAPTER_HEADS_PREFIX "heads."
 adapter *adapter_from_buffer(const model *m, const void *buf, size_t len, clad_err *err);
 adapter *adapter_load(const model *m, const char *path, clad_err *err);
 
