@@ -281,7 +281,7 @@ TEST_TIMEOUT(daemon_api_errors_are_clear_and_change_nothing, 120)
 {
     fixture f;
     fixture_start(&f);
-    char *body = NULL, extra[900], bad[512];
+    char *body = NULL, bad[512];
     /* Unknown names. */
     CHECK_INT_EQ(curl_req(&f.d, "GET", "/v1/tasks/nope", NULL, &body, NULL), 404);
     CHECK_STR_EQ(error_code_of(body), "not_found");
@@ -292,12 +292,12 @@ TEST_TIMEOUT(daemon_api_errors_are_clear_and_change_nothing, 120)
     CHECK_STR_EQ(error_code_of(body), "not_found");
     free(body);
     /* Bad names and options. */
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/-bad/train", extra, &body, NULL), 400);
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/-bad/train", f.t1, &body), 400);
     free(body);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?epochs=0", extra, &body, NULL), 400);
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?epochs=0", f.t1, &body), 400);
     CHECK(strstr(body, "epochs") != NULL);
     free(body);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?rank=huge", extra, &body, NULL), 400);
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?rank=huge", f.t1, &body), 400);
     free(body);
     /* Malformed data: the job fails with the reader's message, and no task or version appears. */
     path_in_tmp(bad, sizeof bad, "bad.safetensors");
@@ -556,7 +556,7 @@ TEST_TIMEOUT(daemon_api_tied_lora_versions_train_and_serve, 120)
     CHECK_STR_EQ(jstr(v, "kind"), "tied");
     CHECK_STR_EQ(jstr(json_object_get(v, "hparams"), "kind"), "tl6");
     json_decref(v);
-    char *body = NULL, extra[700];
+    char *body = NULL;
     CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/evaluate", f.t1_test, &body), 200);
     json_t *ev = json_or_fail(body);
     CHECK_MSG(json_number_value(json_object_get(ev, "accuracy")) > 0.5, "%s", body);
@@ -564,7 +564,7 @@ TEST_TIMEOUT(daemon_api_tied_lora_versions_train_and_serve, 120)
     free(body);
     CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?kind=tl9", f.t1, &body), 400);
     free(body);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/train?kind=tl5&prune=0.9", extra, &body, NULL), 400);
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?kind=tl5&prune=0.9", f.t1, &body), 400);
     free(body);
     stop(&f);
 }
