@@ -45,12 +45,17 @@ static json_t *task_json(cladd *app, const store_task *t)
     return j;
 }
 
+static json_t *refs_json(const store_ref *refs, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_pack("{s:s,s:I}", "task", refs[i].task, "version", (json_int_t)refs[i].version));
+    return a;
+}
+
 json_t *version_json(const store_version *v, bool full)
 {
-    json_t *parents = json_array();
-    for (size_t i = 0; i < v->n_parents; i++)
-        json_array_append_new(parents, json_pack("{s:s,s:I}", "task", v->parents[i].task, "version",
-                                                 (json_int_t)v->parents[i].version));
+    json_t *parents = refs_json(v->parents, v->n_parents);
     json_t *j = json_pack("{s:s,s:I,s:s,s:s,s:I,s:o,s:o,s:I,s:f,s:s,s:i}", "task", v->task, "version",
                           (json_int_t)v->version, "kind", v->kind, "sha256", v->sha256, "bytes",
                           (json_int_t)v->adapter_size, "parents", parents, "metrics", parse_or_empty(v->metrics_json),
@@ -58,6 +63,7 @@ json_t *version_json(const store_version *v, bool full)
                           v->clad_version, "creator_uid", v->creator_uid);
     if (full) {
         json_object_set_new(j, "lineage", parse_or_empty(v->lineage_json));
+        json_object_set_new(j, "needs", refs_json(v->needs, v->n_needs));
         json_object_set_new(j, "hparams", parse_or_empty(v->hparams_json));
         json_object_set_new(j, "base_sha256", json_string(v->base_sha256));
         json_object_set_new(j, "data_sha256", v->data_sha256[0] ? json_string(v->data_sha256) : json_null());

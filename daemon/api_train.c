@@ -373,7 +373,8 @@ static int train_job_finish(job *j, void *argp, int status, clad_err *err)
     char *hparams = json_dumps(a->hparams, JSON_COMPACT);
     store_version_in vi = {
         .task = a->task, .kind = a->n_fuse ? "fusion" : a->tied ? "tied" : "lora", .adapter = a->blob, .adapter_size = a->blob_len,
-        .parents = a->parents, .n_parents = a->n_parents, .base_sha256 = a->base->sha256,
+        .parents = a->parents, .n_parents = a->n_parents, .needs = a->parents, .n_needs = (size_t)a->n_fuse,
+        .base_sha256 = a->base->sha256,
         .data_sha256 = a->data_sha, .lineage_json = lineage, .hparams_json = hparams, .metrics_json = metrics_text,
         .seed = a->seed, .wall_time_s = a->wall, .job_id = app_store_job_id(app, j),
     };

@@ -26,7 +26,8 @@
  *   - A handle belongs to one thread at a time. Several handles (threads or processes) may use the same
  *     file: writers are serialised by SQLite, readers see a consistent snapshot per call.
  *   - Past records (alias history, lineage parents, metrics) name versions by (task, number), so they
- *     survive deletion of the version; live pointers (aliases) make deletion of their target impossible.
+ *     survive deletion of the version; live pointers (aliases, and the runtime dependencies of a
+ *     version: the versions it loads whenever it is served) make deletion of their target impossible.
  */
 #ifndef CLAD_STORAGE_STORE_H
 #define CLAD_STORAGE_STORE_H
@@ -38,7 +39,7 @@
 #include "core/error.h"
 #include "core/sha256.h"
 
-#define STORE_SCHEMA_VERSION 1          /* PRAGMA user_version this clad writes */
+#define STORE_SCHEMA_VERSION 2          /* PRAGMA user_version this clad writes */
 #define STORE_NAME_MAX 64               /* names: 1..64 of [A-Za-z0-9._-], starting with a letter or digit */
 #define STORE_REASON_MAX 256            /* free-text reasons on alias moves */
 #define STORE_JSON_MAX (1 << 20)        /* any JSON text field */
@@ -68,7 +69,8 @@ void store_close(store *s);
 
 enum {
     STORE_CHECK_QUICK = 0, /* PRAGMA quick_check */
-    STORE_CHECK_FULL = 1,  /* integrity_check, foreign_key_check, every blob's sha256, alias invariants */
+    STORE_CHECK_FULL = 1,  /* integrity_check, foreign_key_check, every blob's sha256, alias and
+                              runtime dependency invariants */
 };
 /* Verifies the store; CLAD_ECORRUPT with the first problem found. */
 int store_check(store *s, int level, clad_err *err);
@@ -168,6 +170,9 @@ typedef struct store_version_in {
     size_t adapter_size;          /* 1..STORE_BLOB_MAX */
     const store_ref *parents;     /* versions this one was trained from or merged from */
     size_t n_parents;             /* 0..STORE_PARENTS_MAX */
+    const store_ref *needs;       /* versions this one loads whenever it is served (a fusion version's
+                                     sources, in order); they cannot be deleted while it exists */
+    size_t n_needs;               /* 0..STORE_PARENTS_MAX; at least 1 for kind "fusion" */
     const char *base_sha256;      /* NULL: the task's base; otherwise it must equal it */
     const char *data_sha256;      /* sha256 of the submitted training data, or NULL */
     const char *lineage_json;     /* JSON object: per-layer distances, novelty, ranks, ...; NULL = {} */
@@ -190,6 +195,8 @@ typedef struct store_version {
     char sha256[SHA256_HEX_SIZE]; /* of the adapter blob */
     store_ref *parents;
     size_t n_parents;
+    store_ref *needs;             /* runtime dependencies, as given to store_version_put */
+    size_t n_needs;
     char base_sha256[SHA256_HEX_SIZE];
     char data_sha256[SHA256_HEX_SIZE]; /* "" when not given */
     char *lineage_json;
@@ -205,8 +212,8 @@ typedef struct store_version {
 
 /* Stores a new immutable version with the next number of its task and (unless STORE_PUT_KEEP_ACTIVE)
  * points `active` at it; *version_out (may be NULL) receives the number. CLAD_ENOTFOUND for an unknown
- * task, parent or job; CLAD_ECONFLICT for a base sha256 that is not the task's or a job that is not
- * running; CLAD_EFULL when the disk or size limit is reached (nothing is written). */
+ * task, parent, needed version or job; CLAD_ECONFLICT for a base sha256 that is not the task's, a
+ * needed version on another base, or a job that is not running; CLAD_EFULL when the disk or size limit is reached (nothing is written). */
 int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_t *version_out,
                       clad_err *err);
 
@@ -223,8 +230,8 @@ int store_versions_list(store *s, const char *task, store_version **out, size_t 
 void store_version_free(store_version *v);
 void store_versions_free(store_version *v, size_t n);
 
-/* Deletes a version (its number is never reused). CLAD_ECONFLICT, naming the aliases, if any alias
- * points at it. */
+/* Deletes a version (its number is never reused). CLAD_ECONFLICT, naming them, if any alias points at
+ * it or another version needs it at run time ("needed by version 1 of task 'f'"). */
 int store_version_delete(store *s, const char *task, int64_t version, int peer_uid, clad_err *err);
 
 typedef struct store_gc_stats {
@@ -232,8 +239,9 @@ typedef struct store_gc_stats {
     int64_t bytes_freed;          /* adapter bytes of the deleted versions */
 } store_gc_stats;
 
-/* Retention: for one task (or every task when task is NULL) keeps the newest `keep` (>= 1) versions
- * and every version an alias points at, and deletes the rest in one transaction. */
+/* Retention: for one task (or every task when task is NULL) keeps the newest `keep` (>= 1) versions,
+ * every version an alias points at and every version a kept version needs (transitively), and deletes
+ * the rest in one transaction. */
 int store_gc(store *s, const char *task, int keep, int peer_uid, store_gc_stats *stats, clad_err *err);
 
 /* ---- Aliases and rollback --------------------------------------------------------------------- */

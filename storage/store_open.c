@@ -258,6 +258,14 @@ static const char *const invariant_queries[] = {
     "SELECT 'version ' || v.version || ' was produced by job ' || v.job_id || ' which did not succeed' "
     "FROM versions v JOIN jobs j ON j.id = v.job_id "
     "WHERE j.state != 'succeeded' OR j.result_version IS NOT v.version",
+    /* Runtime dependencies (dangling ones fail foreign_key_check above). */
+    "SELECT 'fusion version ' || v.version || ' of task ''' || t.name || ''' records no source versions "
+    "(a source was deleted before clad recorded dependencies; it cannot be served)' "
+    "FROM versions v JOIN tasks t ON t.id = v.task_id WHERE v.kind = 'fusion' "
+    "AND NOT EXISTS (SELECT 1 FROM version_deps d WHERE d.version_id = v.id)",
+    "SELECT 'version ' || v.version || ' of task ''' || t.name || ''' needs a version on another base' "
+    "FROM version_deps d JOIN versions v ON v.id = d.version_id JOIN versions n ON n.id = d.needs_id "
+    "JOIN tasks t ON t.id = v.task_id WHERE n.base_sha256 != v.base_sha256",
 };
 
 int store_check(store *s, int level, clad_err *err)

@@ -8,9 +8,10 @@
  * Conventions in the schema:
  *   - Times are Unix milliseconds (INTEGER).
  *   - sha256 values are 64 lowercase hex digits.
- *   - Live pointers (aliases.version_id) are foreign keys: a version an alias points at cannot be
- *     deleted. Records of the past (alias_history, version_parents, accuracy_matrix, evaluations) name
- *     versions by (task_id, number) so that they outlive a deleted version.
+ *   - Live pointers (aliases.version_id, version_deps.needs_id) are foreign keys: a version an alias
+ *     points at, or that another version needs at run time, cannot be deleted. Records of the past
+ *     (alias_history, version_parents, accuracy_matrix, evaluations) name versions by (task_id, number)
+ *     so that they outlive a deleted version.
  *   - Adapter blobs live in their own table so that reading version metadata never walks a blob's
  *     overflow pages.
  */
@@ -145,6 +146,24 @@ const char *const store_migrations[] = {
     "  object TEXT NOT NULL,"
     "  detail_json TEXT NOT NULL CHECK (json_valid(detail_json))"
     ");",
+    /* 2: runtime dependencies. A version that loads other versions whenever it is served (a fusion
+     * version and its sources) names them here; like an alias, needs_id is a live pointer, so a needed
+     * version cannot be deleted. Existing fusion versions get theirs from their lineage
+     * ({"fusion": {"sources": [{"task", "version"}, ...]}}); a source that is already gone cannot be
+     * recorded, and store_check then reports the fusion version. */
+    "CREATE TABLE version_deps ("
+    "  version_id INTEGER NOT NULL REFERENCES versions(id) ON DELETE CASCADE,"
+    "  position INTEGER NOT NULL,"
+    "  needs_id INTEGER NOT NULL REFERENCES versions(id),"
+    "  PRIMARY KEY (version_id, position),"
+    "  CHECK (needs_id != version_id)"
+    ");"
+    "CREATE INDEX version_deps_by_needs ON version_deps(needs_id);"
+    "INSERT INTO version_deps (version_id, position, needs_id) "
+    "SELECT v.id, s.key, n.id FROM versions v, json_each(v.lineage_json, '$.fusion.sources') s "
+    "JOIN tasks t ON t.name = json_extract(s.value, '$.task') "
+    "JOIN versions n ON n.task_id = t.id AND n.version = json_extract(s.value, '$.version') "
+    "WHERE v.kind = 'fusion';",
 };
 
 const int store_n_migrations = (int)(sizeof store_migrations / sizeof store_migrations[0]);

@@ -1,5 +1,5 @@
-/* Versions: put (with lineage, the `active` move and the producing job in one transaction), get with
- * sha256 verification, list, delete and retention. */
+/* Versions: put (with lineage, runtime dependencies, the `active` move and the producing job in one
+ * transaction), get with sha256 verification, list, delete and retention. */
 #include "storage/store_internal.h"
 
 #include <math.h>
@@ -31,6 +31,12 @@ static int put_validate(store *s, const store_version_in *in, clad_err *err)
                             "limit", in->task, in->adapter_size, STORE_BLOB_MAX);
     if (in->n_parents > STORE_PARENTS_MAX || (in->n_parents && !in->parents))
         return clad_err_set(err, CLAD_EINVAL, "a version may have at most %d parents", STORE_PARENTS_MAX);
+    if (in->n_needs > STORE_PARENTS_MAX || (in->n_needs && !in->needs))
+        return clad_err_set(err, CLAD_EINVAL, "a version may need at most %d versions", STORE_PARENTS_MAX);
+    /* A fusion version cannot be served without its sources: refuse one that does not say which. */
+    if (!strcmp(in->kind, "fusion") && !in->n_needs)
+        return clad_err_set(err, CLAD_EINVAL, "task '%s': a fusion version must name the versions it needs",
+                            in->task);
     if (in->base_sha256 && !sha256_hex_valid(in->base_sha256))
         return clad_err_set(err, CLAD_EINVAL, "base sha256 must be 64 lowercase hex digits");
     if (in->data_sha256 && !sha256_hex_valid(in->data_sha256))
@@ -61,6 +67,32 @@ static int put_parents(store *s, int64_t child_id, const store_version_in *in, c
                      "INSERT INTO version_parents (child_id, position, parent_task_id, parent_version) "
                      "VALUES (?1, ?2, ?3, ?4)", "IIII", child_id, (int64_t)i, ptid, p->version);
         if (rc) return rc;
+    }
+    return 0;
+}
+
+/* Records the versions the new one (row id child_id, on base base_sha) loads at run time. They must
+ * exist and be on the same base. */
+static int put_needs(store *s, int64_t child_id, const char *base_sha, const store_version_in *in, clad_err *err)
+{
+    for (size_t i = 0; i < in->n_needs; i++) {
+        const store_ref *p = &in->needs[i];
+        int64_t ntid, nvid, same_base = 0;
+        int rc = task_id(s, p->task, &ntid, err);
+        if (rc == 0) rc = version_id(s, ntid, p->task, p->version, &nvid, err);
+        if (rc == 0)
+            rc = st_int(s, &same_base, err, "SELECT base_sha256 = ?2 FROM versions WHERE id = ?1", "It", nvid,
+                        base_sha);
+        if (rc == 0 && !same_base)
+            rc = clad_err_set(err, CLAD_ECONFLICT, "version %lld of task '%s' is on another base",
+                              (long long)p->version, p->task);
+        if (rc == 0)
+            rc = st_exec(s, err, "INSERT INTO version_deps (version_id, position, needs_id) VALUES (?1, ?2, ?3)",
+                         "III", child_id, (int64_t)i, nvid);
+        if (rc) {
+            clad_err_prefix(err, "needed version %zu: ", i);
+            return rc;
+        }
     }
     return 0;
 }
@@ -131,6 +163,7 @@ int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_
                      in->adapter, in->adapter_size);
     }
     if (rc == 0) rc = put_parents(s, vid, in, err);
+    if (rc == 0) rc = put_needs(s, vid, base_sha, in, err);
     if (rc == 0)
         rc = st_exec(s, err, "UPDATE tasks SET next_version = ?2 WHERE id = ?1", "II", tid, version + 1);
     int64_t state = 0, cur = 0;
@@ -194,27 +227,39 @@ static void version_from_row(sqlite3_stmt *st, store_version *v)
     v->created_ms = sqlite3_column_int64(st, 16);
 }
 
-static int load_parents(store *s, store_version *v, clad_err *err)
+/* Reads (task name, number) rows of sql (bound to the version's row id) into a new array. */
+static int load_refs(store *s, int64_t vid, const char *sql, store_ref **out, size_t *n, clad_err *err)
 {
     sqlite3_stmt *st;
-    int rc = st_prepare(s, &st, err,
-                        "SELECT t.name, p.parent_version FROM version_parents p "
-                        "JOIN tasks t ON t.id = p.parent_task_id WHERE p.child_id = ?1 ORDER BY p.position",
-                        "I", v->id);
+    int rc = st_prepare(s, &st, err, sql, "I", vid);
     if (rc) return rc;
     size_t cap = 0;
     while ((rc = st_step(s, st, err)) == 1) {
-        store_ref *g = arr_reserve(v->parents, v->n_parents, &cap, sizeof *g);
+        store_ref *g = arr_reserve(*out, *n, &cap, sizeof *g);
         if (!g) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory reading parents");
+            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory reading lineage");
             break;
         }
-        v->parents = g;
-        col_copy(st, 0, g[v->n_parents].task, sizeof g->task);
-        g[v->n_parents++].version = sqlite3_column_int64(st, 1);
+        *out = g;
+        col_copy(st, 0, g[*n].task, sizeof g->task);
+        g[(*n)++].version = sqlite3_column_int64(st, 1);
     }
     sqlite3_finalize(st);
     return rc < 0 ? rc : 0;
+}
+
+/* Parents (past records, by name and number) and runtime dependencies (live rows). */
+static int load_parents(store *s, store_version *v, clad_err *err)
+{
+    int rc = load_refs(s, v->id,
+                       "SELECT t.name, p.parent_version FROM version_parents p "
+                       "JOIN tasks t ON t.id = p.parent_task_id WHERE p.child_id = ?1 ORDER BY p.position",
+                       &v->parents, &v->n_parents, err);
+    if (rc) return rc;
+    return load_refs(s, v->id,
+                     "SELECT t.name, n.version FROM version_deps d JOIN versions n ON n.id = d.needs_id "
+                     "JOIN tasks t ON t.id = n.task_id WHERE d.version_id = ?1 ORDER BY d.position",
+                     &v->needs, &v->n_needs, err);
 }
 
 /* Loads the adapter blob and checks it against the stored size and sha256. */
@@ -251,6 +296,7 @@ static void version_release(store_version *v)
 {
     free(v->adapter);
     free(v->parents);
+    free(v->needs);
     free(v->lineage_json);
     free(v->hparams_json);
     free(v->metrics_json);
@@ -373,17 +419,28 @@ void store_versions_free(store_version *v, size_t n)
 
 /* ---- Deleting ---- */
 
-/* Deletes one version row (blob and parent rows cascade) unless an alias points at it. */
+/* What still points at version row ?1, as text (NULL when none): its aliases, and the versions that
+ * need it at run time. */
+static const char holders_sql[] =
+    "SELECT (SELECT group_concat(name, ', ') FROM aliases WHERE version_id = ?1), "
+    "(SELECT group_concat('version ' || v.version || ' of task ''' || t.name || '''', ', ') "
+    " FROM version_deps d JOIN versions v ON v.id = d.version_id JOIN tasks t ON t.id = v.task_id "
+    " WHERE d.needs_id = ?1)";
+
+/* Deletes one version row (blob, parent and dependency rows cascade) unless an alias points at it or
+ * another version needs it. */
 static int delete_one(store *s, const char *task, int64_t version, int64_t vid, clad_err *err)
 {
     sqlite3_stmt *st;
-    int rc = st_prepare(s, &st, err, "SELECT group_concat(name, ', ') FROM aliases WHERE version_id = ?1",
-                        "I", vid);
+    int rc = st_prepare(s, &st, err, holders_sql, "I", vid);
     if (rc) return rc;
     rc = st_step(s, st, err);
     if (rc == 1 && sqlite3_column_text(st, 0))
         rc = clad_err_set(err, CLAD_ECONFLICT, "version %lld of task '%s' is the target of alias(es) %s; move "
                           "them first", (long long)version, task, (const char *)sqlite3_column_text(st, 0));
+    else if (rc == 1 && sqlite3_column_text(st, 1))
+        rc = clad_err_set(err, CLAD_ECONFLICT, "version %lld of task '%s' is needed at run time by %.300s; "
+                          "delete those first", (long long)version, task, (const char *)sqlite3_column_text(st, 1));
     else if (rc == 1)
         rc = 0;
     sqlite3_finalize(st);
@@ -418,14 +475,20 @@ int store_gc(store *s, const char *task, int keep, int peer_uid, store_gc_stats 
     if (rc) return rc;
     int64_t tid = 0;
     if (task) rc = task_id(s, task, &tid, err);
-    /* Victims: past the newest `keep` of their task and not the target of any alias. They are collected
-     * first and deleted after, so the scan never sees its own deletions. */
+    /* Kept: the newest `keep` of each task in scope, every version outside the scope, every alias
+     * target, and (transitively) every version a kept one needs at run time. Victims are the rest; they
+     * are collected first and deleted after, so the scan never sees its own deletions, newest first so
+     * that a dependent goes before the versions it needs. */
     static const char victims[] =
-        "SELECT id, name, version, adapter_size FROM ("
-        "  SELECT v.id, t.name, v.version, v.adapter_size,"
-        "         row_number() OVER (PARTITION BY v.task_id ORDER BY v.version DESC) AS newest"
-        "  FROM versions v JOIN tasks t ON t.id = v.task_id WHERE (?1 IS NULL OR v.task_id = ?1)) x "
-        "WHERE newest > ?2 AND NOT EXISTS (SELECT 1 FROM aliases a WHERE a.version_id = x.id) ORDER BY id";
+        "WITH RECURSIVE ranked AS ("
+        "  SELECT id, task_id, row_number() OVER (PARTITION BY task_id ORDER BY version DESC) AS newest"
+        "  FROM versions),"
+        " kept(id) AS ("
+        "  SELECT id FROM ranked WHERE newest <= ?2 OR (?1 IS NOT NULL AND task_id != ?1)"
+        "    OR id IN (SELECT version_id FROM aliases)"
+        "  UNION SELECT d.needs_id FROM version_deps d JOIN kept k ON k.id = d.version_id) "
+        "SELECT v.id, t.name, v.version, v.adapter_size FROM versions v JOIN tasks t ON t.id = v.task_id "
+        "WHERE (?1 IS NULL OR v.task_id = ?1) AND v.id NOT IN kept ORDER BY v.id DESC";
     typedef struct victim {
         int64_t id, version, size;
         char task[STORE_NAME_MAX + 1];

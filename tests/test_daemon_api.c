@@ -248,6 +248,32 @@ TEST_TIMEOUT(daemon_api_train_predict_rollback_alias, 120)
     stop(&f);
 }
 
+/* A fusion version loads its source versions whenever it is served: a source cannot be deleted while
+ * the fusion version exists (409 naming it), and the fusion task keeps answering. */
+TEST_TIMEOUT(daemon_api_fusion_sources_cannot_be_deleted, 120)
+{
+    fixture f;
+    fixture_start(&f);
+    json_decref(train(&f, "t1", f.t1, "epochs=2&rank=fixed:2"));
+    json_decref(train(&f, "t2", f.t2, "epochs=2&rank=fixed:2"));
+    char *body = NULL;
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t3/train?follow=1&epochs=1&fuse_with=t1,t2", f.t1, &body), 202);
+    CHECK_MSG(strstr(body, "\"state\":\"succeeded\""), "%s", body);
+    free(body);
+    /* t1@1 is no longer an alias target, only a fusion source. */
+    json_decref(train(&f, "t1", f.t1, "epochs=1&rank=fixed:1"));
+    CHECK_INT_EQ(curl_req(&f.d, "DELETE", "/v1/tasks/t1/versions/1", NULL, &body, NULL), 409);
+    CHECK_STR_EQ(error_code_of(body), "conflict");
+    CHECK_MSG(strstr(body, "t3"), "the refusal names the dependent version: %s", body);
+    free(body);
+    json_t *v = get(&f, "/v1/tasks/t3/versions/1", 200);
+    CHECK_INT_EQ(json_array_size(json_object_get(v, "needs")), 2);
+    json_decref(v);
+    char *p = predict(&f, "t3", NULL, f.t1_test);
+    free(p);
+    stop(&f);
+}
+
 TEST_TIMEOUT(daemon_api_earlier_tasks_are_untouched_by_later_ones, 120)
 {
     fixture f;
