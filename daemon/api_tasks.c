@@ -176,6 +176,7 @@ static void versions_delete(http_req *req)
         http_reply_err(req, &err);
         return;
     }
+    registry_adapter_forget(app->reg, http_req_param(req, "name"), ver);
     http_reply_json(req, 200, json_pack("{s:s,s:I,s:b}", "task", http_req_param(req, "name"), "version",
                                         (json_int_t)ver, "deleted", 1));
 }

@@ -114,17 +114,25 @@ void registry_base_release(registry *r, loaded_base *b)
     if (b) b->refs--;
 }
 
-/* Drops least-recently-used unreferenced adapters until the cache fits its budget. */
+static void adapter_remove_at(registry *r, size_t i)
+{
+    adapter_entry_free(r, r->adapters[i]);
+    r->adapters[i] = r->adapters[--r->n_adapters];
+}
+
+/* Drops forgotten adapters nobody holds, then least-recently-used unreferenced adapters until the cache
+ * fits its budget. */
 static void evict(registry *r)
 {
+    for (size_t i = r->n_adapters; i-- > 0;)
+        if (r->adapters[i]->forgotten && !r->adapters[i]->refs) adapter_remove_at(r, i);
     while (r->adapter_bytes > r->budget) {
         size_t victim = r->n_adapters;
         for (size_t i = 0; i < r->n_adapters; i++)
             if (!r->adapters[i]->refs && (victim == r->n_adapters || r->adapters[i]->last_used < r->adapters[victim]->last_used))
                 victim = i;
         if (victim == r->n_adapters) return; /* everything is in use */
-        adapter_entry_free(r, r->adapters[victim]);
-        r->adapters[victim] = r->adapters[--r->n_adapters];
+        adapter_remove_at(r, victim);
     }
 }
 
@@ -133,7 +141,7 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
 {
     for (size_t i = 0; i < r->n_adapters; i++) {
         loaded_adapter *la = r->adapters[i];
-        if (la->version == version && !strcmp(la->task, task)) {
+        if (la->version == version && !la->forgotten && !strcmp(la->task, task)) {
             la->refs++;
             la->last_used = ++r->clock;
             r->hits++;
@@ -215,6 +223,15 @@ void registry_adapter_release(registry *r, loaded_adapter *la)
 {
     if (!la) return;
     la->refs--;
+    evict(r);
+}
+
+void registry_adapter_forget(registry *r, const char *task, int64_t version)
+{
+    for (size_t i = 0; i < r->n_adapters; i++) {
+        loaded_adapter *la = r->adapters[i];
+        if (la->version == version && !strcmp(la->task, task)) la->forgotten = true;
+    }
     evict(r);
 }
 

@@ -6,12 +6,16 @@
  * entry: a prediction that already holds the old adapter finishes with it, the next one gets the new
  * one, and nothing is ever seen half-changed.
  *
- * Adapters are evicted least-recently-used beyond a byte budget, but never while referenced. Every
- * function here runs on the loop thread.
+ * Adapters are evicted least-recently-used beyond a byte budget, but never while referenced. Whatever
+ * deletes a version from the store must call registry_adapter_forget, so the cache never serves what
+ * the store no longer has. Alias moves (rollback, undo, set) need nothing: requests resolve aliases in
+ * the store and the cache is keyed by version number, which is never reused. Every function here runs
+ * on the loop thread.
  */
 #ifndef CLAD_DAEMON_REGISTRY_H
 #define CLAD_DAEMON_REGISTRY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +40,7 @@ typedef struct loaded_adapter {
     uint64_t last_used;
     struct loaded_adapter *deps[FUSION_MAX_SOURCES]; /* a fusion version's sources, referenced while loaded */
     int n_deps;
+    bool forgotten;     /* deleted from the store: never handed out again, freed at its last release */
 } loaded_adapter;
 
 typedef struct registry registry;
@@ -55,6 +60,9 @@ int registry_base_add(registry *r, const char *name, const char *sha256, model *
 int registry_adapter_get(registry *r, store *s, const char *task, int64_t version, loaded_adapter **out,
                          clad_err *err);
 void registry_adapter_release(registry *r, loaded_adapter *a);
+/* The store deleted (task, version): drop it from the cache. A request that holds it finishes with it;
+ * the next one loads from the store (and gets its 404). */
+void registry_adapter_forget(registry *r, const char *task, int64_t version);
 
 typedef struct registry_stats {
     size_t bases, adapters, adapter_bytes, base_bytes;

@@ -274,6 +274,28 @@ TEST_TIMEOUT(daemon_api_fusion_sources_cannot_be_deleted, 120)
     stop(&f);
 }
 
+/* The adapter cache forgets a deleted version at once. */
+TEST_TIMEOUT(daemon_api_deleted_version_is_not_served_from_the_cache, 120)
+{
+    fixture f;
+    fixture_start(&f);
+    json_decref(train(&f, "t1", f.t1, "epochs=1&rank=fixed:1"));
+    json_decref(train(&f, "t1", f.t1, "epochs=1&rank=fixed:2&seed=5"));
+    char *p = predict(&f, "t1", "version=1", f.t1_test); /* now cached */
+    free(p);
+    char *body = NULL;
+    CHECK_INT_EQ(curl_req(&f.d, "DELETE", "/v1/tasks/t1/versions/1", NULL, &body, NULL), 200);
+    free(body);
+    char extra[700];
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", f.t1_test);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/predict?version=1", extra, &body, NULL), 404);
+    CHECK_STR_EQ(error_code_of(body), "not_found");
+    free(body);
+    p = predict(&f, "t1", "version=2", f.t1_test);
+    free(p);
+    stop(&f);
+}
+
 TEST_TIMEOUT(daemon_api_earlier_tasks_are_untouched_by_later_ones, 120)
 {
     fixture f;
