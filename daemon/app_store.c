@@ -6,8 +6,9 @@
 #include "daemon/api.h"
 #include "daemon/log.h"
 
-/* Adapters kept loaded beyond what requests hold (LRU). */
+/* Adapters and bases kept loaded beyond what requests and jobs hold (LRU). */
 #define APP_ADAPTER_CACHE_BYTES (256u << 20)
+#define APP_BASE_CACHE_BYTES ((size_t)1 << 30)
 
 typedef struct job_link {
     uint64_t queue_id;
@@ -78,7 +79,7 @@ int app_store_open(cladd *app, clad_err *err)
     if (store_jobs_mark_interrupted(app->st, &marked, err) != 0) return err ? err->code : CLAD_EIO;
     if (marked) log_warning("%lld job(s) of a previous run did not finish; marked interrupted", (long long)marked);
     restore_jobs(app);
-    app->reg = registry_create(APP_ADAPTER_CACHE_BYTES);
+    app->reg = registry_create(APP_ADAPTER_CACHE_BYTES, APP_BASE_CACHE_BYTES);
     log_info("store %s open", app->db_path);
     return 0;
 }

@@ -7,23 +7,33 @@
 
 #include "io/model_io.h"
 
-#define REGISTRY_MAX_BASES 64
-
 struct registry {
-    loaded_base *bases[REGISTRY_MAX_BASES];
-    size_t n_bases;
+    loaded_base **bases;
+    size_t n_bases, cap_bases;
     loaded_adapter **adapters;
     size_t n_adapters, cap_adapters;
     size_t budget, adapter_bytes;
+    size_t base_budget, base_bytes;
     uint64_t clock, hits, misses;
 };
 
-registry *registry_create(size_t adapter_budget_bytes)
+registry *registry_create(size_t adapter_budget_bytes, size_t base_budget_bytes)
 {
     registry *r = calloc(1, sizeof *r);
     if (!r) abort();
     r->budget = adapter_budget_bytes;
+    r->base_budget = base_budget_bytes;
     return r;
+}
+
+/* Makes room for one more pointer in a growing array (bookkeeping: aborts when out of memory). */
+static void *ptrs_reserve(void *arr, size_t n, size_t *cap)
+{
+    if (n < *cap) return arr;
+    *cap = *cap ? 2 * *cap : 16;
+    void **grown = realloc(arr, *cap * sizeof *grown);
+    if (!grown) abort();
+    return grown;
 }
 
 static void adapter_entry_free(registry *r, loaded_adapter *la)
@@ -31,7 +41,8 @@ static void adapter_entry_free(registry *r, loaded_adapter *la)
     r->adapter_bytes -= la->bytes;
     adapter_destroy(la->a);
     for (int i = 0; i < la->n_deps; i++) la->deps[i]->refs--;
-    registry_base_release(r, la->base);
+    la->base->cache_refs--;
+    la->base->refs--;
     free(la);
 }
 
@@ -52,6 +63,7 @@ void registry_destroy(registry *r)
         model_destroy(r->bases[i]->m);
         free(r->bases[i]);
     }
+    free(r->bases);
     free(r->adapters);
     free(r);
 }
@@ -63,17 +75,32 @@ static loaded_base *find_base(registry *r, const char *name)
     return NULL;
 }
 
-int registry_base_add(registry *r, const char *name, const char *sha256, model *m, clad_err *err)
+/* Adds an unreferenced entry for m (owned from now on) without evicting anything. */
+static loaded_base *base_insert(registry *r, const char *name, const char *sha256, model *m)
 {
-    if (find_base(r, name)) return clad_err_set(err, CLAD_ECONFLICT, "base '%s' is already loaded", name);
-    if (r->n_bases == REGISTRY_MAX_BASES)
-        return clad_err_set(err, CLAD_ETOOLARGE, "at most %d bases can be loaded", REGISTRY_MAX_BASES);
     loaded_base *b = calloc(1, sizeof *b);
     if (!b) abort();
     snprintf(b->name, sizeof b->name, "%s", name);
     snprintf(b->sha256, sizeof b->sha256, "%s", sha256);
     b->m = m;
+    b->bytes = m->params.total * sizeof(float);
+    b->last_used = ++r->clock;
+    r->bases = ptrs_reserve(r->bases, r->n_bases, &r->cap_bases);
     r->bases[r->n_bases++] = b;
+    r->base_bytes += b->bytes;
+    return b;
+}
+
+static void evict(registry *r);
+
+int registry_base_add(registry *r, const char *name, const char *sha256, model *m, clad_err *err)
+{
+    if (find_base(r, name)) {
+        model_destroy(m);
+        return clad_err_set(err, CLAD_ECONFLICT, "base '%s' is already loaded", name);
+    }
+    base_insert(r, name, sha256, m);
+    evict(r);
     return 0;
 }
 
@@ -95,23 +122,21 @@ int registry_base_get(registry *r, store *s, const char *name, loaded_base **out
             store_base_free(sb);
             return err ? err->code : CLAD_ECORRUPT;
         }
-        rc = registry_base_add(r, name, sb->weights_sha256, m, err);
+        b = base_insert(r, name, sb->weights_sha256, m);
         store_base_free(sb);
-        if (rc) {
-            model_destroy(m);
-            return rc;
-        }
-        b = find_base(r, name);
     }
     b->refs++;
+    b->last_used = ++r->clock;
+    evict(r);
     *out = b;
     return 0;
 }
 
 void registry_base_release(registry *r, loaded_base *b)
 {
-    (void)r;
-    if (b) b->refs--;
+    if (!b) return;
+    b->refs--;
+    evict(r);
 }
 
 static void adapter_remove_at(registry *r, size_t i)
@@ -120,19 +145,54 @@ static void adapter_remove_at(registry *r, size_t i)
     r->adapters[i] = r->adapters[--r->n_adapters];
 }
 
-/* Drops forgotten adapters nobody holds, then least-recently-used unreferenced adapters until the cache
- * fits its budget. */
+/* The least-recently-used unreferenced adapter (whose base, when only_cache_held, is held by nothing
+ * but cached adapters), or r->n_adapters when there is none. */
+static size_t adapter_victim(const registry *r, bool only_cache_held)
+{
+    size_t victim = r->n_adapters;
+    for (size_t i = 0; i < r->n_adapters; i++) {
+        const loaded_adapter *la = r->adapters[i];
+        if (la->refs || (only_cache_held && la->base->refs != la->base->cache_refs)) continue;
+        if (victim == r->n_adapters || la->last_used < r->adapters[victim]->last_used) victim = i;
+    }
+    return victim;
+}
+
+/* The least-recently-used base nobody holds, or r->n_bases. */
+static size_t base_victim(const registry *r)
+{
+    size_t victim = r->n_bases;
+    for (size_t i = 0; i < r->n_bases; i++)
+        if (!r->bases[i]->refs && (victim == r->n_bases || r->bases[i]->last_used < r->bases[victim]->last_used))
+            victim = i;
+    return victim;
+}
+
+/* Drops forgotten adapters nobody holds, then least-recently-used unreferenced adapters until they fit
+ * their budget, then bases until they fit theirs: a free base first, else an adapter that is all that
+ * keeps a base loaded (a fusion entry goes before its sources, which it holds). */
 static void evict(registry *r)
 {
     for (size_t i = r->n_adapters; i-- > 0;)
         if (r->adapters[i]->forgotten && !r->adapters[i]->refs) adapter_remove_at(r, i);
     while (r->adapter_bytes > r->budget) {
-        size_t victim = r->n_adapters;
-        for (size_t i = 0; i < r->n_adapters; i++)
-            if (!r->adapters[i]->refs && (victim == r->n_adapters || r->adapters[i]->last_used < r->adapters[victim]->last_used))
-                victim = i;
-        if (victim == r->n_adapters) return; /* everything is in use */
+        size_t victim = adapter_victim(r, false);
+        if (victim == r->n_adapters) break; /* everything is in use */
         adapter_remove_at(r, victim);
+    }
+    while (r->base_bytes > r->base_budget) {
+        size_t b = base_victim(r);
+        if (b < r->n_bases) {
+            loaded_base *lb = r->bases[b];
+            r->base_bytes -= lb->bytes;
+            model_destroy(lb->m);
+            free(lb);
+            r->bases[b] = r->bases[--r->n_bases];
+            continue;
+        }
+        size_t a = adapter_victim(r, true);
+        if (a == r->n_adapters) return; /* every base is in use */
+        adapter_remove_at(r, a);
     }
 }
 
@@ -144,6 +204,7 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
         if (la->version == version && !la->forgotten && !strcmp(la->task, task)) {
             la->refs++;
             la->last_used = ++r->clock;
+            la->base->last_used = r->clock;
             r->hits++;
             *out = la;
             return 0;
@@ -200,16 +261,13 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
     la->version = version;
     la->a = a;
     la->base = b;
+    b->cache_refs++;
     la->bytes = a->params.total * sizeof(float) + sizeof *a;
     la->refs = 1;
     la->last_used = ++r->clock;
     memcpy(la->deps, deps, (size_t)n_deps * sizeof *deps);
     la->n_deps = n_deps;
-    if (r->n_adapters == r->cap_adapters) {
-        r->cap_adapters = r->cap_adapters ? 2 * r->cap_adapters : 16;
-        r->adapters = realloc(r->adapters, r->cap_adapters * sizeof *r->adapters);
-        if (!r->adapters) abort();
-    }
+    r->adapters = ptrs_reserve(r->adapters, r->n_adapters, &r->cap_adapters);
     r->adapters[r->n_adapters++] = la;
     r->adapter_bytes += la->bytes;
     store_version_free(v);
@@ -241,7 +299,7 @@ void registry_get_stats(const registry *r, registry_stats *st)
     st->bases = r->n_bases;
     st->adapters = r->n_adapters;
     st->adapter_bytes = r->adapter_bytes;
-    for (size_t i = 0; i < r->n_bases; i++) st->base_bytes += r->bases[i]->m->params.total * sizeof(float);
+    st->base_bytes = r->base_bytes;
     st->adapter_hits = r->hits;
     st->adapter_misses = r->misses;
 }

@@ -6,7 +6,9 @@
  * entry: a prediction that already holds the old adapter finishes with it, the next one gets the new
  * one, and nothing is ever seen half-changed.
  *
- * Adapters are evicted least-recently-used beyond a byte budget, but never while referenced. Whatever
+ * Adapters and bases are evicted least-recently-used beyond a byte budget each, but never while
+ * referenced. A cached adapter holds its base; a base over budget that only unreferenced cached adapters
+ * hold goes with them (they are dropped first, least-recently-used first). Whatever
  * deletes a version from the store must call registry_adapter_forget, so the cache never serves what
  * the store no longer has. Alias moves (rollback, undo, set) need nothing: requests resolve aliases in
  * the store and the cache is keyed by version number, which is never reused. Every function here runs
@@ -26,7 +28,10 @@ typedef struct loaded_base {
     char name[STORE_NAME_MAX + 1];
     char sha256[SHA256_HEX_SIZE];
     model *m;
-    int refs;
+    int refs;           /* all holders: requests, jobs and cached adapters */
+    int cache_refs;     /* the part of refs held by cached adapter entries */
+    size_t bytes;
+    uint64_t last_used;
 } loaded_base;
 
 typedef struct loaded_adapter {
@@ -45,14 +50,17 @@ typedef struct loaded_adapter {
 
 typedef struct registry registry;
 
-registry *registry_create(size_t adapter_budget_bytes);
+/* Unreferenced entries are evicted beyond the budgets (bytes of adapter parameters, bytes of base
+ * parameters); what is in use stays loaded whatever the budget. */
+registry *registry_create(size_t adapter_budget_bytes, size_t base_budget_bytes);
 void registry_destroy(registry *r);  /* every reference must have been released */
 
 /* A base model by name: from the cache, or loaded from the store (weights checked by sha256).
  * The caller owns one reference. */
 int registry_base_get(registry *r, store *s, const char *name, loaded_base **out, clad_err *err);
 void registry_base_release(registry *r, loaded_base *b);
-/* Adds a base the daemon just created (takes ownership of m), so it need not be reloaded. */
+/* Adds a base the daemon just created, so it need not be reloaded. Takes ownership of m, also when it
+ * fails (CLAD_ECONFLICT: a base of that name is loaded). */
 int registry_base_add(registry *r, const char *name, const char *sha256, model *m, clad_err *err);
 
 /* An adapter version: from the cache, or loaded from the store (blob checked by sha256). A fusion
