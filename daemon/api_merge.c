@@ -92,18 +92,12 @@ static int merge_finish(job *j, void *argp, int status, clad_err *err)
     merge_arg *a = argp;
     cladd *app = a->app;
     if (status) return status;
-    store_task *t = NULL;
-    if (store_task_get(app->st, a->name, &t, NULL) != 0) {
-        store_task_in ti = {.name = a->name, .base = a->base->name, .kind = "merge", .n_classes = 0};
-        int rc = store_task_create(app->st, &ti, a->peer_uid, err);
-        if (rc) return rc;
-    } else {
-        store_task_free(t);
-    }
+    /* A new merge entry is created by store_version_put, in the transaction of its first version. */
+    store_task_in ti = {.name = a->name, .base = a->base->name, .kind = "merge", .n_classes = 0};
     char *lineage = json_dumps(a->lineage, JSON_COMPACT);
     store_version_in vi = {.task = a->name, .kind = "merged", .adapter = a->blob, .adapter_size = a->blob_len,
                            .parents = a->parents, .n_parents = (size_t)a->n, .base_sha256 = a->base->sha256,
-                           .lineage_json = lineage, .job_id = app_store_job_id(app, j)};
+                           .lineage_json = lineage, .job_id = app_store_job_id(app, j), .create_task = &ti};
     int64_t version = 0;
     int rc = store_version_put(app->st, &vi, a->peer_uid, &version, err);
     free(lineage);

@@ -354,11 +354,9 @@ static int train_job_finish(job *j, void *argp, int status, clad_err *err)
     cladd *app = a->app;
     if (status) return status;
     store_task *t = NULL;
-    if (store_task_get(app->st, a->task, &t, NULL) != 0) {
-        store_task_in ti = {.name = a->task, .base = a->base->name, .kind = "task", .n_classes = a->n_classes};
-        int rc = store_task_create(app->st, &ti, a->peer_uid, err);
-        if (rc) return rc;
-    } else {
+    /* A new task is created by store_version_put, in the transaction of its first version. */
+    store_task_in ti = {.name = a->task, .base = a->base->name, .kind = "task", .n_classes = a->n_classes};
+    if (store_task_get(app->st, a->task, &t, NULL) == 0) {
         /* The previous active version is this one's parent (a retraining of the same task). */
         int64_t prev = 0;
         if (store_alias_get(app->st, a->task, "active", &prev, NULL) == 0 && a->n_parents < 2 &&
@@ -376,7 +374,7 @@ static int train_job_finish(job *j, void *argp, int status, clad_err *err)
         .parents = a->parents, .n_parents = a->n_parents, .needs = a->parents, .n_needs = (size_t)a->n_fuse,
         .base_sha256 = a->base->sha256,
         .data_sha256 = a->data_sha, .lineage_json = lineage, .hparams_json = hparams, .metrics_json = metrics_text,
-        .seed = a->seed, .wall_time_s = a->wall, .job_id = app_store_job_id(app, j),
+        .seed = a->seed, .wall_time_s = a->wall, .job_id = app_store_job_id(app, j), .create_task = &ti,
     };
     int64_t version = 0;
     int rc = store_version_put(app->st, &vi, a->peer_uid, &version, err);

@@ -183,6 +183,9 @@ typedef struct store_version_in {
     int64_t job_id;               /* 0, or the running job that produced this version: it is marked
                                      succeeded in the same transaction */
     unsigned flags;               /* STORE_PUT_* */
+    const store_task_in *create_task; /* NULL, or the task to create in the same transaction when it does
+                                         not exist yet (name must equal `task`); an existing task is used
+                                         as it is. A failure anywhere then leaves no task either. */
 } store_version_in;
 
 typedef struct store_version {

@@ -77,6 +77,14 @@ int version_id(store *s, int64_t task_id, const char *task, int64_t version, int
 /* Refuses writes on reader handles and inside snapshots. */
 int check_writable(store *s, clad_err *err);
 
+/* ---- Tasks (store_task.c), used by store_version_put ---- */
+
+/* Everything about a new task that can be checked without the write lock. */
+int task_validate(store *s, const store_task_in *in, clad_err *err);
+/* Inserts and audits a validated task inside the current write transaction; CLAD_ECONFLICT if the name
+ * exists, CLAD_ENOTFOUND for an unknown base. */
+int task_insert(store *s, const store_task_in *in, int peer_uid, clad_err *err);
+
 /* ---- Audit (store_audit.c) ---- */
 
 /* A small JSON object builder for audit details; strings are escaped. */

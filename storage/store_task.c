@@ -187,7 +187,7 @@ void store_bases_free(store_base *b, size_t n)
 
 /* ---- Tasks ---- */
 
-int store_task_create(store *s, const store_task_in *in, int peer_uid, clad_err *err)
+int task_validate(store *s, const store_task_in *in, clad_err *err)
 {
     int rc = check_name(in->name, "task", err);
     if (rc || (rc = check_name(in->base, "base", err))) return rc;
@@ -211,10 +211,14 @@ int store_task_create(store *s, const store_task_in *in, int peer_uid, clad_err 
             return clad_err_set(err, CLAD_EINVAL, "task '%s': label names must be an array of %d strings",
                                 in->name, in->n_classes);
     }
+    return 0;
+}
 
-    if ((rc = tx_begin_write(s, err))) return rc;
+int task_insert(store *s, const store_task_in *in, int peer_uid, clad_err *err)
+{
+    const char *kind = in->kind ? in->kind : "task";
     int64_t base_id = 0, existing;
-    rc = st_int(s, &existing, err, "SELECT id FROM tasks WHERE name = ?1", "t", in->name);
+    int rc = st_int(s, &existing, err, "SELECT id FROM tasks WHERE name = ?1", "t", in->name);
     if (rc == 0) rc = clad_err_set(err, CLAD_ECONFLICT, "task '%s' already exists", in->name);
     else if (rc == CLAD_ENOTFOUND) rc = 0;
     if (rc == 0) {
@@ -236,7 +240,14 @@ int store_task_create(store *s, const store_task_in *in, int peer_uid, clad_err 
         jb_int(&j, "n_classes", in->n_classes);
         rc = audit_add(s, peer_uid, "task.create", object, jb_done(&j), err);
     }
-    return tx_end(s, rc, err);
+    return rc;
+}
+
+int store_task_create(store *s, const store_task_in *in, int peer_uid, clad_err *err)
+{
+    int rc = task_validate(s, in, err);
+    if (rc || (rc = tx_begin_write(s, err))) return rc;
+    return tx_end(s, task_insert(s, in, peer_uid, err), err);
 }
 
 static const char task_cols[] =

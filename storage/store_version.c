@@ -44,6 +44,9 @@ static int put_validate(store *s, const store_version_in *in, clad_err *err)
     if (!isfinite(in->wall_time_s) || in->wall_time_s < 0)
         return clad_err_set(err, CLAD_EINVAL, "wall time must be a finite number >= 0");
     if (in->job_id < 0) return clad_err_set(err, CLAD_EINVAL, "job id must be >= 0");
+    if (in->create_task && (!in->create_task->name || strcmp(in->create_task->name, in->task) != 0))
+        return clad_err_set(err, CLAD_EINVAL, "task '%s': the task to create has another name", in->task);
+    if (in->create_task && (rc = task_validate(s, in->create_task, err))) return rc;
     if ((rc = check_json(s, in->lineage_json, "object", true, "lineage", err)) ||
         (rc = check_json(s, in->hparams_json, "object", true, "hyperparameters", err)) ||
         (rc = check_json(s, in->metrics_json, "object", true, "metrics", err)))
@@ -127,6 +130,11 @@ int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_
     char base_sha[SHA256_HEX_SIZE] = "";
     sqlite3_stmt *st;
     rc = task_id(s, in->task, &tid, err);
+    if (rc == CLAD_ENOTFOUND && in->create_task) { /* the task and its first version commit together */
+        clad_err_clear(err);
+        rc = task_insert(s, in->create_task, peer_uid, err);
+        if (rc == 0) rc = task_id(s, in->task, &tid, err);
+    }
     if (rc == 0)
         rc = st_prepare(s, &st, err,
                         "SELECT t.next_version, b.weights_sha256, b.name FROM tasks t "

@@ -263,6 +263,71 @@ TEST(store_full_disk_is_a_clear_error_and_the_store_recovers)
     (void)n;
 }
 
+/* A job's result is a new task and its first version in one transaction: when storing the version
+ * fails (disk full, or the job is no longer running), no task is left behind either. */
+static size_t audit_count(store *s)
+{
+    clad_err e = {0};
+    store_audit *a = NULL;
+    size_t n = 0;
+    CHECK_OK(store_audit_list(s, 0, 0, &a, &n, &e), e);
+    store_audit_free(a, n);
+    return n;
+}
+
+TEST(store_task_and_first_version_commit_together)
+{
+    clad_err e = {0};
+    store *s = fx_open("a.db");
+    fx_task(s, "t1"); /* creates base "mlp" */
+    store_task_in ti = {.name = "new", .base = "mlp", .n_classes = 3};
+    static uint8_t blob[256 * 1024];
+    fx_blob(blob, sizeof blob, "new", 1);
+    store_version_in in = {.task = "new", .kind = "lora", .adapter = blob, .adapter_size = sizeof blob,
+                           .create_task = &ti};
+    int64_t limit = 0, v = 0, job = 0;
+    CHECK_OK(store_set_size_limit(s, 4096, &limit, &e), e); /* the current size */
+    CHECK_OK(store_set_size_limit(s, limit + 64 * 1024, &limit, &e), e);
+    size_t n_audit = audit_count(s);
+
+    /* Fault in the second step: the task row fits, the version's blob does not. */
+    CHECK_CODE(store_version_put(s, &in, 1000, &v, &e), CLAD_EFULL, e);
+    store_task *t = NULL;
+    CHECK_CODE(store_task_get(s, "new", &t, &e), CLAD_ENOTFOUND, e);
+    CHECK_INT_EQ(audit_count(s), n_audit);
+    CHECK_OK(store_set_size_limit(s, limit + 4 * sizeof blob, &limit, &e), e);
+
+    /* The producing job was cancelled meanwhile: refused after the task insert, nothing kept. */
+    CHECK_OK(store_job_create(s, "train", "new", NULL, 1000, &job, &e), e); /* queued, not running */
+    n_audit = audit_count(s);
+    in.job_id = job;
+    CHECK_CODE(store_version_put(s, &in, 1000, &v, &e), CLAD_ECONFLICT, e);
+    CHECK_CODE(store_task_get(s, "new", &t, &e), CLAD_ENOTFOUND, e);
+    CHECK_INT_EQ(audit_count(s), n_audit);
+
+    /* A bad task description is refused before anything is written. */
+    in.job_id = 0;
+    store_task_in bad = ti;
+    bad.name = "other";
+    in.create_task = &bad;
+    CHECK_CODE(store_version_put(s, &in, 1000, &v, &e), CLAD_EINVAL, e);
+
+    /* Success: both, with the task as described; again: the existing task is used. */
+    in.create_task = &ti;
+    CHECK_OK(store_version_put(s, &in, 1000, &v, &e), e);
+    CHECK_INT_EQ(v, 1);
+    CHECK_OK(store_task_get(s, "new", &t, &e), e);
+    CHECK_INT_EQ(t->n_classes, 3);
+    CHECK_INT_EQ(t->n_versions, 1);
+    store_task_free(t);
+    CHECK_INT_EQ(audit_count(s), n_audit + 2); /* task.create and version.put */
+    in.adapter_size = 64;
+    CHECK_OK(store_version_put(s, &in, 1000, &v, &e), e);
+    CHECK_INT_EQ(v, 2);
+    CHECK_OK(store_check(s, STORE_CHECK_FULL, &e), e);
+    store_close(s);
+}
+
 /* ---- Corruption ---- */
 
 /* Offset of needle in hay, or -1. */
