@@ -15,8 +15,8 @@
 #define CRASH_ROUNDS 60
 #define CRASH_KEEP 30 /* retention the child applies now and then */
 
-/* The writer that gets killed: the work of a daemon (jobs, versions, alias moves, retention, metrics)
- * in a tight loop. After each version commits it reports the number on fd, so the parent knows which
+/* The writer that gets killed: the work of a daemon (jobs, versions, alias moves, retention, metrics,
+ * fusion versions that need a version of t1, each created with its task) in a tight loop. After each version commits it reports the number on fd, so the parent knows which
  * versions were acknowledged (0 first, once it is set up). Never returns. */
 static _Noreturn void crash_child(const char *path, int fd, uint64_t seed)
 {
@@ -54,7 +54,14 @@ static _Noreturn void crash_child(const char *path, int fd, uint64_t seed)
             store_alias_set(s, "t1", "champion", v, 1000, NULL, NULL);
         else if (pick < 8)
             store_gc(s, "t1", CRASH_KEEP, 1000, NULL, NULL);
-        else {
+        else if (pick < 9) {
+            static const uint8_t blob[64] = {9};
+            store_ref need = {"t1", v};
+            store_task_in fi = {.name = "f", .base = "mlp", .n_classes = 10};
+            store_version_in in = {.task = "f", .kind = "fusion", .adapter = blob, .adapter_size = sizeof blob,
+                                   .needs = &need, .n_needs = 1, .create_task = &fi};
+            store_version_put(s, &in, 1000, NULL, NULL);
+        } else {
             store_acc_entry m[3] = {{{"t1", v}, {"t1", v}, 0.9, 0.3, 100, 0},
                                     {{"t1", v}, {"t1", 0}, 0.5, 1.2, 100, 0},
                                     {{"t1", v}, {"t1", v}, 0.8, 0.4, 50, 0}};
@@ -66,6 +73,7 @@ static _Noreturn void crash_child(const char *path, int fd, uint64_t seed)
 typedef struct crash_stats {
     int in_flight;  /* rounds where a version committed but was not yet acknowledged */
     int64_t acked;  /* versions acknowledged in total */
+    size_t fusion;  /* fusion versions stored at the last check */
 } crash_stats;
 
 /* Everything a kill must never break; committed[v] is 1 for versions the child acknowledged. */
@@ -125,6 +133,19 @@ static void crash_verify(const char *path, uint8_t *committed, int64_t *max_acke
         CHECK_MSG(al[i].version >= 1 && al[i].version <= latest && present[al[i].version],
                   "alias %s points at missing version %lld", al[i].name, (long long)al[i].version);
     store_aliases_free(al);
+    /* Every fusion version's needs are stored (retention and kills never break a dependency). */
+    store_version *fl = NULL;
+    size_t nf = 0;
+    if (store_versions_list(s, "f", &fl, &nf, NULL) == 0) {
+        for (size_t i = 0; i < nf; i++) {
+            CHECK_INT_EQ(fl[i].n_needs, 1);
+            CHECK_MSG(fl[i].needs[0].version <= latest && present[fl[i].needs[0].version],
+                      "fusion version %lld needs missing version %lld", (long long)fl[i].version,
+                      (long long)fl[i].needs[0].version);
+        }
+        store_versions_free(fl, nf);
+        cs->fusion = nf;
+    }
     store_alias_move *h = NULL;
     size_t nh = 0;
     CHECK_OK(store_alias_history(s, "t1", NULL, &h, &nh, &e), e);
@@ -158,7 +179,7 @@ TEST_TIMEOUT(store_crash_sigkill_never_leaves_half_a_write, 120)
     fx_path(path, sizeof path, "crash.db");
     static uint8_t committed[1 << 16];
     int64_t max_acked = 0;
-    crash_stats cs = {0, 0};
+    crash_stats cs = {0};
     rng r;
     rng_init(&r, (uint64_t)time(NULL));
     for (int round = 0; round < CRASH_ROUNDS; round++) {
@@ -200,8 +221,8 @@ TEST_TIMEOUT(store_crash_sigkill_never_leaves_half_a_write, 120)
         close(fds[0]);
         crash_verify(path, committed, &max_acked, &cs);
     }
-    fprintf(stderr, "# %d kills, %lld versions acknowledged, %d kills right after a commit\n", CRASH_ROUNDS,
-            (long long)cs.acked, cs.in_flight);
+    fprintf(stderr, "# %d kills, %lld versions acknowledged, %d kills right after a commit, %zu fusion versions\n",
+            CRASH_ROUNDS, (long long)cs.acked, cs.in_flight, cs.fusion);
 }
 
 /* ---- Full disk ---- */
