@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/parallel.h"
+
 typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
 
@@ -87,7 +89,24 @@ static inline v4f gelu_grad_lanes(v4f x)
     return sg + v4f_dup(2.0f) * v * sg * (e * sg) * du;
 }
 
-void gelu_forward(float *out, const float *x, size_t n)
+/* Elementwise sweeps are split into tasks of ELEM_GRAIN elements (a multiple of the lane count, so every
+ * element goes through the same lane code whatever the split) for the bound thread pool. */
+#define ELEM_GRAIN 16384
+
+typedef struct elem_job {
+    float *out, *out2;
+    const float *a, *b;
+    size_t n;
+} elem_job;
+
+static size_t elem_begin(const elem_job *j, int task) { return (size_t)task * ELEM_GRAIN; }
+static size_t elem_len(const elem_job *j, int task)
+{
+    size_t s = elem_begin(j, task);
+    return j->n - s < ELEM_GRAIN ? j->n - s : ELEM_GRAIN;
+}
+
+static void gelu_forward_serial(float *out, const float *x, size_t n)
 {
     size_t i = 0;
     for (; i + 4 <= n; i += 4) v4f_store(out + i, gelu_lanes(v4f_load(x + i)));
@@ -99,7 +118,20 @@ void gelu_forward(float *out, const float *x, size_t n)
     }
 }
 
-void gelu_backward(float *dx, const float *x, const float *dout, size_t n)
+static void gelu_forward_task(void *ctx, int task, int worker)
+{
+    const elem_job *j = ctx;
+    size_t s = elem_begin(j, task);
+    gelu_forward_serial(j->out + s, j->a + s, elem_len(j, task));
+}
+
+void gelu_forward(float *out, const float *x, size_t n)
+{
+    elem_job j = {.out = out, .a = x, .n = n};
+    par_for(par_chunks(n, ELEM_GRAIN), gelu_forward_task, &j);
+}
+
+static void gelu_backward_serial(float *dx, const float *x, const float *dout, size_t n)
 {
     size_t i = 0;
     for (; i + 4 <= n; i += 4)
@@ -112,6 +144,19 @@ void gelu_backward(float *dx, const float *x, const float *dout, size_t n)
         v4f_store(bg, v4f_load(bg) + gelu_grad_lanes(v4f_load(bx)) * v4f_load(bd));
         memcpy(dx + i, bg, (n - i) * sizeof *bg);
     }
+}
+
+static void gelu_backward_task(void *ctx, int task, int worker)
+{
+    const elem_job *j = ctx;
+    size_t s = elem_begin(j, task);
+    gelu_backward_serial(j->out + s, j->a + s, j->b + s, elem_len(j, task));
+}
+
+void gelu_backward(float *dx, const float *x, const float *dout, size_t n)
+{
+    elem_job j = {.out = dx, .a = x, .b = dout, .n = n};
+    par_for(par_chunks(n, ELEM_GRAIN), gelu_backward_task, &j);
 }
 
 /* ---- softmax ----------------------------------------------------------------------------------------- */
@@ -147,15 +192,31 @@ void softmax_forward(float *out, const float *in, int N, int K)
 
 /* ---- residual ---------------------------------------------------------------------------------------- */
 
+static void residual_forward_task(void *ctx, int task, int worker)
+{
+    const elem_job *j = ctx;
+    size_t s = elem_begin(j, task), e = s + elem_len(j, task);
+    for (size_t i = s; i < e; i++) j->out[i] = j->a[i] + j->b[i];
+}
+
 void residual_forward(float *out, const float *a, const float *b, size_t n)
 {
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    elem_job j = {.out = out, .a = a, .b = b, .n = n};
+    par_for(par_chunks(n, ELEM_GRAIN), residual_forward_task, &j);
+}
+
+static void residual_backward_task(void *ctx, int task, int worker)
+{
+    const elem_job *j = ctx;
+    size_t s = elem_begin(j, task), e = s + elem_len(j, task);
+    if (j->out)
+        for (size_t i = s; i < e; i++) j->out[i] += j->a[i];
+    if (j->out2)
+        for (size_t i = s; i < e; i++) j->out2[i] += j->a[i];
 }
 
 void residual_backward(float *da, float *db, const float *dout, size_t n)
 {
-    if (da)
-        for (size_t i = 0; i < n; i++) da[i] += dout[i];
-    if (db)
-        for (size_t i = 0; i < n; i++) db[i] += dout[i];
+    elem_job j = {.out = da, .out2 = db, .a = dout, .n = n};
+    par_for(par_chunks(n, ELEM_GRAIN), residual_backward_task, &j);
 }

@@ -5,6 +5,8 @@
 #include <assert.h>
 #include <math.h>
 
+#include "core/parallel.h"
+
 #define LAYERNORM_EPS 1e-5
 
 /* The row sums below use four accumulators added in a fixed order: one accumulator would chain every add
@@ -40,11 +42,22 @@ static double row_sum_sq_dev(const float *x, double m, int C)
     return (s0 + s1) + (s2 + s3);
 }
 
-void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
-                       const float *b, int N, int C)
+/* Rows are split into tasks of ROW_GRAIN rows for the bound thread pool; each row's arithmetic does not
+ * depend on the split. */
+#define ROW_GRAIN 64
+
+typedef struct layernorm_job {
+    float *out, *mean, *rstd, *dx, *dw, *db;
+    const float *x, *w, *b, *dout, *mean_in, *rstd_in;
+    int N, C;
+} layernorm_job;
+
+static void layernorm_forward_rows(const layernorm_job *j, int n0, int n1)
 {
-    assert(N >= 0 && C > 0);
-    for (int n = 0; n < N; n++) {
+    float *out = j->out, *mean = j->mean, *rstd = j->rstd;
+    const float *x = j->x, *w = j->w, *b = j->b;
+    int C = j->C;
+    for (int n = n0; n < n1; n++) {
         const float *xn = x + (size_t)n * C;
         float *on = out + (size_t)n * C;
         /* Two passes (mean, then squared deviations) in double: the one-pass E[x^2] - E[x]^2 formula
@@ -60,11 +73,27 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *x, con
     }
 }
 
-void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
-                        const float *w, const float *mean, const float *rstd, int N, int C)
+static void layernorm_forward_task(void *ctx, int task, int worker)
+{
+    const layernorm_job *j = ctx;
+    int n0 = task * ROW_GRAIN, n1 = n0 + ROW_GRAIN < j->N ? n0 + ROW_GRAIN : j->N;
+    layernorm_forward_rows(j, n0, n1);
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
+                       const float *b, int N, int C)
 {
     assert(N >= 0 && C > 0);
-    for (int n = 0; n < N; n++) {
+    layernorm_job j = {.out = out, .mean = mean, .rstd = rstd, .x = x, .w = w, .b = b, .N = N, .C = C};
+    par_for(par_chunks((size_t)N, ROW_GRAIN), layernorm_forward_task, &j);
+}
+
+static void layernorm_backward_rows(const layernorm_job *j, int n0, int n1)
+{
+    float *dx = j->dx, *dw = j->dw, *db = j->db;
+    const float *dout = j->dout, *x = j->x, *w = j->w, *mean = j->mean_in, *rstd = j->rstd_in;
+    int C = j->C;
+    for (int n = n0; n < n1; n++) {
         const float *xn = x + (size_t)n * C;
         const float *dn = dout + (size_t)n * C;
         float mf = mean[n], rs = rstd[n];
@@ -100,4 +129,22 @@ void layernorm_backward(float *dx, float *dw, float *db, const float *dout, cons
             for (int i = 0; i < C; i++) db[i] += dn[i];
         }
     }
+}
+
+static void layernorm_backward_task(void *ctx, int task, int worker)
+{
+    const layernorm_job *j = ctx;
+    int n0 = task * ROW_GRAIN, n1 = n0 + ROW_GRAIN < j->N ? n0 + ROW_GRAIN : j->N;
+    layernorm_backward_rows(j, n0, n1);
+}
+
+void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                        const float *w, const float *mean, const float *rstd, int N, int C)
+{
+    assert(N >= 0 && C > 0);
+    layernorm_job j = {.dx = dx, .dw = dw, .db = db, .dout = dout, .x = x, .w = w, .mean_in = mean,
+                       .rstd_in = rstd, .N = N, .C = C};
+    /* dw and db sum over every row: kept on one thread, in row order, so they stay deterministic. */
+    if (dw || db) layernorm_backward_rows(&j, 0, N);
+    else par_for(par_chunks((size_t)N, ROW_GRAIN), layernorm_backward_task, &j);
 }
