@@ -52,7 +52,7 @@ $(BUILD)/%.o: %.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 # 16-lane vector types cross the AVX-512 ABI boundary only inside inlined helpers; GCC warns regardless.
-$(BUILD)/core/activations.o $(BUILD)/core/layernorm.o: CFLAGS += -Wno-psabi
+$(BUILD)/core/activations.o $(BUILD)/core/layernorm.o $(BUILD)/core/linear.o: CFLAGS += -Wno-psabi
 
 $(LIBCLAD): $(LIB_OBJ) $(SERVE_OBJ)
 	@rm -f $@

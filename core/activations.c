@@ -19,27 +19,7 @@
 
 #include "core/parallel.h"
 #include "core/simd.h"
-
-/* Sixteen lanes: one AVX-512 register, two AVX2 or four SSE registers (core/simd.h picks the clone). */
-#define VL 16
-typedef float vf __attribute__((vector_size(4 * VL)));
-typedef int32_t vi __attribute__((vector_size(4 * VL)));
-
-static inline vf vf_dup(float a) { return a - (vf){0}; }
-/* Lane-wise m ? a : b for a comparison mask m (all ones or all zeros per lane). */
-static inline vf vf_select(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
-static inline vf vf_load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
-static inline void vf_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
-
-/* The sum of the lanes, halving pairwise in a fixed order. */
-static inline float vf_sum(vf v)
-{
-    float l[VL];
-    vf_store(l, v);
-    for (int w = VL / 2; w >= 1; w /= 2)
-        for (int i = 0; i < w; i++) l[i] += l[i + w];
-    return l[0];
-}
+#include "core/vec.h"
 
 static inline vf vf_exp(vf x)
 {
@@ -183,8 +163,7 @@ void softmax_forward(float *out, const float *in, int N, int K)
     for (int row = 0; row < N; row++) {
         const float *x = in + (size_t)row * K;
         float *y = out + (size_t)row * K;
-        float mx = x[0];
-        for (int k = 1; k < K; k++) mx = x[k] > mx ? x[k] : mx;
+        float mx = vf_row_max(x, K);
         /* exp(x - max) in (0, 1], so the sum is in [1, K]: no overflow, no division by ~0. Four lane sums
          * added in a fixed order at the end keep the result deterministic. */
         vf m4 = vf_dup(mx), acc = vf_dup(0.0f);
@@ -203,8 +182,9 @@ void softmax_forward(float *out, const float *in, int N, int K)
             memcpy(y + k, buf, (size_t)(K - k) * sizeof *buf);
             acc += e;
         }
-        float inv = 1.0f / vf_sum(acc);
-        for (k = 0; k < K; k++) y[k] *= inv;
+        vf inv = vf_dup(1.0f / vf_sum(acc));
+        for (k = 0; k + VL <= K; k += VL) vf_store(y + k, vf_load(y + k) * inv);
+        for (; k < K; k++) y[k] *= inv[0];
     }
 }
 

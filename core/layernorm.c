@@ -8,24 +8,13 @@
 
 #include "core/parallel.h"
 #include "core/simd.h"
+#include "core/vec.h"
 
 #define LAYERNORM_EPS 1e-5
 
 /* Row sums are taken in double (see layernorm_forward_rows), eight lanes at a time: eight independent
  * accumulators, each lane's floats converted exactly, added up in a fixed tree at the end, so results are
  * deterministic and the same for every CPU clone (core/simd.h). */
-typedef float vf8 __attribute__((vector_size(32)));
-typedef double vd8 __attribute__((vector_size(64)));
-
-static inline vf8 vf8_load(const float *p) { vf8 v; memcpy(&v, p, sizeof v); return v; }
-static inline void vf8_store(float *p, vf8 v) { memcpy(p, &v, sizeof v); }
-static inline vd8 vd8_widen(vf8 v) { return __builtin_convertvector(v, vd8); }
-
-static inline double vd8_sum(vd8 v)
-{
-    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
-}
-
 static inline double row_sum(const float *x, int C)
 {
     vd8 acc = {0};

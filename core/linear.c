@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "core/parallel.h"
+#include "core/simd.h"
+#include "core/vec.h"
 
 typedef struct linear_job {
     float *y, *dx, *dW, *db;
@@ -15,6 +17,7 @@ typedef struct linear_job {
     size_t grain;   /* rows (forward, dx) or output features (dW, db) per task */
 } linear_job;
 
+SIMD_CLONES
 static void linear_forward_task(void *ctx, int task, int worker)
 {
     const linear_job *j = ctx;
@@ -24,12 +27,8 @@ static void linear_forward_task(void *ctx, int task, int worker)
     /* y (rows,out) = x (rows,in) . W^T (in,out) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, j->x + (size_t)n0 * in, in, j->W,
                 in, 0.0f, y, out);
-    if (j->b) {
-        for (int n = 0; n < rows; n++) {
-            float *yn = y + (size_t)n * out;
-            for (int o = 0; o < out; o++) yn[o] += j->b[o];
-        }
-    }
+    if (j->b)
+        for (int n = 0; n < rows; n++) vf_add_row(y + (size_t)n * out, j->b, out);
 }
 
 void linear_forward(float *y, const float *x, const float *W, const float *b, int N, int in, int out)
