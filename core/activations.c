@@ -167,23 +167,32 @@ void softmax_forward(float *out, const float *in, int N, int K)
         /* exp(x - max) in (0, 1], so the sum is in [1, K]: no overflow, no division by ~0. Four lane sums
          * added in a fixed order at the end keep the result deterministic. */
         vf m4 = vf_dup(mx), acc = vf_dup(0.0f);
-        int k = 0;
-        for (; k + VL <= K; k += VL) {
+        int full = K / VL * VL;
+        /* A ragged tail is handled with the last VL elements of the row, read before anything is written
+         * (out may equal in); lanes it shares with the last full vector get the same bits again and are
+         * counted once. Rows shorter than VL go through a padded buffer. */
+        vf tail = vf_dup(0.0f);
+        if (full < K && K >= VL) tail = vf_exp(vf_load(x + K - VL) - m4);
+        for (int k = 0; k < full; k += VL) {
             vf e = vf_exp(vf_load(x + k) - m4);
             vf_store(y + k, e);
             acc += e;
         }
-        if (k < K) {
+        if (full < K && K >= VL) {
+            vf_store(y + K - VL, tail);
+            acc += vf_select(vf_lane_index() >= full - (K - VL), tail, vf_dup(0.0f));
+        } else if (full < K) {
             float buf[VL]; /* exp(-inf) = 0 adds nothing */
             for (int l = 0; l < VL; l++) buf[l] = -INFINITY;
-            memcpy(buf, x + k, (size_t)(K - k) * sizeof *buf);
+            memcpy(buf, x, (size_t)K * sizeof *buf);
             vf e = vf_exp(vf_load(buf) - m4);
             vf_store(buf, e);
-            memcpy(y + k, buf, (size_t)(K - k) * sizeof *buf);
+            memcpy(y, buf, (size_t)K * sizeof *buf);
             acc += e;
         }
         vf inv = vf_dup(1.0f / vf_sum(acc));
-        for (k = 0; k + VL <= K; k += VL) vf_store(y + k, vf_load(y + k) * inv);
+        int k = 0;
+        for (; k + VL <= K; k += VL) vf_store(y + k, vf_load(y + k) * inv);
         for (; k < K; k++) y[k] *= inv[0];
     }
 }

@@ -22,6 +22,8 @@ static inline vf vf_select(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b 
 static inline vf vf_load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline void vf_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
+static inline vi vf_lane_index(void) { return (vi){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}; }
+
 /* The sum of the lanes, halving pairwise in a fixed order. */
 static inline float vf_sum(vf v)
 {
