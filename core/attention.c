@@ -12,6 +12,8 @@
 #include <math.h>
 
 #include "core/parallel.h"
+#include "core/simd.h"
+#include "core/vec.h"
 
 typedef struct attention_job {
     float *out, *att, *dqkv, *scratch;
@@ -79,6 +81,25 @@ void attention_forward_naive(float *out, float *att, const float *qkv, int B, in
     }
 }
 
+/* Softmax backward in place on a (T,T) tile: dscore_ij = a_ij (datt_ij - sum_l a_il datt_il), the dot
+ * in double, eight lanes at a time. */
+SIMD_CLONES
+static void softmax_backward_rows(float *ds, const float *a, int T)
+{
+    for (int i = 0; i < T; i++) {
+        const float *ar = a + (size_t)i * T;
+        float *dr = ds + (size_t)i * T;
+        vd8 acc = {0};
+        double tail = 0.0;
+        int j = 0;
+        for (; j + 8 <= T; j += 8) acc += vd8_widen(vf8_load(ar + j)) * vd8_widen(vf8_load(dr + j));
+        for (; j < T; j++) tail += (double)ar[j] * (double)dr[j];
+        float dotf = (float)(vd8_sum(acc) + tail);
+        for (j = 0; j + 8 <= T; j += 8) vf8_store(dr + j, vf8_load(ar + j) * (vf8_load(dr + j) - dotf));
+        for (; j < T; j++) dr[j] = ar[j] * (dr[j] - dotf);
+    }
+}
+
 /* One (sample, head) of the backward pass: it writes only that head's columns of that sample's dqkv. */
 static void attention_backward_task(void *ctx, int task, int worker)
 {
@@ -96,15 +117,7 @@ static void attention_backward_task(void *ctx, int task, int worker)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dO, C, v, C3, 0.0f, ds, T);
     /* dv (T,hs) += att^T (T,T) . dout (T,hs) */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, dO, C, 1.0f, dv, C3);
-    /* Softmax backward in place: dscore_ij = a_ij (datt_ij - sum_l a_il datt_il). */
-    for (int i = 0; i < T; i++) {
-        const float *ar = a + (size_t)i * T;
-        float *dr = ds + (size_t)i * T;
-        double dot = 0.0;
-        for (int jj = 0; jj < T; jj++) dot += (double)ar[jj] * (double)dr[jj];
-        float dotf = (float)dot;
-        for (int jj = 0; jj < T; jj++) dr[jj] = ar[jj] * (dr[jj] - dotf);
-    }
+    softmax_backward_rows(ds, a, T);
     /* scores = scale * q k^T, so dq += scale * ds . k and dk += scale * ds^T . q */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, scale, ds, T, k, C3, 1.0f, dq, C3);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, scale, ds, T, q, C3, 1.0f, dk, C3);
