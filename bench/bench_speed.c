@@ -10,6 +10,7 @@
 
 #include "bench/bench.h"
 #include "core/model.h"
+#include "core/parallel.h"
 #include "core/rng.h"
 #include "core/train.h"
 
@@ -147,26 +148,50 @@ static void bench_config(const char *preset, double seconds, speed_result *out)
 int bench_speed_main(int argc, char **argv)
 {
     double seconds = 3.0;
-    int json = 0;
+    int json = 0, threads = 1;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--quick")) seconds = 0.5;
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--model") && i + 1 < argc) only = argv[++i];
         else {
-            fprintf(stderr, "usage: clad-bench speed [--quick] [--json]\n");
+            fprintf(stderr, "usage: clad-bench speed [--quick] [--json] [--threads N] [--model mlp|vit-tiny]\n");
             return 2;
         }
     }
+    if (only && strcmp(only, "mlp") && strcmp(only, "vit-tiny")) {
+        fprintf(stderr, "clad-bench speed: --model must be mlp or vit-tiny\n");
+        return 2;
+    }
+    if (threads < 1 || threads > PAR_MAX_THREADS) {
+        fprintf(stderr, "clad-bench speed: --threads must be 1..%d\n", PAR_MAX_THREADS);
+        return 2;
+    }
+    /* The peak is OpenBLAS's own on the same number of threads; the engine then runs its kernels on a pool
+     * of that many threads with OpenBLAS pinned to one (core/parallel.h). */
+    blas_set_threads(threads);
     double peak = sgemm_peak_gflops(1024);
-    speed_result res[2];
+    blas_set_threads(1);
+    par_pool *pool = par_pool_create(threads);
+    if (!pool) {
+        fprintf(stderr, "clad-bench speed: cannot start %d threads\n", threads);
+        return 1;
+    }
+    par_bind(pool);
+    speed_result res[2] = {0};
     const char *names[2] = {"mlp", "vit-tiny"};
-    for (int i = 0; i < 2; i++) bench_config(names[i], seconds, &res[i]);
+    for (int i = 0; i < 2; i++)
+        if (!only || !strcmp(only, names[i])) bench_config(names[i], seconds, &res[i]);
+    par_bind(NULL);
+    par_pool_destroy(pool);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    const char *threads = getenv("OPENBLAS_NUM_THREADS");
     printf(json ? "{" : "");
-    printf("\"sgemm_peak_gflops\": %.2f, \"openblas_threads\": \"%s\", ", peak, threads ? threads : "default");
+    printf("\"sgemm_peak_gflops\": %.2f, \"threads\": %d, ", peak, threads);
     for (int i = 0; i < 2; i++)
-        printf("\"%s\": {\"lora_rank\": 8, \"batch\": 128, \"base_params\": %zu, \"adapter_params\": %zu, "
+        if (!only || !strcmp(only, names[i]))
+            printf("\"%s\": {\"lora_rank\": 8, \"batch\": 128, \"base_params\": %zu, \"adapter_params\": %zu, "
                "\"train_samples_per_s\": %.1f, \"train_gflops\": %.3f, \"train_fraction_of_peak\": %.3f, "
                "\"infer_samples_per_s_b1\": %.1f, \"infer_samples_per_s_b128\": %.1f}, ",
                names[i], res[i].params, res[i].adapter_params, res[i].train_samples_per_s, res[i].train_gflops,

@@ -4,47 +4,57 @@
 
 #include <assert.h>
 #include <math.h>
+#include <string.h>
+
+#include "core/parallel.h"
+#include "core/simd.h"
+#include "core/vec.h"
 
 #define LAYERNORM_EPS 1e-5
 
-/* The row sums below use four accumulators added in a fixed order: one accumulator would chain every add
- * on the previous one (a 4-cycle latency per element), and the fixed order keeps results deterministic. */
-
-static double row_sum(const float *x, int C)
+/* Row sums are taken in double (see layernorm_forward_rows), eight lanes at a time: eight independent
+ * accumulators, each lane's floats converted exactly, added up in a fixed tree at the end, so results are
+ * deterministic and the same for every CPU clone (core/simd.h). */
+static inline double row_sum(const float *x, int C)
 {
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    vd8 acc = {0};
+    double tail = 0.0;
     int i = 0;
-    for (; i + 4 <= C; i += 4) {
-        s0 += (double)x[i];
-        s1 += (double)x[i + 1];
-        s2 += (double)x[i + 2];
-        s3 += (double)x[i + 3];
-    }
-    for (; i < C; i++) s0 += (double)x[i];
-    return (s0 + s1) + (s2 + s3);
+    for (; i + 8 <= C; i += 8) acc += vd8_widen(vf8_load(x + i));
+    for (; i < C; i++) tail += (double)x[i];
+    return vd8_sum(acc) + tail;
 }
 
-static double row_sum_sq_dev(const float *x, double m, int C)
+static inline double row_sum_sq_dev(const float *x, double m, int C)
 {
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    vd8 acc = {0};
+    double tail = 0.0;
     int i = 0;
-    for (; i + 4 <= C; i += 4) {
-        double d0 = (double)x[i] - m, d1 = (double)x[i + 1] - m;
-        double d2 = (double)x[i + 2] - m, d3 = (double)x[i + 3] - m;
-        s0 += d0 * d0;
-        s1 += d1 * d1;
-        s2 += d2 * d2;
-        s3 += d3 * d3;
+    for (; i + 8 <= C; i += 8) {
+        vd8 d = vd8_widen(vf8_load(x + i)) - m;
+        acc += d * d;
     }
-    for (; i < C; i++) s0 += ((double)x[i] - m) * ((double)x[i] - m);
-    return (s0 + s1) + (s2 + s3);
+    for (; i < C; i++) tail += ((double)x[i] - m) * ((double)x[i] - m);
+    return vd8_sum(acc) + tail;
 }
 
-void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
-                       const float *b, int N, int C)
+/* Rows are split into tasks of ROW_GRAIN rows for the bound thread pool; each row's arithmetic does not
+ * depend on the split. */
+#define ROW_GRAIN 64
+
+typedef struct layernorm_job {
+    float *out, *mean, *rstd, *dx, *dw, *db;
+    const float *x, *w, *b, *dout, *mean_in, *rstd_in;
+    int N, C;
+} layernorm_job;
+
+SIMD_CLONES
+static void layernorm_forward_rows(const layernorm_job *j, int n0, int n1)
 {
-    assert(N >= 0 && C > 0);
-    for (int n = 0; n < N; n++) {
+    float *out = j->out, *mean = j->mean, *rstd = j->rstd;
+    const float *x = j->x, *w = j->w, *b = j->b;
+    int C = j->C;
+    for (int n = n0; n < n1; n++) {
         const float *xn = x + (size_t)n * C;
         float *on = out + (size_t)n * C;
         /* Two passes (mean, then squared deviations) in double: the one-pass E[x^2] - E[x]^2 formula
@@ -54,40 +64,64 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *x, con
         double v = row_sum_sq_dev(xn, m, C) / C;
         float mf = (float)m;
         float rs = (float)(1.0 / sqrt(v + LAYERNORM_EPS));
-        for (int i = 0; i < C; i++) on[i] = (xn[i] - mf) * rs * w[i] + b[i];
+        int i = 0;
+        for (; i + 8 <= C; i += 8)
+            vf8_store(on + i, (vf8_load(xn + i) - mf) * rs * vf8_load(w + i) + vf8_load(b + i));
+        for (; i < C; i++) on[i] = (xn[i] - mf) * rs * w[i] + b[i];
         mean[n] = mf;
         rstd[n] = rs;
     }
 }
 
-void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
-                        const float *w, const float *mean, const float *rstd, int N, int C)
+static void layernorm_forward_task(void *ctx, int task, int worker)
+{
+    const layernorm_job *j = ctx;
+    int n0 = task * ROW_GRAIN, n1 = n0 + ROW_GRAIN < j->N ? n0 + ROW_GRAIN : j->N;
+    layernorm_forward_rows(j, n0, n1);
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
+                       const float *b, int N, int C)
 {
     assert(N >= 0 && C > 0);
-    for (int n = 0; n < N; n++) {
+    layernorm_job j = {.out = out, .mean = mean, .rstd = rstd, .x = x, .w = w, .b = b, .N = N, .C = C};
+    par_for(par_chunks((size_t)N, ROW_GRAIN), layernorm_forward_task, &j);
+}
+
+SIMD_CLONES
+static void layernorm_backward_rows(const layernorm_job *j, int n0, int n1)
+{
+    float *dx = j->dx, *dw = j->dw, *db = j->db;
+    const float *dout = j->dout, *x = j->x, *w = j->w, *mean = j->mean_in, *rstd = j->rstd_in;
+    int C = j->C;
+    for (int n = n0; n < n1; n++) {
         const float *xn = x + (size_t)n * C;
         const float *dn = dout + (size_t)n * C;
         float mf = mean[n], rs = rstd[n];
         if (dx) {
             /* With xhat = (x - mean) * rstd and g = w * dout:
              * dx = rstd * (g - mean(g) - xhat * mean(g * xhat)). */
-            double sg0 = 0.0, sg1 = 0.0, sgx0 = 0.0, sgx1 = 0.0;
+            vd8 sg = {0}, sgx = {0};
+            double sg_tail = 0.0, sgx_tail = 0.0;
             int i = 0;
-            for (; i + 2 <= C; i += 2) {
-                float g0 = w[i] * dn[i], g1 = w[i + 1] * dn[i + 1];
-                sg0 += (double)g0;
-                sg1 += (double)g1;
-                sgx0 += (double)(g0 * ((xn[i] - mf) * rs));
-                sgx1 += (double)(g1 * ((xn[i + 1] - mf) * rs));
+            for (; i + 8 <= C; i += 8) {
+                vf8 g = vf8_load(w + i) * vf8_load(dn + i);
+                sg += vd8_widen(g);
+                sgx += vd8_widen(g * ((vf8_load(xn + i) - mf) * rs));
             }
             for (; i < C; i++) {
                 float g = w[i] * dn[i];
-                sg0 += (double)g;
-                sgx0 += (double)(g * ((xn[i] - mf) * rs));
+                sg_tail += (double)g;
+                sgx_tail += (double)(g * ((xn[i] - mf) * rs));
             }
-            float mg = (float)((sg0 + sg1) / C), mgx = (float)((sgx0 + sgx1) / C);
+            float mg = (float)((vd8_sum(sg) + sg_tail) / C), mgx = (float)((vd8_sum(sgx) + sgx_tail) / C);
             float *dxn = dx + (size_t)n * C;
-            for (i = 0; i < C; i++) {
+            for (i = 0; i + 8 <= C; i += 8) {
+                vf8 xhat = (vf8_load(xn + i) - mf) * rs;
+                vf8 g = vf8_load(w + i) * vf8_load(dn + i);
+                vf8_store(dxn + i, vf8_load(dxn + i) + (g - mg - xhat * mgx) * rs);
+            }
+            for (; i < C; i++) {
                 float xhat = (xn[i] - mf) * rs;
                 float g = w[i] * dn[i];
                 dxn[i] += (g - mg - xhat * mgx) * rs;
@@ -100,4 +134,22 @@ void layernorm_backward(float *dx, float *dw, float *db, const float *dout, cons
             for (int i = 0; i < C; i++) db[i] += dn[i];
         }
     }
+}
+
+static void layernorm_backward_task(void *ctx, int task, int worker)
+{
+    const layernorm_job *j = ctx;
+    int n0 = task * ROW_GRAIN, n1 = n0 + ROW_GRAIN < j->N ? n0 + ROW_GRAIN : j->N;
+    layernorm_backward_rows(j, n0, n1);
+}
+
+void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                        const float *w, const float *mean, const float *rstd, int N, int C)
+{
+    assert(N >= 0 && C > 0);
+    layernorm_job j = {.dx = dx, .dw = dw, .db = db, .dout = dout, .x = x, .w = w, .mean_in = mean,
+                       .rstd_in = rstd, .N = N, .C = C};
+    /* dw and db sum over every row: kept on one thread, in row order, so they stay deterministic. */
+    if (dw || db) layernorm_backward_rows(&j, 0, N);
+    else par_for(par_chunks((size_t)N, ROW_GRAIN), layernorm_backward_task, &j);
 }

@@ -6,19 +6,47 @@
 #include <assert.h>
 #include <cblas.h>
 
+#include "core/parallel.h"
+
+typedef struct lora_job {
+    float *y, *xa, *dx, *g;
+    const float *x, *A, *B, *dy;
+    float scale;
+    int N, in, out, r;
+    size_t grain;   /* rows per task */
+} lora_job;
+
+static int lora_rows(const lora_job *j, int task, int *n0)
+{
+    *n0 = (int)((size_t)task * j->grain);
+    return j->N - *n0 < (int)j->grain ? j->N - *n0 : (int)j->grain;
+}
+
+static void lora_forward_task(void *ctx, int task, int worker)
+{
+    const lora_job *j = ctx;
+    int n0, rows = lora_rows(j, task, &n0), in = j->in, out = j->out, r = j->r;
+    float *xa = j->xa + (size_t)n0 * r;
+    /* xa (rows,r) = x (rows,in) . A^T (in,r) */
+    if (in > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, r, in, 1.0f, j->x + (size_t)n0 * in, in, j->A,
+                    in, 0.0f, xa, r);
+    else
+        for (size_t i = 0; i < (size_t)rows * (size_t)r; i++) xa[i] = 0.0f;
+    /* y (rows,out) += scale * xa (rows,r) . B^T (r,out) */
+    if (out > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, r, j->scale, xa, r, j->B, r, 1.0f,
+                    j->y + (size_t)n0 * out, out);
+}
+
 void lora_forward(float *y, float *xa, const float *x, const float *A, const float *B, float scale,
                   int N, int in, int out, int r)
 {
     assert(N >= 0 && in >= 0 && out >= 0 && r >= 0);
     if (r == 0 || N == 0) return;
-    /* xa (N,r) = x (N,in) . A^T (in,r) */
-    if (in > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, in, 1.0f, x, in, A, in, 0.0f, xa, r);
-    else
-        for (size_t i = 0; i < (size_t)N * (size_t)r; i++) xa[i] = 0.0f;
-    /* y (N,out) += scale * xa (N,r) . B^T (r,out) */
-    if (out > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, r, scale, xa, r, B, r, 1.0f, y, out);
+    lora_job j = {.y = y, .xa = xa, .x = x, .A = A, .B = B, .scale = scale, .N = N, .in = in, .out = out, .r = r,
+                  .grain = par_row_grain((size_t)r * ((size_t)in + (size_t)out))};
+    par_for(par_chunks((size_t)N, j.grain), lora_forward_task, &j);
 }
 
 void lora_forward_naive(float *y, float *xa, const float *x, const float *A, const float *B, float scale,
@@ -41,25 +69,37 @@ void lora_forward_naive(float *y, float *xa, const float *x, const float *A, con
     }
 }
 
+/* Rows of g = scale * dy B and of dx += g A. */
+static void lora_backward_rows_task(void *ctx, int task, int worker)
+{
+    const lora_job *j = ctx;
+    int n0, rows = lora_rows(j, task, &n0), in = j->in, out = j->out, r = j->r;
+    float *g = j->g + (size_t)n0 * r;
+    /* g (rows,r) = scale * dy (rows,out) . B (out,r) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, r, out, j->scale, j->dy + (size_t)n0 * out, out,
+                j->B, r, 0.0f, g, r);
+    /* dx (rows,in) += g (rows,r) . A (r,in) */
+    if (j->dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, r, 1.0f, g, r, j->A, in, 1.0f,
+                    j->dx + (size_t)n0 * in, in);
+}
+
 void lora_backward(float *dx, float *dA, float *dB, float *scratch, const float *dy, const float *x,
                    const float *xa, const float *A, const float *B, float scale,
                    int N, int in, int out, int r)
 {
     assert(N >= 0 && in >= 0 && out >= 0 && r >= 0);
     if (r == 0 || N == 0 || out == 0) return;
-    /* dB (out,r) += scale * dy^T (out,N) . xa (N,r) */
+    /* dB (out,r) += scale * dy^T (out,N) . xa (N,r): a sum over rows, kept in one call */
     if (dB)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, r, N, scale, dy, out, xa, r, 1.0f, dB, r);
     if ((!dx && !dA) || in == 0) return;
-    /* g = scratch (N,r) = scale * dy (N,out) . B (out,r) */
-    float *g = scratch;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, out, scale, dy, out, B, r, 0.0f, g, r);
-    /* dx (N,in) += g (N,r) . A (r,in) */
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, r, 1.0f, g, r, A, in, 1.0f, dx, in);
-    /* dA (r,in) += g^T (r,N) . x (N,in) */
+    lora_job j = {.dx = dx, .g = scratch, .dy = dy, .A = A, .B = B, .scale = scale, .N = N, .in = in, .out = out,
+                  .r = r, .grain = par_row_grain((size_t)r * ((size_t)in + (size_t)out))};
+    par_for(par_chunks((size_t)N, j.grain), lora_backward_rows_task, &j);
+    /* dA (r,in) += g^T (r,N) . x (N,in): a sum over rows, kept in one call */
     if (dA)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, N, 1.0f, g, r, x, in, 1.0f, dA, in);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, N, 1.0f, scratch, r, x, in, 1.0f, dA, in);
 }
 
 void lora_backward_naive(float *dx, float *dA, float *dB, float *scratch, const float *dy,

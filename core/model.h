@@ -167,6 +167,7 @@ void model_ws_destroy(model_ws *ws);
 /* True if ws was made for m and can run adapter a (ranks, classes); batches are split to max_batch. */
 bool model_ws_fits(const model_ws *ws, const model *m, const adapter *a);
 int model_ws_max_batch(const model_ws *ws);
+const model *model_ws_model(const model_ws *ws);   /* the model the workspace was made for */
 
 /* Forward pass on N <= max_batch samples x (N, input_dim). a may be NULL (base model). If targets is
  * non-NULL, returns the mean cross-entropy loss (plus, for a fusion adapter, its penalty on V; see

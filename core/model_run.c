@@ -316,6 +316,7 @@ bool model_ws_fits(const model_ws *ws, const model *m, const adapter *a)
 }
 
 int model_ws_max_batch(const model_ws *ws) { return ws->max_batch; }
+const model *model_ws_model(const model_ws *ws) { return ws->m; }
 
 const float *model_ws_probs(const model_ws *ws) { return ws->probs; }
 const float *model_ws_logits(const model_ws *ws) { return ws->logits; }

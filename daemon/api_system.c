@@ -76,6 +76,7 @@ static void status(http_req *req)
                                                 (json_int_t)job_queue_compute_count(app->jobs), "threads",
                                                 (json_int_t)c->compute_threads));
     json_object_set_new(o, "threadpool_size", json_integer(app->threadpool_size));
+    json_object_set_new(o, "engine_threads", json_integer((json_int_t)job_queue_engine_threads(app->jobs)));
     json_object_set_new(o, "watchdog_usec", json_integer((json_int_t)notify_watchdog_usec(app->notify)));
     json_object_set_new(o, "memory_rss_bytes", json_integer((json_int_t)rss_bytes()));
     if (app->reg) {

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/parallel.h"
 #include "core/train.h"
 #include "daemon/api.h"
 #include "daemon/log.h"
@@ -189,10 +190,13 @@ static void on_reload(void *data)
     } else {
         if (cli_log_level >= 0) next.log_level = cli_log_level;
         if (next.max_running_jobs != app->cfg.max_running_jobs || next.compute_threads != app->cfg.compute_threads ||
+            next.engine_threads != app->cfg.engine_threads ||
             strcmp(next.socket_group, app->cfg.socket_group))
-            log_warning("max_running_jobs, compute_threads and socket_group take effect only after a restart");
+            log_warning("max_running_jobs, compute_threads, engine_threads and socket_group take effect only after a "
+                        "restart");
         next.max_running_jobs = app->cfg.max_running_jobs;
         next.compute_threads = app->cfg.compute_threads;
+        next.engine_threads = app->cfg.engine_threads;
         memcpy(next.socket_group, app->cfg.socket_group, sizeof next.socket_group);
         app->cfg = next;
         log_set_level(next.log_level);
@@ -246,6 +250,14 @@ static int prepare_paths(cladd_config *cfg, clad_err *err)
         }
     }
     return rc;
+}
+
+/* The engine threads each running job gets: the configured count, or one per online CPU. */
+static unsigned engine_threads(const cladd_config *cfg)
+{
+    if (cfg->engine_threads) return cfg->engine_threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > PAR_MAX_THREADS ? PAR_MAX_THREADS : (unsigned)n;
 }
 
 /* Sizes libuv's worker pool before its first use: job threads plus threads kept for compute, so a
@@ -338,8 +350,9 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN); /* a client that disconnects mid-write is an EPIPE, not a crash */
     json_object_seed(0);      /* before any thread could race to seed jansson's hash */
-    /* Training and predictions each run on their own worker thread; OpenBLAS threads on top of those
-     * would only contend for the same cores, and a fixed count keeps training deterministic. */
+    /* Training and predictions each run on their own worker thread, and a training job's engine threads
+     * (engine_threads) are its parallelism; OpenBLAS threads on top of those would only contend for the
+     * same cores, and one OpenBLAS thread keeps training deterministic for any engine thread count. */
     if (!getenv("OPENBLAS_NUM_THREADS")) blas_set_threads(1);
     app.threadpool_size = size_threadpool(&app.cfg);
 
@@ -367,6 +380,7 @@ int main(int argc, char **argv)
         .max_queued = app.cfg.max_queued_jobs,
         .max_compute = app.cfg.max_compute_queue,
         .history = app.cfg.job_history,
+        .engine_threads = engine_threads(&app.cfg),
         .hooks = {.on_state = on_job_state, .on_progress = on_job_progress, .data = &app},
     };
     app.jobs = job_queue_create(&loop, &jo);
@@ -397,9 +411,10 @@ int main(int argc, char **argv)
         uv_run(&loop, UV_RUN_DEFAULT);
         goto destroy_all;
     }
-    log_info("cladd %s ready: pid %ld, state in %s, worker pool of %u threads (%u for jobs), %d BLAS thread(s)",
+    log_info("cladd %s ready: pid %ld, state in %s, worker pool of %u threads (%u for jobs), %u engine thread(s) "
+             "per job, %d BLAS thread(s)",
              CLAD_VERSION, (long)getpid(), app.cfg.state_dir, app.threadpool_size, app.cfg.max_running_jobs,
-             blas_threads());
+             engine_threads(&app.cfg), blas_threads());
     char status[160];
     snprintf(status, sizeof status, "ready; serving on %s", server_socket_path(app.srv));
     notify_ready(app.notify, status);

@@ -97,6 +97,7 @@ static const key_spec keys[] = {
     {"body_timeout", K_DURATION, F(body_timeout_ms), 10, 3600000},
     {"max_running_jobs", K_COUNT, F(max_running_jobs), 1, 64},
     {"compute_threads", K_COUNT, F(compute_threads), 1, 64},
+    {"engine_threads", K_COUNT, F(engine_threads), 0, 64},
     {"max_queued_jobs", K_COUNT, F(max_queued_jobs), 1, 100000},
     {"max_compute_queue", K_COUNT, F(max_compute_queue), 1, 100000},
     {"job_history", K_COUNT, F(job_history), 0, 1000000},

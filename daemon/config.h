@@ -17,12 +17,13 @@
  *   body_timeout       longest pause while a body is sent, or while a response is not read [30s]
  *   max_running_jobs   jobs running at once, each on its own worker thread [1]
  *   compute_threads    worker threads kept free for short compute such as predictions [2]
+ *   engine_threads     threads of each running job's engine; 0 = one per online CPU [0]
  *   max_queued_jobs    queued jobs before submissions are answered 503 busy [64]
  *   max_compute_queue  pending compute requests before 503 busy [256]
  *   job_history        finished jobs kept in memory for /v1/jobs [1000]
  *
  * On SIGHUP the file is read again; limits, write_group and log_level take effect at once (for new
- * connections and requests); socket_group, max_running_jobs and compute_threads need a restart.
+ * connections and requests); socket_group, max_running_jobs, compute_threads and engine_threads need a restart.
  */
 #ifndef CLAD_DAEMON_CONFIG_H
 #define CLAD_DAEMON_CONFIG_H
@@ -59,6 +60,7 @@ typedef struct cladd_config {
 
     uint32_t max_running_jobs;
     uint32_t compute_threads;
+    uint32_t engine_threads;
     uint32_t max_queued_jobs;
     uint32_t max_compute_queue;
     uint32_t job_history;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/parallel.h"
 #include "daemon/log.h"
 
 #define LANE_MAX 64
@@ -42,6 +43,7 @@ struct job {
     uid_t owner_uid;
     double created, started, finished;
     uv_work_t work;
+    par_pool *pool;     /* engine threads while running (NULL: the worker thread alone) */
     job *prev, *next;   /* all jobs, oldest first */
     job *qnext;         /* queued list */
     job_follower *followers;
@@ -372,8 +374,23 @@ static void work_cb(uv_work_t *w)
 {
     job *j = w->data;
     json_t *result = NULL;
+    par_pool *outer = par_bind(j->pool);
     j->run_status = j->kind->run(j, j->arg, &result, &j->err);
+    par_bind(outer);
     j->run_result = result;
+}
+
+unsigned job_queue_engine_threads(const job_queue *q)
+{
+    return q->opt.engine_threads > 1 ? q->opt.engine_threads : 1;
+}
+
+/* Every running job's engine budget: its threads minus the predictions in flight, at least one. */
+static void rebudget(job_queue *q)
+{
+    int budget = (int)q->opt.engine_threads - (int)q->n_compute;
+    for (job *j = q->all_head; j; j = j->next)
+        if (j->state == JOB_RUNNING && j->pool) par_pool_set_budget(j->pool, budget);
 }
 
 static void schedule(job_queue *q);
@@ -386,6 +403,8 @@ static void after_work_cb(uv_work_t *w, int status)
      * and our async are separate wake-ups): deliver it first so followers see events in order. */
     drain_events(q);
     q->n_running--;
+    par_pool_destroy(j->pool);   /* idle: run has returned */
+    j->pool = NULL;
     int rc = status < 0 ? CLAD_EINTERNAL : j->run_status;
     if (status < 0) clad_err_set(&j->err, CLAD_EINTERNAL, "worker: %s", uv_strerror(status));
     if (rc != 0 && !j->err.code) clad_err_set(&j->err, rc, "job ended with %s", clad_code_name(rc));
@@ -429,10 +448,15 @@ static void job_start(job_queue *q, job *j)
     j->state = JOB_RUNNING;
     j->started = wall_now();
     q->n_running++;
+    /* Without a pool the job still runs, on its worker thread alone. */
+    if (q->opt.engine_threads > 1) j->pool = par_pool_create((int)q->opt.engine_threads);
+    rebudget(q);
     j->work.data = j;
     int rc = uv_queue_work(q->loop, &j->work, work_cb, after_work_cb);
     if (rc < 0) {
         q->n_running--;
+        par_pool_destroy(j->pool);
+        j->pool = NULL;
         clad_err_set(&j->err, CLAD_EINTERNAL, "cannot start on the worker pool: %s", uv_strerror(rc));
         job_finalize(q, j, JOB_FAILED);
         return;
@@ -682,6 +706,7 @@ static void compute_after(uv_work_t *w, int status)
     compute_task *t = w->data;
     job_queue *q = t->q;
     q->n_compute--;
+    rebudget(q);
     if (status < 0 && t->status == 0) t->status = clad_err_set(&t->err, CLAD_EINTERNAL, "worker: %s",
                                                                uv_strerror(status));
     t->done(t->arg, t->status, &t->err);
@@ -708,6 +733,7 @@ int job_queue_compute(job_queue *q, compute_fn fn, compute_done_fn done, void *a
         return clad_err_set(err, CLAD_EINTERNAL, "cannot queue work: %s", uv_strerror(rc));
     }
     q->n_compute++;
+    rebudget(q);
     return 0;
 }
 

@@ -18,7 +18,11 @@
  * at most max_running threads (1 by default), so if the pool has max_running + compute_threads threads
  * (cladd sets UV_THREADPOOL_SIZE accordingly before the pool starts) compute tasks such as predictions
  * (job_queue_compute) always find a thread that no training holds: they may wait behind other
- * predictions, never behind training. The loop thread never runs job or compute work.
+ * predictions, never behind training. A running job also gets an engine thread pool of engine_threads
+ * (bound to its worker thread, so the engine's kernels split their work over it); while predictions are
+ * in flight it shrinks to leave them the cores, and grows back when they are done. The engine's results
+ * do not depend on its thread count, so this changes timing only. The loop thread never runs job or
+ * compute work.
  *
  * Persistence: the queue itself lives in memory. The hooks let the store record every state change (and
  * refuse a submission it cannot record); job_queue_restore loads finished jobs back after a restart.
@@ -90,6 +94,10 @@ typedef struct job_queue_options {
     unsigned max_queued;  /* more queued jobs: CLAD_EBUSY */
     unsigned max_compute; /* compute tasks in flight; more: CLAD_EBUSY */
     unsigned history;     /* finished jobs kept in memory for listing */
+    /* Engine threads of each running job (core/parallel.h); 0 or 1 = the job's own thread only. A job
+     * lends all but one of them back while compute tasks (predictions) are in flight: its budget is
+     * engine_threads - (compute tasks in flight), at least 1, so predictions find a free core. */
+    unsigned engine_threads;
     job_hooks hooks;
 } job_queue_options;
 
@@ -131,6 +139,9 @@ job *job_find(job_queue *q, uint64_t id);
 /* Cancels: a queued job becomes cancelled at once; a running job is asked to stop (job_should_stop) and
  * becomes cancelled when its run returns. CLAD_ECONFLICT if the job has already finished. */
 int job_cancel(job_queue *q, job *j, clad_err *err);
+
+/* Engine threads each running job gets (the option, at least 1). */
+unsigned job_queue_engine_threads(const job_queue *q);
 
 /* Loop-thread accessors. */
 /* The result run returned, during kind->finish (borrowed; finish may add fields, e.g. what it committed). */

@@ -11,6 +11,7 @@
 #include "tests/test.h"
 
 #include "core/layers.h"
+#include "core/parallel.h"
 #include "core/rng.h"
 
 /* ---- buffers: every test allocates through fbuf and frees everything at the end with bufs_free ---- */
@@ -585,9 +586,9 @@ TEST(layers_softmax_matches_double)
 {
     rng g;
     rng_init(&g, 19);
-    /* Every row length 1..13 (the kernel works four lanes at a time with a padded tail), in and out of
-     * place, against softmax in double. */
-    for (int K = 1; K <= 13; K++) {
+    /* Every row length 1..50 (the kernel works sixteen lanes at a time: short rows padded, ragged tails
+     * overlapping the last full vector), in and out of place, against softmax in double. */
+    for (int K = 1; K <= 50; K++) {
         int N = 9;
         size_t n = (size_t)N * K;
         float *x = frand(&g, n, 6.0f), *y = fbuf(n), *inplace = fcopy(x, n);
@@ -937,56 +938,89 @@ TEST(layers_crossentropy_backward_fd)
 
 /* ---- determinism ----------------------------------------------------------------------------------- */
 
+/* A whole small forward/backward chain (LayerNorm, qkv linear with LoRA, attention, GELU, head, loss and
+ * every backward); res receives the loss and five gradients or activations, sizes their lengths. */
+enum { CHAIN_OUTPUTS = 6 };
+static void layer_chain(int B, int T, int C, int NH, float *res[CHAIN_OUTPUTS], size_t sizes[CHAIN_OUTPUTS])
+{
+    int N = B * T, r = 4, K = 5;
+    rng g;
+    rng_init(&g, 18);
+    size_t nx = (size_t)N * C;
+    float *x = frand(&g, nx, 1.0f), *W = frand(&g, (size_t)3 * C * C, 0.3f);
+    float *bq = frand(&g, (size_t)3 * C, 0.1f), *A = frand(&g, (size_t)r * C, 0.3f);
+    float *Bm = frand(&g, (size_t)3 * C * r, 0.3f), *lw = frand(&g, (size_t)C, 1.0f);
+    float *lb = frand(&g, (size_t)C, 1.0f), *Wh = frand(&g, (size_t)K * C, 0.3f);
+    float *ln = fbuf(nx), *mean = fbuf((size_t)N), *rstd = fbuf((size_t)N);
+    float *qkv = fbuf(nx * 3), *xa = fbuf((size_t)N * r), *att = fbuf((size_t)B * NH * T * T);
+    float *ao = fbuf(nx), *ge = fbuf(nx), *logits = fbuf((size_t)N * K);
+    float *probs = fbuf((size_t)N * K), *losses = fbuf((size_t)N);
+    int *tg = malloc((size_t)N * sizeof *tg);
+    for (int n = 0; n < N; n++) tg[n] = n % K;
+    layernorm_forward(ln, mean, rstd, x, lw, lb, N, C);
+    linear_forward(qkv, ln, W, bq, N, C, 3 * C);
+    lora_forward(qkv, xa, ln, A, Bm, 0.5f, N, C, 3 * C, r);
+    attention_forward(ao, att, qkv, B, T, C, NH);
+    gelu_forward(ge, ao, nx);
+    residual_forward(ge, ge, ao, nx);
+    linear_forward(logits, ge, Wh, NULL, N, C, K);
+    float loss = crossentropy_forward(probs, losses, logits, tg, N, K);
+    float *dlog = fbuf((size_t)N * K), *dge = fbuf(nx), *dao = fbuf(nx), *dqkv = fbuf(nx * 3);
+    float *dln = fbuf(nx), *dA = fbuf((size_t)r * C), *dB = fbuf((size_t)3 * C * r), *dx = fbuf(nx);
+    float *dWh = fbuf((size_t)K * C), *dbh = fbuf((size_t)K), *dlw = fbuf((size_t)C);
+    float *s = fbuf((size_t)T * T > (size_t)N * r ? (size_t)T * T : (size_t)N * r); /* both scratches */
+    crossentropy_backward(dlog, probs, tg, 1.0f / (float)N, N, K);
+    linear_backward(dge, dWh, dbh, dlog, ge, Wh, N, C, K);
+    residual_backward(dao, NULL, dge, nx);
+    gelu_backward(dao, ao, dge, nx);
+    attention_backward(dqkv, s, dao, qkv, att, B, T, C, NH);
+    lora_backward(dln, dA, dB, s, dqkv, ln, xa, A, Bm, 0.5f, N, C, 3 * C, r);
+    linear_backward(dln, NULL, NULL, dqkv, ln, W, N, C, 3 * C);
+    layernorm_backward(dx, dlw, NULL, dln, x, lw, mean, rstd, N, C);
+    layernorm_backward(dx, NULL, NULL, dln, x, lw, mean, rstd, N, C);
+    free(tg);
+    float *l = fbuf(1);
+    l[0] = loss;
+    float *out[CHAIN_OUTPUTS] = {l, dx, dA, dB, dWh, att};
+    size_t n[CHAIN_OUTPUTS] = {1, nx, (size_t)r * C, (size_t)3 * C * r, (size_t)K * C, (size_t)B * NH * T * T};
+    for (int i = 0; i < CHAIN_OUTPUTS; i++) {
+        res[i] = out[i];
+        sizes[i] = n[i];
+    }
+}
+
 TEST(layers_deterministic)
 {
-    /* Same inputs, same bits: a whole small forward/backward chain run twice. */
-    int B = 2, T = 9, C = 16, NH = 4, N = B * T, r = 4, K = 5;
-    float *res[2][6];
-    for (int run = 0; run < 2; run++) {
-        rng g;
-        rng_init(&g, 18);
-        size_t nx = (size_t)N * C;
-        float *x = frand(&g, nx, 1.0f), *W = frand(&g, (size_t)3 * C * C, 0.3f);
-        float *bq = frand(&g, (size_t)3 * C, 0.1f), *A = frand(&g, (size_t)r * C, 0.3f);
-        float *Bm = frand(&g, (size_t)3 * C * r, 0.3f), *lw = frand(&g, (size_t)C, 1.0f);
-        float *lb = frand(&g, (size_t)C, 1.0f), *Wh = frand(&g, (size_t)K * C, 0.3f);
-        float *ln = fbuf(nx), *mean = fbuf((size_t)N), *rstd = fbuf((size_t)N);
-        float *qkv = fbuf(nx * 3), *xa = fbuf((size_t)N * r), *att = fbuf((size_t)B * NH * T * T);
-        float *ao = fbuf(nx), *ge = fbuf(nx), *logits = fbuf((size_t)N * K);
-        float *probs = fbuf((size_t)N * K), *losses = fbuf((size_t)N);
-        int tg[18];
-        for (int n = 0; n < N; n++) tg[n] = n % K;
-        layernorm_forward(ln, mean, rstd, x, lw, lb, N, C);
-        linear_forward(qkv, ln, W, bq, N, C, 3 * C);
-        lora_forward(qkv, xa, ln, A, Bm, 0.5f, N, C, 3 * C, r);
-        attention_forward(ao, att, qkv, B, T, C, NH);
-        gelu_forward(ge, ao, nx);
-        linear_forward(logits, ge, Wh, NULL, N, C, K);
-        float loss = crossentropy_forward(probs, losses, logits, tg, N, K);
-        float *dlog = fbuf((size_t)N * K), *dge = fbuf(nx), *dao = fbuf(nx), *dqkv = fbuf(nx * 3);
-        float *dln = fbuf(nx), *dA = fbuf((size_t)r * C), *dB = fbuf((size_t)3 * C * r), *dx = fbuf(nx);
-        float *dWh = fbuf((size_t)K * C);
-        float *s = fbuf((size_t)T * T > (size_t)N * r ? (size_t)T * T : (size_t)N * r); /* both scratches */
-        crossentropy_backward(dlog, probs, tg, 1.0f / (float)N, N, K);
-        linear_backward(dge, dWh, NULL, dlog, ge, Wh, N, C, K);
-        gelu_backward(dao, ao, dge, nx);
-        attention_backward(dqkv, s, dao, qkv, att, B, T, C, NH);
-        lora_backward(dln, dA, dB, s, dqkv, ln, xa, A, Bm, 0.5f, N, C, 3 * C, r);
-        linear_backward(dln, NULL, NULL, dqkv, ln, W, N, C, 3 * C);
-        layernorm_backward(dx, NULL, NULL, dln, x, lw, mean, rstd, N, C);
-        float *l = fbuf(1);
-        l[0] = loss;
-        res[run][0] = l;
-        res[run][1] = dx;
-        res[run][2] = dA;
-        res[run][3] = dB;
-        res[run][4] = dWh;
-        res[run][5] = att;
-    }
-    size_t sizes[6] = {1, (size_t)N * C, (size_t)r * C, (size_t)3 * C * r, (size_t)K * C,
-                       (size_t)B * NH * T * T};
-    for (int i = 0; i < 6; i++) CHECK_BITS("second run", res[1][i], res[0][i], sizes[i]);
+    /* Same inputs, same bits. */
+    float *res[2][CHAIN_OUTPUTS];
+    size_t sizes[CHAIN_OUTPUTS];
+    for (int run = 0; run < 2; run++) layer_chain(2, 9, 16, 4, res[run], sizes);
+    for (int i = 0; i < CHAIN_OUTPUTS; i++) CHECK_BITS("second run", res[1][i], res[0][i], sizes[i]);
     CHECK(max_abs(res[0][2], sizes[2]) > 0.0);
+    bufs_free();
+}
+
+TEST(layers_parallel_match_serial_bit_for_bit)
+{
+    /* Big enough that every kernel splits into several tasks (rows of the linears and LayerNorm, GELU and
+     * residual chunks, (sample, head) pairs), on pools of several sizes and budgets: the split depends only
+     * on shapes, so the bits must not change. (make test pins OpenBLAS to one thread.) */
+    float *serial[CHAIN_OUTPUTS], *par[CHAIN_OUTPUTS];
+    size_t sizes[CHAIN_OUTPUTS];
+    layer_chain(8, 65, 64, 4, serial, sizes);
+    for (int threads = 2; threads <= 4; threads++) {
+        for (int budget = 2; budget <= threads; budget++) {
+            par_pool *p = par_pool_create(threads);
+            CHECK(p != NULL);
+            par_pool_set_budget(p, budget);
+            par_bind(p);
+            layer_chain(8, 65, 64, 4, par, sizes);
+            par_bind(NULL);
+            par_pool_destroy(p);
+            for (int i = 0; i < CHAIN_OUTPUTS; i++) CHECK_BITS("pool vs serial", par[i], serial[i], sizes[i]);
+        }
+    }
+    CHECK(max_abs(serial[1], sizes[1]) > 0.0);
     bufs_free();
 }
 
