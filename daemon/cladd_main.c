@@ -7,11 +7,13 @@
  * SIGHUP rereads the config file.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -139,14 +141,6 @@ static void on_stop(int signum, void *data)
     job_queue_shutdown(app->jobs, on_jobs_stopped, app);
 }
 
-/* Startup failed after the queue was made: free it without a server to close. */
-static void on_jobs_stopped_early(job_queue *q, void *data)
-{
-    cladd *app = data;
-    job_queue_destroy(q);
-    app->jobs = NULL;
-}
-
 /* --- reload ------------------------------------------------------------------------------------------- */
 
 static int cli_log_level = -1;
@@ -207,6 +201,8 @@ static void on_reload(void *data)
 
 /* --- startup ------------------------------------------------------------------------------------------ */
 
+static int lock_state_dir(const char *dir, clad_err *err);
+
 /* Creates dir (and missing parents) with mode; the last component must end up a directory we own when
  * must_own (the per-user defaults under /tmp, where someone else could have planted it). */
 static int make_dir(const char *dir, mode_t mode, bool must_own, clad_err *err)
@@ -232,10 +228,14 @@ static int make_dir(const char *dir, mode_t mode, bool must_own, clad_err *err)
     return 0;
 }
 
-static int prepare_paths(cladd_config *cfg, clad_err *err)
+/* Makes the state directory, locks it (*lock_fd) and then makes the socket's directory, so a daemon
+ * refused for a held state directory has created nothing. */
+static int prepare_paths(cladd_config *cfg, int *lock_fd, clad_err *err)
 {
     int rc = make_dir(cfg->state_dir, 0700, false, err);
     if (rc) return rc;
+    *lock_fd = lock_state_dir(cfg->state_dir, err);
+    if (*lock_fd < 0) return *lock_fd;
     if (cfg->socket_dir_is_default) {
         char dir[sizeof cfg->socket_path];
         snprintf(dir, sizeof dir, "%s", cfg->socket_path);
@@ -246,6 +246,35 @@ static int prepare_paths(cladd_config *cfg, clad_err *err)
         }
     }
     return rc;
+}
+
+/* Takes an exclusive flock on STATE_DIR/cladd.lock for the daemon's lifetime and writes our pid into it:
+ * two daemons on one state directory would mark each other's jobs interrupted and disagree about the
+ * store. Returns the open fd (kept, close-on-exec) or a negative code naming the pid that holds it. The
+ * lock file is the only thing created before this check, and only when it did not exist yet. */
+static int lock_state_dir(const char *dir, clad_err *err)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/cladd.lock", dir) >= (int)sizeof path)
+        return clad_err_set(err, CLAD_EINVAL, "state directory path is too long: %s", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return clad_err_set(err, CLAD_EIO, "cannot open the lock file %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char holder[32] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        close(fd);
+        if (e != EWOULDBLOCK) return clad_err_set(err, CLAD_EIO, "cannot lock %s: %s", path, strerror(e));
+        return clad_err_set(err, CLAD_EBUSY, "state directory %s is in use by another cladd (pid %s, holding %s); "
+                            "refusing to start", dir, holder[0] ? holder : "unknown", path);
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        log_warning("cannot write our pid into %s: %s", path, strerror(errno));
+    return fd;
 }
 
 /* Sizes libuv's worker pool before its first use: job threads plus threads kept for compute, so a
@@ -331,7 +360,8 @@ int main(int argc, char **argv)
     }
     if (cli_log_level >= 0) app.cfg.log_level = cli_log_level;
     log_set_level(app.cfg.log_level);
-    if (config_resolve_paths(&app.cfg, &err) != 0 || prepare_paths(&app.cfg, &err) != 0) {
+    int lock_fd = -1; /* held until exit */
+    if (config_resolve_paths(&app.cfg, &err) != 0 || prepare_paths(&app.cfg, &lock_fd, &err) != 0) {
         log_error("%s", err.msg);
         return 1;
     }
@@ -370,13 +400,6 @@ int main(int argc, char **argv)
         .hooks = {.on_state = on_job_state, .on_progress = on_job_progress, .data = &app},
     };
     app.jobs = job_queue_create(&loop, &jo);
-    if (app_store_open(&app, &err) != 0) {
-        log_error("%s", err.msg);
-        job_queue_shutdown(app.jobs, on_jobs_stopped_early, &app);
-        uv_run(&loop, UV_RUN_DEFAULT);
-        metrics_destroy(app.metrics);
-        goto destroy_router;
-    }
 
     server_limits lim = limits_of(&app.cfg);
     server_handlers sh = {.on_head = on_head, .on_request = on_request, .on_done = on_done, .data = &app};
@@ -390,9 +413,11 @@ int main(int argc, char **argv)
         .group = app.cfg.socket_group,
         .use_activation = true,
     };
-    if (server_listen(app.srv, &lo, &err) != 0) {
+    /* The socket before the store: a daemon refused because another one serves the socket must not
+     * create a database first. Nothing is served before uv_run. */
+    if (server_listen(app.srv, &lo, &err) != 0 || app_store_open(&app, &err) != 0) {
         log_error("%s", err.msg);
-        /* Close what was opened so the loop can be closed cleanly. */
+        /* Close what was opened (the socket is removed) so the loop can be closed cleanly. */
         job_queue_shutdown(app.jobs, on_jobs_stopped, &app);
         uv_run(&loop, UV_RUN_DEFAULT);
         goto destroy_all;

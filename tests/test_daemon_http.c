@@ -508,9 +508,13 @@ TEST(daemon_http_socket_file_safety)
     CHECK_MSG(strstr(log, "removed stale socket") != NULL, "log: %s", log);
     free(log);
 
-    /* A second daemon on the same live socket refuses and leaves the first alone. */
+    /* A second daemon on the same live socket (with its own state directory) refuses and leaves the first
+     * alone. */
     daemon_proc d2;
-    daemon_opts o = {.no_wait = true};
+    char state2[300];
+    snprintf(state2, sizeof state2, "%s/state2", test_tmpdir());
+    const char *const other_state[] = {"--state-dir", state2, NULL};
+    daemon_opts o = {.no_wait = true, .args = other_state};
     daemon_start(&d2, &o);
     CHECK_INT_EQ(daemon_wait(&d2, 5), 1);
     log = daemon_log(&d2);
