@@ -121,6 +121,10 @@ static void reply_error_v(http_req *req, int status, const char *code_word, cons
 {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    /* A message quoting client bytes (or cut inside a character) must still be a JSON string. */
+    if (!http_utf8_valid(msg))
+        for (unsigned char *p = (unsigned char *)msg; *p; p++)
+            if (*p >= 0x80) *p = '?';
     if (status >= 500) log_warning("%s %s: %d %s: %s", req->method_name, req->path, status, code_word, msg);
     size_t len = 0;
     json_t *j = http_error_json(code_word, msg);
@@ -251,4 +255,33 @@ long http_percent_decode(char *dst, const char *src, size_t len, bool plus_is_sp
     }
     dst[o] = '\0';
     return (long)o;
+}
+
+bool http_utf8_valid(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p;
+        int more;
+        unsigned cp, min;
+        if (c < 0x80) {
+            p++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            more = 1, cp = c & 0x1F, min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            more = 2, cp = c & 0x0F, min = 0x800;
+        } else if ((c & 0xF8) == 0xF0) {
+            more = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        for (int i = 1; i <= more; i++) {
+            if ((p[i] & 0xC0) != 0x80) return false; /* also stops at the NUL */
+            cp = (cp << 6) | (p[i] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        p += more + 1;
+    }
+    return true;
 }

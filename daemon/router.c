@@ -250,7 +250,8 @@ int router_match(const router *rt, const char *method, const char *path, http_re
             if (!name || !value) return CLAD_ENOMEM;
             memcpy(name, best->seg[s], best->seg_len[s]);
             name[best->seg_len[s]] = '\0';
-            if (http_percent_decode(value, seg[s], seg_len[s], false) < 0 || strchr(value, '/'))
+            if (http_percent_decode(value, seg[s], seg_len[s], false) < 0 || strchr(value, '/') ||
+                !http_utf8_valid(value))
                 return CLAD_EINVAL;
             req->params[req->n_params++] = (http_param){name, value};
         }
@@ -294,9 +295,15 @@ static bool route_request(router *rt, http_req *req, bool has_body)
         return false;
     }
     if (m < 0) {
-        http_reply_error(req, CLAD_EINVAL, "a path parameter in %s is not valid percent-encoding", req->path);
+        http_reply_error(req, CLAD_EINVAL, "a path parameter in %s is not valid percent-encoded UTF-8 (or holds '/')",
+                         req->path);
         return false;
     }
+    for (size_t i = 0; i < req->n_query; i++)
+        if (!http_utf8_valid(req->query_params[i].name) || !http_utf8_valid(req->query_params[i].value)) {
+            http_reply_error(req, CLAD_EINVAL, "query parameter %zu is not valid percent-encoded UTF-8", i + 1);
+            return false;
+        }
     const route *r = rt->routes[index].r;
     req->route = r;
     req->route_index = (int)index;
