@@ -49,7 +49,8 @@ static void usage(FILE *f)
             "  --socket PATH   the daemon's socket (default: $CLAD_SOCKET, else the first that exists of\n"
             "                  $XDG_RUNTIME_DIR/clad/clad.sock, /run/clad/clad.sock, /tmp/clad-$UID/clad.sock)\n"
             "  --json          print the daemon's JSON instead of tables\n"
-            "  --version, --help\n"
+            "  --version       (before the command) print clad's version; after it, --version V picks a version\n"
+            "  --help\n"
             "\n"
             "exit codes: 0 ok, 1 error reply, 2 usage, 3 cannot connect, 4 not found, 5 denied,\n"
             "            6 conflict, 7 busy, 8 followed job did not succeed, 9 bad reply\n",
@@ -238,7 +239,8 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return EXIT_OK;
-        } else if (!strcmp(a, "--version")) {
+        } else if (!strcmp(a, "--version") && !command) {
+            /* Only before the command: after it, --version V is an option (predict, eval). */
             printf("clad %s\n", CLAD_VERSION);
             return EXIT_OK;
         } else if (!strcmp(a, "--json")) {

@@ -1,0 +1,96 @@
+/* The clad CLI against the real daemon: options, names, TASK@VERSION, encoding, per-command help.
+ * A small MLP base and a CSV task keep training to a fraction of a second. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/model.h"
+#include "core/rng.h"
+#include "io/model_io.h"
+#include "tests/daemon_util.h"
+#include "tests/test.h"
+
+#define FEATURES 8
+
+typedef struct cli_fixture {
+    daemon_proc d;
+    char csv[512];   /* labelled: label first, FEATURES values */
+} cli_fixture;
+
+/* A CSV whose label is the index of the largest of the first four features. */
+static void write_csv(const char *path, int n)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    rng r;
+    rng_init(&r, 5);
+    for (int i = 0; i < n; i++) {
+        float x[FEATURES];
+        int best = 0;
+        for (int j = 0; j < FEATURES; j++) x[j] = rng_normal(&r);
+        for (int j = 1; j < 4; j++)
+            if (x[j] > x[best]) best = j;
+        fprintf(f, "%d", best);
+        for (int j = 0; j < FEATURES; j++) fprintf(f, ",%.4f", (double)x[j]);
+        fputc('\n', f);
+    }
+    fclose(f);
+}
+
+/* cladd with an MLP base "mlp"; with `versions` > 0 also task t1 trained that many times via clad. */
+static void cli_fixture_start(cli_fixture *f, int versions)
+{
+    daemon_start(&f->d, NULL);
+    snprintf(f->csv, sizeof f->csv, "%s/t1.csv", test_tmpdir());
+    write_csv(f->csv, 240);
+    char base[512], args[1200], *out = NULL;
+    snprintf(base, sizeof base, "%s/base.safetensors", test_tmpdir());
+    model_config c = {.kind = MODEL_MLP, .input_dim = FEATURES, .n_hidden = 1, .hidden = {16}, .n_classes = 4};
+    model *m = model_create(&c, NULL);
+    model_init_random(m, 3);
+    CHECK_INT_EQ(model_save(m, base, NULL), 0);
+    model_destroy(m);
+    snprintf(args, sizeof args, "base import mlp '%s' 2>&1", base);
+    int rc = clad_run(&f->d, args, &out);
+    CHECK_MSG(rc == 0, "clad base import exited %d: %s", rc, out);
+    free(out);
+    for (int v = 1; v <= versions; v++) {
+        snprintf(args, sizeof args, "train t1 '%s' --epochs 1 --seed %d 2>&1", f->csv, v);
+        rc = clad_run(&f->d, args, &out);
+        CHECK_MSG(rc == 0, "clad train exited %d: %s", rc, out);
+        free(out);
+    }
+}
+
+/* Runs clad with stderr folded into the output; checks the exit code and that `want` (if any) appears. */
+static void expect_clad(const daemon_proc *d, const char *args, int want_rc, const char *want)
+{
+    char cmd[2048], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s 2>&1", args);
+    int rc = clad_run(d, cmd, &out);
+    CHECK_MSG(rc == want_rc, "clad %s exited %d (want %d):\n%s", args, rc, want_rc, out);
+    CHECK_MSG(!want || strstr(out, want), "clad %s: no '%s' in:\n%s", args, want, out);
+    free(out);
+}
+
+TEST(daemon_cli_version_after_the_command_selects_a_version)
+{
+    cli_fixture f;
+    cli_fixture_start(&f, 2);
+    char args[1024];
+    snprintf(args, sizeof args, "eval t1 '%s' --version 1", f.csv);
+    expect_clad(&f.d, args, 0, "t1@1: accuracy");
+    snprintf(args, sizeof args, "eval t1 '%s' --version 2", f.csv);
+    expect_clad(&f.d, args, 0, "t1@2: accuracy");
+    snprintf(args, sizeof args, "--json eval t1 '%s' --version 1", f.csv);
+    expect_clad(&f.d, args, 0, "\"version\":1");
+    snprintf(args, sizeof args, "eval t1 '%s' --version 9", f.csv);
+    expect_clad(&f.d, args, 4, "not_found");
+    snprintf(args, sizeof args, "predict t1 '%s' --version", f.csv);
+    expect_clad(&f.d, args, 2, "--version");
+    /* Before the command it is still the program's version. */
+    expect_clad(&f.d, "--version", 0, "clad " CLAD_VERSION);
+    CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
+}
