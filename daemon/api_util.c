@@ -40,20 +40,10 @@ int query_float(const http_req *req, const char *name, double lo, double hi, dou
     return 0;
 }
 
-bool name_is_valid(const char *name)
-{
-    size_t n = name ? strlen(name) : 0;
-    if (n < 1 || n > STORE_NAME_MAX || !isalnum((unsigned char)name[0])) return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)name[i]) && !strchr("._-", name[i])) return false;
-    return true;
-}
-
 bool require_name(http_req *req, const char *what, const char *name)
 {
     if (name_is_valid(name)) return true;
-    http_reply_error(req, CLAD_EINVAL, "%s name '%s' must be 1 to %d letters, digits, '.', '_' or '-', starting "
-                     "with a letter or digit", what, name ? name : "", STORE_NAME_MAX);
+    http_reply_error(req, CLAD_EINVAL, "%s name '%s' must be " NAME_RULE_TEXT, what, name ? name : "");
     return false;
 }
 

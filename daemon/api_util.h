@@ -7,14 +7,14 @@
 
 #include "core/train.h"
 #include "daemon/api.h"
+#include "daemon/names.h"
 
 /* Query option parsers: absent leaves *out unchanged and returns 0; a bad value returns CLAD_EINVAL with
  * a message naming the parameter and its range. */
 int query_int(const http_req *req, const char *name, long long lo, long long hi, long long *out, clad_err *err);
 int query_float(const http_req *req, const char *name, double lo, double hi, double *out, clad_err *err);
 
-/* Names of bases, tasks and aliases: 1..64 of [A-Za-z0-9._-], starting with a letter or digit. */
-bool name_is_valid(const char *name);
+/* Names of bases, tasks and aliases: name_is_valid in daemon/names.h. */
 /* Answers 400 and returns false for an invalid name. */
 bool require_name(http_req *req, const char *what, const char *name);
 

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "daemon/client.h"
+#include "daemon/names.h"
 
 #define CLI_MAX_OPTS 24
 
@@ -71,6 +72,43 @@ int follow_job(const options *o, const char *method, const char *path, const cha
 bool valid_id(const char *s);
 /* Reads a whole file (or stdin for "-"), bounded by MAX_UPLOAD. */
 int read_body(const char *name, char **out, size_t *len);
+
+/* --- request paths: everything the CLI puts in a URL is percent-encoded ---------------------------- */
+
+typedef struct cli_url {
+    char s[8192];
+    size_t len;
+    bool has_query;
+    bool overflow;
+} cli_url;
+
+/* Starts a path with literal text ("/v1/tasks"), which must need no encoding. */
+void url_init(cli_url *u, const char *literal);
+/* Appends literal text ("/train"). */
+void url_lit(cli_url *u, const char *literal);
+/* Appends "/" and the percent-encoded segment. */
+void url_seg(cli_url *u, const char *segment);
+/* Appends "?key=value" or "&key=value" with value percent-encoded; a NULL value appends nothing. */
+void url_query(cli_url *u, const char *key, const char *value);
+/* The path, or NULL after printing an error when it did not fit. */
+const char *url_path(const cli_url *u);
+
+/* --- names and TASK[@VERSION|@ALIAS] ------------------------------------------------------------------ */
+
+/* Checks a base, task or alias name against the store's rule (daemon/names.h); prints why not. */
+bool cli_name_ok(const char *what, const char *name);
+
+/* TASK, TASK@VERSION or TASK@ALIAS as given on the command line. */
+typedef struct task_ref {
+    char task[STORE_NAME_MAX + 1];
+    char version[24]; /* digits, or "" */
+    char alias[STORE_NAME_MAX + 1]; /* or "" */
+} task_ref;
+
+/* Parses arg into r, checking every name; prints why not and returns false. */
+bool task_ref_parse(const char *arg, task_ref *r);
+/* True when TASK@something was given. */
+bool task_ref_has_ref(const task_ref *r);
 
 /* Task commands (daemon/cli_tasks.c): returns -1 when command is not one of them. */
 bool cli_value_option(const char *key);

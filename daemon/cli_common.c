@@ -65,6 +65,7 @@ int exit_for_client_error(int rc)
  * the exit code. */
 int request(const options *o, client_request *rq, client_response *resp)
 {
+    if (!rq->path) return EXIT_USAGE; /* url_path said why */
     clad_err err = {0};
     int fd = client_connect(o->socket, &err);
     if (fd < 0) {
@@ -341,4 +342,102 @@ int send_json(const options *o, const char *method, const char *path, const char
         return EXIT_PROTOCOL;
     }
     return 0;
+}
+
+/* --- request paths ------------------------------------------------------------------------------------ */
+
+static void url_put(cli_url *u, const char *text, bool encode)
+{
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        bool plain = !encode || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                     strchr("-._~", *p);
+        size_t need = plain ? 1 : 3;
+        if (u->len + need >= sizeof u->s) {
+            u->overflow = true;
+            return;
+        }
+        if (plain) u->s[u->len++] = (char)*p;
+        else u->len += (size_t)snprintf(u->s + u->len, 4, "%%%02X", *p);
+    }
+    u->s[u->len] = '\0';
+}
+
+void url_init(cli_url *u, const char *literal)
+{
+    u->len = 0;
+    u->s[0] = '\0';
+    u->has_query = u->overflow = false;
+    url_put(u, literal, false);
+}
+
+void url_lit(cli_url *u, const char *literal)
+{
+    url_put(u, literal, false);
+}
+
+void url_seg(cli_url *u, const char *segment)
+{
+    url_put(u, "/", false);
+    url_put(u, segment, true);
+}
+
+void url_query(cli_url *u, const char *key, const char *value)
+{
+    if (!value) return;
+    url_put(u, u->has_query ? "&" : "?", false);
+    u->has_query = true;
+    url_put(u, key, true);
+    url_put(u, "=", false);
+    url_put(u, value, true);
+}
+
+const char *url_path(const cli_url *u)
+{
+    if (!u->overflow) return u->s;
+    fail_msg("the request is too long (an option value is longer than %zu bytes)", sizeof u->s);
+    return NULL;
+}
+
+/* --- names ------------------------------------------------------------------------------------------- */
+
+bool cli_name_ok(const char *what, const char *name)
+{
+    if (name_is_valid(name)) return true;
+    fail_msg("%s name '%s' is not valid: use " NAME_RULE_TEXT, what, name);
+    return false;
+}
+
+bool task_ref_parse(const char *arg, task_ref *r)
+{
+    memset(r, 0, sizeof *r);
+    const char *at = strchr(arg, '@');
+    size_t n = at ? (size_t)(at - arg) : strlen(arg);
+    if (n > STORE_NAME_MAX) {
+        fail_msg("task name '%.*s' is not valid: use " NAME_RULE_TEXT, (int)n, arg);
+        return false;
+    }
+    memcpy(r->task, arg, n);
+    r->task[n] = '\0';
+    if (!cli_name_ok("task", r->task)) return false;
+    if (!at) return true;
+    const char *ref = at + 1;
+    if (*ref && strspn(ref, "0123456789") == strlen(ref)) {
+        if (!valid_id(ref) || strtoull(ref, NULL, 10) == 0) {
+            fail_msg("'%s': versions are numbered from 1", arg);
+            return false;
+        }
+        snprintf(r->version, sizeof r->version, "%s", ref);
+        return true;
+    }
+    if (!name_is_valid(ref)) {
+        fail_msg("'%s': after '@' give a version number or an alias name (" NAME_RULE_TEXT ")", arg);
+        return false;
+    }
+    snprintf(r->alias, sizeof r->alias, "%s", ref);
+    return true;
+}
+
+bool task_ref_has_ref(const task_ref *r)
+{
+    return r->version[0] || r->alias[0];
 }

@@ -40,21 +40,6 @@ bool cli_value_option(const char *key)
     return false;
 }
 
-/* Appends "&key=value" (percent-encoded) to a query being built in buf. */
-static void add_query(char *buf, size_t size, const char *key, const char *value)
-{
-    if (!value) return;
-    size_t n = strlen(buf);
-    n += (size_t)snprintf(buf + n, size > n ? size - n : 0, "%s%s=", strchr(buf, '?') ? "&" : "?", key);
-    for (const unsigned char *p = (const unsigned char *)value; *p && n + 4 < size; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-._~:,", *p))
-            buf[n++] = (char)*p;
-        else
-            n += (size_t)snprintf(buf + n, size - n, "%%%02X", *p);
-    }
-    buf[n < size ? n : size - 1] = '\0';
-}
-
 static const char *content_type_for(const char *file, const char *body, size_t len)
 {
     size_t n = strlen(file);
@@ -69,6 +54,24 @@ static bool need_args(const options *o, int n, const char *usage_line)
     if (o->n_args == n) return true;
     fail_msg("usage: clad %s", usage_line);
     return false;
+}
+
+/* Checks every name of a comma-separated list (--tasks, --fuse-with). */
+static bool names_ok(const char *option, const char *list)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", list) >= (int)sizeof buf) {
+        fail_msg("--%s: the list is too long", option);
+        return false;
+    }
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        if (!cli_name_ok("task", t)) return false;
+    if (!buf[0] || list[strlen(list) - 1] == ',' || strstr(list, ",,") || list[0] == ',') {
+        fail_msg("--%s takes task names separated by commas, such as a,b,c", option);
+        return false;
+    }
+    return true;
 }
 
 static double dnum(json_t *o, const char *key)
@@ -103,11 +106,15 @@ static int cmd_base(const options *o)
         fail_msg("usage: clad base import NAME FILE | clad base train NAME [--model M] [--data D] ...");
         return EXIT_USAGE;
     }
-    char path[512] = "";
-    snprintf(path, sizeof path, "/v1/bases/%s", o->args[1]);
+    if (!cli_name_ok("base", o->args[1])) return EXIT_USAGE;
+    cli_url u;
+    url_init(&u, "/v1/bases");
+    url_seg(&u, o->args[1]);
     if (!strcmp(o->args[0], "import")) {
         if (!need_args(o, 3, "base import NAME FILE [--config JSON]")) return EXIT_USAGE;
-        add_query(path, sizeof path, "config", cli_opt(o, "config"));
+        url_query(&u, "config", cli_opt(o, "config"));
+        const char *path = url_path(&u);
+        if (!path) return EXIT_USAGE;
         char *body = NULL;
         size_t len = 0;
         int rc = read_body(o->args[2], &body, &len);
@@ -137,8 +144,8 @@ static int cmd_base(const options *o)
     if (cli_opt(o, "lr")) json_object_set_new(spec, "lr", json_real(atof(cli_opt(o, "lr"))));
     char *body = json_dumps(spec, JSON_COMPACT);
     json_decref(spec);
-    add_query(path, sizeof path, "follow", "1");
-    int rc = follow_job(o, "POST", path, "application/json", body, strlen(body));
+    url_query(&u, "follow", "1");
+    int rc = follow_job(o, "POST", url_path(&u), "application/json", body, strlen(body));
     free(body);
     return rc;
 }
@@ -182,31 +189,45 @@ static void print_plan(json_t *v)
                num(x, "rank"), num(x, "reused"), str(x, "why"));
 }
 
+/* GET of a task's version: @VERSION directly, @ALIAS (or `active`) through the task's alias map. */
+static int get_version(const options *o, const task_ref *r, json_t **out)
+{
+    cli_url u;
+    url_init(&u, "/v1/tasks");
+    url_seg(&u, r->task);
+    *out = NULL;
+    if (r->version[0]) {
+        url_seg(&u, "versions");
+        url_seg(&u, r->version);
+        return get_json(o, url_path(&u), out);
+    }
+    json_t *t = NULL;
+    options quiet = *o;
+    quiet.json = false; /* the task is only a step on the way; --json prints the version */
+    int rc = get_json(&quiet, url_path(&u), &t);
+    if (rc || !t) return rc;
+    const char *alias = r->alias[0] ? r->alias : "active";
+    json_t *v = json_object_get(json_object_get(t, "aliases"), alias);
+    if (!json_is_integer(v)) {
+        if (r->alias[0]) fail_msg("task %s has no alias '%s'", r->task, alias);
+        else printf("task %s has no version yet\n", r->task);
+        json_decref(t);
+        return r->alias[0] ? EXIT_NOT_FOUND : EXIT_OK;
+    }
+    task_ref by_number = *r;
+    snprintf(by_number.version, sizeof by_number.version, "%lld", (long long)json_integer_value(v));
+    json_decref(t);
+    return get_version(o, &by_number, out);
+}
+
 static int cmd_show(const options *o)
 {
-    if (!need_args(o, 1, "show TASK[@VERSION]")) return EXIT_USAGE;
-    char task[128], path[256];
-    snprintf(task, sizeof task, "%s", o->args[0]);
-    char *at = strchr(task, '@');
+    if (!need_args(o, 1, "show TASK[@VERSION|@ALIAS]")) return EXIT_USAGE;
+    task_ref r;
+    if (!task_ref_parse(o->args[0], &r)) return EXIT_USAGE;
     json_t *v = NULL;
-    int rc;
-    if (at) {
-        *at = '\0';
-        snprintf(path, sizeof path, "/v1/tasks/%s/versions/%s", task, at + 1);
-        rc = get_json(o, path, &v);
-        if (rc || !v) return rc;
-    } else {
-        json_t *t = NULL;
-        snprintf(path, sizeof path, "/v1/tasks/%s", task);
-        rc = get_json(o, path, &t);
-        if (rc || !t) return rc;
-        v = json_incref(json_object_get(t, "active"));
-        json_decref(t);
-        if (!v) {
-            printf("task %s has no version yet\n", task);
-            return 0;
-        }
-    }
+    int rc = get_version(o, &r, &v);
+    if (rc || !v) return rc;
     print_plan(v);
     json_decref(v);
     return 0;
@@ -217,12 +238,19 @@ static int cmd_show(const options *o)
 static int cmd_train(const options *o)
 {
     if (!need_args(o, 2, "train TASK FILE [--base B] [--rank auto|fixed:N|linear] [--epochs N] ...")) return EXIT_USAGE;
-    char path[1024];
-    snprintf(path, sizeof path, "/v1/tasks/%s/train", o->args[0]);
+    if (!cli_name_ok("task", o->args[0])) return EXIT_USAGE;
+    if (cli_opt(o, "base") && !cli_name_ok("base", cli_opt(o, "base"))) return EXIT_USAGE;
+    if (cli_opt(o, "fuse-with") && !names_ok("fuse-with", cli_opt(o, "fuse-with"))) return EXIT_USAGE;
+    cli_url u;
+    url_init(&u, "/v1/tasks");
+    url_seg(&u, o->args[0]);
+    url_seg(&u, "train");
     const char *keys[] = {"base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind"};
-    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) add_query(path, sizeof path, keys[k], cli_opt(o, keys[k]));
-    add_query(path, sizeof path, "fuse_with", cli_opt(o, "fuse-with"));
-    add_query(path, sizeof path, "follow", "1");
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) url_query(&u, keys[k], cli_opt(o, keys[k]));
+    url_query(&u, "fuse_with", cli_opt(o, "fuse-with"));
+    url_query(&u, "follow", "1");
+    const char *path = url_path(&u);
+    if (!path) return EXIT_USAGE;
     char *body = NULL;
     size_t len = 0;
     int rc = read_body(o->args[1], &body, &len);
@@ -264,10 +292,13 @@ static int cmd_tasks(const options *o)
 static int cmd_versions(const options *o)
 {
     if (!need_args(o, 1, "versions TASK")) return EXIT_USAGE;
-    char path[256];
-    snprintf(path, sizeof path, "/v1/tasks/%s/versions", o->args[0]);
+    if (!cli_name_ok("task", o->args[0])) return EXIT_USAGE;
+    cli_url u;
+    url_init(&u, "/v1/tasks");
+    url_seg(&u, o->args[0]);
+    url_seg(&u, "versions");
     json_t *r = NULL;
-    int rc = get_json(o, path, &r);
+    int rc = get_json(o, url_path(&u), &r);
     if (rc || !r) return rc;
     json_t *aliases = json_object_get(r, "aliases"), *arr = json_object_get(r, "versions"), *v;
     size_t i;
@@ -299,12 +330,12 @@ static int cmd_versions(const options *o)
 
 /* ---- rollback and aliases ---- */
 
-static int post_move(const options *o, const char *path, json_t *body, const char *verb)
+static int post_move(const options *o, const char *method, const cli_url *u, json_t *body, const char *verb)
 {
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     json_t *r = NULL;
-    int rc = send_json(o, strstr(path, "/aliases/") ? "PUT" : "POST", path, "application/json", text, strlen(text), &r);
+    int rc = send_json(o, method, url_path(u), "application/json", text, strlen(text), &r);
     free(text);
     if (!rc && r)
         printf("%s %s: %s %lld -> %lld\n", verb, str(r, "task"), str(r, "alias"), num(r, "from"), num(r, "to"));
@@ -312,52 +343,66 @@ static int post_move(const options *o, const char *path, json_t *body, const cha
     return rc;
 }
 
+/* The body of a rollback, undo or alias move; NULL after printing an error. */
 static json_t *move_body(const options *o)
 {
+    if (cli_opt(o, "alias") && !cli_name_ok("alias", cli_opt(o, "alias"))) return NULL;
     json_t *b = json_object();
     if (cli_opt(o, "alias")) json_object_set_new(b, "alias", json_string(cli_opt(o, "alias")));
     if (cli_opt(o, "reason")) json_object_set_new(b, "reason", json_string(cli_opt(o, "reason")));
     return b;
 }
 
+/* "/v1/tasks/TASK" followed by more literal segments. */
+static void task_url(cli_url *u, const char *task, const char *more)
+{
+    url_init(u, "/v1/tasks");
+    url_seg(u, task);
+    url_lit(u, more);
+}
+
 static int cmd_rollback(const options *o)
 {
     if (!need_args(o, 1, "rollback TASK [--to VERSION] [--alias A] [--reason TEXT]")) return EXIT_USAGE;
-    json_t *b = move_body(o);
+    if (!cli_name_ok("task", o->args[0])) return EXIT_USAGE;
     const char *to = cli_opt(o, "to");
-    if (to) {
-        if (!valid_id(to)) {
-            json_decref(b);
-            fail_msg("--to takes a version number");
-            return EXIT_USAGE;
-        }
-        json_object_set_new(b, "to", json_integer(atoll(to)));
+    if (to && !valid_id(to)) {
+        fail_msg("--to takes a version number");
+        return EXIT_USAGE;
     }
-    char path[256];
-    snprintf(path, sizeof path, "/v1/tasks/%s/rollback", o->args[0]);
-    return post_move(o, path, b, "rolled back");
+    json_t *b = move_body(o);
+    if (!b) return EXIT_USAGE;
+    if (to) json_object_set_new(b, "to", json_integer(atoll(to)));
+    cli_url u;
+    task_url(&u, o->args[0], "/rollback");
+    return post_move(o, "POST", &u, b, "rolled back");
 }
 
 static int cmd_undo(const options *o)
 {
     if (!need_args(o, 1, "undo TASK [--alias A]")) return EXIT_USAGE;
-    char path[256];
-    snprintf(path, sizeof path, "/v1/tasks/%s/rollback/undo", o->args[0]);
-    return post_move(o, path, move_body(o), "undid rollback of");
+    if (!cli_name_ok("task", o->args[0])) return EXIT_USAGE;
+    json_t *b = move_body(o);
+    if (!b) return EXIT_USAGE;
+    cli_url u;
+    task_url(&u, o->args[0], "/rollback/undo");
+    return post_move(o, "POST", &u, b, "undid rollback of");
 }
 
 static int cmd_alias(const options *o)
 {
     if (!need_args(o, 3, "alias TASK NAME VERSION [--reason TEXT]")) return EXIT_USAGE;
+    if (!cli_name_ok("task", o->args[0]) || !cli_name_ok("alias", o->args[1])) return EXIT_USAGE;
     if (!valid_id(o->args[2])) {
         fail_msg("VERSION must be a version number");
         return EXIT_USAGE;
     }
     json_t *b = json_pack("{s:I}", "version", (json_int_t)atoll(o->args[2]));
     if (cli_opt(o, "reason")) json_object_set_new(b, "reason", json_string(cli_opt(o, "reason")));
-    char path[256];
-    snprintf(path, sizeof path, "/v1/tasks/%s/aliases/%s", o->args[0], o->args[1]);
-    return post_move(o, path, b, "moved");
+    cli_url u;
+    task_url(&u, o->args[0], "/aliases");
+    url_seg(&u, o->args[1]);
+    return post_move(o, "PUT", &u, b, "moved");
 }
 
 /* ---- serving ---- */
@@ -366,12 +411,21 @@ static int cmd_serve(const options *o, bool evaluate)
 {
     if (!need_args(o, 2, evaluate ? "eval TASK FILE [--version V | --alias A]" : "predict TASK FILE [--version V | --alias A]"))
         return EXIT_USAGE;
-    char path[512];
-    snprintf(path, sizeof path, "/v1/tasks/%s/%s", o->args[0], evaluate ? "evaluate" : "predict");
-    add_query(path, sizeof path, "version", cli_opt(o, "version"));
-    add_query(path, sizeof path, "alias", cli_opt(o, "alias"));
-    add_query(path, sizeof path, "task", cli_opt(o, "task"));
-    if (!evaluate && !o->json) add_query(path, sizeof path, "probs", "0");
+    if (!cli_name_ok("task", o->args[0])) return EXIT_USAGE;
+    const char *version = cli_opt(o, "version"), *alias = cli_opt(o, "alias"), *source = cli_opt(o, "task");
+    if (version && !valid_id(version)) {
+        fail_msg("--version takes a version number");
+        return EXIT_USAGE;
+    }
+    if ((alias && !cli_name_ok("alias", alias)) || (source && !cli_name_ok("task", source))) return EXIT_USAGE;
+    cli_url u;
+    task_url(&u, o->args[0], evaluate ? "/evaluate" : "/predict");
+    url_query(&u, "version", version);
+    url_query(&u, "alias", alias);
+    url_query(&u, "task", source);
+    if (!evaluate && !o->json) url_query(&u, "probs", "0");
+    const char *path = url_path(&u);
+    if (!path) return EXIT_USAGE;
     char *body = NULL;
     size_t len = 0;
     int rc = read_body(o->args[1], &body, &len);
@@ -401,6 +455,7 @@ static int cmd_merge(const options *o)
         fail_msg("--tasks a,b,c is required");
         return EXIT_USAGE;
     }
+    if (!cli_name_ok("merge", o->args[0]) || !names_ok("tasks", tasks)) return EXIT_USAGE;
     json_t *b = json_object(), *list = json_array();
     char buf[1024];
     snprintf(buf, sizeof buf, "%s", tasks);
@@ -411,10 +466,13 @@ static int cmd_merge(const options *o)
     if (cli_opt(o, "drop")) json_object_set_new(b, "drop", json_real(atof(cli_opt(o, "drop"))));
     if (cli_opt(o, "lambda")) json_object_set_new(b, "lambda", json_real(atof(cli_opt(o, "lambda"))));
     if (cli_opt(o, "rank")) json_object_set_new(b, "rank", json_integer(atoll(cli_opt(o, "rank"))));
-    char *text = json_dumps(b, JSON_COMPACT), path[256];
+    char *text = json_dumps(b, JSON_COMPACT);
     json_decref(b);
-    snprintf(path, sizeof path, "/v1/merges/%s?follow=1", o->args[0]);
-    int rc = follow_job(o, "POST", path, "application/json", text, strlen(text));
+    cli_url u;
+    url_init(&u, "/v1/merges");
+    url_seg(&u, o->args[0]);
+    url_query(&u, "follow", "1");
+    int rc = follow_job(o, "POST", url_path(&u), "application/json", text, strlen(text));
     free(text);
     return rc;
 }

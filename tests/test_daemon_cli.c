@@ -94,3 +94,54 @@ TEST(daemon_cli_version_after_the_command_selects_a_version)
     expect_clad(&f.d, "--version", 0, "clad " CLAD_VERSION);
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
 }
+
+TEST(daemon_cli_checks_names_before_any_request)
+{
+    /* No daemon: a request would fail to connect (exit 3), so exit 2 proves nothing was sent. */
+    daemon_proc none = {0};
+    snprintf(none.sock, sizeof none.sock, "%s/no-daemon.sock", test_tmpdir());
+    char csv[512];
+    snprintf(csv, sizeof csv, "%s/x.csv", test_tmpdir());
+    write_csv(csv, 4);
+    static const char *const bad[] = {"'my task'", "'rot15?x=1'", "''", "'a/b'", "'-x'", "'%41'", "'\xc3\xa9t\xc3\xa9'"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char args[1024];
+        const char *forms[] = {"show %s", "versions %s", "rollback %s", "undo %s", "alias %s champion 1",
+                               "alias t1 %s 1", "train %s x.csv", "base import %s x", "merge %s --tasks a,b",
+                               "merge m --tasks a,%s", "train t1 x.csv --base %s", "train t1 x.csv --fuse-with a,%s"};
+        for (size_t k = 0; k < sizeof forms / sizeof forms[0]; k++) {
+            char cmd[512];
+            snprintf(cmd, sizeof cmd, forms[k], bad[i]);
+            /* A leading '-' makes "-x" look like an option to the argument parser: a usage error too. */
+            expect_clad(&none, cmd, 2, NULL);
+        }
+        snprintf(args, sizeof args, "predict %s '%s'", bad[i], csv);
+        expect_clad(&none, args, 2, "name");
+        snprintf(args, sizeof args, "eval t1 '%s' --alias %s", csv, bad[i]);
+        expect_clad(&none, args, 2, "name");
+    }
+    expect_clad(&none, "show 'my task'", 2, "task name 'my task' is not valid");
+    expect_clad(&none, "show ''", 2, "task name '' is not valid");
+    expect_clad(&none, "show 'rot15?x=1'", 2, "task name 'rot15?x=1' is not valid");
+    /* A good name gets as far as connecting. */
+    expect_clad(&none, "show rot15", 3, "cannot connect");
+}
+
+TEST(daemon_cli_percent_encodes_option_values)
+{
+    cli_fixture f;
+    cli_fixture_start(&f, 0);
+    char *body = NULL;
+    int code = curl_req(&f.d, "POST", "/v1/debug/sleep-job", "-H 'Content-Type: application/json' "
+                        "-d '{\"steps\":1,\"step_ms\":1,\"lane\":\"debug\"}'", &body, NULL);
+    CHECK_MSG(code == 202, "sleep-job answered %d: %s", code, body);
+    free(body);
+    expect_clad(&f.d, "jobs --lane debug", 0, "debug");
+    /* Query syntax inside a value stays inside the value. */
+    expect_clad(&f.d, "jobs --lane 'x&lane=debug'", 0, "no jobs");
+    char args[1024];
+    snprintf(args, sizeof args, "train t1 '%s' --rank 'fixed:1&epochs=50'", f.csv);
+    expect_clad(&f.d, args, 1, "invalid_input");
+    expect_clad(&f.d, "tasks", 0, "no tasks");
+    CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
+}
