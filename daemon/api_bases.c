@@ -289,7 +289,7 @@ static void bases_post(http_req *req)
 const route api_bases_routes[] = {
     {"GET", "/v1/bases", ROUTE_READ, bases_list, NULL, "list base models"},
     {"GET", "/v1/bases/{name}", ROUTE_READ, bases_get, NULL, "one base model"},
-    {"POST", "/v1/bases/{name}", ROUTE_WRITE, bases_post, "application/json,application/octet-stream,application/x-safetensors",
+    {"POST", "/v1/bases/{name}{?config,follow}", ROUTE_WRITE, bases_post, "application/json,application/octet-stream,application/x-safetensors",
      "import a base (safetensors) or train one from a reference dataset (JSON)"},
     ROUTE_END,
 };

@@ -143,8 +143,8 @@ static void jobs_cancel(http_req *req)
 }
 
 const route api_jobs_routes[] = {
-    {"GET", "/v1/jobs", ROUTE_READ, jobs_list, NULL, "list jobs, newest first (?state=, ?lane=, ?limit=)"},
-    {"GET", "/v1/jobs/{id}", ROUTE_READ, jobs_get, NULL, "one job; ?follow=1 streams its progress as NDJSON"},
+    {"GET", "/v1/jobs{?state,lane,limit}", ROUTE_READ, jobs_list, NULL, "list jobs, newest first (?state=, ?lane=, ?limit=)"},
+    {"GET", "/v1/jobs/{id}{?follow}", ROUTE_READ, jobs_get, NULL, "one job; ?follow=1 streams its progress as NDJSON"},
     {"DELETE", "/v1/jobs/{id}", ROUTE_WRITE, jobs_cancel, NULL, "cancel a queued or running job"},
     ROUTE_END,
 };

@@ -257,7 +257,7 @@ static void evaluate(http_req *req) { serve(req, true); }
 
 #define SERVE_TYPES "application/json,application/octet-stream,application/x-safetensors,text/csv"
 const route api_serve_routes[] = {
-    {"POST", "/v1/tasks/{name}/predict", ROUTE_READ, predict, SERVE_TYPES, "predict labels and probabilities"},
-    {"POST", "/v1/tasks/{name}/evaluate", ROUTE_READ, evaluate, SERVE_TYPES, "accuracy and loss on labelled data"},
+    {"POST", "/v1/tasks/{name}/predict{?version,alias,probs,task}", ROUTE_READ, predict, SERVE_TYPES, "predict labels and probabilities"},
+    {"POST", "/v1/tasks/{name}/evaluate{?version,alias,task}", ROUTE_READ, evaluate, SERVE_TYPES, "accuracy and loss on labelled data"},
     ROUTE_END,
 };

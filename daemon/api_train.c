@@ -539,7 +539,7 @@ static void train_post(http_req *req)
 }
 
 const route api_train_routes[] = {
-    {"POST", "/v1/tasks/{name}/train", ROUTE_WRITE, train_post,
+    {"POST", "/v1/tasks/{name}/train{?base,rank,epochs,batch,lr,seed,alpha,holdout,kind,fuse_with,prune,follow}", ROUTE_WRITE, train_post,
      "application/octet-stream,application/x-safetensors,text/csv", "train a new version of a task (job)"},
     ROUTE_END,
 };
