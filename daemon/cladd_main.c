@@ -42,6 +42,7 @@ static void usage(FILE *f)
             "  --log-level LEVEL      error, warning, info (default) or debug\n"
             "  --foreground           run in the foreground (the only mode; accepted for clarity)\n"
             "  --enable-test-routes   serve /v1/debug/* routes (for the test suite only)\n"
+            "  --routes               list the routes (method, path, access, query parameters, summary) and exit\n"
             "  --version              print the version and exit\n"
             "  --help                 print this help and exit\n");
 }
@@ -58,6 +59,32 @@ static const route *const route_tables[] = {
     api_serve_routes,
     api_merge_routes,
 };
+
+/* Adds every table (and the test routes when asked) to rt. */
+static int add_routes(router *rt, bool test_routes, clad_err *err)
+{
+    for (size_t i = 0; i < sizeof route_tables / sizeof route_tables[0]; i++)
+        if (router_add(rt, route_tables[i], err) != 0) return err->code;
+    return test_routes ? router_add(rt, api_debug_routes, err) : 0;
+}
+
+/* cladd --routes: one line per route, tab-separated, as the router holds them (tests check docs/API.md
+ * against it). */
+static int print_routes(bool test_routes)
+{
+    router *rt = router_create();
+    clad_err err = {0};
+    int rc = add_routes(rt, test_routes, &err);
+    for (size_t i = 0; !rc && i < router_count(rt); i++) {
+        const route *r = router_get(rt, i);
+        const char *q = router_get_query(rt, i);
+        printf("%s\t%s\t%s\t%s\t%s\n", r->method, r->pattern, r->flags & ROUTE_WRITE ? "write" : "read",
+               q[0] ? q : "-", r->summary ? r->summary : "");
+    }
+    if (rc) fprintf(stderr, "cladd: %s\n", err.msg);
+    router_destroy(rt);
+    return rc ? 1 : 0;
+}
 
 /* --- server callbacks ------------------------------------------------------------------------------- */
 
@@ -297,7 +324,8 @@ int main(int argc, char **argv)
     static cladd app;
     config_init(&app.cfg);
 
-    enum { OPT_SOCKET = 256, OPT_STATE, OPT_CONFIG, OPT_LOG, OPT_FG, OPT_TEST, OPT_VERSION, OPT_HELP };
+    enum { OPT_SOCKET = 256, OPT_STATE, OPT_CONFIG, OPT_LOG, OPT_FG, OPT_TEST, OPT_ROUTES, OPT_VERSION, OPT_HELP };
+    bool list_routes = false;
     static const struct option opts[] = {
         {"socket", required_argument, NULL, OPT_SOCKET},
         {"state-dir", required_argument, NULL, OPT_STATE},
@@ -305,6 +333,7 @@ int main(int argc, char **argv)
         {"log-level", required_argument, NULL, OPT_LOG},
         {"foreground", no_argument, NULL, OPT_FG},
         {"enable-test-routes", no_argument, NULL, OPT_TEST},
+        {"routes", no_argument, NULL, OPT_ROUTES},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
@@ -336,6 +365,9 @@ int main(int argc, char **argv)
         case OPT_TEST:
             app.cfg.enable_test_routes = true;
             break;
+        case OPT_ROUTES:
+            list_routes = true;
+            break;
         case OPT_VERSION:
             printf("cladd %s\n", CLAD_VERSION);
             return 0;
@@ -354,6 +386,7 @@ int main(int argc, char **argv)
     }
 
     clad_err err = {0};
+    if (list_routes) return print_routes(app.cfg.enable_test_routes);
     if (app.cfg.config_path[0] && config_load_file(&app.cfg, app.cfg.config_path, &err) != 0) {
         fprintf(stderr, "cladd: %s\n", err.msg);
         return 1;
@@ -384,12 +417,8 @@ int main(int argc, char **argv)
     int rc = 1;
     app.rt = router_create();
     router_set_write_group(app.rt, app.cfg.write_group);
-    for (size_t i = 0; i < sizeof route_tables / sizeof route_tables[0]; i++)
-        if (router_add(app.rt, route_tables[i], &err) != 0) goto destroy_router;
-    if (app.cfg.enable_test_routes) {
-        if (router_add(app.rt, api_debug_routes, &err) != 0) goto destroy_router;
-        log_warning("test routes under /v1/debug are enabled; never do this in production");
-    }
+    if (add_routes(app.rt, app.cfg.enable_test_routes, &err) != 0) goto destroy_router;
+    if (app.cfg.enable_test_routes) log_warning("test routes under /v1/debug are enabled; never do this in production");
     app.metrics = metrics_create(router_count(app.rt));
 
     job_queue_options jo = {
