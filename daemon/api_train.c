@@ -230,7 +230,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     free(a->body); /* nothing per sample outlives the job */
     a->body = NULL;
     if (rc) goto done;
-    if ((rc = train_check_data(m, NULL, &all, false, err))) goto done;
+    if ((rc = inputs_check(&all, &m->cfg, err)) || (rc = train_check_data(m, NULL, &all, false, err))) goto done;
     a->n_classes = a->task_classes ? a->task_classes : all.n_classes;
     if (all.n_classes > a->n_classes) {
         rc = clad_err_set(err, CLAD_EINVAL, "labels go up to %d but task '%s' has %d classes", all.n_classes - 1,

@@ -29,6 +29,14 @@ bool train_reporter_step(void *ctx, const train_progress *p);
 
 /* Reads a request body or server-side file as a dataset (safetensors, IDX or CSV, sniffed). */
 int body_to_dataset(dataset *d, const void *body, size_t len, bool labels_optional, clad_err *err);
+/* Inputs to predict on: labels are optional and ignored. A CSV with a label column that no header names
+ * has one column more than the model takes (dim); it is read again as labelled, as train and evaluate
+ * read it. */
+int body_to_inputs(dataset *d, const void *body, size_t len, int dim, clad_err *err);
+/* Do the samples fit the model? CLAD_EINVAL naming both shapes ("[3, 32, 32] (3072 values)" against
+ * "[1, 28, 28] (784 values)"), or, for image models, naming the first value outside the documented pixel
+ * range [0, 1]. */
+int inputs_check(const dataset *d, const model_config *cfg, clad_err *err);
 
 /* A version as JSON; full adds lineage, hyperparameters, hashes, seed and job (daemon/api_tasks.c). */
 json_t *version_json(const store_version *v, bool full);

@@ -145,3 +145,70 @@ TEST(daemon_cli_percent_encodes_option_values)
     expect_clad(&f.d, "tasks", 0, "no tasks");
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
 }
+
+/* Writes n rows of `values` numbers (label first when labelled), each value `scale` times a uniform
+ * number in [0, 1). */
+static void write_rows(const char *path, int n, int values, bool labelled, double scale)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    rng r;
+    rng_init(&r, 9);
+    for (int i = 0; i < n; i++) {
+        if (labelled) fprintf(f, "%d,", i % 4);
+        for (int j = 0; j < values; j++) fprintf(f, "%s%.4f", j ? "," : "", scale * (double)rng_uniform(&r));
+        fputc('\n', f);
+    }
+    fclose(f);
+}
+
+TEST(daemon_predict_inputs_labelled_csv_shapes_and_pixel_range)
+{
+    cli_fixture f;
+    cli_fixture_start(&f, 1);
+    char args[1400], path[512], *labelled = NULL, *unlabelled = NULL;
+    /* The labelled training CSV predicts as the same rows without their labels. */
+    snprintf(path, sizeof path, "%s/features.csv", test_tmpdir());
+    snprintf(args, sizeof args, "cut -d, -f2- '%s' > '%s'", f.csv, path);
+    CHECK_INT_EQ(system(args), 0);
+    snprintf(args, sizeof args, "predict t1 '%s'", f.csv);
+    CHECK_INT_EQ(clad_run(&f.d, args, &labelled), 0);
+    snprintf(args, sizeof args, "predict t1 '%s'", path);
+    CHECK_INT_EQ(clad_run(&f.d, args, &unlabelled), 0);
+    CHECK_STR_EQ(labelled, unlabelled);
+    size_t lines = 0;
+    for (const char *p = labelled; *p; p++) lines += *p == '\n';
+    CHECK_INT_EQ(lines, 240);
+    free(labelled);
+    free(unlabelled);
+    /* A shape error names both shapes. */
+    write_rows(path, 3, 5, false, 1.0);
+    snprintf(args, sizeof args, "predict t1 '%s'", path);
+    expect_clad(&f.d, args, 1, "samples have shape [5] (5 values) but the model takes [8] (8 values)");
+
+    /* An image model: pixels outside [0, 1] are refused, in training and in prediction. */
+    char base[512];
+    snprintf(base, sizeof base, "%s/vit.safetensors", test_tmpdir());
+    model_config c = {.kind = MODEL_VIT, .n_classes = 4, .channels = 1, .height = 8, .width = 8, .patch = 4,
+                      .dim = 16, .depth = 1, .heads = 2, .mlp_dim = 32};
+    model *m = model_create(&c, NULL);
+    CHECK(m != NULL);
+    model_init_random(m, 4);
+    CHECK_INT_EQ(model_save(m, base, NULL), 0);
+    model_destroy(m);
+    snprintf(args, sizeof args, "base import vit '%s'", base);
+    expect_clad(&f.d, args, 0, NULL);
+    write_rows(path, 64, 64, true, 1.0);
+    snprintf(args, sizeof args, "train img '%s' --base vit --epochs 1", path);
+    expect_clad(&f.d, args, 0, NULL);
+    write_rows(path, 4, 64, false, 255.0);
+    snprintf(args, sizeof args, "predict img '%s'", path);
+    expect_clad(&f.d, args, 1, "image inputs are pixels in [0, 1] (divide 0..255 pixels by 255)");
+    write_rows(path, 64, 64, true, 255.0);
+    snprintf(args, sizeof args, "train img '%s' --base vit --epochs 1", path);
+    expect_clad(&f.d, args, 8, "pixels in [0, 1]");
+    write_rows(path, 2, 10, false, 1.0);
+    snprintf(args, sizeof args, "predict img '%s'", path);
+    expect_clad(&f.d, args, 1, "the model takes [1, 8, 8] (64 values), channels first");
+    CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
+}
