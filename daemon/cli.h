@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "daemon/client.h"
 #include "daemon/names.h"
@@ -110,10 +111,26 @@ bool task_ref_parse(const char *arg, task_ref *r);
 /* True when TASK@something was given. */
 bool task_ref_has_ref(const task_ref *r);
 
-/* Task commands (daemon/cli_tasks.c): returns -1 when command is not one of them. */
-bool cli_value_option(const char *key);
-int cli_tasks_dispatch(const char *command, const options *o);
-/* Their usage lines. */
-extern const char cli_tasks_usage[];
+/* --- commands ---------------------------------------------------------------------------------------- */
+
+/* One clad command. Tables of them drive dispatch, the usage listing, `clad CMD --help` and the check
+ * that every option given belongs to the command (like the daemon's check of query parameters). */
+typedef struct cli_command {
+    const char *name;     /* "train" */
+    const char *args;     /* "TASK FILE" */
+    const char *summary;  /* one line for `clad --help` */
+    const char *options;  /* the --options it takes, comma-separated ("base,rank,follow"); NULL: none */
+    const char *help;     /* the rest of `clad train --help`: what it does and each option, lines of text */
+    int (*run)(const options *o);
+} cli_command;
+
+/* Task commands (daemon/cli_tasks.c); the table ends with an entry whose name is NULL. */
+extern const cli_command cli_task_commands[];
+
+/* Prints `usage: clad NAME ARGS`, the summary and the help text of a command. */
+void cli_command_help(const cli_command *c, FILE *f);
+/* A daemon error message in the CLI's words: "query parameter 'fuse_with'" and "?base=" become
+ * "--fuse-with" and "--base". */
+void cli_words(const char *msg, char *out, size_t size);
 
 #endif

@@ -1,4 +1,5 @@
 /* Shared pieces of the clad CLI: socket and requests, error reporting, formatting, following jobs. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -91,8 +92,13 @@ int report_error(const options *o, const client_response *resp)
         json_t *e = json_object_get(j, "error");
         const char *code = json_string_value(json_object_get(e, "code"));
         const char *msg = json_string_value(json_object_get(e, "message"));
-        if (code && msg) fail_msg("%s: %s", code, msg);
-        else fail_msg("the daemon answered %d: %.200s", resp->status, resp->body);
+        char words[600];
+        if (code && msg) {
+            cli_words(msg, words, sizeof words);
+            fail_msg("%s: %s", code, words);
+        } else {
+            fail_msg("the daemon answered %d: %.200s", resp->status, resp->body);
+        }
         json_decref(j);
     }
     return exit_for_status(resp->status);
@@ -187,8 +193,11 @@ static int on_follow_line(char *line, size_t len, void *data)
     if (kind && !strcmp(kind, "end"))
         snprintf(f->final_state, sizeof f->final_state, "%s", str(job, "state"));
     json_t *err = kind ? NULL : json_object_get(ev, "error");
-    if (err)
-        snprintf(f->error, sizeof f->error, "%s: %s", str(err, "code"), str(err, "message"));
+    if (err) {
+        char words[380];
+        cli_words(str(err, "message"), words, sizeof words);
+        snprintf(f->error, sizeof f->error, "%s: %s", str(err, "code"), words);
+    }
     if (f->o->json) {
         fwrite(line, 1, len, stdout);
         fputc('\n', stdout);
@@ -440,4 +449,51 @@ bool task_ref_parse(const char *arg, task_ref *r)
 bool task_ref_has_ref(const task_ref *r)
 {
     return r->version[0] || r->alias[0];
+}
+
+/* --- commands ---------------------------------------------------------------------------------------- */
+
+void cli_command_help(const cli_command *c, FILE *f)
+{
+    fprintf(f, "usage: clad %s%s%s%s\n\n%c%s.\n", c->name, c->args[0] ? " " : "", c->args,
+            c->options ? " [options]" : "", toupper((unsigned char)c->summary[0]), c->summary + 1);
+    if (c->help && c->help[0]) fprintf(f, "\n%s", c->help);
+    fprintf(f, "\nOptions take a value as --name VALUE or --name=VALUE; --json prints the daemon's JSON.\n");
+}
+
+/* Copies a run of [a-z_] from *p as an option name ("fuse_with" -> "fuse-with"); returns its length. */
+static size_t option_word(const char *p, char *out, size_t size)
+{
+    size_t n = 0;
+    while (((p[n] >= 'a' && p[n] <= 'z') || p[n] == '_') && n + 1 < size) {
+        out[n] = p[n] == '_' ? '-' : p[n];
+        n++;
+    }
+    out[n] = '\0';
+    return n;
+}
+
+void cli_words(const char *msg, char *out, size_t size)
+{
+    static const char qp[] = "query parameter '";
+    size_t o = 0;
+    char name[64];
+    for (const char *p = msg; *p && o + 1 < size;) {
+        size_t n;
+        if (!strncmp(p, qp, sizeof qp - 1) && (n = option_word(p + sizeof qp - 1, name, sizeof name)) &&
+            p[sizeof qp - 1 + n] == '\'') {
+            /* "query parameter 'epochs' must be ..." -> "--epochs must be ..." */
+            o += (size_t)snprintf(out + o, size - o, "--%s", name);
+            p += sizeof qp - 1 + n + 1;
+        } else if (*p == '?' && (n = option_word(p + 1, name, sizeof name)) && p[1 + n] == '=') {
+            /* "say which with ?base=NAME" -> "say which with --base NAME" */
+            bool has_value = p[2 + n] && p[2 + n] != ' ';
+            o += (size_t)snprintf(out + o, size - o, "--%s%s", name, has_value ? " " : "");
+            p += 2 + n;
+        } else {
+            out[o++] = *p++;
+        }
+        if (o >= size) o = size - 1;
+    }
+    out[o] = '\0';
 }

@@ -7,39 +7,6 @@
 
 #include "daemon/cli.h"
 
-const char cli_tasks_usage[] =
-    "  bases                       list base models\n"
-    "  base import NAME FILE       import a base from safetensors [--config JSON]\n"
-    "  base train NAME             train a base on a reference dataset [--model vit-tiny] [--data fmnist]\n"
-    "                              [--epochs N] [--samples N] [--seed N] [--lr X] [--batch N]\n"
-    "  train TASK FILE             train a new version of TASK from a dataset file (safetensors, IDX, CSV)\n"
-    "                              [--base B] [--rank auto|fixed:N|linear] [--epochs N] [--lr X]\n"
-    "                              [--batch N] [--seed N] [--alpha X] [--holdout F] [--prune TAU]\n"
-    "                              [--kind lora|tl5|tl6] [--fuse-with a,b,c]\n"
-    "  tasks                       list tasks with their active versions\n"
-    "  versions TASK               versions of a task\n"
-    "  show TASK[@VERSION]         a version's lineage: distances, ranks, overlaps, metrics\n"
-    "  rollback TASK               move `active` back [--to VERSION] [--alias A] [--reason TEXT]\n"
-    "  undo TASK                   undo the last rollback [--alias A]\n"
-    "  alias TASK NAME VERSION     point an alias at a version [--reason TEXT]\n"
-    "  predict TASK FILE           labels for the inputs in FILE [--version V | --alias A]\n"
-    "                              (a merge: --task SOURCE picks the source task's head)\n"
-    "  merge NAME --tasks a,b,c    merge the tasks' active adapters into one version [--method drm-h|drm-v|\n"
-    "                              ties|ta] [--drop D] [--lambda L] [--rank R]\n"
-    "  eval TASK FILE              accuracy and loss on labelled data [--version V | --alias A]\n";
-
-static const char *const value_options[] = {
-    "base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind", "fuse-with", "to", "alias", "version", "reason",
-    "config", "model", "data", "samples", "tasks", "task", "method", "drop", "lambda", NULL,
-};
-
-bool cli_value_option(const char *key)
-{
-    for (int i = 0; value_options[i]; i++)
-        if (!strcmp(value_options[i], key)) return true;
-    return false;
-}
-
 static const char *content_type_for(const char *file, const char *body, size_t len)
 {
     size_t n = strlen(file);
@@ -220,6 +187,33 @@ static int get_version(const options *o, const task_ref *r, json_t **out)
     return get_version(o, &by_number, out);
 }
 
+/* The version number TASK@VERSION or TASK@ALIAS names (an alias is looked up). */
+static int ref_to_version(const options *o, const task_ref *r, long long *out)
+{
+    if (r->version[0]) {
+        *out = atoll(r->version);
+        return 0;
+    }
+    options quiet = *o;
+    quiet.json = false;
+    json_t *v = NULL;
+    int rc = get_version(&quiet, r, &v);
+    if (rc || !v) return rc ? rc : EXIT_NOT_FOUND;
+    *out = num(v, "version");
+    json_decref(v);
+    return 0;
+}
+
+/* A command that works on a task as a whole: TASK@... is a usage error that says so. */
+static bool task_only(const char *arg, const char *command, task_ref *r)
+{
+    if (!task_ref_parse(arg, r)) return false;
+    if (!task_ref_has_ref(r)) return true;
+    fail_msg("clad %s works on the task as a whole: give %s without '@%s'", command, r->task,
+             r->version[0] ? r->version : r->alias);
+    return false;
+}
+
 static int cmd_show(const options *o)
 {
     if (!need_args(o, 1, "show TASK[@VERSION|@ALIAS]")) return EXIT_USAGE;
@@ -238,7 +232,8 @@ static int cmd_show(const options *o)
 static int cmd_train(const options *o)
 {
     if (!need_args(o, 2, "train TASK FILE [--base B] [--rank auto|fixed:N|linear] [--epochs N] ...")) return EXIT_USAGE;
-    if (!cli_name_ok("task", o->args[0])) return EXIT_USAGE;
+    task_ref r;
+    if (!task_only(o->args[0], "train", &r)) return EXIT_USAGE;
     if (cli_opt(o, "base") && !cli_name_ok("base", cli_opt(o, "base"))) return EXIT_USAGE;
     if (cli_opt(o, "fuse-with") && !names_ok("fuse-with", cli_opt(o, "fuse-with"))) return EXIT_USAGE;
     cli_url u;
@@ -292,7 +287,8 @@ static int cmd_tasks(const options *o)
 static int cmd_versions(const options *o)
 {
     if (!need_args(o, 1, "versions TASK")) return EXIT_USAGE;
-    if (!cli_name_ok("task", o->args[0])) return EXIT_USAGE;
+    task_ref ref;
+    if (!task_only(o->args[0], "versions", &ref)) return EXIT_USAGE;
     cli_url u;
     url_init(&u, "/v1/tasks");
     url_seg(&u, o->args[0]);
@@ -363,25 +359,36 @@ static void task_url(cli_url *u, const char *task, const char *more)
 
 static int cmd_rollback(const options *o)
 {
-    if (!need_args(o, 1, "rollback TASK [--to VERSION] [--alias A] [--reason TEXT]")) return EXIT_USAGE;
-    if (!cli_name_ok("task", o->args[0])) return EXIT_USAGE;
+    if (!need_args(o, 1, "rollback TASK[@VERSION|@ALIAS] [--to VERSION] [--alias A] [--reason TEXT]")) return EXIT_USAGE;
+    task_ref r;
+    if (!task_ref_parse(o->args[0], &r)) return EXIT_USAGE;
     const char *to = cli_opt(o, "to");
     if (to && !valid_id(to)) {
         fail_msg("--to takes a version number");
         return EXIT_USAGE;
     }
+    if (to && task_ref_has_ref(&r)) {
+        fail_msg("give the target either as %s or with --to, not both", o->args[0]);
+        return EXIT_USAGE;
+    }
+    long long target = to ? atoll(to) : 0;
+    if (task_ref_has_ref(&r)) {
+        int rc = ref_to_version(o, &r, &target);
+        if (rc) return rc;
+    }
     json_t *b = move_body(o);
     if (!b) return EXIT_USAGE;
-    if (to) json_object_set_new(b, "to", json_integer(atoll(to)));
+    if (target) json_object_set_new(b, "to", json_integer(target));
     cli_url u;
-    task_url(&u, o->args[0], "/rollback");
+    task_url(&u, r.task, "/rollback");
     return post_move(o, "POST", &u, b, "rolled back");
 }
 
 static int cmd_undo(const options *o)
 {
     if (!need_args(o, 1, "undo TASK [--alias A]")) return EXIT_USAGE;
-    if (!cli_name_ok("task", o->args[0])) return EXIT_USAGE;
+    task_ref r;
+    if (!task_only(o->args[0], "undo", &r)) return EXIT_USAGE;
     json_t *b = move_body(o);
     if (!b) return EXIT_USAGE;
     cli_url u;
@@ -391,16 +398,29 @@ static int cmd_undo(const options *o)
 
 static int cmd_alias(const options *o)
 {
-    if (!need_args(o, 3, "alias TASK NAME VERSION [--reason TEXT]")) return EXIT_USAGE;
-    if (!cli_name_ok("task", o->args[0]) || !cli_name_ok("alias", o->args[1])) return EXIT_USAGE;
-    if (!valid_id(o->args[2])) {
+    /* alias TASK NAME VERSION, or alias TASK@VERSION NAME (TASK@ALIAS NAME copies an alias). */
+    task_ref r;
+    if (o->n_args == 2 || o->n_args == 3) {
+        if (!task_ref_parse(o->args[0], &r)) return EXIT_USAGE;
+    }
+    if ((o->n_args != 2 && o->n_args != 3) || (o->n_args == 2) != task_ref_has_ref(&r)) {
+        fail_msg("usage: clad alias TASK@VERSION NAME, or clad alias TASK NAME VERSION");
+        return EXIT_USAGE;
+    }
+    if (!cli_name_ok("alias", o->args[1])) return EXIT_USAGE;
+    if (o->n_args == 3 && !valid_id(o->args[2])) {
         fail_msg("VERSION must be a version number");
         return EXIT_USAGE;
     }
-    json_t *b = json_pack("{s:I}", "version", (json_int_t)atoll(o->args[2]));
+    long long version = o->n_args == 3 ? atoll(o->args[2]) : 0;
+    if (!version) {
+        int rc = ref_to_version(o, &r, &version);
+        if (rc) return rc;
+    }
+    json_t *b = json_pack("{s:I}", "version", (json_int_t)version);
     if (cli_opt(o, "reason")) json_object_set_new(b, "reason", json_string(cli_opt(o, "reason")));
     cli_url u;
-    task_url(&u, o->args[0], "/aliases");
+    task_url(&u, r.task, "/aliases");
     url_seg(&u, o->args[1]);
     return post_move(o, "PUT", &u, b, "moved");
 }
@@ -409,17 +429,28 @@ static int cmd_alias(const options *o)
 
 static int cmd_serve(const options *o, bool evaluate)
 {
-    if (!need_args(o, 2, evaluate ? "eval TASK FILE [--version V | --alias A]" : "predict TASK FILE [--version V | --alias A]"))
+    if (!need_args(o, 2, evaluate ? "eval TASK[@VERSION|@ALIAS] FILE" : "predict TASK[@VERSION|@ALIAS] FILE"))
         return EXIT_USAGE;
-    if (!cli_name_ok("task", o->args[0])) return EXIT_USAGE;
+    task_ref ref;
+    if (!task_ref_parse(o->args[0], &ref)) return EXIT_USAGE;
     const char *version = cli_opt(o, "version"), *alias = cli_opt(o, "alias"), *source = cli_opt(o, "task");
+    if (task_ref_has_ref(&ref) && (version || alias)) {
+        fail_msg("give the version either as %s or with --version/--alias, not both", o->args[0]);
+        return EXIT_USAGE;
+    }
+    if (version && alias) {
+        fail_msg("give either --version or --alias, not both");
+        return EXIT_USAGE;
+    }
+    if (ref.version[0]) version = ref.version;
+    if (ref.alias[0]) alias = ref.alias;
     if (version && !valid_id(version)) {
         fail_msg("--version takes a version number");
         return EXIT_USAGE;
     }
     if ((alias && !cli_name_ok("alias", alias)) || (source && !cli_name_ok("task", source))) return EXIT_USAGE;
     cli_url u;
-    task_url(&u, o->args[0], evaluate ? "/evaluate" : "/predict");
+    task_url(&u, ref.task, evaluate ? "/evaluate" : "/predict");
     url_query(&u, "version", version);
     url_query(&u, "alias", alias);
     url_query(&u, "task", source);
@@ -477,19 +508,73 @@ static int cmd_merge(const options *o)
     return rc;
 }
 
-int cli_tasks_dispatch(const char *command, const options *o)
-{
-    if (!strcmp(command, "merge")) return cmd_merge(o);
-    if (!strcmp(command, "bases")) return cmd_bases(o);
-    if (!strcmp(command, "base")) return cmd_base(o);
-    if (!strcmp(command, "train")) return cmd_train(o);
-    if (!strcmp(command, "tasks")) return cmd_tasks(o);
-    if (!strcmp(command, "versions")) return cmd_versions(o);
-    if (!strcmp(command, "show")) return cmd_show(o);
-    if (!strcmp(command, "rollback")) return cmd_rollback(o);
-    if (!strcmp(command, "undo")) return cmd_undo(o);
-    if (!strcmp(command, "alias")) return cmd_alias(o);
-    if (!strcmp(command, "predict")) return cmd_serve(o, false);
-    if (!strcmp(command, "eval")) return cmd_serve(o, true);
-    return -1;
-}
+static int cmd_predict(const options *o) { return cmd_serve(o, false); }
+static int cmd_eval(const options *o) { return cmd_serve(o, true); }
+
+#define REF_HELP                                                                                            \
+    "TASK@VERSION picks a version by number, TASK@ALIAS by alias (default: the `active` alias).\n"
+
+const cli_command cli_task_commands[] = {
+    {"bases", "", "list base models", NULL, "", cmd_bases},
+    {"base", "import NAME FILE | train NAME", "import a base from safetensors, or train one on a reference dataset",
+     "config,model,data,epochs,samples,seed,lr,batch",
+     "base import NAME FILE: FILE is a safetensors checkpoint of every base parameter.\n"
+     "  --config JSON       the model config when FILE does not carry it (a preset name or a JSON object)\n"
+     "base train NAME: trains every weight as a job and follows it.\n"
+     "  --model M           preset (mlp, vit-tiny) or a JSON config (default vit-tiny)\n"
+     "  --data D            fmnist (default) or a dataset file the daemon may read\n"
+     "  --epochs N, --samples N, --seed N, --lr X, --batch N\n",
+     cmd_base},
+    {"train", "TASK FILE", "train a new version of TASK from a dataset file",
+     "base,rank,epochs,lr,batch,seed,alpha,holdout,prune,kind,fuse-with",
+     "FILE is safetensors (x, y), IDX or CSV with the label first. The job is followed until it ends; then\n"
+     "the new version is shown as `clad show` does.\n"
+     "  --base B            the base of a new task (default: the only base)\n"
+     "  --rank R            auto (default), fixed:N, linear, or auto:theta=0.01,r_max=16,budget=20000\n"
+     "  --epochs N          passes over the data (default 2)\n"
+     "  --lr X, --batch N, --seed N, --alpha X\n"
+     "  --holdout F         fraction kept aside to measure the version (0..0.5, default 0.1)\n"
+     "  --prune TAU         after training, keep the smallest ranks holding TAU of each layer's energy\n"
+     "  --kind K            lora (default), tl5 or tl6 (Tied-LoRA)\n"
+     "  --fuse-with a,b,c   AdapterFusion over these tasks' active versions\n",
+     cmd_train},
+    {"tasks", "", "list tasks with their active versions", NULL, "", cmd_tasks},
+    {"versions", "TASK", "versions of a task, with aliases and held-out accuracy", NULL, "", cmd_versions},
+    {"show", "TASK[@VERSION|@ALIAS]", "a version's lineage: distances, ranks, overlaps, metrics", NULL,
+     REF_HELP, cmd_show},
+    {"rollback", "TASK[@VERSION|@ALIAS]", "move `active` (or --alias) back", "to,alias,reason",
+     "Without a target, back to the version the alias pointed at before; TASK@VERSION or --to V moves it\n"
+     "to that version, TASK@ALIAS to the version that alias points at.\n"
+     "  --to VERSION        the version to move to\n"
+     "  --alias A           the alias to move (default active)\n"
+     "  --reason TEXT       recorded in the alias history\n",
+     cmd_rollback},
+    {"undo", "TASK", "undo the last rollback", "alias,reason",
+     "  --alias A           the alias whose rollback to undo (default active)\n"
+     "  --reason TEXT       recorded in the alias history\n",
+     cmd_undo},
+    {"alias", "TASK@VERSION NAME", "point an alias at a version", "reason",
+     "Also: clad alias TASK NAME VERSION. TASK@ALIAS NAME points NAME where ALIAS points.\n"
+     "  --reason TEXT       recorded in the alias history\n",
+     cmd_alias},
+    {"predict", "TASK[@VERSION|@ALIAS] FILE", "labels for the inputs in FILE, one per line",
+     "version,alias,task",
+     "FILE holds inputs: safetensors, IDX, CSV (features only, or label first with a `label` header)\n"
+     "or JSON {\"inputs\": [[...], ...]}. " REF_HELP
+     "  --version V, --alias A   the same as TASK@V, TASK@A\n"
+     "  --task SOURCE       for a merge: serve SOURCE's head\n",
+     cmd_predict},
+    {"eval", "TASK[@VERSION|@ALIAS] FILE", "accuracy and loss on labelled data", "version,alias,task",
+     REF_HELP "  --version V, --alias A   the same as TASK@V, TASK@A\n"
+     "  --task SOURCE       for a merge: evaluate SOURCE's head\n",
+     cmd_eval},
+    {"merge", "NAME --tasks a,b,c", "merge the tasks' active adapters into one version",
+     "tasks,method,drop,lambda,rank",
+     "  --tasks a,b,c       the tasks to merge (required)\n"
+     "  --method M          drm-h (default), drm-v, ties or ta\n"
+     "  --drop D            fraction of entries trimmed (default 0.8)\n"
+     "  --lambda L          scale of the merged change (default 1)\n"
+     "  --rank R            rank of the stored LoRA (default 64)\n",
+     cmd_merge},
+    {NULL, NULL, NULL, NULL, NULL, NULL},
+};

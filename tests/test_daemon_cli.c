@@ -146,6 +146,68 @@ TEST(daemon_cli_percent_encodes_option_values)
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
 }
 
+TEST(daemon_cli_task_at_version_or_alias_in_every_command)
+{
+    cli_fixture f;
+    cli_fixture_start(&f, 2);
+    char args[1024];
+    expect_clad(&f.d, "show t1@1", 0, "t1@1 ");
+    expect_clad(&f.d, "show t1", 0, "t1@2 ");
+    expect_clad(&f.d, "alias t1@1 stable", 0, "stable 0 -> 1");
+    expect_clad(&f.d, "show t1@stable", 0, "t1@1 ");
+    expect_clad(&f.d, "alias t1 champion 2", 0, NULL); /* the older form still works */
+    expect_clad(&f.d, "alias t1@champion best", 0, "best 0 -> 2");
+    snprintf(args, sizeof args, "eval t1@stable '%s'", f.csv);
+    expect_clad(&f.d, args, 0, "t1@1: accuracy");
+    snprintf(args, sizeof args, "eval t1@2 '%s'", f.csv);
+    expect_clad(&f.d, args, 0, "t1@2: accuracy");
+    snprintf(args, sizeof args, "--json predict t1@1 '%s'", f.csv);
+    expect_clad(&f.d, args, 0, "\"version\":1");
+    expect_clad(&f.d, "rollback t1@stable --reason=test", 0, "active 2 -> 1");
+    expect_clad(&f.d, "show t1", 0, "t1@1 ");
+    expect_clad(&f.d, "rollback t1@2", 0, "active 1 -> 2");
+
+    /* Where a version makes no sense, or is given twice, a usage error says so. */
+    expect_clad(&f.d, "versions t1@1", 2, "as a whole");
+    snprintf(args, sizeof args, "train t1@1 '%s'", f.csv);
+    expect_clad(&f.d, args, 2, "as a whole");
+    snprintf(args, sizeof args, "eval t1@1 '%s' --version 2", f.csv);
+    expect_clad(&f.d, args, 2, "not both");
+    expect_clad(&f.d, "rollback t1@1 --to 2", 2, "not both");
+    expect_clad(&f.d, "show t1@0", 2, "numbered from 1");
+    expect_clad(&f.d, "show t1@", 2, "version number or an alias");
+    expect_clad(&f.d, "show t1@nosuch", 4, "no alias 'nosuch'");
+    expect_clad(&f.d, "show t1@7", 4, "not_found");
+    CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
+}
+
+TEST(daemon_cli_options_help_and_errors_in_cli_words)
+{
+    cli_fixture f;
+    cli_fixture_start(&f, 1);
+    char args[1024];
+    /* --opt=value is --opt value. */
+    snprintf(args, sizeof args, "eval t1 '%s' --version=1", f.csv);
+    expect_clad(&f.d, args, 0, "t1@1: accuracy");
+    expect_clad(&f.d, "jobs --state=succeeded", 0, "succeeded");
+    expect_clad(&f.d, "--json=1 tasks", 2, "--json takes no value");
+    /* Per-command help, and options that do not belong to the command. */
+    expect_clad(&f.d, "train --help", 0, "usage: clad train TASK FILE");
+    expect_clad(&f.d, "train --help", 0, "--fuse-with a,b,c");
+    expect_clad(&f.d, "help eval", 0, "usage: clad eval TASK[@VERSION|@ALIAS] FILE");
+    expect_clad(&f.d, "show t1 --epochs 3", 2, "clad show does not take --epochs");
+    expect_clad(&f.d, "tasks t1", 2, "takes no arguments");
+    expect_clad(&f.d, "status --follow", 2, "does not take --follow");
+    /* The daemon's words for query parameters come back as the CLI's options. */
+    snprintf(args, sizeof args, "train t1 '%s' --epochs 0", f.csv);
+    char cmd[1200], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s 2>&1", args);
+    CHECK_INT_EQ(clad_run(&f.d, cmd, &out), 1);
+    CHECK_MSG(strstr(out, "--epochs must be a whole number") && !strstr(out, "query parameter"), "%s", out);
+    free(out);
+    CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
+}
+
 /* Writes n rows of `values` numbers (label first when labelled), each value `scale` times a uniform
  * number in [0, 1). */
 static void write_rows(const char *path, int n, int values, bool labelled, double scale)
