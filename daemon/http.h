@@ -154,6 +154,9 @@ json_t *http_error_json(const char *code_word, const char *message);
  * space when plus_is_space (query strings). Rejects bad escapes and decoded NUL bytes with -1, else
  * returns the decoded length. */
 long http_percent_decode(char *dst, const char *src, size_t len, bool plus_is_space);
+/* The double nearest to the shortest decimal that reads back as f (0.001f -> 0.001). Replies apply it to
+ * every real that holds a float32 exactly. */
+double http_float_shortest(float f);
 /* Is s well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF)? JSON replies can
  * only carry such text, so decoded parameters are checked with it. */
 bool http_utf8_valid(const char *s);

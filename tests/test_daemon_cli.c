@@ -274,3 +274,23 @@ TEST(daemon_predict_inputs_labelled_csv_shapes_and_pixel_range)
     expect_clad(&f.d, args, 1, "the model takes [1, 8, 8] (64 values), channels first");
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
 }
+
+TEST(daemon_float32_values_print_as_given)
+{
+    cli_fixture f;
+    cli_fixture_start(&f, 0);
+    char args[1200], *out = NULL;
+    snprintf(args, sizeof args, "train t1 '%s' --lr 0.001 --holdout 0.2 --alpha 0.1 --epochs 1", f.csv);
+    expect_clad(&f.d, args, 0, NULL);
+    CHECK_INT_EQ(clad_run(&f.d, "--json show t1@1", &out), 0);
+    CHECK_MSG(strstr(out, "\"lr\":0.001,") && strstr(out, "\"alpha\":0.1,") && strstr(out, "\"holdout\":0.2,"),
+              "hyperparameters not as given: %s", out);
+    CHECK_MSG(!strstr(out, "0000000") && !strstr(out, "9999999"), "float noise in: %s", out);
+    free(out);
+    snprintf(args, sizeof args, "--json predict t1 '%s'", f.csv);
+    CHECK_INT_EQ(clad_run(&f.d, args, &out), 0);
+    CHECK_MSG(!strstr(out, "0000000") && !strstr(out, "9999999"), "float noise in the probabilities: %.400s", out);
+    free(out);
+    CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
+}
+
