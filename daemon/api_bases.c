@@ -22,8 +22,8 @@ static json_t *base_json(const store_base *b)
 {
     json_error_t je;
     json_t *cfg = json_loads(b->config_json ? b->config_json : "{}", 0, &je);
-    return json_pack("{s:s,s:o,s:s,s:I}", "name", b->name, "config", cfg ? cfg : json_object(), "sha256",
-                     b->weights_sha256, "created_ms", (json_int_t)b->created_ms);
+    return json_pack("{s:s,s:o,s:s,s:I,s:o}", "name", b->name, "config", cfg ? cfg : json_object(), "sha256",
+                     b->weights_sha256, "created_ms", (json_int_t)b->created_ms, "created", http_time_ms_json(b->created_ms));
 }
 
 static void bases_list(http_req *req)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "daemon/conn.h"
 #include "daemon/log.h"
@@ -87,6 +88,30 @@ void http_reply(http_req *req, int status, const char *content_type, const void 
 static bool holds_float(double x)
 {
     return isfinite(x) && fabs(x) <= (double)FLT_MAX && (double)(float)x == x && x != floor(x);
+}
+
+/* "2025-01-31T12:00:00.123Z" */
+static json_t *time_string(time_t s, int ms)
+{
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char buf[48];
+    size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof buf - n, ".%03dZ", ms);
+    return json_string(buf);
+}
+
+json_t *http_time_json(double t)
+{
+    if (!(t > 0)) return json_null();
+    time_t s = (time_t)t;
+    int ms = (int)((t - (double)s) * 1000.0);
+    return time_string(s, ms > 999 ? 999 : ms);
+}
+
+json_t *http_time_ms_json(int64_t ms)
+{
+    return ms > 0 ? time_string((time_t)(ms / 1000), (int)(ms % 1000)) : json_null();
 }
 
 double http_float_shortest(float f)

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/model.h"
@@ -294,3 +295,55 @@ TEST(daemon_float32_values_print_as_given)
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
 }
 
+/* An RFC 3339 UTC time with milliseconds, and (when ms > 0) the same instant as ms. */
+static void check_time(json_t *t, long long ms, const char *what)
+{
+    const char *s = json_string_value(t);
+    CHECK_MSG(s && strlen(s) == 24 && s[10] == 'T' && s[19] == '.' && s[23] == 'Z', "%s: '%s' is not RFC 3339 "
+              "with milliseconds", what, s ? s : "(not a string)");
+    if (ms <= 0) return;
+    time_t sec = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    char want[40];
+    size_t n = strftime(want, sizeof want, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(want + n, sizeof want - n, ".%03dZ", (int)(ms % 1000));
+    CHECK_MSG(!strcmp(s, want), "%s: %s is not the instant %lld ms (%s)", what, s, ms, want);
+}
+
+static json_t *get_ok(const daemon_proc *d, const char *path)
+{
+    char *body = NULL;
+    int code = curl_req(d, "GET", path, NULL, &body, NULL);
+    CHECK_MSG(code == 200, "GET %s answered %d: %s", path, code, body);
+    json_t *j = json_or_fail(body);
+    free(body);
+    return j;
+}
+
+TEST(daemon_times_are_rfc3339_with_milliseconds_everywhere)
+{
+    cli_fixture f;
+    cli_fixture_start(&f, 1);
+    expect_clad(&f.d, "alias t1 stable 1", 0, NULL);
+    json_t *j = get_ok(&f.d, "/v1/tasks/t1");
+    check_time(json_object_get(j, "created"), json_integer_value(json_object_get(j, "created_ms")), "task");
+    json_t *v = json_object_get(j, "active");
+    check_time(json_object_get(v, "created"), json_integer_value(json_object_get(v, "created_ms")), "version");
+    json_decref(j);
+    j = get_ok(&f.d, "/v1/tasks/t1/aliases");
+    json_t *h = json_array_get(json_object_get(j, "history"), 0);
+    check_time(json_object_get(h, "time"), json_integer_value(json_object_get(h, "time_ms")), "alias history");
+    json_decref(j);
+    j = get_ok(&f.d, "/v1/bases/mlp");
+    check_time(json_object_get(j, "created"), json_integer_value(json_object_get(j, "created_ms")), "base");
+    json_decref(j);
+    j = get_ok(&f.d, "/v1/status");
+    check_time(json_object_get(j, "started"), 0, "status started");
+    json_decref(j);
+    j = get_ok(&f.d, "/v1/jobs/1");
+    check_time(json_object_get(j, "created"), 0, "job created");
+    check_time(json_object_get(j, "finished"), 0, "job finished");
+    json_decref(j);
+    CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
+}
