@@ -119,41 +119,119 @@ static int cmd_base(const options *o)
 
 /* ---- showing a version ---- */
 
-static void print_plan(json_t *v)
+/* A number as the API wrote it (at most 15 digits: 0.001 stays 0.001), or "-" when absent: `clad show`
+ * never invents a value. */
+static const char *numtext(json_t *o, const char *key, char *buf, size_t size)
 {
-    json_t *plan = json_object_get(json_object_get(v, "lineage"), "plan");
-    json_t *m = json_object_get(v, "metrics");
-    printf("%s@%lld  kind %s  sha256 %.16s..  %lld bytes\n", str(v, "task"), num(v, "version"), str(v, "kind"),
-           str(v, "sha256"), num(v, "bytes"));
+    json_t *v = json_object_get(o, key);
+    if (json_is_integer(v)) snprintf(buf, size, "%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v)) snprintf(buf, size, "%.15g", json_real_value(v));
+    else snprintf(buf, size, "-");
+    return buf;
+}
+
+/* A fixed-point number, or "-" when absent. */
+static const char *fixed(json_t *o, const char *key, int digits, char *buf, size_t size)
+{
+    json_t *v = json_object_get(o, key);
+    if (json_is_number(v)) snprintf(buf, size, "%.*f", digits, json_number_value(v));
+    else snprintf(buf, size, "-");
+    return buf;
+}
+
+/* "key value, key value" for the keys of an object (numbers as given, strings as they are). */
+static void print_pairs(const char *label, json_t *o)
+{
+    const char *key;
+    json_t *x;
+    int n = 0;
+    if (!json_object_size(o)) return;
+    printf("%-9s", label);
+    json_object_foreach(o, key, x) {
+        char b[64];
+        if (json_is_null(x) || json_is_object(x) || json_is_array(x)) continue;
+        printf("%s%s %s", n++ ? ", " : "", key, json_is_string(x) ? json_string_value(x) : numtext(o, key, b, sizeof b));
+    }
+    printf("\n");
+}
+
+/* Per-layer ranks: one object {"layer": rank} or two (before and after). */
+static void print_ranks(const char *label, json_t *ranks, json_t *after)
+{
+    const char *key;
+    json_t *x;
+    if (!json_object_size(ranks)) return;
+    printf("%-9s", label);
+    int n = 0;
+    json_object_foreach(ranks, key, x) {
+        printf("%s%s %lld", n++ ? ", " : "", key, (long long)json_integer_value(x));
+        json_t *y = json_object_get(after, key);
+        if (json_is_integer(y)) printf(" -> %lld", (long long)json_integer_value(y));
+    }
+    printf("\n");
+}
+
+static void print_version(json_t *v)
+{
+    char a[64], b[64], c[64], d[32], e[32];
+    json_t *lineage = json_object_get(v, "lineage");
+    json_t *plan = json_object_get(lineage, "plan"), *m = json_object_get(v, "metrics");
+    printf("%s@%lld  kind %s  sha256 %.16s..  %lld bytes  created %s\n", str(v, "task"), num(v, "version"),
+           str(v, "kind"), str(v, "sha256"), num(v, "bytes"), str(v, "created"));
     json_t *parents = json_object_get(v, "parents"), *p;
     size_t i;
     if (json_array_size(parents)) {
-        printf("parents  ");
+        printf("%-9s", "parents");
         json_array_foreach(parents, i, p) printf("%s%s@%lld", i ? ", " : "", str(p, "task"), num(p, "version"));
         printf("\n");
     }
-    if (json_is_object(m)) {
-        json_t *ha = json_object_get(m, "holdout_accuracy");
-        printf("metrics  train accuracy %.4f", dnum(m, "train_accuracy"));
-        if (json_is_number(ha)) printf(", held-out accuracy %.4f (%lld samples)", json_number_value(ha), num(m, "holdout_samples"));
-        printf(", %lld adapter parameters, %.1f s training\n", num(m, "adapter_params"), dnum(m, "train_seconds"));
+    print_pairs("metrics", m);
+    print_pairs("hparams", json_object_get(v, "hparams"));
+    json_t *merge = json_object_get(lineage, "merge");
+    if (json_is_object(merge)) {
+        printf("%-9smethod %s, drop %s, lambda %s, stored rank %s\n", "merge", str(merge, "method"),
+               numtext(merge, "drop", a, sizeof a), numtext(merge, "lambda", b, sizeof b),
+               numtext(merge, "rank", c, sizeof c));
+        json_t *src = json_object_get(merge, "sources");
+        if (json_array_size(src)) {
+            printf("%-9s", "sources");
+            json_array_foreach(src, i, p) printf("%s%s@%lld", i ? ", " : "", str(p, "task"), num(p, "version"));
+            printf("\n");
+        }
+        print_ranks("ranks", json_object_get(merge, "ranks"), NULL);
+    }
+    json_t *fusion = json_object_get(json_object_get(lineage, "fusion"), "sources");
+    if (json_array_size(fusion)) {
+        printf("%-9s", "fusion");
+        json_array_foreach(fusion, i, p)
+            printf("%s%s@%lld weight %s", i ? ", " : "", str(p, "task"), num(p, "version"), fixed(p, "weight", 3, a, sizeof a));
+        printf("\n");
+    }
+    json_t *prune = json_object_get(lineage, "prune");
+    if (json_is_object(prune)) {
+        printf("%-9skeeping %s of each layer's energy: %s -> %s parameters\n", "pruned", numtext(prune, "tau", a, sizeof a),
+               numtext(prune, "params_before", b, sizeof b), numtext(prune, "params_after", c, sizeof c));
+        print_ranks("ranks", json_object_get(prune, "ranks_before"), json_object_get(prune, "ranks_after"));
     }
     if (!json_is_object(plan)) return;
-    printf("plan     policy %s, distance %.4f, novelty %.3f, held-out gain %.4f nats\n", str(plan, "policy"),
-           dnum(plan, "distance"), dnum(plan, "novelty"), dnum(plan, "gain"));
+    printf("%-9spolicy %s, distance %s, novelty %s, held-out gain %s nats\n", "plan", str(plan, "policy"),
+           fixed(plan, "distance", 4, a, sizeof a), fixed(plan, "novelty", 3, b, sizeof b), fixed(plan, "gain", 4, c, sizeof c));
     json_t *reuse = json_object_get(plan, "reuse");
     if (json_is_object(reuse)) printf("reuses   %s@%lld (its change is copied, frozen)\n", str(reuse, "task"), num(reuse, "version"));
     json_t *ov = json_object_get(plan, "overlap"), *x;
     const char *key;
     if (json_object_size(ov)) {
         printf("overlap ");
-        json_object_foreach(ov, key, x) printf(" %s %.3f", key, json_number_value(x));
+        json_object_foreach(ov, key, x) printf(" %s %s", key, fixed(ov, key, 3, a, sizeof a));
         printf("\n");
     }
+    json_t *layers = json_object_get(plan, "layers");
+    if (!json_object_size(layers)) return;
     printf("%-18s %9s %8s %8s %5s %6s  %s\n", "LAYER", "DISTANCE", "NOVELTY", "GAIN", "RANK", "REUSED", "WHY");
-    json_object_foreach(json_object_get(plan, "layers"), key, x)
-        printf("%-18s %9.4f %8.3f %8.4f %5lld %6lld  %s\n", key, dnum(x, "distance"), dnum(x, "novelty"), dnum(x, "gain"),
-               num(x, "rank"), num(x, "reused"), str(x, "why"));
+    json_object_foreach(layers, key, x)
+        printf("%-18s %9s %8s %8s %5s %6s  %s\n", key, fixed(x, "distance", 4, a, sizeof a), fixed(x, "novelty", 3, b, sizeof b),
+               fixed(x, "gain", 4, c, sizeof c), numtext(x, "rank", d, sizeof d), numtext(x, "reused", e, sizeof e),
+               str(x, "why"));
 }
 
 /* GET of a task's version: @VERSION directly, @ALIAS (or `active`) through the task's alias map. */
@@ -222,7 +300,7 @@ static int cmd_show(const options *o)
     json_t *v = NULL;
     int rc = get_version(o, &r, &v);
     if (rc || !v) return rc;
-    print_plan(v);
+    print_version(v);
     json_decref(v);
     return 0;
 }

@@ -347,3 +347,30 @@ TEST(daemon_times_are_rfc3339_with_milliseconds_everywhere)
     json_decref(j);
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
 }
+
+TEST(daemon_cli_show_never_invents_values)
+{
+    cli_fixture f;
+    cli_fixture_start(&f, 1);
+    char args[1200], *out = NULL;
+    snprintf(args, sizeof args, "train fused '%s' --fuse-with t1 --epochs 1", f.csv);
+    expect_clad(&f.d, args, 0, NULL);
+    snprintf(args, sizeof args, "train pruned '%s' --prune 0.9 --epochs 1", f.csv);
+    expect_clad(&f.d, args, 0, NULL);
+    expect_clad(&f.d, "merge m --tasks t1,pruned --method ties --drop 0.5", 0, NULL);
+
+    CHECK_INT_EQ(clad_run(&f.d, "show fused", &out), 0);
+    CHECK_MSG(strstr(out, "fusion   t1@1 weight ") && !strstr(out, "train_accuracy") && !strstr(out, "0.0000"),
+              "fusion version shown as:\n%s", out);
+    free(out);
+    CHECK_INT_EQ(clad_run(&f.d, "show pruned", &out), 0);
+    CHECK_MSG(strstr(out, "pruned   keeping 0.9 of each layer's energy: ") && strstr(out, " -> "), "pruned version:\n%s", out);
+    CHECK_MSG(strstr(out, "hparams") && strstr(out, "lr 0.001,"), "hyperparameters not shown as given:\n%s", out);
+    free(out);
+    CHECK_INT_EQ(clad_run(&f.d, "show m", &out), 0);
+    CHECK_MSG(strstr(out, "merge    method ties, drop 0.5, lambda 1, stored rank 64") && strstr(out, "sources  t1@1, pruned@1"),
+              "merged version:\n%s", out);
+    CHECK_MSG(!strstr(out, "plan ") && !strstr(out, "DISTANCE"), "a merge has no plan, yet one is shown:\n%s", out);
+    free(out);
+    CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
+}
