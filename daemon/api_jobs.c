@@ -118,7 +118,7 @@ static job *find_job(http_req *req)
     uint64_t id;
     if (!api_parse_id(req, "id", &id)) return NULL;
     job *j = job_find(app->jobs, id);
-    if (!j) http_reply_error(req, CLAD_ENOTFOUND, "no job %llu", (unsigned long long)id);
+    if (!j) http_reply_error(req, CLAD_ENOTFOUND, "unknown job %llu", (unsigned long long)id);
     return j;
 }
 

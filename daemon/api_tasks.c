@@ -186,7 +186,8 @@ static bool body_fields(http_req *req, const char **alias, const char **reason, 
     json_t *val;
     json_object_foreach(req->json, key, val) {
         if (strcmp(key, "alias") && strcmp(key, "reason") && (!version_key || strcmp(key, version_key))) {
-            http_reply_error(req, CLAD_EINVAL, "unknown key '%s'", key);
+            http_reply_error(req, CLAD_EINVAL, "unknown key '%s' (known: alias, reason%s%s)", key,
+                             version_key ? ", " : "", version_key ? version_key : "");
             return false;
         }
     }

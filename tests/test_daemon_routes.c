@@ -196,3 +196,37 @@ TEST(daemon_api_md_documents_every_route_and_nothing_else)
     free(docs);
     CHECK_MSG(missing == 0, "%d mismatch(es) between the route table and docs/API.md (listed above)", missing);
 }
+
+/* One wording per error class, whichever route answers. */
+TEST(daemon_errors_use_one_wording_per_class)
+{
+    daemon_proc d;
+    daemon_start(&d, NULL);
+    static const struct {
+        const char *method, *path, *body, *code, *start;
+    } cases[] = {
+        {"GET", "/v1/jobs/99", NULL, "not_found", "unknown job 99"},
+        {"DELETE", "/v1/jobs/99", NULL, "not_found", "unknown job 99"},
+        {"GET", "/v1/tasks/nosuch", NULL, "not_found", "unknown task 'nosuch'"},
+        {"GET", "/v1/bases/nosuch", NULL, "not_found", "unknown base 'nosuch'"},
+        {"POST", "/v1/tasks/t/rollback", "{\"bogus\":1}", "invalid_input", "unknown key 'bogus' (known: "},
+        {"PUT", "/v1/tasks/t/aliases/a", "{\"bogus\":1}", "invalid_input", "unknown key 'bogus' (known: "},
+        {"POST", "/v1/merges/m", "{\"bogus\":1}", "invalid_input", "unknown key 'bogus' (known: "},
+        {"POST", "/v1/bases/b", "{\"bogus\":1}", "invalid_input", "unknown key 'bogus' (known: "},
+        {"GET", "/v1/jobs?bogus=1", NULL, "invalid_input", "unknown query parameter 'bogus' (known: "},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char extra[256] = "", *body = NULL;
+        if (cases[i].body)
+            snprintf(extra, sizeof extra, "-H 'Content-Type: application/json' -d '%s'", cases[i].body);
+        curl_req(&d, cases[i].method, cases[i].path, extra, &body, NULL);
+        json_t *j = json_or_fail(body);
+        json_t *e = json_object_get(j, "error");
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        CHECK_MSG(!strcmp(error_code_of(body), cases[i].code) && msg && !strncmp(msg, cases[i].start, strlen(cases[i].start)),
+                  "%s %s: want %s \"%s...\", got %s", cases[i].method, cases[i].path, cases[i].code, cases[i].start, body);
+        json_decref(j);
+        free(body);
+    }
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 5), 0);
+}
