@@ -76,21 +76,24 @@ static void expect_clad(const daemon_proc *d, const char *args, int want_rc, con
     free(out);
 }
 
+/* expect_clad with a file name put into args_fmt at its "%s". */
+static void expect_clad_file(const daemon_proc *d, const char *args_fmt, const char *file, int want_rc,
+                             const char *want)
+{
+    char args[1400];
+    snprintf(args, sizeof args, args_fmt, file);
+    expect_clad(d, args, want_rc, want);
+}
+
 TEST(daemon_cli_version_after_the_command_selects_a_version)
 {
     cli_fixture f;
     cli_fixture_start(&f, 2);
-    char args[1024];
-    snprintf(args, sizeof args, "eval t1 '%s' --version 1", f.csv);
-    expect_clad(&f.d, args, 0, "t1@1: accuracy");
-    snprintf(args, sizeof args, "eval t1 '%s' --version 2", f.csv);
-    expect_clad(&f.d, args, 0, "t1@2: accuracy");
-    snprintf(args, sizeof args, "--json eval t1 '%s' --version 1", f.csv);
-    expect_clad(&f.d, args, 0, "\"version\":1");
-    snprintf(args, sizeof args, "eval t1 '%s' --version 9", f.csv);
-    expect_clad(&f.d, args, 4, "not_found");
-    snprintf(args, sizeof args, "predict t1 '%s' --version", f.csv);
-    expect_clad(&f.d, args, 2, "--version");
+    expect_clad_file(&f.d, "eval t1 '%s' --version 1", f.csv, 0, "t1@1: accuracy");
+    expect_clad_file(&f.d, "eval t1 '%s' --version 2", f.csv, 0, "t1@2: accuracy");
+    expect_clad_file(&f.d, "--json eval t1 '%s' --version 1", f.csv, 0, "\"version\":1");
+    expect_clad_file(&f.d, "eval t1 '%s' --version 9", f.csv, 4, "not_found");
+    expect_clad_file(&f.d, "predict t1 '%s' --version", f.csv, 2, "--version");
     /* Before the command it is still the program's version. */
     expect_clad(&f.d, "--version", 0, "clad " CLAD_VERSION);
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
@@ -140,9 +143,7 @@ TEST(daemon_cli_percent_encodes_option_values)
     expect_clad(&f.d, "jobs --lane debug", 0, "debug");
     /* Query syntax inside a value stays inside the value. */
     expect_clad(&f.d, "jobs --lane 'x&lane=debug'", 0, "no jobs");
-    char args[1024];
-    snprintf(args, sizeof args, "train t1 '%s' --rank 'fixed:1&epochs=50'", f.csv);
-    expect_clad(&f.d, args, 1, "invalid_input");
+    expect_clad_file(&f.d, "train t1 '%s' --rank 'fixed:1&epochs=50'", f.csv, 1, "invalid_input");
     expect_clad(&f.d, "tasks", 0, "no tasks");
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
 }
@@ -151,34 +152,36 @@ TEST(daemon_cli_task_at_version_or_alias_in_every_command)
 {
     cli_fixture f;
     cli_fixture_start(&f, 2);
-    char args[1024];
-    expect_clad(&f.d, "show t1@1", 0, "t1@1 ");
-    expect_clad(&f.d, "show t1", 0, "t1@2 ");
-    expect_clad(&f.d, "alias t1@1 stable", 0, "stable 0 -> 1");
-    expect_clad(&f.d, "show t1@stable", 0, "t1@1 ");
-    expect_clad(&f.d, "alias t1 champion 2", 0, NULL); /* the older form still works */
-    expect_clad(&f.d, "alias t1@champion best", 0, "best 0 -> 2");
-    snprintf(args, sizeof args, "eval t1@stable '%s'", f.csv);
-    expect_clad(&f.d, args, 0, "t1@1: accuracy");
-    snprintf(args, sizeof args, "eval t1@2 '%s'", f.csv);
-    expect_clad(&f.d, args, 0, "t1@2: accuracy");
-    snprintf(args, sizeof args, "--json predict t1@1 '%s'", f.csv);
-    expect_clad(&f.d, args, 0, "\"version\":1");
-    expect_clad(&f.d, "rollback t1@stable --reason=test", 0, "active 2 -> 1");
-    expect_clad(&f.d, "show t1", 0, "t1@1 ");
-    expect_clad(&f.d, "rollback t1@2", 0, "active 1 -> 2");
-
-    /* Where a version makes no sense, or is given twice, a usage error says so. */
-    expect_clad(&f.d, "versions t1@1", 2, "as a whole");
-    snprintf(args, sizeof args, "train t1@1 '%s'", f.csv);
-    expect_clad(&f.d, args, 2, "as a whole");
-    snprintf(args, sizeof args, "eval t1@1 '%s' --version 2", f.csv);
-    expect_clad(&f.d, args, 2, "not both");
-    expect_clad(&f.d, "rollback t1@1 --to 2", 2, "not both");
-    expect_clad(&f.d, "show t1@0", 2, "numbered from 1");
-    expect_clad(&f.d, "show t1@", 2, "version number or an alias");
-    expect_clad(&f.d, "show t1@nosuch", 4, "no alias 'nosuch'");
-    expect_clad(&f.d, "show t1@7", 4, "not_found");
+    /* In order: each step may depend on the ones before. "%s" is the fixture's CSV. */
+    static const struct {
+        const char *args;
+        int rc;
+        const char *want;
+    } steps[] = {
+        {"show t1@1", 0, "t1@1 "},
+        {"show t1", 0, "t1@2 "},
+        {"alias t1@1 stable", 0, "stable 0 -> 1"},
+        {"show t1@stable", 0, "t1@1 "},
+        {"alias t1 champion 2", 0, NULL}, /* the older form still works */
+        {"alias t1@champion best", 0, "best 0 -> 2"},
+        {"eval t1@stable '%s'", 0, "t1@1: accuracy"},
+        {"eval t1@2 '%s'", 0, "t1@2: accuracy"},
+        {"--json predict t1@1 '%s'", 0, "\"version\":1"},
+        {"rollback t1@stable --reason=test", 0, "active 2 -> 1"},
+        {"show t1", 0, "t1@1 "},
+        {"rollback t1@2", 0, "active 1 -> 2"},
+        /* Where a version makes no sense, or is given twice, a usage error says so. */
+        {"versions t1@1", 2, "as a whole"},
+        {"train t1@1 '%s'", 2, "as a whole"},
+        {"eval t1@1 '%s' --version 2", 2, "not both"},
+        {"rollback t1@1 --to 2", 2, "not both"},
+        {"show t1@0", 2, "numbered from 1"},
+        {"show t1@", 2, "version number or an alias"},
+        {"show t1@nosuch", 4, "no alias 'nosuch'"},
+        {"show t1@7", 4, "not_found"},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        expect_clad_file(&f.d, steps[i].args, f.csv, steps[i].rc, steps[i].want);
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
 }
 
@@ -188,8 +191,7 @@ TEST(daemon_cli_options_help_and_errors_in_cli_words)
     cli_fixture_start(&f, 1);
     char args[1024];
     /* --opt=value is --opt value. */
-    snprintf(args, sizeof args, "eval t1 '%s' --version=1", f.csv);
-    expect_clad(&f.d, args, 0, "t1@1: accuracy");
+    expect_clad_file(&f.d, "eval t1 '%s' --version=1", f.csv, 0, "t1@1: accuracy");
     expect_clad(&f.d, "jobs --state=succeeded", 0, "succeeded");
     expect_clad(&f.d, "--json=1 tasks", 2, "--json takes no value");
     /* Per-command help, and options that do not belong to the command. */
@@ -246,8 +248,7 @@ TEST(daemon_predict_inputs_labelled_csv_shapes_and_pixel_range)
     free(unlabelled);
     /* A shape error names both shapes. */
     write_rows(path, 3, 5, false, 1.0);
-    snprintf(args, sizeof args, "predict t1 '%s'", path);
-    expect_clad(&f.d, args, 1, "samples have shape [5] (5 values) but the model takes [8] (8 values)");
+    expect_clad_file(&f.d, "predict t1 '%s'", path, 1, "samples have shape [5] (5 values) but the model takes [8] (8 values)");
 
     /* An image model: pixels outside [0, 1] are refused, in training and in prediction. */
     char base[512];
@@ -259,20 +260,15 @@ TEST(daemon_predict_inputs_labelled_csv_shapes_and_pixel_range)
     model_init_random(m, 4);
     CHECK_INT_EQ(model_save(m, base, NULL), 0);
     model_destroy(m);
-    snprintf(args, sizeof args, "base import vit '%s'", base);
-    expect_clad(&f.d, args, 0, NULL);
+    expect_clad_file(&f.d, "base import vit '%s'", base, 0, NULL);
     write_rows(path, 64, 64, true, 1.0);
-    snprintf(args, sizeof args, "train img '%s' --base vit --epochs 1", path);
-    expect_clad(&f.d, args, 0, NULL);
+    expect_clad_file(&f.d, "train img '%s' --base vit --epochs 1", path, 0, NULL);
     write_rows(path, 4, 64, false, 255.0);
-    snprintf(args, sizeof args, "predict img '%s'", path);
-    expect_clad(&f.d, args, 1, "image inputs are pixels in [0, 1] (divide 0..255 pixels by 255)");
+    expect_clad_file(&f.d, "predict img '%s'", path, 1, "image inputs are pixels in [0, 1] (divide 0..255 pixels by 255)");
     write_rows(path, 64, 64, true, 255.0);
-    snprintf(args, sizeof args, "train img '%s' --base vit --epochs 1", path);
-    expect_clad(&f.d, args, 8, "pixels in [0, 1]");
+    expect_clad_file(&f.d, "train img '%s' --base vit --epochs 1", path, 8, "pixels in [0, 1]");
     write_rows(path, 2, 10, false, 1.0);
-    snprintf(args, sizeof args, "predict img '%s'", path);
-    expect_clad(&f.d, args, 1, "the model takes [1, 8, 8] (64 values), channels first");
+    expect_clad_file(&f.d, "predict img '%s'", path, 1, "the model takes [1, 8, 8] (64 values), channels first");
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
 }
 
@@ -281,8 +277,7 @@ TEST(daemon_float32_values_print_as_given)
     cli_fixture f;
     cli_fixture_start(&f, 0);
     char args[1200], *out = NULL;
-    snprintf(args, sizeof args, "train t1 '%s' --lr 0.001 --holdout 0.2 --alpha 0.1 --epochs 1", f.csv);
-    expect_clad(&f.d, args, 0, NULL);
+    expect_clad_file(&f.d, "train t1 '%s' --lr 0.001 --holdout 0.2 --alpha 0.1 --epochs 1", f.csv, 0, NULL);
     CHECK_INT_EQ(clad_run(&f.d, "--json show t1@1", &out), 0);
     CHECK_MSG(strstr(out, "\"lr\":0.001,") && strstr(out, "\"alpha\":0.1,") && strstr(out, "\"holdout\":0.2,"),
               "hyperparameters not as given: %s", out);
@@ -352,11 +347,9 @@ TEST(daemon_cli_show_never_invents_values)
 {
     cli_fixture f;
     cli_fixture_start(&f, 1);
-    char args[1200], *out = NULL;
-    snprintf(args, sizeof args, "train fused '%s' --fuse-with t1 --epochs 1", f.csv);
-    expect_clad(&f.d, args, 0, NULL);
-    snprintf(args, sizeof args, "train pruned '%s' --prune 0.9 --epochs 1", f.csv);
-    expect_clad(&f.d, args, 0, NULL);
+    char *out = NULL;
+    expect_clad_file(&f.d, "train fused '%s' --fuse-with t1 --epochs 1", f.csv, 0, NULL);
+    expect_clad_file(&f.d, "train pruned '%s' --prune 0.9 --epochs 1", f.csv, 0, NULL);
     expect_clad(&f.d, "merge m --tasks t1,pruned --method ties --drop 0.5", 0, NULL);
 
     CHECK_INT_EQ(clad_run(&f.d, "show fused", &out), 0);
