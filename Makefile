@@ -97,15 +97,19 @@ demo: $(BUILD)/.deps-ok
 	@$(MAKE) --no-print-directory all
 	@scripts/demo.sh
 
-# Binaries, the systemd units (ExecStart rewritten to this PREFIX) and the sysusers entry for the clad user.
+# Binaries, the docs, the systemd units (ExecStart and Documentation rewritten to this PREFIX) and the
+# sysusers entry for the clad user.
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+DOCDIR ?= $(PREFIX)/share/doc/clad
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR)
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 	install -m 0755 $(filter $(BUILD)/clad $(BUILD)/cladd $(BUILD)/clad-bench,$(PROGS)) $(DESTDIR)$(PREFIX)/bin/
-	sed 's|/usr/local/bin/cladd|$(PREFIX)/bin/cladd|' systemd/cladd.service > $(DESTDIR)$(UNITDIR)/cladd.service
+	sed 's|/usr/local/bin/cladd|$(PREFIX)/bin/cladd|; s|/usr/local/share/doc/clad|$(DOCDIR)|' systemd/cladd.service > $(DESTDIR)$(UNITDIR)/cladd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/cladd.service
-	install -m 0644 systemd/cladd.socket $(DESTDIR)$(UNITDIR)/cladd.socket
+	sed 's|/usr/local/share/doc/clad|$(DOCDIR)|' systemd/cladd.socket > $(DESTDIR)$(UNITDIR)/cladd.socket
+	chmod 0644 $(DESTDIR)$(UNITDIR)/cladd.socket
 	install -m 0644 systemd/clad.sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/clad.conf
 
 clean:

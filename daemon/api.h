@@ -3,7 +3,8 @@
  * Adding an API module (daemon/api_<name>.c):
  *   1. write handlers `static void tasks_list(http_req *req)`; `cladd *app = req->app` gives the job
  *      queue, the configuration and (later) the store;
- *   2. export `const route api_<name>_routes[] = {..., ROUTE_END};` and declare it below;
+ *   2. export `const route api_<name>_routes[] = {..., ROUTE_END};` and declare it below; a pattern
+ *      ends with the query parameters it takes ("/v1/x/{id}{?follow}"), any other is refused;
  *   3. add it to the table list in daemon/cladd_main.c, and document each route in docs/API.md.
  * Long work goes to app->jobs: job_submit for training-like jobs (then api_reply_job answers 202 or
  * streams progress for ?follow=1), job_queue_compute for short work such as prediction.

@@ -22,8 +22,8 @@ static json_t *base_json(const store_base *b)
 {
     json_error_t je;
     json_t *cfg = json_loads(b->config_json ? b->config_json : "{}", 0, &je);
-    return json_pack("{s:s,s:o,s:s,s:I}", "name", b->name, "config", cfg ? cfg : json_object(), "sha256",
-                     b->weights_sha256, "created_ms", (json_int_t)b->created_ms);
+    return json_pack("{s:s,s:o,s:s,s:I,s:o}", "name", b->name, "config", cfg ? cfg : json_object(), "sha256",
+                     b->weights_sha256, "created_ms", (json_int_t)b->created_ms, "created", http_time_ms_json(b->created_ms));
 }
 
 static void bases_list(http_req *req)
@@ -289,7 +289,7 @@ static void bases_post(http_req *req)
 const route api_bases_routes[] = {
     {"GET", "/v1/bases", ROUTE_READ, bases_list, NULL, "list base models"},
     {"GET", "/v1/bases/{name}", ROUTE_READ, bases_get, NULL, "one base model"},
-    {"POST", "/v1/bases/{name}", ROUTE_WRITE, bases_post, "application/json,application/octet-stream,application/x-safetensors",
+    {"POST", "/v1/bases/{name}{?config,follow}", ROUTE_WRITE, bases_post, "application/json,application/octet-stream,application/x-safetensors",
      "import a base (safetensors) or train one from a reference dataset (JSON)"},
     ROUTE_END,
 };

@@ -163,7 +163,7 @@ static void echo(http_req *req)
 }
 
 const route api_debug_routes[] = {
-    {"POST", "/v1/debug/sleep-job", ROUTE_WRITE | ROUTE_JSON, sleep_job, NULL,
+    {"POST", "/v1/debug/sleep-job{?follow}", ROUTE_WRITE | ROUTE_JSON, sleep_job, NULL,
      "test only: a job of N steps of S ms"},
     {"POST", "/v1/debug/compute", ROUTE_READ | ROUTE_JSON, compute, NULL, "test only: sleep on the compute pool"},
     {"POST", "/v1/debug/echo", ROUTE_READ, echo, "application/octet-stream,application/json,text/plain",

@@ -118,7 +118,7 @@ static job *find_job(http_req *req)
     uint64_t id;
     if (!api_parse_id(req, "id", &id)) return NULL;
     job *j = job_find(app->jobs, id);
-    if (!j) http_reply_error(req, CLAD_ENOTFOUND, "no job %llu", (unsigned long long)id);
+    if (!j) http_reply_error(req, CLAD_ENOTFOUND, "unknown job %llu", (unsigned long long)id);
     return j;
 }
 
@@ -143,8 +143,8 @@ static void jobs_cancel(http_req *req)
 }
 
 const route api_jobs_routes[] = {
-    {"GET", "/v1/jobs", ROUTE_READ, jobs_list, NULL, "list jobs, newest first (?state=, ?lane=, ?limit=)"},
-    {"GET", "/v1/jobs/{id}", ROUTE_READ, jobs_get, NULL, "one job; ?follow=1 streams its progress as NDJSON"},
+    {"GET", "/v1/jobs{?state,lane,limit}", ROUTE_READ, jobs_list, NULL, "list jobs, newest first (?state=, ?lane=, ?limit=)"},
+    {"GET", "/v1/jobs/{id}{?follow}", ROUTE_READ, jobs_get, NULL, "one job; ?follow=1 streams its progress as NDJSON"},
     {"DELETE", "/v1/jobs/{id}", ROUTE_WRITE, jobs_cancel, NULL, "cancel a queued or running job"},
     ROUTE_END,
 };

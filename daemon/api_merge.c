@@ -201,6 +201,6 @@ static void merges_post(http_req *req)
 }
 
 const route api_merge_routes[] = {
-    {"POST", "/v1/merges/{name}", ROUTE_WRITE | ROUTE_JSON, merges_post, NULL, "merge task adapters into one version (job)"},
+    {"POST", "/v1/merges/{name}{?follow}", ROUTE_WRITE | ROUTE_JSON, merges_post, NULL, "merge task adapters into one version (job)"},
     ROUTE_END,
 };

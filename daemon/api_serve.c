@@ -84,16 +84,14 @@ static int serve_work(void *argp, clad_err *err)
     int rc;
     bool json = !strcmp(mt, "application/json") || (!mt[0] && c->req->body_len && c->req->body[0] == '{');
     if (json && !c->evaluate) rc = json_inputs(&d, c->req->body, c->req->body_len, dim, err);
-    else rc = body_to_dataset(&d, c->req->body, c->req->body_len, !c->evaluate, err);
+    else if (c->evaluate) rc = body_to_dataset(&d, c->req->body, c->req->body_len, false, err);
+    else rc = body_to_inputs(&d, c->req->body, c->req->body_len, dim, err);
     if (rc) goto done;
     if (d.n > SERVE_MAX_SAMPLES) {
         rc = clad_err_set(err, CLAD_ETOOLARGE, "%d samples in one request (limit %d)", d.n, SERVE_MAX_SAMPLES);
         goto done;
     }
-    if (d.dim != dim) {
-        rc = clad_err_set(err, CLAD_EINVAL, "samples have %d features but the model takes %d", d.dim, dim);
-        goto done;
-    }
+    if ((rc = inputs_check(&d, &m->cfg, err))) goto done;
     /* Only evaluations are recorded, with the hash of their data; predictions skip the hashing. */
     if (c->evaluate) sha256_hex(c->req->body, c->req->body_len, c->data_sha);
     c->n = d.n;
@@ -257,7 +255,7 @@ static void evaluate(http_req *req) { serve(req, true); }
 
 #define SERVE_TYPES "application/json,application/octet-stream,application/x-safetensors,text/csv"
 const route api_serve_routes[] = {
-    {"POST", "/v1/tasks/{name}/predict", ROUTE_READ, predict, SERVE_TYPES, "predict labels and probabilities"},
-    {"POST", "/v1/tasks/{name}/evaluate", ROUTE_READ, evaluate, SERVE_TYPES, "accuracy and loss on labelled data"},
+    {"POST", "/v1/tasks/{name}/predict{?version,alias,probs,task}", ROUTE_READ, predict, SERVE_TYPES, "predict labels and probabilities"},
+    {"POST", "/v1/tasks/{name}/evaluate{?version,alias,task}", ROUTE_READ, evaluate, SERVE_TYPES, "accuracy and loss on labelled data"},
     ROUTE_END,
 };

@@ -18,16 +18,6 @@ static void health(http_req *req)
                                         CLAD_VERSION));
 }
 
-static json_t *time_json(double t)
-{
-    time_t s = (time_t)t;
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    char buf[32];
-    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return json_string(buf);
-}
-
 static json_t *jobs_summary(const cladd *app)
 {
     unsigned counts[JOB_STATE_COUNT];
@@ -60,7 +50,7 @@ static void status(http_req *req)
     json_object_set_new(o, "version", json_string(CLAD_VERSION));
     json_object_set_new(o, "pid", json_integer(getpid()));
     json_object_set_new(o, "uid", json_integer(geteuid()));
-    json_object_set_new(o, "started", time_json(app->started_wall));
+    json_object_set_new(o, "started", http_time_json(app->started_wall));
     json_object_set_new(o, "uptime_s", json_real(api_uptime(app)));
     json_object_set_new(o, "socket", json_string(server_socket_path(app->srv)));
     json_object_set_new(o, "socket_activated", json_boolean(server_socket_activated(app->srv)));

@@ -41,6 +41,7 @@ static json_t *task_json(cladd *app, const store_task *t)
                           "classes", t->n_classes, "versions", (json_int_t)t->n_versions, "latest_version",
                           (json_int_t)t->latest_version, "created_ms", (json_int_t)t->created_ms, "aliases",
                           aliases_json(app, t->name));
+    json_object_set_new(j, "created", http_time_ms_json(t->created_ms));
     if (t->label_names_json) json_object_set_new(j, "label_names", parse_or_empty(t->label_names_json));
     return j;
 }
@@ -61,6 +62,7 @@ json_t *version_json(const store_version *v, bool full)
                           (json_int_t)v->adapter_size, "parents", parents, "metrics", parse_or_empty(v->metrics_json),
                           "created_ms", (json_int_t)v->created_ms, "wall_time_s", v->wall_time_s, "clad_version",
                           v->clad_version, "creator_uid", v->creator_uid);
+    json_object_set_new(j, "created", http_time_ms_json(v->created_ms));
     if (full) {
         json_object_set_new(j, "lineage", parse_or_empty(v->lineage_json));
         json_object_set_new(j, "needs", refs_json(v->needs, v->n_needs));
@@ -157,9 +159,9 @@ static void versions_get(http_req *req)
     json_t *evs = json_array();
     if (store_evals_list(app->st, task, ver, &ev, &n, NULL) == 0) {
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(evs, json_pack("{s:f,s:f,s:I,s:I}", "accuracy", ev[i].accuracy, "loss", ev[i].loss,
-                                                 "samples", (json_int_t)ev[i].n_samples, "time_ms",
-                                                 (json_int_t)ev[i].time_ms));
+            json_array_append_new(evs, json_pack("{s:f,s:f,s:I,s:I,s:o}", "accuracy", ev[i].accuracy, "loss",
+                                                 ev[i].loss, "samples", (json_int_t)ev[i].n_samples, "time_ms",
+                                                 (json_int_t)ev[i].time_ms, "time", http_time_ms_json(ev[i].time_ms)));
         store_evals_free(ev, n);
     }
     json_object_set_new(j, "evaluations", evs);
@@ -191,7 +193,8 @@ static bool body_fields(http_req *req, const char **alias, const char **reason, 
     json_t *val;
     json_object_foreach(req->json, key, val) {
         if (strcmp(key, "alias") && strcmp(key, "reason") && (!version_key || strcmp(key, version_key))) {
-            http_reply_error(req, CLAD_EINVAL, "unknown key '%s'", key);
+            http_reply_error(req, CLAD_EINVAL, "unknown key '%s' (known: alias, reason%s%s)", key,
+                             version_key ? ", " : "", version_key ? version_key : "");
             return false;
         }
     }
@@ -260,10 +263,11 @@ static void aliases_list(http_req *req)
     json_t *hist = json_array();
     for (size_t i = 0; i < n; i++) {
         const store_alias_move *m = &moves[i];
-        json_array_append_new(hist, json_pack("{s:s,s:s,s:o,s:o,s:I,s:i,s:s}", "alias", m->alias, "action", m->action,
-                                              "from", m->old_version ? json_integer(m->old_version) : json_null(), "to",
-                                              m->new_version ? json_integer(m->new_version) : json_null(), "time_ms",
-                                              (json_int_t)m->time_ms, "peer_uid", m->peer_uid, "reason", m->reason));
+        json_array_append_new(hist, json_pack("{s:s,s:s,s:o,s:o,s:I,s:o,s:i,s:s}", "alias", m->alias, "action",
+                                              m->action, "from", m->old_version ? json_integer(m->old_version) : json_null(),
+                                              "to", m->new_version ? json_integer(m->new_version) : json_null(), "time_ms",
+                                              (json_int_t)m->time_ms, "time", http_time_ms_json(m->time_ms), "peer_uid",
+                                              m->peer_uid, "reason", m->reason));
     }
     store_alias_history_free(moves);
     http_reply_json(req, 200, json_pack("{s:s,s:o,s:o}", "task", task, "aliases", aliases_json(app, task), "history", hist));

@@ -230,7 +230,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     free(a->body); /* nothing per sample outlives the job */
     a->body = NULL;
     if (rc) goto done;
-    if ((rc = train_check_data(m, NULL, &all, false, err))) goto done;
+    if ((rc = inputs_check(&all, &m->cfg, err)) || (rc = train_check_data(m, NULL, &all, false, err))) goto done;
     a->n_classes = a->task_classes ? a->task_classes : all.n_classes;
     if (all.n_classes > a->n_classes) {
         rc = clad_err_set(err, CLAD_EINVAL, "labels go up to %d but task '%s' has %d classes", all.n_classes - 1,
@@ -538,7 +538,7 @@ static void train_post(http_req *req)
 }
 
 const route api_train_routes[] = {
-    {"POST", "/v1/tasks/{name}/train", ROUTE_WRITE, train_post,
+    {"POST", "/v1/tasks/{name}/train{?base,rank,epochs,batch,lr,seed,alpha,holdout,kind,fuse_with,prune,follow}", ROUTE_WRITE, train_post,
      "application/octet-stream,application/x-safetensors,text/csv", "train a new version of a task (job)"},
     ROUTE_END,
 };

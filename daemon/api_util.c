@@ -40,20 +40,10 @@ int query_float(const http_req *req, const char *name, double lo, double hi, dou
     return 0;
 }
 
-bool name_is_valid(const char *name)
-{
-    size_t n = name ? strlen(name) : 0;
-    if (n < 1 || n > STORE_NAME_MAX || !isalnum((unsigned char)name[0])) return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)name[i]) && !strchr("._-", name[i])) return false;
-    return true;
-}
-
 bool require_name(http_req *req, const char *what, const char *name)
 {
     if (name_is_valid(name)) return true;
-    http_reply_error(req, CLAD_EINVAL, "%s name '%s' must be 1 to %d letters, digits, '.', '_' or '-', starting "
-                     "with a letter or digit", what, name ? name : "", STORE_NAME_MAX);
+    http_reply_error(req, CLAD_EINVAL, "%s name '%s' must be " NAME_RULE_TEXT, what, name ? name : "");
     return false;
 }
 
@@ -79,6 +69,50 @@ int body_to_dataset(dataset *d, const void *body, size_t len, bool labels_option
     return dataset_parse_any(d, body, len, labels_optional, err);
 }
 
+int body_to_inputs(dataset *d, const void *body, size_t len, int dim, clad_err *err)
+{
+    int rc = body_to_dataset(d, body, len, true, err);
+    if (rc || d->dim != dim + 1) return rc;
+    dataset labelled = {0};
+    clad_err ignored = {0};
+    if (body_to_dataset(&labelled, body, len, false, &ignored) == 0 && labelled.dim == dim) {
+        dataset_finish(d);
+        *d = labelled;
+    } else {
+        dataset_finish(&labelled);
+    }
+    return 0;
+}
+
+static void shape_text(char *buf, size_t size, int rank, const int *shape, int values)
+{
+    size_t n = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < rank && n < size; i++) n += (size_t)snprintf(buf + n, size - n, "%s%d", i ? ", " : "", shape[i]);
+    if (n < size) snprintf(buf + n, size - n, "] (%d values)", values);
+}
+
+int inputs_check(const dataset *d, const model_config *cfg, clad_err *err)
+{
+    int dim = model_config_input_dim(cfg);
+    bool image = cfg->kind == MODEL_VIT;
+    if (d->dim != dim) {
+        char have[96], want[96];
+        shape_text(have, sizeof have, d->rank > 0 ? d->rank : 1, d->rank > 0 ? d->shape : &d->dim, d->dim);
+        if (image) shape_text(want, sizeof want, 3, (int[]){cfg->channels, cfg->height, cfg->width}, dim);
+        else shape_text(want, sizeof want, 1, &dim, dim);
+        return clad_err_set(err, CLAD_EINVAL, "samples have shape %s but the model takes %s%s", have, want,
+                            image ? ", channels first, pixels in [0, 1]" : "");
+    }
+    if (!image) return 0;
+    for (size_t i = 0; i < (size_t)d->n * (size_t)d->dim; i++) {
+        float v = d->x[i];
+        if (!(v >= 0.0f && v <= 1.0f))
+            return clad_err_set(err, CLAD_EINVAL, "sample %zu value %zu is %g: image inputs are pixels in [0, 1]%s",
+                                i / (size_t)d->dim, i % (size_t)d->dim, (double)v,
+                                v > 1.0f && v <= 255.0f ? " (divide 0..255 pixels by 255)" : "");
+    }
+    return 0;
+}
 
 int resolve_version(cladd *app, const http_req *req, const char *task, int64_t *version, clad_err *err)
 {

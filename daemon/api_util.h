@@ -7,14 +7,14 @@
 
 #include "core/train.h"
 #include "daemon/api.h"
+#include "daemon/names.h"
 
 /* Query option parsers: absent leaves *out unchanged and returns 0; a bad value returns CLAD_EINVAL with
  * a message naming the parameter and its range. */
 int query_int(const http_req *req, const char *name, long long lo, long long hi, long long *out, clad_err *err);
 int query_float(const http_req *req, const char *name, double lo, double hi, double *out, clad_err *err);
 
-/* Names of bases, tasks and aliases: 1..64 of [A-Za-z0-9._-], starting with a letter or digit. */
-bool name_is_valid(const char *name);
+/* Names of bases, tasks and aliases: name_is_valid in daemon/names.h. */
 /* Answers 400 and returns false for an invalid name. */
 bool require_name(http_req *req, const char *what, const char *name);
 
@@ -29,6 +29,14 @@ bool train_reporter_step(void *ctx, const train_progress *p);
 
 /* Reads a request body or server-side file as a dataset (safetensors, IDX or CSV, sniffed). */
 int body_to_dataset(dataset *d, const void *body, size_t len, bool labels_optional, clad_err *err);
+/* Inputs to predict on: labels are optional and ignored. A CSV with a label column that no header names
+ * has one column more than the model takes (dim); it is read again as labelled, as train and evaluate
+ * read it. */
+int body_to_inputs(dataset *d, const void *body, size_t len, int dim, clad_err *err);
+/* Do the samples fit the model? CLAD_EINVAL naming both shapes ("[3, 32, 32] (3072 values)" against
+ * "[1, 28, 28] (784 values)"), or, for image models, naming the first value outside the documented pixel
+ * range [0, 1]. */
+int inputs_check(const dataset *d, const model_config *cfg, clad_err *err);
 
 /* A version as JSON; full adds lineage, hyperparameters, hashes, seed and job (daemon/api_tasks.c). */
 json_t *version_json(const store_version *v, bool full);

@@ -31,31 +31,6 @@
 #define CLAD_VERSION "unknown"
 #endif
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: clad [--socket PATH] [--json] COMMAND [ARGS]\n"
-            "\n"
-            "commands:\n"
-            "  status                      the daemon's state: uptime, connections, jobs\n"
-            "  jobs [--state S] [--lane L] list jobs, newest first\n"
-            "  job ID [--follow]           one job; --follow shows its progress until it ends\n"
-            "  cancel ID                   cancel a queued or running job\n"
-            "%s"
-            "  raw METHOD PATH [FILE|-]    send a request (body from FILE or stdin) and print the reply\n"
-            "                              [--content-type TYPE] (default application/json)\n"
-            "\n"
-            "options:\n"
-            "  --socket PATH   the daemon's socket (default: $CLAD_SOCKET, else the first that exists of\n"
-            "                  $XDG_RUNTIME_DIR/clad/clad.sock, /run/clad/clad.sock, /tmp/clad-$UID/clad.sock)\n"
-            "  --json          print the daemon's JSON instead of tables\n"
-            "  --version, --help\n"
-            "\n"
-            "exit codes: 0 ok, 1 error reply, 2 usage, 3 cannot connect, 4 not found, 5 denied,\n"
-            "            6 conflict, 7 busy, 8 followed job did not succeed, 9 bad reply\n",
-            cli_tasks_usage);
-}
-
 /* --- commands ----------------------------------------------------------------------------------------- */
 
 static int cmd_status(const options *o)
@@ -85,12 +60,13 @@ static int cmd_status(const options *o)
 
 static int cmd_jobs(const options *o)
 {
-    char path[256];
-    int n = snprintf(path, sizeof path, "/v1/jobs?limit=1000");
-    if (o->state) n += snprintf(path + n, sizeof path - (size_t)n, "&state=%s", o->state);
-    if (o->lane) snprintf(path + n, sizeof path - (size_t)n, "&lane=%s", o->lane);
+    cli_url u;
+    url_init(&u, "/v1/jobs");
+    url_query(&u, "limit", "1000");
+    url_query(&u, "state", o->state);
+    url_query(&u, "lane", o->lane);
     json_t *r = NULL;
-    int rc = get_json(o, path, &r);
+    int rc = get_json(o, url_path(&u), &r);
     if (rc || !r) return rc;
     json_t *jobs = json_object_get(r, "jobs");
     if (json_array_size(jobs) == 0) {
@@ -149,14 +125,15 @@ static int cmd_job(const options *o)
         fail_msg("usage: clad job ID [--follow]");
         return EXIT_USAGE;
     }
-    char path[64];
+    cli_url u;
+    url_init(&u, "/v1/jobs");
+    url_seg(&u, o->args[0]);
     if (o->follow) {
-        snprintf(path, sizeof path, "/v1/jobs/%s?follow=1", o->args[0]);
-        return follow_job(o, "GET", path, NULL, NULL, 0);
+        url_query(&u, "follow", "1");
+        return follow_job(o, "GET", url_path(&u), NULL, NULL, 0);
     }
-    snprintf(path, sizeof path, "/v1/jobs/%s", o->args[0]);
     json_t *j = NULL;
-    int rc = get_json(o, path, &j);
+    int rc = get_json(o, url_path(&u), &j);
     if (rc || !j) return rc;
     print_job(j);
     json_decref(j);
@@ -169,9 +146,10 @@ static int cmd_cancel(const options *o)
         fail_msg("usage: clad cancel ID");
         return EXIT_USAGE;
     }
-    char path[64];
-    snprintf(path, sizeof path, "/v1/jobs/%s", o->args[0]);
-    client_request rq = {.method = "DELETE", .path = path, .timeout_ms = REQUEST_TIMEOUT_MS};
+    cli_url u;
+    url_init(&u, "/v1/jobs");
+    url_seg(&u, o->args[0]);
+    client_request rq = {.method = "DELETE", .path = url_path(&u), .timeout_ms = REQUEST_TIMEOUT_MS};
     client_response resp;
     int rc = request(o, &rq, &resp);
     if (rc) return rc;
@@ -225,6 +203,81 @@ static int cmd_raw(const options *o)
     return rc;
 }
 
+static int cmd_help(const options *o);
+
+static const cli_command core_commands[] = {
+    {"status", "", "the daemon's state: uptime, connections, jobs", NULL, "", cmd_status},
+    {"jobs", "", "list jobs, newest first", "state,lane",
+     "  --state S           only jobs in state S (queued, running, succeeded, failed, cancelled, interrupted)\n"
+     "  --lane L            only jobs of lane L (a task name, or the lane a job was given)\n",
+     cmd_jobs},
+    {"job", "ID", "one job", "follow",
+     "  --follow, -f        show its progress until it ends (a progress bar on a terminal)\n", cmd_job},
+    {"cancel", "ID", "cancel a queued or running job", NULL, "", cmd_cancel},
+    {"raw", "METHOD PATH [FILE|-]", "send a request (body from FILE or stdin) and print the reply",
+     "content-type", "  --content-type TYPE the body's media type (default application/json)\n", cmd_raw},
+    {"help", "[COMMAND]", "this text, or a command's options", NULL, "", cmd_help},
+    {NULL, NULL, NULL, NULL, NULL, NULL},
+};
+
+static const cli_command *const command_tables[] = {core_commands, cli_task_commands};
+
+static const cli_command *find_command(const char *name)
+{
+    for (size_t t = 0; t < sizeof command_tables / sizeof command_tables[0]; t++)
+        for (const cli_command *c = command_tables[t]; c->name; c++)
+            if (!strcmp(c->name, name)) return c;
+    return NULL;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: clad [--socket PATH] [--json] COMMAND [ARGS] [--OPTION VALUE | --OPTION=VALUE]...\n"
+               "\ncommands (clad COMMAND --help for each one's options):\n");
+    for (size_t t = 0; t < sizeof command_tables / sizeof command_tables[0]; t++)
+        for (const cli_command *c = command_tables[t]; c->name; c++) {
+            char head[64];
+            snprintf(head, sizeof head, "%s %s", c->name, c->args);
+            fprintf(f, "  %-36s %s\n", head, c->summary);
+        }
+    fprintf(f,
+            "\n"
+            "options:\n"
+            "  --socket PATH   the daemon's socket (default: $CLAD_SOCKET, else the first that exists of\n"
+            "                  $XDG_RUNTIME_DIR/clad/clad.sock, /run/clad/clad.sock, /tmp/clad-$UID/clad.sock)\n"
+            "  --json          print the daemon's JSON instead of tables\n"
+            "  --version       (before the command) print clad's version; after it, --version V picks a version\n"
+            "  --help          this text; after a command, that command's options\n"
+            "\n"
+            "exit codes: 0 ok, 1 error reply, 2 usage, 3 cannot connect, 4 not found, 5 denied,\n"
+            "            6 conflict, 7 busy, 8 followed job did not succeed, 9 bad reply\n");
+}
+
+static int cmd_help(const options *o)
+{
+    if (o->n_args == 0) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    const cli_command *c = o->n_args == 1 ? find_command(o->args[0]) : NULL;
+    if (!c) {
+        fail_msg("no such command: %s (clad help lists them)", o->args[0]);
+        return EXIT_USAGE;
+    }
+    cli_command_help(c, stdout);
+    return EXIT_OK;
+}
+
+/* Is name in the comma-separated list (NULL: none)? */
+static bool listed(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+        if (strcspn(p, ",") == n && !strncmp(p, name, n)) return true;
+    }
+    return false;
+}
+
 /* --- main ------------------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -232,77 +285,101 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     options o = {0};
     const char *command = NULL;
+    bool help = false;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool has_next = i + 1 < argc;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return EXIT_OK;
-        } else if (!strcmp(a, "--version")) {
-            printf("clad %s\n", CLAD_VERSION);
-            return EXIT_OK;
-        } else if (!strcmp(a, "--json")) {
-            o.json = true;
-        } else if (!strcmp(a, "--follow") || !strcmp(a, "-f")) {
+        char *a = argv[i];
+        if (!strcmp(a, "-h")) {
+            help = true;
+            continue;
+        }
+        if (!strcmp(a, "-f")) {
             o.follow = true;
-        } else if (!strcmp(a, "--socket") && has_next) {
-            o.socket = argv[++i];
-        } else if (!strcmp(a, "--state") && has_next) {
-            o.state = argv[++i];
-        } else if (!strcmp(a, "--lane") && has_next) {
-            o.lane = argv[++i];
-        } else if (!strcmp(a, "--content-type") && has_next) {
-            o.content_type = argv[++i];
-        } else if (a[0] == '-' && a[1] == '-' && has_next && cli_value_option(a + 2)) {
-            if (o.n_opts == CLI_MAX_OPTS) {
-                fail_msg("too many options");
+            continue;
+        }
+        if (a[0] != '-' || !strcmp(a, "-") || (a[1] != '-' && command)) {
+            /* A command, an argument, "-" (stdin), or a negative number after the command. */
+            if (!command) command = a;
+            else if (o.n_args < (int)(sizeof o.args / sizeof o.args[0])) o.args[o.n_args++] = a;
+            else {
+                fail_msg("too many arguments");
                 return EXIT_USAGE;
             }
-            o.opt_key[o.n_opts] = a + 2;
-            o.opt_val[o.n_opts++] = argv[++i];
-        } else if (a[0] == '-' && a[1] == '-') {
-            fail_msg("unknown option or missing value: %s", a);
-            usage(stderr);
+            continue;
+        }
+        if (a[1] != '-' || !a[2]) {
+            fail_msg("unknown option %s (options are --NAME VALUE or --NAME=VALUE)", a);
             return EXIT_USAGE;
-        } else if (!command) {
-            command = a;
-        } else if (o.n_args < (int)(sizeof o.args / sizeof o.args[0])) {
-            o.args[o.n_args++] = a;
+        }
+        /* --key value or --key=value (the '=' is cut in place; argv is ours). */
+        char *key = a + 2, *value = strchr(key, '=');
+        if (value) *value++ = '\0';
+        bool is_flag = !strcmp(key, "help") || !strcmp(key, "json") || !strcmp(key, "follow") ||
+                       (!strcmp(key, "version") && !command && !value);
+        if (is_flag && value) {
+            fail_msg("--%s takes no value", key);
+            return EXIT_USAGE;
+        }
+        if (!strcmp(key, "help")) {
+            help = true;
+        } else if (!strcmp(key, "version") && is_flag) {
+            /* Only before the command: after it, --version V is an option (predict, eval). */
+            printf("clad %s\n", CLAD_VERSION);
+            return EXIT_OK;
+        } else if (!strcmp(key, "json")) {
+            o.json = true;
+        } else if (!strcmp(key, "follow")) {
+            o.follow = true;
         } else {
-            fail_msg("too many arguments");
-            return EXIT_USAGE;
+            if (!value && i + 1 < argc) value = argv[++i];
+            if (!value) {
+                fail_msg("--%s needs a value", key);
+                return EXIT_USAGE;
+            }
+            if (!strcmp(key, "socket")) {
+                o.socket = value;
+            } else if (o.n_opts == CLI_MAX_OPTS) {
+                fail_msg("too many options");
+                return EXIT_USAGE;
+            } else {
+                o.opt_key[o.n_opts] = key;
+                o.opt_val[o.n_opts++] = value;
+            }
         }
     }
     if (!command) {
-        usage(stderr);
+        usage(help ? stdout : stderr);
+        return help ? EXIT_OK : EXIT_USAGE;
+    }
+    const cli_command *c = find_command(command);
+    if (!c) {
+        fail_msg("unknown command: %s (clad --help lists them)", command);
         return EXIT_USAGE;
     }
-    char sock[256];
-    if (!o.socket) o.socket = default_socket(sock, sizeof sock);
-    if ((o.state || o.lane) && strcmp(command, "jobs")) {
-        fail_msg("--state and --lane go with 'clad jobs'");
+    if (help) {
+        cli_command_help(c, stdout);
+        return EXIT_OK;
+    }
+    if (!c->args[0] && o.n_args) {
+        fail_msg("clad %s takes no arguments (got '%s')", command, o.args[0]);
         return EXIT_USAGE;
     }
+    for (int i = 0; i < o.n_opts; i++)
+        if (!listed(c->options, o.opt_key[i]) || !strcmp(o.opt_key[i], "follow")) {
+            fail_msg("clad %s does not take --%s (clad %s --help lists its options)", command, o.opt_key[i], command);
+            return EXIT_USAGE;
+        }
+    if (o.follow && !listed(c->options, "follow")) {
+        fail_msg("clad %s does not take --follow", command);
+        return EXIT_USAGE;
+    }
+    o.state = cli_opt(&o, "state");
+    o.lane = cli_opt(&o, "lane");
+    o.content_type = cli_opt(&o, "content-type");
     if (o.state && (strspn(o.state, "abcdefghijklmnopqrstuvwxyz") != strlen(o.state))) {
         fail_msg("--state takes a state name such as running");
         return EXIT_USAGE;
     }
-    if (o.lane && strpbrk(o.lane, "&?#% /")) {
-        fail_msg("--lane takes a plain name");
-        return EXIT_USAGE;
-    }
-    if (!strcmp(command, "status") && o.n_args == 0) return cmd_status(&o);
-    if (!strcmp(command, "jobs") && o.n_args == 0) return cmd_jobs(&o);
-    if (!strcmp(command, "job")) return cmd_job(&o);
-    if (!strcmp(command, "cancel")) return cmd_cancel(&o);
-    if (!strcmp(command, "raw")) return cmd_raw(&o);
-    int trc = cli_tasks_dispatch(command, &o);
-    if (trc >= 0) return trc;
-    if (!strcmp(command, "help")) {
-        usage(stdout);
-        return EXIT_OK;
-    }
-    fail_msg("unknown command or wrong arguments: %s", command);
-    usage(stderr);
-    return EXIT_USAGE;
+    char sock[256];
+    if (!o.socket) o.socket = default_socket(sock, sizeof sock);
+    return c->run(&o);
 }

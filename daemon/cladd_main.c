@@ -7,11 +7,13 @@
  * SIGHUP rereads the config file.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +43,7 @@ static void usage(FILE *f)
             "  --log-level LEVEL      error, warning, info (default) or debug\n"
             "  --foreground           run in the foreground (the only mode; accepted for clarity)\n"
             "  --enable-test-routes   serve /v1/debug/* routes (for the test suite only)\n"
+            "  --routes               list the routes (method, path, access, query parameters, summary) and exit\n"
             "  --version              print the version and exit\n"
             "  --help                 print this help and exit\n");
 }
@@ -57,6 +60,32 @@ static const route *const route_tables[] = {
     api_serve_routes,
     api_merge_routes,
 };
+
+/* Adds every table (and the test routes when asked) to rt. */
+static int add_routes(router *rt, bool test_routes, clad_err *err)
+{
+    for (size_t i = 0; i < sizeof route_tables / sizeof route_tables[0]; i++)
+        if (router_add(rt, route_tables[i], err) != 0) return err->code;
+    return test_routes ? router_add(rt, api_debug_routes, err) : 0;
+}
+
+/* cladd --routes: one line per route, tab-separated, as the router holds them (tests check docs/API.md
+ * against it). */
+static int print_routes(bool test_routes)
+{
+    router *rt = router_create();
+    clad_err err = {0};
+    int rc = add_routes(rt, test_routes, &err);
+    for (size_t i = 0; !rc && i < router_count(rt); i++) {
+        const route *r = router_get(rt, i);
+        const char *q = router_get_query(rt, i);
+        printf("%s\t%s\t%s\t%s\t%s\n", r->method, r->pattern, r->flags & ROUTE_WRITE ? "write" : "read",
+               q[0] ? q : "-", r->summary ? r->summary : "");
+    }
+    if (rc) fprintf(stderr, "cladd: %s\n", err.msg);
+    router_destroy(rt);
+    return rc ? 1 : 0;
+}
 
 /* --- server callbacks ------------------------------------------------------------------------------- */
 
@@ -140,14 +169,6 @@ static void on_stop(int signum, void *data)
     job_queue_shutdown(app->jobs, on_jobs_stopped, app);
 }
 
-/* Startup failed after the queue was made: free it without a server to close. */
-static void on_jobs_stopped_early(job_queue *q, void *data)
-{
-    cladd *app = data;
-    job_queue_destroy(q);
-    app->jobs = NULL;
-}
-
 /* --- reload ------------------------------------------------------------------------------------------- */
 
 static int cli_log_level = -1;
@@ -211,6 +232,8 @@ static void on_reload(void *data)
 
 /* --- startup ------------------------------------------------------------------------------------------ */
 
+static int lock_state_dir(const char *dir, clad_err *err);
+
 /* Creates dir (and missing parents) with mode; the last component must end up a directory we own when
  * must_own (the per-user defaults under /tmp, where someone else could have planted it). */
 static int make_dir(const char *dir, mode_t mode, bool must_own, clad_err *err)
@@ -236,10 +259,14 @@ static int make_dir(const char *dir, mode_t mode, bool must_own, clad_err *err)
     return 0;
 }
 
-static int prepare_paths(cladd_config *cfg, clad_err *err)
+/* Makes the state directory, locks it (*lock_fd) and then makes the socket's directory, so a daemon
+ * refused for a held state directory has created nothing. */
+static int prepare_paths(cladd_config *cfg, int *lock_fd, clad_err *err)
 {
     int rc = make_dir(cfg->state_dir, 0700, false, err);
     if (rc) return rc;
+    *lock_fd = lock_state_dir(cfg->state_dir, err);
+    if (*lock_fd < 0) return *lock_fd;
     if (cfg->socket_dir_is_default) {
         char dir[sizeof cfg->socket_path];
         snprintf(dir, sizeof dir, "%s", cfg->socket_path);
@@ -258,6 +285,35 @@ static unsigned engine_threads(const cladd_config *cfg)
     if (cfg->engine_threads) return cfg->engine_threads;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n > PAR_MAX_THREADS ? PAR_MAX_THREADS : (unsigned)n;
+}
+
+/* Takes an exclusive flock on STATE_DIR/cladd.lock for the daemon's lifetime and writes our pid into it:
+ * two daemons on one state directory would mark each other's jobs interrupted and disagree about the
+ * store. Returns the open fd (kept, close-on-exec) or a negative code naming the pid that holds it. The
+ * lock file is the only thing created before this check, and only when it did not exist yet. */
+static int lock_state_dir(const char *dir, clad_err *err)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/cladd.lock", dir) >= (int)sizeof path)
+        return clad_err_set(err, CLAD_EINVAL, "state directory path is too long: %s", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return clad_err_set(err, CLAD_EIO, "cannot open the lock file %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char holder[32] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        close(fd);
+        if (e != EWOULDBLOCK) return clad_err_set(err, CLAD_EIO, "cannot lock %s: %s", path, strerror(e));
+        return clad_err_set(err, CLAD_EBUSY, "state directory %s is in use by another cladd (pid %s, holding %s); "
+                            "refusing to start", dir, holder[0] ? holder : "unknown", path);
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        log_warning("cannot write our pid into %s: %s", path, strerror(errno));
+    return fd;
 }
 
 /* Sizes libuv's worker pool before its first use: job threads plus threads kept for compute, so a
@@ -280,7 +336,8 @@ int main(int argc, char **argv)
     static cladd app;
     config_init(&app.cfg);
 
-    enum { OPT_SOCKET = 256, OPT_STATE, OPT_CONFIG, OPT_LOG, OPT_FG, OPT_TEST, OPT_VERSION, OPT_HELP };
+    enum { OPT_SOCKET = 256, OPT_STATE, OPT_CONFIG, OPT_LOG, OPT_FG, OPT_TEST, OPT_ROUTES, OPT_VERSION, OPT_HELP };
+    bool list_routes = false;
     static const struct option opts[] = {
         {"socket", required_argument, NULL, OPT_SOCKET},
         {"state-dir", required_argument, NULL, OPT_STATE},
@@ -288,6 +345,7 @@ int main(int argc, char **argv)
         {"log-level", required_argument, NULL, OPT_LOG},
         {"foreground", no_argument, NULL, OPT_FG},
         {"enable-test-routes", no_argument, NULL, OPT_TEST},
+        {"routes", no_argument, NULL, OPT_ROUTES},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
@@ -319,6 +377,9 @@ int main(int argc, char **argv)
         case OPT_TEST:
             app.cfg.enable_test_routes = true;
             break;
+        case OPT_ROUTES:
+            list_routes = true;
+            break;
         case OPT_VERSION:
             printf("cladd %s\n", CLAD_VERSION);
             return 0;
@@ -337,13 +398,15 @@ int main(int argc, char **argv)
     }
 
     clad_err err = {0};
+    if (list_routes) return print_routes(app.cfg.enable_test_routes);
     if (app.cfg.config_path[0] && config_load_file(&app.cfg, app.cfg.config_path, &err) != 0) {
         fprintf(stderr, "cladd: %s\n", err.msg);
         return 1;
     }
     if (cli_log_level >= 0) app.cfg.log_level = cli_log_level;
     log_set_level(app.cfg.log_level);
-    if (config_resolve_paths(&app.cfg, &err) != 0 || prepare_paths(&app.cfg, &err) != 0) {
+    int lock_fd = -1; /* held until exit */
+    if (config_resolve_paths(&app.cfg, &err) != 0 || prepare_paths(&app.cfg, &lock_fd, &err) != 0) {
         log_error("%s", err.msg);
         return 1;
     }
@@ -367,12 +430,8 @@ int main(int argc, char **argv)
     int rc = 1;
     app.rt = router_create();
     router_set_write_group(app.rt, app.cfg.write_group);
-    for (size_t i = 0; i < sizeof route_tables / sizeof route_tables[0]; i++)
-        if (router_add(app.rt, route_tables[i], &err) != 0) goto destroy_router;
-    if (app.cfg.enable_test_routes) {
-        if (router_add(app.rt, api_debug_routes, &err) != 0) goto destroy_router;
-        log_warning("test routes under /v1/debug are enabled; never do this in production");
-    }
+    if (add_routes(app.rt, app.cfg.enable_test_routes, &err) != 0) goto destroy_router;
+    if (app.cfg.enable_test_routes) log_warning("test routes under /v1/debug are enabled; never do this in production");
     app.metrics = metrics_create(router_count(app.rt));
 
     job_queue_options jo = {
@@ -384,13 +443,6 @@ int main(int argc, char **argv)
         .hooks = {.on_state = on_job_state, .on_progress = on_job_progress, .data = &app},
     };
     app.jobs = job_queue_create(&loop, &jo);
-    if (app_store_open(&app, &err) != 0) {
-        log_error("%s", err.msg);
-        job_queue_shutdown(app.jobs, on_jobs_stopped_early, &app);
-        uv_run(&loop, UV_RUN_DEFAULT);
-        metrics_destroy(app.metrics);
-        goto destroy_router;
-    }
 
     server_limits lim = limits_of(&app.cfg);
     server_handlers sh = {.on_head = on_head, .on_request = on_request, .on_done = on_done, .data = &app};
@@ -404,9 +456,11 @@ int main(int argc, char **argv)
         .group = app.cfg.socket_group,
         .use_activation = true,
     };
-    if (server_listen(app.srv, &lo, &err) != 0) {
+    /* The socket before the store: a daemon refused because another one serves the socket must not
+     * create a database first. Nothing is served before uv_run. */
+    if (server_listen(app.srv, &lo, &err) != 0 || app_store_open(&app, &err) != 0) {
         log_error("%s", err.msg);
-        /* Close what was opened so the loop can be closed cleanly. */
+        /* Close what was opened (the socket is removed) so the loop can be closed cleanly. */
         job_queue_shutdown(app.jobs, on_jobs_stopped, &app);
         uv_run(&loop, UV_RUN_DEFAULT);
         goto destroy_all;

@@ -8,8 +8,10 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "daemon/client.h"
+#include "daemon/names.h"
 
 #define CLI_MAX_OPTS 24
 
@@ -72,10 +74,63 @@ bool valid_id(const char *s);
 /* Reads a whole file (or stdin for "-"), bounded by MAX_UPLOAD. */
 int read_body(const char *name, char **out, size_t *len);
 
-/* Task commands (daemon/cli_tasks.c): returns -1 when command is not one of them. */
-bool cli_value_option(const char *key);
-int cli_tasks_dispatch(const char *command, const options *o);
-/* Their usage lines. */
-extern const char cli_tasks_usage[];
+/* --- request paths: everything the CLI puts in a URL is percent-encoded ---------------------------- */
+
+typedef struct cli_url {
+    char s[8192];
+    size_t len;
+    bool has_query;
+    bool overflow;
+} cli_url;
+
+/* Starts a path with literal text ("/v1/tasks"), which must need no encoding. */
+void url_init(cli_url *u, const char *literal);
+/* Appends literal text ("/train"). */
+void url_lit(cli_url *u, const char *literal);
+/* Appends "/" and the percent-encoded segment. */
+void url_seg(cli_url *u, const char *segment);
+/* Appends "?key=value" or "&key=value" with value percent-encoded; a NULL value appends nothing. */
+void url_query(cli_url *u, const char *key, const char *value);
+/* The path, or NULL after printing an error when it did not fit. */
+const char *url_path(const cli_url *u);
+
+/* --- names and TASK[@VERSION|@ALIAS] ------------------------------------------------------------------ */
+
+/* Checks a base, task or alias name against the store's rule (daemon/names.h); prints why not. */
+bool cli_name_ok(const char *what, const char *name);
+
+/* TASK, TASK@VERSION or TASK@ALIAS as given on the command line. */
+typedef struct task_ref {
+    char task[STORE_NAME_MAX + 1];
+    char version[24]; /* digits, or "" */
+    char alias[STORE_NAME_MAX + 1]; /* or "" */
+} task_ref;
+
+/* Parses arg into r, checking every name; prints why not and returns false. */
+bool task_ref_parse(const char *arg, task_ref *r);
+/* True when TASK@something was given. */
+bool task_ref_has_ref(const task_ref *r);
+
+/* --- commands ---------------------------------------------------------------------------------------- */
+
+/* One clad command. Tables of them drive dispatch, the usage listing, `clad CMD --help` and the check
+ * that every option given belongs to the command (like the daemon's check of query parameters). */
+typedef struct cli_command {
+    const char *name;     /* "train" */
+    const char *args;     /* "TASK FILE" */
+    const char *summary;  /* one line for `clad --help` */
+    const char *options;  /* the --options it takes, comma-separated ("base,rank,follow"); NULL: none */
+    const char *help;     /* the rest of `clad train --help`: what it does and each option, lines of text */
+    int (*run)(const options *o);
+} cli_command;
+
+/* Task commands (daemon/cli_tasks.c); the table ends with an entry whose name is NULL. */
+extern const cli_command cli_task_commands[];
+
+/* Prints `usage: clad NAME ARGS`, the summary and the help text of a command. */
+void cli_command_help(const cli_command *c, FILE *f);
+/* A daemon error message in the CLI's words: "query parameter 'fuse_with'" and "?base=" become
+ * "--fuse-with" and "--base". */
+void cli_words(const char *msg, char *out, size_t size);
 
 #endif

@@ -1,4 +1,5 @@
 /* Shared pieces of the clad CLI: socket and requests, error reporting, formatting, following jobs. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -65,6 +66,7 @@ int exit_for_client_error(int rc)
  * the exit code. */
 int request(const options *o, client_request *rq, client_response *resp)
 {
+    if (!rq->path) return EXIT_USAGE; /* url_path said why */
     clad_err err = {0};
     int fd = client_connect(o->socket, &err);
     if (fd < 0) {
@@ -90,8 +92,13 @@ int report_error(const options *o, const client_response *resp)
         json_t *e = json_object_get(j, "error");
         const char *code = json_string_value(json_object_get(e, "code"));
         const char *msg = json_string_value(json_object_get(e, "message"));
-        if (code && msg) fail_msg("%s: %s", code, msg);
-        else fail_msg("the daemon answered %d: %.200s", resp->status, resp->body);
+        char words[600];
+        if (code && msg) {
+            cli_words(msg, words, sizeof words);
+            fail_msg("%s: %s", code, words);
+        } else {
+            fail_msg("the daemon answered %d: %.200s", resp->status, resp->body);
+        }
         json_decref(j);
     }
     return exit_for_status(resp->status);
@@ -186,8 +193,11 @@ static int on_follow_line(char *line, size_t len, void *data)
     if (kind && !strcmp(kind, "end"))
         snprintf(f->final_state, sizeof f->final_state, "%s", str(job, "state"));
     json_t *err = kind ? NULL : json_object_get(ev, "error");
-    if (err)
-        snprintf(f->error, sizeof f->error, "%s: %s", str(err, "code"), str(err, "message"));
+    if (err) {
+        char words[380];
+        cli_words(str(err, "message"), words, sizeof words);
+        snprintf(f->error, sizeof f->error, "%s: %s", str(err, "code"), words);
+    }
     if (f->o->json) {
         fwrite(line, 1, len, stdout);
         fputc('\n', stdout);
@@ -341,4 +351,149 @@ int send_json(const options *o, const char *method, const char *path, const char
         return EXIT_PROTOCOL;
     }
     return 0;
+}
+
+/* --- request paths ------------------------------------------------------------------------------------ */
+
+static void url_put(cli_url *u, const char *text, bool encode)
+{
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        bool plain = !encode || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                     strchr("-._~", *p);
+        size_t need = plain ? 1 : 3;
+        if (u->len + need >= sizeof u->s) {
+            u->overflow = true;
+            return;
+        }
+        if (plain) u->s[u->len++] = (char)*p;
+        else u->len += (size_t)snprintf(u->s + u->len, 4, "%%%02X", *p);
+    }
+    u->s[u->len] = '\0';
+}
+
+void url_init(cli_url *u, const char *literal)
+{
+    u->len = 0;
+    u->s[0] = '\0';
+    u->has_query = u->overflow = false;
+    url_put(u, literal, false);
+}
+
+void url_lit(cli_url *u, const char *literal)
+{
+    url_put(u, literal, false);
+}
+
+void url_seg(cli_url *u, const char *segment)
+{
+    url_put(u, "/", false);
+    url_put(u, segment, true);
+}
+
+void url_query(cli_url *u, const char *key, const char *value)
+{
+    if (!value) return;
+    url_put(u, u->has_query ? "&" : "?", false);
+    u->has_query = true;
+    url_put(u, key, true);
+    url_put(u, "=", false);
+    url_put(u, value, true);
+}
+
+const char *url_path(const cli_url *u)
+{
+    if (!u->overflow) return u->s;
+    fail_msg("the request is too long (an option value is longer than %zu bytes)", sizeof u->s);
+    return NULL;
+}
+
+/* --- names ------------------------------------------------------------------------------------------- */
+
+bool cli_name_ok(const char *what, const char *name)
+{
+    if (name_is_valid(name)) return true;
+    fail_msg("%s name '%s' is not valid: use " NAME_RULE_TEXT, what, name);
+    return false;
+}
+
+bool task_ref_parse(const char *arg, task_ref *r)
+{
+    memset(r, 0, sizeof *r);
+    const char *at = strchr(arg, '@');
+    size_t n = at ? (size_t)(at - arg) : strlen(arg);
+    if (n > STORE_NAME_MAX) {
+        fail_msg("task name '%.*s' is not valid: use " NAME_RULE_TEXT, (int)n, arg);
+        return false;
+    }
+    memcpy(r->task, arg, n);
+    r->task[n] = '\0';
+    if (!cli_name_ok("task", r->task)) return false;
+    if (!at) return true;
+    const char *ref = at + 1;
+    if (*ref && strspn(ref, "0123456789") == strlen(ref)) {
+        if (!valid_id(ref) || strtoull(ref, NULL, 10) == 0) {
+            fail_msg("'%s': versions are numbered from 1", arg);
+            return false;
+        }
+        snprintf(r->version, sizeof r->version, "%s", ref);
+        return true;
+    }
+    if (!name_is_valid(ref)) {
+        fail_msg("'%s': after '@' give a version number or an alias name (" NAME_RULE_TEXT ")", arg);
+        return false;
+    }
+    snprintf(r->alias, sizeof r->alias, "%s", ref);
+    return true;
+}
+
+bool task_ref_has_ref(const task_ref *r)
+{
+    return r->version[0] || r->alias[0];
+}
+
+/* --- commands ---------------------------------------------------------------------------------------- */
+
+void cli_command_help(const cli_command *c, FILE *f)
+{
+    fprintf(f, "usage: clad %s%s%s%s\n\n%c%s.\n", c->name, c->args[0] ? " " : "", c->args,
+            c->options ? " [options]" : "", toupper((unsigned char)c->summary[0]), c->summary + 1);
+    if (c->help && c->help[0]) fprintf(f, "\n%s", c->help);
+    fprintf(f, "\nOptions take a value as --name VALUE or --name=VALUE; --json prints the daemon's JSON.\n");
+}
+
+/* Copies a run of [a-z_] from *p as an option name ("fuse_with" -> "fuse-with"); returns its length. */
+static size_t option_word(const char *p, char *out, size_t size)
+{
+    size_t n = 0;
+    while (((p[n] >= 'a' && p[n] <= 'z') || p[n] == '_') && n + 1 < size) {
+        out[n] = p[n] == '_' ? '-' : p[n];
+        n++;
+    }
+    out[n] = '\0';
+    return n;
+}
+
+void cli_words(const char *msg, char *out, size_t size)
+{
+    static const char qp[] = "query parameter '";
+    size_t o = 0;
+    char name[64];
+    for (const char *p = msg; *p && o + 1 < size;) {
+        size_t n;
+        if (!strncmp(p, qp, sizeof qp - 1) && (n = option_word(p + sizeof qp - 1, name, sizeof name)) &&
+            p[sizeof qp - 1 + n] == '\'') {
+            /* "query parameter 'epochs' must be ..." -> "--epochs must be ..." */
+            o += (size_t)snprintf(out + o, size - o, "--%s", name);
+            p += sizeof qp - 1 + n + 1;
+        } else if (*p == '?' && (n = option_word(p + 1, name, sizeof name)) && p[1 + n] == '=') {
+            /* "say which with ?base=NAME" -> "say which with --base NAME" */
+            bool has_value = p[2 + n] && p[2 + n] != ' ';
+            o += (size_t)snprintf(out + o, size - o, "--%s%s", name, has_value ? " " : "");
+            p += 2 + n;
+        } else {
+            out[o++] = *p++;
+        }
+        if (o >= size) o = size - 1;
+    }
+    out[o] = '\0';
 }

@@ -7,54 +7,6 @@
 
 #include "daemon/cli.h"
 
-const char cli_tasks_usage[] =
-    "  bases                       list base models\n"
-    "  base import NAME FILE       import a base from safetensors [--config JSON]\n"
-    "  base train NAME             train a base on a reference dataset [--model vit-tiny] [--data fmnist]\n"
-    "                              [--epochs N] [--samples N] [--seed N] [--lr X] [--batch N]\n"
-    "  train TASK FILE             train a new version of TASK from a dataset file (safetensors, IDX, CSV)\n"
-    "                              [--base B] [--rank auto|fixed:N|linear] [--epochs N] [--lr X]\n"
-    "                              [--batch N] [--seed N] [--alpha X] [--holdout F] [--prune TAU]\n"
-    "                              [--kind lora|tl5|tl6] [--fuse-with a,b,c]\n"
-    "  tasks                       list tasks with their active versions\n"
-    "  versions TASK               versions of a task\n"
-    "  show TASK[@VERSION]         a version's lineage: distances, ranks, overlaps, metrics\n"
-    "  rollback TASK               move `active` back [--to VERSION] [--alias A] [--reason TEXT]\n"
-    "  undo TASK                   undo the last rollback [--alias A]\n"
-    "  alias TASK NAME VERSION     point an alias at a version [--reason TEXT]\n"
-    "  predict TASK FILE           labels for the inputs in FILE [--version V | --alias A]\n"
-    "                              (a merge: --task SOURCE picks the source task's head)\n"
-    "  merge NAME --tasks a,b,c    merge the tasks' active adapters into one version [--method drm-h|drm-v|\n"
-    "                              ties|ta] [--drop D] [--lambda L] [--rank R]\n"
-    "  eval TASK FILE              accuracy and loss on labelled data [--version V | --alias A]\n";
-
-static const char *const value_options[] = {
-    "base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind", "fuse-with", "to", "alias", "version", "reason",
-    "config", "model", "data", "samples", "tasks", "task", "method", "drop", "lambda", NULL,
-};
-
-bool cli_value_option(const char *key)
-{
-    for (int i = 0; value_options[i]; i++)
-        if (!strcmp(value_options[i], key)) return true;
-    return false;
-}
-
-/* Appends "&key=value" (percent-encoded) to a query being built in buf. */
-static void add_query(char *buf, size_t size, const char *key, const char *value)
-{
-    if (!value) return;
-    size_t n = strlen(buf);
-    n += (size_t)snprintf(buf + n, size > n ? size - n : 0, "%s%s=", strchr(buf, '?') ? "&" : "?", key);
-    for (const unsigned char *p = (const unsigned char *)value; *p && n + 4 < size; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-._~:,", *p))
-            buf[n++] = (char)*p;
-        else
-            n += (size_t)snprintf(buf + n, size - n, "%%%02X", *p);
-    }
-    buf[n < size ? n : size - 1] = '\0';
-}
-
 static const char *content_type_for(const char *file, const char *body, size_t len)
 {
     size_t n = strlen(file);
@@ -69,6 +21,24 @@ static bool need_args(const options *o, int n, const char *usage_line)
     if (o->n_args == n) return true;
     fail_msg("usage: clad %s", usage_line);
     return false;
+}
+
+/* Checks every name of a comma-separated list (--tasks, --fuse-with). */
+static bool names_ok(const char *option, const char *list)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", list) >= (int)sizeof buf) {
+        fail_msg("--%s: the list is too long", option);
+        return false;
+    }
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        if (!cli_name_ok("task", t)) return false;
+    if (!buf[0] || list[strlen(list) - 1] == ',' || strstr(list, ",,") || list[0] == ',') {
+        fail_msg("--%s takes task names separated by commas, such as a,b,c", option);
+        return false;
+    }
+    return true;
 }
 
 static double dnum(json_t *o, const char *key)
@@ -103,11 +73,15 @@ static int cmd_base(const options *o)
         fail_msg("usage: clad base import NAME FILE | clad base train NAME [--model M] [--data D] ...");
         return EXIT_USAGE;
     }
-    char path[512] = "";
-    snprintf(path, sizeof path, "/v1/bases/%s", o->args[1]);
+    if (!cli_name_ok("base", o->args[1])) return EXIT_USAGE;
+    cli_url u;
+    url_init(&u, "/v1/bases");
+    url_seg(&u, o->args[1]);
     if (!strcmp(o->args[0], "import")) {
         if (!need_args(o, 3, "base import NAME FILE [--config JSON]")) return EXIT_USAGE;
-        add_query(path, sizeof path, "config", cli_opt(o, "config"));
+        url_query(&u, "config", cli_opt(o, "config"));
+        const char *path = url_path(&u);
+        if (!path) return EXIT_USAGE;
         char *body = NULL;
         size_t len = 0;
         int rc = read_body(o->args[2], &body, &len);
@@ -137,77 +111,196 @@ static int cmd_base(const options *o)
     if (cli_opt(o, "lr")) json_object_set_new(spec, "lr", json_real(atof(cli_opt(o, "lr"))));
     char *body = json_dumps(spec, JSON_COMPACT);
     json_decref(spec);
-    add_query(path, sizeof path, "follow", "1");
-    int rc = follow_job(o, "POST", path, "application/json", body, strlen(body));
+    url_query(&u, "follow", "1");
+    int rc = follow_job(o, "POST", url_path(&u), "application/json", body, strlen(body));
     free(body);
     return rc;
 }
 
 /* ---- showing a version ---- */
 
-static void print_plan(json_t *v)
+/* A number as the API wrote it (at most 15 digits: 0.001 stays 0.001), or "-" when absent: `clad show`
+ * never invents a value. */
+static const char *numtext(json_t *o, const char *key, char *buf, size_t size)
 {
-    json_t *plan = json_object_get(json_object_get(v, "lineage"), "plan");
-    json_t *m = json_object_get(v, "metrics");
-    printf("%s@%lld  kind %s  sha256 %.16s..  %lld bytes\n", str(v, "task"), num(v, "version"), str(v, "kind"),
-           str(v, "sha256"), num(v, "bytes"));
+    json_t *v = json_object_get(o, key);
+    if (json_is_integer(v)) snprintf(buf, size, "%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v)) snprintf(buf, size, "%.15g", json_real_value(v));
+    else snprintf(buf, size, "-");
+    return buf;
+}
+
+/* A fixed-point number, or "-" when absent. */
+static const char *fixed(json_t *o, const char *key, int digits, char *buf, size_t size)
+{
+    json_t *v = json_object_get(o, key);
+    if (json_is_number(v)) snprintf(buf, size, "%.*f", digits, json_number_value(v));
+    else snprintf(buf, size, "-");
+    return buf;
+}
+
+/* "key value, key value" for the keys of an object (numbers as given, strings as they are). */
+static void print_pairs(const char *label, json_t *o)
+{
+    const char *key;
+    json_t *x;
+    int n = 0;
+    if (!json_object_size(o)) return;
+    printf("%-9s", label);
+    json_object_foreach(o, key, x) {
+        char b[64];
+        if (json_is_null(x) || json_is_object(x) || json_is_array(x)) continue;
+        printf("%s%s %s", n++ ? ", " : "", key, json_is_string(x) ? json_string_value(x) : numtext(o, key, b, sizeof b));
+    }
+    printf("\n");
+}
+
+/* Per-layer ranks: one object {"layer": rank} or two (before and after). */
+static void print_ranks(const char *label, json_t *ranks, json_t *after)
+{
+    const char *key;
+    json_t *x;
+    if (!json_object_size(ranks)) return;
+    printf("%-9s", label);
+    int n = 0;
+    json_object_foreach(ranks, key, x) {
+        printf("%s%s %lld", n++ ? ", " : "", key, (long long)json_integer_value(x));
+        json_t *y = json_object_get(after, key);
+        if (json_is_integer(y)) printf(" -> %lld", (long long)json_integer_value(y));
+    }
+    printf("\n");
+}
+
+static void print_version(json_t *v)
+{
+    char a[64], b[64], c[64], d[32], e[32];
+    json_t *lineage = json_object_get(v, "lineage");
+    json_t *plan = json_object_get(lineage, "plan"), *m = json_object_get(v, "metrics");
+    printf("%s@%lld  kind %s  sha256 %.16s..  %lld bytes  created %s\n", str(v, "task"), num(v, "version"),
+           str(v, "kind"), str(v, "sha256"), num(v, "bytes"), str(v, "created"));
     json_t *parents = json_object_get(v, "parents"), *p;
     size_t i;
     if (json_array_size(parents)) {
-        printf("parents  ");
+        printf("%-9s", "parents");
         json_array_foreach(parents, i, p) printf("%s%s@%lld", i ? ", " : "", str(p, "task"), num(p, "version"));
         printf("\n");
     }
-    if (json_is_object(m)) {
-        json_t *ha = json_object_get(m, "holdout_accuracy");
-        printf("metrics  train accuracy %.4f", dnum(m, "train_accuracy"));
-        if (json_is_number(ha)) printf(", held-out accuracy %.4f (%lld samples)", json_number_value(ha), num(m, "holdout_samples"));
-        printf(", %lld adapter parameters, %.1f s training\n", num(m, "adapter_params"), dnum(m, "train_seconds"));
+    print_pairs("metrics", m);
+    print_pairs("hparams", json_object_get(v, "hparams"));
+    json_t *merge = json_object_get(lineage, "merge");
+    if (json_is_object(merge)) {
+        printf("%-9smethod %s, drop %s, lambda %s, stored rank %s\n", "merge", str(merge, "method"),
+               numtext(merge, "drop", a, sizeof a), numtext(merge, "lambda", b, sizeof b),
+               numtext(merge, "rank", c, sizeof c));
+        json_t *src = json_object_get(merge, "sources");
+        if (json_array_size(src)) {
+            printf("%-9s", "sources");
+            json_array_foreach(src, i, p) printf("%s%s@%lld", i ? ", " : "", str(p, "task"), num(p, "version"));
+            printf("\n");
+        }
+        print_ranks("ranks", json_object_get(merge, "ranks"), NULL);
+    }
+    json_t *fusion = json_object_get(json_object_get(lineage, "fusion"), "sources");
+    if (json_array_size(fusion)) {
+        printf("%-9s", "fusion");
+        json_array_foreach(fusion, i, p)
+            printf("%s%s@%lld weight %s", i ? ", " : "", str(p, "task"), num(p, "version"), fixed(p, "weight", 3, a, sizeof a));
+        printf("\n");
+    }
+    json_t *prune = json_object_get(lineage, "prune");
+    if (json_is_object(prune)) {
+        printf("%-9skeeping %s of each layer's energy: %s -> %s parameters\n", "pruned", numtext(prune, "tau", a, sizeof a),
+               numtext(prune, "params_before", b, sizeof b), numtext(prune, "params_after", c, sizeof c));
+        print_ranks("ranks", json_object_get(prune, "ranks_before"), json_object_get(prune, "ranks_after"));
     }
     if (!json_is_object(plan)) return;
-    printf("plan     policy %s, distance %.4f, novelty %.3f, held-out gain %.4f nats\n", str(plan, "policy"),
-           dnum(plan, "distance"), dnum(plan, "novelty"), dnum(plan, "gain"));
+    printf("%-9spolicy %s, distance %s, novelty %s, held-out gain %s nats\n", "plan", str(plan, "policy"),
+           fixed(plan, "distance", 4, a, sizeof a), fixed(plan, "novelty", 3, b, sizeof b), fixed(plan, "gain", 4, c, sizeof c));
     json_t *reuse = json_object_get(plan, "reuse");
     if (json_is_object(reuse)) printf("reuses   %s@%lld (its change is copied, frozen)\n", str(reuse, "task"), num(reuse, "version"));
     json_t *ov = json_object_get(plan, "overlap"), *x;
     const char *key;
     if (json_object_size(ov)) {
         printf("overlap ");
-        json_object_foreach(ov, key, x) printf(" %s %.3f", key, json_number_value(x));
+        json_object_foreach(ov, key, x) printf(" %s %s", key, fixed(ov, key, 3, a, sizeof a));
         printf("\n");
     }
+    json_t *layers = json_object_get(plan, "layers");
+    if (!json_object_size(layers)) return;
     printf("%-18s %9s %8s %8s %5s %6s  %s\n", "LAYER", "DISTANCE", "NOVELTY", "GAIN", "RANK", "REUSED", "WHY");
-    json_object_foreach(json_object_get(plan, "layers"), key, x)
-        printf("%-18s %9.4f %8.3f %8.4f %5lld %6lld  %s\n", key, dnum(x, "distance"), dnum(x, "novelty"), dnum(x, "gain"),
-               num(x, "rank"), num(x, "reused"), str(x, "why"));
+    json_object_foreach(layers, key, x)
+        printf("%-18s %9s %8s %8s %5s %6s  %s\n", key, fixed(x, "distance", 4, a, sizeof a), fixed(x, "novelty", 3, b, sizeof b),
+               fixed(x, "gain", 4, c, sizeof c), numtext(x, "rank", d, sizeof d), numtext(x, "reused", e, sizeof e),
+               str(x, "why"));
+}
+
+/* GET of a task's version: @VERSION directly, @ALIAS (or `active`) through the task's alias map. */
+static int get_version(const options *o, const task_ref *r, json_t **out)
+{
+    cli_url u;
+    url_init(&u, "/v1/tasks");
+    url_seg(&u, r->task);
+    *out = NULL;
+    if (r->version[0]) {
+        url_seg(&u, "versions");
+        url_seg(&u, r->version);
+        return get_json(o, url_path(&u), out);
+    }
+    json_t *t = NULL;
+    options quiet = *o;
+    quiet.json = false; /* the task is only a step on the way; --json prints the version */
+    int rc = get_json(&quiet, url_path(&u), &t);
+    if (rc || !t) return rc;
+    const char *alias = r->alias[0] ? r->alias : "active";
+    json_t *v = json_object_get(json_object_get(t, "aliases"), alias);
+    if (!json_is_integer(v)) {
+        if (r->alias[0]) fail_msg("task %s has no alias '%s'", r->task, alias);
+        else printf("task %s has no version yet\n", r->task);
+        json_decref(t);
+        return r->alias[0] ? EXIT_NOT_FOUND : EXIT_OK;
+    }
+    task_ref by_number = *r;
+    snprintf(by_number.version, sizeof by_number.version, "%lld", (long long)json_integer_value(v));
+    json_decref(t);
+    return get_version(o, &by_number, out);
+}
+
+/* The version number TASK@VERSION or TASK@ALIAS names (an alias is looked up). */
+static int ref_to_version(const options *o, const task_ref *r, long long *out)
+{
+    if (r->version[0]) {
+        *out = atoll(r->version);
+        return 0;
+    }
+    options quiet = *o;
+    quiet.json = false;
+    json_t *v = NULL;
+    int rc = get_version(&quiet, r, &v);
+    if (rc || !v) return rc ? rc : EXIT_NOT_FOUND;
+    *out = num(v, "version");
+    json_decref(v);
+    return 0;
+}
+
+/* A command that works on a task as a whole: TASK@... is a usage error that says so. */
+static bool task_only(const char *arg, const char *command, task_ref *r)
+{
+    if (!task_ref_parse(arg, r)) return false;
+    if (!task_ref_has_ref(r)) return true;
+    fail_msg("clad %s works on the task as a whole: give %s without '@%s'", command, r->task,
+             r->version[0] ? r->version : r->alias);
+    return false;
 }
 
 static int cmd_show(const options *o)
 {
-    if (!need_args(o, 1, "show TASK[@VERSION]")) return EXIT_USAGE;
-    char task[128], path[256];
-    snprintf(task, sizeof task, "%s", o->args[0]);
-    char *at = strchr(task, '@');
+    if (!need_args(o, 1, "show TASK[@VERSION|@ALIAS]")) return EXIT_USAGE;
+    task_ref r;
+    if (!task_ref_parse(o->args[0], &r)) return EXIT_USAGE;
     json_t *v = NULL;
-    int rc;
-    if (at) {
-        *at = '\0';
-        snprintf(path, sizeof path, "/v1/tasks/%s/versions/%s", task, at + 1);
-        rc = get_json(o, path, &v);
-        if (rc || !v) return rc;
-    } else {
-        json_t *t = NULL;
-        snprintf(path, sizeof path, "/v1/tasks/%s", task);
-        rc = get_json(o, path, &t);
-        if (rc || !t) return rc;
-        v = json_incref(json_object_get(t, "active"));
-        json_decref(t);
-        if (!v) {
-            printf("task %s has no version yet\n", task);
-            return 0;
-        }
-    }
-    print_plan(v);
+    int rc = get_version(o, &r, &v);
+    if (rc || !v) return rc;
+    print_version(v);
     json_decref(v);
     return 0;
 }
@@ -217,12 +310,20 @@ static int cmd_show(const options *o)
 static int cmd_train(const options *o)
 {
     if (!need_args(o, 2, "train TASK FILE [--base B] [--rank auto|fixed:N|linear] [--epochs N] ...")) return EXIT_USAGE;
-    char path[1024];
-    snprintf(path, sizeof path, "/v1/tasks/%s/train", o->args[0]);
+    task_ref r;
+    if (!task_only(o->args[0], "train", &r)) return EXIT_USAGE;
+    if (cli_opt(o, "base") && !cli_name_ok("base", cli_opt(o, "base"))) return EXIT_USAGE;
+    if (cli_opt(o, "fuse-with") && !names_ok("fuse-with", cli_opt(o, "fuse-with"))) return EXIT_USAGE;
+    cli_url u;
+    url_init(&u, "/v1/tasks");
+    url_seg(&u, o->args[0]);
+    url_seg(&u, "train");
     const char *keys[] = {"base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind"};
-    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) add_query(path, sizeof path, keys[k], cli_opt(o, keys[k]));
-    add_query(path, sizeof path, "fuse_with", cli_opt(o, "fuse-with"));
-    add_query(path, sizeof path, "follow", "1");
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) url_query(&u, keys[k], cli_opt(o, keys[k]));
+    url_query(&u, "fuse_with", cli_opt(o, "fuse-with"));
+    url_query(&u, "follow", "1");
+    const char *path = url_path(&u);
+    if (!path) return EXIT_USAGE;
     char *body = NULL;
     size_t len = 0;
     int rc = read_body(o->args[1], &body, &len);
@@ -264,10 +365,14 @@ static int cmd_tasks(const options *o)
 static int cmd_versions(const options *o)
 {
     if (!need_args(o, 1, "versions TASK")) return EXIT_USAGE;
-    char path[256];
-    snprintf(path, sizeof path, "/v1/tasks/%s/versions", o->args[0]);
+    task_ref ref;
+    if (!task_only(o->args[0], "versions", &ref)) return EXIT_USAGE;
+    cli_url u;
+    url_init(&u, "/v1/tasks");
+    url_seg(&u, o->args[0]);
+    url_seg(&u, "versions");
     json_t *r = NULL;
-    int rc = get_json(o, path, &r);
+    int rc = get_json(o, url_path(&u), &r);
     if (rc || !r) return rc;
     json_t *aliases = json_object_get(r, "aliases"), *arr = json_object_get(r, "versions"), *v;
     size_t i;
@@ -299,12 +404,12 @@ static int cmd_versions(const options *o)
 
 /* ---- rollback and aliases ---- */
 
-static int post_move(const options *o, const char *path, json_t *body, const char *verb)
+static int post_move(const options *o, const char *method, const cli_url *u, json_t *body, const char *verb)
 {
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     json_t *r = NULL;
-    int rc = send_json(o, strstr(path, "/aliases/") ? "PUT" : "POST", path, "application/json", text, strlen(text), &r);
+    int rc = send_json(o, method, url_path(u), "application/json", text, strlen(text), &r);
     free(text);
     if (!rc && r)
         printf("%s %s: %s %lld -> %lld\n", verb, str(r, "task"), str(r, "alias"), num(r, "from"), num(r, "to"));
@@ -312,66 +417,124 @@ static int post_move(const options *o, const char *path, json_t *body, const cha
     return rc;
 }
 
+/* The body of a rollback, undo or alias move; NULL after printing an error. */
 static json_t *move_body(const options *o)
 {
+    if (cli_opt(o, "alias") && !cli_name_ok("alias", cli_opt(o, "alias"))) return NULL;
     json_t *b = json_object();
     if (cli_opt(o, "alias")) json_object_set_new(b, "alias", json_string(cli_opt(o, "alias")));
     if (cli_opt(o, "reason")) json_object_set_new(b, "reason", json_string(cli_opt(o, "reason")));
     return b;
 }
 
+/* "/v1/tasks/TASK" followed by more literal segments. */
+static void task_url(cli_url *u, const char *task, const char *more)
+{
+    url_init(u, "/v1/tasks");
+    url_seg(u, task);
+    url_lit(u, more);
+}
+
 static int cmd_rollback(const options *o)
 {
-    if (!need_args(o, 1, "rollback TASK [--to VERSION] [--alias A] [--reason TEXT]")) return EXIT_USAGE;
-    json_t *b = move_body(o);
+    if (!need_args(o, 1, "rollback TASK[@VERSION|@ALIAS] [--to VERSION] [--alias A] [--reason TEXT]")) return EXIT_USAGE;
+    task_ref r;
+    if (!task_ref_parse(o->args[0], &r)) return EXIT_USAGE;
     const char *to = cli_opt(o, "to");
-    if (to) {
-        if (!valid_id(to)) {
-            json_decref(b);
-            fail_msg("--to takes a version number");
-            return EXIT_USAGE;
-        }
-        json_object_set_new(b, "to", json_integer(atoll(to)));
+    if (to && !valid_id(to)) {
+        fail_msg("--to takes a version number");
+        return EXIT_USAGE;
     }
-    char path[256];
-    snprintf(path, sizeof path, "/v1/tasks/%s/rollback", o->args[0]);
-    return post_move(o, path, b, "rolled back");
+    if (to && task_ref_has_ref(&r)) {
+        fail_msg("give the target either as %s or with --to, not both", o->args[0]);
+        return EXIT_USAGE;
+    }
+    long long target = to ? atoll(to) : 0;
+    if (task_ref_has_ref(&r)) {
+        int rc = ref_to_version(o, &r, &target);
+        if (rc) return rc;
+    }
+    json_t *b = move_body(o);
+    if (!b) return EXIT_USAGE;
+    if (target) json_object_set_new(b, "to", json_integer(target));
+    cli_url u;
+    task_url(&u, r.task, "/rollback");
+    return post_move(o, "POST", &u, b, "rolled back");
 }
 
 static int cmd_undo(const options *o)
 {
     if (!need_args(o, 1, "undo TASK [--alias A]")) return EXIT_USAGE;
-    char path[256];
-    snprintf(path, sizeof path, "/v1/tasks/%s/rollback/undo", o->args[0]);
-    return post_move(o, path, move_body(o), "undid rollback of");
+    task_ref r;
+    if (!task_only(o->args[0], "undo", &r)) return EXIT_USAGE;
+    json_t *b = move_body(o);
+    if (!b) return EXIT_USAGE;
+    cli_url u;
+    task_url(&u, o->args[0], "/rollback/undo");
+    return post_move(o, "POST", &u, b, "undid rollback of");
 }
 
 static int cmd_alias(const options *o)
 {
-    if (!need_args(o, 3, "alias TASK NAME VERSION [--reason TEXT]")) return EXIT_USAGE;
-    if (!valid_id(o->args[2])) {
+    /* alias TASK NAME VERSION, or alias TASK@VERSION NAME (TASK@ALIAS NAME copies an alias). */
+    task_ref r;
+    if (o->n_args == 2 || o->n_args == 3) {
+        if (!task_ref_parse(o->args[0], &r)) return EXIT_USAGE;
+    }
+    if ((o->n_args != 2 && o->n_args != 3) || (o->n_args == 2) != task_ref_has_ref(&r)) {
+        fail_msg("usage: clad alias TASK@VERSION NAME, or clad alias TASK NAME VERSION");
+        return EXIT_USAGE;
+    }
+    if (!cli_name_ok("alias", o->args[1])) return EXIT_USAGE;
+    if (o->n_args == 3 && !valid_id(o->args[2])) {
         fail_msg("VERSION must be a version number");
         return EXIT_USAGE;
     }
-    json_t *b = json_pack("{s:I}", "version", (json_int_t)atoll(o->args[2]));
+    long long version = o->n_args == 3 ? atoll(o->args[2]) : 0;
+    if (!version) {
+        int rc = ref_to_version(o, &r, &version);
+        if (rc) return rc;
+    }
+    json_t *b = json_pack("{s:I}", "version", (json_int_t)version);
     if (cli_opt(o, "reason")) json_object_set_new(b, "reason", json_string(cli_opt(o, "reason")));
-    char path[256];
-    snprintf(path, sizeof path, "/v1/tasks/%s/aliases/%s", o->args[0], o->args[1]);
-    return post_move(o, path, b, "moved");
+    cli_url u;
+    task_url(&u, r.task, "/aliases");
+    url_seg(&u, o->args[1]);
+    return post_move(o, "PUT", &u, b, "moved");
 }
 
 /* ---- serving ---- */
 
 static int cmd_serve(const options *o, bool evaluate)
 {
-    if (!need_args(o, 2, evaluate ? "eval TASK FILE [--version V | --alias A]" : "predict TASK FILE [--version V | --alias A]"))
+    if (!need_args(o, 2, evaluate ? "eval TASK[@VERSION|@ALIAS] FILE" : "predict TASK[@VERSION|@ALIAS] FILE"))
         return EXIT_USAGE;
-    char path[512];
-    snprintf(path, sizeof path, "/v1/tasks/%s/%s", o->args[0], evaluate ? "evaluate" : "predict");
-    add_query(path, sizeof path, "version", cli_opt(o, "version"));
-    add_query(path, sizeof path, "alias", cli_opt(o, "alias"));
-    add_query(path, sizeof path, "task", cli_opt(o, "task"));
-    if (!evaluate && !o->json) add_query(path, sizeof path, "probs", "0");
+    task_ref ref;
+    if (!task_ref_parse(o->args[0], &ref)) return EXIT_USAGE;
+    const char *version = cli_opt(o, "version"), *alias = cli_opt(o, "alias"), *source = cli_opt(o, "task");
+    if (task_ref_has_ref(&ref) && (version || alias)) {
+        fail_msg("give the version either as %s or with --version/--alias, not both", o->args[0]);
+        return EXIT_USAGE;
+    }
+    if (version && alias) {
+        fail_msg("give either --version or --alias, not both");
+        return EXIT_USAGE;
+    }
+    if (ref.version[0]) version = ref.version;
+    if (ref.alias[0]) alias = ref.alias;
+    if (version && !valid_id(version)) {
+        fail_msg("--version takes a version number");
+        return EXIT_USAGE;
+    }
+    if ((alias && !cli_name_ok("alias", alias)) || (source && !cli_name_ok("task", source))) return EXIT_USAGE;
+    cli_url u;
+    task_url(&u, ref.task, evaluate ? "/evaluate" : "/predict");
+    url_query(&u, "version", version);
+    url_query(&u, "alias", alias);
+    url_query(&u, "task", source);
+    if (!evaluate && !o->json) url_query(&u, "probs", "0");
+    const char *path = url_path(&u);
+    if (!path) return EXIT_USAGE;
     char *body = NULL;
     size_t len = 0;
     int rc = read_body(o->args[1], &body, &len);
@@ -401,6 +564,7 @@ static int cmd_merge(const options *o)
         fail_msg("--tasks a,b,c is required");
         return EXIT_USAGE;
     }
+    if (!cli_name_ok("merge", o->args[0]) || !names_ok("tasks", tasks)) return EXIT_USAGE;
     json_t *b = json_object(), *list = json_array();
     char buf[1024];
     snprintf(buf, sizeof buf, "%s", tasks);
@@ -411,27 +575,84 @@ static int cmd_merge(const options *o)
     if (cli_opt(o, "drop")) json_object_set_new(b, "drop", json_real(atof(cli_opt(o, "drop"))));
     if (cli_opt(o, "lambda")) json_object_set_new(b, "lambda", json_real(atof(cli_opt(o, "lambda"))));
     if (cli_opt(o, "rank")) json_object_set_new(b, "rank", json_integer(atoll(cli_opt(o, "rank"))));
-    char *text = json_dumps(b, JSON_COMPACT), path[256];
+    char *text = json_dumps(b, JSON_COMPACT);
     json_decref(b);
-    snprintf(path, sizeof path, "/v1/merges/%s?follow=1", o->args[0]);
-    int rc = follow_job(o, "POST", path, "application/json", text, strlen(text));
+    cli_url u;
+    url_init(&u, "/v1/merges");
+    url_seg(&u, o->args[0]);
+    url_query(&u, "follow", "1");
+    int rc = follow_job(o, "POST", url_path(&u), "application/json", text, strlen(text));
     free(text);
     return rc;
 }
 
-int cli_tasks_dispatch(const char *command, const options *o)
-{
-    if (!strcmp(command, "merge")) return cmd_merge(o);
-    if (!strcmp(command, "bases")) return cmd_bases(o);
-    if (!strcmp(command, "base")) return cmd_base(o);
-    if (!strcmp(command, "train")) return cmd_train(o);
-    if (!strcmp(command, "tasks")) return cmd_tasks(o);
-    if (!strcmp(command, "versions")) return cmd_versions(o);
-    if (!strcmp(command, "show")) return cmd_show(o);
-    if (!strcmp(command, "rollback")) return cmd_rollback(o);
-    if (!strcmp(command, "undo")) return cmd_undo(o);
-    if (!strcmp(command, "alias")) return cmd_alias(o);
-    if (!strcmp(command, "predict")) return cmd_serve(o, false);
-    if (!strcmp(command, "eval")) return cmd_serve(o, true);
-    return -1;
-}
+static int cmd_predict(const options *o) { return cmd_serve(o, false); }
+static int cmd_eval(const options *o) { return cmd_serve(o, true); }
+
+#define REF_HELP                                                                                            \
+    "TASK@VERSION picks a version by number, TASK@ALIAS by alias (default: the `active` alias).\n"
+
+const cli_command cli_task_commands[] = {
+    {"bases", "", "list base models", NULL, "", cmd_bases},
+    {"base", "import NAME FILE | train NAME", "import a base from safetensors, or train one on a reference dataset",
+     "config,model,data,epochs,samples,seed,lr,batch",
+     "base import NAME FILE: FILE is a safetensors checkpoint of every base parameter.\n"
+     "  --config JSON       the model config when FILE does not carry it (a preset name or a JSON object)\n"
+     "base train NAME: trains every weight as a job and follows it.\n"
+     "  --model M           preset (mlp, vit-tiny) or a JSON config (default vit-tiny)\n"
+     "  --data D            fmnist (default) or a dataset file the daemon may read\n"
+     "  --epochs N, --samples N, --seed N, --lr X, --batch N\n",
+     cmd_base},
+    {"train", "TASK FILE", "train a new version of TASK from a dataset file",
+     "base,rank,epochs,lr,batch,seed,alpha,holdout,prune,kind,fuse-with",
+     "FILE is safetensors (x, y), IDX or CSV with the label first. The job is followed until it ends; then\n"
+     "the new version is shown as `clad show` does.\n"
+     "  --base B            the base of a new task (default: the only base)\n"
+     "  --rank R            auto (default), fixed:N, linear, or auto:theta=0.01,r_max=16,budget=20000\n"
+     "  --epochs N          passes over the data (default 2)\n"
+     "  --lr X, --batch N, --seed N, --alpha X\n"
+     "  --holdout F         fraction kept aside to measure the version (0..0.5, default 0.1)\n"
+     "  --prune TAU         after training, keep the smallest ranks holding TAU of each layer's energy\n"
+     "  --kind K            lora (default), tl5 or tl6 (Tied-LoRA)\n"
+     "  --fuse-with a,b,c   AdapterFusion over these tasks' active versions\n",
+     cmd_train},
+    {"tasks", "", "list tasks with their active versions", NULL, "", cmd_tasks},
+    {"versions", "TASK", "versions of a task, with aliases and held-out accuracy", NULL, "", cmd_versions},
+    {"show", "TASK[@VERSION|@ALIAS]", "a version's lineage: distances, ranks, overlaps, metrics", NULL,
+     REF_HELP, cmd_show},
+    {"rollback", "TASK[@VERSION|@ALIAS]", "move `active` (or --alias) back", "to,alias,reason",
+     "Without a target, back to the version the alias pointed at before; TASK@VERSION or --to V moves it\n"
+     "to that version, TASK@ALIAS to the version that alias points at.\n"
+     "  --to VERSION        the version to move to\n"
+     "  --alias A           the alias to move (default active)\n"
+     "  --reason TEXT       recorded in the alias history\n",
+     cmd_rollback},
+    {"undo", "TASK", "undo the last rollback", "alias,reason",
+     "  --alias A           the alias whose rollback to undo (default active)\n"
+     "  --reason TEXT       recorded in the alias history\n",
+     cmd_undo},
+    {"alias", "TASK@VERSION NAME", "point an alias at a version", "reason",
+     "Also: clad alias TASK NAME VERSION. TASK@ALIAS NAME points NAME where ALIAS points.\n"
+     "  --reason TEXT       recorded in the alias history\n",
+     cmd_alias},
+    {"predict", "TASK[@VERSION|@ALIAS] FILE", "labels for the inputs in FILE, one per line",
+     "version,alias,task",
+     "FILE holds inputs: safetensors, IDX, CSV (features only, or label first with a `label` header)\n"
+     "or JSON {\"inputs\": [[...], ...]}. " REF_HELP
+     "  --version V, --alias A   the same as TASK@V, TASK@A\n"
+     "  --task SOURCE       for a merge: serve SOURCE's head\n",
+     cmd_predict},
+    {"eval", "TASK[@VERSION|@ALIAS] FILE", "accuracy and loss on labelled data", "version,alias,task",
+     REF_HELP "  --version V, --alias A   the same as TASK@V, TASK@A\n"
+     "  --task SOURCE       for a merge: evaluate SOURCE's head\n",
+     cmd_eval},
+    {"merge", "NAME --tasks a,b,c", "merge the tasks' active adapters into one version",
+     "tasks,method,drop,lambda,rank",
+     "  --tasks a,b,c       the tasks to merge (required)\n"
+     "  --method M          drm-h (default), drm-v, ties or ta\n"
+     "  --drop D            fraction of entries trimmed (default 0.8)\n"
+     "  --lambda L          scale of the merged change (default 1)\n"
+     "  --rank R            rank of the stored LoRA (default 64)\n",
+     cmd_merge},
+    {NULL, NULL, NULL, NULL, NULL, NULL},
+};

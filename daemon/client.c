@@ -147,7 +147,7 @@ static int on_message_complete(http_parser *p)
 int client_exchange(int fd, const client_request *rq, client_response *resp, clad_err *err)
 {
     memset(resp, 0, sizeof *resp);
-    char head[1024];
+    char head[16384]; /* the CLI's paths are at most 8 KiB (cli_url) */
     int hl = snprintf(head, sizeof head,
                       "%s %s HTTP/1.1\r\nHost: cladd\r\nUser-Agent: clad/%s\r\nConnection: close\r\n", rq->method,
                       rq->path, CLAD_VERSION);

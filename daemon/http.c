@@ -3,12 +3,15 @@
 #include "daemon/http.h"
 
 #include <ctype.h>
+#include <float.h>
 #include <http_parser.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "daemon/conn.h"
 #include "daemon/log.h"
@@ -80,10 +83,85 @@ void http_reply(http_req *req, int status, const char *content_type, const void 
     conn_respond(req->conn, status, content_type, body, len, extra_headers);
 }
 
-/* Serializes compactly with a trailing newline (so `curl` output ends its line). NULL if out of memory. */
+/* Does x hold a float32 exactly (and is not a whole number)? Such values went through float32
+ * (hyperparameters, probabilities, metrics of the float kernels). */
+static bool holds_float(double x)
+{
+    return isfinite(x) && fabs(x) <= (double)FLT_MAX && (double)(float)x == x && x != floor(x);
+}
+
+/* "2025-01-31T12:00:00.123Z" */
+static json_t *time_string(time_t s, int ms)
+{
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char buf[48];
+    size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof buf - n, ".%03dZ", ms);
+    return json_string(buf);
+}
+
+json_t *http_time_json(double t)
+{
+    if (!(t > 0)) return json_null();
+    time_t s = (time_t)t;
+    int ms = (int)((t - (double)s) * 1000.0);
+    return time_string(s, ms > 999 ? 999 : ms);
+}
+
+json_t *http_time_ms_json(int64_t ms)
+{
+    return ms > 0 ? time_string((time_t)(ms / 1000), (int)(ms % 1000)) : json_null();
+}
+
+double http_float_shortest(float f)
+{
+    /* The fewest significant digits that read back as the same float: 0.001f is 0.001, not
+     * 0.0010000000474974513. Round-tripping is monotone in the digits, so a binary search finds them. */
+    char buf[32];
+    int lo = 1, hi = 9;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        snprintf(buf, sizeof buf, "%.*g", mid, (double)f);
+        if (strtof(buf, NULL) == f) hi = mid;
+        else lo = mid + 1;
+    }
+    snprintf(buf, sizeof buf, "%.*g", lo, (double)f);
+    return strtod(buf, NULL);
+}
+
+static bool has_float_reals(const json_t *j)
+{
+    const char *key;
+    json_t *v;
+    size_t i;
+    if (json_is_real(j)) return holds_float(json_real_value(j));
+    if (json_is_object(j)) json_object_foreach((json_t *)j, key, v) if (has_float_reals(v)) return true;
+    if (json_is_array(j)) json_array_foreach(j, i, v) if (has_float_reals(v)) return true;
+    return false;
+}
+
+static void tidy_float_reals(json_t *j)
+{
+    const char *key;
+    json_t *v;
+    size_t i;
+    if (json_is_real(j) && holds_float(json_real_value(j)))
+        json_real_set(j, http_float_shortest((float)json_real_value(j)));
+    if (json_is_object(j)) json_object_foreach(j, key, v) tidy_float_reals(v);
+    if (json_is_array(j)) json_array_foreach(j, i, v) tidy_float_reals(v);
+}
+
+/* Serializes compactly with a trailing newline (so `curl` output ends its line). NULL if out of memory.
+ * Numbers print as people wrote them: reals holding a float32 as their shortest decimal (on a copy: the
+ * caller's tree may be shared), every real with at most 15 significant digits (0.1, not
+ * 0.10000000000000001). */
 static char *json_line(json_t *j, size_t *len)
 {
-    char *text = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_t *tidy = has_float_reals(j) ? json_deep_copy(j) : NULL;
+    if (tidy) tidy_float_reals(tidy);
+    char *text = json_dumps(tidy ? tidy : j, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+    json_decref(tidy);
     if (!text) return NULL;
     size_t n = strlen(text);
     char *line = realloc(text, n + 2);
@@ -121,6 +199,10 @@ static void reply_error_v(http_req *req, int status, const char *code_word, cons
 {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    /* A message quoting client bytes (or cut inside a character) must still be a JSON string. */
+    if (!http_utf8_valid(msg))
+        for (unsigned char *p = (unsigned char *)msg; *p; p++)
+            if (*p >= 0x80) *p = '?';
     if (status >= 500) log_warning("%s %s: %d %s: %s", req->method_name, req->path, status, code_word, msg);
     size_t len = 0;
     json_t *j = http_error_json(code_word, msg);
@@ -251,4 +333,33 @@ long http_percent_decode(char *dst, const char *src, size_t len, bool plus_is_sp
     }
     dst[o] = '\0';
     return (long)o;
+}
+
+bool http_utf8_valid(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p;
+        int more;
+        unsigned cp, min;
+        if (c < 0x80) {
+            p++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            more = 1, cp = c & 0x1F, min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            more = 2, cp = c & 0x0F, min = 0x800;
+        } else if ((c & 0xF8) == 0xF0) {
+            more = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        for (int i = 1; i <= more; i++) {
+            if ((p[i] & 0xC0) != 0x80) return false; /* also stops at the NUL */
+            cp = (cp << 6) | (p[i] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        p += more + 1;
+    }
+    return true;
 }

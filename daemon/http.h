@@ -154,5 +154,16 @@ json_t *http_error_json(const char *code_word, const char *message);
  * space when plus_is_space (query strings). Rejects bad escapes and decoded NUL bytes with -1, else
  * returns the decoded length. */
 long http_percent_decode(char *dst, const char *src, size_t len, bool plus_is_space);
+/* A wall-clock time (Unix seconds) as the API writes times: RFC 3339 UTC with milliseconds,
+ * "2025-01-31T12:00:00.123Z"; null for t <= 0 ("not yet"). New reference. */
+json_t *http_time_json(double unix_seconds);
+/* The same from Unix milliseconds, as the store keeps times. */
+json_t *http_time_ms_json(int64_t unix_ms);
+/* The double nearest to the shortest decimal that reads back as f (0.001f -> 0.001). Replies apply it to
+ * every real that holds a float32 exactly. */
+double http_float_shortest(float f);
+/* Is s well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF)? JSON replies can
+ * only carry such text, so decoded parameters are checked with it. */
+bool http_utf8_valid(const char *s);
 
 #endif

@@ -12,8 +12,12 @@
 
 #define MAX_SEGMENTS 16
 
+#define MAX_PATTERN 256
+
 typedef struct compiled_route {
-    const route *r;
+    route r;                           /* the table's route, with .pattern pointing at path below */
+    char path[MAX_PATTERN];            /* the pattern without its {?query} part */
+    char query[MAX_PATTERN];           /* "follow,limit"; "" when the route takes none */
     size_t n_seg;
     const char *seg[MAX_SEGMENTS];     /* literal text, or the parameter name for {name} */
     size_t seg_len[MAX_SEGMENTS];
@@ -63,7 +67,7 @@ static bool valid_method(const char *m)
 static int compile(compiled_route *cr, const route *r, clad_err *err)
 {
     memset(cr, 0, sizeof *cr);
-    cr->r = r;
+    cr->r = *r;
     const char *p = r->pattern;
     if (!r->method || !valid_method(r->method))
         return clad_err_set(err, CLAD_EINVAL, "route %s: unknown method '%s'", p ? p : "?",
@@ -71,7 +75,21 @@ static int compile(compiled_route *cr, const route *r, clad_err *err)
     if (!p || p[0] != '/' || !r->handler)
         return clad_err_set(err, CLAD_EINVAL, "route %s %s: pattern must start with '/' and have a handler",
                             r->method, p ? p : "(null)");
-    p++;
+    /* "/v1/jobs{?state,lane}": the query part (RFC 6570's form-style expansion) lists the parameters. */
+    const char *q = strstr(p, "{?");
+    size_t path_len = q ? (size_t)(q - p) : strlen(p);
+    size_t qlen = q ? strlen(q + 2) : 0; /* with the closing '}' */
+    bool bad_query = q && (qlen < 2 || q[1 + qlen] != '}' || strcspn(q + 2, "{}?/ ") != qlen - 1);
+    if (path_len >= MAX_PATTERN || qlen >= MAX_PATTERN || bad_query)
+        return clad_err_set(err, CLAD_EINVAL, "route %s %s: too long or a bad {?query} part", r->method, p);
+    memcpy(cr->path, p, path_len);
+    cr->path[path_len] = '\0';
+    if (q) {
+        memcpy(cr->query, q + 2, qlen - 1);
+        cr->query[qlen - 1] = '\0';
+    }
+    cr->r.pattern = cr->path; /* cr stays where it is: segments point into cr->path */
+    p = cr->path + 1;
     while (*p) {
         const char *slash = strchr(p, '/');
         size_t len = slash ? (size_t)(slash - p) : strlen(p);
@@ -109,13 +127,13 @@ int router_add(router *rt, const route *table, clad_err *err)
     for (const route *r = table; r->method || r->pattern; r++) {
         if (rt->n == ROUTER_MAX_ROUTES)
             return clad_err_set(err, CLAD_ETOOLARGE, "more than %d routes", ROUTER_MAX_ROUTES);
-        compiled_route cr;
-        int rc = compile(&cr, r, err);
+        compiled_route *cr = &rt->routes[rt->n]; /* compiled in place: its segments point into it */
+        int rc = compile(cr, r, err);
         if (rc) return rc;
         for (size_t i = 0; i < rt->n; i++)
-            if (!strcmp(rt->routes[i].r->method, r->method) && !strcmp(rt->routes[i].r->pattern, r->pattern))
-                return clad_err_set(err, CLAD_EINVAL, "route %s %s is defined twice", r->method, r->pattern);
-        rt->routes[rt->n++] = cr;
+            if (!strcmp(rt->routes[i].r.method, r->method) && !strcmp(rt->routes[i].path, cr->path))
+                return clad_err_set(err, CLAD_EINVAL, "route %s %s is defined twice", r->method, cr->path);
+        rt->n++;
     }
     return 0;
 }
@@ -127,7 +145,12 @@ size_t router_count(const router *rt)
 
 const route *router_get(const router *rt, size_t index)
 {
-    return index < rt->n ? rt->routes[index].r : NULL;
+    return index < rt->n ? &rt->routes[index].r : NULL;
+}
+
+const char *router_get_query(const router *rt, size_t index)
+{
+    return index < rt->n ? rt->routes[index].query : NULL;
 }
 
 void router_set_write_group(router *rt, const char *group)
@@ -229,14 +252,14 @@ int router_match(const router *rt, const char *method, const char *path, http_re
             if (!cr->is_param[s]) ok = cr->seg_len[s] == seg_len[s] && !memcmp(cr->seg[s], seg[s], seg_len[s]);
         if (!ok) continue;
         path_known = true;
-        if (!strcmp(cr->r->method, method)) {
+        if (!strcmp(cr->r.method, method)) {
             if (!best || cr->n_literal > best->n_literal) {
                 best = cr;
                 best_i = i;
             }
-        } else if (allow && allow_size && !strstr(allow, cr->r->method)) {
+        } else if (allow && allow_size && !strstr(allow, cr->r.method)) {
             size_t used = strlen(allow);
-            snprintf(allow + used, allow_size - used, "%s%s", used ? ", " : "", cr->r->method);
+            snprintf(allow + used, allow_size - used, "%s%s", used ? ", " : "", cr->r.method);
         }
     }
     if (!best) return path_known ? ROUTER_NO_METHOD : ROUTER_NO_PATH;
@@ -250,7 +273,8 @@ int router_match(const router *rt, const char *method, const char *path, http_re
             if (!name || !value) return CLAD_ENOMEM;
             memcpy(name, best->seg[s], best->seg_len[s]);
             name[best->seg_len[s]] = '\0';
-            if (http_percent_decode(value, seg[s], seg_len[s], false) < 0 || strchr(value, '/'))
+            if (http_percent_decode(value, seg[s], seg_len[s], false) < 0 || strchr(value, '/') ||
+                !http_utf8_valid(value))
                 return CLAD_EINVAL;
             req->params[req->n_params++] = (http_param){name, value};
         }
@@ -266,6 +290,19 @@ static bool media_listed(const char *list, const char *media)
         while (*p == ' ' || *p == ',') p++;
         size_t n = strcspn(p, ", ");
         if (n == ml && !strncasecmp(p, media, n)) return true;
+        p += n;
+    }
+    return false;
+}
+
+/* Is name in the comma-separated list (NULL: empty)? */
+static bool name_listed(const char *list, const char *name)
+{
+    size_t nl = strlen(name);
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ' || *p == ',') p++;
+        size_t n = strcspn(p, ", ");
+        if (n == nl && !strncmp(p, name, n)) return true;
         p += n;
     }
     return false;
@@ -294,10 +331,17 @@ static bool route_request(router *rt, http_req *req, bool has_body)
         return false;
     }
     if (m < 0) {
-        http_reply_error(req, CLAD_EINVAL, "a path parameter in %s is not valid percent-encoding", req->path);
+        http_reply_error(req, CLAD_EINVAL, "a path parameter in %s is not valid percent-encoded UTF-8 (or holds '/')",
+                         req->path);
         return false;
     }
-    const route *r = rt->routes[index].r;
+    for (size_t i = 0; i < req->n_query; i++)
+        if (!http_utf8_valid(req->query_params[i].name) || !http_utf8_valid(req->query_params[i].value)) {
+            http_reply_error(req, CLAD_EINVAL, "query parameter %zu is not valid percent-encoded UTF-8", i + 1);
+            return false;
+        }
+    const route *r = &rt->routes[index].r;
+    const char *known = rt->routes[index].query;
     req->route = r;
     req->route_index = (int)index;
 
@@ -309,6 +353,16 @@ static bool route_request(router *rt, http_req *req, bool has_body)
                              reason);
             return false;
         }
+    }
+    for (size_t i = 0; i < req->n_query; i++) {
+        const char *name = req->query_params[i].name;
+        if (name_listed(known, name)) continue;
+        if (known[0])
+            http_reply_error(req, CLAD_EINVAL, "unknown query parameter '%.64s' (known: %s)", name, known);
+        else
+            http_reply_error(req, CLAD_EINVAL, "unknown query parameter '%.64s' (%s %s takes none)", name,
+                             req->method_name, r->pattern);
+        return false;
     }
     if (has_body) {
         const char *accept = r->accept ? r->accept : (r->flags & ROUTE_JSON) ? HTTP_JSON : NULL;

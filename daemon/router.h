@@ -3,8 +3,8 @@
  * Every API module exports a table of routes ending with ROUTE_END:
  *
  *     const route api_jobs_routes[] = {
- *         {"GET", "/v1/jobs", ROUTE_READ, jobs_list, NULL, "list jobs"},
- *         {"GET", "/v1/jobs/{id}", ROUTE_READ, jobs_get, NULL, "one job; ?follow=1 streams its progress"},
+ *         {"GET", "/v1/jobs{?state,lane,limit}", ROUTE_READ, jobs_list, NULL, "list jobs"},
+ *         {"GET", "/v1/jobs/{id}{?follow}", ROUTE_READ, jobs_get, NULL, "one job; ?follow=1 streams it"},
  *         {"DELETE", "/v1/jobs/{id}", ROUTE_WRITE, jobs_cancel, NULL, "cancel a job"},
  *         ROUTE_END,
  *     };
@@ -14,6 +14,7 @@
  *   - unknown path: 404 not_found; known path, other method: 405 method_not_allowed with an Allow header;
  *   - ROUTE_WRITE: only root, cladd's own uid or members of the write group (primary or supplementary),
  *     else 403 denied, reported to the audit hook;
+ *   - a query parameter the pattern does not list: 400 invalid_input naming it and the known ones;
  *   - a body on a route that takes none, or of a media type the route does not accept: 415;
  *   - ROUTE_JSON: the body (if any) must be a JSON object of at most the JSON limit; it is parsed into
  *     req->json ({} when the body is empty); malformed JSON is 400 invalid_input naming line and column.
@@ -22,7 +23,10 @@
  *
  * A pattern is literal segments and {name} segments, each {name} matching one non-empty segment
  * (percent-decoded; a decoded '/' is rejected). When several patterns match, the one with more literal
- * segments wins ("/v1/tasks/stats" over "/v1/tasks/{name}").
+ * segments wins ("/v1/tasks/stats" over "/v1/tasks/{name}"). A pattern may end with the query parameters
+ * the route accepts, as in RFC 6570: "/v1/jobs{?state,lane,limit}"; without that part it takes none.
+ * The router keeps its own copy of each route whose .pattern is the path alone ("/v1/jobs"): that is what
+ * router_get and req->route show (logs, metrics).
  */
 #ifndef CLAD_DAEMON_ROUTER_H
 #define CLAD_DAEMON_ROUTER_H
@@ -45,7 +49,7 @@ typedef void (*route_handler)(http_req *req);
 
 typedef struct route {
     const char *method;   /* "GET", "POST", "PUT", "DELETE" */
-    const char *pattern;  /* "/v1/jobs/{id}" */
+    const char *pattern;  /* "/v1/jobs/{id}", optionally with the accepted query: "/v1/jobs/{id}{?follow}" */
     unsigned flags;       /* ROUTE_READ or ROUTE_WRITE, plus ROUTE_JSON */
     route_handler handler;
     /* Accepted body media types, comma-separated ("text/csv,application/octet-stream"). NULL means
@@ -75,8 +79,10 @@ void router_destroy(router *rt);
 int router_add(router *rt, const route *table, clad_err *err);
 
 size_t router_count(const router *rt);
-/* Route by index (req->route_index), NULL when out of range. */
+/* Route by index (req->route_index), NULL when out of range; its pattern is the path alone. */
 const route *router_get(const router *rt, size_t index);
+/* The query parameters a route accepts, comma-separated ("" for none; NULL when out of range). */
+const char *router_get_query(const router *rt, size_t index);
 
 /* The write group by name ("" or NULL: none). Resolved now; an unknown group is logged and grants
  * nothing. Call again on reload. */

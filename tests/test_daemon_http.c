@@ -508,9 +508,13 @@ TEST(daemon_http_socket_file_safety)
     CHECK_MSG(strstr(log, "removed stale socket") != NULL, "log: %s", log);
     free(log);
 
-    /* A second daemon on the same live socket refuses and leaves the first alone. */
+    /* A second daemon on the same live socket (with its own state directory) refuses and leaves the first
+     * alone. */
     daemon_proc d2;
-    daemon_opts o = {.no_wait = true};
+    char state2[300];
+    snprintf(state2, sizeof state2, "%s/state2", test_tmpdir());
+    const char *const other_state[] = {"--state-dir", state2, NULL};
+    daemon_opts o = {.no_wait = true, .args = other_state};
     daemon_start(&d2, &o);
     CHECK_INT_EQ(daemon_wait(&d2, 5), 1);
     log = daemon_log(&d2);
@@ -556,4 +560,37 @@ TEST(daemon_http_systemd_socket_activation)
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 5), 0);
     /* The socket belongs to systemd: cladd leaves it in place. */
     CHECK(access(sock, F_OK) == 0);
+}
+
+/* Bytes that are not UTF-8 cannot go into a JSON reply: a path parameter or query value holding them is a
+ * 400 invalid_input (it was 503 out_of_memory, which tells clients to retry), and the daemon serves on. */
+TEST(daemon_http_invalid_utf8_in_parameters_is_400)
+{
+    daemon_proc d;
+    daemon_start(&d, NULL);
+    static const char *const paths[] = {
+        "/v1/tasks/%FF",                 /* a lone byte that is never UTF-8 */
+        "/v1/tasks/%C3%28/versions",     /* a broken two-byte sequence */
+        "/v1/tasks/%C0%AF",              /* an overlong '/' */
+        "/v1/tasks/%ED%A0%80/aliases",   /* a UTF-16 surrogate */
+        "/v1/bases/%E2%82",              /* cut short */
+        "/v1/jobs?lane=%FF",             /* a query value */
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        char *body = NULL;
+        int code = curl_req(&d, "GET", paths[i], NULL, &body, NULL);
+        CHECK_MSG(code == 400, "GET %s answered %d: %s", paths[i], code, body);
+        CHECK_STR_EQ(error_code_of(body), "invalid_input");
+        CHECK_MSG(strstr(body, "UTF-8") != NULL, "GET %s: the message does not say why: %s", paths[i], body);
+        free(body);
+    }
+    /* Well-formed UTF-8 is a name like any other: not found, not an encoding error. */
+    char *body = NULL;
+    CHECK_INT_EQ(curl_req(&d, "GET", "/v1/tasks/%C3%A9t%C3%A9", NULL, &body, NULL), 400);
+    CHECK_STR_EQ(error_code_of(body), "invalid_input");
+    CHECK_MSG(strstr(body, "UTF-8") == NULL, "valid UTF-8 reported as an encoding error: %s", body);
+    free(body);
+    CHECK_INT_EQ(curl_req(&d, "GET", "/v1/health", NULL, &body, NULL), 200);
+    free(body);
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 5), 0);
 }
