@@ -36,9 +36,12 @@ struct job {
     json_t *params;
     json_t *progress;   /* last event */
     json_t *result;
-    json_t *run_result; /* written by the worker, taken by after_work */
+    /* The run's private results: written only by the worker while the job runs, read only by the loop
+     * in after_work (the pool's completion orders the two), so the loop never sees them half-written. */
+    json_t *run_result;
     int run_status;
-    clad_err err;
+    clad_err run_err;
+    clad_err err;       /* the published error: loop thread only */
     uid_t owner_uid;
     double created, started, finished;
     uv_work_t work;
@@ -372,7 +375,7 @@ static void work_cb(uv_work_t *w)
 {
     job *j = w->data;
     json_t *result = NULL;
-    j->run_status = j->kind->run(j, j->arg, &result, &j->err);
+    j->run_status = j->kind->run(j, j->arg, &result, &j->run_err);
     j->run_result = result;
 }
 
@@ -386,6 +389,8 @@ static void after_work_cb(uv_work_t *w, int status)
      * and our async are separate wake-ups): deliver it first so followers see events in order. */
     drain_events(q);
     q->n_running--;
+    /* The handover: from here on the run's results are the loop's. */
+    j->err = j->run_err;
     int rc = status < 0 ? CLAD_EINTERNAL : j->run_status;
     if (status < 0) clad_err_set(&j->err, CLAD_EINTERNAL, "worker: %s", uv_strerror(status));
     if (rc != 0 && !j->err.code) clad_err_set(&j->err, rc, "job ended with %s", clad_code_name(rc));

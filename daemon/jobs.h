@@ -56,7 +56,8 @@ typedef struct job_follower job_follower;
 typedef struct job_kind {
     const char *name; /* "train", "sleep" */
     /* Worker thread: does the work. Checks job_should_stop(j) between steps and then returns
-     * CLAD_ECANCELLED; posts progress with job_post. Returns 0 or a CLAD_E* code with err filled. On
+     * CLAD_ECANCELLED; posts progress with job_post. Returns 0 or a CLAD_E* code with err filled (err is
+     * the run's own: the loop publishes it only after run returned, so readers never see a torn one). On
      * success it may set *result to a JSON object (ownership passes to the job). It must not call libuv
      * or touch loop-thread state. */
     int (*run)(job *j, void *arg, json_t **result, clad_err *err);

@@ -79,6 +79,16 @@ void stream_close(curl_stream *s);
 /* Reads lines until one contains needle; returns it parsed as JSON (fails the test on timeout). */
 json_t *stream_until(curl_stream *s, const char *needle, int timeout_ms);
 
+/* Jobs (through the test-only sleep job and /v1/jobs; each fails the test on an unexpected answer). */
+/* POSTs json_body to /v1/debug/sleep-job and returns the new job's id. */
+long long submit_sleep(const daemon_proc *d, const char *json_body);
+/* GET /v1/jobs/ID as JSON. */
+json_t *get_job(const daemon_proc *d, long long id);
+/* The job's state (a static buffer). */
+const char *state_of(json_t *job);
+/* Waits until job id reaches a final state; returns its JSON. */
+json_t *wait_final(const daemon_proc *d, long long id, double timeout_s);
+
 /* Monotonic seconds. */
 double now_s(void);
 void sleep_ms(int ms);
