@@ -394,6 +394,14 @@ static void after_work_cb(uv_work_t *w, int status)
     int rc = status < 0 ? CLAD_EINTERNAL : j->run_status;
     if (status < 0) clad_err_set(&j->err, CLAD_EINTERNAL, "worker: %s", uv_strerror(status));
     if (rc != 0 && !j->err.code) clad_err_set(&j->err, rc, "job ended with %s", clad_code_name(rc));
+    /* A cancel answered 202 is honoured even when the run finished its work before it looked: job_cancel
+     * and this callback both run on the loop, so a cancel either came before this point (and nothing is
+     * committed) or finds the job final (409). A stop for shutdown still commits finished work. */
+    int stop = atomic_load(&j->stop);
+    if (rc == 0 && stop == STOP_CANCEL) {
+        rc = CLAD_ECANCELLED;
+        clad_err_set(&j->err, CLAD_ECANCELLED, "cancelled on request after the work was done; nothing kept");
+    }
     if (j->kind->finish) {
         clad_err ferr = {0};
         int frc = j->kind->finish(j, j->arg, rc, &ferr);
@@ -404,7 +412,6 @@ static void after_work_cb(uv_work_t *w, int status)
         rc = frc;
     }
     job_state final;
-    int stop = atomic_load(&j->stop);
     if (rc == 0) final = JOB_SUCCEEDED;
     else if (stop == STOP_SHUTDOWN) final = JOB_INTERRUPTED;
     else if (stop == STOP_CANCEL || rc == CLAD_ECANCELLED) final = JOB_CANCELLED;

@@ -130,7 +130,10 @@ int job_submit(job_queue *q, job_spec *spec, job **out, clad_err *err);
 job *job_find(job_queue *q, uint64_t id);
 
 /* Cancels: a queued job becomes cancelled at once; a running job is asked to stop (job_should_stop) and
- * becomes cancelled when its run returns. CLAD_ECONFLICT if the job has already finished. */
+ * becomes cancelled when its run returns, whatever run returned: a cancel accepted while the job is
+ * running is always honoured (finish is told CLAD_ECANCELLED and commits nothing). CLAD_ECONFLICT once the
+ * job has finished, which includes the moment its result is being committed: there is no window in which
+ * a cancel is accepted and then ignored. */
 int job_cancel(job_queue *q, job *j, clad_err *err);
 
 /* Loop-thread accessors. */

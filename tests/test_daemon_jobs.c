@@ -23,6 +23,33 @@ static json_t *wait_progress(const daemon_proc *d, long long id, long long done,
     }
 }
 
+TEST(daemon_job_cancel_after_the_last_step_is_honoured)
+{
+    daemon_proc d;
+    daemon_start(&d, NULL);
+    /* One step, then 1.5 s of work that never checks for stop (as serialising a trained adapter). */
+    long long id = submit_sleep(&d, "{\"steps\": 1, \"step_ms\": 10, \"tail_ms\": 1500}");
+    json_t *j = wait_progress(&d, id, 1, 5);
+    CHECK_STR_EQ(state_of(j), "running");
+    json_decref(j);
+    char path[64], *body = NULL;
+    snprintf(path, sizeof path, "/v1/jobs/%lld", id);
+    int code = curl_req(&d, "DELETE", path, NULL, &body, NULL);
+    CHECK_MSG(code == 202, "cancel during the tail answered %d: %s", code, body);
+    free(body);
+    /* 202 promised a cancel: the finished work must be discarded, not published as a success. */
+    j = wait_final(&d, id, 10);
+    CHECK_STR_EQ(state_of(j), "cancelled");
+    CHECK(json_is_null(json_object_get(j, "result")));
+    CHECK_STR_EQ(json_string_value(json_object_get(json_object_get(j, "error"), "code")), "cancelled");
+    json_decref(j);
+    /* Once final, a cancel is 409 and changes nothing. */
+    CHECK_INT_EQ(curl_req(&d, "DELETE", path, NULL, &body, NULL), 409);
+    CHECK_STR_EQ(error_code_of(body), "conflict");
+    free(body);
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 5), 0);
+}
+
 TEST(daemon_job_error_is_published_only_with_the_final_state)
 {
     daemon_proc d;
