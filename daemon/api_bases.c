@@ -144,7 +144,11 @@ static int base_train_run(job *j, void *argp, json_t **result, clad_err *err)
         if (!rc) rc = dataset_parse_any(&all, buf, len, false, err);
         free(buf);
     }
-    if (rc) return rc;
+    if (!rc) rc = job_check_stop(j, "reading the data", err);
+    if (rc) {
+        dataset_finish(&all);
+        return rc;
+    }
     long long n = a->samples && a->samples < all.n ? a->samples : all.n;
     rc = dataset_sample(&d, &all, (int)n, a->seed, err);
     dataset_finish(&all);
@@ -165,7 +169,7 @@ static int base_train_run(job *j, void *argp, json_t **result, clad_err *err)
     a->tc.seed = a->seed;
     train_result tr;
     rc = train_run(a->m, NULL, &d, &a->tc, train_reporter_step, &rep, &tr, err);
-    if (!rc) rc = model_evaluate(a->m, NULL, &d, 256, &a->train_eval, err);
+    if (!rc) rc = job_evaluate(j, a->m, NULL, &d, &a->train_eval, err);
     dataset_finish(&d);
     if (rc) return rc;
     *result = json_pack("{s:s,s:I,s:f,s:f,s:f}", "base", a->name, "samples", (json_int_t)n, "train_accuracy",

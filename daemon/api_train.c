@@ -229,7 +229,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     int rc = body_to_dataset(&all, a->body, a->body_len, false, err);
     free(a->body); /* nothing per sample outlives the job */
     a->body = NULL;
-    if (rc) goto done;
+    if (rc || (rc = job_check_stop(j, "reading the data", err))) goto done;
     if ((rc = train_check_data(m, NULL, &all, false, err))) goto done;
     a->n_classes = a->task_classes ? a->task_classes : all.n_classes;
     if (all.n_classes > a->n_classes) {
@@ -237,7 +237,8 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
                           a->task, a->n_classes);
         goto done;
     }
-    if ((rc = split(&tr, &ho, &all, a->holdout, a->seed, err))) goto done;
+    if ((rc = split(&tr, &ho, &all, a->holdout, a->seed, err)) || (rc = job_check_stop(j, "reading the data", err)))
+        goto done;
     dataset_finish(&all);
     char dstatus[160];
     snprintf(dstatus, sizeof dstatus, "%s: %d training and %d held-out samples, %d classes", a->task, tr.n, ho.n, a->n_classes);
@@ -248,7 +249,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
         train_result fres;
         if ((rc = fusion_train(j, a, &tr, &ho, &ad, &fres, err))) goto done;
         eval_result fev = {0};
-        if (ho.n && (rc = model_evaluate(m, ad, &ho, 256, &fev, err))) goto done;
+        if (ho.n && (rc = job_evaluate(j, m, ad, &ho, &fev, err))) goto done;
         a->metrics = json_pack("{s:o,s:o,s:i,s:I,s:f}", "holdout_accuracy", ho.n ? json_real(fev.accuracy) : json_null(),
                                "holdout_loss", ho.n ? json_real(fev.loss) : json_null(), "holdout_samples", ho.n,
                                "adapter_params", (json_int_t)adapter_param_count(ad), "train_seconds", fres.seconds);
@@ -261,7 +262,10 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     char pstatus[160];
     snprintf(pstatus, sizeof pstatus, "probing %s against the base and %d earlier adapter(s)", a->task, e->n);
     job_post(j, json_pack("{s:s,s:i,s:s}", "event", "probe", "earlier", e->n, "status", pstatus));
-    if (job_should_stop(j)) { rc = clad_err_set(err, CLAD_ECANCELLED, "cancelled before the probe"); goto done; }
+    if ((rc = job_check_stop(j, "loading earlier adapters", err))) goto done;
+    /* The probe polls the job's stop flag between its steps and evaluation batches. */
+    a->cl.probe.stop = job_stop_hook;
+    a->cl.probe.stop_ctx = j;
     if ((rc = cl_plan_task(&plan, m, e->ptr, e->n, &tr, a->n_classes, &a->cl, err))) goto done;
     json_t *pj = plan_json(&plan, &a->cl.policy, m, e);
     a->lineage = json_pack("{s:O}", "plan", pj);
@@ -296,6 +300,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
         ad = cl_train_task(m, &plan, reused, &tr, a->n_classes, &a->cl, &a->tc, a->seed, train_reporter_step, &rep, &res, err);
     }
     if (!ad) { rc = err->code; goto done; }
+    if ((rc = job_check_stop(j, "training", err))) goto done;
     if (a->prune > 0 && ad->kind == ADAPTER_LORA) {
         /* Rank pruning: each layer keeps the smallest rank that holds `prune` of its energy. */
         size_t params_before = adapter_param_count(ad);
@@ -310,8 +315,8 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
         ad = pruned;
     }
     eval_result ev_tr, ev_ho = {0};
-    if ((rc = model_evaluate(m, ad, &tr, 256, &ev_tr, err))) goto done;
-    if (ho.n && (rc = model_evaluate(m, ad, &ho, 256, &ev_ho, err))) goto done;
+    if ((rc = job_evaluate(j, m, ad, &tr, &ev_tr, err))) goto done;
+    if (ho.n && (rc = job_evaluate(j, m, ad, &ho, &ev_ho, err))) goto done;
     int n_holdout = ho.n;
     dataset_finish(&tr);
     dataset_finish(&ho);
@@ -332,7 +337,9 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     } else if ((rc = cl_signature_compute(&sig, m, ad, &plan, &a->cl, err))) {
         goto done;
     }
-    if ((rc = adapter_blob_build(ad, m, &sig, &a->blob, &a->blob_len, err))) goto done;
+    if ((rc = job_check_stop(j, "computing the signature", err)) ||
+        (rc = adapter_blob_build(ad, m, &sig, &a->blob, &a->blob_len, err)))
+        goto done;
     a->wall = uv_hrtime() * 1e-9 - t0;
     *result = json_pack("{s:s,s:O,s:O}", "task", a->task, "ranks", json_object_get(json_object_get(a->lineage, "plan"), "ranks"),
                         "metrics", a->metrics);

@@ -1,14 +1,20 @@
 /* The job runner's contracts under races, through the real daemon: a cancel answered 202 is honoured, a
  * job's error is published only with its final state, and job history survives a restart. Jobs here are
  * the test-only sleep jobs (--enable-test-routes), whose `tail_ms` stands for the work after a job's
- * last step that does not look at stop requests. */
+ * last step that does not look at stop requests, and real trainings of a random vit-tiny base on
+ * Fashion-MNIST where a phase's length matters (the probe). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/model.h"
+#include "io/dataset_io.h"
+#include "io/model_io.h"
 #include "tests/daemon_util.h"
 #include "tests/test.h"
+
+#define OCTET "-H 'Content-Type: application/octet-stream' "
 
 /* Polls job id until its progress reports `done` >= done; returns its JSON (still running). */
 static json_t *wait_progress(const daemon_proc *d, long long id, long long done, double timeout_s)
@@ -76,4 +82,87 @@ TEST(daemon_job_error_is_published_only_with_the_final_state)
     CHECK(strstr(json_string_value(json_object_get(e, "message")), "failed on purpose at step 1") != NULL);
     json_decref(j);
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 5), 0);
+}
+
+/* --- stopping during the probe ------------------------------------------------------------------------ */
+
+/* Starts cladd with an imported random vit-tiny base "vit" and writes a Fashion-MNIST task file into
+ * task_path. False (test skipped) when the data set is not installed. */
+static bool vit_fixture_start(daemon_proc *d, char *task_path, size_t size)
+{
+    dataset all, task;
+    clad_err e = {0};
+    if (dataset_load_fmnist(&all, NULL, false, &e) != 0) {
+        printf("# skipped: Fashion-MNIST is not installed (%s)\n", e.msg);
+        return false;
+    }
+    CHECK_INT_EQ(dataset_sample(&task, &all, 2000, 3, NULL), 0);
+    dataset_finish(&all);
+    snprintf(task_path, size, "%s/task.safetensors", test_tmpdir());
+    CHECK_INT_EQ(dataset_save_safetensors(&task, task_path, NULL), 0);
+    dataset_finish(&task);
+    char base_path[512];
+    snprintf(base_path, sizeof base_path, "%s/vit.safetensors", test_tmpdir());
+    model_config c;
+    CHECK_INT_EQ(model_config_preset(&c, "vit-tiny", NULL), 0);
+    model *m = model_create(&c, NULL);
+    model_init_random(m, 5);
+    CHECK_INT_EQ(model_save(m, base_path, NULL), 0);
+    model_destroy(m);
+    static const char *const env[] = {"OPENBLAS_NUM_THREADS=1", NULL};
+    daemon_opts o = {.env = env};
+    daemon_start(d, &o);
+    char extra[700], *body = NULL;
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", base_path);
+    int code = curl_req(d, "POST", "/v1/bases/vit", extra, &body, NULL);
+    CHECK_MSG(code == 201, "base import answered %d: %s", code, body);
+    free(body);
+    return true;
+}
+
+/* Starts training task t on the vit base, following it, and returns once the probe has begun. */
+static long long start_until_probe(const daemon_proc *d, curl_stream *s, const char *task_path)
+{
+    char extra[700];
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", task_path);
+    stream_open(s, d, "POST", "/v1/tasks/t/train?follow=1", extra);
+    json_t *first = stream_until(s, "\"event\":\"job\"", 10000);
+    long long id = json_integer_value(json_object_get(json_object_get(first, "job"), "id"));
+    json_decref(first);
+    json_decref(stream_until(s, "\"event\":\"probe\"", 30000));
+    sleep_ms(300); /* well inside the probe, which takes seconds on vit-tiny */
+    return id;
+}
+
+TEST_TIMEOUT(daemon_cancel_and_sigterm_during_the_probe_are_prompt, 120)
+{
+    daemon_proc d;
+    char task_path[512];
+    if (!vit_fixture_start(&d, task_path, sizeof task_path)) return;
+    curl_stream s;
+    long long id = start_until_probe(&d, &s, task_path);
+    char path[64], *body = NULL;
+    snprintf(path, sizeof path, "/v1/jobs/%lld", id);
+    double t0 = now_s();
+    CHECK_INT_EQ(curl_req(&d, "DELETE", path, NULL, &body, NULL), 202);
+    free(body);
+    json_t *end = stream_until(&s, "\"event\":\"end\"", 30000);
+    double cancel_s = now_s() - t0;
+    json_t *job = json_object_get(end, "job");
+    CHECK_STR_EQ(state_of(job), "cancelled");
+    CHECK(json_object_get(job, "progress") && !strstr(json_string_value(json_object_get(json_object_get(job, "progress"), "event")), "step"));
+    json_decref(end);
+    stream_close(&s);
+    printf("# cancel during the probe took %.3f s\n", cancel_s);
+    CHECK_MSG(cancel_s < 3.0, "cancel during the probe took %.2f s", cancel_s);
+    CHECK_INT_EQ(curl_req(&d, "GET", "/v1/tasks/t", NULL, &body, NULL), 404);
+    free(body);
+
+    start_until_probe(&d, &s, task_path);
+    t0 = now_s();
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 30), 0);
+    double term_s = now_s() - t0;
+    stream_close(&s);
+    printf("# SIGTERM during the probe: exit after %.3f s\n", term_s);
+    CHECK_MSG(term_s < 3.0, "SIGTERM during the probe took %.2f s to stop the daemon", term_s);
 }
