@@ -251,7 +251,11 @@ static void base_train(http_req *req, const char *name)
         return;
     }
     base_train_arg *a = calloc(1, sizeof *a);
-    if (!a) abort();
+    if (!a) {
+        json_decref(spec);
+        http_reply_error(req, CLAD_ENOMEM, "out of memory");
+        return;
+    }
     snprintf(a->name, sizeof a->name, "%s", name);
     a->app = app;
     a->peer_uid = app_peer_uid(req);

@@ -49,6 +49,7 @@ typedef struct train_arg {
     char fuse[FUSION_MAX_SOURCES][STORE_NAME_MAX + 1];
     adapter *fuse_src[FUSION_MAX_SOURCES]; /* loaded by the job, alive while the fusion adapter is */
     int peer_uid;
+    http_req *req;              /* while the upload is hashed, before the job is submitted */
     /* results, from run to finish */
     int n_classes;
     uint8_t *blob;
@@ -490,6 +491,40 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
     return 0;
 }
 
+/* The upload's hash, the data's identity in the version's record. */
+static int train_hash_work(void *argp, clad_err *err)
+{
+    (void)err;
+    train_arg *a = argp;
+    sha256_hex(a->body, a->body_len, a->data_sha);
+    return 0;
+}
+
+/* The upload is hashed; submit the job. */
+static void train_hash_done(void *argp, int status, const clad_err *herr)
+{
+    train_arg *a = argp;
+    http_req *req = a->req;
+    a->req = NULL;
+    clad_err err = {0};
+    if (status) {
+        err = *herr;
+    } else {
+        json_t *params = json_pack("{s:s,s:s,s:I,s:s,s:O}", "task", a->task, "base", a->base->name, "bytes",
+                                   (json_int_t)a->body_len, "data_sha256", a->data_sha, "options", a->hparams);
+        job_spec js = {.kind = &train_kind, .lane = a->base->name, .arg = a, .params = params,
+                       .owner_uid = req->peer->uid};
+        job *j = NULL;
+        if (params && job_submit(a->app->jobs, &js, &j, &err) == 0) {
+            api_reply_job(req, j, 202);
+            return;
+        }
+        if (!params) clad_err_set(&err, CLAD_ENOMEM, "out of memory");
+    }
+    train_arg_free(a);
+    http_reply_err(req, &err);
+}
+
 static void train_post(http_req *req)
 {
     cladd *app = req->app;
@@ -498,7 +533,10 @@ static void train_post(http_req *req)
     clad_err err = {0};
     char base[STORE_NAME_MAX + 1];
     train_arg *a = calloc(1, sizeof *a);
-    if (!a) abort();
+    if (!a) {
+        http_reply_error(req, CLAD_ENOMEM, "out of memory");
+        return;
+    }
     a->app = app;
     a->peer_uid = app_peer_uid(req);
     snprintf(a->task, sizeof a->task, "%s", task);
@@ -522,27 +560,18 @@ static void train_post(http_req *req)
         rc = parse_options(a, req, &err);
     }
     if (!rc && !req->body_len) rc = clad_err_set(&err, CLAD_EINVAL, "the request has no training data");
+    /* The job keeps the upload itself (uploads may be 512 MiB: no copy). */
+    if (!rc) {
+        a->body = (uint8_t *)http_req_take_body(req, &a->body_len);
+        a->req = req;
+        train_hash_work(a, &err);
+        train_hash_done(a, 0, &err);
+        return;
+    }
     if (rc) {
         train_arg_free(a);
         http_reply_err(req, &err);
-        return;
     }
-    /* The body is copied: the job outlives the request when the client does not follow. */
-    a->body = malloc(req->body_len);
-    if (!a->body) abort();
-    memcpy(a->body, req->body, req->body_len);
-    a->body_len = req->body_len;
-    sha256_hex(a->body, a->body_len, a->data_sha);
-    json_t *params = json_pack("{s:s,s:s,s:I,s:s,s:O}", "task", task, "base", base, "bytes", (json_int_t)req->body_len,
-                               "data_sha256", a->data_sha, "options", a->hparams);
-    job_spec js = {.kind = &train_kind, .lane = base, .arg = a, .params = params, .owner_uid = req->peer->uid};
-    job *j = NULL;
-    if (job_submit(app->jobs, &js, &j, &err)) {
-        train_arg_free(a);
-        http_reply_err(req, &err);
-        return;
-    }
-    api_reply_job(req, j, 202);
 }
 
 const route api_train_routes[] = {
