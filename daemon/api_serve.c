@@ -21,6 +21,9 @@
 
 #define SERVE_MAX_SAMPLES 1000000
 #define SERVE_BATCH 64
+/* {"inputs": ...} bodies: parsed on a pool thread, but a parsed JSON number takes about ten times its
+ * text, so the text is bounded before parsing (docs/API.md, Limits). */
+#define SERVE_JSON_MAX (64u << 20)
 
 typedef struct serve_call {
     http_req *req;
@@ -243,6 +246,11 @@ static void serve(http_req *req, bool evaluate)
 {
     cladd *app = req->app;
     const char *task = http_req_param(req, "name");
+    if (!evaluate && req->body_len > SERVE_JSON_MAX && body_is_json(req)) {
+        http_reply_error(req, CLAD_ETOOLARGE, "a JSON body of %zu bytes is larger than the limit of %u for inputs; "
+                         "send a dataset file (safetensors, IDX, CSV) instead", req->body_len, SERVE_JSON_MAX);
+        return;
+    }
     clad_err err = {0};
     int64_t version = 0;
     bool probs = true;

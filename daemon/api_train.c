@@ -491,7 +491,7 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
     return 0;
 }
 
-/* The upload's hash, the data's identity in the version's record. */
+/* Pool thread: the upload's hash, the data's identity in the version's record. */
 static int train_hash_work(void *argp, clad_err *err)
 {
     (void)err;
@@ -500,7 +500,7 @@ static int train_hash_work(void *argp, clad_err *err)
     return 0;
 }
 
-/* The upload is hashed; submit the job. */
+/* Loop thread: the upload is hashed; submit the job. */
 static void train_hash_done(void *argp, int status, const clad_err *herr)
 {
     train_arg *a = argp;
@@ -560,13 +560,12 @@ static void train_post(http_req *req)
         rc = parse_options(a, req, &err);
     }
     if (!rc && !req->body_len) rc = clad_err_set(&err, CLAD_EINVAL, "the request has no training data");
-    /* The job keeps the upload itself (uploads may be 512 MiB: no copy). */
+    /* The job keeps the upload itself (uploads may be 512 MiB: no copy), hashed on the pool first so
+     * that no work proportional to the upload runs on the loop. */
     if (!rc) {
         a->body = (uint8_t *)http_req_take_body(req, &a->body_len);
         a->req = req;
-        train_hash_work(a, &err);
-        train_hash_done(a, 0, &err);
-        return;
+        rc = job_queue_compute(app->jobs, train_hash_work, train_hash_done, a, &err);
     }
     if (rc) {
         train_arg_free(a);
