@@ -1,4 +1,5 @@
 /* The daemon's side of the store: opening it, persisting job states, restoring job history. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,9 +10,13 @@
 /* Adapters kept loaded beyond what requests hold (LRU). */
 #define APP_ADAPTER_CACHE_BYTES (256u << 20)
 
+/* A running job's progress is written to the store at most this often (a write transaction each). */
+#define APP_PROGRESS_SAVE_S 1.0
+
 typedef struct job_link {
     uint64_t queue_id;
     int64_t store_id;
+    double progress_saved; /* uv_hrtime seconds of the last progress write */
 } job_link;
 
 int app_peer_uid(const http_req *req)
@@ -29,6 +34,18 @@ static job_state from_store_state(store_job_state s)
     case STORE_JOB_CANCELLED: return JOB_CANCELLED;
     default: return JOB_INTERRUPTED;
     }
+}
+
+/* The stored progress as the job's last event, NULL for none ("{}", the column's default). */
+static json_t *restored_progress(const char *text)
+{
+    json_error_t je;
+    json_t *p = text ? json_loads(text, 0, &je) : NULL;
+    if (p && json_object_size(p) == 0) {
+        json_decref(p);
+        p = NULL;
+    }
+    return p;
 }
 
 /* Loads the newest finished jobs back into the queue so /v1/jobs lists them after a restart. */
@@ -54,7 +71,9 @@ static void restore_jobs(cladd *app)
             .started = (double)sj->started_ms / 1e3,
             .finished = (double)sj->finished_ms / 1e3,
             .params = sj->request_json ? json_loads(sj->request_json, 0, &je) : NULL,
-            .result = sj->result_version ? json_pack("{s:I}", "version", (json_int_t)sj->result_version) : NULL,
+            .result = sj->result_json ? json_loads(sj->result_json, 0, &je)
+                      : sj->result_version ? json_pack("{s:I}", "version", (json_int_t)sj->result_version) : NULL,
+            .progress = restored_progress(sj->progress_json),
             .error_code = sj->error_code,
             .error_message = sj->error_msg,
             .owner_uid = (uid_t)sj->peer_uid,
@@ -107,6 +126,43 @@ int64_t app_store_job_id(const cladd *app, const job *j)
     return l ? l->store_id : 0;
 }
 
+static int64_t to_ms(double t)
+{
+    return t > 0 ? (int64_t)llround(t * 1000.0) : 0;
+}
+
+/* A finished job's result, last progress and its own times, so its history reads the same after a
+ * restart. */
+static int record_outcome(cladd *app, job *j, int64_t store_id, clad_err *err)
+{
+    json_t *jj = job_to_json(j);
+    json_t *res = json_object_get(jj, "result"), *prog = json_object_get(jj, "progress");
+    char *rtext = json_is_object(res) ? json_dumps(res, JSON_COMPACT) : NULL;
+    char *ptext = json_is_object(prog) ? json_dumps(prog, JSON_COMPACT) : NULL;
+    double created, started, finished;
+    job_times(j, &created, &started, &finished);
+    store_job_outcome o = {.result_json = rtext, .progress_json = ptext, .created_ms = to_ms(created),
+                           .started_ms = to_ms(started), .finished_ms = to_ms(finished)};
+    int rc = store_job_set_outcome(app->st, store_id, &o, err);
+    free(rtext);
+    free(ptext);
+    json_decref(jj);
+    return rc;
+}
+
+void app_job_progress_hook(cladd *app, job *j, const json_t *event)
+{
+    job_link *l = app->st ? find_link(app, job_id(j)) : NULL;
+    double now = (double)uv_hrtime() * 1e-9;
+    if (!l || now - l->progress_saved < APP_PROGRESS_SAVE_S) return;
+    l->progress_saved = now;
+    char *text = json_dumps(event, JSON_COMPACT);
+    clad_err e = {0};
+    if (text && store_job_set_progress(app->st, l->store_id, text, &e) != 0)
+        log_debug("job %llu: progress not saved: %s", (unsigned long long)job_id(j), e.msg);
+    free(text);
+}
+
 int app_job_state_hook(cladd *app, job *j, clad_err *err)
 {
     if (!app->st) return 0;
@@ -128,7 +184,7 @@ int app_job_state_hook(cladd *app, job *j, clad_err *err)
             app->links = realloc(app->links, app->cap_links * sizeof *app->links);
             if (!app->links) abort();
         }
-        app->links[app->n_links++] = (job_link){qid, sid};
+        app->links[app->n_links++] = (job_link){qid, sid, 0};
         return 0;
     }
     job_link *l = find_link(app, qid);
@@ -168,6 +224,8 @@ int app_job_state_hook(cladd *app, job *j, clad_err *err)
         break;
     }
     if (rc) log_warning("job %llu: cannot record state %s: %s", (unsigned long long)qid, job_state_name(st), e.msg);
+    if (!rc && job_state_final(st) && (rc = record_outcome(app, j, l->store_id, &e)))
+        log_warning("job %llu: cannot record its result: %s", (unsigned long long)qid, e.msg);
     if (job_state_final(st)) *l = app->links[--app->n_links];
     return 0;
 }

@@ -1,6 +1,7 @@
 /* Job queue, lanes, worker-pool execution, progress fan-out and compute tasks; see jobs.h. */
 #include "daemon/jobs.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -156,17 +157,27 @@ const char *job_kind_name(const job *j) { return j->kind_name; }
 bool job_cancel_requested(const job *j) { return atomic_load(&j->stop) != STOP_NONE; }
 bool job_should_stop(const job *j) { return atomic_load(&j->stop) != STOP_NONE; }
 
+void job_times(const job *j, double *created, double *started, double *finished)
+{
+    *created = j->created;
+    *started = j->started;
+    *finished = j->finished;
+}
+
 /* --- JSON ---------------------------------------------------------------------------------------------- */
 
 static json_t *time_json(double t)
 {
     if (t <= 0) return json_null();
-    time_t s = (time_t)t;
+    /* Whole milliseconds, rounded: the store keeps milliseconds, and truncating t - s (0.123 is
+     * 0.12299...) made a restored job's times read 1 ms earlier than before the restart. */
+    long long ms = llround(t * 1000.0);
+    time_t s = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&s, &tm);
     char buf[40];
     size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, sizeof buf - n, ".%03dZ", (int)((t - (double)s) * 1000.0));
+    snprintf(buf + n, sizeof buf - n, ".%03dZ", (int)(ms % 1000));
     return json_string(buf);
 }
 
@@ -563,8 +574,8 @@ int job_cancel(job_queue *q, job *j, clad_err *err)
 int job_queue_restore(job_queue *q, job_record *rec, clad_err *err)
 {
     json_t *params = rec->params ? rec->params : json_object();
-    json_t *result = rec->result;
-    rec->params = rec->result = NULL;
+    json_t *result = rec->result, *progress = rec->progress;
+    rec->params = rec->result = rec->progress = NULL;
     int rc = 0;
     if (!job_state_final(rec->state)) {
         rc = clad_err_set(err, CLAD_EINVAL, "job %llu: restored jobs must be finished, not %s",
@@ -594,6 +605,7 @@ int job_queue_restore(job_queue *q, job_record *rec, clad_err *err)
     j->finished = rec->finished;
     j->params = params;
     j->result = result;
+    j->progress = progress;
     j->owner_uid = rec->owner_uid;
     if (rec->error_code)
         clad_err_set(&j->err, rec->error_code, "%s", rec->error_message ? rec->error_message : "");
@@ -613,6 +625,7 @@ int job_queue_restore(job_queue *q, job_record *rec, clad_err *err)
 drop:
     json_decref(params);
     json_decref(result);
+    json_decref(progress);
     return rc;
 }
 

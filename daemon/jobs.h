@@ -103,6 +103,7 @@ typedef struct job_record {
     double created, started, finished; /* Unix seconds; 0 = never */
     json_t *params;    /* stolen; NULL: {} */
     json_t *result;    /* stolen; may be NULL */
+    json_t *progress;  /* stolen; may be NULL: the last progress event */
     int error_code;    /* 0 or CLAD_E* */
     const char *error_message;
     uid_t owner_uid;
@@ -144,8 +145,10 @@ job_state job_get_state(const job *j);
 const char *job_lane(const job *j);
 const char *job_kind_name(const job *j);
 bool job_cancel_requested(const job *j);
-/* The job as JSON (new reference): id, kind, lane, state, created/started/finished (RFC 3339 UTC or
- * null), params, progress (the last event), result, error, cancel_requested, owner_uid. */
+/* Unix seconds; 0 = not yet. */
+void job_times(const job *j, double *created, double *started, double *finished);
+/* The job as JSON (new reference): id, kind, lane, state, created/started/finished (RFC 3339 UTC to
+ * the millisecond, rounded, or null), params, progress (the last event), result, error, cancel_requested, owner_uid. */
 json_t *job_to_json(const job *j);
 /* Jobs newest first, optionally only one state (-1: all) or one lane (NULL: all), at most limit. */
 json_t *job_queue_list_json(job_queue *q, int state, const char *lane, size_t limit);

@@ -159,6 +159,25 @@ int store_job_set_progress(store *s, int64_t id, const char *progress_json, clad
     return tx_end(s, rc, err);
 }
 
+int store_job_set_outcome(store *s, int64_t id, const store_job_outcome *o, clad_err *err)
+{
+    int rc = check_json(s, o->result_json, "object", true, "job result", err);
+    if (!rc) rc = check_json(s, o->progress_json, "object", true, "job progress", err);
+    if (rc || (rc = tx_begin_write(s, err))) return rc;
+    static const char *const from_final[] = {"succeeded", "failed", "cancelled", "interrupted", NULL};
+    int owner = 0;
+    rc = job_check_state(s, id, from_final, "a recorded outcome", &owner, err);
+    if (rc == 0)
+        rc = st_exec(s, err,
+                     "UPDATE jobs SET result_json = coalesce(?2, result_json), "
+                     "progress_json = coalesce(?3, progress_json), "
+                     "created_ms = CASE WHEN ?4 > 0 THEN ?4 ELSE created_ms END, "
+                     "started_ms = CASE WHEN ?5 > 0 THEN ?5 ELSE started_ms END, "
+                     "finished_ms = CASE WHEN ?6 > 0 THEN ?6 ELSE finished_ms END WHERE id = ?1",
+                     "IttIII", id, o->result_json, o->progress_json, o->created_ms, o->started_ms, o->finished_ms);
+    return tx_end(s, rc, err);
+}
+
 int store_jobs_mark_interrupted(store *s, int64_t *n_marked, clad_err *err)
 {
     int rc = tx_begin_write(s, err);
@@ -181,7 +200,7 @@ int store_jobs_mark_interrupted(store *s, int64_t *n_marked, clad_err *err)
 
 static const char job_cols[] =
     "SELECT id, kind, task, state, error_code, error_msg, request_json, progress_json, result_version, "
-    "peer_uid, created_ms, started_ms, finished_ms FROM jobs ";
+    "peer_uid, created_ms, started_ms, finished_ms, result_json FROM jobs ";
 
 static void job_from_row(sqlite3_stmt *st, store_job *j)
 {
@@ -199,6 +218,7 @@ static void job_from_row(sqlite3_stmt *st, store_job *j)
     j->created_ms = sqlite3_column_int64(st, 10);
     j->started_ms = sqlite3_column_int64(st, 11);
     j->finished_ms = sqlite3_column_int64(st, 12);
+    j->result_json = col_strdup(st, 13);
 }
 
 int store_job_get(store *s, int64_t id, store_job **out, clad_err *err)
@@ -258,6 +278,7 @@ void store_job_free(store_job *j)
     if (!j) return;
     free(j->request_json);
     free(j->progress_json);
+    free(j->result_json);
     free(j);
 }
 
@@ -267,6 +288,7 @@ void store_jobs_free(store_job *j, size_t n)
     for (size_t i = 0; i < n; i++) {
         free(j[i].request_json);
         free(j[i].progress_json);
+        free(j[i].result_json);
     }
     free(j);
 }

@@ -145,6 +145,12 @@ const char *const store_migrations[] = {
     "  object TEXT NOT NULL,"
     "  detail_json TEXT NOT NULL CHECK (json_valid(detail_json))"
     ");",
+    /* 2: reserved for the runtime-dependencies migration (branch fix-store); a no-op here so that
+     * migration 3 has its number. When the branches merge, that migration's text replaces this line. */
+    "SELECT 1;",
+    /* 3: a finished job's result (what GET /v1/jobs shows), so job history survives a restart. Only adds
+     * a nullable column, so it applies on top of either form of migration 2. */
+    "ALTER TABLE jobs ADD COLUMN result_json TEXT CHECK (result_json IS NULL OR json_valid(result_json));",
 };
 
 const int store_n_migrations = (int)(sizeof store_migrations / sizeof store_migrations[0]);

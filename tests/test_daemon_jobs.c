@@ -166,3 +166,51 @@ TEST_TIMEOUT(daemon_cancel_and_sigterm_during_the_probe_are_prompt, 120)
     printf("# SIGTERM during the probe: exit after %.3f s\n", term_s);
     CHECK_MSG(term_s < 3.0, "SIGTERM during the probe took %.2f s to stop the daemon", term_s);
 }
+
+/* --- history across a restart ------------------------------------------------------------------------- */
+
+/* The fields of a job that a restart must not change, as one compact string. */
+static char *history_of(const daemon_proc *d, long long id)
+{
+    json_t *j = get_job(d, id);
+    json_t *h = json_object();
+    static const char *const keys[] = {"id", "kind", "state", "created", "started", "finished", "params",
+                                       "progress", "result", "error", "owner_uid", NULL};
+    for (int i = 0; keys[i]; i++) json_object_set(h, keys[i], json_object_get(j, keys[i]));
+    char *text = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(h);
+    json_decref(j);
+    return text;
+}
+
+TEST_TIMEOUT(daemon_job_history_survives_a_restart, 60)
+{
+    daemon_proc d;
+    daemon_start(&d, NULL);
+    long long ok = submit_sleep(&d, "{\"steps\": 3, \"step_ms\": 10, \"lane\": \"a\"}");
+    long long failed = submit_sleep(&d, "{\"steps\": 3, \"step_ms\": 10, \"fail_at\": 2, \"lane\": \"b\"}");
+    json_decref(wait_final(&d, ok, 10));
+    json_decref(wait_final(&d, failed, 10));
+    char *before_ok = history_of(&d, ok), *before_failed = history_of(&d, failed);
+    CHECK(strstr(before_ok, "\"result\":{\"steps\":3}") != NULL);
+    CHECK(strstr(before_ok, "\"done\":3") != NULL);
+    CHECK(strstr(before_failed, "\"done\":2") != NULL);
+    /* A long job killed without warning keeps the progress saved while it ran (at most 1 s old). */
+    long long killed = submit_sleep(&d, "{\"steps\": 1000, \"step_ms\": 20, \"lane\": \"c\"}");
+    json_decref(wait_progress(&d, killed, 80, 20));
+    CHECK_INT_EQ(daemon_stop(&d, SIGKILL, 5), 128 + SIGKILL);
+    daemon_start(&d, NULL);
+    char *after_ok = history_of(&d, ok), *after_failed = history_of(&d, failed);
+    CHECK_STR_EQ(after_ok, before_ok);
+    CHECK_STR_EQ(after_failed, before_failed);
+    json_t *k = get_job(&d, killed);
+    CHECK_STR_EQ(state_of(k), "interrupted");
+    long long done = json_integer_value(json_object_get(json_object_get(k, "progress"), "done"));
+    CHECK_MSG(done >= 20, "the killed job's progress reads done = %lld", done);
+    json_decref(k);
+    free(before_ok);
+    free(before_failed);
+    free(after_ok);
+    free(after_failed);
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 5), 0);
+}
