@@ -335,7 +335,13 @@ static void base_train(http_req *req, const char *name)
     snprintf(a->name, sizeof a->name, "%s", name);
     a->app = app;
     a->peer_uid = app_peer_uid(req);
-    if (parse_train_spec(a, spec, &err)) {
+    /* A server-side path is read with the daemon's rights: only files in the allowed data directories,
+     * and a refusal that says nothing about the file (whether it exists, what it holds). */
+    if (!parse_train_spec(a, spec, &err) && strcmp(a->data, "fmnist") &&
+        !config_data_path_allowed(&app->cfg, a->data, a->data, sizeof a->data))
+        clad_err_set(&err, CLAD_EDENIED, "'data' must be \"fmnist\" or a dataset file inside a data directory "
+                     "this daemon allows (data_dirs in its configuration)");
+    if (err.code) {
         free(a);
         json_decref(spec);
         http_reply_err(req, &err);
