@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/model_io.h"
 #include "tests/test.h"
 
 double now_s(void)
@@ -489,4 +490,24 @@ json_t *wait_final(const daemon_proc *d, long long id, double timeout_s)
         CHECK_MSG(now_s() - t0 < timeout_s, "job %lld not finished after %.1f s", id, timeout_s);
         sleep_ms(20);
     }
+}
+
+void daemon_start_with_base(daemon_proc *d, const model_config *c, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/base-%s.safetensors", test_tmpdir(), name);
+    model *m = model_create(c, NULL);
+    CHECK(m != NULL);
+    model_init_random(m, 5);
+    CHECK_INT_EQ(model_save(m, path, NULL), 0);
+    model_destroy(m);
+    static const char *const env[] = {"OPENBLAS_NUM_THREADS=1", NULL};
+    daemon_opts o = {.env = env};
+    daemon_start(d, &o);
+    char url[128], extra[700], *body = NULL;
+    snprintf(url, sizeof url, "/v1/bases/%s", name);
+    snprintf(extra, sizeof extra, "-H 'Content-Type: application/octet-stream' --data-binary '@%s'", path);
+    int code = curl_req(d, "POST", url, extra, &body, NULL);
+    CHECK_MSG(code == 201, "base import answered %d: %s", code, body);
+    free(body);
 }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "core/model.h"
+
 typedef struct daemon_opts {
     const char *config;       /* text of the config file, or NULL for none */
     const char *const *env;   /* extra "KEY=VALUE" entries, NULL-terminated; "WATCHDOG_PID=self" becomes
@@ -31,6 +33,8 @@ typedef struct daemon_proc {
 /* Starts cladd with --socket <tmp>/clad.sock --state-dir <tmp>/state (and --config when opts->config) and
  * waits until the socket accepts connections (10 s at most). opts may be NULL. */
 void daemon_start(daemon_proc *d, const daemon_opts *opts);
+/* Starts cladd (one BLAS thread) and imports a randomly initialised base of config c as `name`. */
+void daemon_start_with_base(daemon_proc *d, const model_config *c, const char *name);
 /* Sends sig and waits up to timeout_s for the exit. Returns the exit status, 128 + signal if killed by a
  * signal, or -1 if it did not exit in time (it is then killed). */
 int daemon_stop(daemon_proc *d, int sig, double timeout_s);

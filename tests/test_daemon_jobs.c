@@ -10,7 +10,6 @@
 
 #include "core/model.h"
 #include "io/dataset_io.h"
-#include "io/model_io.h"
 #include "tests/daemon_util.h"
 #include "tests/test.h"
 
@@ -101,22 +100,9 @@ static bool vit_fixture_start(daemon_proc *d, char *task_path, size_t size)
     snprintf(task_path, size, "%s/task.safetensors", test_tmpdir());
     CHECK_INT_EQ(dataset_save_safetensors(&task, task_path, NULL), 0);
     dataset_finish(&task);
-    char base_path[512];
-    snprintf(base_path, sizeof base_path, "%s/vit.safetensors", test_tmpdir());
     model_config c;
     CHECK_INT_EQ(model_config_preset(&c, "vit-tiny", NULL), 0);
-    model *m = model_create(&c, NULL);
-    model_init_random(m, 5);
-    CHECK_INT_EQ(model_save(m, base_path, NULL), 0);
-    model_destroy(m);
-    static const char *const env[] = {"OPENBLAS_NUM_THREADS=1", NULL};
-    daemon_opts o = {.env = env};
-    daemon_start(d, &o);
-    char extra[700], *body = NULL;
-    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", base_path);
-    int code = curl_req(d, "POST", "/v1/bases/vit", extra, &body, NULL);
-    CHECK_MSG(code == 201, "base import answered %d: %s", code, body);
-    free(body);
+    daemon_start_with_base(d, &c, "vit");
     return true;
 }
 

@@ -7,8 +7,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "core/model.h"
-#include "io/model_io.h"
 #include "tests/daemon_util.h"
 #include "tests/test.h"
 
@@ -30,21 +28,8 @@ static void write_zeros(char *out, size_t size, const char *name, long bytes)
 /* Starts cladd and imports a small MLP base "mlp" so that training uploads reach their handler. */
 static void start_with_base(daemon_proc *d)
 {
-    char base[512];
-    snprintf(base, sizeof base, "%s/base.safetensors", test_tmpdir());
     model_config c = {.kind = MODEL_MLP, .input_dim = 16, .n_hidden = 1, .hidden = {8}, .n_classes = 4};
-    model *m = model_create(&c, NULL);
-    model_init_random(m, 1);
-    CHECK_INT_EQ(model_save(m, base, NULL), 0);
-    model_destroy(m);
-    static const char *const env[] = {"OPENBLAS_NUM_THREADS=1", NULL};
-    daemon_opts o = {.env = env};
-    daemon_start(d, &o);
-    char extra[700], *body = NULL;
-    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", base);
-    int code = curl_req(d, "POST", "/v1/bases/mlp", extra, &body, NULL);
-    CHECK_MSG(code == 201, "base import answered %d: %s", code, body);
-    free(body);
+    daemon_start_with_base(d, &c, "mlp");
 }
 
 /* The daemon's address space now, from /proc (bytes). */
