@@ -16,7 +16,8 @@
 typedef struct job_link {
     uint64_t queue_id;
     int64_t store_id;
-    double progress_saved; /* uv_hrtime seconds of the last progress write */
+    double progress_saved; /* uv_hrtime seconds of the last progress write (or of the submit: a job
+                              shorter than APP_PROGRESS_SAVE_S costs no progress write at all) */
 } job_link;
 
 int app_peer_uid(const http_req *req)
@@ -184,7 +185,7 @@ int app_job_state_hook(cladd *app, job *j, clad_err *err)
             app->links = realloc(app->links, app->cap_links * sizeof *app->links);
             if (!app->links) abort();
         }
-        app->links[app->n_links++] = (job_link){qid, sid, 0};
+        app->links[app->n_links++] = (job_link){qid, sid, (double)uv_hrtime() * 1e-9};
         return 0;
     }
     job_link *l = find_link(app, qid);
