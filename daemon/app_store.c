@@ -132,19 +132,39 @@ static int64_t to_ms(double t)
     return t > 0 ? (int64_t)llround(t * 1000.0) : 0;
 }
 
-/* A finished job's result, last progress and its own times, so its history reads the same after a
- * restart. */
-static int record_outcome(cladd *app, job *j, int64_t store_id, clad_err *err)
+static store_job_state to_store_state(job_state s)
+{
+    switch (s) {
+    case JOB_SUCCEEDED: return STORE_JOB_SUCCEEDED;
+    case JOB_FAILED: return STORE_JOB_FAILED;
+    case JOB_CANCELLED: return STORE_JOB_CANCELLED;
+    default: return STORE_JOB_INTERRUPTED;
+    }
+}
+
+/* A finished job's final state with its result, last progress and its own times, in one transaction, so
+ * its history reads the same after a restart. */
+static int record_end(cladd *app, job *j, int64_t store_id, clad_err *err)
 {
     json_t *jj = job_to_json(j);
     json_t *res = json_object_get(jj, "result"), *prog = json_object_get(jj, "progress");
+    json_t *je = json_object_get(jj, "error");
+    const char *code = json_string_value(json_object_get(je, "code"));
+    const char *msg = json_string_value(json_object_get(je, "message"));
+    int num = CLAD_EINTERNAL;
+    for (int c = -1; c >= -20; c--)
+        if (code && !strcmp(code, clad_code_name(c))) num = c;
     char *rtext = json_is_object(res) ? json_dumps(res, JSON_COMPACT) : NULL;
     char *ptext = json_is_object(prog) ? json_dumps(prog, JSON_COMPACT) : NULL;
     double created, started, finished;
     job_times(j, &created, &started, &finished);
-    store_job_outcome o = {.result_json = rtext, .progress_json = ptext, .created_ms = to_ms(created),
-                           .started_ms = to_ms(started), .finished_ms = to_ms(finished)};
-    int rc = store_job_set_outcome(app->st, store_id, &o, err);
+    store_job_end end = {
+        .state = to_store_state(job_get_state(j)), .error_code = num, .error_msg = msg ? msg : "",
+        .peer_uid = STORE_UID_CLAD,
+        .outcome = {.result_json = rtext, .progress_json = ptext, .created_ms = to_ms(created),
+                    .started_ms = to_ms(started), .finished_ms = to_ms(finished)},
+    };
+    int rc = store_job_finish(app->st, store_id, &end, err);
     free(rtext);
     free(ptext);
     json_decref(jj);
@@ -191,42 +211,9 @@ int app_job_state_hook(cladd *app, job *j, clad_err *err)
     job_link *l = find_link(app, qid);
     if (!l) return 0;
     clad_err e = {0};
-    int rc = 0;
-    store_job *sj = NULL;
-    switch (st) {
-    case JOB_RUNNING:
-        rc = store_job_mark_running(app->st, l->store_id, &e);
-        break;
-    case JOB_SUCCEEDED:
-        /* A job that committed a version was marked succeeded in the same transaction. */
-        if (store_job_get(app->st, l->store_id, &sj, &e) == 0 && sj->state == STORE_JOB_RUNNING)
-            rc = store_job_mark_succeeded(app->st, l->store_id, 0, &e);
-        store_job_free(sj);
-        break;
-    case JOB_FAILED: {
-        json_t *jj = job_to_json(j);
-        json_t *je = json_object_get(jj, "error");
-        const char *code = json_string_value(json_object_get(je, "code"));
-        const char *msg = json_string_value(json_object_get(je, "message"));
-        int num = CLAD_EINTERNAL;
-        for (int c = -1; c >= -20; c--)
-            if (code && !strcmp(code, clad_code_name(c))) num = c;
-        rc = store_job_mark_failed(app->st, l->store_id, num, msg ? msg : "", &e);
-        json_decref(jj);
-        break;
-    }
-    case JOB_CANCELLED:
-        rc = store_job_mark_cancelled(app->st, l->store_id, STORE_UID_CLAD, &e);
-        break;
-    case JOB_INTERRUPTED:
-        rc = store_job_mark_interrupted(app->st, l->store_id, &e);
-        break;
-    default:
-        break;
-    }
+    int rc = st == JOB_RUNNING ? store_job_mark_running(app->st, l->store_id, &e)
+             : job_state_final(st) ? record_end(app, j, l->store_id, &e) : 0;
     if (rc) log_warning("job %llu: cannot record state %s: %s", (unsigned long long)qid, job_state_name(st), e.msg);
-    if (!rc && job_state_final(st) && (rc = record_outcome(app, j, l->store_id, &e)))
-        log_warning("job %llu: cannot record its result: %s", (unsigned long long)qid, e.msg);
     if (job_state_final(st)) *l = app->links[--app->n_links];
     return 0;
 }

@@ -378,6 +378,16 @@ typedef struct store_job_outcome {
     int64_t created_ms, started_ms, finished_ms;
 } store_job_outcome;
 int store_job_set_outcome(store *s, int64_t id, const store_job_outcome *o, clad_err *err);
+/* A job's end in one transaction: the final state (as the store_job_mark_* calls above; a succeeded job
+ * already marked by its version's commit stays as it is) and its outcome. */
+typedef struct store_job_end {
+    store_job_state state;        /* succeeded, failed, cancelled or interrupted */
+    int error_code;               /* failed: CLAD_E* */
+    const char *error_msg;        /* failed */
+    int peer_uid;                 /* cancelled: who cancelled (audited) */
+    store_job_outcome outcome;
+} store_job_end;
+int store_job_finish(store *s, int64_t id, const store_job_end *e, clad_err *err);
 /* At startup: marks every queued or running job left by a previous run as interrupted. */
 int store_jobs_mark_interrupted(store *s, int64_t *n_marked, clad_err *err);
 
