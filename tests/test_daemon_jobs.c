@@ -200,3 +200,71 @@ TEST_TIMEOUT(daemon_job_history_survives_a_restart, 60)
     free(after_failed);
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 5), 0);
 }
+
+/* --- a cancel at the end of a real training ----------------------------------------------------------- */
+
+/* Reads step events until the one of the last step (step == steps). */
+static void until_last_step(curl_stream *s)
+{
+    for (;;) {
+        json_t *ev = stream_until(s, "\"event\":\"step\"", 60000);
+        bool last = json_integer_value(json_object_get(ev, "step")) == json_integer_value(json_object_get(ev, "steps"));
+        json_decref(ev);
+        if (last) return;
+    }
+}
+
+TEST_TIMEOUT(daemon_train_cancel_after_the_last_step_is_kept_or_refused, 120)
+{
+    /* Wide enough that evaluating the training set after the last step takes a noticeable time. */
+    model_config c = {.kind = MODEL_MLP, .input_dim = 256, .n_hidden = 2, .hidden = {512, 512}, .n_classes = 4};
+    daemon_proc d;
+    daemon_start_with_base(&d, &c, "mlp");
+    char data[512];
+    snprintf(data, sizeof data, "%s/t.safetensors", test_tmpdir());
+    dataset ds;
+    CHECK_INT_EQ(dataset_init(&ds, 12000, 1, (int[]){256}, NULL), 0);
+    for (int i = 0; i < ds.n; i++) {
+        for (int k = 0; k < 256; k++) ds.x[i * 256 + k] = (float)((i * 7 + k * 13) % 17) / 17.0f;
+        ds.y[i] = i % 4;
+    }
+    ds.n_classes = 4;
+    CHECK_INT_EQ(dataset_save_safetensors(&ds, data, NULL), 0);
+    dataset_finish(&ds);
+    char extra[700];
+    snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", data);
+    /* The cancel arrives after the last training step, while the job evaluates, signs and stores: it is
+     * either accepted and honoured (no version) or refused as too late (the version stands). */
+    for (int round = 0; round < 2; round++) {
+        char task[32], path[128];
+        snprintf(task, sizeof task, "t%d", round);
+        snprintf(path, sizeof path, "/v1/tasks/%s/train?follow=1&epochs=1&batch=256", task);
+        curl_stream s;
+        stream_open(&s, &d, "POST", path, extra);
+        json_t *first = stream_until(&s, "\"event\":\"job\"", 10000);
+        long long id = json_integer_value(json_object_get(json_object_get(first, "job"), "id"));
+        json_decref(first);
+        until_last_step(&s);
+        char jpath[64], *body = NULL;
+        snprintf(jpath, sizeof jpath, "/v1/jobs/%lld", id);
+        int code = curl_req(&d, "DELETE", jpath, NULL, &body, NULL);
+        free(body);
+        json_t *end = stream_until(&s, "\"event\":\"end\"", 60000);
+        stream_close(&s);
+        const char *state = json_string_value(json_object_get(json_object_get(end, "job"), "state"));
+        snprintf(path, sizeof path, "/v1/tasks/%s", task);
+        int task_code = curl_req(&d, "GET", path, NULL, &body, NULL);
+        free(body);
+        printf("# round %d: cancel answered %d, job %s, task %d\n", round, code, state, task_code);
+        if (code == 202) {
+            CHECK_STR_EQ(state, "cancelled");
+            CHECK_INT_EQ(task_code, 404);
+        } else {
+            CHECK_INT_EQ(code, 409);
+            CHECK_STR_EQ(state, "succeeded");
+            CHECK_INT_EQ(task_code, 200);
+        }
+        json_decref(end);
+    }
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
+}
