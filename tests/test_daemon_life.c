@@ -111,9 +111,10 @@ TEST(daemon_job_lanes_queue_and_final_states)
     daemon_proc d;
     daemon_opts o = {.config = "max_running_jobs = 2\n"};
     daemon_start(&d, &o);
-    long long a = submit_sleep(&d, "{\"steps\": 8, \"step_ms\": 40, \"lane\": \"x\"}");
+    /* a and c run long enough (1.2 s) for the checks below on a loaded machine. */
+    long long a = submit_sleep(&d, "{\"steps\": 8, \"step_ms\": 150, \"lane\": \"x\"}");
     long long b = submit_sleep(&d, "{\"steps\": 2, \"step_ms\": 10, \"lane\": \"x\"}");
-    long long c = submit_sleep(&d, "{\"steps\": 4, \"step_ms\": 40, \"lane\": \"y\"}");
+    long long c = submit_sleep(&d, "{\"steps\": 8, \"step_ms\": 150, \"lane\": \"y\"}");
     long long e = submit_sleep(&d, "{\"steps\": 3, \"step_ms\": 10, \"lane\": \"x\", \"fail_at\": 2}");
     json_t *ja = get_job(&d, a), *jb = get_job(&d, b), *jc = get_job(&d, c), *je = get_job(&d, e);
     CHECK_STR_EQ(state_of(ja), "running");
@@ -141,9 +142,9 @@ TEST(daemon_job_lanes_queue_and_final_states)
     CHECK_STR_EQ(state_of(json_or_fail(body)), "cancelled");
     free(body);
 
-    ja = wait_final(&d, a, 5);
-    jc = wait_final(&d, c, 5);
-    je = wait_final(&d, e, 5);
+    ja = wait_final(&d, a, 10);
+    jc = wait_final(&d, c, 10);
+    je = wait_final(&d, e, 10);
     CHECK_STR_EQ(state_of(ja), "succeeded");
     CHECK_STR_EQ(state_of(jc), "succeeded");
     CHECK_STR_EQ(state_of(je), "failed");
