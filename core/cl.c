@@ -21,6 +21,11 @@ int cl_plan_task(cl_plan *plan, const model *base, const signature *const *earli
     probe_result pr;
     int rc = probe_run(&pr, base, cfg->targets, task, n_classes, &cfg->probe, err);
     if (rc) return rc;
+    /* The rank rule is quick (SVDs of layer-sized matrices); one more look at a stop request before it. */
+    if (cfg->probe.stop && cfg->probe.stop(cfg->probe.stop_ctx)) {
+        probe_result_finish(&pr);
+        return clad_err_set(err, CLAD_ECANCELLED, "planning stopped on request");
+    }
     rank_input in;
     rank_input_from_probe(&in, base, &pr);
     rc = rank_plan_compute(&plan->rank, &in, earlier, n_earlier, &cfg->policy, err);

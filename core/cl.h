@@ -47,7 +47,8 @@ typedef struct cl_plan {
 
 /* Probes task (labels in [0, n_classes)) against base and applies the policy. earlier[t] are the
  * signatures of the n_earlier earlier tasks (NULL if none). plan is caller memory; release with
- * cl_plan_finish. base is only read. Errors from the probe and the rule (CLAD_EINVAL, CLAD_ENOMEM, ...). */
+ * cl_plan_finish. base is only read. Errors from the probe and the rule (CLAD_EINVAL, CLAD_ENOMEM, ...);
+ * CLAD_ECANCELLED when cfg->probe.stop asks to stop (it is polled throughout the probe and before the rule). */
 int cl_plan_task(cl_plan *plan, const model *base, const signature *const *earlier, int n_earlier,
                  const dataset *task, int n_classes, const cl_config *cfg, clad_err *err);
 void cl_plan_finish(cl_plan *plan);

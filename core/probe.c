@@ -20,6 +20,8 @@ void probe_config_default(probe_config *c)
     c->batch = 64;
     c->lr = 1e-3f;
     c->seed = 1;
+    c->stop = NULL;
+    c->stop_ctx = NULL;
 }
 
 int probe_config_validate(const probe_config *c, clad_err *err)
@@ -56,23 +58,41 @@ static double seconds_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Mean loss of (m, a) over d, in batches of B. */
-static float mean_loss(model_ws *ws, const model *m, const adapter *a, const dataset *d, int B)
+/* Evaluation batches: the gradient batch is small enough that one forward and backward pass of the largest
+ * preset stays well under the 0.5 s within which a stop request must be seen. */
+#define PROBE_LOSS_BATCH 256
+#define PROBE_GRAD_BATCH 64
+
+static int check_stop(const probe_config *pc, clad_err *err)
+{
+    if (pc->stop && pc->stop(pc->stop_ctx)) return clad_err_set(err, CLAD_ECANCELLED, "probe: stopped on request");
+    return 0;
+}
+
+/* *out = mean loss of (m, a) over d, in batches of B; CLAD_ECANCELLED when pc->stop says so. */
+static int mean_loss(float *out, model_ws *ws, const model *m, const adapter *a, const dataset *d, int B,
+                     const probe_config *pc, clad_err *err)
 {
     double s = 0.0;
     for (int i = 0; i < d->n; i += B) {
+        int rc = check_stop(pc, err);
+        if (rc) return rc;
         int n = d->n - i < B ? d->n - i : B;
         s += (double)model_forward(ws, m, a, d->x + (size_t)i * d->dim, d->y + i, n) * n;
     }
-    return (float)(s / d->n);
+    *out = (float)(s / d->n);
+    return 0;
 }
 
-/* g (layout of m->params) = gradient of the mean loss over d, in batches of B; scratch like g. */
-static void mean_grad(float *g, float *scratch, model_ws *ws, const model *m, const adapter *a, const dataset *d,
-                      int B)
+/* g (layout of m->params) = gradient of the mean loss over d, in batches of B; scratch like g.
+ * CLAD_ECANCELLED when pc->stop says so. */
+static int mean_grad(float *g, float *scratch, model_ws *ws, const model *m, const adapter *a, const dataset *d,
+                     int B, const probe_config *pc, clad_err *err)
 {
     memset(g, 0, m->params.total * sizeof *g);
     for (int i = 0; i < d->n; i += B) {
+        int rc = check_stop(pc, err);
+        if (rc) return rc;
         int n = d->n - i < B ? d->n - i : B;
         memset(scratch, 0, m->params.total * sizeof *scratch);
         model_forward(ws, m, a, d->x + (size_t)i * d->dim, d->y + i, n);
@@ -80,6 +100,7 @@ static void mean_grad(float *g, float *scratch, model_ws *ws, const model *m, co
         float w = (float)n / (float)d->n;
         for (size_t k = 0; k < m->params.total; k++) g[k] += w * scratch[k];
     }
+    return 0;
 }
 
 /* Splits a seeded shuffle of d into a training part and a disjoint held-out part. */
@@ -156,7 +177,7 @@ int probe_run(probe_result *res, const model *m, const bool *targets, const data
     if ((rc = train_check_data(pm, head, &sub, true, err))) goto cleanup;
 
     int B = pc->batch < sub.n ? pc->batch : sub.n;
-    int BE = 256; /* evaluation batch */
+    int BE = PROBE_LOSS_BATCH;
     if (!(ws = model_ws_create(pm, B > BE ? B : BE, 1, n_classes, true, err))) {
         rc = err ? err->code : CLAD_ENOMEM;
         goto cleanup;
@@ -178,13 +199,15 @@ int probe_run(probe_result *res, const model *m, const bool *targets, const data
     if ((rc = adamw_init(&ob, np, err)) || (rc = adamw_init(&oa, na, err))) goto cleanup;
     memcpy(h0, head->params.data, na * sizeof *h0);
 
-    res->loss_before = mean_loss(ws, pm, head, &sub, BE);
-    res->holdout_before = mean_loss(ws, pm, head, &hold, BE);
+    if ((rc = mean_loss(&res->loss_before, ws, pm, head, &sub, BE, pc, err)) ||
+        (rc = mean_loss(&res->holdout_before, ws, pm, head, &hold, BE, pc, err)))
+        goto cleanup;
     rng r;
     rng_init(&r, pc->seed ^ 0x70726f6265ULL);
     for (int i = 0; i < sub.n; i++) order[i] = i;
     int pos = sub.n;
     for (int step = 0; step < pc->steps; step++) {
+        if ((rc = check_stop(pc, err))) goto cleanup;
         for (int i = 0; i < B; i++) {
             if (pos == sub.n) {
                 rng_shuffle(&r, order, sub.n);
@@ -210,8 +233,9 @@ int probe_run(probe_result *res, const model *m, const bool *targets, const data
         adamw_step(&ob, &pm->params, gb, pc->lr, 0.9f, 0.999f, 1e-8f, 0.0f);
         adamw_step(&oa, &head->params, ga, pc->lr, 0.9f, 0.999f, 1e-8f, 0.0f);
     }
-    res->loss_after = mean_loss(ws, pm, head, &sub, BE);
-    res->holdout_after = mean_loss(ws, pm, head, &hold, BE);
+    if ((rc = mean_loss(&res->loss_after, ws, pm, head, &sub, BE, pc, err)) ||
+        (rc = mean_loss(&res->holdout_after, ws, pm, head, &hold, BE, pc, err)))
+        goto cleanup;
     memcpy(w_end, pm->params.data, np * sizeof *w_end);
     memcpy(h1, head->params.data, na * sizeof *h1);
 
@@ -237,7 +261,7 @@ int probe_run(probe_result *res, const model *m, const bool *targets, const data
         float t = ((float)k + 0.5f) / (float)pc->path_points;
         for (size_t i = 0; i < np; i++) pm->params.data[i] = m->params.data[i] + t * (w_end[i] - m->params.data[i]);
         for (size_t i = 0; i < na; i++) head->params.data[i] = h0[i] + t * (h1[i] - h0[i]);
-        mean_grad(gb, scratch, ws, pm, head, &hold, BE);
+        if ((rc = mean_grad(gb, scratch, ws, pm, head, &hold, PROBE_GRAD_BATCH, pc, err))) goto cleanup;
         for (int li = 0; li < m->n_linear; li++) {
             if (!res->target[li]) continue;
             const model_linear *L = &m->linear[li];

@@ -26,9 +26,13 @@ typedef struct probe_config {
     int batch;         /* minibatch; 1..4096 */
     float lr;          /* Adam learning rate (constant) */
     uint64_t seed;     /* subset and minibatch order */
+    /* Optional: polled between steps and between evaluation batches (each well under 0.5 s); true ends
+     * the probe with CLAD_ECANCELLED. Called on the probe's thread. */
+    bool (*stop)(void *ctx);
+    void *stop_ctx;
 } probe_config;
 
-/* Defaults: 512 samples, 256 held out, 4 path points, 48 steps, batch 64, lr 1e-3, seed 1. */
+/* Defaults: 512 samples, 256 held out, 4 path points, 48 steps, batch 64, lr 1e-3, seed 1, no stop. */
 void probe_config_default(probe_config *c);
 int probe_config_validate(const probe_config *c, clad_err *err);
 
@@ -49,7 +53,8 @@ typedef struct probe_result {
  * targets (indexed like m->linear; the head must not be flagged). The head used by the probe is the
  * base head when n_classes matches the base, else a fresh one (as adapter_init does). res is caller memory,
  * initialised here; release with probe_result_finish. m is only read.
- * Errors: CLAD_EINVAL (config, data that does not fit the model, no target), CLAD_ENOMEM. */
+ * Errors: CLAD_EINVAL (config, data that does not fit the model, no target), CLAD_ENOMEM, CLAD_ECANCELLED
+ * (pc->stop said so). */
 int probe_run(probe_result *res, const model *m, const bool *targets, const dataset *d, int n_classes,
               const probe_config *pc, clad_err *err);
 void probe_result_finish(probe_result *res);  /* accepts a zeroed or finished result */

@@ -55,6 +55,9 @@ void app_store_close(cladd *app);
 /* The job hook: records every state change of a job in the store (a queued job the store cannot
  * record is refused). */
 int app_job_state_hook(cladd *app, job *j, clad_err *err);
+/* The progress hook: saves a running job's last progress event in the store (at most once a second), so
+ * a job cut short by a crash still shows how far it got. */
+void app_job_progress_hook(cladd *app, job *j, const json_t *event);
 /* The store's id of a live job (0 if unknown). */
 int64_t app_store_job_id(const cladd *app, const job *j);
 /* Peer uid of a request, as recorded in the store's audit log. */

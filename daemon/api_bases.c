@@ -18,6 +18,9 @@
 #include "io/dataset_io.h"
 #include "io/model_io.h"
 
+/* The JSON spec of a base training (a model config and a few numbers). */
+#define BASE_SPEC_MAX (64u << 10)
+
 static json_t *base_json(const store_base *b)
 {
     json_error_t je;
@@ -56,63 +59,126 @@ static void bases_get(http_req *req)
     http_reply_json(req, 200, j);
 }
 
-/* Stores a base made or imported by the daemon and keeps it loaded. Takes ownership of m. */
-static int base_commit(cladd *app, const char *name, model *m, int peer_uid, clad_err *err)
-{
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    int rc = model_to_buffer(m, &buf, &len, err);
-    if (rc) {
-        model_destroy(m);
-        return rc;
-    }
-    json_t *cj = model_config_to_json(&m->cfg);
-    char *ctext = json_dumps(cj, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(cj);
+/* A base's canonical weights file, its hash and its config, built on a pool thread (the work is as large
+ * as the model) and stored on the loop. */
+typedef struct base_blob {
+    uint8_t *buf;
+    size_t len;
     char sha[SHA256_HEX_SIZE];
-    sha256_hex(buf, len, sha);
-    store_base_in in = {.name = name, .config_json = ctext, .weights = buf, .weights_size = len};
-    rc = store_base_put(app->st, &in, peer_uid, err);
-    free(ctext);
-    free(buf);
-    if (rc == 0) rc = registry_base_add(app->reg, name, sha, m, err);
+    char *config_text;
+} base_blob;
+
+static int base_blob_build(base_blob *b, const model *m, clad_err *err)
+{
+    int rc = model_to_buffer(m, &b->buf, &b->len, err);
+    if (rc) return rc;
+    json_t *cj = model_config_to_json(&m->cfg);
+    b->config_text = cj ? json_dumps(cj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(cj);
+    if (!b->config_text) return clad_err_set(err, CLAD_ENOMEM, "out of memory");
+    sha256_hex(b->buf, b->len, b->sha);
+    return 0;
+}
+
+static void base_blob_finish(base_blob *b)
+{
+    free(b->buf);
+    free(b->config_text);
+    memset(b, 0, sizeof *b);
+}
+
+/* Loop thread: stores a base made or imported by the daemon and keeps it loaded. Takes ownership of m. */
+static int base_store(cladd *app, const char *name, model *m, const base_blob *b, int peer_uid, clad_err *err)
+{
+    store_base_in in = {.name = name, .config_json = b->config_text, .weights = b->buf, .weights_size = b->len};
+    int rc = store_base_put(app->st, &in, peer_uid, err);
+    if (rc == 0) rc = registry_base_add(app->reg, name, b->sha, m, err);
     else model_destroy(m);
     return rc;
 }
 
 /* ---- import ---- */
 
+typedef struct base_import_call {
+    http_req *req;
+    char name[STORE_NAME_MAX + 1];
+    model_config cfg;
+    bool have_cfg;
+    char *body;           /* the upload, taken from the request */
+    size_t body_len;
+    model *m;             /* parsed on the pool */
+    base_blob blob;
+} base_import_call;
+
+static void base_import_free(base_import_call *bi)
+{
+    free(bi->body);
+    model_destroy(bi->m);
+    base_blob_finish(&bi->blob);
+    free(bi);
+}
+
+/* Pool thread: parse and check every tensor, then build the canonical file. */
+static int base_import_work(void *argp, clad_err *err)
+{
+    base_import_call *bi = argp;
+    bi->m = model_from_buffer(bi->body, bi->body_len, bi->have_cfg ? &bi->cfg : NULL, err);
+    free(bi->body);
+    bi->body = NULL;
+    if (!bi->m) return err->code == CLAD_ENOTFOUND ? (err->code = CLAD_EINVAL) : err->code;
+    return base_blob_build(&bi->blob, bi->m, err);
+}
+
+static void base_import_done(void *argp, int status, const clad_err *werr)
+{
+    base_import_call *bi = argp;
+    http_req *req = bi->req;
+    cladd *app = req->app;
+    clad_err err = {0};
+    if (status) {
+        http_reply_err(req, werr);
+        base_import_free(bi);
+        return;
+    }
+    model *m = bi->m;
+    bi->m = NULL;
+    if (base_store(app, bi->name, m, &bi->blob, app_peer_uid(req), &err)) {
+        http_reply_err(req, &err);
+        base_import_free(bi);
+        return;
+    }
+    log_info("base '%s' imported (%zu bytes)", bi->name, bi->blob.len);
+    store_base *b = NULL;
+    if (store_base_get(app->st, bi->name, 0, &b, &err)) http_reply_err(req, &err);
+    else http_reply_json(req, 201, base_json(b));
+    store_base_free(b);
+    base_import_free(bi);
+}
+
 static void base_import(http_req *req, const char *name)
 {
     cladd *app = req->app;
     clad_err err = {0};
-    model_config cfg, *cfgp = NULL;
+    base_import_call *bi = calloc(1, sizeof *bi);
+    if (!bi) {
+        http_reply_error(req, CLAD_ENOMEM, "out of memory");
+        return;
+    }
+    bi->req = req;
+    snprintf(bi->name, sizeof bi->name, "%s", name);
     const char *cfg_text = http_req_query(req, "config");
-    if (cfg_text) {
-        if (model_config_parse(&cfg, cfg_text, &err)) {
-            http_reply_err(req, &err);
-            return;
-        }
-        cfgp = &cfg;
-    }
-    model *m = model_from_buffer(req->body, req->body_len, cfgp, &err);
-    if (!m) {
-        if (err.code == CLAD_ENOTFOUND) err.code = CLAD_EINVAL;
+    if (cfg_text && model_config_parse(&bi->cfg, cfg_text, &err)) {
+        free(bi);
         http_reply_err(req, &err);
         return;
     }
-    if (base_commit(app, name, m, app_peer_uid(req), &err)) {
+    bi->have_cfg = cfg_text != NULL;
+    /* Parsing, checking and hashing a model as large as the upload run on the pool, never on the loop. */
+    bi->body = http_req_take_body(req, &bi->body_len);
+    if (job_queue_compute(app->jobs, base_import_work, base_import_done, bi, &err)) {
+        base_import_free(bi);
         http_reply_err(req, &err);
-        return;
     }
-    log_info("base '%s' imported (%zu bytes)", name, req->body_len);
-    store_base *b = NULL;
-    if (store_base_get(app->st, name, 0, &b, &err)) {
-        http_reply_err(req, &err);
-        return;
-    }
-    http_reply_json(req, 201, base_json(b));
-    store_base_free(b);
 }
 
 /* ---- training a base from a reference dataset (a job) ---- */
@@ -127,6 +193,7 @@ typedef struct base_train_arg {
     int peer_uid;
     cladd *app;
     model *m;             /* the trained model, handed from run to finish */
+    base_blob blob;       /* its canonical file, built by run */
     eval_result train_eval;
 } base_train_arg;
 
@@ -144,7 +211,11 @@ static int base_train_run(job *j, void *argp, json_t **result, clad_err *err)
         if (!rc) rc = dataset_parse_any(&all, buf, len, false, err);
         free(buf);
     }
-    if (rc) return rc;
+    if (!rc) rc = job_check_stop(j, "reading the data", err);
+    if (rc) {
+        dataset_finish(&all);
+        return rc;
+    }
     long long n = a->samples && a->samples < all.n ? a->samples : all.n;
     rc = dataset_sample(&d, &all, (int)n, a->seed, err);
     dataset_finish(&all);
@@ -165,8 +236,10 @@ static int base_train_run(job *j, void *argp, json_t **result, clad_err *err)
     a->tc.seed = a->seed;
     train_result tr;
     rc = train_run(a->m, NULL, &d, &a->tc, train_reporter_step, &rep, &tr, err);
-    if (!rc) rc = model_evaluate(a->m, NULL, &d, 256, &a->train_eval, err);
+    if (!rc) rc = job_evaluate(j, a->m, NULL, &d, &a->train_eval, err);
     dataset_finish(&d);
+    if (!rc) rc = job_check_stop(j, "evaluation", err);
+    if (!rc) rc = base_blob_build(&a->blob, a->m, err);
     if (rc) return rc;
     *result = json_pack("{s:s,s:I,s:f,s:f,s:f}", "base", a->name, "samples", (json_int_t)n, "train_accuracy",
                         (double)a->train_eval.accuracy, "train_loss", (double)a->train_eval.loss, "seconds",
@@ -180,13 +253,14 @@ static int base_train_finish(job *j, void *argp, int status, clad_err *err)
     if (status != 0) return status;
     model *m = a->m;
     a->m = NULL;
-    return base_commit(a->app, a->name, m, a->peer_uid, err);
+    return base_store(a->app, a->name, m, &a->blob, a->peer_uid, err);
 }
 
 static void base_train_free(void *argp)
 {
     base_train_arg *a = argp;
     model_destroy(a->m);
+    base_blob_finish(&a->blob);
     free(a);
 }
 
@@ -238,6 +312,12 @@ static void base_train(http_req *req, const char *name)
 {
     cladd *app = req->app;
     clad_err err = {0};
+    /* The spec is parsed on the loop: it is a few fields, so its size is bounded first. */
+    if (req->body_len > BASE_SPEC_MAX) {
+        http_reply_error(req, CLAD_ETOOLARGE, "a base training spec of %zu bytes is larger than the limit of %u",
+                         req->body_len, BASE_SPEC_MAX);
+        return;
+    }
     json_error_t je;
     json_t *spec = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
     if (!json_is_object(spec)) {
@@ -247,11 +327,21 @@ static void base_train(http_req *req, const char *name)
         return;
     }
     base_train_arg *a = calloc(1, sizeof *a);
-    if (!a) abort();
+    if (!a) {
+        json_decref(spec);
+        http_reply_error(req, CLAD_ENOMEM, "out of memory");
+        return;
+    }
     snprintf(a->name, sizeof a->name, "%s", name);
     a->app = app;
     a->peer_uid = app_peer_uid(req);
-    if (parse_train_spec(a, spec, &err)) {
+    /* A server-side path is read with the daemon's rights: only files in the allowed data directories,
+     * and a refusal that says nothing about the file (whether it exists, what it holds). */
+    if (!parse_train_spec(a, spec, &err) && strcmp(a->data, "fmnist") &&
+        !config_data_path_allowed(&app->cfg, a->data, a->data, sizeof a->data))
+        clad_err_set(&err, CLAD_EDENIED, "'data' must be \"fmnist\" or a dataset file inside a data directory "
+                     "this daemon allows (data_dirs in its configuration)");
+    if (err.code) {
         free(a);
         json_decref(spec);
         http_reply_err(req, &err);

@@ -3,7 +3,8 @@
  * They let the test suite drive the job system, the compute pool and the body handling end to end
  * through the real socket without the training engine:
  *   POST /v1/debug/sleep-job  a job of `steps` steps of `step_ms` each, posting progress every step,
- *                             honouring cancel between steps, optionally failing at step `fail_at`;
+ *                             honouring cancel between steps, optionally failing at step `fail_at`,
+ *                             then `tail_ms` of work that does not look at cancel requests;
  *   POST /v1/debug/compute    sleeps `ms` on the compute pool, the way a prediction would run;
  *   POST /v1/debug/echo       answers the body's size and FNV-1a hash.
  * They are not part of the API and must never be enabled in production.
@@ -41,6 +42,7 @@ typedef struct sleep_arg {
     int steps;
     int step_ms;
     int fail_at;
+    int tail_ms;   /* work after the last step (or after failing) that does not look at stop requests */
 } sleep_arg;
 
 static int sleep_run(job *j, void *argp, json_t **result, clad_err *err)
@@ -53,8 +55,13 @@ static int sleep_run(job *j, void *argp, json_t **result, clad_err *err)
         snprintf(status, sizeof status, "sleep job %llu: step %d/%d", (unsigned long long)job_id(j), step,
                  a->steps);
         job_post(j, json_pack("{s:i,s:i,s:s}", "done", step, "total", a->steps, "status", status));
-        if (step == a->fail_at) return clad_err_set(err, CLAD_EINVAL, "failed on purpose at step %d", step);
+        if (step == a->fail_at) {
+            clad_err_set(err, CLAD_EINVAL, "failed on purpose at step %d", step);
+            sleep_ms((unsigned)a->tail_ms);
+            return CLAD_EINVAL;
+        }
     }
+    sleep_ms((unsigned)a->tail_ms);
     *result = json_pack("{s:i}", "steps", a->steps);
     return 0;
 }
@@ -68,9 +75,9 @@ static const job_kind sleep_kind = {
 static void sleep_job(http_req *req)
 {
     cladd *app = req->app;
-    long long steps = 10, step_ms = 100, fail_at = 0;
+    long long steps = 10, step_ms = 100, fail_at = 0, tail_ms = 0;
     if (!get_int(req, "steps", 1, 100000, &steps) || !get_int(req, "step_ms", 0, 60000, &step_ms) ||
-        !get_int(req, "fail_at", 0, 100000, &fail_at))
+        !get_int(req, "fail_at", 0, 100000, &fail_at) || !get_int(req, "tail_ms", 0, 60000, &tail_ms))
         return;
     json_t *lane_v = json_object_get(req->json, "lane");
     if (lane_v && !json_is_string(lane_v)) {
@@ -82,12 +89,13 @@ static void sleep_job(http_req *req)
         http_reply_error(req, CLAD_ENOMEM, "out of memory");
         return;
     }
-    *a = (sleep_arg){(int)steps, (int)step_ms, (int)fail_at};
+    *a = (sleep_arg){(int)steps, (int)step_ms, (int)fail_at, (int)tail_ms};
     job_spec spec = {
         .kind = &sleep_kind,
         .lane = lane_v ? json_string_value(lane_v) : "debug",
         .arg = a,
-        .params = json_pack("{s:I,s:I,s:I}", "steps", steps, "step_ms", step_ms, "fail_at", fail_at),
+        .params = json_pack("{s:I,s:I,s:I,s:I}", "steps", steps, "step_ms", step_ms, "fail_at", fail_at, "tail_ms",
+                            tail_ms),
         .owner_uid = req->peer->uid,
     };
     job *j = NULL;

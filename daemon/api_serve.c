@@ -21,6 +21,9 @@
 
 #define SERVE_MAX_SAMPLES 1000000
 #define SERVE_BATCH 64
+/* {"inputs": ...} bodies: parsed on a pool thread, but a parsed JSON number takes about ten times its
+ * text, so the text is bounded before parsing (docs/API.md, Limits). */
+#define SERVE_JSON_MAX (64u << 20)
 
 typedef struct serve_call {
     http_req *req;
@@ -72,6 +75,14 @@ done:
     return rc;
 }
 
+/* A JSON body: declared so, or undeclared and starting with '{'. */
+static bool body_is_json(const http_req *req)
+{
+    char mt[64];
+    http_req_media_type(req, mt, sizeof mt);
+    return !strcmp(mt, "application/json") || (!mt[0] && req->body_len && req->body[0] == '{');
+}
+
 static int serve_work(void *argp, clad_err *err)
 {
     serve_call *c = argp;
@@ -79,10 +90,8 @@ static int serve_work(void *argp, clad_err *err)
     const adapter *a = c->la->a;
     int dim = model_config_input_dim(&m->cfg);
     dataset d = {0};
-    char mt[64];
-    http_req_media_type(c->req, mt, sizeof mt);
     int rc;
-    bool json = !strcmp(mt, "application/json") || (!mt[0] && c->req->body_len && c->req->body[0] == '{');
+    bool json = body_is_json(c->req);
     if (json && !c->evaluate) rc = json_inputs(&d, c->req->body, c->req->body_len, dim, err);
     else if (c->evaluate) rc = body_to_dataset(&d, c->req->body, c->req->body_len, false, err);
     else rc = body_to_inputs(&d, c->req->body, c->req->body_len, dim, err);
@@ -173,17 +182,28 @@ static void serve_done(void *argp, int status, const clad_err *err)
                                             (json_int_t)c->la->version, "accuracy", (double)c->ev.accuracy, "loss",
                                             (double)c->ev.loss, "samples", c->ev.n, "recorded", !e.code));
     } else {
+        /* The reply is as large as the request: every append is checked, so running out of memory is a
+         * 503 for this request and never a reply with rows missing. */
         json_t *labels = json_array(), *probs = c->probs ? json_array() : NULL;
-        for (int i = 0; i < c->n; i++) {
-            json_array_append_new(labels, json_integer(c->labels[i]));
-            if (!probs) continue;
+        bool ok = labels && (probs || !c->probs);
+        for (int i = 0; ok && i < c->n; i++) {
+            ok = json_array_append_new(labels, json_integer(c->labels[i])) == 0;
+            if (!ok || !probs) continue;
             json_t *row = json_array();
-            for (int k = 0; k < c->K; k++) json_array_append_new(row, json_real(c->probs[(size_t)i * c->K + k]));
-            json_array_append_new(probs, row);
+            for (int k = 0; ok && k < c->K; k++)
+                ok = row && json_array_append_new(row, json_real(c->probs[(size_t)i * c->K + k])) == 0;
+            ok = ok && json_array_append_new(probs, row) == 0;
         }
-        json_t *j = json_pack("{s:s,s:I,s:o}", "task", c->la->task, "version", (json_int_t)c->la->version, "labels", labels);
-        if (probs) json_object_set_new(j, "probabilities", probs);
-        http_reply_json(req, 200, j);
+        json_t *j = ok ? json_pack("{s:s,s:I,s:O}", "task", c->la->task, "version", (json_int_t)c->la->version,
+                                   "labels", labels) : NULL;
+        if (j && probs && json_object_set(j, "probabilities", probs) != 0) {
+            json_decref(j);
+            j = NULL;
+        }
+        json_decref(labels);
+        json_decref(probs);
+        if (j) http_reply_json(req, 200, j);
+        else http_reply_error(req, CLAD_ENOMEM, "out of memory building the reply of %d predictions", c->n);
     }
     serve_release(app, c->la, c->own);
     free(c->labels);
@@ -203,11 +223,11 @@ static int load_merge_source(cladd *app, const char *merge, int64_t version, con
         rc = clad_err_set(err, CLAD_EINVAL, "?task= selects a source task of a merge; '%s' is not a merge", merge);
     if (!rc) rc = store_version_get(app->st, merge, version, STORE_WITH_BLOB, &v, err);
     loaded_adapter *la = calloc(1, sizeof *la);
-    if (!la) abort();
+    if (!rc && !la) rc = clad_err_set(err, CLAD_ENOMEM, "out of memory");
     if (!rc) rc = registry_base_get(app->reg, app->st, t->base, &la->base, err);
     if (!rc && !(la->a = merged_adapter_load(la->base->m, v->adapter, v->adapter_size, source, err))) rc = err->code;
     if (rc) {
-        if (la->base) registry_base_release(app->reg, la->base);
+        if (la && la->base) registry_base_release(app->reg, la->base);
         free(la);
     } else {
         snprintf(la->task, sizeof la->task, "%s", merge);
@@ -224,6 +244,11 @@ static void serve(http_req *req, bool evaluate)
 {
     cladd *app = req->app;
     const char *task = http_req_param(req, "name");
+    if (!evaluate && req->body_len > SERVE_JSON_MAX && body_is_json(req)) {
+        http_reply_error(req, CLAD_ETOOLARGE, "a JSON body of %zu bytes is larger than the limit of %u for inputs; "
+                         "send a dataset file (safetensors, IDX, CSV) instead", req->body_len, SERVE_JSON_MAX);
+        return;
+    }
     clad_err err = {0};
     int64_t version = 0;
     bool probs = true;
@@ -234,7 +259,10 @@ static void serve(http_req *req, bool evaluate)
         return;
     }
     serve_call *c = calloc(1, sizeof *c);
-    if (!c) abort();
+    if (!c) {
+        http_reply_error(req, CLAD_ENOMEM, "out of memory");
+        return;
+    }
     c->req = req;
     c->app = app;
     c->evaluate = evaluate;

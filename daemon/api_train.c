@@ -49,6 +49,7 @@ typedef struct train_arg {
     char fuse[FUSION_MAX_SOURCES][STORE_NAME_MAX + 1];
     adapter *fuse_src[FUSION_MAX_SOURCES]; /* loaded by the job, alive while the fusion adapter is */
     int peer_uid;
+    http_req *req;              /* while the upload is hashed, before the job is submitted */
     /* results, from run to finish */
     int n_classes;
     uint8_t *blob;
@@ -229,7 +230,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     int rc = body_to_dataset(&all, a->body, a->body_len, false, err);
     free(a->body); /* nothing per sample outlives the job */
     a->body = NULL;
-    if (rc) goto done;
+    if (rc || (rc = job_check_stop(j, "reading the data", err))) goto done;
     if ((rc = inputs_check(&all, &m->cfg, err)) || (rc = train_check_data(m, NULL, &all, false, err))) goto done;
     a->n_classes = a->task_classes ? a->task_classes : all.n_classes;
     if (all.n_classes > a->n_classes) {
@@ -237,7 +238,8 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
                           a->task, a->n_classes);
         goto done;
     }
-    if ((rc = split(&tr, &ho, &all, a->holdout, a->seed, err))) goto done;
+    if ((rc = split(&tr, &ho, &all, a->holdout, a->seed, err)) || (rc = job_check_stop(j, "reading the data", err)))
+        goto done;
     dataset_finish(&all);
     char dstatus[160];
     snprintf(dstatus, sizeof dstatus, "%s: %d training and %d held-out samples, %d classes", a->task, tr.n, ho.n, a->n_classes);
@@ -248,7 +250,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
         train_result fres;
         if ((rc = fusion_train(j, a, &tr, &ho, &ad, &fres, err))) goto done;
         eval_result fev = {0};
-        if (ho.n && (rc = model_evaluate(m, ad, &ho, 256, &fev, err))) goto done;
+        if (ho.n && (rc = job_evaluate(j, m, ad, &ho, &fev, err))) goto done;
         a->metrics = json_pack("{s:o,s:o,s:i,s:I,s:f}", "holdout_accuracy", ho.n ? json_real(fev.accuracy) : json_null(),
                                "holdout_loss", ho.n ? json_real(fev.loss) : json_null(), "holdout_samples", ho.n,
                                "adapter_params", (json_int_t)adapter_param_count(ad), "train_seconds", fres.seconds);
@@ -261,7 +263,10 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     char pstatus[160];
     snprintf(pstatus, sizeof pstatus, "probing %s against the base and %d earlier adapter(s)", a->task, e->n);
     job_post(j, json_pack("{s:s,s:i,s:s}", "event", "probe", "earlier", e->n, "status", pstatus));
-    if (job_should_stop(j)) { rc = clad_err_set(err, CLAD_ECANCELLED, "cancelled before the probe"); goto done; }
+    if ((rc = job_check_stop(j, "loading earlier adapters", err))) goto done;
+    /* The probe polls the job's stop flag between its steps and evaluation batches. */
+    a->cl.probe.stop = job_stop_hook;
+    a->cl.probe.stop_ctx = j;
     if ((rc = cl_plan_task(&plan, m, e->ptr, e->n, &tr, a->n_classes, &a->cl, err))) goto done;
     json_t *pj = plan_json(&plan, &a->cl.policy, m, e);
     a->lineage = json_pack("{s:O}", "plan", pj);
@@ -296,6 +301,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
         ad = cl_train_task(m, &plan, reused, &tr, a->n_classes, &a->cl, &a->tc, a->seed, train_reporter_step, &rep, &res, err);
     }
     if (!ad) { rc = err->code; goto done; }
+    if ((rc = job_check_stop(j, "training", err))) goto done;
     if (a->prune > 0 && ad->kind == ADAPTER_LORA) {
         /* Rank pruning: each layer keeps the smallest rank that holds `prune` of its energy. */
         size_t params_before = adapter_param_count(ad);
@@ -310,8 +316,8 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
         ad = pruned;
     }
     eval_result ev_tr, ev_ho = {0};
-    if ((rc = model_evaluate(m, ad, &tr, 256, &ev_tr, err))) goto done;
-    if (ho.n && (rc = model_evaluate(m, ad, &ho, 256, &ev_ho, err))) goto done;
+    if ((rc = job_evaluate(j, m, ad, &tr, &ev_tr, err))) goto done;
+    if (ho.n && (rc = job_evaluate(j, m, ad, &ho, &ev_ho, err))) goto done;
     int n_holdout = ho.n;
     dataset_finish(&tr);
     dataset_finish(&ho);
@@ -332,7 +338,9 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     } else if ((rc = cl_signature_compute(&sig, m, ad, &plan, &a->cl, err))) {
         goto done;
     }
-    if ((rc = adapter_blob_build(ad, m, &sig, &a->blob, &a->blob_len, err))) goto done;
+    if ((rc = job_check_stop(j, "computing the signature", err)) ||
+        (rc = adapter_blob_build(ad, m, &sig, &a->blob, &a->blob_len, err)))
+        goto done;
     a->wall = uv_hrtime() * 1e-9 - t0;
     *result = json_pack("{s:s,s:O,s:O}", "task", a->task, "ranks", json_object_get(json_object_get(a->lineage, "plan"), "ranks"),
                         "metrics", a->metrics);
@@ -482,6 +490,40 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
     return 0;
 }
 
+/* Pool thread: the upload's hash, the data's identity in the version's record. */
+static int train_hash_work(void *argp, clad_err *err)
+{
+    (void)err;
+    train_arg *a = argp;
+    sha256_hex(a->body, a->body_len, a->data_sha);
+    return 0;
+}
+
+/* Loop thread: the upload is hashed; submit the job. */
+static void train_hash_done(void *argp, int status, const clad_err *herr)
+{
+    train_arg *a = argp;
+    http_req *req = a->req;
+    a->req = NULL;
+    clad_err err = {0};
+    if (status) {
+        err = *herr;
+    } else {
+        json_t *params = json_pack("{s:s,s:s,s:I,s:s,s:O}", "task", a->task, "base", a->base->name, "bytes",
+                                   (json_int_t)a->body_len, "data_sha256", a->data_sha, "options", a->hparams);
+        job_spec js = {.kind = &train_kind, .lane = a->base->name, .arg = a, .params = params,
+                       .owner_uid = req->peer->uid};
+        job *j = NULL;
+        if (params && job_submit(a->app->jobs, &js, &j, &err) == 0) {
+            api_reply_job(req, j, 202);
+            return;
+        }
+        if (!params) clad_err_set(&err, CLAD_ENOMEM, "out of memory");
+    }
+    train_arg_free(a);
+    http_reply_err(req, &err);
+}
+
 static void train_post(http_req *req)
 {
     cladd *app = req->app;
@@ -490,7 +532,10 @@ static void train_post(http_req *req)
     clad_err err = {0};
     char base[STORE_NAME_MAX + 1];
     train_arg *a = calloc(1, sizeof *a);
-    if (!a) abort();
+    if (!a) {
+        http_reply_error(req, CLAD_ENOMEM, "out of memory");
+        return;
+    }
     a->app = app;
     a->peer_uid = app_peer_uid(req);
     snprintf(a->task, sizeof a->task, "%s", task);
@@ -514,27 +559,17 @@ static void train_post(http_req *req)
         rc = parse_options(a, req, &err);
     }
     if (!rc && !req->body_len) rc = clad_err_set(&err, CLAD_EINVAL, "the request has no training data");
+    /* The job keeps the upload itself (uploads may be 512 MiB: no copy), hashed on the pool first so
+     * that no work proportional to the upload runs on the loop. */
+    if (!rc) {
+        a->body = (uint8_t *)http_req_take_body(req, &a->body_len);
+        a->req = req;
+        rc = job_queue_compute(app->jobs, train_hash_work, train_hash_done, a, &err);
+    }
     if (rc) {
         train_arg_free(a);
         http_reply_err(req, &err);
-        return;
     }
-    /* The body is copied: the job outlives the request when the client does not follow. */
-    a->body = malloc(req->body_len);
-    if (!a->body) abort();
-    memcpy(a->body, req->body, req->body_len);
-    a->body_len = req->body_len;
-    sha256_hex(a->body, a->body_len, a->data_sha);
-    json_t *params = json_pack("{s:s,s:s,s:I,s:s,s:O}", "task", task, "base", base, "bytes", (json_int_t)req->body_len,
-                               "data_sha256", a->data_sha, "options", a->hparams);
-    job_spec js = {.kind = &train_kind, .lane = base, .arg = a, .params = params, .owner_uid = req->peer->uid};
-    job *j = NULL;
-    if (job_submit(app->jobs, &js, &j, &err)) {
-        train_arg_free(a);
-        http_reply_err(req, &err);
-        return;
-    }
-    api_reply_job(req, j, 202);
 }
 
 const route api_train_routes[] = {

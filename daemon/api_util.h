@@ -27,6 +27,15 @@ typedef struct train_reporter {
 } train_reporter;
 bool train_reporter_step(void *ctx, const train_progress *p);
 
+/* Worker thread: job_should_stop for core's stop hooks (probe_config.stop), ctx being the job. */
+bool job_stop_hook(void *ctx);
+/* Worker thread: a job's stop check as an error: CLAD_ECANCELLED ("cancelled during <phase>") if the job
+ * was asked to stop, else 0. */
+int job_check_stop(job *j, const char *phase, clad_err *err);
+/* Worker thread: model_evaluate in slices of a few batches, checking for a stop request between them, so
+ * evaluating a large dataset never holds a cancel or shutdown for long. CLAD_ECANCELLED when stopped. */
+int job_evaluate(job *j, const model *m, const adapter *a, const dataset *d, eval_result *res, clad_err *err);
+
 /* Reads a request body or server-side file as a dataset (safetensors, IDX or CSV, sniffed). */
 int body_to_dataset(dataset *d, const void *body, size_t len, bool labels_optional, clad_err *err);
 /* Inputs to predict on: labels are optional and ignored. A CSV with a label column that no header names

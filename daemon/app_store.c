@@ -1,4 +1,5 @@
 /* The daemon's side of the store: opening it, persisting job states, restoring job history. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +11,14 @@
 #define APP_ADAPTER_CACHE_BYTES (256u << 20)
 #define APP_BASE_CACHE_BYTES ((size_t)1 << 30)
 
+/* A running job's progress is written to the store at most this often (a write transaction each). */
+#define APP_PROGRESS_SAVE_S 1.0
+
 typedef struct job_link {
     uint64_t queue_id;
     int64_t store_id;
+    double progress_saved; /* uv_hrtime seconds of the last progress write (or of the submit: a job
+                              shorter than APP_PROGRESS_SAVE_S costs no progress write at all) */
 } job_link;
 
 int app_peer_uid(const http_req *req)
@@ -30,6 +36,18 @@ static job_state from_store_state(store_job_state s)
     case STORE_JOB_CANCELLED: return JOB_CANCELLED;
     default: return JOB_INTERRUPTED;
     }
+}
+
+/* The stored progress as the job's last event, NULL for none ("{}", the column's default). */
+static json_t *restored_progress(const char *text)
+{
+    json_error_t je;
+    json_t *p = text ? json_loads(text, 0, &je) : NULL;
+    if (p && json_object_size(p) == 0) {
+        json_decref(p);
+        p = NULL;
+    }
+    return p;
 }
 
 /* Loads the newest finished jobs back into the queue so /v1/jobs lists them after a restart. */
@@ -55,7 +73,9 @@ static void restore_jobs(cladd *app)
             .started = (double)sj->started_ms / 1e3,
             .finished = (double)sj->finished_ms / 1e3,
             .params = sj->request_json ? json_loads(sj->request_json, 0, &je) : NULL,
-            .result = sj->result_version ? json_pack("{s:I}", "version", (json_int_t)sj->result_version) : NULL,
+            .result = sj->result_json ? json_loads(sj->result_json, 0, &je)
+                      : sj->result_version ? json_pack("{s:I}", "version", (json_int_t)sj->result_version) : NULL,
+            .progress = restored_progress(sj->progress_json),
             .error_code = sj->error_code,
             .error_message = sj->error_msg,
             .owner_uid = (uid_t)sj->peer_uid,
@@ -108,6 +128,63 @@ int64_t app_store_job_id(const cladd *app, const job *j)
     return l ? l->store_id : 0;
 }
 
+static int64_t to_ms(double t)
+{
+    return t > 0 ? (int64_t)llround(t * 1000.0) : 0;
+}
+
+static store_job_state to_store_state(job_state s)
+{
+    switch (s) {
+    case JOB_SUCCEEDED: return STORE_JOB_SUCCEEDED;
+    case JOB_FAILED: return STORE_JOB_FAILED;
+    case JOB_CANCELLED: return STORE_JOB_CANCELLED;
+    default: return STORE_JOB_INTERRUPTED;
+    }
+}
+
+/* A finished job's final state with its result, last progress and its own times, in one transaction, so
+ * its history reads the same after a restart. */
+static int record_end(cladd *app, job *j, int64_t store_id, clad_err *err)
+{
+    json_t *jj = job_to_json(j);
+    json_t *res = json_object_get(jj, "result"), *prog = json_object_get(jj, "progress");
+    json_t *je = json_object_get(jj, "error");
+    const char *code = json_string_value(json_object_get(je, "code"));
+    const char *msg = json_string_value(json_object_get(je, "message"));
+    int num = CLAD_EINTERNAL;
+    for (int c = -1; c >= -20; c--)
+        if (code && !strcmp(code, clad_code_name(c))) num = c;
+    char *rtext = json_is_object(res) ? json_dumps(res, JSON_COMPACT) : NULL;
+    char *ptext = json_is_object(prog) ? json_dumps(prog, JSON_COMPACT) : NULL;
+    double created, started, finished;
+    job_times(j, &created, &started, &finished);
+    store_job_end end = {
+        .state = to_store_state(job_get_state(j)), .error_code = num, .error_msg = msg ? msg : "",
+        .peer_uid = STORE_UID_CLAD,
+        .outcome = {.result_json = rtext, .progress_json = ptext, .created_ms = to_ms(created),
+                    .started_ms = to_ms(started), .finished_ms = to_ms(finished)},
+    };
+    int rc = store_job_finish(app->st, store_id, &end, err);
+    free(rtext);
+    free(ptext);
+    json_decref(jj);
+    return rc;
+}
+
+void app_job_progress_hook(cladd *app, job *j, const json_t *event)
+{
+    job_link *l = app->st ? find_link(app, job_id(j)) : NULL;
+    double now = (double)uv_hrtime() * 1e-9;
+    if (!l || now - l->progress_saved < APP_PROGRESS_SAVE_S) return;
+    l->progress_saved = now;
+    char *text = json_dumps(event, JSON_COMPACT);
+    clad_err e = {0};
+    if (text && store_job_set_progress(app->st, l->store_id, text, &e) != 0)
+        log_debug("job %llu: progress not saved: %s", (unsigned long long)job_id(j), e.msg);
+    free(text);
+}
+
 int app_job_state_hook(cladd *app, job *j, clad_err *err)
 {
     if (!app->st) return 0;
@@ -129,45 +206,14 @@ int app_job_state_hook(cladd *app, job *j, clad_err *err)
             app->links = realloc(app->links, app->cap_links * sizeof *app->links);
             if (!app->links) abort();
         }
-        app->links[app->n_links++] = (job_link){qid, sid};
+        app->links[app->n_links++] = (job_link){qid, sid, (double)uv_hrtime() * 1e-9};
         return 0;
     }
     job_link *l = find_link(app, qid);
     if (!l) return 0;
     clad_err e = {0};
-    int rc = 0;
-    store_job *sj = NULL;
-    switch (st) {
-    case JOB_RUNNING:
-        rc = store_job_mark_running(app->st, l->store_id, &e);
-        break;
-    case JOB_SUCCEEDED:
-        /* A job that committed a version was marked succeeded in the same transaction. */
-        if (store_job_get(app->st, l->store_id, &sj, &e) == 0 && sj->state == STORE_JOB_RUNNING)
-            rc = store_job_mark_succeeded(app->st, l->store_id, 0, &e);
-        store_job_free(sj);
-        break;
-    case JOB_FAILED: {
-        json_t *jj = job_to_json(j);
-        json_t *je = json_object_get(jj, "error");
-        const char *code = json_string_value(json_object_get(je, "code"));
-        const char *msg = json_string_value(json_object_get(je, "message"));
-        int num = CLAD_EINTERNAL;
-        for (int c = -1; c >= -20; c--)
-            if (code && !strcmp(code, clad_code_name(c))) num = c;
-        rc = store_job_mark_failed(app->st, l->store_id, num, msg ? msg : "", &e);
-        json_decref(jj);
-        break;
-    }
-    case JOB_CANCELLED:
-        rc = store_job_mark_cancelled(app->st, l->store_id, STORE_UID_CLAD, &e);
-        break;
-    case JOB_INTERRUPTED:
-        rc = store_job_mark_interrupted(app->st, l->store_id, &e);
-        break;
-    default:
-        break;
-    }
+    int rc = st == JOB_RUNNING ? store_job_mark_running(app->st, l->store_id, &e)
+             : job_state_final(st) ? record_end(app, j, l->store_id, &e) : 0;
     if (rc) log_warning("job %llu: cannot record state %s: %s", (unsigned long long)qid, job_state_name(st), e.msg);
     if (job_state_final(st)) *l = app->links[--app->n_links];
     return 0;

@@ -133,6 +133,7 @@ static int on_job_state(job *j, void *data, clad_err *err)
 static void on_job_progress(job *j, const json_t *event, void *data)
 {
     cladd *app = data;
+    app_job_progress_hook(app, j, event);
     const char *text = json_string_value(json_object_get(event, "status"));
     if (text && !app->stopping) notify_status(app->notify, "%s", text);
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/log.h"
@@ -75,7 +76,7 @@ static bool valid_name(const char *s)
     return *s != '-';
 }
 
-typedef enum { K_SIZE64, K_SIZE32, K_COUNT, K_DURATION, K_NAME, K_LOGLEVEL } key_kind;
+typedef enum { K_SIZE64, K_SIZE32, K_COUNT, K_DURATION, K_NAME, K_LOGLEVEL, K_DIRS } key_kind;
 
 typedef struct {
     const char *key;
@@ -101,6 +102,7 @@ static const key_spec keys[] = {
     {"max_queued_jobs", K_COUNT, F(max_queued_jobs), 1, 100000},
     {"max_compute_queue", K_COUNT, F(max_compute_queue), 1, 100000},
     {"job_history", K_COUNT, F(job_history), 0, 1000000},
+    {"data_dirs", K_DIRS, F(data_dirs), 0, 0},
 };
 #undef F
 
@@ -119,6 +121,18 @@ int config_set(cladd_config *cfg, const char *key, const char *value, clad_err *
         if (*value && !valid_name(value))
             return clad_err_set(err, CLAD_EINVAL, "%s: '%s' is not a valid group name", key, value);
         snprintf(field, CONFIG_NAME_MAX, "%s", value);
+        return 0;
+    case K_DIRS:
+        if (strlen(value) >= CONFIG_DATA_DIRS_MAX)
+            return clad_err_set(err, CLAD_EINVAL, "%s: longer than %d bytes", key, CONFIG_DATA_DIRS_MAX - 1);
+        for (const char *p = value; *p;) {
+            size_t n = strcspn(p, ":");
+            if (*p != '/')
+                return clad_err_set(err, CLAD_EINVAL, "%s: '%.*s' is not an absolute directory path", key, (int)n, p);
+            p += n;
+            if (*p == ':') p++;
+        }
+        snprintf(field, CONFIG_DATA_DIRS_MAX, "%s", value);
         return 0;
     case K_LOGLEVEL: {
         int level = log_level_parse(value);
@@ -157,6 +171,36 @@ int config_set(cladd_config *cfg, const char *key, const char *value, clad_err *
     if (k->kind == K_SIZE64) *(uint64_t *)field = v;
     else *(uint32_t *)field = (uint32_t)v;
     return 0;
+}
+
+/* Is the resolved path inside one directory of the ':'-separated list? */
+static bool inside_one_of(const char *list, const char *resolved)
+{
+    char dir[PATH_MAX], real[PATH_MAX];
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ":");
+        if (n && n < sizeof dir) {
+            memcpy(dir, p, n);
+            dir[n] = '\0';
+            size_t rn = realpath(dir, real) ? strlen(real) : 0;
+            /* "/" as a data directory is allowed if the operator says so; it then has no '/' to add. */
+            if (rn && !strncmp(resolved, real, rn) && (resolved[rn] == '/' || (rn == 1 && real[0] == '/')))
+                return true;
+        }
+        p += n;
+        if (*p == ':') p++;
+    }
+    return false;
+}
+
+bool config_data_path_allowed(const cladd_config *cfg, const char *path, char *resolved, size_t size)
+{
+    char real[PATH_MAX];
+    struct stat st;
+    if (!path || path[0] != '/' || !realpath(path, real) || stat(real, &st) != 0 || !S_ISREG(st.st_mode))
+        return false;
+    if (!inside_one_of(CONFIG_BUILTIN_DATA_DIRS, real) && !inside_one_of(cfg->data_dirs, real)) return false;
+    return snprintf(resolved, size, "%s", real) < (int)size;
 }
 
 static char *trim(char *s)

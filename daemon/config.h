@@ -21,6 +21,8 @@
  *   max_queued_jobs    queued jobs before submissions are answered 503 busy [64]
  *   max_compute_queue  pending compute requests before 503 busy [256]
  *   job_history        finished jobs kept in memory for /v1/jobs [1000]
+ *   data_dirs          more directories whose dataset files base training may read by path, ':'-separated
+ *                      absolute paths, besides the built-in CONFIG_BUILTIN_DATA_DIRS [none]
  *
  * On SIGHUP the file is read again; limits, write_group and log_level take effect at once (for new
  * connections and requests); socket_group, max_running_jobs, compute_threads and engine_threads need a restart.
@@ -30,6 +32,7 @@
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/error.h"
@@ -37,6 +40,9 @@
 /* sizeof(((struct sockaddr_un *)0)->sun_path) on Linux; a longer path cannot be bound. */
 #define CONFIG_SOCKET_PATH_MAX 108
 #define CONFIG_NAME_MAX 64
+#define CONFIG_DATA_DIRS_MAX 4096
+/* The dataset directories cladd ships with (Debian's Fashion-MNIST), ':'-separated. */
+#define CONFIG_BUILTIN_DATA_DIRS "/usr/share/datasets/fashion-mnist"
 
 typedef struct cladd_config {
     /* Paths: empty until set by the command line or config_resolve_paths. */
@@ -64,6 +70,7 @@ typedef struct cladd_config {
     uint32_t max_queued_jobs;
     uint32_t max_compute_queue;
     uint32_t job_history;
+    char data_dirs[CONFIG_DATA_DIRS_MAX]; /* operator's extra dataset directories, ':'-separated */
 
     bool enable_test_routes; /* command line only: --enable-test-routes */
 } cladd_config;
@@ -85,6 +92,13 @@ int config_load_file(cladd_config *cfg, const char *path, clad_err *err);
  * ($RUNTIME_DIRECTORY and $STATE_DIRECTORY may list several directories separated by ':'; the first is
  * used.) CLAD_EINVAL if a path is too long or nothing usable is set (no HOME for the state dir). */
 int config_resolve_paths(cladd_config *cfg, clad_err *err);
+
+/* Server-side data paths: may the daemon read the dataset file at path for a client? Only a regular
+ * file inside one of the built-in or configured data directories (after resolving symbolic links and
+ * "..", so neither leads out of them). On true, resolved (size bytes) holds the resolved path to open.
+ * The answer never says why not (missing, outside, not a file), so clients learn nothing about files
+ * elsewhere. */
+bool config_data_path_allowed(const cladd_config *cfg, const char *path, char *resolved, size_t size);
 
 /* Parses "512M", "16K", "1024" -> bytes; "10s", "500ms", "2min", "3" (seconds) -> milliseconds.
  * CLAD_EINVAL on junk or overflow. Exposed for tests. */

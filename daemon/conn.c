@@ -526,6 +526,20 @@ void *conn_alloc(conn *c, size_t n)
     return block + sizeof(max_align_t);
 }
 
+/* Defined here rather than in http.c: it hands over the connection's own body buffer. */
+char *http_req_take_body(http_req *req, size_t *len)
+{
+    conn *c = req->conn;
+    char *body = c->body;
+    *len = c->body_len;
+    if (!body) return NULL;
+    c->body = NULL;
+    c->body_len = c->body_cap = 0;
+    req->body = "";
+    req->body_len = 0;
+    return body;
+}
+
 /* --- request parsing ----------------------------------------------------------------------------------- */
 
 static int grow(char **buf, size_t *cap, size_t need, size_t limit)

@@ -99,6 +99,10 @@ const char *http_req_query(const http_req *req, const char *name);
 int http_req_query_bool(const http_req *req, const char *name, bool *out, clad_err *err);
 /* n bytes that live until the request is finished (freed with it); NULL if out of memory. */
 void *http_req_alloc(http_req *req, size_t n);
+/* Takes the body out of the request (no copy): the caller owns the returned buffer (NUL-terminated after
+ * *len bytes; free with free) and req->body becomes "" of length 0. NULL (with *len 0) if there is no body.
+ * For handlers whose work outlives the request, such as a training job that keeps its upload. */
+char *http_req_take_body(http_req *req, size_t *len);
 /* Media type of the body without parameters, lower-cased into buf ("application/json"); "" if none. */
 const char *http_req_media_type(const http_req *req, char *buf, size_t size);
 

@@ -1,6 +1,7 @@
 /* Job queue, lanes, worker-pool execution, progress fan-out and compute tasks; see jobs.h. */
 #include "daemon/jobs.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -37,9 +38,12 @@ struct job {
     json_t *params;
     json_t *progress;   /* last event */
     json_t *result;
-    json_t *run_result; /* written by the worker, taken by after_work */
+    /* The run's private results: written only by the worker while the job runs, read only by the loop
+     * in after_work (the pool's completion orders the two), so the loop never sees them half-written. */
+    json_t *run_result;
     int run_status;
-    clad_err err;
+    clad_err run_err;
+    clad_err err;       /* the published error: loop thread only */
     uid_t owner_uid;
     double created, started, finished;
     uv_work_t work;
@@ -155,17 +159,27 @@ const char *job_kind_name(const job *j) { return j->kind_name; }
 bool job_cancel_requested(const job *j) { return atomic_load(&j->stop) != STOP_NONE; }
 bool job_should_stop(const job *j) { return atomic_load(&j->stop) != STOP_NONE; }
 
+void job_times(const job *j, double *created, double *started, double *finished)
+{
+    *created = j->created;
+    *started = j->started;
+    *finished = j->finished;
+}
+
 /* --- JSON ---------------------------------------------------------------------------------------------- */
 
 static json_t *time_json(double t)
 {
     if (t <= 0) return json_null();
-    time_t s = (time_t)t;
+    /* Whole milliseconds, rounded: the store keeps milliseconds, and truncating t - s (0.123 is
+     * 0.12299...) made a restored job's times read 1 ms earlier than before the restart. */
+    long long ms = llround(t * 1000.0);
+    time_t s = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&s, &tm);
     char buf[40];
     size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, sizeof buf - n, ".%03dZ", (int)((t - (double)s) * 1000.0));
+    snprintf(buf + n, sizeof buf - n, ".%03dZ", (int)(ms % 1000));
     return json_string(buf);
 }
 
@@ -375,7 +389,7 @@ static void work_cb(uv_work_t *w)
     job *j = w->data;
     json_t *result = NULL;
     par_pool *outer = par_bind(j->pool);
-    j->run_status = j->kind->run(j, j->arg, &result, &j->err);
+    j->run_status = j->kind->run(j, j->arg, &result, &j->run_err);
     par_bind(outer);
     j->run_result = result;
 }
@@ -405,9 +419,19 @@ static void after_work_cb(uv_work_t *w, int status)
     q->n_running--;
     par_pool_destroy(j->pool);   /* idle: run has returned */
     j->pool = NULL;
+    /* The handover: from here on the run's results are the loop's. */
+    j->err = j->run_err;
     int rc = status < 0 ? CLAD_EINTERNAL : j->run_status;
     if (status < 0) clad_err_set(&j->err, CLAD_EINTERNAL, "worker: %s", uv_strerror(status));
     if (rc != 0 && !j->err.code) clad_err_set(&j->err, rc, "job ended with %s", clad_code_name(rc));
+    /* A cancel answered 202 is honoured even when the run finished its work before it looked: job_cancel
+     * and this callback both run on the loop, so a cancel either came before this point (and nothing is
+     * committed) or finds the job final (409). A stop for shutdown still commits finished work. */
+    int stop = atomic_load(&j->stop);
+    if (rc == 0 && stop == STOP_CANCEL) {
+        rc = CLAD_ECANCELLED;
+        clad_err_set(&j->err, CLAD_ECANCELLED, "cancelled on request after the work was done; nothing kept");
+    }
     if (j->kind->finish) {
         clad_err ferr = {0};
         int frc = j->kind->finish(j, j->arg, rc, &ferr);
@@ -418,7 +442,6 @@ static void after_work_cb(uv_work_t *w, int status)
         rc = frc;
     }
     job_state final;
-    int stop = atomic_load(&j->stop);
     if (rc == 0) final = JOB_SUCCEEDED;
     else if (stop == STOP_SHUTDOWN) final = JOB_INTERRUPTED;
     else if (stop == STOP_CANCEL || rc == CLAD_ECANCELLED) final = JOB_CANCELLED;
@@ -575,8 +598,8 @@ int job_cancel(job_queue *q, job *j, clad_err *err)
 int job_queue_restore(job_queue *q, job_record *rec, clad_err *err)
 {
     json_t *params = rec->params ? rec->params : json_object();
-    json_t *result = rec->result;
-    rec->params = rec->result = NULL;
+    json_t *result = rec->result, *progress = rec->progress;
+    rec->params = rec->result = rec->progress = NULL;
     int rc = 0;
     if (!job_state_final(rec->state)) {
         rc = clad_err_set(err, CLAD_EINVAL, "job %llu: restored jobs must be finished, not %s",
@@ -606,6 +629,7 @@ int job_queue_restore(job_queue *q, job_record *rec, clad_err *err)
     j->finished = rec->finished;
     j->params = params;
     j->result = result;
+    j->progress = progress;
     j->owner_uid = rec->owner_uid;
     if (rec->error_code)
         clad_err_set(&j->err, rec->error_code, "%s", rec->error_message ? rec->error_message : "");
@@ -625,6 +649,7 @@ int job_queue_restore(job_queue *q, job_record *rec, clad_err *err)
 drop:
     json_decref(params);
     json_decref(result);
+    json_decref(progress);
     return rc;
 }
 

@@ -60,7 +60,8 @@ typedef struct job_follower job_follower;
 typedef struct job_kind {
     const char *name; /* "train", "sleep" */
     /* Worker thread: does the work. Checks job_should_stop(j) between steps and then returns
-     * CLAD_ECANCELLED; posts progress with job_post. Returns 0 or a CLAD_E* code with err filled. On
+     * CLAD_ECANCELLED; posts progress with job_post. Returns 0 or a CLAD_E* code with err filled (err is
+     * the run's own: the loop publishes it only after run returned, so readers never see a torn one). On
      * success it may set *result to a JSON object (ownership passes to the job). It must not call libuv
      * or touch loop-thread state. */
     int (*run)(job *j, void *arg, json_t **result, clad_err *err);
@@ -110,6 +111,7 @@ typedef struct job_record {
     double created, started, finished; /* Unix seconds; 0 = never */
     json_t *params;    /* stolen; NULL: {} */
     json_t *result;    /* stolen; may be NULL */
+    json_t *progress;  /* stolen; may be NULL: the last progress event */
     int error_code;    /* 0 or CLAD_E* */
     const char *error_message;
     uid_t owner_uid;
@@ -137,7 +139,10 @@ int job_submit(job_queue *q, job_spec *spec, job **out, clad_err *err);
 job *job_find(job_queue *q, uint64_t id);
 
 /* Cancels: a queued job becomes cancelled at once; a running job is asked to stop (job_should_stop) and
- * becomes cancelled when its run returns. CLAD_ECONFLICT if the job has already finished. */
+ * becomes cancelled when its run returns, whatever run returned: a cancel accepted while the job is
+ * running is always honoured (finish is told CLAD_ECANCELLED and commits nothing). CLAD_ECONFLICT once the
+ * job has finished, which includes the moment its result is being committed: there is no window in which
+ * a cancel is accepted and then ignored. */
 int job_cancel(job_queue *q, job *j, clad_err *err);
 
 /* Engine threads each running job gets (the option, at least 1). */
@@ -151,8 +156,10 @@ job_state job_get_state(const job *j);
 const char *job_lane(const job *j);
 const char *job_kind_name(const job *j);
 bool job_cancel_requested(const job *j);
-/* The job as JSON (new reference): id, kind, lane, state, created/started/finished (RFC 3339 UTC or
- * null), params, progress (the last event), result, error, cancel_requested, owner_uid. */
+/* Unix seconds; 0 = not yet. */
+void job_times(const job *j, double *created, double *started, double *finished);
+/* The job as JSON (new reference): id, kind, lane, state, created/started/finished (RFC 3339 UTC to
+ * the millisecond, rounded, or null), params, progress (the last event), result, error, cancel_requested, owner_uid. */
 json_t *job_to_json(const job *j);
 /* Jobs newest first, optionally only one state (-1: all) or one lane (NULL: all), at most limit. */
 json_t *job_queue_list_json(job_queue *q, int state, const char *lane, size_t limit);

@@ -62,7 +62,7 @@ typedef struct route {
 #define ROUTE_END {NULL, NULL, 0, NULL, NULL, NULL}
 
 #define ROUTER_MAX_ROUTES 256
-#define ROUTER_DEFAULT_JSON_LIMIT (64u << 20)
+#define ROUTER_DEFAULT_JSON_LIMIT (1u << 20) /* parsed on the loop: small enough to take milliseconds */
 
 typedef struct router router;
 

@@ -39,7 +39,7 @@
 #include "core/error.h"
 #include "core/sha256.h"
 
-#define STORE_SCHEMA_VERSION 2          /* PRAGMA user_version this clad writes */
+#define STORE_SCHEMA_VERSION 3          /* PRAGMA user_version this clad writes */
 #define STORE_NAME_MAX 64               /* names: 1..64 of [A-Za-z0-9._-], starting with a letter or digit */
 #define STORE_REASON_MAX 256            /* free-text reasons on alias moves */
 #define STORE_JSON_MAX (1 << 20)        /* any JSON text field */
@@ -360,6 +360,7 @@ typedef struct store_job {
     char error_msg[STORE_ERRMSG_MAX + 1];
     char *request_json;
     char *progress_json;
+    char *result_json;                /* NULL when none */
     int64_t result_version;           /* 0 when none */
     int peer_uid;
     int64_t created_ms, started_ms, finished_ms; /* 0 when not yet */
@@ -378,6 +379,26 @@ int store_job_mark_cancelled(store *s, int64_t id, int peer_uid, clad_err *err);
 int store_job_mark_interrupted(store *s, int64_t id, clad_err *err);
 /* Replaces the progress JSON object of a running job (not audited: it is not a state change). */
 int store_job_set_progress(store *s, int64_t id, const char *progress_json, clad_err *err);
+/* What a finished job leaves for its history: the result and last progress event (JSON objects, NULL:
+ * leave as is) and the job's own times in ms (0: leave as is), which replace the store's clock so that a
+ * job reads the same before and after a restart. Only for a job in a final state (CLAD_ECONFLICT
+ * otherwise); not audited. */
+typedef struct store_job_outcome {
+    const char *result_json;
+    const char *progress_json;
+    int64_t created_ms, started_ms, finished_ms;
+} store_job_outcome;
+int store_job_set_outcome(store *s, int64_t id, const store_job_outcome *o, clad_err *err);
+/* A job's end in one transaction: the final state (as the store_job_mark_* calls above; a succeeded job
+ * already marked by its version's commit stays as it is) and its outcome. */
+typedef struct store_job_end {
+    store_job_state state;        /* succeeded, failed, cancelled or interrupted */
+    int error_code;               /* failed: CLAD_E* */
+    const char *error_msg;        /* failed */
+    int peer_uid;                 /* cancelled: who cancelled (audited) */
+    store_job_outcome outcome;
+} store_job_end;
+int store_job_finish(store *s, int64_t id, const store_job_end *e, clad_err *err);
 /* At startup: marks every queued or running job left by a previous run as interrupted. */
 int store_jobs_mark_interrupted(store *s, int64_t *n_marked, clad_err *err);
 

@@ -91,57 +91,75 @@ int store_job_mark_running(store *s, int64_t id, clad_err *err)
     return tx_end(s, rc, err);
 }
 
-int store_job_mark_succeeded(store *s, int64_t id, int64_t result_version, clad_err *err)
+/* The final transitions, inside a write transaction the caller holds. */
+
+static int mark_succeeded_tx(store *s, int64_t id, int64_t result_version, clad_err *err)
 {
-    if (result_version < 0) return clad_err_set(err, CLAD_EINVAL, "result version must be >= 0");
-    int owner = 0, rc = tx_begin_write(s, err);
-    if (rc) return rc;
-    rc = job_check_state(s, id, from_running, "succeeded", &owner, err);
+    int owner = 0;
+    int rc = job_check_state(s, id, from_running, "succeeded", &owner, err);
     if (rc == 0)
         rc = st_exec(s, err, "UPDATE jobs SET state = 'succeeded', finished_ms = ?2, result_version = ?3 "
                      "WHERE id = ?1", "IIN", id, now_ms(), result_version);
     if (rc == 0)
         rc = audit_job(s, owner, "job.succeeded", id, "succeeded", result_version ? "result_version" : NULL,
                        result_version, err);
-    return tx_end(s, rc, err);
+    return rc;
 }
 
-int store_job_mark_failed(store *s, int64_t id, int code, const char *msg, clad_err *err)
+static int mark_failed_tx(store *s, int64_t id, int code, const char *msg, clad_err *err)
 {
     char m[STORE_ERRMSG_MAX + 1];
     snprintf(m, sizeof m, "%s", msg ? msg : "");
-    int owner = 0, rc = tx_begin_write(s, err);
-    if (rc) return rc;
-    rc = job_check_state(s, id, from_live, "failed", &owner, err);
+    int owner = 0;
+    int rc = job_check_state(s, id, from_live, "failed", &owner, err);
     if (rc == 0)
         rc = st_exec(s, err, "UPDATE jobs SET state = 'failed', finished_ms = ?2, error_code = ?3, error_msg = ?4 "
                      "WHERE id = ?1", "IIit", id, now_ms(), code, m);
     if (rc == 0) rc = audit_job(s, owner, "job.failed", id, "failed", "error_code", code, err);
-    return tx_end(s, rc, err);
+    return rc;
+}
+
+/* cancelled or interrupted, audited with *audit_uid (who cancelled), or with the owner's uid when NULL. */
+static int mark_stopped_tx(store *s, int64_t id, const char *state, const int *audit_uid, clad_err *err)
+{
+    int owner = 0;
+    int rc = job_check_state(s, id, from_live, state, &owner, err);
+    if (rc == 0)
+        rc = st_exec(s, err, "UPDATE jobs SET state = ?3, finished_ms = ?2 WHERE id = ?1", "IIt", id, now_ms(),
+                     state);
+    char action[32];
+    snprintf(action, sizeof action, "job.%s", state);
+    if (rc == 0) rc = audit_job(s, audit_uid ? *audit_uid : owner, action, id, state, NULL, 0, err);
+    return rc;
+}
+
+int store_job_mark_succeeded(store *s, int64_t id, int64_t result_version, clad_err *err)
+{
+    if (result_version < 0) return clad_err_set(err, CLAD_EINVAL, "result version must be >= 0");
+    int rc = tx_begin_write(s, err);
+    if (rc) return rc;
+    return tx_end(s, mark_succeeded_tx(s, id, result_version, err), err);
+}
+
+int store_job_mark_failed(store *s, int64_t id, int code, const char *msg, clad_err *err)
+{
+    int rc = tx_begin_write(s, err);
+    if (rc) return rc;
+    return tx_end(s, mark_failed_tx(s, id, code, msg, err), err);
 }
 
 int store_job_mark_cancelled(store *s, int64_t id, int peer_uid, clad_err *err)
 {
-    int owner = 0, rc = tx_begin_write(s, err);
+    int rc = tx_begin_write(s, err);
     if (rc) return rc;
-    rc = job_check_state(s, id, from_live, "cancelled", &owner, err);
-    if (rc == 0)
-        rc = st_exec(s, err, "UPDATE jobs SET state = 'cancelled', finished_ms = ?2 WHERE id = ?1", "II", id,
-                     now_ms());
-    if (rc == 0) rc = audit_job(s, peer_uid, "job.cancelled", id, "cancelled", NULL, 0, err);
-    return tx_end(s, rc, err);
+    return tx_end(s, mark_stopped_tx(s, id, "cancelled", &peer_uid, err), err);
 }
 
 int store_job_mark_interrupted(store *s, int64_t id, clad_err *err)
 {
-    int owner = 0, rc = tx_begin_write(s, err);
+    int rc = tx_begin_write(s, err);
     if (rc) return rc;
-    rc = job_check_state(s, id, from_live, "interrupted", &owner, err);
-    if (rc == 0)
-        rc = st_exec(s, err, "UPDATE jobs SET state = 'interrupted', finished_ms = ?2 WHERE id = ?1", "II", id,
-                     now_ms());
-    if (rc == 0) rc = audit_job(s, owner, "job.interrupted", id, "interrupted", NULL, 0, err);
-    return tx_end(s, rc, err);
+    return tx_end(s, mark_stopped_tx(s, id, "interrupted", NULL, err), err);
 }
 
 int store_job_set_progress(store *s, int64_t id, const char *progress_json, clad_err *err)
@@ -156,6 +174,58 @@ int store_job_set_progress(store *s, int64_t id, const char *progress_json, clad
         rc = rc == CLAD_ENOTFOUND ? clad_err_set(err, rc, "unknown job %lld", (long long)id)
                                   : clad_err_set(err, CLAD_ECONFLICT, "job %lld is not running", (long long)id);
     }
+    return tx_end(s, rc, err);
+}
+
+static int set_outcome_tx(store *s, int64_t id, const store_job_outcome *o, clad_err *err)
+{
+    static const char *const from_final[] = {"succeeded", "failed", "cancelled", "interrupted", NULL};
+    int owner = 0;
+    int rc = job_check_state(s, id, from_final, "a recorded outcome", &owner, err);
+    if (rc == 0)
+        rc = st_exec(s, err,
+                     "UPDATE jobs SET result_json = coalesce(?2, result_json), "
+                     "progress_json = coalesce(?3, progress_json), "
+                     "created_ms = CASE WHEN ?4 > 0 THEN ?4 ELSE created_ms END, "
+                     "started_ms = CASE WHEN ?5 > 0 THEN ?5 ELSE started_ms END, "
+                     "finished_ms = CASE WHEN ?6 > 0 THEN ?6 ELSE finished_ms END WHERE id = ?1",
+                     "IttIII", id, o->result_json, o->progress_json, o->created_ms, o->started_ms, o->finished_ms);
+    return rc;
+}
+
+static int check_outcome(store *s, const store_job_outcome *o, clad_err *err)
+{
+    int rc = check_json(s, o->result_json, "object", true, "job result", err);
+    return rc ? rc : check_json(s, o->progress_json, "object", true, "job progress", err);
+}
+
+int store_job_set_outcome(store *s, int64_t id, const store_job_outcome *o, clad_err *err)
+{
+    int rc = check_outcome(s, o, err);
+    if (rc || (rc = tx_begin_write(s, err))) return rc;
+    return tx_end(s, set_outcome_tx(s, id, o, err), err);
+}
+
+int store_job_finish(store *s, int64_t id, const store_job_end *e, clad_err *err)
+{
+    int rc = check_outcome(s, &e->outcome, err);
+    if (rc || (rc = tx_begin_write(s, err))) return rc;
+    switch (e->state) {
+    case STORE_JOB_SUCCEEDED: {
+        /* A job that committed a version was marked succeeded in that version's transaction. */
+        store_job *cur = NULL;
+        rc = store_job_get(s, id, &cur, err);
+        if (rc == 0 && cur->state != STORE_JOB_SUCCEEDED) rc = mark_succeeded_tx(s, id, 0, err);
+        store_job_free(cur);
+        break;
+    }
+    case STORE_JOB_FAILED: rc = mark_failed_tx(s, id, e->error_code, e->error_msg, err); break;
+    case STORE_JOB_CANCELLED: rc = mark_stopped_tx(s, id, "cancelled", &e->peer_uid, err); break;
+    case STORE_JOB_INTERRUPTED: rc = mark_stopped_tx(s, id, "interrupted", NULL, err); break;
+    default: rc = clad_err_set(err, CLAD_EINVAL, "job %lld cannot finish as %s", (long long)id,
+                               store_job_state_name(e->state));
+    }
+    if (rc == 0) rc = set_outcome_tx(s, id, &e->outcome, err);
     return tx_end(s, rc, err);
 }
 
@@ -181,7 +251,7 @@ int store_jobs_mark_interrupted(store *s, int64_t *n_marked, clad_err *err)
 
 static const char job_cols[] =
     "SELECT id, kind, task, state, error_code, error_msg, request_json, progress_json, result_version, "
-    "peer_uid, created_ms, started_ms, finished_ms FROM jobs ";
+    "peer_uid, created_ms, started_ms, finished_ms, result_json FROM jobs ";
 
 static void job_from_row(sqlite3_stmt *st, store_job *j)
 {
@@ -199,6 +269,7 @@ static void job_from_row(sqlite3_stmt *st, store_job *j)
     j->created_ms = sqlite3_column_int64(st, 10);
     j->started_ms = sqlite3_column_int64(st, 11);
     j->finished_ms = sqlite3_column_int64(st, 12);
+    j->result_json = col_strdup(st, 13);
 }
 
 int store_job_get(store *s, int64_t id, store_job **out, clad_err *err)
@@ -258,6 +329,7 @@ void store_job_free(store_job *j)
     if (!j) return;
     free(j->request_json);
     free(j->progress_json);
+    free(j->result_json);
     free(j);
 }
 
@@ -267,6 +339,7 @@ void store_jobs_free(store_job *j, size_t n)
     for (size_t i = 0; i < n; i++) {
         free(j[i].request_json);
         free(j[i].progress_json);
+        free(j[i].result_json);
     }
     free(j);
 }

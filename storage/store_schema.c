@@ -164,6 +164,9 @@ const char *const store_migrations[] = {
     "JOIN tasks t ON t.name = json_extract(s.value, '$.task') "
     "JOIN versions n ON n.task_id = t.id AND n.version = json_extract(s.value, '$.version') "
     "WHERE v.kind = 'fusion';",
+    /* 3: a finished job's result (what GET /v1/jobs shows), so job history survives a restart. Only adds
+     * a nullable column, so it applies on top of either form of migration 2. */
+    "ALTER TABLE jobs ADD COLUMN result_json TEXT CHECK (result_json IS NULL OR json_valid(result_json));",
 };
 
 const int store_n_migrations = (int)(sizeof store_migrations / sizeof store_migrations[0]);

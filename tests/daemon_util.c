@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/model_io.h"
 #include "tests/test.h"
 
 double now_s(void)
@@ -438,4 +439,75 @@ void stream_close(curl_stream *s)
         waitpid(s->pid, NULL, 0);
         s->pid = 0;
     }
+}
+
+/* --- jobs --- */
+
+#define JSON_HDR "-H 'Content-Type: application/json' "
+
+/* Submits a sleep job and returns its id. */
+long long submit_sleep(const daemon_proc *d, const char *json_body)
+{
+    char extra[512], *body;
+    snprintf(extra, sizeof extra, JSON_HDR "-d '%s'", json_body);
+    int code = curl_req(d, "POST", "/v1/debug/sleep-job", extra, &body, NULL);
+    CHECK_MSG(code == 202, "submit answered %d: %s", code, body);
+    json_t *j = json_or_fail(body);
+    long long id = json_integer_value(json_object_get(j, "id"));
+    json_decref(j);
+    free(body);
+    CHECK(id > 0);
+    return id;
+}
+
+/* GET /v1/jobs/ID as JSON. */
+json_t *get_job(const daemon_proc *d, long long id)
+{
+    char path[64], *body;
+    snprintf(path, sizeof path, "/v1/jobs/%lld", id);
+    CHECK_INT_EQ(curl_req(d, "GET", path, NULL, &body, NULL), 200);
+    json_t *j = json_or_fail(body);
+    free(body);
+    return j;
+}
+
+const char *state_of(json_t *job)
+{
+    static char buf[32];
+    snprintf(buf, sizeof buf, "%s", json_string_value(json_object_get(job, "state")));
+    return buf;
+}
+
+/* Waits until job id reaches a final state; returns its JSON. */
+json_t *wait_final(const daemon_proc *d, long long id, double timeout_s)
+{
+    double t0 = now_s();
+    for (;;) {
+        json_t *j = get_job(d, id);
+        const char *s = state_of(j);
+        if (strcmp(s, "queued") && strcmp(s, "running")) return j;
+        json_decref(j);
+        CHECK_MSG(now_s() - t0 < timeout_s, "job %lld not finished after %.1f s", id, timeout_s);
+        sleep_ms(20);
+    }
+}
+
+void daemon_start_with_base(daemon_proc *d, const model_config *c, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/base-%s.safetensors", test_tmpdir(), name);
+    model *m = model_create(c, NULL);
+    CHECK(m != NULL);
+    model_init_random(m, 5);
+    CHECK_INT_EQ(model_save(m, path, NULL), 0);
+    model_destroy(m);
+    static const char *const env[] = {"OPENBLAS_NUM_THREADS=1", NULL};
+    daemon_opts o = {.env = env};
+    daemon_start(d, &o);
+    char url[128], extra[700], *body = NULL;
+    snprintf(url, sizeof url, "/v1/bases/%s", name);
+    snprintf(extra, sizeof extra, "-H 'Content-Type: application/octet-stream' --data-binary '@%s'", path);
+    int code = curl_req(d, "POST", url, extra, &body, NULL);
+    CHECK_MSG(code == 201, "base import answered %d: %s", code, body);
+    free(body);
 }

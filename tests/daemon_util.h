@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "core/model.h"
+
 typedef struct daemon_opts {
     const char *config;       /* text of the config file, or NULL for none */
     const char *const *env;   /* extra "KEY=VALUE" entries, NULL-terminated; "WATCHDOG_PID=self" becomes
@@ -31,6 +33,8 @@ typedef struct daemon_proc {
 /* Starts cladd with --socket <tmp>/clad.sock --state-dir <tmp>/state (and --config when opts->config) and
  * waits until the socket accepts connections (10 s at most). opts may be NULL. */
 void daemon_start(daemon_proc *d, const daemon_opts *opts);
+/* Starts cladd (one BLAS thread) and imports a randomly initialised base of config c as `name`. */
+void daemon_start_with_base(daemon_proc *d, const model_config *c, const char *name);
 /* Sends sig and waits up to timeout_s for the exit. Returns the exit status, 128 + signal if killed by a
  * signal, or -1 if it did not exit in time (it is then killed). */
 int daemon_stop(daemon_proc *d, int sig, double timeout_s);
@@ -78,6 +82,16 @@ char *stream_line(curl_stream *s, int timeout_ms);
 void stream_close(curl_stream *s);
 /* Reads lines until one contains needle; returns it parsed as JSON (fails the test on timeout). */
 json_t *stream_until(curl_stream *s, const char *needle, int timeout_ms);
+
+/* Jobs (through the test-only sleep job and /v1/jobs; each fails the test on an unexpected answer). */
+/* POSTs json_body to /v1/debug/sleep-job and returns the new job's id. */
+long long submit_sleep(const daemon_proc *d, const char *json_body);
+/* GET /v1/jobs/ID as JSON. */
+json_t *get_job(const daemon_proc *d, long long id);
+/* The job's state (a static buffer). */
+const char *state_of(json_t *job);
+/* Waits until job id reaches a final state; returns its JSON. */
+json_t *wait_final(const daemon_proc *d, long long id, double timeout_s);
 
 /* Monotonic seconds. */
 double now_s(void);

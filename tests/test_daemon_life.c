@@ -17,53 +17,6 @@
 
 #define JSON_HDR "-H 'Content-Type: application/json' "
 
-/* Submits a sleep job and returns its id. */
-static long long submit_sleep(const daemon_proc *d, const char *json_body)
-{
-    char extra[512], *body;
-    snprintf(extra, sizeof extra, JSON_HDR "-d '%s'", json_body);
-    int code = curl_req(d, "POST", "/v1/debug/sleep-job", extra, &body, NULL);
-    CHECK_MSG(code == 202, "submit answered %d: %s", code, body);
-    json_t *j = json_or_fail(body);
-    long long id = json_integer_value(json_object_get(j, "id"));
-    json_decref(j);
-    free(body);
-    CHECK(id > 0);
-    return id;
-}
-
-/* GET /v1/jobs/ID as JSON. */
-static json_t *get_job(const daemon_proc *d, long long id)
-{
-    char path[64], *body;
-    snprintf(path, sizeof path, "/v1/jobs/%lld", id);
-    CHECK_INT_EQ(curl_req(d, "GET", path, NULL, &body, NULL), 200);
-    json_t *j = json_or_fail(body);
-    free(body);
-    return j;
-}
-
-static const char *state_of(json_t *job)
-{
-    static char buf[32];
-    snprintf(buf, sizeof buf, "%s", json_string_value(json_object_get(job, "state")));
-    return buf;
-}
-
-/* Waits until job id reaches a final state; returns its JSON. */
-static json_t *wait_final(const daemon_proc *d, long long id, double timeout_s)
-{
-    double t0 = now_s();
-    for (;;) {
-        json_t *j = get_job(d, id);
-        const char *s = state_of(j);
-        if (strcmp(s, "queued") && strcmp(s, "running")) return j;
-        json_decref(j);
-        CHECK_MSG(now_s() - t0 < timeout_s, "job %lld not finished after %.1f s", id, timeout_s);
-        sleep_ms(20);
-    }
-}
-
 TEST(daemon_job_follow_streams_ndjson)
 {
     daemon_proc d;
@@ -158,9 +111,10 @@ TEST(daemon_job_lanes_queue_and_final_states)
     daemon_proc d;
     daemon_opts o = {.config = "max_running_jobs = 2\n"};
     daemon_start(&d, &o);
-    long long a = submit_sleep(&d, "{\"steps\": 8, \"step_ms\": 40, \"lane\": \"x\"}");
+    /* a and c run long enough (1.2 s) for the checks below on a loaded machine. */
+    long long a = submit_sleep(&d, "{\"steps\": 8, \"step_ms\": 150, \"lane\": \"x\"}");
     long long b = submit_sleep(&d, "{\"steps\": 2, \"step_ms\": 10, \"lane\": \"x\"}");
-    long long c = submit_sleep(&d, "{\"steps\": 4, \"step_ms\": 40, \"lane\": \"y\"}");
+    long long c = submit_sleep(&d, "{\"steps\": 8, \"step_ms\": 150, \"lane\": \"y\"}");
     long long e = submit_sleep(&d, "{\"steps\": 3, \"step_ms\": 10, \"lane\": \"x\", \"fail_at\": 2}");
     json_t *ja = get_job(&d, a), *jb = get_job(&d, b), *jc = get_job(&d, c), *je = get_job(&d, e);
     CHECK_STR_EQ(state_of(ja), "running");
@@ -188,9 +142,9 @@ TEST(daemon_job_lanes_queue_and_final_states)
     CHECK_STR_EQ(state_of(json_or_fail(body)), "cancelled");
     free(body);
 
-    ja = wait_final(&d, a, 5);
-    jc = wait_final(&d, c, 5);
-    je = wait_final(&d, e, 5);
+    ja = wait_final(&d, a, 10);
+    jc = wait_final(&d, c, 10);
+    je = wait_final(&d, e, 10);
     CHECK_STR_EQ(state_of(ja), "succeeded");
     CHECK_STR_EQ(state_of(jc), "succeeded");
     CHECK_STR_EQ(state_of(je), "failed");

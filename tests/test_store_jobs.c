@@ -264,3 +264,60 @@ TEST(store_audit_log_records_every_write_with_peer)
     store_audit_free(a, n);
     store_close(s);
 }
+
+TEST(store_job_outcome_keeps_result_progress_and_times)
+{
+    clad_err e = {0};
+    store *s = fx_open("a.db");
+    int64_t id = 0;
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &id, &e), e);
+    store_job_outcome o = {.result_json = "{\"version\":2}", .progress_json = "{\"step\":9}", .created_ms = 1000,
+                           .started_ms = 2000, .finished_ms = 3000};
+    /* Only a finished job has an outcome. */
+    CHECK_CODE(store_job_set_outcome(s, id, &o, &e), CLAD_ECONFLICT, e);
+    CHECK_OK(store_job_mark_running(s, id, &e), e);
+    CHECK_OK(store_job_mark_failed(s, id, CLAD_EINVAL, "bad data", &e), e);
+    store_job_outcome bad = {.result_json = "[1]"};
+    CHECK_CODE(store_job_set_outcome(s, id, &bad, &e), CLAD_EINVAL, e);
+    CHECK_OK(store_job_set_outcome(s, id, &o, &e), e);
+    store_job *j = NULL;
+    CHECK_OK(store_job_get(s, id, &j, &e), e);
+    CHECK_STR_EQ(j->result_json, "{\"version\":2}");
+    CHECK_STR_EQ(j->progress_json, "{\"step\":9}");
+    CHECK(j->created_ms == 1000 && j->started_ms == 2000 && j->finished_ms == 3000);
+    store_job_free(j);
+    /* NULL and 0 leave a field as it is. */
+    store_job_outcome keep = {0};
+    CHECK_OK(store_job_set_outcome(s, id, &keep, &e), e);
+    CHECK_OK(store_job_get(s, id, &j, &e), e);
+    CHECK_STR_EQ(j->result_json, "{\"version\":2}");
+    CHECK(j->finished_ms == 3000);
+    store_job_free(j);
+    store_close(s);
+}
+
+TEST(store_job_finish_records_state_and_outcome_together)
+{
+    clad_err e = {0};
+    store *s = fx_open("a.db");
+    int64_t id = 0;
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &id, &e), e);
+    CHECK_OK(store_job_mark_running(s, id, &e), e);
+    store_job_end end = {.state = STORE_JOB_FAILED, .error_code = CLAD_EINVAL, .error_msg = "bad data",
+                         .outcome = {.progress_json = "{\"step\":4}", .finished_ms = 4242}};
+    CHECK_OK(store_job_finish(s, id, &end, &e), e);
+    store_job *j = NULL;
+    CHECK_OK(store_job_get(s, id, &j, &e), e);
+    CHECK_INT_EQ(j->state, STORE_JOB_FAILED);
+    CHECK_STR_EQ(j->error_msg, "bad data");
+    CHECK_STR_EQ(j->progress_json, "{\"step\":4}");
+    CHECK(j->finished_ms == 4242 && j->result_json == NULL);
+    store_job_free(j);
+    /* A second end is refused and changes nothing, outcome included. */
+    store_job_end again = {.state = STORE_JOB_CANCELLED, .outcome = {.result_json = "{\"x\":1}"}};
+    CHECK_CODE(store_job_finish(s, id, &again, &e), CLAD_ECONFLICT, e);
+    CHECK_OK(store_job_get(s, id, &j, &e), e);
+    CHECK(j->state == STORE_JOB_FAILED && j->result_json == NULL);
+    store_job_free(j);
+    store_close(s);
+}
