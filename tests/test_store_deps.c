@@ -113,7 +113,7 @@ static void raw_exec(const char *path, const char *sql)
     sqlite3_close(db);
 }
 
-/* Schema 1 is schema 2 without version_deps: a store written by the previous clad. */
+/* Schema 1 is today's schema without version_deps and jobs.result_json: a store written by clad 0.1. */
 TEST(store_deps_migration_from_schema_1_derives_fusion_sources)
 {
     clad_err e = {0};
@@ -121,7 +121,7 @@ TEST(store_deps_migration_from_schema_1_derives_fusion_sources)
     fx_path(path, sizeof path, "m.db");
     store *s = deps_fixture("m.db");
     store_close(s);
-    raw_exec(path, "DROP TABLE version_deps; PRAGMA user_version = 1");
+    raw_exec(path, "DROP TABLE version_deps; ALTER TABLE jobs DROP COLUMN result_json; PRAGMA user_version = 1");
 
     s = fx_open("m.db");
     store_version *v = NULL;
