@@ -4,9 +4,10 @@
  * activations use a few reusable scratch buffers rather than a mirror of every activation: the backward
  * pass walks the layers in reverse keeping one running gradient of the residual stream (`dres`).
  *
- * A tied adapter runs as a LoRA whose B for layer l is Beff_l = diag(v_l) B diag(u_l), formed in the
- * workspace at the start of each forward (core/tied.c). A fusion adapter runs every fusion site once with
- * the base and once per source, each with its own activations, and combines them (core/fusion.h).
+ * Every adapter kind is run through its table of operations (core/adapter_priv.h): the B of each LoRA
+ * product, what to form before a forward (a tied adapter's Beff_l = diag(v_l) B diag(u_l)), where the
+ * product's dB goes, a penalty. A kind whose table says it fuses sources (fusion) runs every fusion site
+ * once with the base and once per source, each with its own activations, and combines them (core/fusion.h).
  */
 #include "core/model.h"
 
@@ -67,10 +68,7 @@ struct model_ws {
     bool last_has_targets;
     bool last_fusion;                   /* the last forward ran a fusion adapter */
     const float *mlp_input;             /* the caller's x of the last forward (MLP backward reads it) */
-    /* tied */
-    float *beff;                        /* per linear (out,R) at beff_off[li]: Beff of a tl6 adapter */
-    size_t beff_off[MODEL_MAX_LINEARS];
-    float *dbeff;                       /* (max out, R) */
+    adapter_bufs bufs;                  /* lent to the adapter's kind: per linear (out,R), and (max out,R) */
     /* fusion (max_sources > 0) */
     fusion_site_acts fus[FUSION_MAX_SITES];
     vit_block_acts *fus_blocks;         /* vit: depth * max_sources, source n of block l at l*max_sources+n */
@@ -141,14 +139,16 @@ static void ws_layout(model_ws *ws, const model *m, bump *b)
     const model_config *c = &m->cfg;
     size_t B = (size_t)ws->max_batch, R = (size_t)ws->max_rank, K = (size_t)ws->max_classes;
     size_t S = (size_t)ws->max_sources;
-    size_t widest = 0, max_out = 0, beff = 0;
+    size_t widest = 0, max_out = 0, per_linear = 0;
+    size_t off[MODEL_MAX_LINEARS];
     for (int li = 0; li < m->n_linear; li++) {
-        ws->beff_off[li] = beff;
-        beff += (size_t)m->linear[li].out * R;
+        off[li] = per_linear;
+        per_linear += (size_t)m->linear[li].out * R;
         if ((size_t)m->linear[li].out > max_out) max_out = (size_t)m->linear[li].out;
     }
-    ws->beff = take(b, beff);
-    if (ws->with_grads) ws->dbeff = take(b, max_out * R);
+    float *bufs_B = take(b, per_linear);
+    for (int li = 0; li < m->n_linear; li++) ws->bufs.B[li] = bufs_B ? bufs_B + off[li] : NULL;
+    if (ws->with_grads) ws->bufs.dB = take(b, max_out * R);
     if (c->kind == MODEL_MLP) {
         widest = (size_t)c->input_dim;
         for (int i = 0; i < c->n_hidden; i++) {
@@ -264,25 +264,12 @@ model_ws *model_ws_create(const model *m, int max_batch, int max_rank, int max_c
     return ws_create(m, max_batch, max_rank, max_classes, 0, with_grads, err);
 }
 
-static int max_rank_of(const adapter *a)
-{
-    int r = 1;
-    for (int li = 0; a && li < a->n_linear; li++)
-        if (a->rank[li] > r) r = a->rank[li];
-    return r;
-}
-
 model_ws *model_ws_create_for(const model *m, const adapter *a, int max_batch, bool with_grads, clad_err *err)
 {
-    int R = max_rank_of(a), S = 0;
-    if (a && a->kind == ADAPTER_FUSION) {
-        S = a->fusion.n_sources;
-        for (int n = 0; n < S; n++) {
-            int r = max_rank_of(a->fusion.source[n]);
-            if (r > R) R = r;
-        }
-    }
-    return ws_create(m, max_batch, R, a ? a->n_classes : m->cfg.n_classes, S, with_grads, err);
+    adapter_needs need = {.max_rank = 1, .n_sources = 0};
+    if (a) a->ops->needs(a, &need);
+    return ws_create(m, max_batch, need.max_rank, a ? a->n_classes : m->cfg.n_classes, need.n_sources, with_grads,
+                     err);
 }
 
 void model_ws_destroy(model_ws *ws)
@@ -295,24 +282,13 @@ void model_ws_destroy(model_ws *ws)
     free(ws);
 }
 
-static bool ranks_fit(const model_ws *ws, const adapter *a)
-{
-    for (int li = 0; li < a->n_linear; li++)
-        if (a->rank[li] > ws->max_rank) return false;
-    return true;
-}
-
 bool model_ws_fits(const model_ws *ws, const model *m, const adapter *a)
 {
     if (ws->m != m) return false;
     if (!a) return true;
-    if (a->n_classes > ws->max_classes || !ranks_fit(ws, a)) return false;
-    if (a->kind == ADAPTER_FUSION) {
-        if (a->fusion.n_sources > ws->max_sources) return false;
-        for (int n = 0; n < a->fusion.n_sources; n++)
-            if (!ranks_fit(ws, a->fusion.source[n])) return false;
-    }
-    return true;
+    adapter_needs need;
+    a->ops->needs(a, &need);
+    return a->n_classes <= ws->max_classes && need.max_rank <= ws->max_rank && need.n_sources <= ws->max_sources;
 }
 
 int model_ws_max_batch(const model_ws *ws) { return ws->max_batch; }
@@ -349,25 +325,6 @@ static int lin_out(const model *m, const adapter *a, int li)
     return m->linear[li].is_head && a ? a->n_classes : m->linear[li].out;
 }
 
-/* The B a LoRA product of linear li uses: the adapter's own, or for a tl6 tied adapter the Beff formed by
- * tied_prepare. */
-static const float *lora_B(const model_ws *ws, const adapter *a, int li)
-{
-    if (a->kind == ADAPTER_TIED && a->tied.u[li] >= 0) return ws->beff + ws->beff_off[li];
-    return param_set_ptr(&a->params, a->B[li]);
-}
-
-/* Beff_l = diag(v_l) B diag(u_l) for every tl6 layer (tl5 has u = v = 1 and uses B as it is). */
-static void tied_prepare(model_ws *ws, const model *m, const adapter *a)
-{
-    for (int li = 0; li < a->n_linear; li++) {
-        if (!a->rank[li] || a->tied.u[li] < 0) continue;
-        tied_effective_B(ws->beff + ws->beff_off[li], param_set_ptr(&a->params, a->B[li]),
-                         param_set_ptr(&a->params, a->tied.u[li]), param_set_ptr(&a->params, a->tied.v[li]),
-                         m->linear[li].out, a->rank[li]);
-    }
-}
-
 /* y (N,out) = x W^T + b [+ LoRA]; xa (N,r) is kept for backward. */
 static void lin_forward(const model_ws *ws, float *y, float *xa, const float *x, const model *m, const adapter *a,
                         int li, int N)
@@ -376,7 +333,7 @@ static void lin_forward(const model_ws *ws, float *y, float *xa, const float *x,
     int out = lin_out(m, a, li);
     linear_forward(y, x, lin_weight(m, a, li), lin_bias(m, a, li), N, L->in, out);
     if (a && a->rank[li])
-        lora_forward(y, xa, x, param_set_ptr(&a->params, a->A[li]), lora_B(ws, a, li), adapter_scale(a, li), N,
+        lora_forward(y, xa, x, param_set_ptr(&a->params, a->A[li]), a->ops->lora_B(a, &ws->bufs, li), adapter_scale(a, li), N,
                      L->in, out, a->rank[li]);
 }
 
@@ -400,22 +357,12 @@ static void lin_backward(float *dx, const float *dy, const float *x, const float
     linear_backward(dx, dW, db, dy, x, lin_weight(m, a, li), N, L->in, out);
     if (!a || !a->rank[li]) return;
     int r = a->rank[li];
-    const float *A = param_set_ptr(&a->params, a->A[li]), *B = lora_B(ws, a, li);
+    const float *A = param_set_ptr(&a->params, a->A[li]), *B = a->ops->lora_B(a, &ws->bufs, li);
     /* A tied layer's dA lands in the shared A's gradient, accumulating over the group's layers. */
     float *dA = adapter_grad ? adapter_grad + a->params.t[a->A[li]].offset : NULL;
-    float *dB = adapter_grad ? adapter_grad + a->params.t[a->B[li]].offset : NULL;
-    if (a->kind == ADAPTER_TIED && a->tied.u[li] >= 0 && dB) {
-        /* tl6: the LoRA kernel gives dBeff; map it to the shared dB and this layer's du, dv. */
-        size_t n = (size_t)out * (size_t)r;
-        memset(ws->dbeff, 0, n * sizeof *ws->dbeff);
-        lora_backward(dx, dA, ws->dbeff, ws->dxa, dy, x, xa, A, B, adapter_scale(a, li), N, L->in, out, r);
-        tied_backward_scales(dB, adapter_grad + a->params.t[a->tied.u[li]].offset,
-                             adapter_grad + a->params.t[a->tied.v[li]].offset, ws->dbeff,
-                             param_set_ptr(&a->params, a->B[li]), param_set_ptr(&a->params, a->tied.u[li]),
-                             param_set_ptr(&a->params, a->tied.v[li]), out, r);
-        return;
-    }
+    float *dB = adapter_grad ? a->ops->lora_dB(a, &ws->bufs, adapter_grad, li) : NULL;
     lora_backward(dx, dA, dB, ws->dxa, dy, x, xa, A, B, adapter_scale(a, li), N, L->in, out, r);
+    if (adapter_grad && a->ops->map_dB) a->ops->map_dB(a, &ws->bufs, adapter_grad, li);
 }
 
 static float loss_forward(model_ws *ws, const int *targets, int N, int K)
@@ -433,7 +380,8 @@ static float loss_forward(model_ws *ws, const int *targets, int N, int K)
 
 /* ---- fusion sites --------------------------------------------------------------------------------- */
 
-static bool is_fusion(const adapter *a) { return a && a->kind == ADAPTER_FUSION; }
+/* The adapter's table selects the fusion path: sites over the sources' outputs. */
+static bool is_fusion(const adapter *a) { return a && a->ops->fuses_sources; }
 
 /* Runs the attention over sources at `site`; z[n] are the sources' outputs, h0 the base output. */
 static void site_fuse_forward(model_ws *ws, const adapter *a, int site, const float *h0, const float *const *z,
@@ -741,9 +689,9 @@ float model_forward(model_ws *ws, const model *m, const adapter *a, const float 
     ws->last_n = N;
     ws->mlp_input = x;
     ws->last_fusion = is_fusion(a);
-    if (a && a->kind == ADAPTER_TIED) tied_prepare(ws, m, a);
+    if (a && a->ops->prepare) a->ops->prepare(a, m, &ws->bufs);
     float loss = m->cfg.kind == MODEL_MLP ? mlp_forward(ws, m, a, x, targets, N) : vit_forward(ws, m, a, x, targets, N);
-    if (targets && is_fusion(a)) loss += fusion_penalty(a);
+    if (targets && a && a->ops->penalty) loss += a->ops->penalty(a);
     return loss;
 }
 
@@ -757,5 +705,5 @@ void model_backward(model_ws *ws, const model *m, const adapter *a, float *base_
     } else {
         vit_backward(ws, m, a, base_grad, adapter_grad);
     }
-    if (is_fusion(a) && adapter_grad) fusion_penalty_backward(adapter_grad, a);
+    if (a && adapter_grad && a->ops->penalty_backward) a->ops->penalty_backward(adapter_grad, a);
 }
