@@ -69,7 +69,8 @@ adapter *adapter_fusion_create(const model *m, const adapter *const *sources, co
         snprintf(a->fusion.source_name[i], PARAM_NAME_MAX, "%s", names && names[i] ? names[i] : nm);
         const char *sn = a->fusion.source_name[i];
         if (s && !adapter_has_lora_form(s)) {
-            clad_err_set(err, CLAD_EINVAL, "fusion: source '%s' is itself a %s adapter", sn, adapter_kind_name(s->kind));
+            clad_err_set(err, CLAD_EINVAL, "fusion: source '%s' is itself a %s adapter", sn,
+                         adapter_kind_name(s->kind));
             goto fail;
         }
         if (!s || s->n_linear != m->n_linear) {

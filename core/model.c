@@ -63,7 +63,7 @@ int model_config_validate(const model_config *cfg, clad_err *err)
         CHECK_RANGE(width, 1, 1024);
         CHECK_RANGE(patch, 1, 1024);
         CHECK_RANGE(dim, 1, 4096);
-        CHECK_RANGE(depth, 1, (MODEL_MAX_LINEARS - 2) / 4);
+        CHECK_RANGE(depth, 1, MODEL_MAX_DEPTH);
         CHECK_RANGE(heads, 1, 64);
         CHECK_RANGE(mlp_dim, 1, 16384);
         if (cfg->height % cfg->patch || cfg->width % cfg->patch)
@@ -101,13 +101,15 @@ static int add_linear(model *m, const char *name, int in, int out)
     return m->n_linear++;
 }
 
-static void add_norm(model *m, const char *name, int dim)
+static model_norm add_norm(model *m, const char *name, int dim)
 {
+    model_norm n;
     char pname[PARAM_NAME_MAX];
     snprintf(pname, sizeof pname, "%s.weight", name);
-    param_set_add(&m->params, pname, 1, (int[]){dim}, false);
+    n.weight = param_set_add(&m->params, pname, 1, (int[]){dim}, false);
     snprintf(pname, sizeof pname, "%s.bias", name);
-    param_set_add(&m->params, pname, 1, (int[]){dim}, false);
+    n.bias = param_set_add(&m->params, pname, 1, (int[]){dim}, false);
+    return n;
 }
 
 model *model_create(const model_config *cfg, clad_err *err)
@@ -117,6 +119,9 @@ model *model_create(const model_config *cfg, clad_err *err)
     if (!m) abort();
     m->cfg = *cfg;
     param_set_init(&m->params);
+    model_vit_params *v = &m->vit;
+    v->cls_token = v->pos_embed = v->ln.weight = v->ln.bias = -1;
+    for (int l = 0; l < MODEL_MAX_DEPTH; l++) v->ln1[l] = v->ln2[l] = (model_norm){-1, -1};
     char name[PARAM_NAME_MAX];
     if (cfg->kind == MODEL_MLP) {
         int in = cfg->input_dim;
@@ -132,23 +137,23 @@ model *model_create(const model_config *cfg, clad_err *err)
         int P = (cfg->height / cfg->patch) * (cfg->width / cfg->patch);
         m->seq_len = P + 1;
         add_linear(m, "patch_embed", pp, C);
-        param_set_add(&m->params, "cls_token", 1, (int[]){C}, false);
-        param_set_add(&m->params, "pos_embed", 2, (int[]){m->seq_len, C}, false);
+        v->cls_token = param_set_add(&m->params, "cls_token", 1, (int[]){C}, false);
+        v->pos_embed = param_set_add(&m->params, "pos_embed", 2, (int[]){m->seq_len, C}, false);
         for (int l = 0; l < cfg->depth; l++) {
             snprintf(name, sizeof name, "blocks.%d.ln1", l);
-            add_norm(m, name, C);
+            v->ln1[l] = add_norm(m, name, C);
             snprintf(name, sizeof name, "blocks.%d.qkv", l);
             add_linear(m, name, C, 3 * C);
             snprintf(name, sizeof name, "blocks.%d.proj", l);
             add_linear(m, name, C, C);
             snprintf(name, sizeof name, "blocks.%d.ln2", l);
-            add_norm(m, name, C);
+            v->ln2[l] = add_norm(m, name, C);
             snprintf(name, sizeof name, "blocks.%d.fc1", l);
             add_linear(m, name, C, cfg->mlp_dim);
             snprintf(name, sizeof name, "blocks.%d.fc2", l);
             add_linear(m, name, cfg->mlp_dim, C);
         }
-        add_norm(m, "ln", C);
+        v->ln = add_norm(m, "ln", C);
         add_linear(m, "head", C, cfg->n_classes);
     }
     if (param_set_alloc(&m->params, err)) {
@@ -171,6 +176,12 @@ void model_fill_uniform(float *w, size_t n, float bound, rng *r)
     for (size_t i = 0; i < n; i++) w[i] = (2.0f * rng_uniform(r) - 1.0f) * bound;
 }
 
+static void fill_const(param_set *p, int i, float value)
+{
+    float *w = param_set_ptr(p, i);
+    for (size_t k = 0; k < p->t[i].numel; k++) w[k] = value;
+}
+
 void model_init_random(model *m, uint64_t seed)
 {
     rng r;
@@ -181,16 +192,18 @@ void model_init_random(model *m, uint64_t seed)
         const model_linear *L = &m->linear[li];
         model_fill_uniform(param_set_ptr(p, L->weight), p->t[L->weight].numel, 1.0f / sqrtf((float)L->in), &r);
     }
-    for (int i = 0; i < p->n; i++) {
-        const char *name = p->t[i].name;
-        size_t len = strlen(name);
-        bool is_norm_weight = len > 7 && !strcmp(name + len - 7, ".weight") &&
-                              (strstr(name, ".ln1.") || strstr(name, ".ln2.") || !strcmp(name, "ln.weight"));
-        float *w = param_set_ptr(p, i);
-        if (is_norm_weight)
-            for (size_t k = 0; k < p->t[i].numel; k++) w[k] = 1.0f;
-        if (!strcmp(name, "cls_token") || !strcmp(name, "pos_embed"))
-            for (size_t k = 0; k < p->t[i].numel; k++) w[k] = 0.02f * rng_normal(&r);
+    if (m->cfg.kind != MODEL_VIT) return;
+    const model_vit_params *v = &m->vit;
+    fill_const(p, v->ln.weight, 1.0f);
+    for (int l = 0; l < m->cfg.depth; l++) {
+        fill_const(p, v->ln1[l].weight, 1.0f);
+        fill_const(p, v->ln2[l].weight, 1.0f);
+    }
+    /* The class token before the positions, as they are laid out. */
+    const int normal[2] = {v->cls_token, v->pos_embed};
+    for (int j = 0; j < 2; j++) {
+        float *w = param_set_ptr(p, normal[j]);
+        for (size_t k = 0; k < p->t[normal[j]].numel; k++) w[k] = 0.02f * rng_normal(&r);
     }
 }
 

@@ -24,6 +24,7 @@
 #define MODEL_MAX_HIDDEN 8
 #define MODEL_MAX_LINEARS 64
 #define MODEL_MAX_CLASSES 4096
+#define MODEL_MAX_DEPTH ((MODEL_MAX_LINEARS - 2) / 4)  /* vit blocks: 4 linears each, plus embed and head */
 
 typedef enum model_kind { MODEL_MLP = 1, MODEL_VIT = 2 } model_kind;
 
@@ -53,12 +54,26 @@ typedef struct model_linear {
     bool is_head;
 } model_linear;
 
+/* A LayerNorm's weight and bias: indices into model.params. */
+typedef struct model_norm {
+    int weight, bias;
+} model_norm;
+
+/* The ViT's tensors outside its linears, as indices into model.params, recorded once by model_create so
+ * the passes need no name lookups (-1 in an mlp). */
+typedef struct model_vit_params {
+    int cls_token, pos_embed;                          /* (C) (T,C) */
+    model_norm ln1[MODEL_MAX_DEPTH], ln2[MODEL_MAX_DEPTH];  /* per block, (C) each */
+    model_norm ln;                                     /* the final LayerNorm, (C) each */
+} model_vit_params;
+
 typedef struct model {
     model_config cfg;
     param_set params;
     int n_linear;
     model_linear linear[MODEL_MAX_LINEARS];
     int seq_len;                /* vit: tokens incl. class token; mlp: 1 */
+    model_vit_params vit;
 } model;
 
 /* Creates a model with zeroed parameters laid out for cfg. NULL on error. */

@@ -31,8 +31,8 @@ void lin_forward(const model_ws *ws, float *y, float *xa, const float *x, const 
     int out = lin_out(m, a, li);
     linear_forward(y, x, lin_weight(m, a, li), lin_bias(m, a, li), N, L->in, out);
     if (a && a->rank[li])
-        lora_forward(y, xa, x, param_set_ptr(&a->params, a->A[li]), a->ops->lora_B(a, &ws->bufs, li), adapter_scale(a, li), N,
-                     L->in, out, a->rank[li]);
+        lora_forward(y, xa, x, param_set_ptr(&a->params, a->A[li]), a->ops->lora_B(a, &ws->bufs, li),
+                     adapter_scale(a, li), N, L->in, out, a->rank[li]);
 }
 
 void lin_backward(float *dx, const float *dy, const float *x, const float *xa, model_ws *ws,

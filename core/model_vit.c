@@ -1,22 +1,20 @@
 /* The ViT's forward and backward passes: patch embedding, class token and positions, pre-LayerNorm blocks,
  * the final LayerNorm on the class token, then the head. Under a fusion adapter every block is a fusion
  * site, run once with the base and once per source. See model_priv.h. */
-#include <stdio.h>
 #include <string.h>
 
 #include "core/layers.h"
 #include "core/model_priv.h"
 
-static float *pgrad(float *base_grad, const model *m, const char *name)
+/* Value and gradient (NULL when the base is frozen) of base tensor i, an index from m->vit. */
+static float *pgrad(float *base_grad, const model *m, int i)
 {
-    if (!base_grad) return NULL;
-    int i = param_set_find(&m->params, name);
-    return base_grad + m->params.t[i].offset;
+    return base_grad ? base_grad + m->params.t[i].offset : NULL;
 }
 
-static const float *pval(const model *m, const char *name)
+static const float *pval(const model *m, int i)
 {
-    return param_set_ptr(&m->params, param_set_find(&m->params, name));
+    return param_set_ptr(&m->params, i);
 }
 
 /* Linear indices of block l: patch_embed is 0, then 4 per block. */
@@ -29,19 +27,13 @@ static void vit_block_forward(model_ws *ws, const model *m, const adapter *a, vi
 {
     const model_config *c = &m->cfg;
     int T = m->seq_len, C = c->dim, M = c->mlp_dim, BT = N * T;
-    char name[PARAM_NAME_MAX];
-    snprintf(name, sizeof name, "blocks.%d.ln1.weight", l);
-    const float *ln1w = pval(m, name);
-    snprintf(name, sizeof name, "blocks.%d.ln1.bias", l);
-    layernorm_forward(b->ln1, b->ln1_mean, b->ln1_rstd, res_in, ln1w, pval(m, name), BT, C);
+    const model_norm *ln1 = &m->vit.ln1[l], *ln2 = &m->vit.ln2[l];
+    layernorm_forward(b->ln1, b->ln1_mean, b->ln1_rstd, res_in, pval(m, ln1->weight), pval(m, ln1->bias), BT, C);
     lin_forward(ws, b->qkv, b->qkv_xa, b->ln1, m, a, blk_lin(l, QKV), BT);
     attention_forward(b->atty, b->att, b->qkv, N, T, C, c->heads);
     lin_forward(ws, b->proj, b->proj_xa, b->atty, m, a, blk_lin(l, PROJ), BT);
     residual_forward(b->res1, res_in, b->proj, (size_t)BT * (size_t)C);
-    snprintf(name, sizeof name, "blocks.%d.ln2.weight", l);
-    const float *ln2w = pval(m, name);
-    snprintf(name, sizeof name, "blocks.%d.ln2.bias", l);
-    layernorm_forward(b->ln2, b->ln2_mean, b->ln2_rstd, b->res1, ln2w, pval(m, name), BT, C);
+    layernorm_forward(b->ln2, b->ln2_mean, b->ln2_rstd, b->res1, pval(m, ln2->weight), pval(m, ln2->bias), BT, C);
     lin_forward(ws, b->fc1, b->fc1_xa, b->ln2, m, a, blk_lin(l, FC1), BT);
     gelu_forward(b->gelu, b->fc1, (size_t)BT * (size_t)M);
     lin_forward(ws, b->fc2, b->fc2_xa, b->gelu, m, a, blk_lin(l, FC2), BT);
@@ -55,7 +47,7 @@ static void vit_block_backward(model_ws *ws, const model *m, const adapter *a, c
     const model_config *c = &m->cfg;
     int T = m->seq_len, C = c->dim, M = c->mlp_dim, BT = N * T;
     size_t nBTC = (size_t)BT * (size_t)C, nBTM = (size_t)BT * (size_t)M;
-    char name[PARAM_NAME_MAX], name2[PARAM_NAME_MAX];
+    const model_norm *ln1 = &m->vit.ln1[l], *ln2 = &m->vit.ln2[l];
     /* MLP half: res2 = res1 + fc2(gelu(fc1(ln2(res1)))) */
     memset(ws->dM1, 0, nBTM * sizeof(float));
     lin_backward(ws->dM1, dres, b->gelu, b->fc2_xa, ws, m, a, blk_lin(l, FC2), BT, base_grad, adapter_grad);
@@ -63,10 +55,8 @@ static void vit_block_backward(model_ws *ws, const model *m, const adapter *a, c
     gelu_backward(ws->dM2, b->fc1, ws->dM1, nBTM);
     memset(ws->dA_c, 0, nBTC * sizeof(float));
     lin_backward(ws->dA_c, ws->dM2, b->ln2, b->fc1_xa, ws, m, a, blk_lin(l, FC1), BT, base_grad, adapter_grad);
-    snprintf(name, sizeof name, "blocks.%d.ln2.weight", l);
-    snprintf(name2, sizeof name2, "blocks.%d.ln2.bias", l);
-    layernorm_backward(dres, pgrad(base_grad, m, name), pgrad(base_grad, m, name2), ws->dA_c, b->res1,
-                       pval(m, name), b->ln2_mean, b->ln2_rstd, BT, C);
+    layernorm_backward(dres, pgrad(base_grad, m, ln2->weight), pgrad(base_grad, m, ln2->bias), ws->dA_c, b->res1,
+                       pval(m, ln2->weight), b->ln2_mean, b->ln2_rstd, BT, C);
     /* attention half: res1 = res_in + proj(attn(qkv(ln1(res_in)))) */
     memset(ws->dA_c, 0, nBTC * sizeof(float));
     lin_backward(ws->dA_c, dres, b->atty, b->proj_xa, ws, m, a, blk_lin(l, PROJ), BT, base_grad, adapter_grad);
@@ -74,10 +64,8 @@ static void vit_block_backward(model_ws *ws, const model *m, const adapter *a, c
     attention_backward(ws->dqkv, ws->datt, ws->dA_c, b->qkv, b->att, N, T, C, c->heads);
     memset(ws->dB_c, 0, nBTC * sizeof(float));
     lin_backward(ws->dB_c, ws->dqkv, b->ln1, b->qkv_xa, ws, m, a, blk_lin(l, QKV), BT, base_grad, adapter_grad);
-    snprintf(name, sizeof name, "blocks.%d.ln1.weight", l);
-    snprintf(name2, sizeof name2, "blocks.%d.ln1.bias", l);
-    layernorm_backward(dres, pgrad(base_grad, m, name), pgrad(base_grad, m, name2), ws->dB_c, res_in,
-                       pval(m, name), b->ln1_mean, b->ln1_rstd, BT, C);
+    layernorm_backward(dres, pgrad(base_grad, m, ln1->weight), pgrad(base_grad, m, ln1->bias), ws->dB_c, res_in,
+                       pval(m, ln1->weight), b->ln1_mean, b->ln1_rstd, BT, C);
 }
 
 /* Block l under a fusion adapter: the base run (ws->blocks[l]), one run per source, then the fusion. */
@@ -122,7 +110,7 @@ float vit_forward(model_ws *ws, const model *m, const adapter *a, const float *x
     bool fuse = is_fusion(a);
     patchify_forward(ws->patches, x, N, c->channels, c->height, c->width, c->patch, c->patch);
     lin_forward(ws, ws->emb, ws->emb_xa, ws->patches, m, a, 0, N * P);
-    tokens_forward(ws->tokens, ws->emb, pval(m, "cls_token"), pval(m, "pos_embed"), N, P, C);
+    tokens_forward(ws->tokens, ws->emb, pval(m, m->vit.cls_token), pval(m, m->vit.pos_embed), N, P, C);
     const float *res = ws->tokens;
     for (int l = 0; l < c->depth; l++) {
         vit_block_forward(ws, m, fuse ? NULL : a, &ws->blocks[l], res, l, N);
@@ -130,7 +118,8 @@ float vit_forward(model_ws *ws, const model *m, const adapter *a, const float *x
     }
     /* Only the class token reaches the head, so the final LayerNorm runs on those rows alone. */
     for (int n = 0; n < N; n++) memcpy(ws->cls + (size_t)n * C, res + (size_t)n * T * C, (size_t)C * sizeof(float));
-    layernorm_forward(ws->lnf, ws->lnf_mean, ws->lnf_rstd, ws->cls, pval(m, "ln.weight"), pval(m, "ln.bias"), N, C);
+    const model_norm *lnf = &m->vit.ln;
+    layernorm_forward(ws->lnf, ws->lnf_mean, ws->lnf_rstd, ws->cls, pval(m, lnf->weight), pval(m, lnf->bias), N, C);
     lin_forward(ws, ws->logits, NULL, ws->lnf, m, a, m->n_linear - 1, N);
     return loss_forward(ws, targets, N, lin_out(m, a, m->n_linear - 1));
 }
@@ -145,8 +134,9 @@ void vit_backward(model_ws *ws, const model *m, const adapter *a, float *base_gr
     memset(ws->dcls, 0, (size_t)N * C * sizeof(float));
     memset(ws->dA_c, 0, (size_t)N * C * sizeof(float));
     lin_backward(ws->dA_c, ws->dlogits, ws->lnf, NULL, ws, m, a, m->n_linear - 1, N, base_grad, adapter_grad);
-    layernorm_backward(ws->dcls, pgrad(base_grad, m, "ln.weight"), pgrad(base_grad, m, "ln.bias"), ws->dA_c,
-                       ws->cls, pval(m, "ln.weight"), ws->lnf_mean, ws->lnf_rstd, N, C);
+    const model_norm *lnf = &m->vit.ln;
+    layernorm_backward(ws->dcls, pgrad(base_grad, m, lnf->weight), pgrad(base_grad, m, lnf->bias), ws->dA_c, ws->cls,
+                       pval(m, lnf->weight), ws->lnf_mean, ws->lnf_rstd, N, C);
     memset(ws->dres, 0, nBTC * sizeof(float));
     for (int n = 0; n < N; n++) memcpy(ws->dres + (size_t)n * T * C, ws->dcls + (size_t)n * C, (size_t)C * sizeof(float));
 
@@ -160,6 +150,7 @@ void vit_backward(model_ws *ws, const model *m, const adapter *a, float *base_gr
     if (!embed_trains) return;
     float *demb = ws->dA_c;
     memset(demb, 0, (size_t)N * P * C * sizeof(float));
-    tokens_backward(demb, pgrad(base_grad, m, "cls_token"), pgrad(base_grad, m, "pos_embed"), ws->dres, N, P, C);
+    tokens_backward(demb, pgrad(base_grad, m, m->vit.cls_token), pgrad(base_grad, m, m->vit.pos_embed), ws->dres, N, P,
+                    C);
     lin_backward(NULL, demb, ws->patches, ws->emb_xa, ws, m, a, 0, N * P, base_grad, adapter_grad);
 }

@@ -3,8 +3,8 @@
  *
  * Running one is running a LoRA whose B for layer l is Beff_l = diag(v_l) B diag(u_l): the table's prepare
  * forms Beff_l (out x r, cheap) in the workspace before the forward pass, the run reuses the plain LoRA
- * kernels, and map_dB maps dBeff_l back to dB, du_l and dv_l. The shared A needs no mapping: every layer's dA lands in the same buffer, which
- * is exactly the accumulation over layers that sharing requires. */
+ * kernels, and map_dB maps dBeff_l back to dB, du_l and dv_l. The shared A needs no mapping: every layer's dA
+ * lands in the same buffer, which is exactly the accumulation over layers that sharing requires. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,11 +123,10 @@ static float *tied_lora_dB(const adapter *a, adapter_bufs *bufs, float *adapter_
 static void tied_map_dB(const adapter *a, const adapter_bufs *bufs, float *adapter_grad, int li)
 {
     if (a->tied.u[li] < 0) return;
-    tied_backward_scales(adapter_grad + a->params.t[a->B[li]].offset,
-                         adapter_grad + a->params.t[a->tied.u[li]].offset,
-                         adapter_grad + a->params.t[a->tied.v[li]].offset, bufs->dB,
-                         param_set_ptr(&a->params, a->B[li]), tied_u(a, li), tied_v(a, li), a->params.t[a->B[li]].shape[0],
-                         a->rank[li]);
+    const param_tensor *tB = &a->params.t[a->B[li]];
+    tied_backward_scales(adapter_grad + tB->offset, adapter_grad + a->params.t[a->tied.u[li]].offset,
+                         adapter_grad + a->params.t[a->tied.v[li]].offset, bufs->dB, param_set_ptr(&a->params, a->B[li]),
+                         tied_u(a, li), tied_v(a, li), tB->shape[0], a->rank[li]);
 }
 
 static const adapter_ops tied_ops = {
