@@ -26,8 +26,7 @@ static const float *mlp_fuse_forward(model_ws *ws, const model *m, const adapter
     return f->out;
 }
 
-float mlp_forward(model_ws *ws, const model *m, const adapter *a, const float *x, const int *targets,
-                  int N)
+void mlp_forward(model_ws *ws, const model *m, const adapter *a, const float *x, int N)
 {
     const model_config *c = &m->cfg;
     bool fuse = is_fusion(a);
@@ -38,7 +37,6 @@ float mlp_forward(model_ws *ws, const model *m, const adapter *a, const float *x
         h = fuse ? mlp_fuse_forward(ws, m, a, h, i, N) : ws->mlp_post[i];
     }
     lin_forward(ws, ws->logits, NULL, h, m, a, m->n_linear - 1, N);
-    return loss_forward(ws, targets, N, lin_out(m, a, m->n_linear - 1));
 }
 
 /* The input of hidden layer i (or of the head, i = n_hidden) in the last forward. */

@@ -102,17 +102,13 @@ void site_fuse_forward(model_ws *ws, const adapter *a, int site, const float *h0
 void site_fuse_backward(model_ws *ws, const adapter *a, int site, const float *dout, const float *h0,
                         const float *const *z, int R, int C, float *adapter_grad);
 
-/* ---- the passes (model_mlp.c, model_vit.c); the loss (model_run.c) ---- */
-/* Forward on N samples x; returns the mean loss when targets is non-NULL (else 0). */
-float mlp_forward(model_ws *ws, const model *m, const adapter *a, const float *x, const int *targets,
-                  int N);
-float vit_forward(model_ws *ws, const model *m, const adapter *a, const float *x, const int *targets,
-                  int N);
+/* ---- the passes (model_mlp.c, model_vit.c) ---- */
+/* Forward on N samples x up to the logits (ws->logits). */
+void mlp_forward(model_ws *ws, const model *m, const adapter *a, const float *x, int N);
+void vit_forward(model_ws *ws, const model *m, const adapter *a, const float *x, int N);
 /* Backward of the last forward from ws->dlogits, accumulating into base_grad / adapter_grad (may be NULL). */
 void mlp_backward(model_ws *ws, const model *m, const adapter *a, const float *x, float *base_grad,
                   float *adapter_grad);
 void vit_backward(model_ws *ws, const model *m, const adapter *a, float *base_grad, float *adapter_grad);
-/* Probabilities and per-sample losses of the logits in ws; the mean loss, or 0 without targets. */
-float loss_forward(model_ws *ws, const int *targets, int N, int K);
 
 #endif

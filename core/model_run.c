@@ -7,7 +7,8 @@
 #include "core/layers.h"
 #include "core/model_priv.h"
 
-float loss_forward(model_ws *ws, const int *targets, int N, int K)
+/* Probabilities and per-sample losses of the logits in ws; the mean loss, or 0 without targets. */
+static float loss_forward(model_ws *ws, const int *targets, int N, int K)
 {
     ws->last_has_targets = targets != NULL;
     if (!targets) {
@@ -28,7 +29,9 @@ float model_forward(model_ws *ws, const model *m, const adapter *a, const float 
     ws->mlp_input = x;
     ws->last_fusion = is_fusion(a);
     if (a && a->ops->prepare) a->ops->prepare(a, m, &ws->bufs);
-    float loss = m->cfg.kind == MODEL_MLP ? mlp_forward(ws, m, a, x, targets, N) : vit_forward(ws, m, a, x, targets, N);
+    if (m->cfg.kind == MODEL_MLP) mlp_forward(ws, m, a, x, N);
+    else vit_forward(ws, m, a, x, N);
+    float loss = loss_forward(ws, targets, N, lin_out(m, a, m->n_linear - 1));
     if (targets && a && a->ops->penalty) loss += a->ops->penalty(a);
     return loss;
 }

@@ -102,8 +102,7 @@ static void vit_fuse_backward(model_ws *ws, const model *m, const adapter *a, co
     }
 }
 
-float vit_forward(model_ws *ws, const model *m, const adapter *a, const float *x, const int *targets,
-                  int N)
+void vit_forward(model_ws *ws, const model *m, const adapter *a, const float *x, int N)
 {
     const model_config *c = &m->cfg;
     int T = m->seq_len, P = T - 1, C = c->dim;
@@ -121,7 +120,6 @@ float vit_forward(model_ws *ws, const model *m, const adapter *a, const float *x
     const model_norm *lnf = &m->vit.ln;
     layernorm_forward(ws->lnf, ws->lnf_mean, ws->lnf_rstd, ws->cls, pval(m, lnf->weight), pval(m, lnf->bias), N, C);
     lin_forward(ws, ws->logits, NULL, ws->lnf, m, a, m->n_linear - 1, N);
-    return loss_forward(ws, targets, N, lin_out(m, a, m->n_linear - 1));
 }
 
 void vit_backward(model_ws *ws, const model *m, const adapter *a, float *base_grad, float *adapter_grad)

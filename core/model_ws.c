@@ -53,6 +53,15 @@ static void layout_site(fusion_site_acts *f, bump *b, size_t R, size_t C, size_t
     f->s = take(b, R * S);
 }
 
+/* The fusion backward's scratch for R rows of width at most C. */
+static void layout_fusion_grads(model_ws *ws, bump *b, size_t R, size_t C, size_t S)
+{
+    ws->fus_dh0 = take(b, R * C);
+    ws->fus_dz = take(b, S * R * C);
+    ws->fus_tmp = take(b, R * C);
+    ws->fus_scratch = take(b, 3 * R * C + R * S);
+}
+
 static void ws_layout(model_ws *ws, const model *m, bump *b)
 {
     const model_config *c = &m->cfg;
@@ -89,12 +98,7 @@ static void ws_layout(model_ws *ws, const model *m, bump *b)
             ws->dA_c = take(b, B * widest);
             ws->dB_c = take(b, B * widest);
             ws->dxa = take(b, B * R);
-            if (S) {
-                ws->fus_dh0 = take(b, B * widest);
-                ws->fus_dz = take(b, S * B * widest);
-                ws->fus_tmp = take(b, B * widest);
-                ws->fus_scratch = take(b, 3 * B * widest + B * S);
-            }
+            if (S) layout_fusion_grads(ws, b, B, widest, S);
         }
     } else {
         size_t T = (size_t)m->seq_len, P = T - 1, C = (size_t)c->dim, M = (size_t)c->mlp_dim;
@@ -124,12 +128,7 @@ static void ws_layout(model_ws *ws, const model *m, bump *b)
             ws->datt = take(b, T * T);
             ws->dxa = take(b, BT * R);
             ws->dcls = take(b, B * C);
-            if (S) {
-                ws->fus_dh0 = take(b, BT * C);
-                ws->fus_dz = take(b, S * BT * C);
-                ws->fus_tmp = take(b, BT * C);
-                ws->fus_scratch = take(b, 3 * BT * C + BT * S);
-            }
+            if (S) layout_fusion_grads(ws, b, BT, C, S);
         }
     }
     ws->logits = take(b, B * K);
