@@ -4,9 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/adapter_priv.h"
+
 model *model_fold(const model *m, const adapter *a, clad_err *err)
 {
-    if (a->kind == ADAPTER_FUSION) {
+    if (!adapter_has_lora_form(a)) {
         clad_err_set(err, CLAD_EINVAL, "a %s adapter cannot be folded into its base", adapter_kind_name(a->kind));
         return NULL;
     }

@@ -1,6 +1,6 @@
-/* AdapterFusion: the fusion adapter's layout and initialisation, the attention-over-sources kernels and
- * the V penalty; see fusion.h. The per-site orchestration (running the sources) lives in model_run.c,
- * next to the passes it extends. */
+/* AdapterFusion: the fusion adapter's table of operations, layout and initialisation, the
+ * attention-over-sources kernels and the V penalty; see fusion.h. The per-site orchestration (running the
+ * sources) lives with the passes it extends (model_fusion_site.c, model_mlp.c, model_vit.c). */
 #include "core/fusion.h"
 
 #include <stdio.h>
@@ -9,12 +9,41 @@
 
 #include "core/adapter_priv.h"
 #include "core/layers.h"
-#include "core/train.h"
 
 int fusion_site_dim(const model *m, int site)
 {
     return m->cfg.kind == MODEL_VIT ? m->cfg.dim : m->cfg.hidden[site];
 }
+
+static void fusion_init(adapter *a, const model *m, rng *r);
+
+/* The LoRA copies of tied sources are the adapter's own. */
+static void fusion_finish(adapter *a)
+{
+    for (int i = 0; i < FUSION_MAX_SOURCES; i++) adapter_destroy(a->fusion.owned[i]);
+}
+
+/* Every source runs beside the base, each with its own ranks. */
+static void fusion_needs(const adapter *a, adapter_needs *need)
+{
+    need->max_rank = 1;
+    need->n_sources = a->fusion.n_sources;
+    for (int n = 0; n < a->fusion.n_sources; n++) {
+        adapter_needs sn;
+        adapter_needs_own_ranks(a->fusion.source[n], &sn);
+        if (sn.max_rank > need->max_rank) need->max_rank = sn.max_rank;
+    }
+}
+
+static const adapter_ops fusion_ops = {
+    .kind = ADAPTER_FUSION,
+    .init = fusion_init,
+    .finish = fusion_finish,
+    .needs = fusion_needs,
+    .penalty = fusion_penalty,
+    .penalty_backward = fusion_penalty_backward,
+    .fuses_sources = true,
+};
 
 adapter *adapter_fusion_create(const model *m, const adapter *const *sources, const char *const *names, int n,
                                int n_classes, clad_err *err)
@@ -29,7 +58,7 @@ adapter *adapter_fusion_create(const model *m, const adapter *const *sources, co
                      "fusion needs 1 to %d", sites, FUSION_MAX_SITES);
         return NULL;
     }
-    adapter *a = adapter_alloc(m, ADAPTER_FUSION, 1.0f, n_classes, err);
+    adapter *a = adapter_alloc(m, &fusion_ops, 1.0f, n_classes, err);
     if (!a) return NULL;
     a->fusion.n_sources = n;
     a->fusion.n_sites = sites;
@@ -39,10 +68,13 @@ adapter *adapter_fusion_create(const model *m, const adapter *const *sources, co
         snprintf(nm, sizeof nm, "source%d", i);
         snprintf(a->fusion.source_name[i], PARAM_NAME_MAX, "%s", names && names[i] ? names[i] : nm);
         const char *sn = a->fusion.source_name[i];
-        if (!s || s->n_linear != m->n_linear || s->kind == ADAPTER_FUSION) {
-            clad_err_set(err, CLAD_EINVAL, "fusion: source '%s' is %s", sn,
-                         !s ? "missing" : s->kind == ADAPTER_FUSION ? "itself a fusion adapter"
-                                                                    : "made for another model");
+        if (s && !adapter_has_lora_form(s)) {
+            clad_err_set(err, CLAD_EINVAL, "fusion: source '%s' is itself a %s adapter", sn,
+                         adapter_kind_name(s->kind));
+            goto fail;
+        }
+        if (!s || s->n_linear != m->n_linear) {
+            clad_err_set(err, CLAD_EINVAL, "fusion: source '%s' is %s", sn, !s ? "missing" : "made for another model");
             goto fail;
         }
         if (m->cfg.kind == MODEL_VIT && s->rank[0]) {
@@ -59,8 +91,8 @@ adapter *adapter_fusion_create(const model *m, const adapter *const *sources, co
                 goto fail;
             }
         }
-        if (s->kind == ADAPTER_TIED) {
-            a->fusion.owned[i] = adapter_tied_to_lora(s, m, err);
+        if (s->ops->to_lora) {
+            a->fusion.owned[i] = s->ops->to_lora(s, m, err);
             if (!a->fusion.owned[i]) goto fail;
             s = a->fusion.owned[i];
         }
@@ -90,8 +122,10 @@ fail:
     return NULL;
 }
 
-void fusion_init_params(adapter *a, rng *r)
+/* Q, K ~ N(0, 0.02), biases 0, V = I with 1e-6 off the diagonal. */
+static void fusion_init(adapter *a, const model *m, rng *r)
 {
+    (void)m;
     for (int site = 0; site < a->fusion.n_sites; site++) {
         const param_tensor *tq = &a->params.t[a->fusion.q_w[site]];
         int C = tq->shape[0];
@@ -212,41 +246,4 @@ void fusion_penalty_backward(float *adapter_grad, const adapter *a)
                 dV[ij] += 2.0f * FUSION_V_PENALTY * (V[ij] - (i == j ? 1.0f : 0.0f));
             }
     }
-}
-
-int fusion_mean_weights(const model *m, const adapter *a, const dataset *d, int batch, double *mean,
-                        double *per_site, clad_err *err)
-{
-    if (a->kind != ADAPTER_FUSION) return clad_err_set(err, CLAD_EINVAL, "fusion weights: not a fusion adapter");
-    int rc = train_check_data(m, a, d, false, err);
-    if (rc) return rc;
-    int S = a->fusion.n_sources, sites = a->fusion.n_sites;
-    int B = batch < 1 ? 256 : batch;
-    if (B > d->n) B = d->n;
-    model_ws *ws = model_ws_create_for(m, a, B, false, err);
-    if (!ws) return err ? err->code : CLAD_ENOMEM;
-    double *acc = calloc((size_t)sites * (size_t)S, sizeof *acc);
-    if (!acc) abort();
-    long rows_total = 0;
-    for (int s0 = 0; s0 < d->n; s0 += B) {
-        int n = d->n - s0 < B ? d->n - s0 : B;
-        model_forward(ws, m, a, d->x + (size_t)s0 * d->dim, NULL, n);
-        int rows = 0;
-        for (int site = 0; site < sites; site++) {
-            const float *w = model_ws_fusion_weights(ws, site, &rows);
-            for (int t = 0; t < rows; t++)
-                for (int k = 0; k < S; k++) acc[(size_t)site * S + k] += (double)w[(size_t)t * S + k];
-        }
-        rows_total += rows;
-    }
-    for (int k = 0; k < S; k++) mean[k] = 0.0;
-    for (int site = 0; site < sites; site++)
-        for (int k = 0; k < S; k++) {
-            double v = acc[(size_t)site * S + k] / (double)rows_total;
-            if (per_site) per_site[(size_t)site * S + k] = v;
-            mean[k] += v / sites;
-        }
-    free(acc);
-    model_ws_destroy(ws);
-    return 0;
 }

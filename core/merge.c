@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/adapter_priv.h"
 #include "core/linalg.h"
 #include "core/prune.h"
 
@@ -262,9 +263,9 @@ model *merge_backbone(const model *base, const adapter *const *sources, int N, c
     if (merge_config_validate(c, N, err)) return NULL;
     for (int i = 0; i < N; i++) {
         const adapter *s = sources[i];
-        if (!s || s->kind == ADAPTER_FUSION || s->n_linear != base->n_linear) {
+        if (!s || !adapter_has_lora_form(s) || s->n_linear != base->n_linear) {
             clad_err_set(err, CLAD_EINVAL, "merge: source %d is %s", i,
-                         !s ? "missing" : s->kind == ADAPTER_FUSION ? "a fusion adapter (merge its sources instead)"
+                         !s ? "missing" : !adapter_has_lora_form(s) ? "a fusion adapter (merge its sources instead)"
                                                                     : "made for another model");
             return NULL;
         }

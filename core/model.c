@@ -1,4 +1,5 @@
-/* Model configs, parameter layouts, initialisation and adapters; see model.h. */
+/* Model configs, parameter layouts and initialisation, and what every adapter kind shares (allocation,
+ * head, initialisation and delta through the kind's table); see model.h and adapter_priv.h. */
 #include "core/model.h"
 
 #include <math.h>
@@ -7,7 +8,6 @@
 #include <string.h>
 
 #include "core/adapter_priv.h"
-#include "core/fusion.h"
 #include "core/rng.h"
 
 int model_config_preset(model_config *cfg, const char *name, clad_err *err)
@@ -63,7 +63,7 @@ int model_config_validate(const model_config *cfg, clad_err *err)
         CHECK_RANGE(width, 1, 1024);
         CHECK_RANGE(patch, 1, 1024);
         CHECK_RANGE(dim, 1, 4096);
-        CHECK_RANGE(depth, 1, (MODEL_MAX_LINEARS - 2) / 4);
+        CHECK_RANGE(depth, 1, MODEL_MAX_DEPTH);
         CHECK_RANGE(heads, 1, 64);
         CHECK_RANGE(mlp_dim, 1, 16384);
         if (cfg->height % cfg->patch || cfg->width % cfg->patch)
@@ -101,13 +101,15 @@ static int add_linear(model *m, const char *name, int in, int out)
     return m->n_linear++;
 }
 
-static void add_norm(model *m, const char *name, int dim)
+static model_norm add_norm(model *m, const char *name, int dim)
 {
+    model_norm n;
     char pname[PARAM_NAME_MAX];
     snprintf(pname, sizeof pname, "%s.weight", name);
-    param_set_add(&m->params, pname, 1, (int[]){dim}, false);
+    n.weight = param_set_add(&m->params, pname, 1, (int[]){dim}, false);
     snprintf(pname, sizeof pname, "%s.bias", name);
-    param_set_add(&m->params, pname, 1, (int[]){dim}, false);
+    n.bias = param_set_add(&m->params, pname, 1, (int[]){dim}, false);
+    return n;
 }
 
 model *model_create(const model_config *cfg, clad_err *err)
@@ -117,6 +119,9 @@ model *model_create(const model_config *cfg, clad_err *err)
     if (!m) abort();
     m->cfg = *cfg;
     param_set_init(&m->params);
+    model_vit_params *v = &m->vit;
+    v->cls_token = v->pos_embed = v->ln.weight = v->ln.bias = -1;
+    for (int l = 0; l < MODEL_MAX_DEPTH; l++) v->ln1[l] = v->ln2[l] = (model_norm){-1, -1};
     char name[PARAM_NAME_MAX];
     if (cfg->kind == MODEL_MLP) {
         int in = cfg->input_dim;
@@ -132,23 +137,23 @@ model *model_create(const model_config *cfg, clad_err *err)
         int P = (cfg->height / cfg->patch) * (cfg->width / cfg->patch);
         m->seq_len = P + 1;
         add_linear(m, "patch_embed", pp, C);
-        param_set_add(&m->params, "cls_token", 1, (int[]){C}, false);
-        param_set_add(&m->params, "pos_embed", 2, (int[]){m->seq_len, C}, false);
+        v->cls_token = param_set_add(&m->params, "cls_token", 1, (int[]){C}, false);
+        v->pos_embed = param_set_add(&m->params, "pos_embed", 2, (int[]){m->seq_len, C}, false);
         for (int l = 0; l < cfg->depth; l++) {
             snprintf(name, sizeof name, "blocks.%d.ln1", l);
-            add_norm(m, name, C);
+            v->ln1[l] = add_norm(m, name, C);
             snprintf(name, sizeof name, "blocks.%d.qkv", l);
             add_linear(m, name, C, 3 * C);
             snprintf(name, sizeof name, "blocks.%d.proj", l);
             add_linear(m, name, C, C);
             snprintf(name, sizeof name, "blocks.%d.ln2", l);
-            add_norm(m, name, C);
+            v->ln2[l] = add_norm(m, name, C);
             snprintf(name, sizeof name, "blocks.%d.fc1", l);
             add_linear(m, name, C, cfg->mlp_dim);
             snprintf(name, sizeof name, "blocks.%d.fc2", l);
             add_linear(m, name, cfg->mlp_dim, C);
         }
-        add_norm(m, "ln", C);
+        v->ln = add_norm(m, "ln", C);
         add_linear(m, "head", C, cfg->n_classes);
     }
     if (param_set_alloc(&m->params, err)) {
@@ -171,6 +176,12 @@ void model_fill_uniform(float *w, size_t n, float bound, rng *r)
     for (size_t i = 0; i < n; i++) w[i] = (2.0f * rng_uniform(r) - 1.0f) * bound;
 }
 
+static void fill_const(param_set *p, int i, float value)
+{
+    float *w = param_set_ptr(p, i);
+    for (size_t k = 0; k < p->t[i].numel; k++) w[k] = value;
+}
+
 void model_init_random(model *m, uint64_t seed)
 {
     rng r;
@@ -181,16 +192,18 @@ void model_init_random(model *m, uint64_t seed)
         const model_linear *L = &m->linear[li];
         model_fill_uniform(param_set_ptr(p, L->weight), p->t[L->weight].numel, 1.0f / sqrtf((float)L->in), &r);
     }
-    for (int i = 0; i < p->n; i++) {
-        const char *name = p->t[i].name;
-        size_t len = strlen(name);
-        bool is_norm_weight = len > 7 && !strcmp(name + len - 7, ".weight") &&
-                              (strstr(name, ".ln1.") || strstr(name, ".ln2.") || !strcmp(name, "ln.weight"));
-        float *w = param_set_ptr(p, i);
-        if (is_norm_weight)
-            for (size_t k = 0; k < p->t[i].numel; k++) w[k] = 1.0f;
-        if (!strcmp(name, "cls_token") || !strcmp(name, "pos_embed"))
-            for (size_t k = 0; k < p->t[i].numel; k++) w[k] = 0.02f * rng_normal(&r);
+    if (m->cfg.kind != MODEL_VIT) return;
+    const model_vit_params *v = &m->vit;
+    fill_const(p, v->ln.weight, 1.0f);
+    for (int l = 0; l < m->cfg.depth; l++) {
+        fill_const(p, v->ln1[l].weight, 1.0f);
+        fill_const(p, v->ln2[l].weight, 1.0f);
+    }
+    /* The class token before the positions, as they are laid out. */
+    const int normal[2] = {v->cls_token, v->pos_embed};
+    for (int j = 0; j < 2; j++) {
+        float *w = param_set_ptr(p, normal[j]);
+        for (size_t k = 0; k < p->t[normal[j]].numel; k++) w[k] = 0.02f * rng_normal(&r);
     }
 }
 
@@ -209,7 +222,7 @@ bool model_linear_is_default_target(const model *m, int li)
     return strncmp(L->name, "blocks.", 7) == 0;
 }
 
-adapter *adapter_alloc(const model *m, adapter_kind kind, float alpha, int n_classes, clad_err *err)
+adapter *adapter_alloc(const model *m, const adapter_ops *ops, float alpha, int n_classes, clad_err *err)
 {
     if (n_classes < 1 || n_classes > MODEL_MAX_CLASSES) {
         clad_err_set(err, CLAD_EINVAL, "adapter: %d classes is outside [1, %d]", n_classes, MODEL_MAX_CLASSES);
@@ -221,7 +234,8 @@ adapter *adapter_alloc(const model *m, adapter_kind kind, float alpha, int n_cla
     }
     adapter *a = calloc(1, sizeof *a);
     if (!a) abort();
-    a->kind = kind;
+    a->kind = ops->kind;
+    a->ops = ops;
     a->n_linear = m->n_linear;
     a->alpha = alpha;
     a->n_classes = n_classes;
@@ -252,36 +266,10 @@ int adapter_finish_layout(adapter *a, const model *m, clad_err *err)
     return param_set_alloc(&a->params, err);
 }
 
-adapter *adapter_create(const model *m, const int *ranks, float alpha, int n_classes, clad_err *err)
-{
-    adapter *a = adapter_alloc(m, ADAPTER_LORA, alpha, n_classes, err);
-    if (!a) return NULL;
-    char name[PARAM_NAME_MAX + 16];
-    for (int li = 0; li < m->n_linear; li++) {
-        const model_linear *L = &m->linear[li];
-        int r = ranks ? ranks[li] : 0;
-        if (adapter_check_rank(m, li, r, err)) {
-            adapter_destroy(a);
-            return NULL;
-        }
-        a->rank[li] = r;
-        if (!r) continue;
-        snprintf(name, sizeof name, "%s.lora_A.weight", L->name);
-        a->A[li] = param_set_add(&a->params, name, 2, (int[]){r, L->in}, true);
-        snprintf(name, sizeof name, "%s.lora_B.weight", L->name);
-        a->B[li] = param_set_add(&a->params, name, 2, (int[]){L->out, r}, true);
-    }
-    if (adapter_finish_layout(a, m, err)) {
-        adapter_destroy(a);
-        return NULL;
-    }
-    return a;
-}
-
 void adapter_destroy(adapter *a)
 {
     if (!a) return;
-    for (int i = 0; i < FUSION_MAX_SOURCES; i++) adapter_destroy(a->fusion.owned[i]);
+    if (a->ops->finish) a->ops->finish(a);
     param_set_finish(&a->params);
     free(a);
 }
@@ -298,32 +286,29 @@ void adapter_init_head(adapter *a, const model *m, rng *r)
     }
 }
 
+void adapter_init_A(adapter *a, const model *m, int li, rng *r)
+{
+    model_fill_uniform(param_set_ptr(&a->params, a->A[li]), a->params.t[a->A[li]].numel,
+                       1.0f / sqrtf((float)m->linear[li].in), r);
+}
+
 void adapter_init(adapter *a, const model *m, uint64_t seed)
 {
     rng r;
     rng_init(&r, seed);
     memset(a->params.data, 0, a->params.total * sizeof *a->params.data);
-    if (a->kind == ADAPTER_FUSION) {
-        fusion_init_params(a, &r);
-        adapter_init_head(a, m, &r);
-        return;
-    }
-    for (int li = 0; li < a->n_linear; li++) {
-        if (!a->rank[li]) continue;
-        /* A tied group's shared A is initialised once, by its first member. */
-        if (a->kind == ADAPTER_TIED && tied_group_leader(a, li) != li) continue;
-        const model_linear *L = &m->linear[li];
-        model_fill_uniform(param_set_ptr(&a->params, a->A[li]), a->params.t[a->A[li]].numel,
-                     1.0f / sqrtf((float)L->in), &r);
-        /* B stays zero so the adapter starts as the identity change. */
-    }
-    if (a->kind == ADAPTER_TIED) tied_init_scales(a);
+    a->ops->init(a, m, &r);
     adapter_init_head(a, m, &r);
 }
 
 size_t adapter_param_count(const adapter *a)
 {
     return a->params.total;
+}
+
+float adapter_scale(const adapter *a, int li)
+{
+    return a->rank[li] ? a->ops->scale(a, li) : 0.0f;
 }
 
 const char *adapter_kind_name(adapter_kind k)
@@ -336,27 +321,35 @@ const char *adapter_kind_name(adapter_kind k)
     return "unknown";
 }
 
-void adapter_delta(float *dW, const adapter *a, const model *m, int li)
+void adapter_delta_add(float *dW, const float *A, const float *B, const float *u, const float *v, float scale,
+                       int out, int in, int r)
 {
-    const model_linear *L = &m->linear[li];
-    int r = a->rank[li];
-    memset(dW, 0, (size_t)L->out * (size_t)L->in * sizeof *dW);
-    if (!r || a->kind == ADAPTER_FUSION) return;
-    const float *A = param_set_ptr(&a->params, a->A[li]), *B = param_set_ptr(&a->params, a->B[li]);
-    const float *u = a->kind == ADAPTER_TIED && a->tied.u[li] >= 0 ? param_set_ptr(&a->params, a->tied.u[li]) : NULL;
-    const float *v = a->kind == ADAPTER_TIED && a->tied.v[li] >= 0 ? param_set_ptr(&a->params, a->tied.v[li]) : NULL;
-    float scale = adapter_scale(a, li);
-    /* dW (out,in) = scale diag(v) B diag(u) A, row by row: dW[o,:] = scale v_o sum_k B[o,k] u_k A[k,:]. */
-    for (int o = 0; o < L->out; o++) {
-        float *row = dW + (size_t)o * L->in;
+    /* Row by row: dW[o,:] += scale v_o sum_k B[o,k] u_k A[k,:]. */
+    for (int o = 0; o < out; o++) {
+        float *row = dW + (size_t)o * in;
         float so = scale * (v ? v[o] : 1.0f);
         for (int k = 0; k < r; k++) {
             float c = so * B[(size_t)o * r + k] * (u ? u[k] : 1.0f);
             if (c == 0.0f) continue;
-            const float *Ak = A + (size_t)k * L->in;
-            for (int i = 0; i < L->in; i++) row[i] += c * Ak[i];
+            const float *Ak = A + (size_t)k * in;
+            for (int i = 0; i < in; i++) row[i] += c * Ak[i];
         }
     }
+}
+
+void adapter_delta(float *dW, const adapter *a, const model *m, int li)
+{
+    const model_linear *L = &m->linear[li];
+    memset(dW, 0, (size_t)L->out * (size_t)L->in * sizeof *dW);
+    if (a->rank[li] && a->ops->delta) a->ops->delta(dW, a, m, li);
+}
+
+void adapter_needs_own_ranks(const adapter *a, adapter_needs *need)
+{
+    need->max_rank = 1;
+    need->n_sources = 0;
+    for (int li = 0; li < a->n_linear; li++)
+        if (a->rank[li] > need->max_rank) need->max_rank = a->rank[li];
 }
 
 int adapter_copy_head(adapter *dst, const adapter *src, clad_err *err)

@@ -24,6 +24,7 @@
 #define MODEL_MAX_HIDDEN 8
 #define MODEL_MAX_LINEARS 64
 #define MODEL_MAX_CLASSES 4096
+#define MODEL_MAX_DEPTH ((MODEL_MAX_LINEARS - 2) / 4)  /* vit blocks: 4 linears each, plus embed and head */
 
 typedef enum model_kind { MODEL_MLP = 1, MODEL_VIT = 2 } model_kind;
 
@@ -53,12 +54,26 @@ typedef struct model_linear {
     bool is_head;
 } model_linear;
 
+/* A LayerNorm's weight and bias: indices into model.params. */
+typedef struct model_norm {
+    int weight, bias;
+} model_norm;
+
+/* The ViT's tensors outside its linears, as indices into model.params, recorded once by model_create so
+ * the passes need no name lookups (-1 in an mlp). */
+typedef struct model_vit_params {
+    int cls_token, pos_embed;                          /* (C) (T,C) */
+    model_norm ln1[MODEL_MAX_DEPTH], ln2[MODEL_MAX_DEPTH];  /* per block, (C) each */
+    model_norm ln;                                     /* the final LayerNorm, (C) each */
+} model_vit_params;
+
 typedef struct model {
     model_config cfg;
     param_set params;
     int n_linear;
     model_linear linear[MODEL_MAX_LINEARS];
     int seq_len;                /* vit: tokens incl. class token; mlp: 1 */
+    model_vit_params vit;
 } model;
 
 /* Creates a model with zeroed parameters laid out for cfg. NULL on error. */
@@ -85,6 +100,8 @@ typedef enum tied_variant { TIED_TL5 = 5, TIED_TL6 = 6 } tied_variant;
 #define FUSION_MAX_SITES 16   /* >= the largest vit depth and MODEL_MAX_HIDDEN */
 
 typedef struct adapter adapter;
+/* A kind's table of operations (private to core/: core/adapter_priv.h). */
+typedef struct adapter_ops adapter_ops;
 
 typedef struct adapter_tied {
     tied_variant variant;
@@ -107,6 +124,7 @@ typedef struct adapter_fusion {
 
 struct adapter {
     adapter_kind kind;
+    const adapter_ops *ops;     /* the kind's operations, set by its constructor */
     int n_linear;               /* equals the model's */
     int rank[MODEL_MAX_LINEARS];/* 0 = no adapter on that linear; always 0 for the head */
     float alpha;                /* scale of linear li is alpha / rank[li] (lora); 1 (tied) */
@@ -137,11 +155,8 @@ void adapter_destroy(adapter *a);
 void adapter_init(adapter *a, const model *m, uint64_t seed);
 /* Trainable parameters of the adapter (LoRA factors, tied factors and scales, fusion Q/K/V, plus head). */
 size_t adapter_param_count(const adapter *a);
-static inline float adapter_scale(const adapter *a, int li)
-{
-    if (!a->rank[li]) return 0.0f;
-    return a->kind == ADAPTER_TIED ? 1.0f : a->alpha / (float)a->rank[li];
-}
+/* The scale of linear li's LoRA product: alpha / rank (lora), 1 (tied); 0 where the rank is 0. */
+float adapter_scale(const adapter *a, int li);
 /* Kind name ("lora", "tied", "fusion"). */
 const char *adapter_kind_name(adapter_kind k);
 /* The dense change dW (out,in) that adapter a (lora or tied) makes to linear li: scale B A, or

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/adapter_priv.h"
 #include "core/linalg.h"
 
 double prune_cubic_fraction(double P, int t1, int t2, int e)
@@ -76,8 +77,9 @@ static int b_tensors(const adapter *a, int *idx)
 int prune_sched_init(prune_sched *s, const adapter *a, double P, int t1, int t2, clad_err *err)
 {
     memset(s, 0, sizeof *s);
-    if (a->kind == ADAPTER_FUSION)
-        return clad_err_set(err, CLAD_EINVAL, "magnitude pruning applies to lora and tied adapters, not fusion");
+    if (!adapter_has_lora_form(a))
+        return clad_err_set(err, CLAD_EINVAL, "magnitude pruning applies to lora and tied adapters, not %s",
+                            adapter_kind_name(a->kind));
     if (!(P >= 0.0 && P < 1.0))
         return clad_err_set(err, CLAD_EINVAL, "magnitude pruning: the final fraction %g is outside [0, 1)", P);
     if (t1 < 1 || t2 < 1)
@@ -219,7 +221,7 @@ done:
 
 adapter *prune_rank(const adapter *a, const model *m, double tau, clad_err *err)
 {
-    if (a->kind != ADAPTER_LORA) {
+    if (!adapter_is_plain_lora(a)) {
         clad_err_set(err, CLAD_EINVAL, "rank pruning applies to lora adapters, not %s (convert a tied adapter with "
                      "adapter_tied_to_lora)", adapter_kind_name(a->kind));
         return NULL;

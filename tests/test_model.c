@@ -91,6 +91,29 @@ TEST(model_adapter_with_zero_b_matches_base)
     model_destroy(m);
 }
 
+TEST(model_vit_param_views_name_their_tensors)
+{
+    model *m = small_vit(6);
+    char name[PARAM_NAME_MAX];
+    CHECK_INT_EQ(m->vit.cls_token, param_set_find(&m->params, "cls_token"));
+    CHECK_INT_EQ(m->vit.pos_embed, param_set_find(&m->params, "pos_embed"));
+    CHECK_INT_EQ(m->vit.ln.weight, param_set_find(&m->params, "ln.weight"));
+    CHECK_INT_EQ(m->vit.ln.bias, param_set_find(&m->params, "ln.bias"));
+    for (int l = 0; l < m->cfg.depth; l++) {
+        const char *part[4] = {"ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias"};
+        const int idx[4] = {m->vit.ln1[l].weight, m->vit.ln1[l].bias, m->vit.ln2[l].weight, m->vit.ln2[l].bias};
+        for (int j = 0; j < 4; j++) {
+            snprintf(name, sizeof name, "blocks.%d.%s", l, part[j]);
+            CHECK_INT_EQ(idx[j], param_set_find(&m->params, name));
+        }
+    }
+    model *p = small_mlp(10, 7, 4, 6);
+    CHECK_INT_EQ(p->vit.cls_token, -1);
+    CHECK_INT_EQ(p->vit.ln1[0].weight, -1);
+    model_destroy(p);
+    model_destroy(m);
+}
+
 TEST(model_adapter_rejects_bad_ranks)
 {
     model *m = small_mlp(10, 7, 4, 5);
