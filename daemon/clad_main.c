@@ -41,7 +41,7 @@ static void usage(FILE *f)
             "  jobs [--state S] [--lane L] list jobs, newest first\n"
             "  job ID [--follow]           one job; --follow shows its progress until it ends\n"
             "  cancel ID                   cancel a queued or running job\n"
-            "%s"
+            "%s%s%s"
             "  raw METHOD PATH [FILE|-]    send a request (body from FILE or stdin) and print the reply\n"
             "                              [--content-type TYPE] (default application/json)\n"
             "\n"
@@ -53,7 +53,7 @@ static void usage(FILE *f)
             "\n"
             "exit codes: 0 ok, 1 error reply, 2 usage, 3 cannot connect, 4 not found, 5 denied,\n"
             "            6 conflict, 7 busy, 8 followed job did not succeed, 9 bad reply\n",
-            cli_tasks_usage);
+            cli_tasks_usage, cli_report_usage, cli_lifecycle_usage);
 }
 
 /* --- commands ----------------------------------------------------------------------------------------- */
@@ -245,6 +245,8 @@ int main(int argc, char **argv)
             o.json = true;
         } else if (!strcmp(a, "--follow") || !strcmp(a, "-f")) {
             o.follow = true;
+        } else if (!strcmp(a, "--detach") || !strcmp(a, "-d")) {
+            o.detach = true;
         } else if (!strcmp(a, "--socket") && has_next) {
             o.socket = argv[++i];
         } else if (!strcmp(a, "--state") && has_next) {
@@ -298,6 +300,8 @@ int main(int argc, char **argv)
     if (!strcmp(command, "raw")) return cmd_raw(&o);
     int trc = cli_tasks_dispatch(command, &o);
     if (trc >= 0) return trc;
+    if ((trc = cli_report_dispatch(command, &o)) >= 0) return trc;
+    if ((trc = cli_lifecycle_dispatch(command, &o)) >= 0) return trc;
     if (!strcmp(command, "help")) {
         usage(stdout);
         return EXIT_OK;

@@ -24,6 +24,7 @@ enum {
     EXIT_BUSY = 7,
     EXIT_JOB_FAILED = 8,
     EXIT_PROTOCOL = 9,
+    EXIT_INTERRUPTED = 130, /* Ctrl-C while following a job (the job itself goes on unless cancelled) */
 };
 
 #define REQUEST_TIMEOUT_MS 60000
@@ -33,6 +34,7 @@ typedef struct options {
     const char *socket;
     bool json;
     bool follow;
+    bool detach;      /* --detach: submit a job, print its id, do not follow */
     const char *state;
     const char *lane;
     const char *content_type;
@@ -77,5 +79,20 @@ bool cli_value_option(const char *key);
 int cli_tasks_dispatch(const char *command, const options *o);
 /* Their usage lines. */
 extern const char cli_tasks_usage[];
+
+/* Report and inspection commands (daemon/cli_report.c): matrix, report, ps, aliases, health. */
+int cli_report_dispatch(const char *command, const options *o);
+extern const char cli_report_usage[];
+/* Lifecycle commands (daemon/cli_lifecycle.c): promote, delete. */
+int cli_lifecycle_dispatch(const char *command, const options *o);
+extern const char cli_lifecycle_usage[];
+
+/* Ctrl-C while following a job (daemon/cli_lifecycle.c): arm installs the handler, request() tells it the
+ * socket to shut down so the wait ends at once; resolve asks whether to cancel the job (on a terminal) or
+ * says that it continues and how to cancel it, and returns EXIT_INTERRUPTED (or a failed cancel's code). */
+void cli_interrupt_arm(void);
+void cli_interrupt_set_fd(int fd);
+bool cli_interrupted(void);
+int cli_interrupt_resolve(const options *o, long long job_id);
 
 #endif

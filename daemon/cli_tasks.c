@@ -16,6 +16,7 @@ const char cli_tasks_usage[] =
     "                              [--base B] [--rank auto|fixed:N|linear] [--epochs N] [--lr X]\n"
     "                              [--batch N] [--seed N] [--alpha X] [--holdout F] [--prune TAU]\n"
     "                              [--kind lora|tl5|tl6] [--fuse-with a,b,c]\n"
+    "                              [--promote always|if-better|never] [--detach: print the job id, return]\n"
     "  tasks                       list tasks with their active versions\n"
     "  versions TASK               versions of a task\n"
     "  show TASK[@VERSION]         a version's lineage: distances, ranks, overlaps, metrics\n"
@@ -26,11 +27,13 @@ const char cli_tasks_usage[] =
     "                              (a merge: --task SOURCE picks the source task's head)\n"
     "  merge NAME --tasks a,b,c    merge the tasks' active adapters into one version [--method drm-h|drm-v|\n"
     "                              ties|ta] [--drop D] [--lambda L] [--rank R]\n"
-    "  eval TASK FILE              accuracy and loss on labelled data [--version V | --alias A]\n";
+    "  eval TASK FILE              accuracy and loss on labelled data [--version V | --alias A]\n"
+    "                              [--data-task T: FILE is task T's test data, kept out of TASK's matrix column]\n";
 
 static const char *const value_options[] = {
     "base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind", "fuse-with", "to", "alias", "version", "reason",
-    "config", "model", "data", "samples", "tasks", "task", "method", "drop", "lambda", NULL,
+    "config", "model", "data", "samples", "tasks", "task", "method", "drop", "lambda",
+    "promote", "out", "data-task", NULL,
 };
 
 bool cli_value_option(const char *key)
@@ -143,6 +146,20 @@ static int cmd_base(const options *o)
     return rc;
 }
 
+/* Submits a job without following it: prints its id (stdout) and how to follow it (stderr). */
+static int submit_detached(const options *o, const char *path, const char *ctype, const char *body, size_t len)
+{
+    json_t *j = NULL;
+    int rc = send_json(o, "POST", path, ctype, body, len, &j);
+    if (rc || !j) return rc;
+    printf("%lld\n", num(j, "id"));
+    if (isatty(STDERR_FILENO))
+        fprintf(stderr, "clad: job %lld %s; follow it with 'clad job %lld --follow'\n", num(j, "id"), str(j, "state"),
+                num(j, "id"));
+    json_decref(j);
+    return 0;
+}
+
 /* ---- showing a version ---- */
 
 static void print_plan(json_t *v)
@@ -219,14 +236,19 @@ static int cmd_train(const options *o)
     if (!need_args(o, 2, "train TASK FILE [--base B] [--rank auto|fixed:N|linear] [--epochs N] ...")) return EXIT_USAGE;
     char path[1024];
     snprintf(path, sizeof path, "/v1/tasks/%s/train", o->args[0]);
-    const char *keys[] = {"base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind"};
+    const char *keys[] = {"base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind", "promote"};
     for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) add_query(path, sizeof path, keys[k], cli_opt(o, keys[k]));
     add_query(path, sizeof path, "fuse_with", cli_opt(o, "fuse-with"));
-    add_query(path, sizeof path, "follow", "1");
+    if (!o->detach) add_query(path, sizeof path, "follow", "1");
     char *body = NULL;
     size_t len = 0;
     int rc = read_body(o->args[1], &body, &len);
     if (rc) return rc;
+    if (o->detach) {
+        rc = submit_detached(o, path, content_type_for(o->args[1], body, len), body, len);
+        free(body);
+        return rc;
+    }
     rc = follow_job(o, "POST", path, content_type_for(o->args[1], body, len), body, len);
     free(body);
     if (rc || o->json) return rc;
@@ -371,6 +393,11 @@ static int cmd_serve(const options *o, bool evaluate)
     add_query(path, sizeof path, "version", cli_opt(o, "version"));
     add_query(path, sizeof path, "alias", cli_opt(o, "alias"));
     add_query(path, sizeof path, "task", cli_opt(o, "task"));
+    if (evaluate) {
+        const char *slash = strrchr(o->args[1], '/');
+        if (strcmp(o->args[1], "-")) add_query(path, sizeof path, "data_name", slash ? slash + 1 : o->args[1]);
+        add_query(path, sizeof path, "data_task", cli_opt(o, "data-task"));
+    }
     if (!evaluate && !o->json) add_query(path, sizeof path, "probs", "0");
     char *body = NULL;
     size_t len = 0;
@@ -384,6 +411,8 @@ static int cmd_serve(const options *o, bool evaluate)
         printf("%s@%lld: accuracy %.4f, loss %.4f on %lld samples%s\n", str(r, "task"), num(r, "version"),
                dnum(r, "accuracy"), dnum(r, "loss"), num(r, "samples"),
                json_is_true(json_object_get(r, "recorded")) ? " (recorded)" : "");
+        if (json_is_false(json_object_get(r, "own_data")))
+            printf("data of task %s: kept apart from the accuracy matrix\n", str(r, "data_task"));
     } else {
         json_t *labels = json_object_get(r, "labels"), *l;
         size_t i;

@@ -4,10 +4,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "io/model_io.h"
 
 #define REGISTRY_MAX_BASES 64
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 struct registry {
     loaded_base *bases[REGISTRY_MAX_BASES];
@@ -104,6 +112,7 @@ int registry_base_get(registry *r, store *s, const char *name, loaded_base **out
         b = find_base(r, name);
     }
     b->refs++;
+    b->last_used_ms = wall_ms();
     *out = b;
     return 0;
 }
@@ -136,6 +145,8 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
         if (la->version == version && !strcmp(la->task, task)) {
             la->refs++;
             la->last_used = ++r->clock;
+            la->last_used_ms = wall_ms();
+            la->hits++;
             r->hits++;
             *out = la;
             return 0;
@@ -195,6 +206,7 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
     la->bytes = a->params.total * sizeof(float) + sizeof *a;
     la->refs = 1;
     la->last_used = ++r->clock;
+    la->last_used_ms = wall_ms();
     memcpy(la->deps, deps, (size_t)n_deps * sizeof *deps);
     la->n_deps = n_deps;
     if (r->n_adapters == r->cap_adapters) {
@@ -227,4 +239,46 @@ void registry_get_stats(const registry *r, registry_stats *st)
     for (size_t i = 0; i < r->n_bases; i++) st->base_bytes += r->bases[i]->m->params.total * sizeof(float);
     st->adapter_hits = r->hits;
     st->adapter_misses = r->misses;
+}
+
+const loaded_base *registry_base_at(const registry *r, size_t i)
+{
+    return i < r->n_bases ? r->bases[i] : NULL;
+}
+
+const loaded_adapter *registry_adapter_at(const registry *r, size_t i)
+{
+    return i < r->n_adapters ? r->adapters[i] : NULL;
+}
+
+void registry_forget_task(registry *r, const char *task)
+{
+    for (size_t i = 0; i < r->n_adapters; i++) {
+        loaded_adapter *la = r->adapters[i];
+        if (strcmp(la->task, task)) continue;
+        la->task[0] = '\0'; /* never matches a name again */
+        la->last_used = 0;   /* the first to go when the cache is over budget, should a request hold it now */
+    }
+    for (size_t i = 0; i < r->n_adapters;) {
+        if (!r->adapters[i]->task[0] && !r->adapters[i]->refs) {
+            adapter_entry_free(r, r->adapters[i]);
+            r->adapters[i] = r->adapters[--r->n_adapters];
+        } else {
+            i++;
+        }
+    }
+}
+
+void registry_forget_base(registry *r, const char *base)
+{
+    for (size_t i = 0; i < r->n_bases; i++) {
+        loaded_base *b = r->bases[i];
+        if (strcmp(b->name, base)) continue;
+        b->name[0] = '\0';
+        if (b->refs) continue; /* a request still holds it: freed with the registry */
+        model_destroy(b->m);
+        free(b);
+        r->bases[i] = r->bases[--r->n_bases];
+        return;
+    }
 }

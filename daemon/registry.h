@@ -23,6 +23,7 @@ typedef struct loaded_base {
     char sha256[SHA256_HEX_SIZE];
     model *m;
     int refs;
+    int64_t last_used_ms; /* Unix ms of the last get, for `clad ps` */
 } loaded_base;
 
 typedef struct loaded_adapter {
@@ -34,6 +35,8 @@ typedef struct loaded_adapter {
     size_t bytes;
     int refs;
     uint64_t last_used;
+    int64_t last_used_ms;   /* Unix ms of the last get, for `clad ps` */
+    uint64_t hits;          /* gets served from the cache */
     struct loaded_adapter *deps[FUSION_MAX_SOURCES]; /* a fusion version's sources, referenced while loaded */
     int n_deps;
 } loaded_adapter;
@@ -61,5 +64,13 @@ typedef struct registry_stats {
     uint64_t adapter_hits, adapter_misses;
 } registry_stats;
 void registry_get_stats(const registry *r, registry_stats *st);
+
+/* What is loaded, for listing: the i-th base or adapter (NULL past the end). Borrowed. */
+const loaded_base *registry_base_at(const registry *r, size_t i);
+const loaded_adapter *registry_adapter_at(const registry *r, size_t i);
+/* After a task or base was deleted from the store: its entries are no longer found by name (so a new
+ * task or base of that name loads afresh) and are freed once no request holds them. */
+void registry_forget_task(registry *r, const char *task);
+void registry_forget_base(registry *r, const char *base);
 
 #endif
