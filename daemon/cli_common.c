@@ -77,7 +77,7 @@ int request(const options *o, client_request *rq, client_response *resp)
     cli_interrupt_set_fd(-1);
     close(fd);
     if (rc != 0) {
-        fail_msg("%s", err.msg);
+        if (!cli_interrupted()) fail_msg("%s", err.msg); /* Ctrl-C cut it: the caller explains */
         return exit_for_client_error(rc);
     }
     return 0;

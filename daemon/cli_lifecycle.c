@@ -66,6 +66,7 @@ static int cancel_job(const options *o, long long id)
 int cli_interrupt_resolve(const options *o, long long job_id)
 {
     signal(SIGINT, SIG_DFL);
+    interrupted = 0; /* later requests (the cancel) must not be cut */
     if (job_id <= 0) {
         fail_msg("interrupted before the daemon named the job; 'clad jobs' lists it if it was queued");
         return EXIT_INTERRUPTED;

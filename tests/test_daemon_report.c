@@ -521,5 +521,33 @@ TEST_TIMEOUT(daemon_cli_detach_progress_and_interrupt, 150)
     json_decref(j);
     snprintf(args, sizeof args, "cancel %lld", job);
     CHECK_INT_EQ(clad_run(&g.d, args, NULL), 0);
+
+    /* On a terminal, Ctrl-C asks; answering y cancels the job. python3's pty module plays the terminal:
+     * it types Ctrl-C once training runs, then y at the question. */
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd,
+             "python3 -c \"import os,pty,select,sys,time\n"
+             "pid,fd=pty.fork()\n"
+             "if pid==0:os.execv(sys.argv[1],sys.argv[1:])\n"
+             "out=b'';sent=0;t0=time.time()\n"
+             "while time.time()-t0<60:\n"
+             " if select.select([fd],[],[],0.1)[0]:\n"
+             "  try:d=os.read(fd,65536)\n"
+             "  except OSError:break\n"
+             "  if not d:break\n"
+             "  out+=d\n"
+             " if sent==0 and b'step 20/' in out:os.write(fd,b'\\x03');sent=1\n"
+             " if sent==1 and b'[y/N]' in out:os.write(fd,b'y\\n');sent=2\n"
+             "os.waitpid(pid,0)\n"
+             "sys.stdout.write(out.decode(errors='replace')[-600:])\" '%s/clad' --socket '%s' train a '%s' --epochs 1000 "
+             "--batch 16", test_build_dir(), g.d.sock, in_tmp("a.st"));
+    p = popen(cmd, "r");
+    n = fread(text, 1, sizeof text - 1, p);
+    text[n] = '\0';
+    pclose(p);
+    CHECK_MSG(strstr(text, "Cancel it? [y/N]") && strstr(text, "cancel requested"), "on a terminal:\n%s", text);
+    json_t *running = get_json_ok(&g, "/v1/jobs?state=running");
+    CHECK_INT_EQ(json_array_size(json_object_get(running, "jobs")), 0);
+    json_decref(running);
     CHECK_INT_EQ(daemon_stop(&g.d, SIGTERM, 20), 0);
 }
