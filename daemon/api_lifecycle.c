@@ -67,12 +67,37 @@ static void alias_delete(http_req *req)
                                         "deleted", 1));
 }
 
+/* Answers 409 and returns true when a queued or running job trains `task` (params.task) or runs on the
+ * lane `base`: deleting under it would make it fail at its end. Either may be NULL. */
+static bool busy_with(http_req *req, const char *what, const char *task, const char *base)
+{
+    cladd *app = req->app;
+    char list[300] = "";
+    size_t n = 0;
+    for (int st = JOB_QUEUED; st <= JOB_RUNNING; st++) {
+        json_t *jobs = job_queue_list_json(app->jobs, st, base, 1000), *j;
+        size_t i;
+        json_array_foreach(jobs, i, j) {
+            const char *t = json_string_value(json_object_get(json_object_get(j, "params"), "task"));
+            if (task && (!t || strcmp(t, task))) continue;
+            n += (size_t)snprintf(list + n, n < sizeof list ? sizeof list - n : 0, "%sjob %lld (%s)", n ? ", " : "",
+                                  (long long)json_integer_value(json_object_get(j, "id")), job_state_name((job_state)st));
+        }
+        json_decref(jobs);
+    }
+    if (!n) return false;
+    http_reply_error(req, CLAD_ECONFLICT, "%s has unfinished work: %s; cancel it first", what, list);
+    return true;
+}
+
 static void task_delete(http_req *req)
 {
     cladd *app = req->app;
     const char *task = http_req_param(req, "name");
     clad_err err = {0};
-    if (!require_name(req, "task", task)) return;
+    char what[STORE_NAME_MAX + 8];
+    snprintf(what, sizeof what, "task '%s'", task ? task : "");
+    if (!require_name(req, "task", task) || busy_with(req, what, task, NULL)) return;
     if (store_task_delete(app->st, task, app_peer_uid(req), &err)) {
         http_reply_err(req, &err);
         return;
@@ -86,7 +111,9 @@ static void base_delete(http_req *req)
     cladd *app = req->app;
     const char *base = http_req_param(req, "name");
     clad_err err = {0};
-    if (!require_name(req, "base", base)) return;
+    char what[STORE_NAME_MAX + 8];
+    snprintf(what, sizeof what, "base '%s'", base ? base : "");
+    if (!require_name(req, "base", base) || busy_with(req, what, NULL, base)) return;
     if (store_base_delete(app->st, base, app_peer_uid(req), &err)) {
         http_reply_err(req, &err);
         return;

@@ -400,6 +400,17 @@ TEST_TIMEOUT(daemon_lifecycle_delete_refuses_dependents, 120)
     free(out);
     out = clad_ok(&g, 6, "delete alias a active");
     free(out);
+    /* Not while a training of it runs. */
+    out = clad_ok(&g, 0, "train a '%s' --epochs 1000 --batch 16 --detach", in_tmp("a.st"));
+    long long job = atoll(out);
+    free(out);
+    out = clad_ok(&g, 6, "delete task a");
+    char want[96];
+    snprintf(want, sizeof want, "task 'a' has unfinished work: job %lld (", job);
+    CHECK_MSG(strstr(out, want), "%s", out);
+    free(out);
+    free(clad_ok(&g, 0, "cancel %lld", job));
+    free(clad_ok(&g, 8, "job %lld --follow", job));
     free(clad_ok(&g, 0, "alias a champion 1"));
     free(clad_ok(&g, 0, "delete alias a champion --reason retired"));
     CHECK_INT_EQ(alias_of(&g, "a", "champion"), 0);
