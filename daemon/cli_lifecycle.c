@@ -12,7 +12,7 @@
 #include "daemon/cli.h"
 
 const char cli_lifecycle_usage[] =
-    "  promote TASK@VERSION        point `active` at a version (e.g. a candidate) [--reason TEXT]\n"
+    "  promote TASK@VERSION        point `active` at a version, or TASK@candidate [--reason TEXT]\n"
     "  delete task NAME            delete a task and all its versions (refused while others depend on it)\n"
     "  delete base NAME            delete a base (refused while tasks use it)\n"
     "  delete alias TASK NAME      delete an alias (not `active`) [--reason TEXT]\n"
@@ -87,18 +87,34 @@ int cli_interrupt_resolve(const options *o, long long job_id)
 
 /* --- promote and delete ------------------------------------------------------------------------------ */
 
-/* Splits "TASK@VERSION" into task and a version number; false (after a usage message) otherwise. */
-static bool split_ref(const char *arg, char *task, size_t size, const char **version, const char *usage_line)
+/* Splits "TASK@VERSION" or "TASK@ALIAS" into task and a version number (an alias is resolved through the
+ * daemon). Returns 0, or an exit code after saying why. */
+static int resolve_ref(const options *o, const char *arg, char *task, size_t size, char *version, size_t vsize,
+                       const char *usage_line)
 {
     snprintf(task, size, "%s", arg);
     char *at = strchr(task, '@');
-    if (at && valid_id(at + 1)) {
-        *at = '\0';
-        *version = at + 1;
-        return true;
+    if (!at || !at[1]) {
+        fail_msg("usage: clad %s", usage_line);
+        return EXIT_USAGE;
     }
-    fail_msg("usage: clad %s (a version number after '@')", usage_line);
-    return false;
+    *at = '\0';
+    if (valid_id(at + 1)) {
+        snprintf(version, vsize, "%s", at + 1);
+        return 0;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "/v1/tasks/%s", task);
+    options q = *o;
+    q.json = false;
+    json_t *t = NULL;
+    int rc = get_json(&q, path, &t);
+    if (rc) return rc;
+    json_t *v = json_object_get(json_object_get(t, "aliases"), at + 1);
+    if (json_is_integer(v)) snprintf(version, vsize, "%lld", (long long)json_integer_value(v));
+    else fail_msg("not_found: task '%s' has no alias '%s'", task, at + 1);
+    json_decref(t);
+    return json_is_integer(v) ? 0 : EXIT_NOT_FOUND;
 }
 
 static char *reason_body(const options *o)
@@ -112,14 +128,17 @@ static char *reason_body(const options *o)
 
 static int cmd_promote(const options *o)
 {
-    char task[160], path[320];
-    const char *v = NULL;
-    if (o->n_args != 1 || !split_ref(o->args[0], task, sizeof task, &v, "promote TASK@VERSION [--reason TEXT]"))
+    char task[160], path[320], v[24];
+    if (o->n_args != 1) {
+        fail_msg("usage: clad promote TASK@VERSION|TASK@ALIAS [--reason TEXT]");
         return EXIT_USAGE;
+    }
+    int rc = resolve_ref(o, o->args[0], task, sizeof task, v, sizeof v, "promote TASK@VERSION|TASK@ALIAS [--reason TEXT]");
+    if (rc) return rc;
     snprintf(path, sizeof path, "/v1/tasks/%s/versions/%s/promote", task, v);
     char *body = reason_body(o);
     json_t *r = NULL;
-    int rc = send_json(o, "POST", path, "application/json", body, strlen(body), &r);
+    rc = send_json(o, "POST", path, "application/json", body, strlen(body), &r);
     free(body);
     if (!rc && r)
         printf("promoted %s@%lld: active %lld -> %lld%s\n", task, num(r, "to"), num(r, "from"), num(r, "to"),
@@ -132,8 +151,7 @@ static int cmd_delete(const options *o)
 {
     static const char usage_line[] = "delete task NAME | base NAME | alias TASK NAME | version TASK@VERSION";
     const char *what = o->n_args ? o->args[0] : "";
-    char path[320], task[160];
-    const char *v = NULL;
+    char path[320], task[160], v[24];
     bool alias = !strcmp(what, "alias");
     if (!strcmp(what, "task") && o->n_args == 2) {
         snprintf(path, sizeof path, "/v1/tasks/%s", o->args[1]);
@@ -142,7 +160,8 @@ static int cmd_delete(const options *o)
     } else if (alias && o->n_args == 3) {
         snprintf(path, sizeof path, "/v1/tasks/%s/aliases/%s", o->args[1], o->args[2]);
     } else if (!strcmp(what, "version") && o->n_args == 2) {
-        if (!split_ref(o->args[1], task, sizeof task, &v, usage_line)) return EXIT_USAGE;
+        int rc = resolve_ref(o, o->args[1], task, sizeof task, v, sizeof v, usage_line);
+        if (rc) return rc;
         snprintf(path, sizeof path, "/v1/tasks/%s/versions/%s", task, v);
     } else {
         fail_msg("usage: clad %s", usage_line);

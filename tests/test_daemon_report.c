@@ -343,7 +343,7 @@ TEST_TIMEOUT(daemon_lifecycle_promote_policies, 120)
     CHECK_MSG(strstr(out, "candidate        -> 2") && strstr(out, "is below"), "%s", out);
     free(out);
     /* An operator promotes it anyway; it stops being the candidate. */
-    out = clad_ok(&g, 0, "promote a@2 --reason 'operator says so'");
+    out = clad_ok(&g, 0, "promote a@candidate --reason 'operator says so'");
     CHECK_MSG(strstr(out, "active 1 -> 2") && strstr(out, "no longer the candidate"), "%s", out);
     free(out);
     CHECK_INT_EQ(alias_of(&g, "a", "active"), 2);
@@ -359,6 +359,7 @@ TEST_TIMEOUT(daemon_lifecycle_promote_policies, 120)
     CHECK_INT_EQ(alias_of(&g, "a", "active"), 3);
     CHECK_INT_EQ(alias_of(&g, "a", "candidate"), 4);
     free(clad_ok(&g, 4, "promote a@99"));
+    free(clad_ok(&g, 4, "promote a@nope"));
     free(clad_ok(&g, 2, "promote a"));
     char *body = NULL;
     CHECK_INT_EQ(curl_req(&g.d, "POST", "/v1/tasks/a/train?promote=maybe",
