@@ -111,10 +111,11 @@ static int resolve_ref(const options *o, const char *arg, char *task, size_t siz
     int rc = get_json(&q, path, &t);
     if (rc) return rc;
     json_t *v = json_object_get(json_object_get(t, "aliases"), at + 1);
-    if (json_is_integer(v)) snprintf(version, vsize, "%lld", (long long)json_integer_value(v));
+    bool found = json_is_integer(v);
+    if (found) snprintf(version, vsize, "%lld", (long long)json_integer_value(v));
     else fail_msg("not_found: task '%s' has no alias '%s'", task, at + 1);
     json_decref(t);
-    return json_is_integer(v) ? 0 : EXIT_NOT_FOUND;
+    return found ? 0 : EXIT_NOT_FOUND;
 }
 
 static char *reason_body(const options *o)
