@@ -203,7 +203,9 @@ TEST_TIMEOUT(daemon_report_html_renders_in_chromium, 180)
     const char *html = in_tmp("report.html");
     free(clad_ok(&g, 0, "report --out '%s'", html));
     char *page = NULL;
+    double t0 = now_s();
     CHECK_INT_EQ(curl_req(&g.d, "GET", "/v1/bases/mlp/report", NULL, &page, NULL), 200);
+    printf("# report: %zu bytes in %.1f ms (curl included)\n", strlen(page), (now_s() - t0) * 1e3);
     static const char *const ids[] = {"plot-matrix", "plot-ranks", "plot-overlap", "plot-distance", "plot-params", "plot-aliases"};
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         char needle[64];
