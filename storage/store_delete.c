@@ -1,8 +1,9 @@
 /* Deleting whole tasks and bases, refused while anything outside them depends on them.
  *
  * A task's own aliases, alias history, versions, evaluations and accuracy-matrix entries go with it; what
- * blocks the delete is what lives elsewhere: versions of other tasks that name one of its versions as a
- * parent (fusions, merges, reused changes) and jobs still queued or running for it. A base is blocked by
+ * blocks the delete is what lives elsewhere: versions of other tasks that need one of its versions at run
+ * time (version_deps: a fusion's sources) or name one as a parent (fusions, merges, reused changes), and
+ * jobs still queued or running for it. A base is blocked by
  * the tasks on it. The refusal names what depends, so the operator knows what to delete first.
  */
 #include <stdio.h>
@@ -40,6 +41,14 @@ int store_task_delete(store *s, const char *task, int peer_uid, clad_err *err)
     rc = task_id(s, task, &tid, err);
     if (rc == 0)
         rc = name_rows(s, list, sizeof list, &n, err,
+                       "SELECT t.name || '@' || v.version || ' (needs ' || nt.name || '@' || n.version || ')'"
+                       " FROM version_deps d JOIN versions n ON n.id = d.needs_id JOIN tasks nt ON nt.id = n.task_id"
+                       " JOIN versions v ON v.id = d.version_id JOIN tasks t ON t.id = v.task_id"
+                       " WHERE n.task_id = ?1 AND v.task_id != ?1 ORDER BY 1", tid);
+    if (rc == 0 && n)
+        rc = clad_err_set(err, CLAD_ECONFLICT, "task '%s' is needed at run time by %s; delete those first", task, list);
+    if (rc == 0)
+        rc = name_rows(s, list, sizeof list, &n, err,
                        "SELECT DISTINCT t.name || '@' || v.version FROM version_parents p"
                        " JOIN versions v ON v.id = p.child_id JOIN tasks t ON t.id = v.task_id"
                        " WHERE p.parent_task_id = ?1 AND v.task_id != ?1 ORDER BY 1", tid);
@@ -51,10 +60,12 @@ int store_task_delete(store *s, const char *task, int peer_uid, clad_err *err)
                        " WHERE id = ?1) AND state IN ('queued', 'running') ORDER BY id", tid);
     if (rc == 0 && n)
         rc = clad_err_set(err, CLAD_ECONFLICT, "task '%s' has unfinished work: %s; cancel it first", task, list);
-    /* Children before parents: aliases point at versions and history rows. */
+    /* Children before parents: aliases point at versions and history rows, and the task's own version_deps
+     * rows at its versions (they would cascade; deleting them first does not depend on that). */
     static const char *const deletes[] = {
         "DELETE FROM aliases WHERE task_id = ?1",
         "DELETE FROM alias_history WHERE task_id = ?1",
+        "DELETE FROM version_deps WHERE version_id IN (SELECT id FROM versions WHERE task_id = ?1)",
         "DELETE FROM versions WHERE task_id = ?1",
         "DELETE FROM accuracy_matrix WHERE after_task_id = ?1 OR eval_task_id = ?1",
         "DELETE FROM evaluations WHERE task_id = ?1",
