@@ -445,6 +445,13 @@ TEST_TIMEOUT(daemon_lifecycle_delete_refuses_dependents, 120)
     CHECK_INT_EQ(audited(&g, "base.delete", "base:mlp"), 1);
     CHECK_INT_EQ(curl_req(&g.d, "GET", "/v1/bases/mlp", NULL, &body, NULL), 404);
     free(body);
+    /* Nothing of the deleted tasks and base stays in memory, and the cache's byte counts say so. */
+    json_t *st = get_json_ok(&g, "/v1/status"), *loaded = json_object_get(st, "loaded");
+    CHECK_INT_EQ(json_integer_value(json_object_get(loaded, "adapters")), 0);
+    CHECK_INT_EQ(json_integer_value(json_object_get(loaded, "adapter_bytes")), 0);
+    CHECK_INT_EQ(json_integer_value(json_object_get(loaded, "bases")), 0);
+    CHECK_INT_EQ(json_integer_value(json_object_get(loaded, "base_bytes")), 0);
+    json_decref(st);
     free(clad_ok(&g, 4, "delete base mlp"));
     CHECK_INT_EQ(daemon_stop(&g.d, SIGTERM, 10), 0);
 }
