@@ -124,17 +124,25 @@ static int matrix_json(cladd *app, const char *base, json_t *stream, json_t **ou
     return 0;
 }
 
+/* The stream of versions on the route's base and its matrix (new references); answers the error and
+ * returns false. */
+static bool stream_and_matrix(http_req *req, json_t **stream, json_t **m)
+{
+    const char *base = http_req_param(req, "name");
+    clad_err err = {0};
+    *stream = *m = NULL;
+    if (stream_versions(req->app, base, stream, &err) || matrix_json(req->app, base, *stream, m, &err)) {
+        json_decref(*stream);
+        http_reply_err(req, &err);
+        return false;
+    }
+    return true;
+}
+
 static void matrix_get(http_req *req)
 {
-    cladd *app = req->app;
-    const char *base = http_req_param(req, "name");
-    json_t *stream = NULL, *m = NULL;
-    clad_err err = {0};
-    if (stream_versions(app, base, &stream, &err) || matrix_json(app, base, stream, &m, &err)) {
-        json_decref(stream);
-        http_reply_err(req, &err);
-        return;
-    }
+    json_t *stream, *m;
+    if (!stream_and_matrix(req, &stream, &m)) return;
     json_decref(stream);
     http_reply_json(req, 200, m);
 }
@@ -167,13 +175,9 @@ static void report_get(http_req *req)
 {
     cladd *app = req->app;
     const char *base = http_req_param(req, "name");
-    json_t *stream = NULL, *m = NULL;
+    json_t *stream, *m;
     clad_err err = {0};
-    if (stream_versions(app, base, &stream, &err) || matrix_json(app, base, stream, &m, &err)) {
-        json_decref(stream);
-        http_reply_err(req, &err);
-        return;
-    }
+    if (!stream_and_matrix(req, &stream, &m)) return;
     json_t *doc = json_pack("{s:s,s:s,s:o,s:o,s:o}", "base", base, "clad_version", CLAD_VERSION, "matrix", m,
                             "versions", stream, "aliases", alias_histories(app, stream));
     char *html = NULL;
