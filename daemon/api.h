@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "daemon/config.h"
@@ -71,7 +72,13 @@ extern const route api_tasks_routes[];  /* /v1/tasks... (registry reads, rollbac
 extern const route api_train_routes[];  /* POST /v1/tasks/{name}/train */
 extern const route api_serve_routes[];
 extern const route api_merge_routes[];  /* POST /v1/merges/{name} */  /* predict and evaluate */
+extern const route api_lifecycle_routes[]; /* promote; delete aliases, tasks, bases */
+extern const route api_report_routes[];    /* matrix, report, loaded models */
 extern const route api_debug_routes[];  /* /v1/debug/...: only with --enable-test-routes, for tests */
+
+/* Writes the per task series of /v1/metrics: serving counters and the active versions' held-out accuracy
+ * and training seconds (daemon/api_report.c). */
+void report_metrics_write(cladd *app, FILE *f);
 
 /* Answers a job: its JSON with status (200, or 202 right after a submit), or with ?follow=1 an NDJSON
  * stream with that status: {"event":"job","job":{...}} first, then the job's progress events, then

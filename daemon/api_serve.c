@@ -16,7 +16,9 @@
 #include "core/train.h"
 #include "daemon/api.h"
 #include "daemon/api_util.h"
+#include "daemon/eval_record.h"
 #include "daemon/log.h"
+#include "daemon/task_counters.h"
 #include "io/merge_io.h"
 
 #define SERVE_MAX_SAMPLES 1000000
@@ -39,6 +41,7 @@ typedef struct serve_call {
     eval_result ev;
     char data_sha[SHA256_HEX_SIZE];
     bool gone;
+    bool cache_hit;         /* the adapter was already loaded */
 } serve_call;
 
 /* Reads {"inputs": [[...], ...]} into a dataset without labels. */
@@ -118,29 +121,6 @@ done:
     return rc;
 }
 
-/* The latest version committed on the same base: the "after" row of the accuracy matrix. */
-static int latest_on_base(cladd *app, const char *base, store_ref *out)
-{
-    store_task *tasks = NULL;
-    size_t n = 0;
-    int64_t best_ms = -1;
-    if (store_tasks_list(app->st, &tasks, &n, NULL)) return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(tasks[i].base, base) || !tasks[i].latest_version) continue;
-        store_version *v = NULL;
-        if (store_version_get(app->st, tasks[i].name, tasks[i].latest_version, 0, &v, NULL) == 0) {
-            if (v->created_ms > best_ms) {
-                best_ms = v->created_ms;
-                snprintf(out->task, sizeof out->task, "%s", v->task);
-                out->version = v->version;
-            }
-            store_version_free(v);
-        }
-    }
-    store_tasks_free(tasks, n);
-    return best_ms >= 0 ? 0 : -1;
-}
-
 /* Gives back the adapter a request used: the registry's reference, or the request's own merge adapter. */
 static void serve_release(cladd *app, loaded_adapter *la, bool own)
 {
@@ -159,28 +139,19 @@ static void serve_done(void *argp, int status, const clad_err *err)
     serve_call *c = argp;
     http_req *req = c->req;
     cladd *app = c->app;
+    if (!status) task_counters_add(c->la->task, c->la->version, c->evaluate, c->n, c->cache_hit);
     if (status) {
         http_reply_err(req, err);
     } else if (c->evaluate) {
         clad_err e = {0};
-        store_eval ev = {.version = {.version = c->la->version}, .accuracy = c->ev.accuracy, .loss = c->ev.loss,
-                         .n_samples = c->ev.n};
-        snprintf(ev.version.task, sizeof ev.version.task, "%s", c->la->task);
-        memcpy(ev.data_sha256, c->data_sha, sizeof ev.data_sha256);
-        int64_t id = 0;
-        /* Recording is a write: only for peers that may write; others just get the numbers. */
-        bool may_record = router_peer_may_write(app->rt, req->peer, NULL, 0);
-        if (!may_record) e.code = CLAD_EDENIED;
-        else if (store_eval_add(app->st, &ev, app_peer_uid(req), &id, &e) == 0) {
-            store_acc_entry ae = {.evaluated = ev.version, .accuracy = c->ev.accuracy, .loss = c->ev.loss,
-                                  .n_samples = c->ev.n};
-            if (latest_on_base(app, c->la->base->name, &ae.after) == 0)
-                store_matrix_add(app->st, &ae, 1, app_peer_uid(req), &e);
-        }
-        if (e.code && may_record) log_warning("evaluation of %s@%lld not recorded: %s", c->la->task, (long long)c->la->version, e.msg);
-        http_reply_json(req, 200, json_pack("{s:s,s:I,s:f,s:f,s:i,s:b}", "task", c->la->task, "version",
-                                            (json_int_t)c->la->version, "accuracy", (double)c->ev.accuracy, "loss",
-                                            (double)c->ev.loss, "samples", c->ev.n, "recorded", !e.code));
+        json_t *rec = eval_record(app, req, c->la->task, c->la->version, c->la->base->name, &c->ev, c->data_sha, &e);
+        if (e.code && e.code != CLAD_EDENIED)
+            log_warning("evaluation of %s@%lld not recorded: %s", c->la->task, (long long)c->la->version, e.msg);
+        json_t *reply = json_pack("{s:s,s:I,s:f,s:f,s:i}", "task", c->la->task, "version", (json_int_t)c->la->version,
+                                  "accuracy", (double)c->ev.accuracy, "loss", (double)c->ev.loss, "samples", c->ev.n);
+        json_object_update(reply, rec);
+        json_decref(rec);
+        http_reply_json(req, 200, reply);
     } else {
         /* The reply is as large as the request: every append is checked, so running out of memory is a
          * 503 for this request and never a reply with rows missing. */
@@ -253,6 +224,7 @@ static void serve(http_req *req, bool evaluate)
     int64_t version = 0;
     bool probs = true;
     /* Probabilities are on unless ?probs=0 (an absent flag reads as false). */
+    if (evaluate && !eval_record_check(req)) return;
     if ((http_req_query(req, "probs") && http_req_query_bool(req, "probs", &probs, &err)) ||
         resolve_version(app, req, task, &version, &err)) {
         http_reply_err(req, &err);
@@ -271,6 +243,7 @@ static void serve(http_req *req, bool evaluate)
     int rc = source ? load_merge_source(app, task, version, source, &c->la, &err)
                     : registry_adapter_get(app->reg, app->st, task, version, &c->la, &err);
     c->own = source != NULL;
+    c->cache_hit = !rc && c->la->hits > 0; /* a fresh load starts at 0 hits */
     if (rc || job_queue_compute(app->jobs, serve_work, serve_done, c, &err)) {
         serve_release(app, c->la, c->own);
         free(c);
@@ -284,6 +257,6 @@ static void evaluate(http_req *req) { serve(req, true); }
 #define SERVE_TYPES "application/json,application/octet-stream,application/x-safetensors,text/csv"
 const route api_serve_routes[] = {
     {"POST", "/v1/tasks/{name}/predict{?version,alias,probs,task}", ROUTE_READ, predict, SERVE_TYPES, "predict labels and probabilities"},
-    {"POST", "/v1/tasks/{name}/evaluate{?version,alias,task}", ROUTE_READ, evaluate, SERVE_TYPES, "accuracy and loss on labelled data"},
+    {"POST", "/v1/tasks/{name}/evaluate{?version,alias,task,data_name,data_task}", ROUTE_READ, evaluate, SERVE_TYPES, "accuracy and loss on labelled data"},
     ROUTE_END,
 };

@@ -144,6 +144,7 @@ static void prometheus(http_req *req)
     fprintf(f, "# HELP clad_build_info The running version.\n# TYPE clad_build_info gauge\n"
                "clad_build_info{version=\"%s\"} 1\n",
             CLAD_VERSION);
+    report_metrics_write(app, f);
     if (fclose(f) != 0 || !text) {
         free(text);
         http_reply_error(req, CLAD_ENOMEM, "out of memory");

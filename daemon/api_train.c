@@ -24,6 +24,7 @@
 #include "daemon/api.h"
 #include "daemon/api_util.h"
 #include "daemon/log.h"
+#include "daemon/train_promote.h"
 #include "io/dataset_io.h"
 #include "io/model_io.h"
 #include "io/signature_io.h"
@@ -50,6 +51,8 @@ typedef struct train_arg {
     adapter *fuse_src[FUSION_MAX_SOURCES]; /* loaded by the job, alive while the fusion adapter is */
     int peer_uid;
     http_req *req;              /* while the upload is hashed, before the job is submitted */
+    promote_policy promote;     /* ?promote=: whether the new version becomes active */
+    bool promoted;              /* the decision, recorded in lineage.promotion by run */
     /* results, from run to finish */
     int n_classes;
     uint8_t *blob;
@@ -217,6 +220,14 @@ static int fusion_train(job *j, train_arg *a, const dataset *tr, const dataset *
     return rc;
 }
 
+/* Decides promotion (worker thread) and records the decision in the lineage. */
+static void record_promotion(train_arg *a, const model *m, const dataset *ho, double holdout_accuracy)
+{
+    json_t *d = promote_judge(a->promote, a->db_path, m, a->task, ho, holdout_accuracy);
+    a->promoted = json_is_true(json_object_get(d, "promoted"));
+    json_object_set_new(a->lineage, "promotion", d);
+}
+
 static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
 {
     train_arg *a = argp;
@@ -254,6 +265,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
         a->metrics = json_pack("{s:o,s:o,s:i,s:I,s:f}", "holdout_accuracy", ho.n ? json_real(fev.accuracy) : json_null(),
                                "holdout_loss", ho.n ? json_real(fev.loss) : json_null(), "holdout_samples", ho.n,
                                "adapter_params", (json_int_t)adapter_param_count(ad), "train_seconds", fres.seconds);
+        record_promotion(a, m, &ho, fev.accuracy);
         a->wall = uv_hrtime() * 1e-9 - t0;
         *result = json_pack("{s:s,s:O,s:O}", "task", a->task, "fusion", json_object_get(a->lineage, "fusion"), "metrics",
                             a->metrics);
@@ -319,6 +331,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     if ((rc = job_evaluate(j, m, ad, &tr, &ev_tr, err))) goto done;
     if (ho.n && (rc = job_evaluate(j, m, ad, &ho, &ev_ho, err))) goto done;
     int n_holdout = ho.n;
+    record_promotion(a, m, &ho, ev_ho.accuracy);
     dataset_finish(&tr);
     dataset_finish(&ho);
     a->metrics = json_pack("{s:f,s:f,s:o,s:o,s:i,s:I,s:f}", "train_accuracy", (double)ev_tr.accuracy, "train_loss",
@@ -383,6 +396,7 @@ static int train_job_finish(job *j, void *argp, int status, clad_err *err)
         .base_sha256 = a->base->sha256,
         .data_sha256 = a->data_sha, .lineage_json = lineage, .hparams_json = hparams, .metrics_json = metrics_text,
         .seed = a->seed, .wall_time_s = a->wall, .job_id = app_store_job_id(app, j), .create_task = &ti,
+        .flags = a->promoted ? 0 : STORE_PUT_KEEP_ACTIVE,
     };
     int64_t version = 0;
     int rc = store_version_put(app->st, &vi, a->peer_uid, &version, err);
@@ -393,6 +407,11 @@ static int train_job_finish(job *j, void *argp, int status, clad_err *err)
         log_info("task '%s' version %lld stored (%zu bytes)", a->task, (long long)version, a->blob_len);
         json_t *res = job_run_result(j);
         if (res) json_object_set_new(res, "version", json_integer(version));
+        if (res) json_object_set_new(res, "promoted", json_boolean(a->promoted));
+        clad_err perr = {0};
+        if (!a->promoted &&
+            promote_park(app, a->task, version, json_object_get(a->lineage, "promotion"), a->peer_uid, &perr))
+            log_warning("version %lld of '%s' not aliased as candidate: %s", (long long)version, a->task, perr.msg);
     }
     return rc;
 }
@@ -446,6 +465,7 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
     if (!rc) rc = query_float(req, "alpha", 1e-3, 1e4, &alpha, err);
     if (!rc) rc = query_float(req, "holdout", 0.0, 0.5, &holdout, err);
     if (!rc) rc = query_float(req, "prune", 0.5, 1.0, &prune, err);
+    if (!rc) rc = promote_parse(req, &a->promote, err);
     const char *kind = http_req_query(req, "kind");
     if (!rc && kind) {
         if (!strcmp(kind, "tl5")) a->tied = TIED_TL5;
@@ -485,6 +505,7 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
                            "lr", (double)a->tc.lr, "seed", (json_int_t)seed, "alpha", (double)a->cl.alpha, "holdout",
                            holdout, "rank", pol, "weight_decay", (double)a->tc.weight_decay, "clip", (double)a->tc.clip,
                            "prune", a->prune > 0 ? json_real(a->prune) : json_null());
+    json_object_set_new(a->hparams, "promote", json_string(promote_policy_name(a->promote)));
     json_object_set_new(a->hparams, "kind", json_string(a->n_fuse ? "fusion" : a->tied == TIED_TL5 ? "tl5"
                                                         : a->tied == TIED_TL6 ? "tl6" : "lora"));
     return 0;
@@ -573,7 +594,7 @@ static void train_post(http_req *req)
 }
 
 const route api_train_routes[] = {
-    {"POST", "/v1/tasks/{name}/train{?base,rank,epochs,batch,lr,seed,alpha,holdout,kind,fuse_with,prune,follow}", ROUTE_WRITE, train_post,
+    {"POST", "/v1/tasks/{name}/train{?base,rank,epochs,batch,lr,seed,alpha,holdout,kind,fuse_with,prune,promote,follow}", ROUTE_WRITE, train_post,
      "application/octet-stream,application/x-safetensors,text/csv", "train a new version of a task (job)"},
     ROUTE_END,
 };

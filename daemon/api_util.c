@@ -55,10 +55,13 @@ bool train_reporter_step(void *ctx, const train_progress *p)
         char status[160];
         snprintf(status, sizeof status, "%s: epoch %d/%d step %ld/%ld loss %.3f", r->what, p->epoch, p->epochs,
                  p->step, p->steps, (double)p->loss);
-        job_post(r->j, json_pack("{s:s,s:i,s:i,s:I,s:I,s:f,s:f,s:f,s:s}", "event", "step", "epoch", p->epoch,
-                                 "epochs", p->epochs, "step", (json_int_t)p->step, "steps", (json_int_t)p->steps,
-                                 "loss", (double)p->loss, "lr", (double)p->lr, "seconds", p->seconds, "status",
-                                 status));
+        json_t *ev = json_pack("{s:s,s:i,s:i,s:I,s:I,s:f,s:f,s:f,s:s}", "event", "step", "epoch", p->epoch,
+                               "epochs", p->epochs, "step", (json_int_t)p->step, "steps", (json_int_t)p->steps,
+                               "loss", (double)p->loss, "lr", (double)p->lr, "seconds", p->seconds, "status", status);
+        /* done/total are what every client's progress bar reads (docs/API.md, Streams). */
+        json_object_set_new(ev, "done", json_integer(p->step));
+        json_object_set_new(ev, "total", json_integer(p->steps));
+        job_post(r->j, ev);
     }
     return true;
 }

@@ -12,6 +12,7 @@
  *   7  busy (503): try again later
  *   8  a followed job ended without succeeding (failed, cancelled or interrupted)
  *   9  the reply was cut off or malformed
+ *   130  Ctrl-C while following a job (which goes on in the daemon unless cancelled when asked)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -220,7 +221,8 @@ static const cli_command core_commands[] = {
     {NULL, NULL, NULL, NULL, NULL, NULL},
 };
 
-static const cli_command *const command_tables[] = {core_commands, cli_task_commands};
+static const cli_command *const command_tables[] = {core_commands, cli_task_commands, cli_report_commands,
+                                                    cli_lifecycle_commands};
 
 static const cli_command *find_command(const char *name)
 {
@@ -250,7 +252,8 @@ static void usage(FILE *f)
             "  --help          this text; after a command, that command's options\n"
             "\n"
             "exit codes: 0 ok, 1 error reply, 2 usage, 3 cannot connect, 4 not found, 5 denied,\n"
-            "            6 conflict, 7 busy, 8 followed job did not succeed, 9 bad reply\n");
+            "            6 conflict, 7 busy, 8 followed job did not succeed, 9 bad reply,\n"
+            "            130 Ctrl-C while following a job\n");
 }
 
 static int cmd_help(const options *o)
@@ -296,6 +299,10 @@ int main(int argc, char **argv)
             o.follow = true;
             continue;
         }
+        if (!strcmp(a, "-d")) {
+            o.detach = true;
+            continue;
+        }
         if (a[0] != '-' || !strcmp(a, "-") || (a[1] != '-' && command)) {
             /* A command, an argument, "-" (stdin), or a negative number after the command. */
             if (!command) command = a;
@@ -313,7 +320,7 @@ int main(int argc, char **argv)
         /* --key value or --key=value (the '=' is cut in place; argv is ours). */
         char *key = a + 2, *value = strchr(key, '=');
         if (value) *value++ = '\0';
-        bool is_flag = !strcmp(key, "help") || !strcmp(key, "json") || !strcmp(key, "follow") ||
+        bool is_flag = !strcmp(key, "help") || !strcmp(key, "json") || !strcmp(key, "follow") || !strcmp(key, "detach") ||
                        (!strcmp(key, "version") && !command && !value);
         if (is_flag && value) {
             fail_msg("--%s takes no value", key);
@@ -329,6 +336,8 @@ int main(int argc, char **argv)
             o.json = true;
         } else if (!strcmp(key, "follow")) {
             o.follow = true;
+        } else if (!strcmp(key, "detach")) {
+            o.detach = true;
         } else {
             if (!value && i + 1 < argc) value = argv[++i];
             if (!value) {
@@ -364,12 +373,16 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     for (int i = 0; i < o.n_opts; i++)
-        if (!listed(c->options, o.opt_key[i]) || !strcmp(o.opt_key[i], "follow")) {
+        if (!listed(c->options, o.opt_key[i]) || !strcmp(o.opt_key[i], "follow") || !strcmp(o.opt_key[i], "detach")) {
             fail_msg("clad %s does not take --%s (clad %s --help lists its options)", command, o.opt_key[i], command);
             return EXIT_USAGE;
         }
     if (o.follow && !listed(c->options, "follow")) {
         fail_msg("clad %s does not take --follow", command);
+        return EXIT_USAGE;
+    }
+    if (o.detach && !listed(c->options, "detach")) {
+        fail_msg("clad %s does not take --detach", command);
         return EXIT_USAGE;
     }
     o.state = cli_opt(&o, "state");

@@ -26,6 +26,7 @@ enum {
     EXIT_BUSY = 7,
     EXIT_JOB_FAILED = 8,
     EXIT_PROTOCOL = 9,
+    EXIT_INTERRUPTED = 130, /* Ctrl-C while following a job (the job itself goes on unless cancelled) */
 };
 
 #define REQUEST_TIMEOUT_MS 60000
@@ -35,6 +36,7 @@ typedef struct options {
     const char *socket;
     bool json;
     bool follow;
+    bool detach;      /* --detach: submit a job, print its id, do not follow */
     const char *state;
     const char *lane;
     const char *content_type;
@@ -110,6 +112,9 @@ typedef struct task_ref {
 bool task_ref_parse(const char *arg, task_ref *r);
 /* True when TASK@something was given. */
 bool task_ref_has_ref(const task_ref *r);
+/* The version number TASK@VERSION or TASK@ALIAS names (an alias is looked up through the daemon):
+ * 0, or an exit code after saying why (EXIT_NOT_FOUND for an unknown alias). r must have a ref. */
+int task_ref_version(const options *o, const task_ref *r, long long *out);
 
 /* --- commands ---------------------------------------------------------------------------------------- */
 
@@ -132,5 +137,18 @@ void cli_command_help(const cli_command *c, FILE *f);
 /* A daemon error message in the CLI's words: "query parameter 'fuse_with'" and "?base=" become
  * "--fuse-with" and "--base". */
 void cli_words(const char *msg, char *out, size_t size);
+
+/* Report and inspection commands (daemon/cli_report.c): matrix, report, ps, aliases, health. */
+extern const cli_command cli_report_commands[];
+/* Lifecycle commands (daemon/cli_lifecycle.c): promote, delete. */
+extern const cli_command cli_lifecycle_commands[];
+
+/* Ctrl-C while following a job (daemon/cli_lifecycle.c): arm installs the handler, request() tells it the
+ * socket to shut down so the wait ends at once; resolve asks whether to cancel the job (on a terminal) or
+ * says that it continues and how to cancel it, and returns EXIT_INTERRUPTED (or a failed cancel's code). */
+void cli_interrupt_arm(void);
+void cli_interrupt_set_fd(int fd);
+bool cli_interrupted(void);
+int cli_interrupt_resolve(const options *o, long long job_id);
 
 #endif

@@ -2,6 +2,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,10 +74,12 @@ int request(const options *o, client_request *rq, client_response *resp)
         fail_msg("%s", err.msg);
         return EXIT_CONNECT;
     }
+    cli_interrupt_set_fd(fd);
     int rc = client_exchange(fd, rq, resp, &err);
+    cli_interrupt_set_fd(-1);
     close(fd);
     if (rc != 0) {
-        fail_msg("%s", err.msg);
+        if (!cli_interrupted()) fail_msg("%s", err.msg); /* Ctrl-C cut it: the caller explains */
         return exit_for_client_error(rc);
     }
     return 0;
@@ -158,6 +161,7 @@ typedef struct follow_state {
     const options *o;
     bool tty;
     bool bar_shown;
+    long long job_id; /* from the first event, for Ctrl-C */
     char final_state[32];
     char error[400]; /* "code: message" of an error reply */
 } follow_state;
@@ -176,10 +180,9 @@ static void draw_bar(follow_state *f, json_t *ev)
     for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '-';
     bar[width] = '\0';
     if (frac >= 0)
-        printf("\r\033[K[%s] %3.0f%%  %s", bar, frac * 100, status ? status : "");
+        fprintf(stderr, "\r\033[K[%s] %3.0f%%  %s", bar, frac * 100, status ? status : "");
     else
-        printf("\r\033[K%s", status ? status : "working");
-    fflush(stdout);
+        fprintf(stderr, "\r\033[K%s", status ? status : "working");
     f->bar_shown = true;
 }
 
@@ -190,6 +193,7 @@ static int on_follow_line(char *line, size_t len, void *data)
     json_t *ev = json_loadb(line, len, 0, NULL);
     const char *kind = json_string_value(json_object_get(ev, "event"));
     json_t *job = json_object_get(ev, "job");
+    if (kind && !strcmp(kind, "job")) f->job_id = num(job, "id");
     if (kind && !strcmp(kind, "end"))
         snprintf(f->final_state, sizeof f->final_state, "%s", str(job, "state"));
     json_t *err = kind ? NULL : json_object_get(ev, "error");
@@ -206,7 +210,7 @@ static int on_follow_line(char *line, size_t len, void *data)
         printf("job %lld (%s, lane %s): %s\n", num(job, "id"), str(job, "kind"), str(job, "lane"),
                str(job, "state"));
     } else if (kind && !strcmp(kind, "end")) {
-        if (f->bar_shown) printf("\n");
+        if (f->bar_shown) fputc('\n', stderr);
         json_t *e = json_object_get(job, "error");
         if (json_is_object(e)) printf("job %lld %s: %s\n", num(job, "id"), str(job, "state"), str(e, "message"));
         else printf("job %lld %s\n", num(job, "id"), str(job, "state"));
@@ -228,14 +232,21 @@ static int on_follow_line(char *line, size_t len, void *data)
 int follow_job(const options *o, const char *method, const char *path, const char *ctype,
                       const void *body, size_t body_len)
 {
-    follow_state f = {.o = o, .tty = isatty(STDOUT_FILENO)};
+    /* The bar goes to stderr when that is a terminal; otherwise one status line per event on stdout. */
+    follow_state f = {.o = o, .tty = isatty(STDERR_FILENO)};
     client_lines lines = {.on_line = on_follow_line, .data = &f, .max_line = 16u << 20};
     client_request rq = {.method = method, .path = path, .content_type = ctype, .body = body,
                          .body_len = body_len, .on_body = client_lines_feed, .data = &lines};
     client_response resp;
     /* A non-2xx reply is small JSON: collect it instead of splitting it. */
+    cli_interrupt_arm();
     int rc = request(o, &rq, &resp);
     client_lines_finish(&lines);
+    if (cli_interrupted()) {
+        if (!rc) client_response_finish(&resp);
+        return cli_interrupt_resolve(o, f.job_id);
+    }
+    signal(SIGINT, SIG_DFL);
     if (rc) return rc;
     if (resp.status < 200 || resp.status >= 300) {
         /* The error body went through the line splitter: printed as is with --json, else summarized. */

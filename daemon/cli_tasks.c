@@ -117,6 +117,20 @@ static int cmd_base(const options *o)
     return rc;
 }
 
+/* Submits a job without following it: prints its id (stdout) and how to follow it (stderr). */
+static int submit_detached(const options *o, const char *path, const char *ctype, const char *body, size_t len)
+{
+    json_t *j = NULL;
+    int rc = send_json(o, "POST", path, ctype, body, len, &j);
+    if (rc || !j) return rc;
+    printf("%lld\n", num(j, "id"));
+    if (isatty(STDERR_FILENO))
+        fprintf(stderr, "clad: job %lld %s; follow it with 'clad job %lld --follow'\n", num(j, "id"), str(j, "state"),
+                num(j, "id"));
+    json_decref(j);
+    return 0;
+}
+
 /* ---- showing a version ---- */
 
 /* A number as the API wrote it (at most 15 digits: 0.001 stays 0.001), or "-" when absent: `clad show`
@@ -265,8 +279,7 @@ static int get_version(const options *o, const task_ref *r, json_t **out)
     return get_version(o, &by_number, out);
 }
 
-/* The version number TASK@VERSION or TASK@ALIAS names (an alias is looked up). */
-static int ref_to_version(const options *o, const task_ref *r, long long *out)
+int task_ref_version(const options *o, const task_ref *r, long long *out)
 {
     if (r->version[0]) {
         *out = atoll(r->version);
@@ -318,16 +331,21 @@ static int cmd_train(const options *o)
     url_init(&u, "/v1/tasks");
     url_seg(&u, o->args[0]);
     url_seg(&u, "train");
-    const char *keys[] = {"base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind"};
+    const char *keys[] = {"base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind", "promote"};
     for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) url_query(&u, keys[k], cli_opt(o, keys[k]));
     url_query(&u, "fuse_with", cli_opt(o, "fuse-with"));
-    url_query(&u, "follow", "1");
+    if (!o->detach) url_query(&u, "follow", "1");
     const char *path = url_path(&u);
     if (!path) return EXIT_USAGE;
     char *body = NULL;
     size_t len = 0;
     int rc = read_body(o->args[1], &body, &len);
     if (rc) return rc;
+    if (o->detach) {
+        rc = submit_detached(o, path, content_type_for(o->args[1], body, len), body, len);
+        free(body);
+        return rc;
+    }
     rc = follow_job(o, "POST", path, content_type_for(o->args[1], body, len), body, len);
     free(body);
     if (rc || o->json) return rc;
@@ -451,7 +469,7 @@ static int cmd_rollback(const options *o)
     }
     long long target = to ? atoll(to) : 0;
     if (task_ref_has_ref(&r)) {
-        int rc = ref_to_version(o, &r, &target);
+        int rc = task_ref_version(o, &r, &target);
         if (rc) return rc;
     }
     json_t *b = move_body(o);
@@ -492,7 +510,7 @@ static int cmd_alias(const options *o)
     }
     long long version = o->n_args == 3 ? atoll(o->args[2]) : 0;
     if (!version) {
-        int rc = ref_to_version(o, &r, &version);
+        int rc = task_ref_version(o, &r, &version);
         if (rc) return rc;
     }
     json_t *b = json_pack("{s:I}", "version", (json_int_t)version);
@@ -526,12 +544,20 @@ static int cmd_serve(const options *o, bool evaluate)
         fail_msg("--version takes a version number");
         return EXIT_USAGE;
     }
-    if ((alias && !cli_name_ok("alias", alias)) || (source && !cli_name_ok("task", source))) return EXIT_USAGE;
+    const char *data_task = cli_opt(o, "data-task");
+    if ((alias && !cli_name_ok("alias", alias)) || (source && !cli_name_ok("task", source)) ||
+        (data_task && !cli_name_ok("task", data_task)))
+        return EXIT_USAGE;
     cli_url u;
     task_url(&u, ref.task, evaluate ? "/evaluate" : "/predict");
     url_query(&u, "version", version);
     url_query(&u, "alias", alias);
     url_query(&u, "task", source);
+    if (evaluate) { /* provenance for the report: the file's name, and whose test data it is */
+        const char *slash = strrchr(o->args[1], '/');
+        if (strcmp(o->args[1], "-")) url_query(&u, "data_name", slash ? slash + 1 : o->args[1]);
+        url_query(&u, "data_task", data_task);
+    }
     if (!evaluate && !o->json) url_query(&u, "probs", "0");
     const char *path = url_path(&u);
     if (!path) return EXIT_USAGE;
@@ -547,6 +573,8 @@ static int cmd_serve(const options *o, bool evaluate)
         printf("%s@%lld: accuracy %.4f, loss %.4f on %lld samples%s\n", str(r, "task"), num(r, "version"),
                dnum(r, "accuracy"), dnum(r, "loss"), num(r, "samples"),
                json_is_true(json_object_get(r, "recorded")) ? " (recorded)" : "");
+        if (json_is_false(json_object_get(r, "own_data")))
+            printf("data of task %s: kept apart from the accuracy matrix\n", str(r, "data_task"));
     } else {
         json_t *labels = json_object_get(r, "labels"), *l;
         size_t i;
@@ -604,9 +632,9 @@ const cli_command cli_task_commands[] = {
      "  --epochs N, --samples N, --seed N, --lr X, --batch N\n",
      cmd_base},
     {"train", "TASK FILE", "train a new version of TASK from a dataset file",
-     "base,rank,epochs,lr,batch,seed,alpha,holdout,prune,kind,fuse-with",
+     "base,rank,epochs,lr,batch,seed,alpha,holdout,prune,kind,fuse-with,promote,detach",
      "FILE is safetensors (x, y), IDX or CSV with the label first. The job is followed until it ends; then\n"
-     "the new version is shown as `clad show` does.\n"
+     "the new version is shown as `clad show` does. Ctrl-C while following asks whether to cancel the job.\n"
      "  --base B            the base of a new task (default: the only base)\n"
      "  --rank R            auto (default), fixed:N, linear, or auto:theta=0.01,r_max=16,budget=20000\n"
      "  --epochs N          passes over the data (default 2)\n"
@@ -614,7 +642,9 @@ const cli_command cli_task_commands[] = {
      "  --holdout F         fraction kept aside to measure the version (0..0.5, default 0.1)\n"
      "  --prune TAU         after training, keep the smallest ranks holding TAU of each layer's energy\n"
      "  --kind K            lora (default), tl5 or tl6 (Tied-LoRA)\n"
-     "  --fuse-with a,b,c   AdapterFusion over these tasks' active versions\n",
+     "  --fuse-with a,b,c   AdapterFusion over these tasks' active versions\n"
+     "  --promote P         always (default), if-better (than active on the held-out data) or never\n"
+     "  --detach, -d        submit the job, print its id and return (follow it with clad job ID --follow)\n",
      cmd_train},
     {"tasks", "", "list tasks with their active versions", NULL, "", cmd_tasks},
     {"versions", "TASK", "versions of a task, with aliases and held-out accuracy", NULL, "", cmd_versions},
@@ -642,9 +672,10 @@ const cli_command cli_task_commands[] = {
      "  --version V, --alias A   the same as TASK@V, TASK@A\n"
      "  --task SOURCE       for a merge: serve SOURCE's head\n",
      cmd_predict},
-    {"eval", "TASK[@VERSION|@ALIAS] FILE", "accuracy and loss on labelled data", "version,alias,task",
+    {"eval", "TASK[@VERSION|@ALIAS] FILE", "accuracy and loss on labelled data", "version,alias,task,data-task",
      REF_HELP "  --version V, --alias A   the same as TASK@V, TASK@A\n"
-     "  --task SOURCE       for a merge: evaluate SOURCE's head\n",
+     "  --task SOURCE       for a merge: evaluate SOURCE's head\n"
+     "  --data-task T       FILE is task T's test data: recorded, but kept out of TASK's matrix column\n",
      cmd_eval},
     {"merge", "NAME --tasks a,b,c", "merge the tasks' active adapters into one version",
      "tasks,method,drop,lambda,rank",

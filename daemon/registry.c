@@ -4,8 +4,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "io/model_io.h"
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 struct registry {
     loaded_base **bases;
@@ -85,6 +93,7 @@ static loaded_base *base_insert(registry *r, const char *name, const char *sha25
     b->m = m;
     b->bytes = m->params.total * sizeof(float);
     b->last_used = ++r->clock;
+    b->last_used_ms = wall_ms();
     r->bases = ptrs_reserve(r->bases, r->n_bases, &r->cap_bases);
     r->bases[r->n_bases++] = b;
     r->base_bytes += b->bytes;
@@ -127,6 +136,7 @@ int registry_base_get(registry *r, store *s, const char *name, loaded_base **out
     }
     b->refs++;
     b->last_used = ++r->clock;
+    b->last_used_ms = wall_ms();
     evict(r);
     *out = b;
     return 0;
@@ -168,13 +178,24 @@ static size_t base_victim(const registry *r)
     return victim;
 }
 
-/* Drops forgotten adapters nobody holds, then least-recently-used unreferenced adapters until they fit
- * their budget, then bases until they fit theirs: a free base first, else an adapter that is all that
- * keeps a base loaded (a fusion entry goes before its sources, which it holds). */
+static void base_remove_at(registry *r, size_t i)
+{
+    loaded_base *lb = r->bases[i];
+    r->base_bytes -= lb->bytes;
+    model_destroy(lb->m);
+    free(lb);
+    r->bases[i] = r->bases[--r->n_bases];
+}
+
+/* Drops forgotten adapters and bases nobody holds, then least-recently-used unreferenced adapters until
+ * they fit their budget, then bases until they fit theirs: a free base first, else an adapter that is all
+ * that keeps a base loaded (a fusion entry goes before its sources, which it holds). */
 static void evict(registry *r)
 {
     for (size_t i = r->n_adapters; i-- > 0;)
         if (r->adapters[i]->forgotten && !r->adapters[i]->refs) adapter_remove_at(r, i);
+    for (size_t i = r->n_bases; i-- > 0;)
+        if (!r->bases[i]->name[0] && !r->bases[i]->refs) base_remove_at(r, i);
     while (r->adapter_bytes > r->budget) {
         size_t victim = adapter_victim(r, false);
         if (victim == r->n_adapters) break; /* everything is in use */
@@ -183,11 +204,7 @@ static void evict(registry *r)
     while (r->base_bytes > r->base_budget) {
         size_t b = base_victim(r);
         if (b < r->n_bases) {
-            loaded_base *lb = r->bases[b];
-            r->base_bytes -= lb->bytes;
-            model_destroy(lb->m);
-            free(lb);
-            r->bases[b] = r->bases[--r->n_bases];
+            base_remove_at(r, b);
             continue;
         }
         size_t a = adapter_victim(r, true);
@@ -205,6 +222,8 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
             la->refs++;
             la->last_used = ++r->clock;
             la->base->last_used = r->clock;
+            la->last_used_ms = la->base->last_used_ms = wall_ms();
+            la->hits++;
             r->hits++;
             *out = la;
             return 0;
@@ -265,6 +284,7 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
     la->bytes = a->params.total * sizeof(float) + sizeof *a;
     la->refs = 1;
     la->last_used = ++r->clock;
+    la->last_used_ms = wall_ms();
     memcpy(la->deps, deps, (size_t)n_deps * sizeof *deps);
     la->n_deps = n_deps;
     r->adapters = ptrs_reserve(r->adapters, r->n_adapters, &r->cap_adapters);
@@ -302,4 +322,28 @@ void registry_get_stats(const registry *r, registry_stats *st)
     st->base_bytes = r->base_bytes;
     st->adapter_hits = r->hits;
     st->adapter_misses = r->misses;
+}
+
+const loaded_base *registry_base_at(const registry *r, size_t i)
+{
+    return i < r->n_bases ? r->bases[i] : NULL;
+}
+
+const loaded_adapter *registry_adapter_at(const registry *r, size_t i)
+{
+    return i < r->n_adapters ? r->adapters[i] : NULL;
+}
+
+void registry_forget_task(registry *r, const char *task)
+{
+    for (size_t i = 0; i < r->n_adapters; i++)
+        if (!strcmp(r->adapters[i]->task, task)) r->adapters[i]->forgotten = true;
+    evict(r);
+}
+
+void registry_forget_base(registry *r, const char *base)
+{
+    loaded_base *b = find_base(r, base);
+    if (b) b->name[0] = '\0'; /* never matches a name again; freed once nobody holds it */
+    evict(r);
 }

@@ -31,7 +31,8 @@ typedef struct loaded_base {
     int refs;           /* all holders: requests, jobs and cached adapters */
     int cache_refs;     /* the part of refs held by cached adapter entries */
     size_t bytes;
-    uint64_t last_used;
+    uint64_t last_used;  /* registry clock, for eviction */
+    int64_t last_used_ms; /* Unix ms of the last use, for `clad ps` */
 } loaded_base;
 
 typedef struct loaded_adapter {
@@ -43,6 +44,8 @@ typedef struct loaded_adapter {
     size_t bytes;
     int refs;
     uint64_t last_used;
+    int64_t last_used_ms;   /* Unix ms of the last get, for `clad ps` */
+    uint64_t hits;          /* gets served from the cache */
     struct loaded_adapter *deps[FUSION_MAX_SOURCES]; /* a fusion version's sources, referenced while loaded */
     int n_deps;
     bool forgotten;     /* deleted from the store: never handed out again, freed at its last release */
@@ -77,5 +80,13 @@ typedef struct registry_stats {
     uint64_t adapter_hits, adapter_misses;
 } registry_stats;
 void registry_get_stats(const registry *r, registry_stats *st);
+
+/* What is loaded, for listing: the i-th base or adapter (NULL past the end). Borrowed. */
+const loaded_base *registry_base_at(const registry *r, size_t i);
+const loaded_adapter *registry_adapter_at(const registry *r, size_t i);
+/* After a task or base was deleted from the store: its entries are no longer found by name (so a new
+ * task or base of that name loads afresh) and are freed once no request holds them. */
+void registry_forget_task(registry *r, const char *task);
+void registry_forget_base(registry *r, const char *base);
 
 #endif

@@ -148,6 +148,12 @@ int store_task_get(store *s, const char *name, store_task **out, clad_err *err);
 int store_tasks_list(store *s, store_task **out, size_t *n, clad_err *err);
 void store_task_free(store_task *t);
 void store_tasks_free(store_task *t, size_t n);
+/* Deletes a task with its versions, aliases, alias history, evaluations and matrix entries, in one
+ * transaction (storage/store_delete.c). CLAD_ECONFLICT, naming them, while versions of other tasks have
+ * one of its versions as a parent or while a job for it is queued or running. */
+int store_task_delete(store *s, const char *task, int peer_uid, clad_err *err);
+/* Deletes a base. CLAD_ECONFLICT, naming them, while tasks are on it. */
+int store_base_delete(store *s, const char *base, int peer_uid, clad_err *err);
 
 /* ---- Versions --------------------------------------------------------------------------------- */
 

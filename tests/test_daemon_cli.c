@@ -112,7 +112,10 @@ TEST(daemon_cli_checks_names_before_any_request)
         char args[1024];
         const char *forms[] = {"show %s", "versions %s", "rollback %s", "undo %s", "alias %s champion 1",
                                "alias t1 %s 1", "train %s x.csv", "base import %s x", "merge %s --tasks a,b",
-                               "merge m --tasks a,%s", "train t1 x.csv --base %s", "train t1 x.csv --fuse-with a,%s"};
+                               "merge m --tasks a,%s", "train t1 x.csv --base %s", "train t1 x.csv --fuse-with a,%s",
+                               "eval t1 x.csv --data-task %s", "matrix %s", "report %s", "aliases %s",
+                               "promote %s@1", "delete task %s", "delete base %s", "delete alias t1 %s",
+                               "delete alias %s champion", "delete version %s@1"};
         for (size_t k = 0; k < sizeof forms / sizeof forms[0]; k++) {
             char cmd[512];
             snprintf(cmd, sizeof cmd, forms[k], bad[i]);
@@ -127,8 +130,15 @@ TEST(daemon_cli_checks_names_before_any_request)
     expect_clad(&none, "show 'my task'", 2, "task name 'my task' is not valid");
     expect_clad(&none, "show ''", 2, "task name '' is not valid");
     expect_clad(&none, "show 'rot15?x=1'", 2, "task name 'rot15?x=1' is not valid");
+    /* Each command takes its own arguments and options only. */
+    expect_clad(&none, "ps x", 2, "takes no arguments");
+    expect_clad(&none, "health --out x", 2, "does not take --out");
+    expect_clad(&none, "matrix --detach", 2, "does not take --detach");
+    expect_clad(&none, "delete task rot15 --reason x", 2, "--reason goes with clad delete alias");
+    expect_clad(&none, "promote rot15", 2, "usage: clad promote");
     /* A good name gets as far as connecting. */
     expect_clad(&none, "show rot15", 3, "cannot connect");
+    expect_clad(&none, "delete alias rot15 old --reason x", 3, "cannot connect");
 }
 
 TEST(daemon_cli_percent_encodes_option_values)

@@ -148,3 +148,55 @@ TEST(store_deps_check_reports_a_fusion_version_without_sources)
     CHECK_MSG(strstr(e.msg, "fusion version 1 of task 'f' records no source versions"), "%s", e.msg);
     store_close(s);
 }
+
+static int64_t count_rows(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    CHECK_INT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    CHECK_INT_EQ(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    CHECK_INT_EQ(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* A task whose versions another task's version needs at run time cannot go (the refusal names who needs
+ * what); a task that goes takes its versions' version_deps rows with it. The fusion version here records
+ * no parents, so only version_deps can protect its sources. */
+TEST(store_deps_task_delete_respects_runtime_dependencies)
+{
+    clad_err e = {0};
+    char path[512];
+    fx_path(path, sizeof path, "t.db");
+    store *s = fx_open("t.db");
+    fx_task(s, "a");
+    fx_task(s, "b");
+    fx_task(s, "f");
+    fx_put(s, "a", 0);
+    fx_put(s, "b", 0);
+    static const uint8_t blob[32] = {7};
+    store_ref needs[2] = {{"a", 1}, {"b", 1}};
+    store_version_in in = {.task = "f", .kind = "fusion", .adapter = blob, .adapter_size = sizeof blob,
+                           .needs = needs, .n_needs = 2, .lineage_json = fusion_lineage};
+    CHECK_OK(store_version_put(s, &in, 1000, NULL, &e), e);
+
+    CHECK_CODE(store_task_delete(s, "a", 1000, &e), CLAD_ECONFLICT, e);
+    CHECK_MSG(strstr(e.msg, "task 'a' is needed at run time by f@1 (needs a@1)"), "%s", e.msg);
+    CHECK_CODE(store_task_delete(s, "b", 1000, &e), CLAD_ECONFLICT, e);
+    CHECK_MSG(strstr(e.msg, "f@1 (needs b@1)"), "%s", e.msg);
+    CHECK_INT_EQ(n_versions(s, "a"), 1);
+    store_close(s);
+    CHECK_INT_EQ(count_rows(path, "SELECT count(*) FROM version_deps"), 2);
+
+    s = fx_open("t.db");
+    CHECK_OK(store_task_delete(s, "f", 1000, &e), e);
+    store_close(s);
+    CHECK_INT_EQ(count_rows(path, "SELECT count(*) FROM version_deps"), 0);
+    s = fx_open("t.db");
+    CHECK_OK(store_task_delete(s, "a", 1000, &e), e);
+    CHECK_OK(store_task_delete(s, "b", 1000, &e), e);
+    CHECK_OK(store_check(s, STORE_CHECK_FULL, &e), e);
+    store_close(s);
+}
