@@ -24,22 +24,9 @@ double bench_now(void)
 int bench_daemon_call(const bench_daemon *d, const char *method, const char *path, const char *ctype,
                       const void *body, size_t len, char **out)
 {
-    clad_err err = {0};
-    if (out) *out = NULL;
-    int fd = client_connect(d->sock, &err);
-    if (fd < 0) return 0;
     client_request rq = {.method = method, .path = path, .content_type = body ? ctype : NULL, .body = body,
                          .body_len = len, .timeout_ms = 0};
-    client_response resp = {0};
-    int rc = client_exchange(fd, &rq, &resp, &err);
-    close(fd);
-    if (rc) {
-        client_response_finish(&resp);
-        return 0;
-    }
-    if (out) *out = resp.body, resp.body = NULL;
-    client_response_finish(&resp);
-    return resp.status;
+    return client_call(d->sock, &rq, out, NULL);
 }
 
 int bench_daemon_start(bench_daemon *d, const char *name, const char *config)

@@ -206,22 +206,9 @@ int curl_req(const daemon_proc *d, const char *method, const char *path, const c
 int http_try(const char *sock, const char *method, const char *path, const char *ctype, const void *body,
              size_t len, int timeout_ms, char **out)
 {
-    clad_err err = {0};
-    if (out) *out = NULL;
-    int fd = client_connect(sock, &err);
-    if (fd < 0) return 0;
     client_request rq = {.method = method, .path = path, .content_type = body ? ctype : NULL, .body = body,
                          .body_len = len, .timeout_ms = timeout_ms};
-    client_response resp = {0};
-    int rc = client_exchange(fd, &rq, &resp, &err);
-    close(fd);
-    if (rc) {
-        client_response_finish(&resp);
-        return 0;
-    }
-    if (out) *out = resp.body, resp.body = NULL;
-    client_response_finish(&resp);
-    return resp.status;
+    return client_call(sock, &rq, out, NULL);
 }
 
 int clad_run(const daemon_proc *d, const char *args, char **out)
