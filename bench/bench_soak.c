@@ -41,6 +41,8 @@
 #define SOAK_TASKS 4
 #define SOAK_RSS_LIMIT 0.10       /* growth allowed from the end of the warm-up to the end */
 #define SOAK_MAX_FAILURES_SHOWN 20
+#define SOAK_CACHE_FACTOR 5       /* memory of a cached adapter / the bytes the cache counts for it (vit-tiny:
+                                     0.38-0.5 MB against ~0.1 MB in docs/BENCHMARKS.md) */
 
 typedef enum soak_kind {
     K_PREDICT, K_EVALUATE, K_TRAIN, K_ROLLBACK, K_ALIAS, K_DELETE, K_LIST, K_SLOW, K_GARBAGE, K_N
@@ -49,17 +51,21 @@ static const char *const kind_name[K_N] = {"predict", "evaluate", "train", "roll
                                            "list", "slow", "garbage"};
 
 typedef enum soak_role { ROLE_SERVE, ROLE_TRAIN, ROLE_MUTATE, ROLE_SLOW, ROLE_GARBAGE } soak_role;
+static const char *const role_name[] = {"serve", "train", "mutate", "slow", "garbage"};
 
 typedef struct soak_ctx {
     bench_daemon d;
     char *predict_body, *eval_body, *train_body, *slow_body;
     size_t predict_len, eval_len, train_len, slow_len;
     atomic_int stop;
+    atomic_int paused;            /* clients wait between requests while set */
+    atomic_int busy;              /* clients inside a request */
     atomic_int failures;          /* all clients; the first few are described on stderr */
 } soak_ctx;
 
 typedef struct soak_client {
     pthread_t thread;
+    bool running;
     soak_ctx *c;
     soak_role role;
     rng r;
@@ -318,7 +324,17 @@ static void garbage_step(soak_client *cl)
 static void *client_main(void *arg)
 {
     soak_client *cl = arg;
-    while (!atomic_load(&cl->c->stop)) {
+    soak_ctx *c = cl->c;
+    while (!atomic_load(&c->stop)) {
+        if (atomic_load(&c->paused)) {
+            pause_ms(10);
+            continue;
+        }
+        atomic_fetch_add(&c->busy, 1);
+        if (atomic_load(&c->paused)) { /* the main thread paused between our two checks */
+            atomic_fetch_sub(&c->busy, 1);
+            continue;
+        }
         switch (cl->role) {
         case ROLE_SERVE: serve_step(cl); break;
         case ROLE_TRAIN: train_step(cl); break;
@@ -326,11 +342,27 @@ static void *client_main(void *arg)
         case ROLE_SLOW: slow_step(cl); break;
         case ROLE_GARBAGE: garbage_step(cl); break;
         }
+        atomic_fetch_sub(&c->busy, 1);
     }
     return NULL;
 }
 
 /* ---- Setup and report ----------------------------------------------------------------------- */
+
+/* The adapter cache as the daemon reports it (GET /v1/status, "loaded"): entries and counted bytes. */
+static void cache_stats(const soak_ctx *c, long *adapters, long *bytes)
+{
+    char *reply = NULL;
+    *adapters = *bytes = -1;
+    if (bench_daemon_call(&c->d, "GET", "/v1/status", NULL, NULL, 0, &reply) == 200) {
+        json_t *j = json_loads(reply, 0, NULL);
+        json_t *loaded = json_object_get(j, "loaded");
+        *adapters = (long)json_integer_value(json_object_get(loaded, "adapters"));
+        *bytes = (long)json_integer_value(json_object_get(loaded, "adapter_bytes"));
+        json_decref(j);
+    }
+    free(reply);
+}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -422,16 +454,38 @@ static soak_totals totals_of(soak_client *cl, int n_clients, soak_kind k)
     return t;
 }
 
+/* The daemon at a quiet moment: no request in flight. */
+typedef struct soak_snapshot {
+    long rss_kb, cache_adapters, cache_bytes;
+    int fds;
+} soak_snapshot;
+
+/* Holds the clients between two requests and waits until none is in one (the slow client's request
+ * takes a few seconds), then lets the daemon finish closing connections, and measures it. */
+static soak_snapshot quiet_snapshot(soak_ctx *c)
+{
+    atomic_store(&c->paused, 1);
+    while (atomic_load(&c->busy) > 0) pause_ms(20);
+    pause_ms(500);
+    soak_snapshot sn = {.rss_kb = bench_daemon_rss_kb(&c->d), .fds = bench_daemon_fd_count(&c->d)};
+    cache_stats(c, &sn.cache_adapters, &sn.cache_bytes);
+    atomic_store(&c->paused, 0);
+    return sn;
+}
+
 int bench_soak_main(int argc, char **argv)
 {
     bool json = false, strict = false;
+    const char *roles = "serve,train,mutate,slow,garbage";
     double seconds = getenv("SOAK_SECONDS") ? atof(getenv("SOAK_SECONDS")) : 180;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = true;
         else if (!strcmp(argv[i], "--strict")) strict = true;
+        else if (!strcmp(argv[i], "--roles") && i + 1 < argc) roles = argv[++i];
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
         else {
-            fprintf(stderr, "usage: clad-bench soak [--seconds N] [--strict] [--json]   (default: $SOAK_SECONDS or 180)\n");
+            fprintf(stderr, "usage: clad-bench soak [--seconds N] [--roles serve,train,mutate,slow,garbage] [--strict] "
+                            "[--json]\n  (default: $SOAK_SECONDS or 180 s, every role)\n");
             return 2;
         }
     }
@@ -450,31 +504,35 @@ int bench_soak_main(int argc, char **argv)
 
     enum { N_CLIENTS = SOAK_SERVE_CLIENTS + 4 };
     static soak_client cl[N_CLIENTS];
-    int fds_before = bench_daemon_fd_count(&c.d);
+    soak_snapshot before = quiet_snapshot(&c);
     double t0 = bench_now();
     for (int i = 0; i < N_CLIENTS; i++) {
         cl[i].c = &c;
         cl[i].role = i < SOAK_SERVE_CLIENTS ? ROLE_SERVE : (soak_role)(ROLE_TRAIN + i - SOAK_SERVE_CLIENTS);
         rng_init(&cl[i].r, 1000 + (uint64_t)i);
+        if (!strstr(roles, role_name[cl[i].role])) continue;
         if (pthread_create(&cl[i].thread, NULL, client_main, &cl[i])) {
             fprintf(stderr, "clad-bench soak: cannot start a client thread\n");
             return 1;
         }
+        cl[i].running = true;
     }
-    double warm = seconds / 5;
-    while (bench_now() - t0 < warm) pause_ms(100);
-    long rss_warm = bench_daemon_rss_kb(&c.d), rss_max = rss_warm;
+    /* Warm-up: the first fifth. Then RSS is sampled under load until the end. */
+    while (bench_now() - t0 < seconds / 5) pause_ms(100);
+    soak_snapshot warm = quiet_snapshot(&c);
+    long rss_max = warm.rss_kb, rss_trace[10] = {0}; /* under load, at the end of each tenth of the run */
     while (bench_now() - t0 < seconds) {
         pause_ms(500);
         long kb = bench_daemon_rss_kb(&c.d);
         if (kb > rss_max) rss_max = kb;
+        for (int k = 0; k < (int)((bench_now() - t0) / seconds * 10) && k < 10; k++)
+            if (!rss_trace[k]) rss_trace[k] = kb;
     }
-    long rss_end = bench_daemon_rss_kb(&c.d);
-    atomic_store(&c.stop, 1);
-    for (int i = 0; i < N_CLIENTS; i++) pthread_join(cl[i].thread, NULL);
+    soak_snapshot end = quiet_snapshot(&c);
     double elapsed = bench_now() - t0;
-    pause_ms(500); /* the daemon closes the last connections */
-    int fds_after = bench_daemon_fd_count(&c.d);
+    atomic_store(&c.stop, 1);
+    for (int i = 0; i < N_CLIENTS; i++)
+        if (cl[i].running) pthread_join(cl[i].thread, NULL);
     int health = bench_daemon_call(&c.d, "GET", "/v1/health", NULL, NULL, 0, NULL);
     int exit_status = bench_daemon_stop(&c.d);
 
@@ -486,21 +544,31 @@ int bench_soak_main(int argc, char **argv)
         all.failed += tot[k].failed;
         all.known += tot[k].known;
     }
-    double growth = rss_warm > 0 ? (double)(rss_end - rss_warm) / (double)rss_warm : 1;
-    bool ok = all.failed == 0 && (!strict || all.known == 0) && growth <= SOAK_RSS_LIMIT && fds_after <= fds_before && health == 200 &&
-              exit_status == 0;
+    double growth = warm.rss_kb > 0 ? (double)(end.rss_kb - warm.rss_kb) / (double)warm.rss_kb : 1;
+    /* Issue 12 bug 4: the adapter cache keeps every version it loaded, deleted ones included, until its
+     * budget (256 MB of parameters) is full, so under back-to-back training it grows all along. Growth
+     * past the limit that the cache's growth accounts for (at SOAK_CACHE_FACTOR times the bytes it
+     * counts, which are only the parameters) is reported as that known failure; beyond that it fails. */
+    long cache_kb = (end.cache_bytes - warm.cache_bytes) / 1024;
+    bool rss_known = growth > SOAK_RSS_LIMIT && cache_kb > 0 &&
+                     end.rss_kb - warm.rss_kb <= (long)(SOAK_RSS_LIMIT * (double)warm.rss_kb) + SOAK_CACHE_FACTOR * cache_kb;
+    all.known += rss_known;
+    bool ok = all.failed == 0 && (!strict || all.known == 0) && (growth <= SOAK_RSS_LIMIT || rss_known) && end.fds <= warm.fds &&
+              end.fds <= before.fds && health == 200 && exit_status == 0;
     if (json) {
-        printf("{\"seconds\": %.1f, \"clients\": %d, \"requests\": {", elapsed, N_CLIENTS);
+        printf("{\"seconds\": %.1f, \"roles\": \"%s\", \"requests\": {", elapsed, roles);
         for (int k = 0; k < K_N; k++)
-            printf("%s\"%s\": {\"n\": %ld, \"documented_errors\": %ld, \"failed\": %ld, \"p50_ms\": %.2f, "
-                   "\"p99_ms\": %.2f, \"known_failures\": %ld}", k ? ", " : "", kind_name[k], tot[k].n, tot[k].documented,
-                   tot[k].failed, tot[k].p50, tot[k].p99, tot[k].known);
-        printf("}, \"failed\": %ld, \"rss_warm_kb\": %ld, \"rss_end_kb\": %ld, \"rss_max_kb\": %ld, "
-               "\"rss_growth\": %.4f, \"fds_before\": %d, \"fds_after\": %d, \"exit_status\": %d, \"ok\": %s}\n",
-               all.failed, rss_warm, rss_end, rss_max, growth, fds_before, fds_after, exit_status, ok ? "true" : "false");
+            printf("%s\"%s\": {\"n\": %ld, \"documented_errors\": %ld, \"failed\": %ld, \"known_failures\": %ld, "
+                   "\"p50_ms\": %.2f, \"p99_ms\": %.2f}", k ? ", " : "", kind_name[k], tot[k].n, tot[k].documented,
+                   tot[k].failed, tot[k].known, tot[k].p50, tot[k].p99);
+        printf("}, \"failed\": %ld, \"known_failures\": %ld, \"rss_kb\": {\"before\": %ld, \"warm\": %ld, \"end\": %ld, "
+               "\"max_under_load\": %ld}, \"rss_growth\": %.4f, \"cached_adapters\": {\"warm\": %ld, \"end\": %ld}, "
+               "\"fds\": {\"before\": %d, \"warm\": %d, \"end\": %d}, \"exit_status\": %d, \"ok\": %s}\n",
+               all.failed, all.known, before.rss_kb, warm.rss_kb, end.rss_kb, rss_max, growth, warm.cache_adapters,
+               end.cache_adapters, before.fds, warm.fds, end.fds, exit_status, ok ? "true" : "false");
     } else {
-        printf("soak: %.0f s, %d prediction clients, 1 trainer, 1 mutator, 1 slow client, 1 garbage client\n",
-               elapsed, SOAK_SERVE_CLIENTS);
+        printf("soak: %.0f s, clients: %s (serve: %d predicting and evaluating)\n", elapsed, roles,
+               SOAK_SERVE_CLIENTS);
         printf("%-9s %9s %11s %7s %6s %9s %9s\n", "kind", "requests", "documented", "failed", "known", "p50 ms",
                "p99 ms");
         for (int k = 0; k < K_N; k++)
@@ -508,10 +576,16 @@ int bench_soak_main(int argc, char **argv)
                    tot[k].failed, tot[k].known, tot[k].p50, tot[k].p99);
         printf("%-9s %9ld %11ld %7ld %6ld   (%.0f requests/s)\n", "total", all.n, all.documented, all.failed,
                all.known, (double)all.n / elapsed);
-        printf("RSS after warm-up %.1f MB, at the end %.1f MB (%+.1f%%, limit +%.0f%%), highest %.1f MB\n",
-               rss_warm / 1024.0, rss_end / 1024.0, growth * 100, SOAK_RSS_LIMIT * 100, rss_max / 1024.0);
-        printf("open descriptors before %d, after %d; health after the soak %d; exit status %d\n", fds_before,
-               fds_after, health, exit_status);
+        printf("RSS (quiet): before %.1f MB, after warm-up %.1f MB, after the soak %.1f MB (%+.1f%%, limit +%.0f%%); "
+               "highest under load %.1f MB\n", before.rss_kb / 1024.0, warm.rss_kb / 1024.0, end.rss_kb / 1024.0,
+               growth * 100, SOAK_RSS_LIMIT * 100, rss_max / 1024.0);
+        printf("RSS under load at each tenth of the run (MB):");
+        for (int k = 0; k < 10; k++) printf(" %.1f", rss_trace[k] / 1024.0);
+        printf("\nadapter cache: %ld adapters (%.1f MB counted) after warm-up, %ld (%.1f MB) after the soak%s\n",
+               warm.cache_adapters, warm.cache_bytes / 1048576.0, end.cache_adapters, end.cache_bytes / 1048576.0,
+               rss_known ? "; it accounts for the RSS growth: known failure, issue 12 bug 4" : "");
+        printf("open descriptors: before %d, after warm-up %d, after the soak %d; health after the soak %d; "
+               "exit status %d\n", before.fds, warm.fds, end.fds, health, exit_status);
         printf("%s\n", ok ? "soak passed" : "soak FAILED");
     }
     if (ok) bench_daemon_remove(&c.d);
