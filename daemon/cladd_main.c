@@ -100,7 +100,7 @@ static int on_job_state(job *j, void *data, clad_err *err)
     update_status(data);
     /* A finished job has freed its data and workspaces (often larger than glibc's mmap threshold, which
      * then rises, so the next ones come from the heaps): hand the free pages back to the system, or the
-     * daemon's RSS grows by ~0.5 MB per training for good (clad-bench soak: +100 MB in 3 minutes). */
+     * daemon's RSS grows by ~0.8 MB per training for good (clad-bench soak: +100 MB in 3 minutes). */
     if (job_get_state(j) > JOB_RUNNING) malloc_trim(0);
     return rc;
 }
