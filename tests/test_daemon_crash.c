@@ -447,7 +447,7 @@ static void check_daemon_after_restart(crash_ctx *c, int round)
         store_version *vs = NULL;
         size_t nv = 0;
         int64_t active = 0;
-        if (store_versions_list(s, crash_tasks[ti], &vs, &nv, NULL) != 0) continue;
+        if (store_versions_list(s, crash_tasks[ti], &vs, &nv, NULL) != 0 || nv == 0) continue; /* none: bug 5 */
         CHECK_MSG(store_alias_get(s, crash_tasks[ti], "active", &active, &e) == 0, "%s", e.msg);
         for (size_t k = 0; k < nv; k++) {
             if (vs[k].version != active && strcmp(vs[k].kind, "fusion")) continue;
