@@ -3,6 +3,7 @@
 #   make test       run the test suite (installs missing Debian packages first when root)
 #   make check      the test suite again under AddressSanitizer and UndefinedBehaviorSanitizer
 #   make bench      engine speed next to PyTorch (ratios from one run); see docs/BENCHMARKS.md
+#   make soak       the daemon under mixed load for SOAK_SECONDS (default 180); see docs/BENCHMARKS.md
 #   make demo       end-to-end demo on Fashion-MNIST
 #   make SAN=address,undefined test   any target with sanitizers
 
@@ -44,7 +45,7 @@ ifneq ($(wildcard daemon/cladd_main.c),)
 PROGS += $(BUILD)/cladd $(BUILD)/clad
 endif
 
-.PHONY: all test check bench demo install clean deps
+.PHONY: all test check bench demo install clean deps soak
 all: $(PROGS)
 
 $(BUILD)/%.o: %.c
@@ -92,6 +93,11 @@ check:
 bench: $(BUILD)/.deps-ok
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) scripts/bench.sh
+
+SOAK_SECONDS ?= 180
+soak: $(BUILD)/.deps-ok
+	@$(MAKE) --no-print-directory all
+	$(BUILD)/clad-bench soak --seconds $(SOAK_SECONDS)
 
 demo: $(BUILD)/.deps-ok
 	@$(MAKE) --no-print-directory all

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "bench/bench_daemon.h"
 #include "core/model.h"
 #include "core/rng.h"
 #include "daemon/client.h"
@@ -27,18 +28,10 @@
 #include "io/model_io.h"
 
 typedef struct serve_ctx {
-    char dir[PATH_MAX], sock[PATH_MAX + 16], cladd[PATH_MAX];
-    pid_t pid;
+    bench_daemon d;
     char *predict_body;
     size_t predict_len;
 } serve_ctx;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int die(const char *what)
 {
@@ -46,88 +39,17 @@ static int die(const char *what)
     return 1;
 }
 
-/* One request; returns the HTTP status (0 on a transport error) and the body if wanted. */
 static int call(const serve_ctx *c, const char *method, const char *path, const char *ctype, const void *body,
                 size_t len, char **out)
 {
-    clad_err err = {0};
-    int fd = client_connect(c->sock, &err);
-    if (fd < 0) return 0;
-    client_request rq = {.method = method, .path = path, .content_type = body ? ctype : NULL, .body = body,
-                         .body_len = len, .timeout_ms = 0};
-    client_response resp = {0};
-    int rc = client_exchange(fd, &rq, &resp, &err);
-    close(fd);
-    if (rc) return 0;
-    if (out) *out = resp.body, resp.body = NULL;
-    client_response_finish(&resp);
-    return resp.status;
-}
-
-static long rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmRSS:", 6)) kb = strtol(line + 6, NULL, 10);
-    if (f) fclose(f);
-    return kb;
-}
-
-static int start_daemon(serve_ctx *c)
-{
-    c->pid = fork();
-    if (c->pid == 0) {
-        char state[PATH_MAX + 16], log[PATH_MAX + 16];
-        snprintf(state, sizeof state, "%s/state", c->dir);
-        snprintf(log, sizeof log, "%s/cladd.log", c->dir);
-        if (!freopen(log, "w", stderr)) _exit(127);
-        setenv("OPENBLAS_NUM_THREADS", "1", 1);
-        execl(c->cladd, c->cladd, "--socket", c->sock, "--state-dir", state, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 200; i++) {
-        if (call(c, "GET", "/v1/health", NULL, NULL, 0, NULL) == 200) return 0;
-        usleep(20000);
-    }
-    return -1;
-}
-
-/* Random images with labels from a fixed random linear rule, as a safetensors dataset file. */
-static int write_task(const char *path, int n, uint64_t seed)
-{
-    dataset d;
-    int shape[3] = {1, 28, 28};
-    if (dataset_init(&d, n, 3, shape, NULL)) return -1;
-    rng r;
-    rng_init(&r, seed);
-    for (size_t i = 0; i < (size_t)n * 784; i++) d.x[i] = rng_uniform(&r);
-    for (int i = 0; i < n; i++) {
-        double s = 0;
-        for (int k = 0; k < 784; k += 7) s += (double)d.x[(size_t)i * 784 + k] * (double)((k * 2654435761u + seed) % 7);
-        d.y[i] = (int)((unsigned long)(s * 10) % 10);
-    }
-    d.n_classes = 10;
-    int rc = dataset_save_safetensors(&d, path, NULL);
-    dataset_finish(&d);
-    return rc;
-}
-
-static int read_file(const char *path, char **buf, size_t *len)
-{
-    uint8_t *b = NULL;
-    int rc = file_read_all(path, 1u << 30, &b, len, NULL);
-    *buf = (char *)b;
-    return rc;
+    return bench_daemon_call(&c->d, method, path, ctype, body, len, out);
 }
 
 static int train_task(serve_ctx *c, const char *task, const char *file, const char *opts)
 {
     char *body = NULL, path[256];
     size_t len = 0;
-    if (read_file(file, &body, &len)) return -1;
+    if (bench_read_file(file, &body, &len)) return -1;
     snprintf(path, sizeof path, "/v1/tasks/%s/train?follow=1&%s", task, opts);
     char *reply = NULL;
     int st = call(c, "POST", path, "application/octet-stream", body, len, &reply);
@@ -148,12 +70,12 @@ static int latency(const serve_ctx *c, int n, double *p50, double *p99)
 {
     double *t = malloc(sizeof *t * (size_t)n);
     for (int i = 0; i < n; i++) {
-        double t0 = now_s();
+        double t0 = bench_now();
         if (call(c, "POST", "/v1/tasks/t0/predict?probs=0", "application/json", c->predict_body, c->predict_len, NULL) != 200) {
             free(t);
             return -1;
         }
-        t[i] = (now_s() - t0) * 1e3;
+        t[i] = (bench_now() - t0) * 1e3;
     }
     qsort(t, (size_t)n, sizeof *t, cmp_double);
     *p50 = t[n / 2];
@@ -172,8 +94,8 @@ static double throughput(const serve_ctx *c, int clients, double seconds)
         if ((pids[k] = fork()) == 0) {
             close(fds[0]);
             long done = 0;
-            double t0 = now_s();
-            while (now_s() - t0 < seconds)
+            double t0 = bench_now();
+            while (bench_now() - t0 < seconds)
                 if (call(c, "POST", "/v1/tasks/t0/predict?probs=0", "application/json", c->predict_body, c->predict_len,
                          NULL) == 200)
                     done++;
@@ -183,9 +105,9 @@ static double throughput(const serve_ctx *c, int clients, double seconds)
     }
     close(fds[1]);
     long total = 0, one;
-    double t0 = now_s();
+    double t0 = bench_now();
     while (read(fds[0], &one, sizeof one) == sizeof one) total += one;
-    double dt = now_s() - t0;
+    double dt = bench_now() - t0;
     close(fds[0]);
     for (int k = 0; k < clients; k++) waitpid(pids[k], NULL, 0);
     return total / (dt > seconds ? dt : seconds);
@@ -196,15 +118,15 @@ static double time_to_first_step(serve_ctx *c, const char *file, uint64_t *job_i
 {
     char *body = NULL;
     size_t len = 0;
-    if (read_file(file, &body, &len)) return -1;
+    if (bench_read_file(file, &body, &len)) return -1;
     clad_err err = {0};
-    int fd = client_connect(c->sock, &err);
+    int fd = client_connect(c->d.sock, &err);
     if (fd < 0) return -1;
     /* Follow by hand: send the request, read until the first "step" line. */
     char head[512];
     int hl = snprintf(head, sizeof head, "POST /v1/tasks/t1/train?follow=1&epochs=200 HTTP/1.1\r\nHost: clad\r\n"
                       "Content-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n", len);
-    double t0 = now_s();
+    double t0 = bench_now();
     if (write(fd, head, (size_t)hl) != hl || write(fd, body, len) != (ssize_t)len) {
         close(fd);
         free(body);
@@ -222,7 +144,7 @@ static double time_to_first_step(serve_ctx *c, const char *file, uint64_t *job_i
         char *idp = strstr(buf, "\"id\":");
         if (idp && !*job_id) *job_id = strtoull(idp + 5, NULL, 10);
         if (strstr(buf, "\"event\":\"step\"")) {
-            t = now_s() - t0;
+            t = bench_now() - t0;
             break;
         }
     }
@@ -242,34 +164,25 @@ int bench_serve_main(int argc, char **argv)
         }
     }
     serve_ctx c = {0};
-    snprintf(c.dir, sizeof c.dir, "/tmp/clad-bench-serve-XXXXXX");
-    if (!mkdtemp(c.dir)) return die("cannot make a temporary directory");
-    snprintf(c.sock, sizeof c.sock, "%s/clad.sock", c.dir);
-    ssize_t n = readlink("/proc/self/exe", c.cladd, sizeof c.cladd - 8);
-    if (n <= 0) return die("cannot find this program's path");
-    c.cladd[n] = '\0';
-    char *slash = strrchr(c.cladd, '/');
-    snprintf(slash + 1, sizeof c.cladd - (size_t)(slash + 1 - c.cladd), "cladd");
-    if (access(c.cladd, X_OK)) return die("build/cladd is missing: run make first");
-
+    if (bench_daemon_start(&c.d, "serve", NULL)) return die("cladd did not start");
     /* A vit-tiny base (random weights: latency does not depend on their values). */
     char base[PATH_MAX + 32], data[PATH_MAX + 32], data2[PATH_MAX + 32];
-    snprintf(base, sizeof base, "%s/base.safetensors", c.dir);
-    snprintf(data, sizeof data, "%s/task.safetensors", c.dir);
-    snprintf(data2, sizeof data2, "%s/task2.safetensors", c.dir);
+    snprintf(base, sizeof base, "%s/base.safetensors", c.d.dir);
+    snprintf(data, sizeof data, "%s/task.safetensors", c.d.dir);
+    snprintf(data2, sizeof data2, "%s/task2.safetensors", c.d.dir);
     model_config cfg;
     model_config_preset(&cfg, "vit-tiny", NULL);
     model *m = model_create(&cfg, NULL);
     model_init_random(m, 1);
     if (model_save(m, base, NULL)) return die("cannot write the base");
     model_destroy(m);
-    if (write_task(data, quick ? 300 : 1000, 1) || write_task(data2, 2000, 2)) return die("cannot write task data");
+    if (bench_write_images(data, quick ? 300 : 1000, 1) || bench_write_images(data2, 2000, 2))
+        return die("cannot write task data");
 
-    if (start_daemon(&c)) return die("cladd did not start");
-    long idle_kb = rss_kb(c.pid);
+    long idle_kb = bench_daemon_rss_kb(&c.d);
     char *bbuf = NULL;
     size_t blen = 0;
-    read_file(base, &bbuf, &blen);
+    bench_read_file(base, &bbuf, &blen);
     int st = call(&c, "POST", "/v1/bases/vit", "application/octet-stream", bbuf, blen, NULL);
     free(bbuf);
     if (st != 201) return die("base import failed");
@@ -285,13 +198,13 @@ int bench_serve_main(int argc, char **argv)
     char *pb = json_dumps(json_pack("{s:[o]}", "inputs", row), JSON_COMPACT);
     c.predict_body = pb;
     c.predict_len = strlen(pb);
-    long before_kb = rss_kb(c.pid);
+    long before_kb = bench_daemon_rss_kb(&c.d);
     for (int k = 0; k < adapters; k++) {
         char path[64];
         snprintf(path, sizeof path, "/v1/tasks/t%d/predict", k == 0 ? 0 : 10 + k);
         call(&c, "POST", path, "application/json", pb, c.predict_len, NULL);
     }
-    long after_kb = rss_kb(c.pid);
+    long after_kb = bench_daemon_rss_kb(&c.d);
 
     int reps = quick ? 100 : 500;
     double p50_idle, p99_idle, p50_busy, p99_busy;
@@ -304,8 +217,7 @@ int bench_serve_main(int argc, char **argv)
     char path[64];
     snprintf(path, sizeof path, "/v1/jobs/%llu", (unsigned long long)job);
     call(&c, "DELETE", path, NULL, NULL, 0, NULL);
-    kill(c.pid, SIGTERM);
-    waitpid(c.pid, NULL, 0);
+    bench_daemon_stop(&c.d);
     free(pb);
 
     printf("{\"model\": \"vit-tiny\", \"predict_batch1_ms\": {\"idle\": {\"p50\": %.3f, \"p99\": %.3f}, "
@@ -315,8 +227,6 @@ int bench_serve_main(int argc, char **argv)
            p50_idle, p99_idle, p50_busy, p99_busy, rps, rps_busy, first_step, idle_kb / 1024.0,
            (after_kb - before_kb) / 1024.0 / adapters, adapters);
     (void)json;
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", c.dir);
-    if (system(cmd)) {}
+    bench_daemon_remove(&c.d);
     return 0;
 }

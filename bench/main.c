@@ -19,6 +19,7 @@ static const bench_command commands[] = {
     {"merge", bench_merge_main, "merge a stream's task adapters (drm-h, drm-v, ties, ta) into one backbone"},
     {"fusion", bench_fusion_main, "AdapterFusion over earlier adapters against a fresh adapter"},
     {"tied", bench_tied_main, "Tied-LoRA (tl5, tl6) against LoRA at equal rank; rank pruning per tau"},
+    {"soak", bench_soak_main, "the daemon under mixed load and faults: failed requests, memory, descriptors"},
 };
 
 static void usage(FILE *f)

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,22 @@ static void on_request(http_req *req, void *data)
     router_dispatch(app->rt, req);
 }
 
+/* Hands free heap pages back to the system when the daemon goes quiet (the request that just finished
+ * held the last connection and no job runs), at most once a second. glibc keeps what the worker threads
+ * freed in their arenas, so without this the RSS of an idle daemon stays at its busiest moment's. */
+static void trim_if_idle(cladd *app)
+{
+    static uint64_t last_ms;
+    server_stats ss;
+    unsigned counts[JOB_STATE_COUNT];
+    server_get_stats(app->srv, &ss);
+    job_queue_counts(app->jobs, counts);
+    uint64_t now = uv_now(app->loop);
+    if (ss.connections > 1 || counts[JOB_RUNNING] || now - last_ms < 1000) return;
+    last_ms = now;
+    malloc_trim(0);
+}
+
 static void on_done(const http_req *req, int status, double seconds, void *data)
 {
     cladd *app = data;
@@ -110,6 +127,7 @@ static void on_done(const http_req *req, int status, double seconds, void *data)
     bool write = req->route && (req->route->flags & ROUTE_WRITE);
     log_msg(write ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG, "%s %s -> %d in %.1f ms (pid %ld uid %ld)",
             req->method_name, req->path, status, seconds * 1e3, (long)req->peer->pid, (long)req->peer->uid);
+    trim_if_idle(app);
 }
 
 /* --- job hooks: systemd STATUS ---------------------------------------------------------------------- */
@@ -129,6 +147,10 @@ static int on_job_state(job *j, void *data, clad_err *err)
 {
     int rc = app_job_state_hook(data, j, err);
     update_status(data);
+    /* A finished job has freed its data and workspaces (often larger than glibc's mmap threshold, which
+     * then rises, so the next ones come from the heaps): hand the free pages back to the system, or the
+     * daemon's RSS grows by ~0.8 MB per training for good (clad-bench soak: +100 MB in 3 minutes). */
+    if (job_get_state(j) > JOB_RUNNING) malloc_trim(0);
     return rc;
 }
 

@@ -229,6 +229,19 @@ void client_response_finish(client_response *resp)
     resp->body_len = 0;
 }
 
+int client_call(const char *sock_path, const client_request *rq, char **body, clad_err *err)
+{
+    if (body) *body = NULL;
+    int fd = client_connect(sock_path, err);
+    if (fd < 0) return 0;
+    client_response resp = {0};
+    int rc = client_exchange(fd, rq, &resp, err);
+    close(fd);
+    if (!rc && body) *body = resp.body, resp.body = NULL;
+    client_response_finish(&resp);
+    return rc ? 0 : resp.status;
+}
+
 int client_lines_feed(const char *data, size_t len, void *arg)
 {
     client_lines *l = arg;

@@ -46,6 +46,11 @@ int client_exchange(int fd, const client_request *rq, client_response *resp, cla
 
 void client_response_finish(client_response *resp);
 
+/* One request on its own connection (connect, exchange, close), for tools and tests. Returns the HTTP
+ * status, or 0 when the connection failed or was cut off (err says why). *body (if non-NULL) gets the
+ * reply body (free it) or NULL. */
+int client_call(const char *sock_path, const client_request *rq, char **body, clad_err *err);
+
 /* Splits a byte stream into lines for NDJSON: feed it body bytes (it is a client_body_fn with a
  * client_lines as its data); on_line gets each line without its newline, NUL-terminated. Lines are
  * bounded by max_line (longer: the stream stops with an error). */

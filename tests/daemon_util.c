@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon/client.h"
 #include "io/model_io.h"
 #include "tests/test.h"
 
@@ -201,6 +202,14 @@ int curl_req(const daemon_proc *d, const char *method, const char *path, const c
     unlink(bodyf);
     unlink(hdrf);
     return atoi(out);
+}
+
+int http_try(const char *sock, const char *method, const char *path, const char *ctype, const void *body,
+             size_t len, int timeout_ms, char **out)
+{
+    client_request rq = {.method = method, .path = path, .content_type = body ? ctype : NULL, .body = body,
+                         .body_len = len, .timeout_ms = timeout_ms};
+    return client_call(sock, &rq, out, NULL);
 }
 
 int clad_run(const daemon_proc *d, const char *args, char **out)

@@ -48,6 +48,12 @@ char *daemon_log(const daemon_proc *d);
  * arguments, already shell-safe (may be NULL). */
 int curl_req(const daemon_proc *d, const char *method, const char *path, const char *extra, char **body,
              char **headers);
+/* One request through the project's own client (daemon/client.h) that never fails the test, for load
+ * generators that must outlive a killed daemon: returns the HTTP status, or 0 when the connection failed
+ * or was cut off. *out (if non-NULL) gets the body (malloc'd) or NULL. timeout_ms bounds each read (0:
+ * none). */
+int http_try(const char *sock, const char *method, const char *path, const char *ctype, const void *body,
+             size_t len, int timeout_ms, char **out);
 /* Runs build/clad --socket <sock> ARGS (a shell fragment); returns its exit code, *out its stdout. */
 int clad_run(const daemon_proc *d, const char *args, char **out);
 
