@@ -1,4 +1,4 @@
-/* Elementwise layers and the row softmax: GELU (tanh approximation), softmax, residual sum.
+/* Elementwise layers and the row softmax: GELU (tanh approximation, and exact), softmax, residual sum.
  * See core/layers.h for the contracts.
  *
  * GELU and softmax spend nearly all their time in exp, and the build's -O2 without -ffast-math leaves
@@ -111,6 +111,27 @@ void gelu_backward(float *dx, const float *x, const float *dout, size_t n)
         memcpy(bg, dx + i, (n - i) * sizeof *bg);
         v4f_store(bg, v4f_load(bg) + gelu_grad_lanes(v4f_load(bx)) * v4f_load(bd));
         memcpy(dx + i, bg, (n - i) * sizeof *bg);
+    }
+}
+
+/* ---- exact GELU -------------------------------------------------------------------------------------- */
+
+/* Plain loops over libm's erff/expf: imported ViTs must match PyTorch's nn.GELU() to float precision, and
+ * the polynomial exp above is not needed for that. */
+#define GELU_RSQRT2 0.70710678118654752f
+#define GELU_RSQRT2PI 0.39894228040143268f
+
+void gelu_erf_forward(float *out, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * GELU_RSQRT2));
+}
+
+void gelu_erf_backward(float *dx, const float *x, const float *dout, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float cdf = 0.5f * (1.0f + erff(x[i] * GELU_RSQRT2));
+        float pdf = GELU_RSQRT2PI * expf(-0.5f * x[i] * x[i]);
+        dx[i] += (cdf + x[i] * pdf) * dout[i];
     }
 }
 

@@ -1,4 +1,4 @@
-/* LayerNorm over the last dimension, as in GPT-2 / ViT: eps 1e-5, biased variance.
+/* LayerNorm over the last dimension, as in GPT-2 / ViT: eps 1e-5 (or the caller's), biased variance.
  * See core/layers.h for the contract. */
 #include "core/layers.h"
 
@@ -40,10 +40,11 @@ static double row_sum_sq_dev(const float *x, double m, int C)
     return (s0 + s1) + (s2 + s3);
 }
 
-void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
-                       const float *b, int N, int C)
+/* eps in double, so the default keeps exactly the bits of 1e-5 it always had. */
+static void ln_forward(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b, int N,
+                       int C, double eps)
 {
-    assert(N >= 0 && C > 0);
+    assert(N >= 0 && C > 0 && eps >= 0.0);
     for (int n = 0; n < N; n++) {
         const float *xn = x + (size_t)n * C;
         float *on = out + (size_t)n * C;
@@ -53,11 +54,23 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *x, con
         double m = row_sum(xn, C) / C;
         double v = row_sum_sq_dev(xn, m, C) / C;
         float mf = (float)m;
-        float rs = (float)(1.0 / sqrt(v + LAYERNORM_EPS));
+        float rs = (float)(1.0 / sqrt(v + eps));
         for (int i = 0; i < C; i++) on[i] = (xn[i] - mf) * rs * w[i] + b[i];
         mean[n] = mf;
         rstd[n] = rs;
     }
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
+                       const float *b, int N, int C)
+{
+    ln_forward(out, mean, rstd, x, w, b, N, C, LAYERNORM_EPS);
+}
+
+void layernorm_forward_eps(float *out, float *mean, float *rstd, const float *x, const float *w,
+                           const float *b, int N, int C, float eps)
+{
+    ln_forward(out, mean, rstd, x, w, b, N, C, (double)eps);
 }
 
 void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
