@@ -1,0 +1,361 @@
+/* Interop with PyTorch users' formats, checked against an independent implementation: the PyTorch script
+ * tests/interop/make_checkpoints.py (timm and Hugging Face ViT forward passes, PEFT's LoRA layout and
+ * scaling, random weights). clad's logits on the same inputs must match PyTorch's (float64) within 1e-4
+ * for imported bases in both layouts, for clad adapters exported to PEFT and applied in PyTorch, and for
+ * PEFT adapters made in PyTorch and imported into clad. Skipped, visibly, without Debian's python3-torch.
+ */
+#include "tests/test.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "core/model.h"
+#include "core/rng.h"
+#include "core/train.h"
+#include "io/dataset_io.h"
+#include "io/peft.h"
+#include "io/safetensors.h"
+#include "io/vit_import.h"
+
+#define PYTHON "/usr/bin/python3"
+#define SCRIPT "tests/interop/make_checkpoints.py"
+#define LOGIT_TOL 1e-4
+
+static bool have_torch(void)
+{
+    static int ok = -1;
+    if (ok < 0) ok = system(PYTHON " -c 'import torch, numpy' 2>/dev/null") == 0;
+    if (!ok) printf("# skipped: %s cannot import torch (install python3-torch and python3-numpy)\n", PYTHON);
+    return ok;
+}
+
+/* Runs the script with args (a printf format); fails the test if it fails. */
+__attribute__((format(printf, 1, 2))) static void run_script(const char *fmt, ...)
+{
+    char args[2048], cmd[2300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s %s", PYTHON, SCRIPT, args);
+    int rc = system(cmd);
+    CHECK_MSG(rc == 0, "%s failed (status %d)", cmd, rc);
+}
+
+static char *path_in(const char *dir, const char *file)
+{
+    static char buf[4][1024];
+    static int k;
+    char *p = buf[k++ % 4];
+    snprintf(p, 1024, "%s/%s/%s", test_tmpdir(), dir, file);
+    return p;
+}
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+    uint8_t *buf = NULL;
+    clad_err err = {0};
+    CHECK_MSG(file_read_all(path, 1u << 30, &buf, len, &err) == 0, "%s: %s", path, err.msg);
+    return buf;
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    CHECK_MSG(f && fwrite(data, 1, len, f) == len && fclose(f) == 0, "cannot write %s", path);
+}
+
+/* A tensor of a safetensors file as floats (malloc'd); *n receives the count. */
+static float *read_tensor(const char *path, const char *name, size_t *n)
+{
+    clad_err err = {0};
+    st_reader *r = st_reader_open(path, 1u << 30, &err);
+    CHECK_MSG(r, "%s: %s", path, err.msg);
+    const st_tensor *t = st_reader_find(r, name);
+    CHECK_MSG(t, "%s has no tensor '%s'", path, name);
+    float *v = malloc((size_t)t->numel * sizeof *v);
+    CHECK(v && st_tensor_to_f32(t, v, &err) == 0);
+    *n = (size_t)t->numel;
+    st_reader_destroy(r);
+    return v;
+}
+
+static model *import_file(const char *path, const vit_import_opts *o)
+{
+    size_t len;
+    uint8_t *buf = read_file(path, &len);
+    clad_err err = {0};
+    model *m = vit_import(buf, len, o, &err);
+    CHECK_MSG(m, "import %s: %s", path, err.msg);
+    free(buf);
+    return m;
+}
+
+/* clad's logits (N, K) for x (malloc'd). */
+static float *clad_logits(const model *m, const adapter *a, const float *x, int N)
+{
+    clad_err err = {0};
+    model_ws *ws = model_ws_create_for(m, a, N, false, &err);
+    CHECK_MSG(ws, "workspace: %s", err.msg);
+    model_forward(ws, m, a, x, NULL, N);
+    int K = a ? a->n_classes : m->cfg.n_classes;
+    float *out = malloc((size_t)N * (size_t)K * sizeof *out);
+    CHECK(out);
+    memcpy(out, model_ws_logits(ws), (size_t)N * (size_t)K * sizeof *out);
+    model_ws_destroy(ws);
+    return out;
+}
+
+static double max_diff(const float *a, const float *b, size_t n)
+{
+    double d = 0;
+    for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - (double)b[i]));
+    return d;
+}
+
+/* clad's logits for the inputs in io (x) against `want` (the reference logits); returns the max diff. */
+static double compare_logits(const char *what, const model *m, const adapter *a, const char *io, const float *want,
+                             size_t n_want)
+{
+    size_t nx;
+    float *x = read_tensor(io, "x", &nx);
+    int N = (int)(nx / (size_t)model_config_input_dim(&m->cfg));
+    int K = a ? a->n_classes : m->cfg.n_classes;
+    CHECK_INT_EQ((size_t)N * (size_t)K, n_want);
+    float *got = clad_logits(m, a, x, N);
+    double d = max_diff(got, want, n_want);
+    printf("# %s: %d samples x %d classes, max |clad - pytorch| = %.3g\n", what, N, K, d);
+    free(x);
+    free(got);
+    return d;
+}
+
+static double compare_base(const char *what, const model *m, const char *io)
+{
+    size_t n;
+    float *want = read_tensor(io, "logits", &n);
+    double d = compare_logits(what, m, NULL, io, want, n);
+    free(want);
+    return d;
+}
+
+TEST(interop_vit_timm_import_matches_pytorch)
+{
+    if (!have_torch()) return;
+    run_script("base --layout timm --dim 48 --heads 3 --eps 1e-6 --out %s/t", test_tmpdir());
+    vit_import_opts o = {.heads = 3};
+    model *m = import_file(path_in("t", "model.safetensors"), &o);
+    CHECK(m->cfg.dim == 48 && m->cfg.depth == 2 && m->cfg.patch == 8 && m->cfg.height == 32 && m->cfg.channels == 3);
+    CHECK(m->cfg.gelu_erf && m->cfg.ln_eps == 1e-6f && m->cfg.n_classes == 5);
+    CHECK(compare_base("timm 32x32", m, path_in("t", "io.safetensors")) <= LOGIT_TOL);
+
+    /* The comparison can fail: the tanh GELU on the same weights is off by more than the tolerance. */
+    vit_import_opts wrong = {.heads = 3, .gelu_tanh = true};
+    model *mt = import_file(path_in("t", "model.safetensors"), &wrong);
+    CHECK(compare_base("timm with the wrong GELU", mt, path_in("t", "io.safetensors")) > LOGIT_TOL);
+    model_destroy(mt);
+
+    /* Export in timm's layout: the same names, shapes and values as the original file, and a re-import
+     * takes heads, eps and GELU from the export's config. */
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    clad_err err = {0};
+    CHECK(vit_export_timm(m, &buf, &len, &err) == 0);
+    st_reader *ex = st_reader_parse(buf, len, &err), *orig = st_reader_open(path_in("t", "model.safetensors"), 1u << 30, &err);
+    CHECK(ex && orig);
+    CHECK_INT_EQ(st_reader_count(ex), st_reader_count(orig));
+    for (int i = 0; i < st_reader_count(orig); i++) {
+        const st_tensor *a = st_reader_at(orig, i), *b = st_reader_find(ex, a->name);
+        CHECK_MSG(b, "export lacks '%s'", a->name);
+        CHECK(a->ndim == b->ndim && a->nbytes == b->nbytes && !memcmp(a->shape, b->shape, sizeof a->shape));
+        CHECK_MSG(!memcmp(a->data, b->data, a->nbytes), "'%s' differs", a->name);
+    }
+    st_reader_destroy(ex);
+    st_reader_destroy(orig);
+    vit_import_opts none = {0};
+    model *back = vit_import(buf, len, &none, &err);
+    CHECK_MSG(back, "%s", err.msg);
+    CHECK(back->cfg.heads == 3 && back->cfg.ln_eps == 1e-6f && back->cfg.gelu_erf);
+    CHECK(param_set_same_layout(&back->params, &m->params));
+    CHECK(!memcmp(back->params.data, m->params.data, m->params.total * sizeof(float)));
+    free(buf);
+    model_destroy(back);
+    model_destroy(m);
+}
+
+TEST(interop_vit_hf_import_matches_pytorch)
+{
+    if (!have_torch()) return;
+    run_script("base --layout hf --dim 48 --heads 3 --eps 1e-12 --classes 4 --seed 3 --out %s/h", test_tmpdir());
+    /* Layout AUTO finds HF's names; eps 1e-12 is the HF default. */
+    vit_import_opts o = {.heads = 3};
+    model *m = import_file(path_in("h", "model.safetensors"), &o);
+    CHECK(m->cfg.ln_eps == 1e-12f && m->cfg.n_classes == 4);
+    CHECK(compare_base("hf 32x32", m, path_in("h", "io.safetensors")) <= LOGIT_TOL);
+    model_destroy(m);
+
+    /* A checkpoint missing a tensor, or read in the wrong layout, is refused naming the tensor. */
+    size_t len;
+    uint8_t *buf = read_file(path_in("h", "model.safetensors"), &len);
+    clad_err err = {0};
+    vit_import_opts timm = {.layout = VIT_LAYOUT_TIMM, .heads = 3};
+    CHECK(vit_import(buf, len, &timm, &err) == NULL);
+    CHECK_MSG(strstr(err.msg, "patch_embed.proj.weight"), "%s", err.msg);
+    free(buf);
+}
+
+TEST_TIMEOUT(interop_vit_ti_224_matches_pytorch, 120)
+{
+    if (!have_torch()) return;
+    run_script("base --layout timm --img 224 --patch 16 --dim 192 --depth 12 --heads 3 --mlp 768 --classes 10 --n 2 "
+               "--out %s/ti", test_tmpdir());
+    vit_import_opts o = {0}; /* heads = 192 / 64, timm's eps 1e-6, exact GELU: all defaults */
+    model *m = import_file(path_in("ti", "model.safetensors"), &o);
+    CHECK(m->cfg.heads == 3 && m->cfg.height == 224 && m->cfg.patch == 16 && m->seq_len == 197);
+    CHECK(compare_base("ViT-Ti 224x224", m, path_in("ti", "io.safetensors")) <= LOGIT_TOL);
+    model_destroy(m);
+}
+
+/* ---- PEFT ---- */
+
+/* A small timm base from the script, imported. */
+static model *small_base(void)
+{
+    run_script("base --layout timm --dim 48 --heads 3 --eps 1e-6 --out %s/t", test_tmpdir());
+    vit_import_opts o = {.heads = 3};
+    return import_file(path_in("t", "model.safetensors"), &o);
+}
+
+static void write_peft(const char *dir, const peft_files *f)
+{
+    char d[1024];
+    snprintf(d, sizeof d, "%s/%s", test_tmpdir(), dir);
+    CHECK(mkdir(d, 0755) == 0);
+    write_file(path_in(dir, PEFT_MODEL_FILE), f->model, f->model_len);
+    write_file(path_in(dir, PEFT_CONFIG_FILE), f->config, strlen(f->config));
+}
+
+/* Exports a to dir, applies it in PyTorch and compares with clad's logits. */
+static double export_and_apply(const char *dir, const model *m, const adapter *a)
+{
+    peft_files f;
+    clad_err err = {0};
+    CHECK_MSG(peft_export(a, m, "random-vit", &f, &err) == 0, "%s", err.msg);
+    write_peft(dir, &f);
+    peft_files_finish(&f);
+    run_script("peft-apply --base %s --io %s --heads 3 --eps 1e-6 --adapter %s/%s --out %s", path_in("t", "model.safetensors"),
+               path_in("t", "io.safetensors"), test_tmpdir(), dir, path_in(dir, "logits.safetensors"));
+    size_t n;
+    float *want = read_tensor(path_in(dir, "logits.safetensors"), "logits", &n);
+    double d = compare_logits(dir, m, a, path_in("t", "io.safetensors"), want, n);
+    free(want);
+    return d;
+}
+
+TEST_TIMEOUT(interop_peft_export_applies_in_pytorch, 120)
+{
+    if (!have_torch()) return;
+    model *m = small_base();
+    /* Per-layer ranks, rank 0 on some layers, a LoRA on the Conv2d patch embedding, a new 7-class head. */
+    int ranks[MODEL_MAX_LINEARS] = {0};
+    ranks[0] = 2;
+    for (int l = 0; l < m->cfg.depth; l++)
+        for (int k = 0; k < 4; k++) ranks[1 + 4 * l + k] = l == 1 && k == 1 ? 0 : 2 + (k + l) % 3;
+    clad_err err = {0};
+    adapter *a = adapter_create(m, ranks, 8.0f, 7, &err);
+    CHECK(a);
+    adapter_init(a, m, 5);
+    /* Trained by clad for a few steps, so B is not zero. */
+    dataset d = {0};
+    int shape[3] = {3, 32, 32};
+    CHECK(dataset_init(&d, 64, 3, shape, &err) == 0);
+    rng g;
+    rng_init(&g, 9);
+    for (size_t i = 0; i < (size_t)d.n * (size_t)d.dim; i++) d.x[i] = rng_normal(&g);
+    for (int i = 0; i < d.n; i++) d.y[i] = i % 7;
+    d.n_classes = 7;
+    train_config tc;
+    train_config_default(&tc);
+    tc.epochs = 3;
+    tc.batch = 16;
+    tc.lr = 1e-2f;
+    train_result tr;
+    CHECK_MSG(train_run(m, a, &d, &tc, NULL, NULL, &tr, &err) == 0, "%s", err.msg);
+    dataset_finish(&d);
+    float bmax = 0;
+    const float *B = param_set_ptr(&a->params, a->B[1]);
+    for (size_t k = 0; k < a->params.t[a->B[1]].numel; k++) bmax = fmaxf(bmax, fabsf(B[k]));
+    CHECK(bmax > 1e-3f);
+    CHECK(export_and_apply("lora", m, a) <= LOGIT_TOL);
+
+    /* The config: r is the most common rank, the others in rank_pattern, rank-0 layers left out. */
+    peft_files f;
+    CHECK(peft_export(a, m, "random-vit", &f, &err) == 0);
+    CHECK(strstr(f.config, "\"blocks.0.attn.qkv\"") && strstr(f.config, "\"patch_embed.proj\""));
+    CHECK(!strstr(f.config, "\"blocks.1.attn.proj\""));
+    CHECK(strstr(f.config, "\"rank_pattern\"") && strstr(f.config, "\"peft_type\": \"LORA\""));
+    /* Round trip through the importer gives the same adapter. */
+    adapter *back = peft_import(m, f.model, f.model_len, f.config, strlen(f.config), &err);
+    CHECK_MSG(back, "%s", err.msg);
+    CHECK(param_set_same_layout(&back->params, &a->params) && back->alpha == a->alpha);
+    CHECK(!memcmp(back->params.data, a->params.data, a->params.total * sizeof(float)));
+    adapter_destroy(back);
+    peft_files_finish(&f);
+    adapter_destroy(a);
+
+    /* Tied (tl6, with u and v away from 1) exports as its exact LoRA equivalent. */
+    int tranks[MODEL_MAX_LINEARS] = {0};
+    for (int l = 0; l < m->cfg.depth; l++)
+        for (int k = 0; k < 4; k++) tranks[1 + 4 * l + k] = 3;
+    adapter *t = adapter_tied_create(m, tranks, TIED_TL6, 5, &err);
+    CHECK(t);
+    adapter_init(t, m, 6);
+    for (int i = 0; i < t->params.n; i++) {
+        if (i == t->head_w || i == t->head_b) continue;
+        float *p = param_set_ptr(&t->params, i);
+        for (size_t k = 0; k < t->params.t[i].numel; k++) p[k] += 0.3f * rng_normal(&g);
+    }
+    CHECK(export_and_apply("tied", m, t) <= LOGIT_TOL);
+    adapter_destroy(t);
+    model_destroy(m);
+}
+
+TEST_TIMEOUT(interop_peft_import_matches_pytorch, 120)
+{
+    if (!have_torch()) return;
+    model *m = small_base();
+    run_script("peft-make --base %s --io %s --heads 3 --eps 1e-6 --classes 7 --out %s/pm", path_in("t", "model.safetensors"),
+               path_in("t", "io.safetensors"), test_tmpdir());
+    size_t slen, clen;
+    uint8_t *st = read_file(path_in("pm", PEFT_MODEL_FILE), &slen);
+    char *cfg = (char *)read_file(path_in("pm", PEFT_CONFIG_FILE), &clen);
+    clad_err err = {0};
+    adapter *a = peft_import(m, st, slen, cfg, clen, &err);
+    CHECK_MSG(a, "%s", err.msg);
+    /* rank_pattern gave per-layer ranks; the left-out module has none. */
+    CHECK(a->n_classes == 7 && a->rank[1] == 4 && a->rank[2] == 2 && a->rank[3] == 3 && a->rank[5] == 5 && a->rank[6] == 0);
+    size_t n;
+    float *want = read_tensor(path_in("pm", "logits.safetensors"), "logits", &n);
+    CHECK(compare_logits("PEFT adapter from PyTorch", m, a, path_in("t", "io.safetensors"), want, n) <= LOGIT_TOL);
+    free(want);
+    adapter_destroy(a);
+
+    /* A config that contradicts the file, DoRA and foreign modules are refused with the reason. */
+    struct {
+        const char *config, *expect;
+    } bad[] = {
+        {"{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"target_modules\":[],\"modules_to_save\":[\"head\"]}", "rank"},
+        {"{\"peft_type\":\"LORA\",\"r\":4,\"use_dora\":true}", "use_dora"},
+        {"{\"peft_type\":\"IA3\"}", "LORA"},
+        {"{\"peft_type\":\"LORA\",\"r\":4,\"modules_to_save\":[\"classifier\"]}", "classifier"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        clad_err_clear(&err);
+        CHECK(peft_import(m, st, slen, bad[i].config, strlen(bad[i].config), &err) == NULL);
+        CHECK_MSG(strstr(err.msg, bad[i].expect), "config %zu: '%s' lacks '%s'", i, err.msg, bad[i].expect);
+    }
+    free(st);
+    free(cfg);
+    model_destroy(m);
+}
