@@ -55,6 +55,7 @@ static const route *const route_tables[] = {
     api_train_routes,
     api_serve_routes,
     api_merge_routes,
+    api_interop_routes,
 };
 
 /* --- server callbacks ------------------------------------------------------------------------------- */

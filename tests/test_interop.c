@@ -16,6 +16,7 @@
 #include "io/dataset_io.h"
 #include "io/peft.h"
 #include "io/safetensors.h"
+#include "io/tar.h"
 #include "io/vit_import.h"
 
 #define PYTHON "/usr/bin/python3"
@@ -358,4 +359,49 @@ TEST_TIMEOUT(interop_peft_import_matches_pytorch, 120)
     free(st);
     free(cfg);
     model_destroy(m);
+}
+
+/* ---- ustar: what clad writes, tar reads, and the other way round ---- */
+
+TEST(interop_tar_round_trips_with_system_tar)
+{
+    const char *cfg = "{\"peft_type\": \"LORA\"}";
+    uint8_t big[1500];
+    for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 7);
+    tar_file files[2] = {{PEFT_CONFIG_FILE, cfg, strlen(cfg)}, {PEFT_MODEL_FILE, big, sizeof big}};
+    uint8_t *tar = NULL;
+    size_t len = 0;
+    clad_err err = {0};
+    CHECK(tar_build("t-v1-peft", files, 2, 1700000000, &tar, &len, &err) == 0);
+    CHECK(len % TAR_BLOCK == 0);
+    const uint8_t *data;
+    size_t n;
+    CHECK(tar_find(tar, len, PEFT_MODEL_FILE, &data, &n, &err) == 0 && n == sizeof big && !memcmp(data, big, n));
+    CHECK(tar_find(tar, len, "README.md", &data, &n, &err) == CLAD_ENOTFOUND);
+    char path[1024], cmd[2200];
+    snprintf(path, sizeof path, "%s/a.tar", test_tmpdir());
+    write_file(path, tar, len);
+    free(tar);
+    if (system("command -v tar >/dev/null") != 0) {
+        printf("# skipped: no tar program for the cross-check\n");
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "cd %s && tar xf a.tar", test_tmpdir());
+    CHECK(system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/t-v1-peft/%s", test_tmpdir(), PEFT_MODEL_FILE);
+    uint8_t *back = read_file(path, &n);
+    CHECK(n == sizeof big && !memcmp(back, big, n));
+    free(back);
+    /* GNU tar's own archive of that directory (with a "./" prefix) is read back. */
+    snprintf(cmd, sizeof cmd, "cd %s/t-v1-peft && tar cf ../b.tar ./%s ./%s", test_tmpdir(), PEFT_CONFIG_FILE, PEFT_MODEL_FILE);
+    CHECK(system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/b.tar", test_tmpdir());
+    uint8_t *gnu = read_file(path, &len);
+    CHECK(tar_find(gnu, len, PEFT_CONFIG_FILE, &data, &n, &err) == 0 && n == strlen(cfg) && !memcmp(data, cfg, n));
+    CHECK(tar_find(gnu, len, PEFT_MODEL_FILE, &data, &n, &err) == 0 && n == sizeof big && !memcmp(data, big, n));
+    /* A damaged header is refused, not trusted. */
+    gnu[100] ^= 1;
+    clad_err_clear(&err);
+    CHECK(tar_find(gnu, len, PEFT_MODEL_FILE, &data, &n, &err) == CLAD_EINVAL && strstr(err.msg, "checksum"));
+    free(gnu);
 }
