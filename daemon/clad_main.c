@@ -42,6 +42,7 @@ static void usage(FILE *f)
             "  job ID [--follow]           one job; --follow shows its progress until it ends\n"
             "  cancel ID                   cancel a queued or running job\n"
             "%s"
+            "%s"
             "  raw METHOD PATH [FILE|-]    send a request (body from FILE or stdin) and print the reply\n"
             "                              [--content-type TYPE] (default application/json)\n"
             "\n"
@@ -53,7 +54,7 @@ static void usage(FILE *f)
             "\n"
             "exit codes: 0 ok, 1 error reply, 2 usage, 3 cannot connect, 4 not found, 5 denied,\n"
             "            6 conflict, 7 busy, 8 followed job did not succeed, 9 bad reply\n",
-            cli_tasks_usage);
+            cli_tasks_usage, cli_interop_usage);
 }
 
 /* --- commands ----------------------------------------------------------------------------------------- */
@@ -297,6 +298,8 @@ int main(int argc, char **argv)
     if (!strcmp(command, "cancel")) return cmd_cancel(&o);
     if (!strcmp(command, "raw")) return cmd_raw(&o);
     int trc = cli_tasks_dispatch(command, &o);
+    if (trc >= 0) return trc;
+    trc = cli_interop_dispatch(command, &o);
     if (trc >= 0) return trc;
     if (!strcmp(command, "help")) {
         usage(stdout);

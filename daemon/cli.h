@@ -77,5 +77,8 @@ bool cli_value_option(const char *key);
 int cli_tasks_dispatch(const char *command, const options *o);
 /* Their usage lines. */
 extern const char cli_tasks_usage[];
+/* export / import (daemon/cli_interop.c): -1 when command is neither. */
+int cli_interop_dispatch(const char *command, const options *o);
+extern const char cli_interop_usage[];
 
 #endif

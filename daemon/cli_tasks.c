@@ -30,7 +30,9 @@ const char cli_tasks_usage[] =
 
 static const char *const value_options[] = {
     "base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind", "fuse-with", "to", "alias", "version", "reason",
-    "config", "model", "data", "samples", "tasks", "task", "method", "drop", "lambda", NULL,
+    "config", "model", "data", "samples", "tasks", "task", "method", "drop", "lambda",
+    "out", "layout", "heads", "ln-eps", "gelu", /* export and import (daemon/cli_interop.c) */
+    NULL,
 };
 
 bool cli_value_option(const char *key)

@@ -6,10 +6,12 @@
  */
 #include "tests/test.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "core/fusion.h"
 #include "core/model.h"
 #include "core/rng.h"
 #include "core/train.h"
@@ -18,6 +20,7 @@
 #include "io/safetensors.h"
 #include "io/tar.h"
 #include "io/vit_import.h"
+#include "tests/daemon_util.h"
 
 #define PYTHON "/usr/bin/python3"
 #define SCRIPT "tests/interop/make_checkpoints.py"
@@ -221,9 +224,9 @@ TEST_TIMEOUT(interop_vit_ti_224_matches_pytorch, 120)
 /* ---- PEFT ---- */
 
 /* A small timm base from the script, imported. */
-static model *small_base(void)
+static model *small_base(const char *more)
 {
-    run_script("base --layout timm --dim 48 --heads 3 --eps 1e-6 --out %s/t", test_tmpdir());
+    run_script("base --layout timm --dim 48 --heads 3 --eps 1e-6 --out %s/t %s", test_tmpdir(), more);
     vit_import_opts o = {.heads = 3};
     return import_file(path_in("t", "model.safetensors"), &o);
 }
@@ -257,7 +260,7 @@ static double export_and_apply(const char *dir, const model *m, const adapter *a
 TEST_TIMEOUT(interop_peft_export_applies_in_pytorch, 120)
 {
     if (!have_torch()) return;
-    model *m = small_base();
+    model *m = small_base("");
     /* Per-layer ranks, rank 0 on some layers, a LoRA on the Conv2d patch embedding, a new 7-class head. */
     int ranks[MODEL_MAX_LINEARS] = {0};
     ranks[0] = 2;
@@ -318,6 +321,16 @@ TEST_TIMEOUT(interop_peft_export_applies_in_pytorch, 120)
         for (size_t k = 0; k < t->params.t[i].numel; k++) p[k] += 0.3f * rng_normal(&g);
     }
     CHECK(export_and_apply("tied", m, t) <= LOGIT_TOL);
+
+    /* Fusion has no plain LoRA form: refused, saying why. */
+    const adapter *srcs[1] = {t};
+    adapter *fu = adapter_fusion_create(m, srcs, NULL, 1, 5, &err);
+    CHECK_MSG(fu, "%s", err.msg);
+    adapter_init(fu, m, 7);
+    clad_err_clear(&err);
+    CHECK(peft_export(fu, m, "random-vit", &f, &err) == CLAD_EINVAL);
+    CHECK_MSG(strstr(err.msg, "fusion") && strstr(err.msg, "no plain LoRA"), "%s", err.msg);
+    adapter_destroy(fu);
     adapter_destroy(t);
     model_destroy(m);
 }
@@ -325,9 +338,10 @@ TEST_TIMEOUT(interop_peft_export_applies_in_pytorch, 120)
 TEST_TIMEOUT(interop_peft_import_matches_pytorch, 120)
 {
     if (!have_torch()) return;
-    model *m = small_base();
-    run_script("peft-make --base %s --io %s --heads 3 --eps 1e-6 --classes 7 --out %s/pm", path_in("t", "model.safetensors"),
-               path_in("t", "io.safetensors"), test_tmpdir());
+    char more[2048];
+    snprintf(more, sizeof more, "+ peft-make --base %s --io %s --heads 3 --eps 1e-6 --classes 7 --out %s/pm",
+             path_in("t", "model.safetensors"), path_in("t", "io.safetensors"), test_tmpdir());
+    model *m = small_base(more);
     size_t slen, clen;
     uint8_t *st = read_file(path_in("pm", PEFT_MODEL_FILE), &slen);
     char *cfg = (char *)read_file(path_in("pm", PEFT_CONFIG_FILE), &clen);
@@ -404,4 +418,88 @@ TEST(interop_tar_round_trips_with_system_tar)
     clad_err_clear(&err);
     CHECK(tar_find(gnu, len, PEFT_MODEL_FILE, &data, &n, &err) == CLAD_EINVAL && strstr(err.msg, "checksum"));
     free(gnu);
+}
+
+/* ---- through the daemon: clad import / export and the routes ---- */
+
+TEST_TIMEOUT(interop_daemon_import_export_round_trip, 180)
+{
+    if (!have_torch()) return;
+    const char *tmp = test_tmpdir();
+    run_script("base --layout hf --dim 48 --heads 3 --eps 1e-12 --classes 4 --seed 3 --out %s/h + base --layout timm --dim 48 "
+               "--heads 3 --eps 1e-6 --out %s/t + peft-make --base %s --io %s --heads 3 --eps 1e-6 --classes 7 --out %s/pm",
+               tmp, tmp, path_in("t", "model.safetensors"), path_in("t", "io.safetensors"), tmp);
+    daemon_proc d;
+    daemon_start(&d, NULL);
+    char args[2048], *out = NULL;
+
+    /* An HF directory: config.json gives heads 3 and eps 1e-12; the export re-imports to PyTorch's logits. */
+    snprintf(args, sizeof args, "import base hf1 %s/h", tmp);
+    int rc = clad_run(&d, args, &out);
+    CHECK_MSG(rc == 0 && strstr(out, "heads 3"), "clad %s: %d %s", args, rc, out);
+    free(out);
+    snprintf(args, sizeof args, "export base hf1 --out %s/hf1.safetensors", tmp);
+    CHECK_INT_EQ(clad_run(&d, args, NULL), 0);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/hf1.safetensors", tmp);
+    vit_import_opts none = {0};
+    model *m = import_file(path, &none);
+    CHECK(m->cfg.ln_eps == 1e-12f && m->cfg.heads == 3);
+    CHECK(compare_base("hf via the daemon, exported as timm", m, path_in("h", "io.safetensors")) <= LOGIT_TOL);
+    model_destroy(m);
+
+    /* A timm file with its heads given; then a PEFT adapter made in PyTorch goes in and comes back out,
+     * and PyTorch applies the exported one to the same logits. */
+    snprintf(args, sizeof args, "import base t1 %s/t/model.safetensors --heads 3", tmp);
+    CHECK_INT_EQ(clad_run(&d, args, NULL), 0);
+    snprintf(args, sizeof args, "import adapter pt %s/pm --base t1", tmp);
+    rc = clad_run(&d, args, &out);
+    CHECK_MSG(rc == 0 && strstr(out, "pt@1 imported"), "clad %s: %d %s", args, rc, out);
+    free(out);
+    snprintf(args, sizeof args, "export adapter pt@active --out %s/back", tmp);
+    CHECK_INT_EQ(clad_run(&d, args, NULL), 0);
+    run_script("peft-apply --base %s --io %s --heads 3 --eps 1e-6 --adapter %s/back --out %s", path_in("t", "model.safetensors"),
+               path_in("t", "io.safetensors"), tmp, path_in("back", "logits.safetensors"));
+    size_t n1, n2;
+    float *want = read_tensor(path_in("pm", "logits.safetensors"), "logits", &n1);
+    float *got = read_tensor(path_in("back", "logits.safetensors"), "logits", &n2);
+    CHECK_INT_EQ(n1, n2);
+    double diff = max_diff(want, got, n1);
+    printf("# PEFT in and out of the daemon: max |before - after| = %.3g\n", diff);
+    CHECK(diff <= LOGIT_TOL);
+    free(want);
+    free(got);
+
+    /* The routes: a tar that tar reads, one file with ?file=, and clear refusals. */
+    char *body = NULL, *headers = NULL;
+    CHECK_INT_EQ(curl_req(&d, "GET", "/v1/tasks/pt/versions/1/export?format=peft", NULL, NULL, &headers), 200);
+    CHECK(strstr(headers, "application/x-tar") && strstr(headers, "pt-v1-peft.tar"));
+    free(headers);
+    snprintf(args, sizeof args, "curl -s --unix-socket '%s' 'http://cladd/v1/tasks/pt/versions/1/export' | tar tf - | sort | tr '\\n' ' ' > %s/list",
+             d.sock, tmp);
+    CHECK(system(args) == 0);
+    snprintf(path, sizeof path, "%s/list", tmp);
+    size_t ll;
+    char *list = (char *)read_file(path, &ll);
+    CHECK_MSG(strstr(list, "pt-v1-peft/adapter_config.json pt-v1-peft/adapter_model.safetensors"), "%s", list);
+    free(list);
+    CHECK_INT_EQ(curl_req(&d, "GET", "/v1/tasks/pt/versions/1/export?file=adapter_config.json", NULL, &body, NULL), 200);
+    json_t *cfg = json_or_fail(body);
+    CHECK_STR_EQ(json_string_value(json_object_get(cfg, "peft_type")), "LORA");
+    CHECK_STR_EQ(json_string_value(json_object_get(cfg, "base_model_name_or_path")), "t1");
+    json_decref(cfg);
+    free(body);
+    CHECK_INT_EQ(curl_req(&d, "GET", "/v1/tasks/pt/versions/1/export?format=onnx", NULL, &body, NULL), 400);
+    CHECK(strstr(body, "onnx"));
+    free(body);
+    CHECK_INT_EQ(curl_req(&d, "GET", "/v1/tasks/pt/versions/9/export", NULL, &body, NULL), 404);
+    free(body);
+    CHECK_INT_EQ(curl_req(&d, "POST", "/v1/tasks/pt2/import?base=t1", "-H 'Content-Type: application/x-tar' --data-binary 'nope'",
+                          &body, NULL), 400);
+    CHECK_STR_EQ(error_code_of(body), "invalid_input");
+    free(body);
+    snprintf(args, sizeof args, "-H 'Content-Type: application/octet-stream' --data-binary @%s/t/model.safetensors", tmp);
+    CHECK_INT_EQ(curl_req(&d, "POST", "/v1/bases/t1/import", args, &body, NULL), 409);
+    free(body);
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
 }

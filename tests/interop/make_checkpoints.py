@@ -11,7 +11,8 @@ Implements, from their documented behaviour and without clad's code:
     module) wins), scaling lora_alpha / r (or / sqrt(r) with use_rslora).
 Weights are random (nothing can be downloaded here); the reference runs in float64.
 
-Commands (every file is safetensors, written and read by the few lines below):
+Commands (every file is safetensors, written and read by the few lines below; several commands may be
+joined with "+" to share one run):
   base --layout timm|hf ... --out DIR      DIR/model.safetensors (+ config.json for hf) and DIR/io.safetensors
                                            with inputs "x" (N,3,H,W) and the reference "logits"
   peft-apply --base F --adapter DIR --io F --heads H --eps E --out F
@@ -26,6 +27,7 @@ import math
 import os
 import re
 import struct
+import sys
 
 import numpy as np
 import torch
@@ -313,9 +315,17 @@ def main():
         else:
             p.add_argument("--seed", type=int, default=2)
             p.add_argument("--classes", type=int, default=7)
-    a = ap.parse_args()
+    # Several commands may share one run (importing torch costs more than the work): CMD ... + CMD ...
+    argv, cmds = sys.argv[1:], [[]]
+    for word in argv:
+        if word == "+":
+            cmds.append([])
+        else:
+            cmds[-1].append(word)
     torch.set_num_threads(1)
-    {"base": make_base, "peft-apply": peft_apply, "peft-make": peft_make}[a.cmd](a)
+    for c in cmds:
+        a = ap.parse_args(c)
+        {"base": make_base, "peft-apply": peft_apply, "peft-make": peft_make}[a.cmd](a)
 
 
 if __name__ == "__main__":
