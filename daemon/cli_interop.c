@@ -139,15 +139,18 @@ static int export_base(const options *o, const char *name)
     client_response resp;
     int rc = request(o, &rq, &resp);
     if (fclose(s.f) != 0) s.failed = true;
-    if (!rc && resp.status != 200) {
-        client_response err = resp;
-        s.head[s.head_len] = '\0';
-        err.body = s.head;
-        err.body_len = s.head_len;
-        rc = report_error(o, &err);
-    } else if (!rc && s.failed) {
-        fail_msg("cannot write %s: %s", out, strerror(errno));
-        rc = EXIT_ERROR;
+    if (!rc) {
+        if (resp.status != 200) {
+            client_response shown = resp;
+            s.head[s.head_len] = '\0';
+            shown.body = s.head;
+            shown.body_len = s.head_len;
+            rc = report_error(o, &shown);
+        } else if (s.failed) {
+            fail_msg("cannot write %s: %s", out, strerror(errno));
+            rc = EXIT_ERROR;
+        }
+        client_response_finish(&resp);
     }
     if (!rc) printf("base %s exported to %s (timm layout)\n", name, out);
     else remove(out);
