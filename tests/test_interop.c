@@ -22,15 +22,24 @@
 #include "io/vit_import.h"
 #include "tests/daemon_util.h"
 
-#define PYTHON "/usr/bin/python3"
+/* Debian's python3 (a python3 earlier in PATH may lack the packaged torch); CLAD_PYTHON overrides it. */
+static const char *python(void)
+{
+    const char *p = getenv("CLAD_PYTHON");
+    return p && *p ? p : "/usr/bin/python3";
+}
 #define SCRIPT "tests/interop/make_checkpoints.py"
 #define LOGIT_TOL 1e-4
 
 static bool have_torch(void)
 {
     static int ok = -1;
-    if (ok < 0) ok = system(PYTHON " -c 'import torch, numpy' 2>/dev/null") == 0;
-    if (!ok) printf("# skipped: %s cannot import torch (install python3-torch and python3-numpy)\n", PYTHON);
+    if (ok < 0) {
+        char cmd[1100];
+        snprintf(cmd, sizeof cmd, "'%s' -c 'import torch, numpy' 2>/dev/null", python());
+        ok = system(cmd) == 0;
+    }
+    if (!ok) printf("# skipped: %s cannot import torch (install python3-torch and python3-numpy)\n", python());
     return ok;
 }
 
@@ -42,7 +51,7 @@ __attribute__((format(printf, 1, 2))) static void run_script(const char *fmt, ..
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s %s", PYTHON, SCRIPT, args);
+    snprintf(cmd, sizeof cmd, "'%s' %s %s", python(), SCRIPT, args);
     int rc = system(cmd);
     CHECK_MSG(rc == 0, "%s failed (status %d)", cmd, rc);
 }
