@@ -21,14 +21,15 @@ void peft_files_finish(peft_files *f)
     memset(f, 0, sizeof *f);
 }
 
-/* The factor shapes PEFT stores for linear li: nn.Linear's (r,in) and (out,r), or a Conv2d's kernels for
- * the patch embedding. Returns the number of dimensions. */
-static int factor_shape(const model *m, int li, int r, bool is_B, int64_t *shape)
+/* The factor shapes PEFT stores for linear li (or part of its n_parts of output rows: HF's query, key,
+ * value of qkv): nn.Linear's (r,in) and (out,r), or a Conv2d's kernels for the patch embedding. Returns
+ * the number of dimensions. */
+static int factor_shape(const model *m, int li, int n_parts, int r, bool is_B, int64_t *shape)
 {
     const model_linear *L = &m->linear[li];
     bool conv = m->cfg.kind == MODEL_VIT && li == 0;
     if (is_B) {
-        shape[0] = L->out, shape[1] = r, shape[2] = 1, shape[3] = 1;
+        shape[0] = L->out / n_parts, shape[1] = r, shape[2] = 1, shape[3] = 1;
     } else if (conv) {
         shape[0] = r, shape[1] = m->cfg.channels, shape[2] = m->cfg.patch, shape[3] = m->cfg.patch;
     } else {
@@ -62,10 +63,10 @@ static int add_factors(st_writer *w, const adapter *a, const model *m, int li, c
     char module[MODULE_MAX], name[MODULE_MAX + 64];
     vit_timm_module_name(m, li, module, sizeof module);
     int64_t shape[4];
-    int nd = factor_shape(m, li, a->rank[li], false, shape);
+    int nd = factor_shape(m, li, 1, a->rank[li], false, shape);
     snprintf(name, sizeof name, PEFT_PREFIX "%s.lora_A.weight", module);
     int rc = st_writer_add_f32(w, name, nd, shape, param_set_ptr(&a->params, a->A[li]), err);
-    nd = factor_shape(m, li, a->rank[li], true, shape);
+    nd = factor_shape(m, li, 1, a->rank[li], true, shape);
     snprintf(name, sizeof name, PEFT_PREFIX "%s.lora_B.weight", module);
     if (!rc) rc = st_writer_add_f32(w, name, nd, shape, param_set_ptr(&a->params, a->B[li]), err);
     return rc;
@@ -138,7 +139,8 @@ typedef struct peft_config {
     const char *head;                      /* the modules_to_save entry, or NULL */
 } peft_config;
 
-static int parse_config(peft_config *c, json_t *j, const char *head_module, clad_err *err)
+/* head_modules: the names the model's head may have in modules_to_save (timm's "head", HF's "classifier"). */
+static int parse_config(peft_config *c, json_t *j, const char *const head_modules[2], clad_err *err)
 {
     memset(c, 0, sizeof *c);
     if (!json_is_object(j)) return clad_err_set(err, CLAD_EINVAL, PEFT_CONFIG_FILE ": not a JSON object");
@@ -166,10 +168,12 @@ static int parse_config(peft_config *c, json_t *j, const char *head_module, clad
     size_t i;
     json_array_foreach(mts, i, v) {
         const char *s = json_string_value(v);
-        if (!s || strcmp(s, head_module))
+        int k = 0;
+        while (k < 2 && head_modules[k] && (!s || strcmp(s, head_modules[k]))) k++;
+        if (k == 2 || !head_modules[k])
             return clad_err_set(err, CLAD_EINVAL, PEFT_CONFIG_FILE ": modules_to_save holds '%s'; clad keeps only the task head ('%s')",
-                                s ? s : "(not a string)", head_module);
-        c->head = head_module;
+                                s ? s : "(not a string)", head_modules[0]);
+        c->head = head_modules[k];
     }
     return 0;
 }
@@ -202,20 +206,40 @@ static int pattern_lookup(const json_t *patterns, const char *module, double *va
     return 0;
 }
 
-/* Parses "base_model.model.<module>.lora_A.weight" into the linear and which factor; -1 if not a factor. */
-static int factor_of(const model *m, const char *name, bool *is_B)
+/* The LoRA factors of one PyTorch module: a part of a clad linear (see vit_linear_from_module). */
+typedef struct module_factors {
+    const st_tensor *A, *B;
+    char module[MODULE_MAX];
+    int rank;
+} module_factors;
+
+typedef struct linear_factors {
+    int n_parts;
+    module_factors part[3];
+} linear_factors;
+
+/* Files tensor t if it is "base_model.model.<module>.lora_A|B.weight" of a module m has; false if not. */
+static bool file_factor(linear_factors *lf, const model *m, const st_tensor *t)
 {
     static const char *const sfx[2] = {".lora_A.weight", ".lora_B.weight"};
+    const char *name = t->name;
     size_t pl = strlen(PEFT_PREFIX), len = strlen(name);
+    if (strncmp(name, PEFT_PREFIX, pl)) return false;
     for (int k = 0; k < 2; k++) {
         size_t sl = strlen(sfx[k]);
         if (len <= pl + sl || strcmp(name + len - sl, sfx[k]) || len - pl - sl >= MODULE_MAX) continue;
         char module[MODULE_MAX];
         snprintf(module, sizeof module, "%.*s", (int)(len - pl - sl), name + pl);
-        *is_B = k == 1;
-        return vit_linear_from_timm(m, module);
+        int part, n_parts, li = vit_linear_from_module(m, module, &part, &n_parts);
+        if (li < 0) return false;
+        lf[li].n_parts = n_parts;
+        module_factors *mf = &lf[li].part[part];
+        snprintf(mf->module, sizeof mf->module, "%s", module);
+        if (k) mf->B = t;
+        else mf->A = t;
+        return true;
     }
-    return -1;
+    return false;
 }
 
 static bool is_head_tensor(const char *name, const char *head, const char *what)
@@ -245,32 +269,62 @@ static int take_tensor(float *dst, const st_tensor *t, int nd, const int64_t *sh
     return rc;
 }
 
-/* Checks the rank PEFT would build module li with (rank_pattern, else r) against the file's. */
-static int check_rank(const peft_config *c, const char *module, int r, clad_err *err)
+/* The scale PEFT gives module `module` of rank r: alpha_pattern's alpha (else lora_alpha) over r, or over
+ * sqrt(r) with rsLoRA; also checks r against rank_pattern (else r), as PEFT would build the module. */
+static int module_scale(const peft_config *c, const char *module, int r, double *scale, clad_err *err)
 {
-    double want = c->r;
+    double want = c->r, alpha = c->alpha;
     bool found;
     int rc = pattern_lookup(c->rank_pattern, module, &want, &found, err);
     if (!rc && (int)want != r)
         rc = clad_err_set(err, CLAD_EINVAL, "PEFT adapter: module '%s' has rank %d in the file but %d in the config", module, r,
                           (int)want);
+    if (!rc) rc = pattern_lookup(c->alpha_pattern, module, &alpha, &found, err);
+    *scale = alpha / (c->rslora ? sqrt((double)r) : (double)r);
+    return rc;
+}
+
+/* Fills linear li of a from its modules: A stacks the parts' A rows; B places each part's B (rows of its
+ * share, columns of its rank) with PEFT's scale over clad's folded in, so the product is exact. */
+static int take_linear(adapter *a, const model *m, const peft_config *c, int li, const linear_factors *lf, clad_err *err)
+{
+    const model_linear *L = &m->linear[li];
+    int R = a->rank[li], np = lf->n_parts, rows = L->out / np, off = 0, rc = 0;
+    float *A = param_set_ptr(&a->params, a->A[li]), *B = param_set_ptr(&a->params, a->B[li]);
+    for (int p = 0; !rc && p < np; p++) {
+        const module_factors *mf = &lf->part[p];
+        int r = mf->rank;
+        if (!r) continue;
+        int64_t shape[4];
+        int nd = factor_shape(m, li, np, r, false, shape);
+        double scale = 0;
+        rc = module_scale(c, mf->module, r, &scale, err);
+        if (!rc) rc = take_tensor(A + (size_t)off * (size_t)L->in, mf->A, nd, shape, err);
+        float *Bp = malloc((size_t)rows * (size_t)r * sizeof *Bp);
+        if (!Bp) abort();
+        nd = factor_shape(m, li, np, r, true, shape);
+        if (!rc) rc = take_tensor(Bp, mf->B, nd, shape, err);
+        double fold = scale / ((double)a->alpha / (double)R);
+        for (int o = 0; !rc && o < rows; o++)
+            for (int k = 0; k < r; k++)
+                B[(size_t)(p * rows + o) * (size_t)R + (size_t)(off + k)] = (float)((double)Bp[(size_t)o * (size_t)r + (size_t)k] * fold);
+        free(Bp);
+        off += r;
+    }
     return rc;
 }
 
 static adapter *import_tensors(const model *m, const st_reader *rd, const peft_config *c, clad_err *err)
 {
-    const st_tensor *A[MODEL_MAX_LINEARS] = {0}, *B[MODEL_MAX_LINEARS] = {0}, *hw = NULL, *hb = NULL;
-    char head[MODULE_MAX], module[MODULE_MAX];
-    vit_timm_module_name(m, m->n_linear - 1, head, sizeof head);
+    linear_factors lf[MODEL_MAX_LINEARS];
+    memset(lf, 0, sizeof lf);
+    const st_tensor *hw = NULL, *hb = NULL;
     for (int i = 0; i < st_reader_count(rd); i++) {
         const st_tensor *t = st_reader_at(rd, i);
-        bool is_B = false;
-        int li = factor_of(m, t->name, &is_B);
-        if (li >= 0) {
-            (is_B ? B : A)[li] = t;
-        } else if (c->head && is_head_tensor(t->name, head, "weight")) {
+        if (file_factor(lf, m, t)) continue;
+        if (c->head && is_head_tensor(t->name, c->head, "weight")) {
             hw = t;
-        } else if (c->head && is_head_tensor(t->name, head, "bias")) {
+        } else if (c->head && is_head_tensor(t->name, c->head, "bias")) {
             hb = t;
         } else {
             clad_err_set(err, CLAD_EINVAL, PEFT_MODEL_FILE ": tensor '%s' is not a LoRA factor of a module clad's model has%s", t->name,
@@ -280,43 +334,27 @@ static adapter *import_tensors(const model *m, const st_reader *rd, const peft_c
     }
     int ranks[MODEL_MAX_LINEARS] = {0};
     for (int li = 0; li < m->n_linear; li++) {
-        if (!A[li] != !B[li]) {
-            vit_timm_module_name(m, li, module, sizeof module);
-            clad_err_set(err, CLAD_EINVAL, PEFT_MODEL_FILE ": module '%s' has lora_%s but not lora_%s", module, A[li] ? "A" : "B",
-                         A[li] ? "B" : "A");
-            return NULL;
+        for (int p = 0; p < lf[li].n_parts; p++) {
+            module_factors *mf = &lf[li].part[p];
+            if (!mf->A != !mf->B) {
+                clad_err_set(err, CLAD_EINVAL, PEFT_MODEL_FILE ": module '%s' has lora_%s but not lora_%s", mf->module,
+                             mf->A ? "A" : "B", mf->A ? "B" : "A");
+                return NULL;
+            }
+            mf->rank = mf->A && mf->A->ndim ? (int)(mf->A->shape[0] > 65536 ? 65536 : mf->A->shape[0]) : 0;
+            ranks[li] += mf->rank;
         }
-        ranks[li] = A[li] && A[li]->ndim ? (int)(A[li]->shape[0] > 65536 ? 65536 : A[li]->shape[0]) : 0;
     }
     if (!hw != !hb) {
-        clad_err_set(err, CLAD_EINVAL, PEFT_MODEL_FILE ": the head '%s' needs both weight and bias", head);
+        clad_err_set(err, CLAD_EINVAL, PEFT_MODEL_FILE ": the head '%s' needs both weight and bias", c->head);
         return NULL;
     }
     int classes = hw && hw->ndim == 2 && hw->shape[0] <= MODEL_MAX_CLASSES ? (int)hw->shape[0] : m->cfg.n_classes;
     adapter *a = adapter_create(m, ranks, (float)c->alpha, classes, err);
     if (!a) return NULL;
     int rc = 0;
-    for (int li = 0; !rc && li < m->n_linear; li++) {
-        int r = ranks[li];
-        if (!r) continue;
-        vit_timm_module_name(m, li, module, sizeof module);
-        int64_t shape[4];
-        int nd = factor_shape(m, li, r, false, shape);
-        rc = check_rank(c, module, r, err);
-        if (!rc) rc = take_tensor(param_set_ptr(&a->params, a->A[li]), A[li], nd, shape, err);
-        nd = factor_shape(m, li, r, true, shape);
-        /* PEFT writes a Linear's B as (out, r) and a Conv2d's as (out, r, 1, 1). */
-        if (!rc) rc = take_tensor(param_set_ptr(&a->params, a->B[li]), B[li], nd, shape, err);
-        double alpha_l = c->alpha;
-        bool found;
-        if (!rc) rc = pattern_lookup(c->alpha_pattern, module, &alpha_l, &found, err);
-        /* PEFT scales by alpha_l / r (or / sqrt r); clad by alpha / r: fold the ratio into B. */
-        double fold = (alpha_l / (c->rslora ? sqrt((double)r) : (double)r)) / (c->alpha / (double)r);
-        if (!rc && fold != 1.0) {
-            float *Bp = param_set_ptr(&a->params, a->B[li]);
-            for (size_t k = 0; k < a->params.t[a->B[li]].numel; k++) Bp[k] = (float)((double)Bp[k] * fold);
-        }
-    }
+    for (int li = 0; !rc && li < m->n_linear; li++)
+        if (ranks[li]) rc = take_linear(a, m, c, li, &lf[li], err);
     const model_linear *H = &m->linear[m->n_linear - 1];
     if (!rc && hw) {
         rc = take_tensor(param_set_ptr(&a->params, a->head_w), hw, 2, (int64_t[]){classes, H->in}, err);
@@ -344,10 +382,11 @@ adapter *peft_import(const model *m, const void *st_buf, size_t st_len, const ch
     }
     char head[MODULE_MAX];
     vit_timm_module_name(m, m->n_linear - 1, head, sizeof head);
+    const char *const heads[2] = {head, m->cfg.kind == MODEL_VIT ? "classifier" : NULL};
     peft_config c;
     adapter *a = NULL;
     st_reader *rd = NULL;
-    if (parse_config(&c, j, head, err)) goto done;
+    if (parse_config(&c, j, heads, err)) goto done;
     if (!(rd = st_reader_parse(st_buf, st_len, err))) {
         clad_err_prefix(err, PEFT_MODEL_FILE ": ");
         goto done;

@@ -13,7 +13,9 @@
  * and refuses fusion adapters, which have no plain LoRA form. Import accepts LoRA configs with
  * rank_pattern, alpha_pattern (keys matched as PEFT does: the first key k with (.*\.)?(k)$ matching the
  * module) and use_rslora; per-module scalings that differ from lora_alpha / r are folded into B, so the
- * imported adapter computes the same change. DoRA, fan_in_fan_out, bias other than "none", and modules
+ * imported adapter computes the same change. Module names may also be Hugging Face's ViT names
+ * (io/vit_import.h), head "classifier": the LoRAs of query, key and value become one qkv LoRA whose rank is
+ * their sum (A stacked, B block-diagonal), which is exact. DoRA, fan_in_fan_out, bias other than "none", and modules
  * clad's model lacks are refused naming what.
  */
 #ifndef CLAD_IO_PEFT_H

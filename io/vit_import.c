@@ -110,6 +110,27 @@ int vit_linear_from_timm(const model *m, const char *module)
     return -1;
 }
 
+int vit_linear_from_module(const model *m, const char *module, int *part, int *n_parts)
+{
+    *part = 0;
+    *n_parts = 1;
+    int li = vit_linear_from_timm(m, module);
+    if (li >= 0 || m->cfg.kind != MODEL_VIT) return li;
+    char src[3][NAME_MAX_LEN], wname[NAME_MAX_LEN];
+    size_t mlen = strlen(module);
+    for (li = 0; li < m->n_linear; li++) {
+        snprintf(wname, sizeof wname, "%s.weight", m->linear[li].name);
+        int ns = source_names(VIT_LAYOUT_HF, wname, src);
+        for (int k = 0; k < ns; k++)
+            if (strlen(src[k]) == mlen + strlen(".weight") && !strncmp(src[k], module, mlen)) {
+                *part = k;
+                *n_parts = ns;
+                return li;
+            }
+    }
+    return -1;
+}
+
 /* The shape a layout stores param i with: PyTorch keeps the conv kernel and a batch axis on the tokens. */
 static int file_shape(const model *m, int i, int n_src, int64_t *shape)
 {

@@ -46,5 +46,9 @@ int vit_export_timm(const model *m, uint8_t **out, size_t *len, clad_err *err);
 void vit_timm_module_name(const model *m, int li, char *out, size_t size);
 /* The linear whose timm module path is `module`; -1 if none. */
 int vit_linear_from_timm(const model *m, const char *module);
+/* The same for a module path in timm's or Hugging Face's layout, with the share of the linear's output
+ * rows it holds: HF's query, key and value are parts 0, 1, 2 of *n_parts = 3 of clad's qkv; any other
+ * module is part 0 of 1. -1 if no linear matches. */
+int vit_linear_from_module(const model *m, const char *module, int *part, int *n_parts);
 
 #endif

@@ -372,7 +372,7 @@ TEST_TIMEOUT(interop_peft_import_matches_pytorch, 120)
         {"{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":8,\"target_modules\":[],\"modules_to_save\":[\"head\"]}", "rank"},
         {"{\"peft_type\":\"LORA\",\"r\":4,\"use_dora\":true}", "use_dora"},
         {"{\"peft_type\":\"IA3\"}", "LORA"},
-        {"{\"peft_type\":\"LORA\",\"r\":4,\"modules_to_save\":[\"classifier\"]}", "classifier"},
+        {"{\"peft_type\":\"LORA\",\"r\":4,\"modules_to_save\":[\"norm\"]}", "only the task head"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         clad_err_clear(&err);
@@ -511,4 +511,32 @@ TEST_TIMEOUT(interop_daemon_import_export_round_trip, 180)
     CHECK_INT_EQ(curl_req(&d, "POST", "/v1/bases/t1/import", args, &body, NULL), 409);
     free(body);
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
+}
+
+TEST_TIMEOUT(interop_peft_hf_import_matches_pytorch, 120)
+{
+    if (!have_torch()) return;
+    /* An adapter for a Hugging Face ViT as PEFT users make one: LoRA on query and value (short names in
+     * target_modules, regex keys in rank_pattern and alpha_pattern), the classifier in modules_to_save. */
+    run_script("base --layout hf --dim 48 --heads 3 --eps 1e-12 --classes 4 --seed 3 --out %s/h + peft-make --base %s --io %s "
+               "--heads 3 --eps 1e-12 --classes 6 --out %s/ph",
+               test_tmpdir(), path_in("h", "model.safetensors"), path_in("h", "io.safetensors"), test_tmpdir());
+    vit_import_opts o = {.heads = 3};
+    model *m = import_file(path_in("h", "model.safetensors"), &o);
+    size_t slen, clen;
+    uint8_t *st = read_file(path_in("ph", PEFT_MODEL_FILE), &slen);
+    char *cfg = (char *)read_file(path_in("ph", PEFT_CONFIG_FILE), &clen);
+    clad_err err = {0};
+    adapter *a = peft_import(m, st, slen, cfg, clen, &err);
+    CHECK_MSG(a, "%s", err.msg);
+    /* qkv holds query's and value's ranks side by side (4 + 3; layer 1's value has 6); fc1 rank 2. */
+    CHECK(a->n_classes == 6 && a->rank[1] == 7 && a->rank[5] == 10 && a->rank[3] == 2 && a->rank[2] == 0 && a->rank[4] == 0);
+    size_t n;
+    float *want = read_tensor(path_in("ph", "logits.safetensors"), "logits", &n);
+    CHECK(compare_logits("HF PEFT adapter from PyTorch", m, a, path_in("h", "io.safetensors"), want, n) <= LOGIT_TOL);
+    free(want);
+    adapter_destroy(a);
+    free(st);
+    free(cfg);
+    model_destroy(m);
 }

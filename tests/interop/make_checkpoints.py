@@ -16,10 +16,11 @@ joined with "+" to share one run):
   base --layout timm|hf ... --out DIR      DIR/model.safetensors (+ config.json for hf) and DIR/io.safetensors
                                            with inputs "x" (N,3,H,W) and the reference "logits"
   peft-apply --base F --adapter DIR --io F --heads H --eps E --out F
-                                           logits of a timm-layout base with a PEFT adapter applied
+                                           logits of a base (either layout) with a PEFT adapter applied
   peft-make --base F --io F --heads H --eps E --seed S --classes K --out DIR
                                            a random PEFT adapter (per-layer ranks and alphas, some layers
-                                           left out, a new head) and DIR/logits.safetensors
+                                           left out, a new head; on an HF base HF's module names, LoRA on
+                                           query and value) and DIR/logits.safetensors
 """
 import argparse
 import json
@@ -108,7 +109,7 @@ def forward_timm(sd, x, heads, eps, lora=None, head=None):
     return F.linear(t[:, 0], hw, hb)
 
 
-def forward_hf(sd, x, heads, eps):
+def forward_hf(sd, x, heads, eps, lora=None, head=None):
     D = sd["vit.embeddings.cls_token"].shape[-1]
     depth = len({k.split(".")[3] for k in sd if k.startswith("vit.encoder.layer.")})
     w = sd["vit.embeddings.patch_embeddings.projection.weight"]
@@ -119,12 +120,18 @@ def forward_hf(sd, x, heads, eps):
     for i in range(depth):
         p = f"vit.encoder.layer.{i}."
         h = F.layer_norm(t, (D,), sd[p + "layernorm_before.weight"], sd[p + "layernorm_before.bias"], eps)
-        q, k, v = (lora_linear(sd, p + "attention.attention." + n, h, None) for n in ("query", "key", "value"))
-        t = t + lora_linear(sd, p + "attention.output.dense", attention(q, k, v, heads), None)
+        q, k, v = (lora_linear(sd, p + "attention.attention." + n, h, lora) for n in ("query", "key", "value"))
+        t = t + lora_linear(sd, p + "attention.output.dense", attention(q, k, v, heads), lora)
         h = F.layer_norm(t, (D,), sd[p + "layernorm_after.weight"], sd[p + "layernorm_after.bias"], eps)
-        t = t + lora_linear(sd, p + "output.dense", F.gelu(lora_linear(sd, p + "intermediate.dense", h, None)), None)
+        t = t + lora_linear(sd, p + "output.dense", F.gelu(lora_linear(sd, p + "intermediate.dense", h, lora)), lora)
     t = F.layer_norm(t, (D,), sd["vit.layernorm.weight"], sd["vit.layernorm.bias"], eps)
-    return F.linear(t[:, 0], sd["classifier.weight"], sd["classifier.bias"])
+    hw, hb = head if head else (sd["classifier.weight"], sd["classifier.bias"])
+    return F.linear(t[:, 0], hw, hb)
+
+
+def forward_any(sd, x, heads, eps, lora=None, head=None):
+    fwd = forward_hf if "vit.embeddings.cls_token" in sd else forward_timm
+    return fwd(sd, x, heads, eps, lora, head)
 
 
 # ---- random checkpoints -----------------------------------------------------------------------------
@@ -250,37 +257,57 @@ def peft_apply(a):
     sd = {k: v.double() for k, v in st_load(a.base).items()}
     lora, head = load_peft(a.adapter)
     x = st_load(a.io)["x"].double()
-    st_save(a.out, {"logits": forward_timm(sd, x, a.heads, a.eps, lora, head).float()})
+    st_save(a.out, {"logits": forward_any(sd, x, a.heads, a.eps, lora, head).float()})
+
+
+def random_factors(g, w, rank):
+    A = (torch.rand(rank, w.shape[1], generator=g) * 2 - 1) / math.sqrt(w.shape[1])
+    B = 0.5 * torch.randn(w.shape[0], rank, generator=g)  # trained: not PEFT's zero init
+    return A, B
 
 
 def peft_make(a):
+    """A timm-layout adapter with full module names, or (HF base) one with the short names people use."""
     g = torch.Generator().manual_seed(a.seed)
     sd = {k: v.double() for k, v in st_load(a.base).items()}
-    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    hf = "vit.embeddings.cls_token" in sd
     r, alpha = 4, 8.0
     tensors, rank_pattern, alpha_pattern, targets = {}, {}, {}, []
-    for i in range(depth):
-        for name in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"):
-            module = f"blocks.{i}.{name}"
-            if i == depth - 1 and name == "attn.proj":
-                continue  # left out: not a target
-            targets.append(module)
-            rank = {"attn.qkv": 4, "attn.proj": 2, "mlp.fc1": 3, "mlp.fc2": 4}[name] + (i % 2)
-            if rank != r:
-                rank_pattern[module] = rank
-            if name == "mlp.fc1":
-                alpha_pattern[module] = 5.0 + i
-            w = sd[module + ".weight"]
-            A = (torch.rand(rank, w.shape[1], generator=g) * 2 - 1) / math.sqrt(w.shape[1])
-            B = 0.5 * torch.randn(w.shape[0], rank, generator=g)  # trained: not PEFT's zero init
-            tensors[f"base_model.model.{module}.lora_A.weight"] = A
-            tensors[f"base_model.model.{module}.lora_B.weight"] = B
-    D = sd["cls_token"].shape[-1]
+    if hf:
+        depth = len({k.split(".")[3] for k in sd if k.startswith("vit.encoder.layer.")})
+        targets = ["query", "value", "intermediate.dense"]
+        rank_pattern = {"layer.1.attention.attention.value": 6, "value": 3, "intermediate.dense": 2}
+        alpha_pattern = {"intermediate.dense": 3.0}
+        for i in range(depth):
+            for name in ("attention.attention.query", "attention.attention.value", "intermediate.dense"):
+                module = f"vit.encoder.layer.{i}.{name}"
+                rank = pattern_value(rank_pattern, module, r)
+                A, B = random_factors(g, sd[module + ".weight"], rank)
+                tensors[f"base_model.model.{module}.lora_A.weight"] = A
+                tensors[f"base_model.model.{module}.lora_B.weight"] = B
+        D, head = sd["vit.embeddings.cls_token"].shape[-1], "classifier"
+    else:
+        depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+        for i in range(depth):
+            for name in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"):
+                module = f"blocks.{i}.{name}"
+                if i == depth - 1 and name == "attn.proj":
+                    continue  # left out: not a target
+                targets.append(module)
+                rank = {"attn.qkv": 4, "attn.proj": 2, "mlp.fc1": 3, "mlp.fc2": 4}[name] + (i % 2)
+                if rank != r:
+                    rank_pattern[module] = rank
+                if name == "mlp.fc1":
+                    alpha_pattern[module] = 5.0 + i
+                A, B = random_factors(g, sd[module + ".weight"], rank)
+                tensors[f"base_model.model.{module}.lora_A.weight"] = A
+                tensors[f"base_model.model.{module}.lora_B.weight"] = B
+        D, head = sd["cls_token"].shape[-1], "head"
     hw, hb = rand_linear(g, a.classes, D)
-    tensors["base_model.model.head.weight"], tensors["base_model.model.head.bias"] = hw, hb
+    tensors[f"base_model.model.{head}.weight"], tensors[f"base_model.model.{head}.bias"] = hw, hb
     config = {
         "peft_type": "LORA", "r": r, "lora_alpha": alpha, "lora_dropout": 0.0, "target_modules": targets,
-        "rank_pattern": rank_pattern, "alpha_pattern": alpha_pattern, "modules_to_save": ["head"],
+        "rank_pattern": rank_pattern, "alpha_pattern": alpha_pattern, "modules_to_save": [head],
         "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
         "base_model_name_or_path": "random-vit", "task_type": None, "inference_mode": True,
     }
@@ -288,9 +315,10 @@ def peft_make(a):
     st_save(os.path.join(a.out, "adapter_model.safetensors"), tensors, {"format": "pt"})
     with open(os.path.join(a.out, "adapter_config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    lora, head = load_peft(a.out)
+    lora, head_w = load_peft(a.out)
     x = st_load(a.io)["x"].double()
-    st_save(os.path.join(a.out, "logits.safetensors"), {"logits": forward_timm(sd, x, a.heads, a.eps, lora, head).float()})
+    logits = forward_any(sd, x, a.heads, a.eps, lora, head_w)
+    st_save(os.path.join(a.out, "logits.safetensors"), {"logits": logits.float()})
 
 
 def main():
