@@ -249,6 +249,16 @@ static void write_peft(const char *dir, const peft_files *f)
     write_file(path_in(dir, PEFT_CONFIG_FILE), f->config, strlen(f->config));
 }
 
+/* clad's logits with a against the script's logits.safetensors in dir, on the inputs of io. */
+static double compare_with_dir(const char *what, const model *m, const adapter *a, const char *dir, const char *io)
+{
+    size_t n;
+    float *want = read_tensor(path_in(dir, "logits.safetensors"), "logits", &n);
+    double d = compare_logits(what, m, a, io, want, n);
+    free(want);
+    return d;
+}
+
 /* Exports a to dir, applies it in PyTorch and compares with clad's logits. */
 static double export_and_apply(const char *dir, const model *m, const adapter *a)
 {
@@ -259,11 +269,7 @@ static double export_and_apply(const char *dir, const model *m, const adapter *a
     peft_files_finish(&f);
     run_script("peft-apply --base %s --io %s --heads 3 --eps 1e-6 --adapter %s/%s --out %s", path_in("t", "model.safetensors"),
                path_in("t", "io.safetensors"), test_tmpdir(), dir, path_in(dir, "logits.safetensors"));
-    size_t n;
-    float *want = read_tensor(path_in(dir, "logits.safetensors"), "logits", &n);
-    double d = compare_logits(dir, m, a, path_in("t", "io.safetensors"), want, n);
-    free(want);
-    return d;
+    return compare_with_dir(dir, m, a, dir, path_in("t", "io.safetensors"));
 }
 
 TEST_TIMEOUT(interop_peft_export_applies_in_pytorch, 120)
@@ -344,6 +350,20 @@ TEST_TIMEOUT(interop_peft_export_applies_in_pytorch, 120)
     model_destroy(m);
 }
 
+/* Imports the PEFT directory dir (under the test's tmpdir) onto m; the test fails if clad refuses it. */
+static adapter *import_peft_dir(const model *m, const char *dir)
+{
+    size_t slen, clen;
+    uint8_t *st = read_file(path_in(dir, PEFT_MODEL_FILE), &slen);
+    char *cfg = (char *)read_file(path_in(dir, PEFT_CONFIG_FILE), &clen);
+    clad_err err = {0};
+    adapter *a = peft_import(m, st, slen, cfg, clen, &err);
+    CHECK_MSG(a, "%s: %s", dir, err.msg);
+    free(st);
+    free(cfg);
+    return a;
+}
+
 TEST_TIMEOUT(interop_peft_import_matches_pytorch, 120)
 {
     if (!have_torch()) return;
@@ -351,21 +371,16 @@ TEST_TIMEOUT(interop_peft_import_matches_pytorch, 120)
     snprintf(more, sizeof more, "+ peft-make --base %s --io %s --heads 3 --eps 1e-6 --classes 7 --out %s/pm",
              path_in("t", "model.safetensors"), path_in("t", "io.safetensors"), test_tmpdir());
     model *m = small_base(more);
-    size_t slen, clen;
-    uint8_t *st = read_file(path_in("pm", PEFT_MODEL_FILE), &slen);
-    char *cfg = (char *)read_file(path_in("pm", PEFT_CONFIG_FILE), &clen);
-    clad_err err = {0};
-    adapter *a = peft_import(m, st, slen, cfg, clen, &err);
-    CHECK_MSG(a, "%s", err.msg);
+    adapter *a = import_peft_dir(m, "pm");
     /* rank_pattern gave per-layer ranks; the left-out module has none. */
     CHECK(a->n_classes == 7 && a->rank[1] == 4 && a->rank[2] == 2 && a->rank[3] == 3 && a->rank[5] == 5 && a->rank[6] == 0);
-    size_t n;
-    float *want = read_tensor(path_in("pm", "logits.safetensors"), "logits", &n);
-    CHECK(compare_logits("PEFT adapter from PyTorch", m, a, path_in("t", "io.safetensors"), want, n) <= LOGIT_TOL);
-    free(want);
+    CHECK(compare_with_dir("PEFT adapter from PyTorch", m, a, "pm", path_in("t", "io.safetensors")) <= LOGIT_TOL);
     adapter_destroy(a);
 
     /* A config that contradicts the file, DoRA and foreign modules are refused with the reason. */
+    size_t slen;
+    uint8_t *st = read_file(path_in("pm", PEFT_MODEL_FILE), &slen);
+    clad_err err = {0};
     struct {
         const char *config, *expect;
     } bad[] = {
@@ -380,7 +395,6 @@ TEST_TIMEOUT(interop_peft_import_matches_pytorch, 120)
         CHECK_MSG(strstr(err.msg, bad[i].expect), "config %zu: '%s' lacks '%s'", i, err.msg, bad[i].expect);
     }
     free(st);
-    free(cfg);
     model_destroy(m);
 }
 
@@ -523,20 +537,10 @@ TEST_TIMEOUT(interop_peft_hf_import_matches_pytorch, 120)
                test_tmpdir(), path_in("h", "model.safetensors"), path_in("h", "io.safetensors"), test_tmpdir());
     vit_import_opts o = {.heads = 3};
     model *m = import_file(path_in("h", "model.safetensors"), &o);
-    size_t slen, clen;
-    uint8_t *st = read_file(path_in("ph", PEFT_MODEL_FILE), &slen);
-    char *cfg = (char *)read_file(path_in("ph", PEFT_CONFIG_FILE), &clen);
-    clad_err err = {0};
-    adapter *a = peft_import(m, st, slen, cfg, clen, &err);
-    CHECK_MSG(a, "%s", err.msg);
+    adapter *a = import_peft_dir(m, "ph");
     /* qkv holds query's and value's ranks side by side (4 + 3; layer 1's value has 6); fc1 rank 2. */
     CHECK(a->n_classes == 6 && a->rank[1] == 7 && a->rank[5] == 10 && a->rank[3] == 2 && a->rank[2] == 0 && a->rank[4] == 0);
-    size_t n;
-    float *want = read_tensor(path_in("ph", "logits.safetensors"), "logits", &n);
-    CHECK(compare_logits("HF PEFT adapter from PyTorch", m, a, path_in("h", "io.safetensors"), want, n) <= LOGIT_TOL);
-    free(want);
+    CHECK(compare_with_dir("HF PEFT adapter from PyTorch", m, a, "ph", path_in("h", "io.safetensors")) <= LOGIT_TOL);
     adapter_destroy(a);
-    free(st);
-    free(cfg);
     model_destroy(m);
 }
