@@ -156,7 +156,8 @@ static int parse_config(peft_config *c, json_t *j, const char *const head_module
         return clad_err_set(err, CLAD_EINVAL, PEFT_CONFIG_FILE ": r must be a positive integer and lora_alpha a positive number");
     const char *bias = json_string_value(json_object_get(j, "bias"));
     if (bias && strcmp(bias, "none"))
-        return clad_err_set(err, CLAD_EINVAL, PEFT_CONFIG_FILE ": bias '%s' trains the base biases; clad imports bias \"none\" only", bias);
+        return clad_err_set(err, CLAD_EINVAL,
+                            PEFT_CONFIG_FILE ": bias '%s' trains the base biases; clad imports bias \"none\" only", bias);
     static const char *const refused[] = {"use_dora", "fan_in_fan_out"};
     for (size_t k = 0; k < 2; k++)
         if (json_is_true(json_object_get(j, refused[k])))
@@ -193,7 +194,9 @@ static int pattern_lookup(const json_t *patterns, const char *module, double *va
         regex_t rx;
         int bad = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB);
         free(re);
-        if (bad) return clad_err_set(err, CLAD_EINVAL, PEFT_CONFIG_FILE ": pattern '%s' is not a regular expression clad can read", key);
+        if (bad)
+            return clad_err_set(err, CLAD_EINVAL, PEFT_CONFIG_FILE ": pattern '%s' is not a regular expression clad can read",
+                                key);
         bool match = regexec(&rx, module, 0, NULL, 0) == 0;
         regfree(&rx);
         if (!match) continue;
@@ -305,9 +308,10 @@ static int take_linear(adapter *a, const model *m, const peft_config *c, int li,
         nd = factor_shape(m, li, np, r, true, shape);
         if (!rc) rc = take_tensor(Bp, mf->B, nd, shape, err);
         double fold = scale / ((double)a->alpha / (double)R);
-        for (int o = 0; !rc && o < rows; o++)
-            for (int k = 0; k < r; k++)
-                B[(size_t)(p * rows + o) * (size_t)R + (size_t)(off + k)] = (float)((double)Bp[(size_t)o * (size_t)r + (size_t)k] * fold);
+        for (int o = 0; !rc && o < rows; o++) {
+            float *dst = B + (size_t)(p * rows + o) * (size_t)R + (size_t)off; /* row p*rows+o, columns off.. */
+            for (int k = 0; k < r; k++) dst[k] = (float)((double)Bp[(size_t)o * (size_t)r + (size_t)k] * fold);
+        }
         free(Bp);
         off += r;
     }

@@ -262,7 +262,9 @@ model *vit_import(const void *buf, size_t len, const vit_import_opts *opts, clad
     bool have_file_cfg = ctext && model_config_parse(&file_cfg, ctext, NULL) == 0 && file_cfg.kind == MODEL_VIT;
     cfg.heads = opts->heads ? opts->heads : have_file_cfg ? file_cfg.heads : cfg.dim % 64 == 0 ? cfg.dim / 64 : 0;
     if (!cfg.heads) {
-        clad_err_set(err, CLAD_EINVAL, "checkpoint: dim %d is not a multiple of 64; say how many heads", cfg.dim);
+        clad_err_set(err, CLAD_EINVAL,
+                     "checkpoint: dim %d is not a multiple of 64, so the number of attention heads (heads) must be given",
+                     cfg.dim);
         goto done;
     }
     cfg.ln_eps = opts->ln_eps > 0.0f ? opts->ln_eps

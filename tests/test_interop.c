@@ -498,7 +498,8 @@ TEST_TIMEOUT(interop_daemon_import_export_round_trip, 180)
     CHECK_INT_EQ(curl_req(&d, "GET", "/v1/tasks/pt/versions/1/export?format=peft", NULL, NULL, &headers), 200);
     CHECK(strstr(headers, "application/x-tar") && strstr(headers, "pt-v1-peft.tar"));
     free(headers);
-    snprintf(args, sizeof args, "curl -s --unix-socket '%s' 'http://cladd/v1/tasks/pt/versions/1/export' | tar tf - | sort | tr '\\n' ' ' > %s/list",
+    snprintf(args, sizeof args,
+             "curl -s --unix-socket '%s' 'http://cladd/v1/tasks/pt/versions/1/export' | tar tf - | sort | tr '\\n' ' ' > %s/list",
              d.sock, tmp);
     CHECK(system(args) == 0);
     snprintf(path, sizeof path, "%s/list", tmp);
