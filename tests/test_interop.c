@@ -200,12 +200,23 @@ TEST(interop_vit_timm_import_matches_pytorch)
 TEST(interop_vit_hf_import_matches_pytorch)
 {
     if (!have_torch()) return;
-    run_script("base --layout hf --dim 48 --heads 3 --eps 1e-12 --classes 4 --seed 3 --out %s/h", test_tmpdir());
+    const char *tmp = test_tmpdir();
+    run_script("base --layout hf --dim 48 --heads 3 --eps 1e-12 --classes 4 --seed 3 --out %s/h + base --layout hf --dim 48 --heads 3 "
+               "--eps 1e-12 --dtype F16 --seed 4 --out %s/h16 + base --layout timm --dim 48 --heads 3 --dtype BF16 --seed 5 --out %s/b16",
+               tmp, tmp, tmp);
     /* Layout AUTO finds HF's names; eps 1e-12 is the HF default. */
     vit_import_opts o = {.heads = 3};
     model *m = import_file(path_in("h", "model.safetensors"), &o);
     CHECK(m->cfg.ln_eps == 1e-12f && m->cfg.n_classes == 4);
     CHECK(compare_base("hf 32x32", m, path_in("h", "io.safetensors")) <= LOGIT_TOL);
+    model_destroy(m);
+    /* Half-precision files (as checkpoints are often shared) widen exactly. */
+    m = import_file(path_in("h16", "model.safetensors"), &o);
+    CHECK(compare_base("hf F16", m, path_in("h16", "io.safetensors")) <= LOGIT_TOL);
+    model_destroy(m);
+    m = import_file(path_in("b16", "model.safetensors"), &o);
+    CHECK(m->cfg.ln_eps == 1e-6f);
+    CHECK(compare_base("timm BF16", m, path_in("b16", "io.safetensors")) <= LOGIT_TOL);
     model_destroy(m);
 
     /* A checkpoint missing a tensor, or read in the wrong layout, is refused naming the tensor. */

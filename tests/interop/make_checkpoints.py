@@ -37,14 +37,18 @@ import torch.nn.functional as F
 # ---- safetensors (F32 only) -------------------------------------------------------------------------
 
 
-def st_save(path, tensors, metadata=None):
+def st_save(path, tensors, metadata=None, dtype="F32"):
     header, blobs, off = {}, [], 0
     if metadata:
         header["__metadata__"] = metadata
     for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name].detach().cpu().numpy().astype("<f4"))
+        t = tensors[name].detach().cpu()
+        if dtype == "BF16":  # numpy has no bfloat16: its bits are the top half of float32's
+            a = np.ascontiguousarray(t.to(torch.bfloat16).view(torch.int16).numpy().astype("<i2"))
+        else:
+            a = np.ascontiguousarray(t.numpy().astype("<f2" if dtype == "F16" else "<f4"))
         b = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
     h = json.dumps(header).encode()
@@ -167,14 +171,17 @@ def make_base(a):
     timm["norm.weight"], timm["norm.bias"] = rand_norm(g, D)
     timm["head.weight"], timm["head.bias"] = rand_linear(g, a.classes, D)
     x = torch.randn(a.n, C, a.img, a.img, generator=g)
+    if a.dtype != "F32":  # the reference runs on the weights as the file holds them
+        half = torch.float16 if a.dtype == "F16" else torch.bfloat16
+        timm = {k: v.to(half).float() for k, v in timm.items()}
     os.makedirs(a.out, exist_ok=True)
     f64 = {k: v.double() for k, v in timm.items()}
     if a.layout == "timm":
-        st_save(os.path.join(a.out, "model.safetensors"), timm, {"format": "pt"})
+        st_save(os.path.join(a.out, "model.safetensors"), timm, {"format": "pt"}, a.dtype)
         logits = forward_timm(f64, x.double(), a.heads, a.eps)
     else:
         hf = hf_names(timm, a.depth, D)
-        st_save(os.path.join(a.out, "model.safetensors"), hf, {"format": "pt"})
+        st_save(os.path.join(a.out, "model.safetensors"), hf, {"format": "pt"}, a.dtype)
         config = {
             "architectures": ["ViTForImageClassification"], "model_type": "vit", "hidden_size": D,
             "num_hidden_layers": a.depth, "num_attention_heads": a.heads, "intermediate_size": M,
@@ -330,6 +337,7 @@ def main():
                  ("n", 3), ("seed", 1)):
         b.add_argument("--" + k, type=int, default=v)
     b.add_argument("--eps", type=float, default=1e-6)
+    b.add_argument("--dtype", choices=["F32", "F16", "BF16"], default="F32")
     b.add_argument("--out", required=True)
     for name in ("peft-apply", "peft-make"):
         p = sub.add_parser(name)
