@@ -12,10 +12,13 @@
 #include <sys/stat.h>
 
 #include "core/fusion.h"
+#include "core/merge.h"
 #include "core/model.h"
 #include "core/rng.h"
 #include "core/train.h"
 #include "io/dataset_io.h"
+#include "io/merge_io.h"
+#include "io/model_io.h"
 #include "io/peft.h"
 #include "io/safetensors.h"
 #include "io/tar.h"
@@ -332,6 +335,27 @@ TEST_TIMEOUT(interop_peft_export_applies_in_pytorch, 120)
     CHECK(!memcmp(back->params.data, a->params.data, a->params.total * sizeof(float)));
     adapter_destroy(back);
     peft_files_finish(&f);
+
+    /* A merged version: its blob (the merged change as a LoRA plus every source's head) loads as the
+     * registry loads it, and exports as that stored LoRA. */
+    const adapter *srcs2[1] = {a};
+    merge_config mc;
+    merge_config_default(&mc, MERGE_TA);
+    model *merged = merge_backbone(m, srcs2, 1, &mc, &err);
+    CHECK_MSG(merged, "%s", err.msg);
+    adapter *ml = merge_to_lora(m, merged, 4, a, &err);
+    CHECK_MSG(ml, "%s", err.msg);
+    const char *names[1] = {"src"};
+    uint8_t *blob = NULL;
+    size_t blen = 0;
+    CHECK(merged_blob_build(ml, m, names, srcs2, 1, &blob, &blen, &err) == 0);
+    adapter *stored = adapter_from_buffer(m, blob, blen, &err);
+    CHECK_MSG(stored, "%s", err.msg);
+    CHECK(export_and_apply("merged", m, stored) <= LOGIT_TOL);
+    adapter_destroy(stored);
+    free(blob);
+    adapter_destroy(ml);
+    model_destroy(merged);
     adapter_destroy(a);
 
     /* Tied (tl6, with u and v away from 1) exports as its exact LoRA equivalent. */
