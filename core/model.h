@@ -36,6 +36,8 @@ typedef struct model_config {
     int hidden[MODEL_MAX_HIDDEN];
     /* vit */
     int channels, height, width, patch, dim, depth, heads, mlp_dim;
+    float ln_eps;       /* LayerNorm eps; 0 = clad's 1e-5 (timm ViTs use 1e-6, Hugging Face's 1e-12) */
+    bool gelu_erf;      /* exact GELU (PyTorch's nn.GELU(), as timm and HF ViTs use); else the tanh form */
 } model_config;
 
 /* Reference configs: "mlp" (784-256-256-10, GELU) and "vit-tiny" (28x28x1, patch 4, dim 64, depth 4,

@@ -330,6 +330,26 @@ const float *model_ws_fusion_weights(const model_ws *ws, int site, int *rows)
 
 /* ---- one linear layer with its adapter ------------------------------------------------------- */
 
+/* The activation and LayerNorm the config asks for (imported timm/HF ViTs: exact GELU, their eps). */
+static void act_forward(const model_config *c, float *out, const float *x, size_t n)
+{
+    if (c->gelu_erf) gelu_erf_forward(out, x, n);
+    else gelu_forward(out, x, n);
+}
+
+static void act_backward(const model_config *c, float *dx, const float *x, const float *dout, size_t n)
+{
+    if (c->gelu_erf) gelu_erf_backward(dx, x, dout, n);
+    else gelu_backward(dx, x, dout, n);
+}
+
+static void ln_forward(const model_config *c, float *out, float *mean, float *rstd, const float *x, const float *w,
+                       const float *b, int N, int C)
+{
+    if (c->ln_eps > 0.0f) layernorm_forward_eps(out, mean, rstd, x, w, b, N, C, c->ln_eps);
+    else layernorm_forward(out, mean, rstd, x, w, b, N, C);
+}
+
 static const float *lin_weight(const model *m, const adapter *a, int li)
 {
     const model_linear *L = &m->linear[li];
@@ -484,7 +504,7 @@ static const float *mlp_fuse_forward(model_ws *ws, const model *m, const adapter
         if (src->rank[i])
             lora_forward(f->pre[s], f->xa[s], h, param_set_ptr(&src->params, src->A[i]),
                          param_set_ptr(&src->params, src->B[i]), adapter_scale(src, i), N, L->in, L->out, src->rank[i]);
-        gelu_forward(f->post[s], f->pre[s], n);
+        act_forward(&m->cfg, f->post[s], f->pre[s], n);
         z[s] = f->post[s];
     }
     site_fuse_forward(ws, a, i, ws->mlp_post[i], z, N, L->out);
@@ -499,7 +519,7 @@ static float mlp_forward(model_ws *ws, const model *m, const adapter *a, const f
     const float *h = x;
     for (int i = 0; i < c->n_hidden; i++) {
         lin_forward(ws, ws->mlp_pre[i], ws->mlp_xa[i], h, m, fuse ? NULL : a, i, N);
-        gelu_forward(ws->mlp_post[i], ws->mlp_pre[i], (size_t)N * (size_t)c->hidden[i]);
+        act_forward(&m->cfg, ws->mlp_post[i], ws->mlp_pre[i], (size_t)N * (size_t)c->hidden[i]);
         h = fuse ? mlp_fuse_forward(ws, m, a, h, i, N) : ws->mlp_post[i];
     }
     lin_forward(ws, ws->logits, NULL, h, m, a, m->n_linear - 1, N);
@@ -527,12 +547,12 @@ static void mlp_fuse_backward(model_ws *ws, const model *m, const adapter *a, co
     site_fuse_backward(ws, a, i, dout, ws->mlp_post[i], z, N, L->out, adapter_grad);
     /* dpre = the base run's d(pre) plus every source's: they all pass through the same W. */
     memset(dpre, 0, n * sizeof *dpre);
-    gelu_backward(dpre, ws->mlp_pre[i], ws->fus_dh0, n);
+    act_backward(&m->cfg, dpre, ws->mlp_pre[i], ws->fus_dh0, n);
     if (dx) memset(dx, 0, (size_t)N * (size_t)L->in * sizeof *dx);
     for (int s = 0; s < S; s++) {
         const adapter *src = a->fusion.source[s];
         memset(ws->fus_tmp, 0, n * sizeof(float));
-        gelu_backward(ws->fus_tmp, f->pre[s], ws->fus_dz + (size_t)s * n, n);
+        act_backward(&m->cfg, ws->fus_tmp, f->pre[s], ws->fus_dz + (size_t)s * n, n);
         for (size_t k = 0; k < n; k++) dpre[k] += ws->fus_tmp[k];
         if (src->rank[i] && dx)
             lora_backward(dx, NULL, NULL, ws->dxa, ws->fus_tmp, in, f->xa[s], param_set_ptr(&src->params, src->A[i]),
@@ -563,7 +583,7 @@ static void mlp_backward(model_ws *ws, const model *m, const adapter *a, const f
         }
         /* dcur holds d(post_i); turn it into d(pre_i) in dnext, then back through linear i. */
         memset(dnext, 0, n * sizeof *dnext);
-        gelu_backward(dnext, ws->mlp_pre[i], dcur, n);
+        act_backward(&m->cfg, dnext, ws->mlp_pre[i], dcur, n);
         float *dx = NULL;
         if (i > 0) {
             dx = dcur;
@@ -601,7 +621,7 @@ static void vit_block_forward(model_ws *ws, const model *m, const adapter *a, vi
     snprintf(name, sizeof name, "blocks.%d.ln1.weight", l);
     const float *ln1w = pval(m, name);
     snprintf(name, sizeof name, "blocks.%d.ln1.bias", l);
-    layernorm_forward(b->ln1, b->ln1_mean, b->ln1_rstd, res_in, ln1w, pval(m, name), BT, C);
+    ln_forward(&m->cfg, b->ln1, b->ln1_mean, b->ln1_rstd, res_in, ln1w, pval(m, name), BT, C);
     lin_forward(ws, b->qkv, b->qkv_xa, b->ln1, m, a, blk_lin(l, QKV), BT);
     attention_forward(b->atty, b->att, b->qkv, N, T, C, c->heads);
     lin_forward(ws, b->proj, b->proj_xa, b->atty, m, a, blk_lin(l, PROJ), BT);
@@ -609,9 +629,9 @@ static void vit_block_forward(model_ws *ws, const model *m, const adapter *a, vi
     snprintf(name, sizeof name, "blocks.%d.ln2.weight", l);
     const float *ln2w = pval(m, name);
     snprintf(name, sizeof name, "blocks.%d.ln2.bias", l);
-    layernorm_forward(b->ln2, b->ln2_mean, b->ln2_rstd, b->res1, ln2w, pval(m, name), BT, C);
+    ln_forward(&m->cfg, b->ln2, b->ln2_mean, b->ln2_rstd, b->res1, ln2w, pval(m, name), BT, C);
     lin_forward(ws, b->fc1, b->fc1_xa, b->ln2, m, a, blk_lin(l, FC1), BT);
-    gelu_forward(b->gelu, b->fc1, (size_t)BT * (size_t)M);
+    act_forward(&m->cfg, b->gelu, b->fc1, (size_t)BT * (size_t)M);
     lin_forward(ws, b->fc2, b->fc2_xa, b->gelu, m, a, blk_lin(l, FC2), BT);
     residual_forward(b->res2, b->res1, b->fc2, (size_t)BT * (size_t)C);
 }
@@ -628,7 +648,7 @@ static void vit_block_backward(model_ws *ws, const model *m, const adapter *a, c
     memset(ws->dM1, 0, nBTM * sizeof(float));
     lin_backward(ws->dM1, dres, b->gelu, b->fc2_xa, ws, m, a, blk_lin(l, FC2), BT, base_grad, adapter_grad);
     memset(ws->dM2, 0, nBTM * sizeof(float));
-    gelu_backward(ws->dM2, b->fc1, ws->dM1, nBTM);
+    act_backward(&m->cfg, ws->dM2, b->fc1, ws->dM1, nBTM);
     memset(ws->dA_c, 0, nBTC * sizeof(float));
     lin_backward(ws->dA_c, ws->dM2, b->ln2, b->fc1_xa, ws, m, a, blk_lin(l, FC1), BT, base_grad, adapter_grad);
     snprintf(name, sizeof name, "blocks.%d.ln2.weight", l);
@@ -698,7 +718,7 @@ static float vit_forward(model_ws *ws, const model *m, const adapter *a, const f
     }
     /* Only the class token reaches the head, so the final LayerNorm runs on those rows alone. */
     for (int n = 0; n < N; n++) memcpy(ws->cls + (size_t)n * C, res + (size_t)n * T * C, (size_t)C * sizeof(float));
-    layernorm_forward(ws->lnf, ws->lnf_mean, ws->lnf_rstd, ws->cls, pval(m, "ln.weight"), pval(m, "ln.bias"), N, C);
+    ln_forward(&m->cfg, ws->lnf, ws->lnf_mean, ws->lnf_rstd, ws->cls, pval(m, "ln.weight"), pval(m, "ln.bias"), N, C);
     lin_forward(ws, ws->logits, NULL, ws->lnf, m, a, m->n_linear - 1, N);
     return loss_forward(ws, targets, N, lin_out(m, a, m->n_linear - 1));
 }

@@ -68,6 +68,7 @@ extern const route api_tasks_routes[];  /* /v1/tasks... (registry reads, rollbac
 extern const route api_train_routes[];  /* POST /v1/tasks/{name}/train */
 extern const route api_serve_routes[];
 extern const route api_merge_routes[];  /* POST /v1/merges/{name} */  /* predict and evaluate */
+extern const route api_interop_routes[]; /* PEFT and timm/HF exports and imports (daemon/api_interop.c) */
 extern const route api_debug_routes[];  /* /v1/debug/...: only with --enable-test-routes, for tests */
 
 /* Answers a job: its JSON with status (200, or 202 right after a submit), or with ?follow=1 an NDJSON
@@ -78,6 +79,9 @@ void api_reply_job(http_req *req, job *j, int status);
 /* Parses a job id path parameter ("{id}"): a decimal number from 1. On failure answers 400 and returns
  * false. */
 bool api_parse_id(http_req *req, const char *param, uint64_t *out);
+
+/* Stores a base made or imported by the daemon and keeps it loaded; takes ownership of m (api_bases.c). */
+int base_commit(cladd *app, const char *name, model *m, int peer_uid, clad_err *err);
 
 /* Seconds since the daemon started. */
 double api_uptime(const cladd *app);

@@ -57,7 +57,7 @@ static void bases_get(http_req *req)
 }
 
 /* Stores a base made or imported by the daemon and keeps it loaded. Takes ownership of m. */
-static int base_commit(cladd *app, const char *name, model *m, int peer_uid, clad_err *err)
+int base_commit(cladd *app, const char *name, model *m, int peer_uid, clad_err *err)
 {
     uint8_t *buf = NULL;
     size_t len = 0;

@@ -59,6 +59,7 @@ static const route *const route_tables[] = {
     api_train_routes,
     api_serve_routes,
     api_merge_routes,
+    api_interop_routes,
 };
 
 /* Adds every table (and the test routes when asked) to rt. */

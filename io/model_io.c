@@ -65,6 +65,18 @@ int model_config_from_json(model_config *cfg, const json_t *j, clad_err *err)
             }
             continue;
         }
+        if (cfg->kind == MODEL_VIT && !strcmp(key, "ln_eps")) {
+            if (!json_is_number(v)) return clad_err_set(err, CLAD_EINVAL, "model config: 'ln_eps' must be a number");
+            cfg->ln_eps = (float)json_number_value(v);
+            continue;
+        }
+        if (cfg->kind == MODEL_VIT && !strcmp(key, "gelu")) {
+            const char *g = json_string_value(v);
+            if (!g || (strcmp(g, "tanh") && strcmp(g, "erf")))
+                return clad_err_set(err, CLAD_EINVAL, "model config: 'gelu' must be \"tanh\" or \"erf\"");
+            cfg->gelu_erf = g[0] == 'e';
+            continue;
+        }
         size_t k = 0;
         while (k < n_fields && strcmp(fields[k].key, key)) k++;
         if (k == n_fields) return clad_err_set(err, CLAD_EINVAL, "model config: unknown key '%s'", key);
@@ -88,6 +100,9 @@ json_t *model_config_to_json(const model_config *cfg)
     json_object_set_new(j, "model", json_string("vit"));
     for (size_t k = 0; k < sizeof vit_fields / sizeof *vit_fields; k++)
         json_object_set_new(j, vit_fields[k].key, json_integer(*(const int *)((const char *)cfg + vit_fields[k].offset)));
+    /* Written only when not clad's defaults, so the configs of existing bases keep their exact text. */
+    if (cfg->ln_eps > 0.0f) json_object_set_new(j, "ln_eps", json_real((double)cfg->ln_eps));
+    if (cfg->gelu_erf) json_object_set_new(j, "gelu", json_string("erf"));
     return j;
 }
 

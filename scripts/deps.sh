@@ -3,6 +3,8 @@
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -e
 PKGS="build-essential pkg-config libuv1-dev libsqlite3-dev libopenblas-dev libjansson-dev libhttp-parser-dev zlib1g-dev libsystemd-dev dataset-fashion-mnist curl sqlite3"
+# Test-only: the PyTorch reference for the interop tests (tests/interop/make_checkpoints.py).
+PKGS="$PKGS python3-torch python3-numpy"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1048,3 +1048,91 @@ TEST(layers_degenerate_shapes)
     gelu_forward(y, one, 0);
     CHECK(y[0] == 0.0f);
 }
+
+/* ---- exact GELU and LayerNorm eps (imported timm / Hugging Face ViTs) ------------------------------ */
+
+static double gelu_erf_loss(void *p)
+{
+    gelu_ctx *c = p;
+    gelu_erf_forward(c->out, c->x, c->n);
+    return dot_d(c->out, c->R, c->n);
+}
+
+TEST(layers_gelu_erf_values)
+{
+    /* A dense grid against 0.5 x (1 + erf(x / sqrt 2)) and Phi(x) + x phi(x) in double. */
+    enum { G = 2001 };
+    float *xs = fbuf(G), *ys = fbuf(G), *dx = fbuf(G), *ones = fbuf(G);
+    for (int i = 0; i < G; i++) {
+        xs[i] = -10.0f + 0.01f * (float)i;
+        ones[i] = 1.0f;
+    }
+    gelu_erf_forward(ys, xs, G);
+    gelu_erf_backward(dx, xs, ones, G);
+    for (int i = 0; i < G; i++) {
+        double v = xs[i], cdf = 0.5 * (1.0 + erf(v / sqrt(2.0)));
+        double want = v * cdf, dwant = cdf + v * exp(-0.5 * v * v) / sqrt(2.0 * M_PI);
+        CHECK_NEAR(ys[i], want, 1e-6 * fabs(want) + 1e-7);
+        CHECK_NEAR(dx[i], dwant, 1e-6 * fabs(dwant) + 1e-7);
+    }
+    /* Published values of the exact GELU, which the tanh form misses in the 4th digit (0.841192). */
+    float one = 1.0f, y = 0.0f;
+    gelu_erf_forward(&y, &one, 1);
+    CHECK_NEAR(y, 0.8413447, 1e-6);
+    float m1 = -1.0f;
+    gelu_erf_forward(&y, &m1, 1);
+    CHECK_NEAR(y, -0.1586553, 1e-6);
+    bufs_free();
+}
+
+TEST(layers_gelu_erf_backward_fd)
+{
+    rng g;
+    rng_init(&g, 12);
+    size_t n = 64;
+    gelu_ctx c = {fbuf(n), frand(&g, n, 2.0f), frand(&g, n, 1.0f), n};
+    float *dx = fbuf(n);
+    gelu_erf_backward(dx, c.x, c.R, n);
+    CHECK_FD("gelu_erf dx", c.x, dx, n, 1e-3f, 2e-3, gelu_erf_loss, &c);
+    float *g0 = frand(&g, n, 1.0f), *gx = fcopy(g0, n);
+    gelu_erf_backward(gx, c.x, c.R, n);
+    gelu_erf_backward(gx, c.x, c.R, n);
+    CHECK_ACCUM("gelu_erf dx", gx, g0, dx, n);
+    bufs_free();
+}
+
+TEST(layers_layernorm_eps)
+{
+    rng g;
+    rng_init(&g, 13);
+    int N = 3, C = 16;
+    size_t n = (size_t)N * C;
+    float *x = frand(&g, n, 0.01f), *w = frand(&g, (size_t)C, 1.0f), *b = frand(&g, (size_t)C, 1.0f);
+    float *out = fbuf(n), *mean = fbuf((size_t)N), *rstd = fbuf((size_t)N), *ref = fbuf(n);
+    /* The default entry point is the eps variant at 1e-5, bit for bit. */
+    layernorm_forward(ref, mean, rstd, x, w, b, N, C);
+    layernorm_forward_eps(out, mean, rstd, x, w, b, N, C, 1e-5f);
+    CHECK_ARRAY_NEAR(out, ref, n, 1e-7, 1e-6);
+    /* Small variances (1e-4) make eps visible: 1e-6 and 1e-12 against the formula in double. */
+    const float epss[2] = {1e-6f, 1e-12f};
+    for (int e = 0; e < 2; e++) {
+        layernorm_forward_eps(out, mean, rstd, x, w, b, N, C, epss[e]);
+        for (int i = 0; i < N; i++) {
+            const float *xi = x + (size_t)i * C;
+            double m = 0, v = 0;
+            for (int j = 0; j < C; j++) m += (double)xi[j];
+            m /= C;
+            for (int j = 0; j < C; j++) v += ((double)xi[j] - m) * ((double)xi[j] - m);
+            double rs = 1.0 / sqrt(v / C + (double)epss[e]);
+            CHECK_NEAR(rstd[i], rs, 1e-6 * rs);
+            for (int j = 0; j < C; j++)
+                CHECK_NEAR(out[(size_t)i * C + j], ((double)xi[j] - m) * rs * (double)w[j] + (double)b[j], 1e-5);
+        }
+    }
+    layernorm_forward(ref, mean, rstd, x, w, b, N, C);
+    layernorm_forward_eps(out, mean, rstd, x, w, b, N, C, 1e-6f);
+    double diff = 0;
+    for (size_t i = 0; i < n; i++) diff = fmax(diff, fabs((double)out[i] - (double)ref[i]));
+    CHECK_MSG(diff > 1e-3, "eps 1e-6 and 1e-5 gave the same output (max diff %g)", diff);
+    bufs_free();
+}
