@@ -77,6 +77,13 @@ int model_config_from_json(model_config *cfg, const json_t *j, clad_err *err)
             cfg->gelu_erf = g[0] == 'e';
             continue;
         }
+        if (cfg->kind == MODEL_VIT && !strcmp(key, "input_range")) {
+            const char *r = json_string_value(v);
+            if (!r || (strcmp(r, "unit") && strcmp(r, "finite")))
+                return clad_err_set(err, CLAD_EINVAL, "model config: 'input_range' must be \"unit\" or \"finite\"");
+            cfg->inputs_finite = r[0] == 'f';
+            continue;
+        }
         size_t k = 0;
         while (k < n_fields && strcmp(fields[k].key, key)) k++;
         if (k == n_fields) return clad_err_set(err, CLAD_EINVAL, "model config: unknown key '%s'", key);
@@ -103,6 +110,7 @@ json_t *model_config_to_json(const model_config *cfg)
     /* Written only when not clad's defaults, so the configs of existing bases keep their exact text. */
     if (cfg->ln_eps > 0.0f) json_object_set_new(j, "ln_eps", json_real((double)cfg->ln_eps));
     if (cfg->gelu_erf) json_object_set_new(j, "gelu", json_string("erf"));
+    if (cfg->inputs_finite) json_object_set_new(j, "input_range", json_string("finite"));
     return j;
 }
 

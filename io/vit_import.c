@@ -271,6 +271,8 @@ model *vit_import(const void *buf, size_t len, const vit_import_opts *opts, clad
                  : have_file_cfg    ? file_cfg.ln_eps
                  : layout == VIT_LAYOUT_HF ? 1e-12f : 1e-6f;
     cfg.gelu_erf = opts->gelu_tanh ? false : have_file_cfg ? file_cfg.gelu_erf : true;
+    /* timm and HF ViTs take normalised pixels, not [0, 1]; a clad export keeps the range it had. */
+    cfg.inputs_finite = have_file_cfg ? file_cfg.inputs_finite : true;
     if (!(m = model_create(&cfg, err))) {
         clad_err_prefix(err, "checkpoint: ");
         goto done;

@@ -169,6 +169,7 @@ TEST(interop_vit_timm_import_matches_pytorch)
     model *m = import_file(path_in("t", "model.safetensors"), &o);
     CHECK(m->cfg.dim == 48 && m->cfg.depth == 2 && m->cfg.patch == 8 && m->cfg.height == 32 && m->cfg.channels == 3);
     CHECK(m->cfg.gelu_erf && m->cfg.ln_eps == 1e-6f && m->cfg.n_classes == 5);
+    CHECK(m->cfg.inputs_finite); /* timm's ViTs take normalised pixels */
     CHECK(compare_base("timm 32x32", m, path_in("t", "io.safetensors")) <= LOGIT_TOL);
 
     /* The comparison can fail: the tanh GELU on the same weights is off by more than the tolerance. */
@@ -197,12 +198,42 @@ TEST(interop_vit_timm_import_matches_pytorch)
     vit_import_opts none = {0};
     model *back = vit_import(buf, len, &none, &err);
     CHECK_MSG(back, "%s", err.msg);
-    CHECK(back->cfg.heads == 3 && back->cfg.ln_eps == 1e-6f && back->cfg.gelu_erf);
+    CHECK(back->cfg.heads == 3 && back->cfg.ln_eps == 1e-6f && back->cfg.gelu_erf && back->cfg.inputs_finite);
     CHECK(param_set_same_layout(&back->params, &m->params));
     CHECK(!memcmp(back->params.data, m->params.data, m->params.total * sizeof(float)));
     free(buf);
     model_destroy(back);
     model_destroy(m);
+}
+
+/* No PyTorch needed: a clad image base exported and imported back keeps its [0, 1] input range (its config
+ * travels in the export), one whose config says finite keeps that; the range is in the config's JSON only
+ * when it is not the default. */
+TEST(interop_vit_import_keeps_the_input_range)
+{
+    model_config c = {.kind = MODEL_VIT, .n_classes = 3, .channels = 1, .height = 8, .width = 8, .patch = 4,
+                      .dim = 16, .depth = 1, .heads = 2, .mlp_dim = 32};
+    for (int finite = 0; finite < 2; finite++) {
+        c.inputs_finite = finite;
+        model *m = model_create(&c, NULL);
+        CHECK(m != NULL);
+        model_init_random(m, 7);
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        clad_err err = {0};
+        CHECK(vit_export_timm(m, &buf, &len, &err) == 0);
+        vit_import_opts none = {0};
+        model *back = vit_import(buf, len, &none, &err);
+        CHECK_MSG(back, "%s", err.msg);
+        CHECK_INT_EQ(back->cfg.inputs_finite, finite);
+        json_t *j = model_config_to_json(&back->cfg);
+        const char *range = json_string_value(json_object_get(j, "input_range"));
+        CHECK_MSG(finite ? range && !strcmp(range, "finite") : !range, "input_range %s", range ? range : "(none)");
+        json_decref(j);
+        free(buf);
+        model_destroy(back);
+        model_destroy(m);
+    }
 }
 
 TEST(interop_vit_hf_import_matches_pytorch)
