@@ -115,7 +115,9 @@ TEST(daemon_cli_checks_names_before_any_request)
         char args[1024];
         const char *forms[] = {"show %s", "versions %s", "rollback %s", "undo %s", "alias %s champion 1",
                                "alias t1 %s 1", "train %s x.csv", "base import %s x", "merge %s --tasks a,b",
-                               "merge m --tasks a,%s", "train t1 x.csv --base %s", "train t1 x.csv --fuse-with a,%s"};
+                               "merge m --tasks a,%s", "train t1 x.csv --base %s", "train t1 x.csv --fuse-with a,%s",
+                               "export adapter %s", "export base %s", "import adapter %s x", "import base %s x",
+                               "import adapter t1 x --base %s"};
         for (size_t k = 0; k < sizeof forms / sizeof forms[0]; k++) {
             char cmd[512];
             snprintf(cmd, sizeof cmd, forms[k], bad[i]);
@@ -204,6 +206,12 @@ TEST(daemon_cli_options_help_and_errors_in_cli_words)
     expect_clad(&f.d, "show t1 --epochs 3", 2, "clad show does not take --epochs");
     expect_clad(&f.d, "tasks t1", 2, "takes no arguments");
     expect_clad(&f.d, "status --follow", 2, "does not take --follow");
+    expect_clad(&f.d, "export --help", 0, "usage: clad export adapter TASK[@VERSION|@ALIAS] | base NAME");
+    expect_clad(&f.d, "import --help", 0, "--ln-eps X");
+    expect_clad(&f.d, "export base b --heads 3", 2, "clad export does not take --heads");
+    expect_clad(&f.d, "import base b x --base c", 2, "--base is not an option of 'base'");
+    expect_clad(&f.d, "import adapter t x --layout hf", 2, "--layout is not an option of 'adapter'");
+    expect_clad(&f.d, "export nothing t1", 2, "usage: clad export");
     /* The daemon's words for query parameters come back as the CLI's options. */
     snprintf(args, sizeof args, "train t1 '%s' --epochs 0", f.csv);
     char cmd[1200], *out = NULL;
