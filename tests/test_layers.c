@@ -1136,3 +1136,36 @@ TEST(layers_layernorm_eps)
     CHECK_MSG(diff > 1e-3, "eps 1e-6 and 1e-5 gave the same output (max diff %g)", diff);
     bufs_free();
 }
+
+/* The exact GELU and the eps LayerNorm split like the other kernels (chunks and rows): the same bits on
+ * a pool as serially. */
+static void exact_chain(float *out[3], size_t n, int C)
+{
+    rng g;
+    rng_init(&g, 31);
+    float *x = frand(&g, n, 3.0f), *d = frand(&g, n, 1.0f), *w = frand(&g, (size_t)C, 1.0f), *b = frand(&g, (size_t)C, 1.0f);
+    int N = (int)(n / (size_t)C);
+    out[0] = fbuf(n);
+    out[1] = fbuf(n);
+    out[2] = fbuf(n);
+    float *mean = fbuf((size_t)N), *rstd = fbuf((size_t)N);
+    gelu_erf_forward(out[0], x, n);
+    gelu_erf_backward(out[1], x, d, n);
+    layernorm_forward_eps(out[2], mean, rstd, x, w, b, N, C, 1e-12f);
+}
+
+TEST(layers_exact_gelu_and_eps_parallel_match_serial)
+{
+    size_t n = (size_t)3 * 16384 + 64 * 7; /* four GELU chunks, several LayerNorm row tasks */
+    float *serial[3], *par[3];
+    exact_chain(serial, n, 64);
+    par_pool *p = par_pool_create(3);
+    CHECK(p != NULL);
+    par_bind(p);
+    exact_chain(par, n, 64);
+    par_bind(NULL);
+    par_pool_destroy(p);
+    for (int i = 0; i < 3; i++) CHECK_BITS("pool vs serial", par[i], serial[i], n);
+    CHECK(max_abs(serial[1], n) > 0.0);
+    bufs_free();
+}
