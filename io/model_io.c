@@ -32,6 +32,16 @@ static int set_int_field(model_config *cfg, const int_field *f, const json_t *v,
     return 0;
 }
 
+/* A config key whose value is one of two words: off (clad's default) or on. */
+static int two_word_flag(const json_t *v, const char *key, const char *off, const char *on, bool *out, clad_err *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || (strcmp(s, off) && strcmp(s, on)))
+        return clad_err_set(err, CLAD_EINVAL, "model config: '%s' must be \"%s\" or \"%s\"", key, off, on);
+    *out = !strcmp(s, on);
+    return 0;
+}
+
 int model_config_from_json(model_config *cfg, const json_t *j, clad_err *err)
 {
     if (json_is_string(j)) return model_config_preset(cfg, json_string_value(j), err);
@@ -71,17 +81,11 @@ int model_config_from_json(model_config *cfg, const json_t *j, clad_err *err)
             continue;
         }
         if (cfg->kind == MODEL_VIT && !strcmp(key, "gelu")) {
-            const char *g = json_string_value(v);
-            if (!g || (strcmp(g, "tanh") && strcmp(g, "erf")))
-                return clad_err_set(err, CLAD_EINVAL, "model config: 'gelu' must be \"tanh\" or \"erf\"");
-            cfg->gelu_erf = g[0] == 'e';
+            if (two_word_flag(v, key, "tanh", "erf", &cfg->gelu_erf, err)) return CLAD_EINVAL;
             continue;
         }
         if (cfg->kind == MODEL_VIT && !strcmp(key, "input_range")) {
-            const char *r = json_string_value(v);
-            if (!r || (strcmp(r, "unit") && strcmp(r, "finite")))
-                return clad_err_set(err, CLAD_EINVAL, "model config: 'input_range' must be \"unit\" or \"finite\"");
-            cfg->inputs_finite = r[0] == 'f';
+            if (two_word_flag(v, key, "unit", "finite", &cfg->inputs_finite, err)) return CLAD_EINVAL;
             continue;
         }
         size_t k = 0;

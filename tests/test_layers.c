@@ -385,6 +385,17 @@ static double ln_loss(void *p)
     return dot_d(c->out, c->R, (size_t)c->N * c->C);
 }
 
+/* A row's mean and biased variance in double, two passes: LayerNorm's reference. */
+static void row_stats(const float *xi, int C, double *mean, double *var)
+{
+    double m = 0, v = 0;
+    for (int j = 0; j < C; j++) m += (double)xi[j];
+    m /= C;
+    for (int j = 0; j < C; j++) v += ((double)xi[j] - m) * ((double)xi[j] - m);
+    *mean = m;
+    *var = v / C;
+}
+
 TEST(layers_layernorm_forward)
 {
     rng g;
@@ -400,11 +411,8 @@ TEST(layers_layernorm_forward)
     layernorm_forward(out, mean, rstd, x, w, b, N, C);
     for (int i = 0; i < N; i++) {
         const float *xi = x + (size_t)i * C;
-        double m = 0, v = 0;
-        for (int j = 0; j < C; j++) m += (double)xi[j];
-        m /= C;
-        for (int j = 0; j < C; j++) v += ((double)xi[j] - m) * ((double)xi[j] - m);
-        v /= C; /* biased */
+        double m, v;
+        row_stats(xi, C, &m, &v);
         double rs = 1.0 / sqrt(v + 1e-5);
         CHECK_NEAR(mean[i], m, 1e-6 * fabs(m) + 1e-7);
         CHECK_NEAR(rstd[i], rs, 1e-5 * rs);
@@ -481,6 +489,21 @@ static double gelu_loss(void *p)
     return dot_d(c->out, c->R, c->n);
 }
 
+/* x = -10, -9.99, ..., the grid the GELU kernels are checked on, and a buffer of ones. */
+static float *gelu_grid(int G)
+{
+    float *xs = fbuf((size_t)G);
+    for (int i = 0; i < G; i++) xs[i] = -10.0f + 0.01f * (float)i;
+    return xs;
+}
+
+static float *fones(int n)
+{
+    float *p = fbuf((size_t)n);
+    for (int i = 0; i < n; i++) p[i] = 1.0f;
+    return p;
+}
+
 TEST(layers_gelu_values)
 {
     /* Reference values of 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed in double. */
@@ -498,11 +521,7 @@ TEST(layers_gelu_values)
 
     /* A dense grid against the literal tanh formula and its derivative, in double. */
     enum { G = 2001 };
-    float *xs = fbuf(G), *ys = fbuf(G), *dx = fbuf(G), *ones = fbuf(G);
-    for (int i = 0; i < G; i++) {
-        xs[i] = -10.0f + 0.01f * (float)i;
-        ones[i] = 1.0f;
-    }
+    float *xs = gelu_grid(G), *ys = fbuf(G), *dx = fbuf(G), *ones = fones(G);
     gelu_forward(ys, xs, G);
     gelu_backward(dx, xs, ones, G);
     double s = sqrt(2.0 / M_PI);
@@ -527,21 +546,25 @@ TEST(layers_gelu_values)
     bufs_free();
 }
 
-TEST(layers_gelu_backward_fd)
+/* Finite differences and accumulation for a GELU backward kernel against its forward's loss. */
+static void check_gelu_backward(const char *what, void (*backward)(float *, const float *, const float *, size_t),
+                                double (*loss)(void *), uint64_t seed)
 {
     rng g;
-    rng_init(&g, 10);
+    rng_init(&g, seed);
     size_t n = 64;
     gelu_ctx c = {fbuf(n), frand(&g, n, 2.0f), frand(&g, n, 1.0f), n};
     float *dx = fbuf(n);
-    gelu_backward(dx, c.x, c.R, n);
-    CHECK_FD("gelu dx", c.x, dx, n, 1e-3f, 2e-3, gelu_loss, &c);
+    backward(dx, c.x, c.R, n);
+    CHECK_FD(what, c.x, dx, n, 1e-3f, 2e-3, loss, &c);
     float *g0 = frand(&g, n, 1.0f), *gx = fcopy(g0, n);
-    gelu_backward(gx, c.x, c.R, n);
-    gelu_backward(gx, c.x, c.R, n);
-    CHECK_ACCUM("gelu dx", gx, g0, dx, n);
+    backward(gx, c.x, c.R, n);
+    backward(gx, c.x, c.R, n);
+    CHECK_ACCUM(what, gx, g0, dx, n);
     bufs_free();
 }
+
+TEST(layers_gelu_backward_fd) { check_gelu_backward("gelu dx", gelu_backward, gelu_loss, 10); }
 
 typedef struct {
     float *out, *a, *b, *R;
@@ -1062,11 +1085,7 @@ TEST(layers_gelu_erf_values)
 {
     /* A dense grid against 0.5 x (1 + erf(x / sqrt 2)) and Phi(x) + x phi(x) in double. */
     enum { G = 2001 };
-    float *xs = fbuf(G), *ys = fbuf(G), *dx = fbuf(G), *ones = fbuf(G);
-    for (int i = 0; i < G; i++) {
-        xs[i] = -10.0f + 0.01f * (float)i;
-        ones[i] = 1.0f;
-    }
+    float *xs = gelu_grid(G), *ys = fbuf(G), *dx = fbuf(G), *ones = fones(G);
     gelu_erf_forward(ys, xs, G);
     gelu_erf_backward(dx, xs, ones, G);
     for (int i = 0; i < G; i++) {
@@ -1085,21 +1104,7 @@ TEST(layers_gelu_erf_values)
     bufs_free();
 }
 
-TEST(layers_gelu_erf_backward_fd)
-{
-    rng g;
-    rng_init(&g, 12);
-    size_t n = 64;
-    gelu_ctx c = {fbuf(n), frand(&g, n, 2.0f), frand(&g, n, 1.0f), n};
-    float *dx = fbuf(n);
-    gelu_erf_backward(dx, c.x, c.R, n);
-    CHECK_FD("gelu_erf dx", c.x, dx, n, 1e-3f, 2e-3, gelu_erf_loss, &c);
-    float *g0 = frand(&g, n, 1.0f), *gx = fcopy(g0, n);
-    gelu_erf_backward(gx, c.x, c.R, n);
-    gelu_erf_backward(gx, c.x, c.R, n);
-    CHECK_ACCUM("gelu_erf dx", gx, g0, dx, n);
-    bufs_free();
-}
+TEST(layers_gelu_erf_backward_fd) { check_gelu_backward("gelu_erf dx", gelu_erf_backward, gelu_erf_loss, 12); }
 
 TEST(layers_layernorm_eps)
 {
@@ -1119,11 +1124,9 @@ TEST(layers_layernorm_eps)
         layernorm_forward_eps(out, mean, rstd, x, w, b, N, C, epss[e]);
         for (int i = 0; i < N; i++) {
             const float *xi = x + (size_t)i * C;
-            double m = 0, v = 0;
-            for (int j = 0; j < C; j++) m += (double)xi[j];
-            m /= C;
-            for (int j = 0; j < C; j++) v += ((double)xi[j] - m) * ((double)xi[j] - m);
-            double rs = 1.0 / sqrt(v / C + (double)epss[e]);
+            double m, v;
+            row_stats(xi, C, &m, &v);
+            double rs = 1.0 / sqrt(v + (double)epss[e]);
             CHECK_NEAR(rstd[i], rs, 1e-6 * rs);
             for (int j = 0; j < C; j++)
                 CHECK_NEAR(out[(size_t)i * C + j], ((double)xi[j] - m) * rs * (double)w[j] + (double)b[j], 1e-5);
