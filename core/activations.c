@@ -1,4 +1,4 @@
-/* Elementwise layers and the row softmax: GELU (tanh approximation), softmax, residual sum.
+/* Elementwise layers and the row softmax: GELU (tanh approximation, and exact), softmax, residual sum.
  * See core/layers.h for the contracts.
  *
  * GELU and softmax spend nearly all their time in exp, and the build's -O2 without -ffast-math leaves
@@ -153,6 +153,48 @@ void gelu_backward(float *dx, const float *x, const float *dout, size_t n)
 {
     elem_job j = {.out = dx, .a = x, .b = dout, .n = n};
     par_for(par_chunks(n, ELEM_GRAIN), gelu_backward_task, &j);
+}
+
+/* ---- exact GELU -------------------------------------------------------------------------------------- */
+
+/* Scalar loops over libm's erff/expf inside each chunk task: imported ViTs must match PyTorch's nn.GELU()
+ * to float precision, and a lane erf would need its own polynomial with its own error; the chunks keep
+ * the split (and so the results) independent of the thread count, like the kernels above. */
+#define GELU_RSQRT2 0.70710678118654752f
+#define GELU_RSQRT2PI 0.39894228040143268f
+
+static void gelu_erf_forward_task(void *ctx, int task, int worker)
+{
+    const elem_job *j = ctx;
+    size_t s = elem_begin(j, task), n = elem_len(j, task);
+    float *out = j->out + s;
+    const float *x = j->a + s;
+    for (size_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * GELU_RSQRT2));
+}
+
+void gelu_erf_forward(float *out, const float *x, size_t n)
+{
+    elem_job j = {.out = out, .a = x, .n = n};
+    par_for(par_chunks(n, ELEM_GRAIN), gelu_erf_forward_task, &j);
+}
+
+static void gelu_erf_backward_task(void *ctx, int task, int worker)
+{
+    const elem_job *j = ctx;
+    size_t s = elem_begin(j, task), n = elem_len(j, task);
+    float *dx = j->out + s;
+    const float *x = j->a + s, *dout = j->b + s;
+    for (size_t i = 0; i < n; i++) {
+        float cdf = 0.5f * (1.0f + erff(x[i] * GELU_RSQRT2));
+        float pdf = GELU_RSQRT2PI * expf(-0.5f * x[i] * x[i]);
+        dx[i] += (cdf + x[i] * pdf) * dout[i];
+    }
+}
+
+void gelu_erf_backward(float *dx, const float *x, const float *dout, size_t n)
+{
+    elem_job j = {.out = dx, .a = x, .b = dout, .n = n};
+    par_for(par_chunks(n, ELEM_GRAIN), gelu_erf_backward_task, &j);
 }
 
 /* ---- softmax ----------------------------------------------------------------------------------------- */

@@ -1,4 +1,4 @@
-/* LayerNorm over the last dimension, as in GPT-2 / ViT: eps 1e-5, biased variance.
+/* LayerNorm over the last dimension, as in GPT-2 / ViT: eps 1e-5 (or the caller's), biased variance.
  * See core/layers.h for the contract. */
 #include "core/layers.h"
 
@@ -45,6 +45,7 @@ static inline double row_sum_sq_dev(const float *x, double m, int C)
 typedef struct layernorm_job {
     float *out, *mean, *rstd, *dx, *dw, *db;
     const float *x, *w, *b, *dout, *mean_in, *rstd_in;
+    double eps; /* forward only; in double, so the default keeps exactly the bits of 1e-5 it always had */
     int N, C;
 } layernorm_job;
 
@@ -63,7 +64,7 @@ static void layernorm_forward_rows(const layernorm_job *j, int n0, int n1)
         double m = row_sum(xn, C) / C;
         double v = row_sum_sq_dev(xn, m, C) / C;
         float mf = (float)m;
-        float rs = (float)(1.0 / sqrt(v + LAYERNORM_EPS));
+        float rs = (float)(1.0 / sqrt(v + j->eps));
         int i = 0;
         for (; i + 8 <= C; i += 8)
             vf8_store(on + i, (vf8_load(xn + i) - mf) * rs * vf8_load(w + i) + vf8_load(b + i));
@@ -80,12 +81,25 @@ static void layernorm_forward_task(void *ctx, int task, int worker)
     layernorm_forward_rows(j, n0, n1);
 }
 
+static void layernorm_forward_job(float *out, float *mean, float *rstd, const float *x, const float *w,
+                                  const float *b, int N, int C, double eps)
+{
+    assert(N >= 0 && C > 0 && eps >= 0.0);
+    layernorm_job j = {.out = out, .mean = mean, .rstd = rstd, .x = x, .w = w, .b = b, .eps = eps, .N = N,
+                       .C = C};
+    par_for(par_chunks((size_t)N, ROW_GRAIN), layernorm_forward_task, &j);
+}
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                        const float *b, int N, int C)
 {
-    assert(N >= 0 && C > 0);
-    layernorm_job j = {.out = out, .mean = mean, .rstd = rstd, .x = x, .w = w, .b = b, .N = N, .C = C};
-    par_for(par_chunks((size_t)N, ROW_GRAIN), layernorm_forward_task, &j);
+    layernorm_forward_job(out, mean, rstd, x, w, b, N, C, LAYERNORM_EPS);
+}
+
+void layernorm_forward_eps(float *out, float *mean, float *rstd, const float *x, const float *w,
+                           const float *b, int N, int C, float eps)
+{
+    layernorm_forward_job(out, mean, rstd, x, w, b, N, C, (double)eps);
 }
 
 SIMD_CLONES

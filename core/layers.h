@@ -48,6 +48,10 @@ void lora_backward_naive(float *dx, float *dA, float *dB, float *scratch, const 
 /* out (N,C), mean (N), rstd (N) saved for backward, x (N,C), w (C), b (C). */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                        const float *b, int N, int C);
+/* The same with an explicit eps (timm's ViTs use 1e-6, Hugging Face's 1e-12); eps >= 0. The backward pass
+ * needs no eps: it works from the saved rstd. */
+void layernorm_forward_eps(float *out, float *mean, float *rstd, const float *x, const float *w,
+                           const float *b, int N, int C, float eps);
 /* dx (N,C) += ..., dw (C) += ..., db (C) += ...; dw/db may be NULL (frozen). */
 /* (dx may be NULL too, when nothing below the layer needs a gradient.) */
 void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
@@ -56,6 +60,9 @@ void layernorm_backward(float *dx, float *dw, float *db, const float *dout, cons
 /* ---- GELU (tanh approximation, as GPT-2 / PyTorch approximate="tanh") --------------------------- */
 void gelu_forward(float *out, const float *x, size_t n);
 void gelu_backward(float *dx, const float *x, const float *dout, size_t n); /* dx += gelu'(x) dout */
+/* ---- GELU, exact: 0.5 x (1 + erf(x / sqrt 2)), PyTorch's default nn.GELU() as timm and HF ViTs use it -- */
+void gelu_erf_forward(float *out, const float *x, size_t n);
+void gelu_erf_backward(float *dx, const float *x, const float *dout, size_t n); /* dx += (Phi(x) + x phi(x)) dout */
 
 /* ---- row softmax --------------------------------------------------------------------------------- */
 /* out (N,K) = softmax of each row of in (N,K), numerically stable (the row max is subtracted first);

@@ -72,6 +72,8 @@ int model_config_validate(const model_config *cfg, clad_err *err)
         if (cfg->dim % cfg->heads)
             return clad_err_set(err, CLAD_EINVAL, "model config: heads %d do not divide dim %d", cfg->heads,
                                 cfg->dim);
+        if (!(cfg->ln_eps >= 0.0f && cfg->ln_eps <= 0.1f))
+            return clad_err_set(err, CLAD_EINVAL, "model config: ln_eps = %g is outside [0, 0.1]", (double)cfg->ln_eps);
         int tokens = (cfg->height / cfg->patch) * (cfg->width / cfg->patch) + 1;
         if (tokens > 4096)
             return clad_err_set(err, CLAD_EINVAL, "model config: %d tokens (limit 4096)", tokens);

@@ -37,6 +37,11 @@ typedef struct model_config {
     int hidden[MODEL_MAX_HIDDEN];
     /* vit */
     int channels, height, width, patch, dim, depth, heads, mlp_dim;
+    float ln_eps;       /* LayerNorm eps; 0 = clad's 1e-5 (timm ViTs use 1e-6, Hugging Face's 1e-12) */
+    bool gelu_erf;      /* exact GELU (PyTorch's nn.GELU(), as timm and HF ViTs use); else the tanh form */
+    /* Inputs may be any finite value: imported timm/HF ViTs take pixels normalised by the dataset's mean
+     * and std. Else (clad's own image bases) pixels in [0, 1], which catches unscaled 0..255 inputs. */
+    bool inputs_finite;
 } model_config;
 
 /* Reference configs: "mlp" (784-256-256-10, GELU) and "vit-tiny" (28x28x1, patch 4, dim 64, depth 4,

@@ -19,7 +19,7 @@ static const float *mlp_fuse_forward(model_ws *ws, const model *m, const adapter
         if (src->rank[i])
             lora_forward(f->pre[s], f->xa[s], h, param_set_ptr(&src->params, src->A[i]),
                          param_set_ptr(&src->params, src->B[i]), adapter_scale(src, i), N, L->in, L->out, src->rank[i]);
-        gelu_forward(f->post[s], f->pre[s], n);
+        act_forward(&m->cfg, f->post[s], f->pre[s], n);
         z[s] = f->post[s];
     }
     site_fuse_forward(ws, a, i, ws->mlp_post[i], z, N, L->out);
@@ -33,7 +33,7 @@ void mlp_forward(model_ws *ws, const model *m, const adapter *a, const float *x,
     const float *h = x;
     for (int i = 0; i < c->n_hidden; i++) {
         lin_forward(ws, ws->mlp_pre[i], ws->mlp_xa[i], h, m, fuse ? NULL : a, i, N);
-        gelu_forward(ws->mlp_post[i], ws->mlp_pre[i], (size_t)N * (size_t)c->hidden[i]);
+        act_forward(&m->cfg, ws->mlp_post[i], ws->mlp_pre[i], (size_t)N * (size_t)c->hidden[i]);
         h = fuse ? mlp_fuse_forward(ws, m, a, h, i, N) : ws->mlp_post[i];
     }
     lin_forward(ws, ws->logits, NULL, h, m, a, m->n_linear - 1, N);
@@ -60,12 +60,12 @@ static void mlp_fuse_backward(model_ws *ws, const model *m, const adapter *a, co
     site_fuse_backward(ws, a, i, dout, ws->mlp_post[i], z, N, L->out, adapter_grad);
     /* dpre = the base run's d(pre) plus every source's: they all pass through the same W. */
     memset(dpre, 0, n * sizeof *dpre);
-    gelu_backward(dpre, ws->mlp_pre[i], ws->fus_dh0, n);
+    act_backward(&m->cfg, dpre, ws->mlp_pre[i], ws->fus_dh0, n);
     if (dx) memset(dx, 0, (size_t)N * (size_t)L->in * sizeof *dx);
     for (int s = 0; s < S; s++) {
         const adapter *src = a->fusion.source[s];
         memset(ws->fus_tmp, 0, n * sizeof(float));
-        gelu_backward(ws->fus_tmp, f->pre[s], ws->fus_dz + (size_t)s * n, n);
+        act_backward(&m->cfg, ws->fus_tmp, f->pre[s], ws->fus_dz + (size_t)s * n, n);
         for (size_t k = 0; k < n; k++) dpre[k] += ws->fus_tmp[k];
         if (src->rank[i] && dx)
             lora_backward(dx, NULL, NULL, ws->dxa, ws->fus_tmp, in, f->xa[s], param_set_ptr(&src->params, src->A[i]),
@@ -96,7 +96,7 @@ void mlp_backward(model_ws *ws, const model *m, const adapter *a, const float *x
         }
         /* dcur holds d(post_i); turn it into d(pre_i) in dnext, then back through linear i. */
         memset(dnext, 0, n * sizeof *dnext);
-        gelu_backward(dnext, ws->mlp_pre[i], dcur, n);
+        act_backward(&m->cfg, dnext, ws->mlp_pre[i], dcur, n);
         float *dx = NULL;
         if (i > 0) {
             dx = dcur;

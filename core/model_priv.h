@@ -10,6 +10,7 @@
 #define CLAD_CORE_MODEL_PRIV_H
 
 #include "core/adapter_priv.h"
+#include "core/layers.h"
 #include "core/model.h"
 
 typedef struct vit_block_acts {
@@ -92,6 +93,26 @@ void lin_backward(float *dx, const float *dy, const float *x, const float *xa, m
 
 /* ---- fusion sites (model_fusion_site.c) ---- */
 /* The adapter's table selects the fusion path: sites over the sources' outputs. */
+/* The activation and LayerNorm the config asks for (imported timm/HF ViTs: exact GELU, their eps). */
+static inline void act_forward(const model_config *c, float *out, const float *x, size_t n)
+{
+    if (c->gelu_erf) gelu_erf_forward(out, x, n);
+    else gelu_forward(out, x, n);
+}
+
+static inline void act_backward(const model_config *c, float *dx, const float *x, const float *dout, size_t n)
+{
+    if (c->gelu_erf) gelu_erf_backward(dx, x, dout, n);
+    else gelu_backward(dx, x, dout, n);
+}
+
+static inline void ln_forward(const model_config *c, float *out, float *mean, float *rstd, const float *x,
+                              const float *w, const float *b, int N, int C)
+{
+    if (c->ln_eps > 0.0f) layernorm_forward_eps(out, mean, rstd, x, w, b, N, C, c->ln_eps);
+    else layernorm_forward(out, mean, rstd, x, w, b, N, C);
+}
+
 static inline bool is_fusion(const adapter *a) { return a && a->ops->fuses_sources; }
 /* Runs the attention over sources at `site` on R rows of width C; z[n] are the sources' outputs, h0 the
  * base output. The result is ws->fus[site].out. */

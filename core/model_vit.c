@@ -28,14 +28,14 @@ static void vit_block_forward(model_ws *ws, const model *m, const adapter *a, vi
     const model_config *c = &m->cfg;
     int T = m->seq_len, C = c->dim, M = c->mlp_dim, BT = N * T;
     const model_norm *ln1 = &m->vit.ln1[l], *ln2 = &m->vit.ln2[l];
-    layernorm_forward(b->ln1, b->ln1_mean, b->ln1_rstd, res_in, pval(m, ln1->weight), pval(m, ln1->bias), BT, C);
+    ln_forward(&m->cfg, b->ln1, b->ln1_mean, b->ln1_rstd, res_in, pval(m, ln1->weight), pval(m, ln1->bias), BT, C);
     lin_forward(ws, b->qkv, b->qkv_xa, b->ln1, m, a, blk_lin(l, QKV), BT);
     attention_forward(b->atty, b->att, b->qkv, N, T, C, c->heads);
     lin_forward(ws, b->proj, b->proj_xa, b->atty, m, a, blk_lin(l, PROJ), BT);
     residual_forward(b->res1, res_in, b->proj, (size_t)BT * (size_t)C);
-    layernorm_forward(b->ln2, b->ln2_mean, b->ln2_rstd, b->res1, pval(m, ln2->weight), pval(m, ln2->bias), BT, C);
+    ln_forward(&m->cfg, b->ln2, b->ln2_mean, b->ln2_rstd, b->res1, pval(m, ln2->weight), pval(m, ln2->bias), BT, C);
     lin_forward(ws, b->fc1, b->fc1_xa, b->ln2, m, a, blk_lin(l, FC1), BT);
-    gelu_forward(b->gelu, b->fc1, (size_t)BT * (size_t)M);
+    act_forward(&m->cfg, b->gelu, b->fc1, (size_t)BT * (size_t)M);
     lin_forward(ws, b->fc2, b->fc2_xa, b->gelu, m, a, blk_lin(l, FC2), BT);
     residual_forward(b->res2, b->res1, b->fc2, (size_t)BT * (size_t)C);
 }
@@ -52,7 +52,7 @@ static void vit_block_backward(model_ws *ws, const model *m, const adapter *a, c
     memset(ws->dM1, 0, nBTM * sizeof(float));
     lin_backward(ws->dM1, dres, b->gelu, b->fc2_xa, ws, m, a, blk_lin(l, FC2), BT, base_grad, adapter_grad);
     memset(ws->dM2, 0, nBTM * sizeof(float));
-    gelu_backward(ws->dM2, b->fc1, ws->dM1, nBTM);
+    act_backward(&m->cfg, ws->dM2, b->fc1, ws->dM1, nBTM);
     memset(ws->dA_c, 0, nBTC * sizeof(float));
     lin_backward(ws->dA_c, ws->dM2, b->ln2, b->fc1_xa, ws, m, a, blk_lin(l, FC1), BT, base_grad, adapter_grad);
     layernorm_backward(dres, pgrad(base_grad, m, ln2->weight), pgrad(base_grad, m, ln2->bias), ws->dA_c, b->res1,
@@ -118,7 +118,7 @@ void vit_forward(model_ws *ws, const model *m, const adapter *a, const float *x,
     /* Only the class token reaches the head, so the final LayerNorm runs on those rows alone. */
     for (int n = 0; n < N; n++) memcpy(ws->cls + (size_t)n * C, res + (size_t)n * T * C, (size_t)C * sizeof(float));
     const model_norm *lnf = &m->vit.ln;
-    layernorm_forward(ws->lnf, ws->lnf_mean, ws->lnf_rstd, ws->cls, pval(m, lnf->weight), pval(m, lnf->bias), N, C);
+    ln_forward(&m->cfg, ws->lnf, ws->lnf_mean, ws->lnf_rstd, ws->cls, pval(m, lnf->weight), pval(m, lnf->bias), N, C);
     lin_forward(ws, ws->logits, NULL, ws->lnf, m, a, m->n_linear - 1, N);
 }
 

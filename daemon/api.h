@@ -74,6 +74,7 @@ extern const route api_serve_routes[];
 extern const route api_merge_routes[];  /* POST /v1/merges/{name} */  /* predict and evaluate */
 extern const route api_lifecycle_routes[]; /* promote; delete aliases, tasks, bases */
 extern const route api_report_routes[];    /* matrix, report, loaded models */
+extern const route api_interop_routes[]; /* PEFT and timm/HF exports and imports (daemon/api_interop.c) */
 extern const route api_debug_routes[];  /* /v1/debug/...: only with --enable-test-routes, for tests */
 
 /* Writes the per task series of /v1/metrics: serving counters and the active versions' held-out accuracy
@@ -88,6 +89,13 @@ void api_reply_job(http_req *req, job *j, int status);
 /* Parses a job id path parameter ("{id}"): a decimal number from 1. On failure answers 400 and returns
  * false. */
 bool api_parse_id(http_req *req, const char *param, uint64_t *out);
+
+/* Stores a base made or imported by the daemon and keeps it loaded; takes ownership of m (api_bases.c). */
+/* Turns an uploaded body into a model; runs on a pool thread. */
+typedef model *(*base_parse_fn)(const char *body, size_t len, const void *opts, clad_err *err);
+/* Imports a base from the request's body: parse (with a copy of opts), check and hash on the pool, store
+ * on the loop, reply 201 with the base or the error. Takes the request's body. */
+void base_import_submit(http_req *req, const char *name, base_parse_fn parse, const void *opts, size_t opts_size);
 
 /* Seconds since the daemon started. */
 double api_uptime(const cladd *app);

@@ -102,8 +102,8 @@ static int base_store(cladd *app, const char *name, model *m, const base_blob *b
 typedef struct base_import_call {
     http_req *req;
     char name[STORE_NAME_MAX + 1];
-    model_config cfg;
-    bool have_cfg;
+    base_parse_fn parse;
+    void *opts;           /* parse's options, owned */
     char *body;           /* the upload, taken from the request */
     size_t body_len;
     model *m;             /* parsed on the pool */
@@ -113,6 +113,7 @@ typedef struct base_import_call {
 static void base_import_free(base_import_call *bi)
 {
     free(bi->body);
+    free(bi->opts);
     model_destroy(bi->m);
     base_blob_finish(&bi->blob);
     free(bi);
@@ -122,7 +123,7 @@ static void base_import_free(base_import_call *bi)
 static int base_import_work(void *argp, clad_err *err)
 {
     base_import_call *bi = argp;
-    bi->m = model_from_buffer(bi->body, bi->body_len, bi->have_cfg ? &bi->cfg : NULL, err);
+    bi->m = bi->parse(bi->body, bi->body_len, bi->opts, err);
     free(bi->body);
     bi->body = NULL;
     if (!bi->m) return err->code == CLAD_ENOTFOUND ? (err->code = CLAD_EINVAL) : err->code;
@@ -155,30 +156,54 @@ static void base_import_done(void *argp, int status, const clad_err *werr)
     base_import_free(bi);
 }
 
-static void base_import(http_req *req, const char *name)
+void base_import_submit(http_req *req, const char *name, base_parse_fn parse, const void *opts, size_t opts_size)
 {
     cladd *app = req->app;
     clad_err err = {0};
     base_import_call *bi = calloc(1, sizeof *bi);
-    if (!bi) {
+    void *o = malloc(opts_size ? opts_size : 1);
+    if (!bi || !o) {
+        free(bi);
+        free(o);
         http_reply_error(req, CLAD_ENOMEM, "out of memory");
         return;
     }
+    if (opts_size) memcpy(o, opts, opts_size);
     bi->req = req;
+    bi->parse = parse;
+    bi->opts = o;
     snprintf(bi->name, sizeof bi->name, "%s", name);
-    const char *cfg_text = http_req_query(req, "config");
-    if (cfg_text && model_config_parse(&bi->cfg, cfg_text, &err)) {
-        free(bi);
-        http_reply_err(req, &err);
-        return;
-    }
-    bi->have_cfg = cfg_text != NULL;
     /* Parsing, checking and hashing a model as large as the upload run on the pool, never on the loop. */
     bi->body = http_req_take_body(req, &bi->body_len);
     if (job_queue_compute(app->jobs, base_import_work, base_import_done, bi, &err)) {
         base_import_free(bi);
         http_reply_err(req, &err);
     }
+}
+
+/* A clad base file (safetensors with clad's metadata), with an optional config from ?config=. */
+typedef struct native_opts {
+    model_config cfg;
+    bool have_cfg;
+} native_opts;
+
+static model *parse_native(const char *body, size_t len, const void *opts, clad_err *err)
+{
+    const native_opts *o = opts;
+    return model_from_buffer(body, len, o->have_cfg ? &o->cfg : NULL, err);
+}
+
+static void base_import(http_req *req, const char *name)
+{
+    clad_err err = {0};
+    native_opts o = {0};
+    const char *cfg_text = http_req_query(req, "config");
+    if (cfg_text && model_config_parse(&o.cfg, cfg_text, &err)) {
+        http_reply_err(req, &err);
+        return;
+    }
+    o.have_cfg = cfg_text != NULL;
+    base_import_submit(req, name, parse_native, &o, sizeof o);
 }
 
 /* ---- training a base from a reference dataset (a job) ---- */

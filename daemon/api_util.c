@@ -131,19 +131,23 @@ static void shape_text(char *buf, size_t size, int rank, const int *shape, int v
 int inputs_check(const dataset *d, const model_config *cfg, clad_err *err)
 {
     int dim = model_config_input_dim(cfg);
-    bool image = cfg->kind == MODEL_VIT;
+    bool image = cfg->kind == MODEL_VIT, finite = image && cfg->inputs_finite;
     if (d->dim != dim) {
         char have[96], want[96];
         shape_text(have, sizeof have, d->rank > 0 ? d->rank : 1, d->rank > 0 ? d->shape : &d->dim, d->dim);
         if (image) shape_text(want, sizeof want, 3, (int[]){cfg->channels, cfg->height, cfg->width}, dim);
         else shape_text(want, sizeof want, 1, &dim, dim);
         return clad_err_set(err, CLAD_EINVAL, "samples have shape %s but the model takes %s%s", have, want,
-                            image ? ", channels first, pixels in [0, 1]" : "");
+                            finite ? ", channels first, normalised as the base expects"
+                            : image ? ", channels first, pixels in [0, 1]" : "");
     }
     if (!image) return 0;
     for (size_t i = 0; i < (size_t)d->n * (size_t)d->dim; i++) {
         float v = d->x[i];
-        if (!(v >= 0.0f && v <= 1.0f))
+        if (finite && !isfinite(v))
+            return clad_err_set(err, CLAD_EINVAL, "sample %zu value %zu is %g: inputs must be finite numbers",
+                                i / (size_t)d->dim, i % (size_t)d->dim, (double)v);
+        if (!finite && !(v >= 0.0f && v <= 1.0f))
             return clad_err_set(err, CLAD_EINVAL, "sample %zu value %zu is %g: image inputs are pixels in [0, 1]%s",
                                 i / (size_t)d->dim, i % (size_t)d->dim, (double)v,
                                 v > 1.0f && v <= 255.0f ? " (divide 0..255 pixels by 255)" : "");

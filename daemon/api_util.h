@@ -43,8 +43,9 @@ int body_to_dataset(dataset *d, const void *body, size_t len, bool labels_option
  * read it. */
 int body_to_inputs(dataset *d, const void *body, size_t len, int dim, clad_err *err);
 /* Do the samples fit the model? CLAD_EINVAL naming both shapes ("[3, 32, 32] (3072 values)" against
- * "[1, 28, 28] (784 values)"), or, for image models, naming the first value outside the documented pixel
- * range [0, 1]. */
+ * "[1, 28, 28] (784 values)"), or, for image models, naming the first value outside the base's input
+ * range: pixels in [0, 1], or any finite value for a base whose config says "input_range": "finite"
+ * (imported timm/HF ViTs, which take normalised pixels). */
 int inputs_check(const dataset *d, const model_config *cfg, clad_err *err);
 
 /* A version as JSON; full adds lineage, hyperparameters, hashes, seed and job (daemon/api_tasks.c). */

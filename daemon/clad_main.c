@@ -222,7 +222,7 @@ static const cli_command core_commands[] = {
 };
 
 static const cli_command *const command_tables[] = {core_commands, cli_task_commands, cli_report_commands,
-                                                    cli_lifecycle_commands};
+                                                    cli_lifecycle_commands, cli_interop_commands};
 
 static const cli_command *find_command(const char *name)
 {
@@ -269,16 +269,6 @@ static int cmd_help(const options *o)
     }
     cli_command_help(c, stdout);
     return EXIT_OK;
-}
-
-/* Is name in the comma-separated list (NULL: none)? */
-static bool listed(const char *list, const char *name)
-{
-    size_t n = strlen(name);
-    for (const char *p = list; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
-        if (strcspn(p, ",") == n && !strncmp(p, name, n)) return true;
-    }
-    return false;
 }
 
 /* --- main ------------------------------------------------------------------------------------------- */
@@ -373,15 +363,15 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     for (int i = 0; i < o.n_opts; i++)
-        if (!listed(c->options, o.opt_key[i]) || !strcmp(o.opt_key[i], "follow") || !strcmp(o.opt_key[i], "detach")) {
+        if (!cli_listed(c->options, o.opt_key[i]) || !strcmp(o.opt_key[i], "follow") || !strcmp(o.opt_key[i], "detach")) {
             fail_msg("clad %s does not take --%s (clad %s --help lists its options)", command, o.opt_key[i], command);
             return EXIT_USAGE;
         }
-    if (o.follow && !listed(c->options, "follow")) {
+    if (o.follow && !cli_listed(c->options, "follow")) {
         fail_msg("clad %s does not take --follow", command);
         return EXIT_USAGE;
     }
-    if (o.detach && !listed(c->options, "detach")) {
+    if (o.detach && !cli_listed(c->options, "detach")) {
         fail_msg("clad %s does not take --detach", command);
         return EXIT_USAGE;
     }

@@ -62,6 +62,7 @@ static const route *const route_tables[] = {
     api_merge_routes,
     api_lifecycle_routes,
     api_report_routes,
+    api_interop_routes,
 };
 
 /* Adds every table (and the test routes when asked) to rt. */

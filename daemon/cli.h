@@ -132,11 +132,15 @@ typedef struct cli_command {
 /* Task commands (daemon/cli_tasks.c); the table ends with an entry whose name is NULL. */
 extern const cli_command cli_task_commands[];
 
+/* Is name one of the comma-separated list (NULL: none)? */
+bool cli_listed(const char *list, const char *name);
 /* Prints `usage: clad NAME ARGS`, the summary and the help text of a command. */
 void cli_command_help(const cli_command *c, FILE *f);
 /* A daemon error message in the CLI's words: "query parameter 'fuse_with'" and "?base=" become
  * "--fuse-with" and "--base". */
 void cli_words(const char *msg, char *out, size_t size);
+/* export / import (daemon/cli_interop.c); the table ends with an entry whose name is NULL. */
+extern const cli_command cli_interop_commands[];
 
 /* Report and inspection commands (daemon/cli_report.c): matrix, report, ps, aliases, health. */
 extern const cli_command cli_report_commands[];

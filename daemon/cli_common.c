@@ -508,3 +508,12 @@ void cli_words(const char *msg, char *out, size_t size)
     }
     out[o] = '\0';
 }
+
+bool cli_listed(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+        if (strcspn(p, ",") == n && !strncmp(p, name, n)) return true;
+    }
+    return false;
+}

@@ -32,6 +32,16 @@ static int set_int_field(model_config *cfg, const int_field *f, const json_t *v,
     return 0;
 }
 
+/* A config key whose value is one of two words: off (clad's default) or on. */
+static int two_word_flag(const json_t *v, const char *key, const char *off, const char *on, bool *out, clad_err *err)
+{
+    const char *s = json_string_value(v);
+    if (!s || (strcmp(s, off) && strcmp(s, on)))
+        return clad_err_set(err, CLAD_EINVAL, "model config: '%s' must be \"%s\" or \"%s\"", key, off, on);
+    *out = !strcmp(s, on);
+    return 0;
+}
+
 int model_config_from_json(model_config *cfg, const json_t *j, clad_err *err)
 {
     if (json_is_string(j)) return model_config_preset(cfg, json_string_value(j), err);
@@ -65,6 +75,19 @@ int model_config_from_json(model_config *cfg, const json_t *j, clad_err *err)
             }
             continue;
         }
+        if (cfg->kind == MODEL_VIT && !strcmp(key, "ln_eps")) {
+            if (!json_is_number(v)) return clad_err_set(err, CLAD_EINVAL, "model config: 'ln_eps' must be a number");
+            cfg->ln_eps = (float)json_number_value(v);
+            continue;
+        }
+        if (cfg->kind == MODEL_VIT && !strcmp(key, "gelu")) {
+            if (two_word_flag(v, key, "tanh", "erf", &cfg->gelu_erf, err)) return CLAD_EINVAL;
+            continue;
+        }
+        if (cfg->kind == MODEL_VIT && !strcmp(key, "input_range")) {
+            if (two_word_flag(v, key, "unit", "finite", &cfg->inputs_finite, err)) return CLAD_EINVAL;
+            continue;
+        }
         size_t k = 0;
         while (k < n_fields && strcmp(fields[k].key, key)) k++;
         if (k == n_fields) return clad_err_set(err, CLAD_EINVAL, "model config: unknown key '%s'", key);
@@ -88,6 +111,10 @@ json_t *model_config_to_json(const model_config *cfg)
     json_object_set_new(j, "model", json_string("vit"));
     for (size_t k = 0; k < sizeof vit_fields / sizeof *vit_fields; k++)
         json_object_set_new(j, vit_fields[k].key, json_integer(*(const int *)((const char *)cfg + vit_fields[k].offset)));
+    /* Written only when not clad's defaults, so the configs of existing bases keep their exact text. */
+    if (cfg->ln_eps > 0.0f) json_object_set_new(j, "ln_eps", json_real((double)cfg->ln_eps));
+    if (cfg->gelu_erf) json_object_set_new(j, "gelu", json_string("erf"));
+    if (cfg->inputs_finite) json_object_set_new(j, "input_range", json_string("finite"));
     return j;
 }
 

@@ -23,7 +23,8 @@
 
 /* Parses a model config: a preset name ("vit-tiny"), or an object {"model": "mlp", "input_dim": 784,
  * "hidden": [256, 256], "classes": 10} / {"model": "vit", "channels": 1, "height": 28, "width": 28,
- * "patch": 4, "dim": 64, "depth": 4, "heads": 4, "mlp_dim": 128, "classes": 10}; {"model": "vit-tiny",
+ * "patch": 4, "dim": 64, "depth": 4, "heads": 4, "mlp_dim": 128, "classes": 10} (vit may add "ln_eps": 1e-6 and
+ * "gelu": "erf"|"tanh"; defaults 1e-5 and tanh); {"model": "vit-tiny",
  * "classes": 5} starts from a preset and overrides fields. Unknown keys are refused. */
 int model_config_from_json(model_config *cfg, const json_t *j, clad_err *err);
 json_t *model_config_to_json(const model_config *cfg);

@@ -5,6 +5,8 @@ set -e
 PKGS="build-essential pkg-config libuv1-dev libsqlite3-dev libopenblas-dev libjansson-dev libhttp-parser-dev zlib1g-dev libsystemd-dev dataset-fashion-mnist curl sqlite3"
 # The report test renders the HTML report in headless Chromium (skipped, visibly, without it).
 PKGS="$PKGS chromium"
+# Test-only: the PyTorch reference for the interop tests (tests/interop/make_checkpoints.py).
+PKGS="$PKGS python3-torch python3-numpy"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,5 +1,6 @@
 /* The clad CLI against the real daemon: options, names, TASK@VERSION, encoding, per-command help.
  * A small MLP base and a CSV task keep training to a fraction of a second. */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,8 +8,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/dataset.h"
 #include "core/model.h"
 #include "core/rng.h"
+#include "daemon/api_util.h"
 #include "io/model_io.h"
 #include "tests/daemon_util.h"
 #include "tests/test.h"
@@ -115,7 +118,9 @@ TEST(daemon_cli_checks_names_before_any_request)
                                "merge m --tasks a,%s", "train t1 x.csv --base %s", "train t1 x.csv --fuse-with a,%s",
                                "eval t1 x.csv --data-task %s", "matrix %s", "report %s", "aliases %s",
                                "promote %s@1", "delete task %s", "delete base %s", "delete alias t1 %s",
-                               "delete alias %s champion", "delete version %s@1"};
+                               "delete alias %s champion", "delete version %s@1",
+                               "export adapter %s", "export base %s", "import adapter %s x", "import base %s x",
+                               "import adapter t1 x --base %s"};
         for (size_t k = 0; k < sizeof forms / sizeof forms[0]; k++) {
             char cmd[512];
             snprintf(cmd, sizeof cmd, forms[k], bad[i]);
@@ -211,6 +216,12 @@ TEST(daemon_cli_options_help_and_errors_in_cli_words)
     expect_clad(&f.d, "show t1 --epochs 3", 2, "clad show does not take --epochs");
     expect_clad(&f.d, "tasks t1", 2, "takes no arguments");
     expect_clad(&f.d, "status --follow", 2, "does not take --follow");
+    expect_clad(&f.d, "export --help", 0, "usage: clad export adapter TASK[@VERSION|@ALIAS] | base NAME");
+    expect_clad(&f.d, "import --help", 0, "--ln-eps X");
+    expect_clad(&f.d, "export base b --heads 3", 2, "clad export does not take --heads");
+    expect_clad(&f.d, "import base b x --base c", 2, "--base is not an option of 'base'");
+    expect_clad(&f.d, "import adapter t x --layout hf", 2, "--layout is not an option of 'adapter'");
+    expect_clad(&f.d, "export nothing t1", 2, "usage: clad export");
     /* The daemon's words for query parameters come back as the CLI's options. */
     snprintf(args, sizeof args, "train t1 '%s' --epochs 0", f.csv);
     char cmd[1200], *out = NULL;
@@ -279,7 +290,55 @@ TEST(daemon_predict_inputs_labelled_csv_shapes_and_pixel_range)
     expect_clad_file(&f.d, "train img '%s' --base vit --epochs 1", path, 8, "pixels in [0, 1]");
     write_rows(path, 2, 10, false, 1.0);
     expect_clad_file(&f.d, "predict img '%s'", path, 1, "the model takes [1, 8, 8] (64 values), channels first");
+
+    /* A base whose config says its inputs are normalised (as imported timm/HF ViTs' are) takes values
+     * outside [0, 1], in training and in prediction; its config keeps the range. */
+    c.inputs_finite = true;
+    m = model_create(&c, NULL);
+    CHECK(m != NULL);
+    model_init_random(m, 5);
+    CHECK_INT_EQ(model_save(m, base, NULL), 0);
+    model_destroy(m);
+    expect_clad_file(&f.d, "base import vitn '%s'", base, 0, NULL);
+    char *out = NULL;
+    CHECK_INT_EQ(clad_run(&f.d, "bases", &out), 0);
+    CHECK_MSG(strstr(out, "\"input_range\":\"finite\""), "vitn's config does not keep its input range: %s", out);
+    free(out);
+    write_rows(path, 64, 64, true, -3.0);
+    expect_clad_file(&f.d, "train imgn '%s' --base vitn --epochs 1", path, 0, NULL);
+    write_rows(path, 4, 64, false, 255.0);
+    expect_clad_file(&f.d, "predict imgn '%s'", path, 0, NULL);
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
+}
+
+/* The input range check itself, on both kinds of image base: NaN and infinities are never inputs. */
+TEST(daemon_inputs_check_unit_and_finite_ranges)
+{
+    model_config unit = {.kind = MODEL_VIT, .n_classes = 2, .channels = 1, .height = 2, .width = 2, .patch = 2,
+                         .dim = 8, .depth = 1, .heads = 1, .mlp_dim = 8};
+    model_config finite = unit;
+    finite.inputs_finite = true;
+    float x[4] = {0.0f, 0.5f, 1.0f, 0.25f};
+    dataset d = {.x = x, .n = 1, .dim = 4};
+    clad_err err = {0};
+    CHECK_INT_EQ(inputs_check(&d, &unit, &err), 0);
+    CHECK_INT_EQ(inputs_check(&d, &finite, &err), 0);
+    x[2] = -2.1f; /* a normalised pixel */
+    CHECK_INT_EQ(inputs_check(&d, &unit, &err), CLAD_EINVAL);
+    CHECK_MSG(strstr(err.msg, "sample 0 value 2 is -2.1: image inputs are pixels in [0, 1]"), "%s", err.msg);
+    CHECK_INT_EQ(inputs_check(&d, &finite, &err), 0);
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        x[3] = bad[k];
+        err = (clad_err){0};
+        CHECK_INT_EQ(inputs_check(&d, &finite, &err), CLAD_EINVAL);
+        CHECK_MSG(strstr(err.msg, "sample 0 value 3 is ") && strstr(err.msg, "inputs must be finite numbers"), "%s", err.msg);
+        CHECK_INT_EQ(inputs_check(&d, &unit, &err), CLAD_EINVAL);
+    }
+    d.dim = 3;
+    err = (clad_err){0};
+    CHECK_INT_EQ(inputs_check(&d, &finite, &err), CLAD_EINVAL);
+    CHECK_MSG(strstr(err.msg, "channels first, normalised as the base expects"), "%s", err.msg);
 }
 
 TEST(daemon_float32_values_print_as_given)

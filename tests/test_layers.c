@@ -385,6 +385,17 @@ static double ln_loss(void *p)
     return dot_d(c->out, c->R, (size_t)c->N * c->C);
 }
 
+/* A row's mean and biased variance in double, two passes: LayerNorm's reference. */
+static void row_stats(const float *xi, int C, double *mean, double *var)
+{
+    double m = 0, v = 0;
+    for (int j = 0; j < C; j++) m += (double)xi[j];
+    m /= C;
+    for (int j = 0; j < C; j++) v += ((double)xi[j] - m) * ((double)xi[j] - m);
+    *mean = m;
+    *var = v / C;
+}
+
 TEST(layers_layernorm_forward)
 {
     rng g;
@@ -400,11 +411,8 @@ TEST(layers_layernorm_forward)
     layernorm_forward(out, mean, rstd, x, w, b, N, C);
     for (int i = 0; i < N; i++) {
         const float *xi = x + (size_t)i * C;
-        double m = 0, v = 0;
-        for (int j = 0; j < C; j++) m += (double)xi[j];
-        m /= C;
-        for (int j = 0; j < C; j++) v += ((double)xi[j] - m) * ((double)xi[j] - m);
-        v /= C; /* biased */
+        double m, v;
+        row_stats(xi, C, &m, &v);
         double rs = 1.0 / sqrt(v + 1e-5);
         CHECK_NEAR(mean[i], m, 1e-6 * fabs(m) + 1e-7);
         CHECK_NEAR(rstd[i], rs, 1e-5 * rs);
@@ -481,6 +489,21 @@ static double gelu_loss(void *p)
     return dot_d(c->out, c->R, c->n);
 }
 
+/* x = -10, -9.99, ..., the grid the GELU kernels are checked on, and a buffer of ones. */
+static float *gelu_grid(int G)
+{
+    float *xs = fbuf((size_t)G);
+    for (int i = 0; i < G; i++) xs[i] = -10.0f + 0.01f * (float)i;
+    return xs;
+}
+
+static float *fones(int n)
+{
+    float *p = fbuf((size_t)n);
+    for (int i = 0; i < n; i++) p[i] = 1.0f;
+    return p;
+}
+
 TEST(layers_gelu_values)
 {
     /* Reference values of 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed in double. */
@@ -498,11 +521,7 @@ TEST(layers_gelu_values)
 
     /* A dense grid against the literal tanh formula and its derivative, in double. */
     enum { G = 2001 };
-    float *xs = fbuf(G), *ys = fbuf(G), *dx = fbuf(G), *ones = fbuf(G);
-    for (int i = 0; i < G; i++) {
-        xs[i] = -10.0f + 0.01f * (float)i;
-        ones[i] = 1.0f;
-    }
+    float *xs = gelu_grid(G), *ys = fbuf(G), *dx = fbuf(G), *ones = fones(G);
     gelu_forward(ys, xs, G);
     gelu_backward(dx, xs, ones, G);
     double s = sqrt(2.0 / M_PI);
@@ -527,21 +546,25 @@ TEST(layers_gelu_values)
     bufs_free();
 }
 
-TEST(layers_gelu_backward_fd)
+/* Finite differences and accumulation for a GELU backward kernel against its forward's loss. */
+static void check_gelu_backward(const char *what, void (*backward)(float *, const float *, const float *, size_t),
+                                double (*loss)(void *), uint64_t seed)
 {
     rng g;
-    rng_init(&g, 10);
+    rng_init(&g, seed);
     size_t n = 64;
     gelu_ctx c = {fbuf(n), frand(&g, n, 2.0f), frand(&g, n, 1.0f), n};
     float *dx = fbuf(n);
-    gelu_backward(dx, c.x, c.R, n);
-    CHECK_FD("gelu dx", c.x, dx, n, 1e-3f, 2e-3, gelu_loss, &c);
+    backward(dx, c.x, c.R, n);
+    CHECK_FD(what, c.x, dx, n, 1e-3f, 2e-3, loss, &c);
     float *g0 = frand(&g, n, 1.0f), *gx = fcopy(g0, n);
-    gelu_backward(gx, c.x, c.R, n);
-    gelu_backward(gx, c.x, c.R, n);
-    CHECK_ACCUM("gelu dx", gx, g0, dx, n);
+    backward(gx, c.x, c.R, n);
+    backward(gx, c.x, c.R, n);
+    CHECK_ACCUM(what, gx, g0, dx, n);
     bufs_free();
 }
+
+TEST(layers_gelu_backward_fd) { check_gelu_backward("gelu dx", gelu_backward, gelu_loss, 10); }
 
 typedef struct {
     float *out, *a, *b, *R;
@@ -1047,4 +1070,105 @@ TEST(layers_degenerate_shapes)
     patchify_forward(y, one, 0, 1, 2, 2, 1, 1);
     gelu_forward(y, one, 0);
     CHECK(y[0] == 0.0f);
+}
+
+/* ---- exact GELU and LayerNorm eps (imported timm / Hugging Face ViTs) ------------------------------ */
+
+static double gelu_erf_loss(void *p)
+{
+    gelu_ctx *c = p;
+    gelu_erf_forward(c->out, c->x, c->n);
+    return dot_d(c->out, c->R, c->n);
+}
+
+TEST(layers_gelu_erf_values)
+{
+    /* A dense grid against 0.5 x (1 + erf(x / sqrt 2)) and Phi(x) + x phi(x) in double. */
+    enum { G = 2001 };
+    float *xs = gelu_grid(G), *ys = fbuf(G), *dx = fbuf(G), *ones = fones(G);
+    gelu_erf_forward(ys, xs, G);
+    gelu_erf_backward(dx, xs, ones, G);
+    for (int i = 0; i < G; i++) {
+        double v = xs[i], cdf = 0.5 * (1.0 + erf(v / sqrt(2.0)));
+        double want = v * cdf, dwant = cdf + v * exp(-0.5 * v * v) / sqrt(2.0 * M_PI);
+        CHECK_NEAR(ys[i], want, 1e-6 * fabs(want) + 1e-7);
+        CHECK_NEAR(dx[i], dwant, 1e-6 * fabs(dwant) + 1e-7);
+    }
+    /* Published values of the exact GELU, which the tanh form misses in the 4th digit (0.841192). */
+    float one = 1.0f, y = 0.0f;
+    gelu_erf_forward(&y, &one, 1);
+    CHECK_NEAR(y, 0.8413447, 1e-6);
+    float m1 = -1.0f;
+    gelu_erf_forward(&y, &m1, 1);
+    CHECK_NEAR(y, -0.1586553, 1e-6);
+    bufs_free();
+}
+
+TEST(layers_gelu_erf_backward_fd) { check_gelu_backward("gelu_erf dx", gelu_erf_backward, gelu_erf_loss, 12); }
+
+TEST(layers_layernorm_eps)
+{
+    rng g;
+    rng_init(&g, 13);
+    int N = 3, C = 16;
+    size_t n = (size_t)N * C;
+    float *x = frand(&g, n, 0.01f), *w = frand(&g, (size_t)C, 1.0f), *b = frand(&g, (size_t)C, 1.0f);
+    float *out = fbuf(n), *mean = fbuf((size_t)N), *rstd = fbuf((size_t)N), *ref = fbuf(n);
+    /* The default entry point is the eps variant at 1e-5, bit for bit. */
+    layernorm_forward(ref, mean, rstd, x, w, b, N, C);
+    layernorm_forward_eps(out, mean, rstd, x, w, b, N, C, 1e-5f);
+    CHECK_ARRAY_NEAR(out, ref, n, 1e-7, 1e-6);
+    /* Small variances (1e-4) make eps visible: 1e-6 and 1e-12 against the formula in double. */
+    const float epss[2] = {1e-6f, 1e-12f};
+    for (int e = 0; e < 2; e++) {
+        layernorm_forward_eps(out, mean, rstd, x, w, b, N, C, epss[e]);
+        for (int i = 0; i < N; i++) {
+            const float *xi = x + (size_t)i * C;
+            double m, v;
+            row_stats(xi, C, &m, &v);
+            double rs = 1.0 / sqrt(v + (double)epss[e]);
+            CHECK_NEAR(rstd[i], rs, 1e-6 * rs);
+            for (int j = 0; j < C; j++)
+                CHECK_NEAR(out[(size_t)i * C + j], ((double)xi[j] - m) * rs * (double)w[j] + (double)b[j], 1e-5);
+        }
+    }
+    layernorm_forward(ref, mean, rstd, x, w, b, N, C);
+    layernorm_forward_eps(out, mean, rstd, x, w, b, N, C, 1e-6f);
+    double diff = 0;
+    for (size_t i = 0; i < n; i++) diff = fmax(diff, fabs((double)out[i] - (double)ref[i]));
+    CHECK_MSG(diff > 1e-3, "eps 1e-6 and 1e-5 gave the same output (max diff %g)", diff);
+    bufs_free();
+}
+
+/* The exact GELU and the eps LayerNorm split like the other kernels (chunks and rows): the same bits on
+ * a pool as serially. */
+static void exact_chain(float *out[3], size_t n, int C)
+{
+    rng g;
+    rng_init(&g, 31);
+    float *x = frand(&g, n, 3.0f), *d = frand(&g, n, 1.0f), *w = frand(&g, (size_t)C, 1.0f), *b = frand(&g, (size_t)C, 1.0f);
+    int N = (int)(n / (size_t)C);
+    out[0] = fbuf(n);
+    out[1] = fbuf(n);
+    out[2] = fbuf(n);
+    float *mean = fbuf((size_t)N), *rstd = fbuf((size_t)N);
+    gelu_erf_forward(out[0], x, n);
+    gelu_erf_backward(out[1], x, d, n);
+    layernorm_forward_eps(out[2], mean, rstd, x, w, b, N, C, 1e-12f);
+}
+
+TEST(layers_exact_gelu_and_eps_parallel_match_serial)
+{
+    size_t n = (size_t)3 * 16384 + 64 * 7; /* four GELU chunks, several LayerNorm row tasks */
+    float *serial[3], *par[3];
+    exact_chain(serial, n, 64);
+    par_pool *p = par_pool_create(3);
+    CHECK(p != NULL);
+    par_bind(p);
+    exact_chain(par, n, 64);
+    par_bind(NULL);
+    par_pool_destroy(p);
+    for (int i = 0; i < 3; i++) CHECK_BITS("pool vs serial", par[i], serial[i], n);
+    CHECK(max_abs(serial[1], n) > 0.0);
+    bufs_free();
 }

@@ -365,3 +365,18 @@ TEST(model_vit_tiny_loss_falls_on_fashion_mnist)
     dataset_finish(&tr);
     dataset_finish(&all);
 }
+
+TEST(model_vit_erf_gelu_and_eps_gradients_match_finite_differences)
+{
+    /* The config of imported timm/HF ViTs: exact GELU and their LayerNorm eps, in forward and backward.
+     * (The two GELU derivatives differ by at most 9e-4, below finite differences' resolution, so which
+     * derivative is used is pinned by layers_gelu_erf_values; this checks the wiring stays consistent.) */
+    model *m = small_vit(2);
+    m->cfg.gelu_erf = true;
+    m->cfg.ln_eps = 1e-6f;
+    check_model_grads(m, NULL, 3, 6);
+    adapter *a = random_adapter(m, 2, 3, 5);
+    check_model_grads(m, a, 3, 6);
+    adapter_destroy(a);
+    model_destroy(m);
+}

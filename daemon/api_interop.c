@@ -1,0 +1,281 @@
+/* Interop with PyTorch users' formats: PEFT LoRA directories and timm / Hugging Face ViT checkpoints.
+ *
+ *   GET  /v1/tasks/{name}/versions/{v}/export  a version as a PEFT LoRA directory, as a ustar archive
+ *                                              (?format=peft, the only format); ?file=adapter_model.safetensors
+ *                                              or ?file=adapter_config.json answers that one file. {v} is a
+ *                                              number or an alias.
+ *   POST /v1/tasks/{name}/import               a PEFT directory as a ustar archive -> a new lora version
+ *                                              (?format=peft; ?base=B for a new task)
+ *   GET  /v1/bases/{name}/export               the base as a timm-layout safetensors checkpoint
+ *   POST /v1/bases/{name}/import               a timm or HF ViT checkpoint -> a new base
+ *                                              (?layout=auto|timm|hf, ?heads=N, ?ln_eps=X, ?gelu=erf|tanh)
+ * The conversions live in io/peft.c and io/vit_import.c; this file resolves names and stores results.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/sha256.h"
+#include "core/signature.h"
+#include "daemon/api.h"
+#include "daemon/api_util.h"
+#include "daemon/log.h"
+#include "io/model_io.h"
+#include "io/peft.h"
+#include "io/signature_io.h"
+#include "io/tar.h"
+#include "io/vit_import.h"
+
+/* {v}: a version number, or an alias of the task. */
+static int path_version(cladd *app, const http_req *req, const char *task, int64_t *version, clad_err *err)
+{
+    const char *s = http_req_param(req, "v");
+    char *end;
+    long long x = strtoll(s, &end, 10);
+    if (*s >= '0' && *s <= '9') {
+        if (*end || x < 1) return clad_err_set(err, CLAD_EINVAL, "version '%s' must be a whole number from 1 or an alias", s);
+        *version = x;
+        return 0;
+    }
+    if (!name_is_valid(s)) return clad_err_set(err, CLAD_EINVAL, "version '%s' must be a whole number from 1 or an alias", s);
+    return store_alias_get(app->st, task, s, version, err);
+}
+
+static void version_export(http_req *req)
+{
+    cladd *app = req->app;
+    const char *task = http_req_param(req, "name"), *format = http_req_query(req, "format");
+    const char *file = http_req_query(req, "file");
+    clad_err err = {0};
+    if (format && strcmp(format, "peft")) {
+        http_reply_error(req, CLAD_EINVAL, "format '%s' is not supported (known: peft)", format);
+        return;
+    }
+    if (file && strcmp(file, PEFT_MODEL_FILE) && strcmp(file, PEFT_CONFIG_FILE)) {
+        http_reply_error(req, CLAD_EINVAL, "file '%s' is not part of a PEFT directory (%s or %s)", file, PEFT_MODEL_FILE,
+                         PEFT_CONFIG_FILE);
+        return;
+    }
+    int64_t version = 0;
+    loaded_adapter *la = NULL;
+    if (path_version(app, req, task, &version, &err) ||
+        registry_adapter_get(app->reg, app->st, task, version, &la, &err)) {
+        http_reply_err(req, &err);
+        return;
+    }
+    peft_files f;
+    int rc = peft_export(la->a, la->base->m, la->base->name, &f, &err);
+    if (rc) clad_err_prefix(&err, "version %lld of task '%s' (%s): ", (long long)version, task, la->kind);
+    registry_adapter_release(app->reg, la);
+    if (rc) {
+        http_reply_err(req, &err);
+        return;
+    }
+    char dir[STORE_NAME_MAX + 32], headers[STORE_NAME_MAX + 128];
+    snprintf(dir, sizeof dir, "%s-v%lld-peft", task, (long long)version);
+    if (file && !strcmp(file, PEFT_CONFIG_FILE)) {
+        http_reply(req, 200, "application/json", f.config, strlen(f.config), NULL);
+    } else if (file) {
+        http_reply(req, 200, "application/octet-stream", f.model, f.model_len, NULL);
+    } else {
+        tar_file files[2] = {{PEFT_MODEL_FILE, f.model, f.model_len}, {PEFT_CONFIG_FILE, f.config, strlen(f.config)}};
+        uint8_t *tar = NULL;
+        size_t len = 0;
+        if (tar_build(dir, files, 2, (int64_t)time(NULL), &tar, &len, &err)) {
+            http_reply_err(req, &err);
+        } else {
+            snprintf(headers, sizeof headers, "Content-Disposition: attachment; filename=\"%s.tar\"\r\n", dir);
+            http_reply(req, 200, "application/x-tar", tar, len, headers);
+        }
+        free(tar);
+    }
+    peft_files_finish(&f);
+}
+
+/* ---- import of a PEFT directory ---- */
+
+/* The base of the imported task: the task's own, else ?base=, else the config's base_model_name_or_path
+ * when clad holds a base of that name. */
+static int import_base(cladd *app, const http_req *req, const char *task, const char *config, size_t config_len,
+                       char *out, int *task_classes, clad_err *err)
+{
+    const char *q = http_req_query(req, "base");
+    store_task *t = NULL;
+    if (store_task_get(app->st, task, &t, NULL) == 0) {
+        int rc = 0;
+        if (q && strcmp(q, t->base))
+            rc = clad_err_set(err, CLAD_ECONFLICT, "task '%s' is on base '%s', not '%s'", task, t->base, q);
+        snprintf(out, STORE_NAME_MAX + 1, "%s", t->base);
+        *task_classes = t->n_classes;
+        store_task_free(t);
+        return rc;
+    }
+    *task_classes = 0;
+    if (q) {
+        snprintf(out, STORE_NAME_MAX + 1, "%s", q);
+        return 0;
+    }
+    json_t *j = json_loadb(config, config_len, 0, NULL);
+    const char *named = json_string_value(json_object_get(j, "base_model_name_or_path"));
+    store_base *b = NULL;
+    int rc = named && name_is_valid(named) ? store_base_get(app->st, named, 0, &b, NULL) : CLAD_ENOTFOUND;
+    if (rc == 0) snprintf(out, STORE_NAME_MAX + 1, "%s", named);
+    else rc = clad_err_set(err, CLAD_EINVAL, "task '%s' is new: say which base it adapts with ?base=NAME", task);
+    store_base_free(b);
+    json_decref(j);
+    return rc;
+}
+
+/* Stores adapter a (with its signature, so later training compares against it) as a new lora version. */
+static int store_import(cladd *app, const http_req *req, const char *task, const loaded_base *b, const adapter *a,
+                        int task_classes, json_t *lineage, int64_t *version, clad_err *err)
+{
+    signature sig = {0};
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    int rc = signature_compute(&sig, b->m, a, SIGNATURE_KEEP, err);
+    if (!rc) rc = adapter_blob_build(a, b->m, &sig, &blob, &len, err);
+    signature_finish(&sig);
+    if (!rc && !task_classes) {
+        store_task_in ti = {.name = task, .base = b->name, .kind = "task", .n_classes = a->n_classes};
+        rc = store_task_create(app->st, &ti, app_peer_uid(req), err);
+    } else if (!rc && task_classes != a->n_classes) {
+        rc = clad_err_set(err, CLAD_ECONFLICT, "task '%s' has %d classes; the adapter's head has %d", task, task_classes,
+                          a->n_classes);
+    }
+    json_t *hp = json_pack("{s:f,s:o}", "alpha", (double)a->alpha, "ranks", adapter_ranks_to_json(a, b->m));
+    char *lin = json_dumps(lineage, JSON_COMPACT), *hps = json_dumps(hp, JSON_COMPACT);
+    store_version_in vi = {.task = task, .kind = "lora", .adapter = blob, .adapter_size = len, .base_sha256 = b->sha256,
+                           .lineage_json = lin, .hparams_json = hps};
+    if (!rc) rc = store_version_put(app->st, &vi, app_peer_uid(req), version, err);
+    free(lin);
+    free(hps);
+    json_decref(hp);
+    free(blob);
+    return rc;
+}
+
+static void task_import(http_req *req)
+{
+    cladd *app = req->app;
+    const char *task = http_req_param(req, "name"), *format = http_req_query(req, "format");
+    if (!require_name(req, "task", task)) return;
+    if (format && strcmp(format, "peft")) {
+        http_reply_error(req, CLAD_EINVAL, "format '%s' is not supported (known: peft)", format);
+        return;
+    }
+    clad_err err = {0};
+    const uint8_t *st = NULL, *cfg = NULL;
+    size_t st_len = 0, cfg_len = 0;
+    char base[STORE_NAME_MAX + 1];
+    int task_classes = 0;
+    loaded_base *b = NULL;
+    adapter *a = NULL;
+    int64_t version = 0;
+    if (tar_find(req->body, req->body_len, PEFT_CONFIG_FILE, &cfg, &cfg_len, &err) ||
+        tar_find(req->body, req->body_len, PEFT_MODEL_FILE, &st, &st_len, &err)) {
+        if (err.code == CLAD_ENOTFOUND) err.code = CLAD_EINVAL; /* the body lacks a file, not the daemon */
+        goto fail;
+    }
+    if (import_base(app, req, task, (const char *)cfg, cfg_len, base, &task_classes, &err) ||
+        registry_base_get(app->reg, app->st, base, &b, &err))
+        goto fail;
+    if (!(a = peft_import(b->m, st, st_len, (const char *)cfg, cfg_len, &err))) goto fail;
+    char sha_cfg[SHA256_HEX_SIZE], sha_st[SHA256_HEX_SIZE];
+    sha256_hex(cfg, cfg_len, sha_cfg);
+    sha256_hex(st, st_len, sha_st);
+    json_t *lineage = json_pack("{s:{s:s,s:s,s:s}}", "imported", "format", "peft", "config_sha256", sha_cfg, "model_sha256", sha_st);
+    int rc = store_import(app, req, task, b, a, task_classes, lineage, &version, &err);
+    json_decref(lineage);
+    if (rc) goto fail;
+    log_info("task '%s' version %lld imported from a PEFT adapter", task, (long long)version);
+    http_reply_json(req, 201, json_pack("{s:s,s:I,s:s,s:s,s:i,s:o}", "task", task, "version", (json_int_t)version, "kind", "lora",
+                                        "base", base, "classes", a->n_classes, "ranks", adapter_ranks_to_json(a, b->m)));
+    adapter_destroy(a);
+    registry_base_release(app->reg, b);
+    return;
+fail:
+    http_reply_err(req, &err);
+    adapter_destroy(a);
+    registry_base_release(app->reg, b);
+}
+
+/* ---- bases ---- */
+
+static void base_export(http_req *req)
+{
+    cladd *app = req->app;
+    const char *name = http_req_param(req, "name"), *format = http_req_query(req, "format");
+    if (format && strcmp(format, "timm")) {
+        http_reply_error(req, CLAD_EINVAL, "format '%s' is not supported (known: timm)", format);
+        return;
+    }
+    clad_err err = {0};
+    loaded_base *b = NULL;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (registry_base_get(app->reg, app->st, name, &b, &err) || vit_export_timm(b->m, &buf, &len, &err)) {
+        http_reply_err(req, &err);
+    } else {
+        char headers[STORE_NAME_MAX + 96];
+        snprintf(headers, sizeof headers, "Content-Disposition: attachment; filename=\"%s.safetensors\"\r\n", name);
+        http_reply(req, 200, "application/octet-stream", buf, len, headers);
+    }
+    free(buf);
+    registry_base_release(app->reg, b);
+}
+
+static int import_opts(const http_req *req, vit_import_opts *o, clad_err *err)
+{
+    memset(o, 0, sizeof *o);
+    const char *layout = http_req_query(req, "layout"), *gelu = http_req_query(req, "gelu");
+    if (layout && vit_layout_parse(&o->layout, layout, err)) return CLAD_EINVAL;
+    if (gelu && strcmp(gelu, "erf") && strcmp(gelu, "tanh"))
+        return clad_err_set(err, CLAD_EINVAL, "gelu '%s' must be erf or tanh", gelu);
+    o->gelu_tanh = gelu && !strcmp(gelu, "tanh");
+    long long heads = 0;
+    double eps = 0;
+    int rc = query_int(req, "heads", 1, 64, &heads, err);
+    if (!rc) rc = query_float(req, "ln_eps", 1e-30, 0.1, &eps, err);
+    o->heads = (int)heads;
+    o->ln_eps = (float)eps;
+    return rc;
+}
+
+static model *parse_checkpoint(const char *body, size_t len, const void *opts, clad_err *err)
+{
+    return vit_import(body, len, opts, err);
+}
+
+static void base_import_checkpoint(http_req *req)
+{
+    cladd *app = req->app;
+    const char *name = http_req_param(req, "name");
+    if (!require_name(req, "base", name)) return;
+    clad_err err = {0};
+    store_base *existing = NULL;
+    if (store_base_get(app->st, name, 0, &existing, NULL) == 0) {
+        store_base_free(existing);
+        http_reply_error(req, CLAD_ECONFLICT, "base '%s' exists; bases are immutable, choose another name", name);
+        return;
+    }
+    vit_import_opts o;
+    if (import_opts(req, &o, &err)) {
+        http_reply_err(req, &err);
+        return;
+    }
+    /* Converting a checkpoint (up to hundreds of MB) runs on the pool, like every base import. */
+    base_import_submit(req, name, parse_checkpoint, &o, sizeof o);
+}
+
+const route api_interop_routes[] = {
+    {"GET", "/v1/tasks/{name}/versions/{v}/export{?format,file}", ROUTE_READ, version_export, NULL,
+     "a version as a PEFT LoRA directory (tar; ?file= one file)"},
+    {"POST", "/v1/tasks/{name}/import{?format,base}", ROUTE_WRITE, task_import, "application/x-tar,application/octet-stream",
+     "a PEFT LoRA directory (tar) as a new version"},
+    {"GET", "/v1/bases/{name}/export{?format}", ROUTE_READ, base_export, NULL, "the base as a timm-layout safetensors checkpoint"},
+    {"POST", "/v1/bases/{name}/import{?layout,heads,ln_eps,gelu}", ROUTE_WRITE, base_import_checkpoint, "application/octet-stream,application/x-safetensors",
+     "a timm or Hugging Face ViT checkpoint as a new base"},
+    ROUTE_END,
+};
