@@ -2,7 +2,7 @@
 # Installs the Debian packages clad needs to build, test and run its demo.
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -e
-PKGS="build-essential pkg-config libuv1-dev libsqlite3-dev libopenblas-dev libjansson-dev libhttp-parser-dev zlib1g-dev libsystemd-dev dataset-fashion-mnist curl sqlite3"
+PKGS="build-essential pkg-config libuv1-dev libsqlite3-dev libopenblas-dev libjansson-dev libhttp-parser-dev zlib1g-dev libsystemd-dev dataset-fashion-mnist curl sqlite3 clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
