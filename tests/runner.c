@@ -96,12 +96,19 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return 0;
 }
 
+/* Patterns select tests whose name contains them; a pattern "-X" leaves out tests containing X. */
 static int selected(const char *name, int argc, char **argv)
 {
-    if (argc <= 1) return 1;
-    for (int i = 1; i < argc; i++)
-        if (strstr(name, argv[i])) return 1;
-    return 0;
+    int includes = 0, hit = 0;
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] == '-') {
+            if (argv[i][1] && strstr(name, argv[i] + 1)) return 0;
+        } else {
+            includes++;
+            hit |= strstr(name, argv[i]) != NULL;
+        }
+    }
+    return includes == 0 || hit;
 }
 
 static int cmp_name(const void *a, const void *b)

@@ -9,7 +9,8 @@
  * A test whose prerequisite is missing (not root, a tool not installed) calls TEST_SKIP("why"): it is
  * reported as skipped, never as passed.
  *
- * Run a subset: `build/clad-tests PATTERN...` runs tests whose name contains any PATTERN.
+ * Run a subset: `build/clad-tests PATTERN...` runs tests whose name contains any PATTERN; `-PATTERN`
+ * leaves out tests whose name contains PATTERN.
  * TEST_TIMEOUT(name, seconds) gives a slow test its own limit (default 60 s).
  */
 #ifndef CLAD_TESTS_TEST_H
