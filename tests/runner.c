@@ -62,7 +62,7 @@ _Noreturn void test_skip(const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(reason, sizeof reason, fmt, ap);
     va_end(ap);
-    if (n < 0) n = 0;
+    if (n <= 0) n = snprintf(reason, sizeof reason, "no reason given");
     if ((size_t)n >= sizeof reason) n = (int)sizeof reason - 1;
     fflush(stdout);
     fflush(stderr);
@@ -135,7 +135,7 @@ static void replay_output(int fd)
     if (n <= 0) return;
     buf[n] = '\0';
     for (char *line = buf, *end; line < buf + n; line = end + 1) {
-        end = strchr(line, '\n');
+        end = memchr(line, '\n', (size_t)(buf + n - line));
         if (!end) end = buf + n;
         *end = '\0';
         printf("%s%s\n", line[0] == '#' ? "" : "# ", line);
@@ -146,15 +146,20 @@ static void replay_output(int fd)
 static enum test_result run_one(const test_case *t, int num)
 {
     char outpath[] = "/tmp/clad-test-out-XXXXXX";
-    int out = mkstemp(outpath);
-    int skip_pipe[2];
+    int out = mkstemp(outpath), skip_pipe[2];
+    if (out >= 0) unlink(outpath); /* only the open descriptor is used: nothing to clean up later */
     snprintf(tmpdir, sizeof tmpdir, "/tmp/clad-test-XXXXXX");
-    if (out < 0 || pipe2(skip_pipe, O_CLOEXEC) != 0 || !mkdtemp(tmpdir)) {
-        fprintf(stderr, "# cannot set up %s: %s\n", t->name, strerror(errno));
-        printf("not ok %d %s\n", num, t->name);
+    if (out < 0 || pipe2(skip_pipe, O_CLOEXEC) != 0) {
+        printf("# cannot set up %s: %s\nnot ok %d %s\n", t->name, strerror(errno), num, t->name);
+        exit(1); /* out of descriptors: every later test would fail the same way */
+    }
+    if (!mkdtemp(tmpdir)) {
+        printf("# mkdtemp: %s\nnot ok %d %s\n", strerror(errno), num, t->name);
+        close(out);
+        close(skip_pipe[0]);
+        close(skip_pipe[1]);
         return TEST_FAILED;
     }
-    unlink(outpath);
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();

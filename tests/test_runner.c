@@ -19,7 +19,7 @@ TEST(selftest_fails_after_printing)
 TEST(selftest_crashes_after_printing)
 {
     printf("stdout line before the crash\n");
-    raise(SIGSEGV);
+    raise(SIGKILL); /* not SIGSEGV: sanitizers catch that and exit instead */
 }
 
 TEST(selftest_skips)
@@ -44,7 +44,7 @@ TEST(runner_reports_skips_and_failing_output)
     CHECK(strstr(out, "# stdout line before the failure\n") != NULL);
     CHECK(strstr(out, "1 + 1 == 3: 2 != 3") != NULL);
     CHECK(strstr(out, "not ok 2 selftest_fails_after_printing") != NULL);
-    CHECK(strstr(out, "# stdout line before the crash\n# killed by signal 11\nnot ok 1 selftest_crashes") != NULL);
+    CHECK(strstr(out, "# stdout line before the crash\n# killed by signal 9\nnot ok 1 selftest_crashes") != NULL);
     CHECK(strstr(out, "ok 3 selftest_passes (") != NULL);
     CHECK(strstr(out, "ok 4 selftest_skips # skip needs a widget\n") != NULL);
     CHECK(strstr(out, "\n1 passed, 2 failed, 1 skipped\n") != NULL);
