@@ -14,8 +14,9 @@
 static void echo(http_req *req)
 {
     json_t *q = json_object();
+    /* A name or value that is not UTF-8 is left out (json_string gives NULL, which set_new ignores). */
     for (size_t i = 0; i < req->n_query; i++)
-        json_object_set_new(q, req->query_params[i].name, json_string_nocheck(req->query_params[i].value));
+        json_object_set_new(q, req->query_params[i].name, json_string(req->query_params[i].value));
     bool flag = false;
     clad_err e = {0};
     if (http_req_query_bool(req, "flag", &flag, &e)) {
