@@ -5,6 +5,8 @@
 #   make bench      engine speed next to PyTorch (ratios from one run); see docs/BENCHMARKS.md
 #   make soak       the daemon under mixed load for SOAK_SECONDS (default 180); see docs/BENCHMARKS.md
 #   make demo       end-to-end demo on Fashion-MNIST
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS each (clang); see docs/TESTING.md
+#   make mutate     plant known bugs in core/ one at a time and count those the suite misses
 #   make SAN=address,undefined test   any target with sanitizers
 
 PREFIX  ?= /usr/local
@@ -65,8 +67,9 @@ $(LIBCLAD): $(LIB_OBJ) $(SERVE_OBJ)
 $(BUILD)/clad-bench: $(BENCH_OBJ) $(LIBCLAD)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/clad-tests: $(TEST_OBJ) $(LIBCLAD)
-	$(CC) $(LDFLAGS) $(TEST_OBJ) $(LIBCLAD) $(LDLIBS) -o $@
+# bench/stream.o: the stream parser's tests (test_fuzz_regressions.c) call it directly.
+$(BUILD)/clad-tests: $(TEST_OBJ) $(BUILD)/bench/stream.o $(LIBCLAD)
+	$(CC) $(LDFLAGS) $(TEST_OBJ) $(BUILD)/bench/stream.o $(LIBCLAD) $(LDLIBS) -o $@
 
 $(BUILD)/cladd: $(BUILD)/daemon/cladd_main.o $(LIBCLAD)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -120,5 +123,43 @@ install: all
 
 clean:
 	rm -rf $(BUILD)
+
+# Fuzzing with libFuzzer (Debian's clang): the library and every tests/fuzz/fuzz_*.c target built with
+# ASan + UBSan in build/fuzz, each run for FUZZ_SECONDS on its seed corpus (scripts/fuzz.sh).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# clang's -Wdouble-promotion also flags floats passed to printf, which gcc (the normal build) accepts.
+FUZZ_CFLAGS  := -std=c11 -O1 -g $(WARN) -Wno-double-promotion $(FUZZ_SAN) -fsanitize=fuzzer-no-link $(PKG_CFLAGS) -MMD -MP
+FUZZ_LIB_SRC := $(LIB_SRC) $(SERVE_SRC) bench/stream.c $(wildcard tests/fuzz/harness_*.c)
+FUZZ_LIB     := $(FUZZ_BUILD)/libclad-fuzz.a
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+	@rm -f $@
+	@ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+
+.PHONY: fuzz fuzz-build fuzz-corpus mutate
+fuzz-build: $(FUZZ_TARGETS)
+
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)
+
+# Rewrites the committed seed corpus (tests/fuzz/corpus) from tests/fuzz/make_corpus.c.
+fuzz-corpus: $(LIBCLAD)
+	$(CC) $(CPPFLAGS) $(CFLAGS) tests/fuzz/make_corpus.c tests/fuzz/harness_model.c $(LIBCLAD) $(LDLIBS) \
+		-o $(BUILD)/fuzz-make-corpus
+	$(BUILD)/fuzz-make-corpus tests/fuzz/corpus
+
+mutate:
+	@scripts/mutate.sh
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -192,6 +192,8 @@ static int parse_base(stream *s, const json_t *b, clad_err *err)
     json_t *mj = json_object_get(b, "model");
     if (!mj) return clad_err_set(err, CLAD_EINVAL, "stream: base needs 'path' or 'model'");
     if (model_config_from_json(&s->base_cfg, mj, err)) {
+        /* An unknown preset is not_found to model_config_from_json but a mistake in this file. */
+        if (err) err->code = CLAD_EINVAL;
         clad_err_prefix(err, "stream: base: ");
         return CLAD_EINVAL;
     }

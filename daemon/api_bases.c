@@ -307,7 +307,11 @@ static int parse_train_spec(base_train_arg *a, const json_t *spec, clad_err *err
             if (json_is_object(mv) && !json_object_get(mv, "classes")) json_object_set_new(mv, "classes", json_integer(1));
             int mrc = model_config_from_json(&a->cfg, mv, err);
             json_decref(mv);
-            if (mrc) return err->code == CLAD_ENOTFOUND ? CLAD_EINVAL : err->code;
+            if (mrc) {
+                /* An unknown preset is a mistake in the body (400), not a missing resource (404). */
+                if (err->code == CLAD_ENOTFOUND) err->code = CLAD_EINVAL;
+                return err->code;
+            }
             have_model = true;
         } else if (!strcmp(key, "data")) {
             if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) >= sizeof a->data)

@@ -7,6 +7,8 @@ PKGS="build-essential pkg-config libuv1-dev libsqlite3-dev libopenblas-dev libja
 PKGS="$PKGS chromium"
 # Test-only: the PyTorch reference for the interop tests (tests/interop/make_checkpoints.py).
 PKGS="$PKGS python3-torch python3-numpy"
+# The libFuzzer targets (make fuzz) need clang and its sanitizer runtime.
+PKGS="$PKGS clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,11 +1,16 @@
 /* A small in-tree test framework.
  *
  * Each TEST(name) registers itself at load time; the runner (tests/runner.c) forks one child per test,
- * gives it a timeout, prints `ok N name` or `not ok N name`, and ends with the plain line
- * `N passed, N failed`. Assertions print both operands and end the child with a failure, so a failed
- * check can never be mistaken for a pass.
+ * gives it a timeout, prints TAP lines (`ok N name`, `not ok N name`, `ok N name # skip reason`) and ends
+ * with the plain line `N passed, N failed, N skipped`. Assertions print both operands and end the child
+ * with a failure, so a failed check can never be mistaken for a pass. A failing test's output (stdout and
+ * stderr) is printed after its `not ok` line, each line as a `# ` comment.
  *
- * Run a subset: `build/clad-tests PATTERN...` runs tests whose name contains any PATTERN.
+ * A test whose prerequisite is missing (not root, a tool not installed) calls TEST_SKIP("why"): it is
+ * reported as skipped, never as passed.
+ *
+ * Run a subset: `build/clad-tests PATTERN...` runs tests whose name contains any PATTERN; `-PATTERN`
+ * leaves out tests whose name contains PATTERN.
  * TEST_TIMEOUT(name, seconds) gives a slow test its own limit (default 60 s).
  */
 #ifndef CLAD_TESTS_TEST_H
@@ -20,6 +25,7 @@ typedef void (*test_fn)(void);
 void test_register(const char *name, test_fn fn, int timeout_s);
 _Noreturn void test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+_Noreturn void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* A scratch directory private to the running test, removed by the runner afterwards. */
 const char *test_tmpdir(void);
@@ -32,6 +38,9 @@ const char *test_build_dir(void);
     { test_register(#name, test_##name, secs); }                                   \
     static void test_##name(void)
 #define TEST(name) TEST_TIMEOUT(name, 60)
+
+/* Ends the running test as skipped; the reason is printed on its `ok N name # skip reason` line. */
+#define TEST_SKIP(...) test_skip(__VA_ARGS__)
 
 #define CHECK(cond)                                                                \
     do { if (!(cond)) test_fail(__FILE__, __LINE__, "CHECK(%s) failed", #cond); } while (0)

@@ -97,10 +97,15 @@ TEST(cl_train_keeps_base_and_earlier_adapters_bit_identical)
     CHECK(!memcmp(ada->params.data, adapter_copy, ada->params.total * sizeof(float)));
     CHECK_INT_EQ(model_predict(base, ada, a.x, a.n, 64, pred_a2, NULL, NULL), 0);
     CHECK(!memcmp(pred_a, pred_a2, sizeof(float) * a.n * 4));
-    /* and the second task did learn something its own */
-    eval_result ev;
+    /* and the second task did learn something its own: better than the base alone, which already gets
+     * 0.676 of the teacher's labels (the old fixed threshold 0.6 proved nothing). The planner reuses task
+     * a and gives b one new rank, so the gain is modest (0.712 here); the seeds are fixed. */
+    eval_result ev, ev_base;
     CHECK_INT_EQ(model_evaluate(base, adb, &b, 256, &ev, NULL), 0);
-    CHECK(ev.accuracy > 0.6f);
+    CHECK_INT_EQ(model_evaluate(base, NULL, &b, 256, &ev_base, NULL), 0);
+    printf("# task b accuracy: base %.3f, with its adapter %.3f\n", (double)ev_base.accuracy, (double)ev.accuracy);
+    CHECK_MSG(ev.accuracy >= ev_base.accuracy + 0.025f, "adapter %.3f vs base %.3f", (double)ev.accuracy,
+              (double)ev_base.accuracy);
     cl_plan_finish(&pa);
     cl_plan_finish(&pb);
     signature_finish(&sa);

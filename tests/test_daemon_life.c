@@ -411,10 +411,7 @@ static int request_as_nobody(const daemon_proc *d, const char *request)
 
 TEST(daemon_write_routes_are_denied_to_other_uids)
 {
-    if (geteuid() != 0) {
-        printf("# skipped daemon_write_routes_are_denied_to_other_uids: needs root to act as another uid\n");
-        return;
-    }
+    if (geteuid() != 0) TEST_SKIP("needs root to act as another uid");
     struct group *g = getgrgid(65534);
     CHECK_MSG(g != NULL, "no group 65534 on this system");
     char group[64], conf[256];
@@ -616,10 +613,7 @@ TEST(daemon_cladd_arguments_and_config_errors)
 
 TEST(daemon_systemd_units_verify)
 {
-    if (run_status("command -v systemd-analyze >/dev/null 2>&1") != 0) {
-        printf("# skipped daemon_systemd_units_verify: systemd-analyze is not installed\n");
-        return;
-    }
+    if (run_status("command -v systemd-analyze >/dev/null 2>&1") != 0) TEST_SKIP("systemd-analyze is not installed");
     /* Verify copies whose ExecStart points at the binary just built (verify checks that it exists). */
     char cwd[1024], cmd[4096];
     CHECK(getcwd(cwd, sizeof cwd) != NULL);

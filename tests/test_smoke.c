@@ -1,9 +1,8 @@
-/* Tests of the small shared pieces: error codes, RNG, datasets. */
+/* Tests of the small shared pieces: error codes, datasets (the RNG is in test_rng.c). */
 #include "tests/test.h"
 
 #include "core/dataset.h"
 #include "core/error.h"
-#include "core/rng.h"
 
 TEST(error_codes_are_stable)
 {
@@ -16,26 +15,6 @@ TEST(error_codes_are_stable)
     CHECK_INT_EQ(e.code, CLAD_EIO);
     clad_err_prefix(&e, "ctx: ");
     CHECK_STR_EQ(e.msg, "ctx: first 1");
-}
-
-TEST(rng_is_deterministic_and_uniform)
-{
-    rng a, b;
-    rng_init(&a, 42);
-    rng_init(&b, 42);
-    double sum = 0, sum2 = 0;
-    for (int i = 0; i < 100000; i++) {
-        CHECK_INT_EQ(rng_next(&a), rng_next(&b));
-        float z = rng_normal(&a);
-        (void)rng_normal(&b);
-        sum += (double)z;
-        sum2 += (double)z * (double)z;
-    }
-    CHECK_NEAR(sum / 100000, 0.0, 0.02);
-    CHECK_NEAR(sum2 / 100000, 1.0, 0.02);
-    int hist[10] = {0};
-    for (int i = 0; i < 100000; i++) hist[rng_below(&a, 10)]++;
-    for (int i = 0; i < 10; i++) CHECK_NEAR(hist[i], 10000, 500);
 }
 
 TEST(dataset_validate_names_bad_sample)

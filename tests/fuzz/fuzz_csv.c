@@ -1,0 +1,21 @@
+/* Fuzzes the CSV dataset reader (io/csv.c); the first byte chooses labels_optional (predict uploads). */
+#include "tests/fuzz/fuzz.h"
+
+#include "io/dataset_io.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1) return 0;
+    bool labels_optional = data[0] & 1;
+    dataset d;
+    clad_err e = {0};
+    int rc = dataset_parse_csv(&d, (const char *)data + 1, size - 1, labels_optional, &e);
+    if (rc) {
+        FUZZ_CHECK_ERR(rc, e);
+        return 0;
+    }
+    clad_err_clear(&e);
+    FUZZ_ASSERT(d.n > 0 && dataset_validate(&d, &e) == 0);
+    dataset_finish(&d);
+    return 0;
+}
