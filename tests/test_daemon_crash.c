@@ -387,7 +387,7 @@ static void check_daemon_after_restart(crash_ctx *c, int round)
     clad_err e = {0};
     store *s = store_open_reader(path, &e);
     CHECK_MSG(s != NULL, "%s", e.msg);
-    /* Jobs name their lane, not their task: a succeeded job is matched to its version by job id. */
+    /* A succeeded job is matched to its version by job id (a merge's or fusion's sources are other tasks). */
     store_job *jobs = NULL;
     size_t nj = 0;
     CHECK_MSG(store_jobs_list(s, NULL, 0, &jobs, &nj, &e) == 0, "%s", e.msg);
