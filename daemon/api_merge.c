@@ -189,8 +189,8 @@ static void merges_post(http_req *req)
         http_reply_err(req, &err);
         return;
     }
-    job_spec js = {.kind = &merge_kind, .lane = a->base->name, .arg = a, .params = json_incref(req->json),
-                   .owner_uid = req->peer->uid};
+    job_spec js = {.kind = &merge_kind, .lane = a->base->name, .task = a->name, .arg = a,
+                   .params = json_incref(req->json), .owner_uid = req->peer->uid};
     job *j = NULL;
     if (job_submit(app->jobs, &js, &j, &err)) {
         merge_free(a);

@@ -532,7 +532,7 @@ static void train_hash_done(void *argp, int status, const clad_err *herr)
     } else {
         json_t *params = json_pack("{s:s,s:s,s:I,s:s,s:O}", "task", a->task, "base", a->base->name, "bytes",
                                    (json_int_t)a->body_len, "data_sha256", a->data_sha, "options", a->hparams);
-        job_spec js = {.kind = &train_kind, .lane = a->base->name, .arg = a, .params = params,
+        job_spec js = {.kind = &train_kind, .lane = a->base->name, .task = a->task, .arg = a, .params = params,
                        .owner_uid = req->peer->uid};
         job *j = NULL;
         if (params && job_submit(a->app->jobs, &js, &j, &err) == 0) {

@@ -67,7 +67,7 @@ static void restore_jobs(cladd *app)
         job_record rec = {
             .id = (uint64_t)sj->id,
             .kind = sj->kind,
-            .lane = sj->task[0] ? sj->task : "-",
+            .lane = sj->lane[0] ? sj->lane : "-",
             .state = from_store_state(sj->state),
             .created = (double)sj->created_ms / 1e3,
             .started = (double)sj->started_ms / 1e3,
@@ -195,8 +195,7 @@ int app_job_state_hook(cladd *app, job *j, clad_err *err)
         char *req = json_dumps(json_object_get(jj, "params"), JSON_COMPACT);
         json_t *owner = json_object_get(jj, "owner_uid");
         int64_t sid = 0;
-        const char *lane = job_lane(j);
-        int rc = store_job_create(app->st, job_kind_name(j), strcmp(lane, "-") ? lane : NULL, req,
+        int rc = store_job_create(app->st, job_kind_name(j), job_task(j), job_lane(j), req,
                                   (int)json_integer_value(owner), &sid, err);
         free(req);
         json_decref(jj);

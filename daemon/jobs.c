@@ -13,6 +13,7 @@
 #include "daemon/log.h"
 
 #define LANE_MAX 64
+#define TASK_MAX 65 /* a task name (64 bytes, as the store's) and its NUL */
 #define EVENTS_MAX 4096
 
 enum { STOP_NONE = 0, STOP_CANCEL = 1, STOP_SHUTDOWN = 2 };
@@ -31,6 +32,7 @@ struct job {
     const job_kind *kind;
     char kind_name[32]; /* for restored jobs, whose kind table may not exist */
     char lane[LANE_MAX];
+    char task[TASK_MAX]; /* "" for none */
     job_state state;
     atomic_int stop;    /* STOP_*: written by the loop, read by the worker */
     atomic_uint dropped; /* progress events dropped because the loop fell behind */
@@ -155,6 +157,7 @@ uint64_t job_id(const job *j) { return j->id; }
 json_t *job_run_result(job *j) { return j->run_result; }
 job_state job_get_state(const job *j) { return j->state; }
 const char *job_lane(const job *j) { return j->lane; }
+const char *job_task(const job *j) { return j->task[0] ? j->task : NULL; }
 const char *job_kind_name(const job *j) { return j->kind_name; }
 bool job_cancel_requested(const job *j) { return atomic_load(&j->stop) != STOP_NONE; }
 bool job_should_stop(const job *j) { return atomic_load(&j->stop) != STOP_NONE; }
@@ -520,6 +523,10 @@ int job_submit(job_queue *q, job_spec *spec, job **out, clad_err *err)
         json_decref(params);
         return clad_err_set(err, CLAD_EINVAL, "lane must be 1 to %d printable bytes", LANE_MAX - 1);
     }
+    if (spec->task && strlen(spec->task) >= TASK_MAX) {
+        json_decref(params);
+        return clad_err_set(err, CLAD_EINVAL, "task name is too long");
+    }
     if (q->shutting_down) {
         json_decref(params);
         return clad_err_set(err, CLAD_EBUSY, "the daemon is stopping; no new jobs");
@@ -539,6 +546,7 @@ int job_submit(job_queue *q, job_spec *spec, job **out, clad_err *err)
     j->kind = spec->kind;
     snprintf(j->kind_name, sizeof j->kind_name, "%s", spec->kind->name);
     snprintf(j->lane, sizeof j->lane, "%s", spec->lane);
+    snprintf(j->task, sizeof j->task, "%s", spec->task ? spec->task : "");
     j->state = JOB_QUEUED;
     j->params = params;
     j->owner_uid = spec->owner_uid;

@@ -76,6 +76,7 @@ typedef struct job_kind {
 typedef struct job_spec {
     const job_kind *kind;
     const char *lane;   /* jobs of one lane run one at a time; 1..63 bytes */
+    const char *task;   /* the task the job creates or changes (recorded with it); NULL: none */
     void *arg;          /* the job owns it after a successful submit (kind->free_arg) */
     json_t *params;     /* public description shown in the job's JSON; stolen, also on failure (NULL: {}) */
     uid_t owner_uid;    /* who submitted it */
@@ -154,6 +155,8 @@ json_t *job_run_result(job *j);
 uint64_t job_id(const job *j);
 job_state job_get_state(const job *j);
 const char *job_lane(const job *j);
+/* The spec's task; NULL for none (and for restored jobs). */
+const char *job_task(const job *j);
 const char *job_kind_name(const job *j);
 bool job_cancel_requested(const job *j);
 /* Unix seconds; 0 = not yet. */

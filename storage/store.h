@@ -39,7 +39,7 @@
 #include "core/error.h"
 #include "core/sha256.h"
 
-#define STORE_SCHEMA_VERSION 3          /* PRAGMA user_version this clad writes */
+#define STORE_SCHEMA_VERSION 4          /* PRAGMA user_version this clad writes */
 #define STORE_NAME_MAX 64               /* names: 1..64 of [A-Za-z0-9._-], starting with a letter or digit */
 #define STORE_REASON_MAX 256            /* free-text reasons on alias moves */
 #define STORE_JSON_MAX (1 << 20)        /* any JSON text field */
@@ -360,7 +360,8 @@ const char *store_job_state_name(store_job_state st); /* "queued", ... */
 typedef struct store_job {
     int64_t id;
     char kind[STORE_NAME_MAX + 1];    /* "train", "merge", "eval", ... */
-    char task[STORE_NAME_MAX + 1];    /* "" when none; the task may not exist yet */
+    char task[STORE_NAME_MAX + 1];    /* the task it creates or changes; "" when none (a base's job) */
+    char lane[STORE_NAME_MAX + 1];    /* the daemon's queue lane (the base's name); "" when none */
     store_job_state state;
     int error_code;                   /* CLAD_E* when failed, else 0 */
     char error_msg[STORE_ERRMSG_MAX + 1];
@@ -372,9 +373,11 @@ typedef struct store_job {
     int64_t created_ms, started_ms, finished_ms; /* 0 when not yet */
 } store_job;
 
-/* Queues a job. task may be NULL. request_json: a JSON object, NULL = {}. */
-int store_job_create(store *s, const char *kind, const char *task, const char *request_json, int peer_uid,
-                     int64_t *id_out, clad_err *err);
+/* Queues a job. task: the task it creates or changes (the task may not exist yet), NULL for none; it is
+ * what store_jobs_list and store_task_delete match. lane: the daemon's queue lane (at most 64 bytes), NULL
+ * for none. request_json: a JSON object, NULL = {}. */
+int store_job_create(store *s, const char *kind, const char *task, const char *lane, const char *request_json,
+                     int peer_uid, int64_t *id_out, clad_err *err);
 /* State changes; each refuses (CLAD_ECONFLICT) a transition that is not listed:
  *   queued -> running; running -> succeeded; queued|running -> failed, cancelled, interrupted. */
 int store_job_mark_running(store *s, int64_t id, clad_err *err);

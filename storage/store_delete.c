@@ -39,6 +39,13 @@ int store_task_delete(store *s, const char *task, int peer_uid, clad_err *err)
     int64_t tid = 0, n = 0;
     char list[600];
     rc = task_id(s, task, &tid, err);
+    /* Its own work first: the job would fail at its end, and cancelling it is the operator's first step. */
+    if (rc == 0)
+        rc = name_rows(s, list, sizeof list, &n, err,
+                       "SELECT 'job ' || id || ' (' || state || ')' FROM jobs WHERE task = (SELECT name FROM tasks"
+                       " WHERE id = ?1) AND state IN ('queued', 'running') ORDER BY id", tid);
+    if (rc == 0 && n)
+        rc = clad_err_set(err, CLAD_ECONFLICT, "task '%s' has unfinished work: %s; cancel it first", task, list);
     if (rc == 0)
         rc = name_rows(s, list, sizeof list, &n, err,
                        "SELECT t.name || '@' || v.version || ' (needs ' || nt.name || '@' || n.version || ')'"
@@ -54,12 +61,6 @@ int store_task_delete(store *s, const char *task, int peer_uid, clad_err *err)
                        " WHERE p.parent_task_id = ?1 AND v.task_id != ?1 ORDER BY 1", tid);
     if (rc == 0 && n)
         rc = clad_err_set(err, CLAD_ECONFLICT, "task '%s' is a parent of %s; delete those first", task, list);
-    if (rc == 0)
-        rc = name_rows(s, list, sizeof list, &n, err,
-                       "SELECT 'job ' || id || ' (' || state || ')' FROM jobs WHERE task = (SELECT name FROM tasks"
-                       " WHERE id = ?1) AND state IN ('queued', 'running') ORDER BY id", tid);
-    if (rc == 0 && n)
-        rc = clad_err_set(err, CLAD_ECONFLICT, "task '%s' has unfinished work: %s; cancel it first", task, list);
     /* Children before parents: aliases point at versions and history rows, and the task's own version_deps
      * rows at its versions (they would cascade; deleting them first does not depend on that). */
     static const char *const deletes[] = {

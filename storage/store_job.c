@@ -33,16 +33,18 @@ static int audit_job(store *s, int peer_uid, const char *action, int64_t id, con
     return audit_add(s, peer_uid, action, object, jb_done(&j), err);
 }
 
-int store_job_create(store *s, const char *kind, const char *task, const char *request_json, int peer_uid,
-                     int64_t *id_out, clad_err *err)
+int store_job_create(store *s, const char *kind, const char *task, const char *lane, const char *request_json,
+                     int peer_uid, int64_t *id_out, clad_err *err)
 {
     int rc = check_name(kind, "job kind", err);
     if (rc || (task && (rc = check_name(task, "task", err)))) return rc;
+    if (lane && strnlen(lane, STORE_NAME_MAX + 1) > STORE_NAME_MAX)
+        return clad_err_set(err, CLAD_EINVAL, "job lane is longer than %d bytes", STORE_NAME_MAX);
     if ((rc = check_json(s, request_json, "object", true, "job request", err))) return rc;
     if ((rc = tx_begin_write(s, err))) return rc;
     rc = st_exec(s, err,
-                 "INSERT INTO jobs (kind, task, state, request_json, peer_uid, created_ms) "
-                 "VALUES (?1, ?2, 'queued', ?3, ?4, ?5)", "tttiI", kind, task ? task : "",
+                 "INSERT INTO jobs (kind, task, lane, state, request_json, peer_uid, created_ms) "
+                 "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6)", "ttttiI", kind, task ? task : "", lane ? lane : "",
                  request_json ? request_json : "{}", peer_uid, now_ms());
     int64_t id = sqlite3_last_insert_rowid(s->db);
     if (rc == 0) rc = audit_job(s, peer_uid, "job.create", id, "queued", NULL, 0, err);
@@ -251,7 +253,7 @@ int store_jobs_mark_interrupted(store *s, int64_t *n_marked, clad_err *err)
 
 static const char job_cols[] =
     "SELECT id, kind, task, state, error_code, error_msg, request_json, progress_json, result_version, "
-    "peer_uid, created_ms, started_ms, finished_ms, result_json FROM jobs ";
+    "peer_uid, created_ms, started_ms, finished_ms, result_json, lane FROM jobs ";
 
 static void job_from_row(sqlite3_stmt *st, store_job *j)
 {
@@ -270,6 +272,7 @@ static void job_from_row(sqlite3_stmt *st, store_job *j)
     j->started_ms = sqlite3_column_int64(st, 11);
     j->finished_ms = sqlite3_column_int64(st, 12);
     j->result_json = col_strdup(st, 13);
+    col_copy(st, 14, j->lane, sizeof j->lane);
 }
 
 int store_job_get(store *s, int64_t id, store_job **out, clad_err *err)

@@ -167,6 +167,12 @@ const char *const store_migrations[] = {
     /* 3: a finished job's result (what GET /v1/jobs shows), so job history survives a restart. Only adds
      * a nullable column, so it applies on top of either form of migration 2. */
     "ALTER TABLE jobs ADD COLUMN result_json TEXT CHECK (result_json IS NULL OR json_valid(result_json));",
+    /* 4: a job's lane apart from its task. Until now the daemon wrote the lane (the base's name) into
+     * `task`, so a task's jobs were not found by its name. Old rows keep their lane; a training's task
+     * comes from its request, the others' is unknown (''). */
+    "ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT '';"
+    "UPDATE jobs SET lane = task, "
+    "task = CASE kind WHEN 'train' THEN coalesce(json_extract(request_json, '$.task'), '') ELSE '' END;",
 };
 
 const int store_n_migrations = (int)(sizeof store_migrations / sizeof store_migrations[0]);

@@ -98,30 +98,6 @@ static char *slurp(const char *path, size_t *len)
     return (char *)b;
 }
 
-/* Checks that fail today because of open bugs of issue 12 that other branches fix: they are reported
- * ("# known failure") and counted but do not fail the test, unless CLAD_CRASH_STRICT=1. Remove an
- * entry's use once its fix is merged. */
-typedef enum known_bug {
-    KNOWN_DEPENDENCY_DELETED, /* bug 3: a version a fusion version needs can be deleted */
-    KNOWN_TASK_WITHOUT_VERSION, /* bug 5: the task and its first version are two transactions */
-    KNOWN_N
-} known_bug;
-static const char *const known_bug_name[KNOWN_N] = {"issue 12 bug 3 (fusion sources deletable)",
-                                                    "issue 12 bug 5 (task created apart from its version)"};
-static int known_count[KNOWN_N];
-
-#define CHECK_KNOWN(bug, cond, ...)                                                              \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            if (getenv("CLAD_CRASH_STRICT")) test_fail(__FILE__, __LINE__, __VA_ARGS__);         \
-            if (known_count[bug]++ == 0) {                                                       \
-                fprintf(stderr, "# known failure, %s: ", known_bug_name[bug]);                   \
-                fprintf(stderr, __VA_ARGS__);                                                    \
-                fprintf(stderr, "\n");                                                          \
-            }                                                                                    \
-        }                                                                                        \
-    } while (0)
-
 /* ---- The clients (forked; they exit when the daemon goes away) ------------------------------- */
 
 static void log_line(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -350,7 +326,7 @@ static bool check_store_after_kill(crash_ctx *c, int round)
     size_t nt = 0;
     CHECK_MSG(store_tasks_list(s, &tasks, &nt, &e) == 0, "%s", e.msg);
     for (size_t i = 0; i < nt; i++) {
-        CHECK_KNOWN(KNOWN_TASK_WITHOUT_VERSION, tasks[i].n_versions >= 1, "round %d: task %s has no version (created without one)", round,
+        CHECK_MSG(tasks[i].n_versions >= 1, "round %d: task %s has no version (created without one)", round,
                   tasks[i].name);
         store_alias *al = NULL;
         size_t na = 0;
@@ -365,7 +341,7 @@ static bool check_store_after_kill(crash_ctx *c, int round)
         for (size_t k = 0; k < nv; k++) {
             if (strcmp(vs[k].kind, "fusion")) continue;
             for (size_t p = 0; p < vs[k].n_parents; p++)
-                CHECK_KNOWN(KNOWN_DEPENDENCY_DELETED, version_stored(s, vs[k].parents[p].task, vs[k].parents[p].version),
+                CHECK_MSG(version_stored(s, vs[k].parents[p].task, vs[k].parents[p].version),
                           "round %d: fusion version %lld of %s needs version %lld of %s, which was deleted", round,
                           (long long)vs[k].version, tasks[i].name, (long long)vs[k].parents[p].version,
                           vs[k].parents[p].task);
@@ -411,7 +387,7 @@ static void check_daemon_after_restart(crash_ctx *c, int round)
     clad_err e = {0};
     store *s = store_open_reader(path, &e);
     CHECK_MSG(s != NULL, "%s", e.msg);
-    /* Jobs name their lane, not their task: a succeeded job is matched to its version by job id. */
+    /* A succeeded job is matched to its version by job id (a merge's or fusion's sources are other tasks). */
     store_job *jobs = NULL;
     size_t nj = 0;
     CHECK_MSG(store_jobs_list(s, NULL, 0, &jobs, &nj, &e) == 0, "%s", e.msg);
@@ -447,7 +423,7 @@ static void check_daemon_after_restart(crash_ctx *c, int round)
         store_version *vs = NULL;
         size_t nv = 0;
         int64_t active = 0;
-        if (store_versions_list(s, crash_tasks[ti], &vs, &nv, NULL) != 0 || nv == 0) continue; /* none: bug 5 */
+        if (store_versions_list(s, crash_tasks[ti], &vs, &nv, NULL) != 0 || nv == 0) continue; /* not created yet */
         CHECK_MSG(store_alias_get(s, crash_tasks[ti], "active", &active, &e) == 0, "%s", e.msg);
         for (size_t k = 0; k < nv; k++) {
             if (vs[k].version != active && strcmp(vs[k].kind, "fusion")) continue;
@@ -456,10 +432,7 @@ static void check_daemon_after_restart(crash_ctx *c, int round)
                      ti == 4 ? "&task=t0" : "");
             int st = http_try(c->d.sock, "POST", q, "application/json", c->predict_body, strlen(c->predict_body),
                               5000, &reply);
-            if (!strcmp(vs[k].kind, "fusion") && st == 404)
-                CHECK_KNOWN(KNOWN_DEPENDENCY_DELETED, false, "round %d: %s answered 404: %s", round, q, reply ? reply : "");
-            else
-                CHECK_MSG(st == 200, "round %d: %s answered %d: %s", round, q, st, reply ? reply : "");
+            CHECK_MSG(st == 200, "round %d: %s answered %d: %s", round, q, st, reply ? reply : "");
             free(reply);
         }
         store_versions_free(vs, nv);
@@ -543,8 +516,6 @@ TEST_TIMEOUT(daemon_crash_sigkill_under_load_keeps_every_acknowledged_change, 60
             "# %d kills in %.1f s (%d while a job ran), %d versions and %d deletes acknowledged, slowest "
             "restart to a prediction %.3f s\n",
             rounds, now_s() - t_start, c.kills_in_job, c.versions_acked, c.deletes_acked, c.worst_restart_s);
-    for (int b = 0; b < KNOWN_N; b++)
-        if (known_count[b]) fprintf(stderr, "# known failure seen in %d checks: %s\n", known_count[b], known_bug_name[b]);
     CHECK_MSG(c.errors == 0, "%d requests got an answer outside the documented errors (listed above)", c.errors);
     free(c.train_body);
 }

@@ -371,19 +371,41 @@ TEST_TIMEOUT(daemon_lifecycle_promote_policies, 120)
     CHECK_INT_EQ(daemon_stop(&g.d, SIGTERM, 10), 0);
 }
 
-/* Audit rows with this action and object, read through the store API. */
-static int audited(rig *g, const char *action, const char *object)
+/* The daemon's store, opened for reading beside it. */
+static store *rig_store(rig *g)
 {
     char db[600];
     snprintf(db, sizeof db, "%s/clad.db", g->d.state);
     store *s = store_open_reader(db, NULL);
     CHECK(s != NULL);
+    return s;
+}
+
+/* Audit rows with this action and object, read through the store API. */
+static int audited(rig *g, const char *action, const char *object)
+{
+    store *s = rig_store(g);
     store_audit *a = NULL;
     size_t n = 0;
     CHECK_INT_EQ(store_audit_list(s, 0, 0, &a, &n, NULL), 0);
     int found = 0;
     for (size_t i = 0; i < n; i++) found += !strcmp(a[i].action, action) && !strcmp(a[i].object, object);
     store_audit_free(a, n);
+    store_close(s);
+    return found;
+}
+
+/* Jobs the store records for task, all on lane, read through the store API (-1 if one is on another). */
+static int jobs_of(rig *g, const char *task, const char *lane)
+{
+    store *s = rig_store(g);
+    store_job *j = NULL;
+    size_t n = 0;
+    CHECK_INT_EQ(store_jobs_list(s, task, 0, &j, &n, NULL), 0);
+    int found = (int)n;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(j[i].lane, lane)) found = -1;
+    store_jobs_free(j, n);
     store_close(s);
     return found;
 }
@@ -414,6 +436,32 @@ TEST_TIMEOUT(daemon_lifecycle_delete_refuses_dependents, 120)
     free(out);
     free(clad_ok(&g, 0, "cancel %lld", job));
     free(clad_ok(&g, 8, "job %lld --follow", job));
+    /* Nor while a merge into it waits (its request names only the sources): the store records each job
+     * with the task it makes, apart from its lane. */
+    static const char merge[] = "-H 'Content-Type: application/json' -d '{\"tasks\":[\"a\",\"b\"],\"rank\":4}'";
+    char *body = NULL;
+    int code = curl_req(&g.d, "POST", "/v1/merges/m?follow=1", merge, &body, NULL);
+    CHECK_MSG(code == 202 && strstr(body, "\"state\":\"succeeded\""), "merge answered %d: %s", code, body);
+    free(body);
+    out = clad_ok(&g, 0, "train b '%s' --epochs 1000 --batch 16 --detach", in_tmp("b.st")); /* holds the lane */
+    long long holder = atoll(out);
+    free(out);
+    CHECK_INT_EQ(curl_req(&g.d, "POST", "/v1/merges/m", merge, &body, NULL), 202);
+    json_t *mj = json_or_fail(body);
+    long long merging = json_integer_value(json_object_get(mj, "id"));
+    CHECK_STR_EQ(state_of(mj), "queued");
+    json_decref(mj);
+    free(body);
+    out = clad_ok(&g, 6, "delete task m");
+    snprintf(want, sizeof want, "task 'm' has unfinished work: job %lld (queued)", merging);
+    CHECK_MSG(strstr(out, want), "%s", out);
+    free(out);
+    CHECK_INT_EQ(jobs_of(&g, "m", "mlp"), 2);
+    CHECK_INT_EQ(jobs_of(&g, "a", "mlp"), 2); /* its first training and the cancelled one */
+    free(clad_ok(&g, 0, "cancel %lld", merging));
+    free(clad_ok(&g, 0, "cancel %lld", holder));
+    free(clad_ok(&g, 8, "job %lld --follow", holder));
+    free(clad_ok(&g, 0, "delete task m"));
     free(clad_ok(&g, 0, "alias a champion 1"));
     free(clad_ok(&g, 0, "delete alias a champion --reason retired"));
     CHECK_INT_EQ(alias_of(&g, "a", "champion"), 0);
@@ -426,7 +474,6 @@ TEST_TIMEOUT(daemon_lifecycle_delete_refuses_dependents, 120)
     out = clad_ok(&g, 0, "delete task a");
     CHECK_MSG(strstr(out, "deleted task a"), "%s", out);
     free(out);
-    char *body = NULL;
     CHECK_INT_EQ(curl_req(&g.d, "GET", "/v1/tasks/a", NULL, &body, NULL), 404);
     free(body);
     train_ok(&g, "a", "b.st", "--epochs 2 --lr 0.01"); /* other data: other predictions */

@@ -39,7 +39,7 @@ static _Noreturn void crash_child(const char *path, int fd, uint64_t seed)
     rng_init(&r, seed);
     for (;;) {
         int64_t job = 0, v = 0;
-        if (store_job_create(s, "train", "t1", "{\"epochs\":1}", 1000, &job, &e) ||
+        if (store_job_create(s, "train", "t1", NULL, "{\"epochs\":1}", 1000, &job, &e) ||
             store_job_mark_running(s, job, &e) || fx_put_job(s, "t1", job, &v, &e)) {
             fprintf(stderr, "# child: %s\n", e.msg);
             _exit(5);
@@ -319,7 +319,7 @@ TEST(store_task_and_first_version_commit_together)
     CHECK_OK(store_set_size_limit(s, limit + 4 * sizeof blob, &limit, &e), e);
 
     /* The producing job was cancelled meanwhile: refused after the task insert, nothing kept. */
-    CHECK_OK(store_job_create(s, "train", "new", NULL, 1000, &job, &e), e); /* queued, not running */
+    CHECK_OK(store_job_create(s, "train", "new", NULL, NULL, 1000, &job, &e), e); /* queued, not running */
     n_audit = audit_count(s);
     in.job_id = job;
     CHECK_CODE(store_version_put(s, &in, 1000, &v, &e), CLAD_ECONFLICT, e);

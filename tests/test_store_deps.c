@@ -102,18 +102,8 @@ TEST(store_deps_retention_keeps_what_kept_versions_need)
     store_close(s);
 }
 
-/* Runs sql on the file with SQLite directly, as an older clad or a damaged file would have left it. */
-static void raw_exec(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    CHECK_INT_EQ(sqlite3_open(path, &db), SQLITE_OK);
-    char *msg = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
-    CHECK_MSG(rc == SQLITE_OK, "%s: %s", sql, msg ? msg : "?");
-    sqlite3_close(db);
-}
-
-/* Schema 1 is today's schema without version_deps and jobs.result_json: a store written by clad 0.1. */
+/* Schema 1 is today's schema without version_deps, jobs.result_json and jobs.lane: a store written by
+ * clad 0.1. */
 TEST(store_deps_migration_from_schema_1_derives_fusion_sources)
 {
     clad_err e = {0};
@@ -121,7 +111,8 @@ TEST(store_deps_migration_from_schema_1_derives_fusion_sources)
     fx_path(path, sizeof path, "m.db");
     store *s = deps_fixture("m.db");
     store_close(s);
-    raw_exec(path, "DROP TABLE version_deps; ALTER TABLE jobs DROP COLUMN result_json; PRAGMA user_version = 1");
+    fx_exec(path, "DROP TABLE version_deps; ALTER TABLE jobs DROP COLUMN result_json; ALTER TABLE jobs DROP COLUMN "
+                  "lane; PRAGMA user_version = 1");
 
     s = fx_open("m.db");
     store_version *v = NULL;
@@ -142,7 +133,7 @@ TEST(store_deps_check_reports_a_fusion_version_without_sources)
     store *s = deps_fixture("c.db");
     store_close(s);
     /* What schema 1 allowed: a source deleted under its fusion version. */
-    raw_exec(path, "PRAGMA foreign_keys = ON; DELETE FROM version_deps");
+    fx_exec(path, "PRAGMA foreign_keys = ON; DELETE FROM version_deps");
     s = fx_open("c.db");
     CHECK_CODE(store_check(s, STORE_CHECK_FULL, &e), CLAD_ECORRUPT, e);
     CHECK_MSG(strstr(e.msg, "fusion version 1 of task 'f' records no source versions"), "%s", e.msg);

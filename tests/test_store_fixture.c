@@ -1,6 +1,8 @@
 /* Helpers shared by the storage tests; see test_store_fixture.h. */
 #include "tests/test_store_fixture.h"
 
+#include <sqlite3.h>
+
 #include "core/rng.h"
 #include "tests/test.h"
 
@@ -122,4 +124,14 @@ void fx_write_file(const char *path, const uint8_t *data, size_t n)
     CHECK_MSG(f != NULL, "cannot write %s", path);
     CHECK(fwrite(data, 1, n, f) == n);
     fclose(f);
+}
+
+void fx_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    CHECK_INT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    CHECK_MSG(rc == SQLITE_OK, "%s: %s", sql, msg ? msg : "?");
+    sqlite3_close(db);
 }

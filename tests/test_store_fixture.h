@@ -24,6 +24,8 @@ int fx_blob_ok(const store_version *v);
 int64_t fx_put(store *s, const char *task, unsigned flags);
 /* Same with a job id; returns the clad code instead of failing. */
 int fx_put_job(store *s, const char *task, int64_t job_id, int64_t *version, clad_err *err);
+/* Runs sql on the file with SQLite directly, as an older clad or a damaged file would have left it. */
+void fx_exec(const char *path, const char *sql);
 /* Reads a whole file (test helper); returns malloc'd bytes and sets *n. */
 uint8_t *fx_read_file(const char *path, size_t *n);
 void fx_write_file(const char *path, const uint8_t *data, size_t n);

@@ -9,13 +9,14 @@ TEST(store_jobs_state_machine)
     clad_err e = {0};
     store *s = fx_open("a.db");
     int64_t id = 0;
-    CHECK_CODE(store_job_create(s, "train", "t1", "[1]", 500, &id, &e), CLAD_EINVAL, e);
-    CHECK_OK(store_job_create(s, "train", "t1", "{\"epochs\":3}", 500, &id, &e), e);
+    CHECK_CODE(store_job_create(s, "train", "t1", NULL, "[1]", 500, &id, &e), CLAD_EINVAL, e);
+    CHECK_OK(store_job_create(s, "train", "t1", "mlp", "{\"epochs\":3}", 500, &id, &e), e);
     store_job *j = NULL;
     CHECK_OK(store_job_get(s, id, &j, &e), e);
     CHECK_INT_EQ(j->state, STORE_JOB_QUEUED);
     CHECK_STR_EQ(j->kind, "train");
     CHECK_STR_EQ(j->task, "t1");
+    CHECK_STR_EQ(j->lane, "mlp");
     CHECK_STR_EQ(j->request_json, "{\"epochs\":3}");
     CHECK_STR_EQ(j->progress_json, "{}");
     CHECK_INT_EQ(j->peer_uid, 500);
@@ -39,9 +40,9 @@ TEST(store_jobs_state_machine)
     store_job_free(j);
 
     int64_t id2 = 0, id3 = 0;
-    CHECK_OK(store_job_create(s, "eval", NULL, NULL, 500, &id2, &e), e);
+    CHECK_OK(store_job_create(s, "eval", NULL, NULL, NULL, 500, &id2, &e), e);
     CHECK_OK(store_job_mark_cancelled(s, id2, 501, &e), e);
-    CHECK_OK(store_job_create(s, "eval", "t2", NULL, 500, &id3, &e), e);
+    CHECK_OK(store_job_create(s, "eval", "t2", NULL, NULL, 500, &id3, &e), e);
     CHECK_OK(store_job_mark_running(s, id3, &e), e);
     CHECK_OK(store_job_mark_succeeded(s, id3, 0, &e), e);
     CHECK_CODE(store_job_get(s, 999, &j, &e), CLAD_ENOTFOUND, e);
@@ -63,15 +64,67 @@ TEST(store_jobs_state_machine)
     store_close(s);
 }
 
+/* A task's queued or running job blocks deleting it; a finished one or another task's does not. */
+TEST(store_task_delete_waits_for_the_tasks_jobs)
+{
+    clad_err e = {0};
+    store *s = fx_open("a.db");
+    fx_task(s, "t1");
+    fx_task(s, "t2");
+    int64_t mine = 0, other = 0, base_job = 0;
+    CHECK_OK(store_job_create(s, "train", "t1", "mlp", NULL, 500, &mine, &e), e);
+    CHECK_OK(store_job_create(s, "train", "t2", "mlp", NULL, 500, &other, &e), e);
+    CHECK_OK(store_job_create(s, "base-train", NULL, "mlp", NULL, 500, &base_job, &e), e);
+    CHECK_CODE(store_task_delete(s, "t1", 500, &e), CLAD_ECONFLICT, e);
+    char want[80];
+    snprintf(want, sizeof want, "task 't1' has unfinished work: job %lld (queued)", (long long)mine);
+    CHECK_MSG(strstr(e.msg, want), "%s", e.msg);
+    CHECK_OK(store_job_mark_running(s, mine, &e), e);
+    CHECK_CODE(store_task_delete(s, "t1", 500, &e), CLAD_ECONFLICT, e);
+    CHECK(strstr(e.msg, "(running)"));
+    CHECK_OK(store_job_mark_cancelled(s, mine, 500, &e), e);
+    CHECK_OK(store_task_delete(s, "t1", 500, &e), e);
+    CHECK_CODE(store_task_delete(s, "t2", 500, &e), CLAD_ECONFLICT, e);
+    store_close(s);
+}
+
+/* Schema 3 wrote the lane into `task`; migration 4 moves it to `lane` and takes a training's task from
+ * its request. */
+TEST(store_jobs_migration_separates_lane_and_task)
+{
+    clad_err e = {0};
+    char path[512];
+    fx_path(path, sizeof path, "m.db");
+    store *s = fx_open("m.db");
+    store_close(s);
+    fx_exec(path, "ALTER TABLE jobs DROP COLUMN lane;"
+                  "INSERT INTO jobs (kind, task, state, request_json, peer_uid, created_ms) VALUES "
+                  "('train', 'mlp', 'succeeded', '{\"task\":\"t1\",\"base\":\"mlp\"}', 500, 1),"
+                  "('merge', 'mlp', 'failed', '{\"tasks\":[\"t1\"]}', 500, 2);"
+                  "PRAGMA user_version = 3");
+    s = fx_open("m.db");
+    store_job *list = NULL;
+    size_t n = 0;
+    CHECK_OK(store_jobs_list(s, NULL, 0, &list, &n, &e), e);
+    CHECK_INT_EQ(n, 2);
+    CHECK_STR_EQ(list[0].kind, "merge");
+    CHECK_STR_EQ(list[0].task, "");
+    CHECK_STR_EQ(list[0].lane, "mlp");
+    CHECK_STR_EQ(list[1].task, "t1");
+    CHECK_STR_EQ(list[1].lane, "mlp");
+    store_jobs_free(list, n);
+    store_close(s);
+}
+
 TEST(store_jobs_interrupted_at_restart)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
     int64_t q = 0, r = 0, d = 0;
-    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &q, &e), e);
-    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &r, &e), e);
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, NULL, 500, &q, &e), e);
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, NULL, 500, &r, &e), e);
     CHECK_OK(store_job_mark_running(s, r, &e), e);
-    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &d, &e), e);
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, NULL, 500, &d, &e), e);
     CHECK_OK(store_job_mark_running(s, d, &e), e);
     CHECK_OK(store_job_mark_succeeded(s, d, 0, &e), e);
     store_close(s); /* the "crash" */
@@ -105,7 +158,7 @@ TEST(store_version_and_its_job_commit_together)
     store *s = fx_open("a.db");
     fx_task(s, "t1");
     int64_t job = 0, v = 0;
-    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &job, &e), e);
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, NULL, 500, &job, &e), e);
     /* A queued (not yet running) or cancelled job cannot produce a version. */
     CHECK_CODE(fx_put_job(s, "t1", job, &v, &e), CLAD_ECONFLICT, e);
     CHECK_OK(store_job_mark_running(s, job, &e), e);
@@ -123,7 +176,7 @@ TEST(store_version_and_its_job_commit_together)
     /* The same job cannot produce a second version. */
     CHECK_CODE(fx_put_job(s, "t1", job, &v, &e), CLAD_ECONFLICT, e);
     int64_t job2 = 0;
-    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &job2, &e), e);
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, NULL, 500, &job2, &e), e);
     CHECK_OK(store_job_mark_running(s, job2, &e), e);
     CHECK_OK(store_job_mark_cancelled(s, job2, 501, &e), e);
     CHECK_CODE(fx_put_job(s, "t1", job2, &v, &e), CLAD_ECONFLICT, e);
@@ -229,7 +282,7 @@ TEST(store_audit_log_records_every_write_with_peer)
     CHECK_OK(store_alias_delete(s, "t1", "champion", 604, NULL, &e), e);
     CHECK_OK(store_version_delete(s, "t1", 1, 605, &e), e);
     int64_t job;
-    CHECK_OK(store_job_create(s, "train", "t1", NULL, 606, &job, &e), e);
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, NULL, 606, &job, &e), e);
     CHECK_OK(store_job_mark_running(s, job, &e), e);
     CHECK_OK(store_job_mark_cancelled(s, job, 607, &e), e);
     /* Failed writes leave no audit row. */
@@ -270,7 +323,7 @@ TEST(store_job_outcome_keeps_result_progress_and_times)
     clad_err e = {0};
     store *s = fx_open("a.db");
     int64_t id = 0;
-    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &id, &e), e);
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, NULL, 500, &id, &e), e);
     store_job_outcome o = {.result_json = "{\"version\":2}", .progress_json = "{\"step\":9}", .created_ms = 1000,
                            .started_ms = 2000, .finished_ms = 3000};
     /* Only a finished job has an outcome. */
@@ -301,7 +354,7 @@ TEST(store_job_finish_records_state_and_outcome_together)
     clad_err e = {0};
     store *s = fx_open("a.db");
     int64_t id = 0;
-    CHECK_OK(store_job_create(s, "train", "t1", NULL, 500, &id, &e), e);
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, NULL, 500, &id, &e), e);
     CHECK_OK(store_job_mark_running(s, id, &e), e);
     store_job_end end = {.state = STORE_JOB_FAILED, .error_code = CLAD_EINVAL, .error_msg = "bad data",
                          .outcome = {.progress_json = "{\"step\":4}", .finished_ms = 4242}};
