@@ -39,7 +39,11 @@
 
 #define SOAK_SERVE_CLIENTS 32
 #define SOAK_TASKS 4
-#define SOAK_RSS_LIMIT 0.10       /* growth allowed from the end of the warm-up to the end */
+/* Growth allowed from the end of the warm-up to the end: 10%, but never less than 4 MB, because glibc's
+ * heap keeps a few MB of fragments whose size varies from one quiet moment to the next (measured: -13% to
+ * +9.5% on a ~24 MB daemon with no trend under load); a leak grows past that with time. */
+#define SOAK_RSS_LIMIT 0.10
+#define SOAK_RSS_FLOOR_KB 4096
 #define SOAK_MAX_FAILURES_SHOWN 20
 
 typedef enum soak_kind {
@@ -540,7 +544,9 @@ int bench_soak_main(int argc, char **argv)
         all.failed += tot[k].failed;
     }
     double growth = warm.rss_kb > 0 ? (double)(end.rss_kb - warm.rss_kb) / (double)warm.rss_kb : 1;
-    bool ok = all.failed == 0 && growth <= SOAK_RSS_LIMIT && end.fds <= warm.fds && end.fds <= before.fds &&
+    long allowed_kb = (long)(SOAK_RSS_LIMIT * (double)warm.rss_kb);
+    if (allowed_kb < SOAK_RSS_FLOOR_KB) allowed_kb = SOAK_RSS_FLOOR_KB;
+    bool ok = all.failed == 0 && warm.rss_kb > 0 && end.rss_kb - warm.rss_kb <= allowed_kb && end.fds <= warm.fds && end.fds <= before.fds &&
               health == 200 && exit_status == 0;
     if (json) {
         printf("{\"seconds\": %.1f, \"roles\": \"%s\", \"requests\": {", elapsed, roles);
@@ -562,9 +568,10 @@ int bench_soak_main(int argc, char **argv)
                    tot[k].failed, tot[k].p50, tot[k].p99);
         printf("%-9s %9ld %11ld %7ld   (%.0f requests/s)\n", "total", all.n, all.documented, all.failed,
                (double)all.n / elapsed);
-        printf("RSS (quiet): before %.1f MB, after warm-up %.1f MB, after the soak %.1f MB (%+.1f%%, limit +%.0f%%); "
-               "highest under load %.1f MB\n", before.rss_kb / 1024.0, warm.rss_kb / 1024.0, end.rss_kb / 1024.0,
-               growth * 100, SOAK_RSS_LIMIT * 100, rss_max / 1024.0);
+        printf("RSS (quiet): before %.1f MB, after warm-up %.1f MB, after the soak %.1f MB (%+.1f%%, limit +%.1f MB: "
+               "%.0f%% or %d MB); highest under load %.1f MB\n", before.rss_kb / 1024.0, warm.rss_kb / 1024.0,
+               end.rss_kb / 1024.0, growth * 100, allowed_kb / 1024.0, SOAK_RSS_LIMIT * 100, SOAK_RSS_FLOOR_KB / 1024,
+               rss_max / 1024.0);
         printf("RSS under load at each tenth of the run (MB):");
         for (int k = 0; k < 10; k++) printf(" %.1f", rss_trace[k] / 1024.0);
         printf("\nadapter cache: %ld adapters (%.1f MB counted) after warm-up, %ld (%.1f MB) after the soak\n",
