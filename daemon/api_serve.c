@@ -4,9 +4,12 @@
  *   POST /v1/tasks/{name}/evaluate   labelled data -> accuracy and loss, recorded in the store
  *
  * Inputs are a JSON body {"inputs": [[...], ...]} (one row of input floats per sample, images flattened
- * C,H,W) or a dataset file (safetensors, IDX, CSV). The version is resolved and its adapter loaded on the
- * loop thread; the work runs on a compute thread, never behind a training job. A rollback during a
- * prediction does not affect it: it holds the adapter it started with.
+ * C,H,W) or a dataset file (safetensors, IDX, CSV). The version is resolved on the loop thread and its
+ * adapter taken from the registry (a miss loads on the pool: daemon/registry_load.h); the work runs on a
+ * compute thread, never behind a training job, with a workspace from the registry's pool. A version that
+ * has served REGISTRY_FOLD_AFTER predictions is folded into its base once, and later requests run the
+ * folded model without an adapter. A rollback during a prediction does not affect it: it holds the
+ * adapter it started with.
  */
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +20,7 @@
 #include "daemon/api.h"
 #include "daemon/api_util.h"
 #include "daemon/log.h"
+#include "daemon/registry_load.h"
 #include "io/merge_io.h"
 
 #define SERVE_MAX_SAMPLES 1000000
@@ -29,6 +33,8 @@ typedef struct serve_call {
     http_req *req;
     cladd *app;
     loaded_adapter *la;
+    const model *m;         /* what runs: la's folded model (a NULL), or its base with its adapter */
+    const adapter *a;
     bool own;               /* la is this request's own (a merge served for one source), not the cache's */
     bool evaluate;
     bool want_probs;
@@ -86,8 +92,8 @@ static bool body_is_json(const http_req *req)
 static int serve_work(void *argp, clad_err *err)
 {
     serve_call *c = argp;
-    const model *m = c->la->base->m;
-    const adapter *a = c->la->a;
+    const model *m = c->m;
+    const adapter *a = c->a;
     int dim = model_config_input_dim(&m->cfg);
     dataset d = {0};
     int rc;
@@ -104,15 +110,22 @@ static int serve_work(void *argp, clad_err *err)
     /* Only evaluations are recorded, with the hash of their data; predictions skip the hashing. */
     if (c->evaluate) sha256_hex(c->req->body, c->req->body_len, c->data_sha);
     c->n = d.n;
-    c->K = a->n_classes;
+    c->K = a ? a->n_classes : m->cfg.n_classes;
+    ws_pool *pool = registry_ws_pool(c->app->reg);
+    model_ws *ws = ws_pool_take(pool, m, a, err);
+    if (!ws) {
+        rc = err->code;
+        goto done;
+    }
     if (c->evaluate) {
-        rc = model_evaluate(m, a, &d, SERVE_BATCH, &c->ev, err);
+        rc = model_evaluate_ws(ws, m, a, &d, &c->ev, err);
     } else {
         c->labels = malloc(sizeof *c->labels * (size_t)d.n);
         c->probs = c->want_probs ? malloc(sizeof *c->probs * (size_t)d.n * (size_t)c->K) : NULL;
         if (!c->labels || (c->want_probs && !c->probs)) rc = clad_err_set(err, CLAD_ENOMEM, "out of memory");
-        else rc = model_predict(m, a, d.x, d.n, SERVE_BATCH, c->probs, c->labels, err);
+        else rc = model_predict_ws(ws, m, a, d.x, d.n, c->probs, c->labels, err);
     }
+    ws_pool_give(pool, ws);
 done:
     dataset_finish(&d);
     return rc;
@@ -204,6 +217,7 @@ static void serve_done(void *argp, int status, const clad_err *err)
         json_decref(probs);
         if (j) http_reply_json(req, 200, j);
         else http_reply_error(req, CLAD_ENOMEM, "out of memory building the reply of %d predictions", c->n);
+        if (!c->own) registry_loader_served(app->loads, c->la);
     }
     serve_release(app, c->la, c->own);
     free(c->labels);
@@ -240,6 +254,23 @@ static int load_merge_source(cladd *app, const char *merge, int64_t version, con
     return rc;
 }
 
+/* Runs the request with la (NULL: err says why it has none). */
+static void serve_start(void *data, loaded_adapter *la, const clad_err *err)
+{
+    serve_call *c = data;
+    clad_err e = {0};
+    c->la = la;
+    if (la) {
+        c->m = la->folded ? la->folded : la->base->m;
+        c->a = la->folded ? NULL : la->a;
+        if (!job_queue_compute(c->app->jobs, serve_work, serve_done, c, &e)) return;
+        err = &e;
+    }
+    serve_release(c->app, c->la, c->own);
+    http_reply_err(c->req, err);
+    free(c);
+}
+
 static void serve(http_req *req, bool evaluate)
 {
     cladd *app = req->app;
@@ -268,14 +299,14 @@ static void serve(http_req *req, bool evaluate)
     c->evaluate = evaluate;
     c->want_probs = probs;
     const char *source = http_req_query(req, "task");
-    int rc = source ? load_merge_source(app, task, version, source, &c->la, &err)
-                    : registry_adapter_get(app->reg, app->st, task, version, &c->la, &err);
-    c->own = source != NULL;
-    if (rc || job_queue_compute(app->jobs, serve_work, serve_done, c, &err)) {
-        serve_release(app, c->la, c->own);
-        free(c);
-        http_reply_err(req, &err);
+    if (!source) {
+        registry_loader_adapter(app->loads, task, version, serve_start, c);
+        return;
     }
+    c->own = true;
+    loaded_adapter *la = NULL;
+    int rc = load_merge_source(app, task, version, source, &la, &err);
+    serve_start(c, rc ? NULL : la, &err);
 }
 
 static void predict(http_req *req) { serve(req, false); }
