@@ -36,6 +36,8 @@ typedef struct serve_call {
     const model *m;         /* what runs: la's folded model (a NULL), or its base with its adapter */
     const adapter *a;
     bool own;               /* la is this request's own (a merge served for one source), not the cache's */
+    const char *source;     /* that source task (in req) */
+    int64_t version;
     bool evaluate;
     bool want_probs;
     /* results (worker) */
@@ -89,14 +91,31 @@ static bool body_is_json(const http_req *req)
     return !strcmp(mt, "application/json") || (!mt[0] && req->body_len && req->body[0] == '{');
 }
 
+/* serve_work's first step for a merge source: reads the merged version with the worker's own store
+ * reader and builds the source's adapter into la. */
+static int merge_source_load(serve_call *c, clad_err *err)
+{
+    loaded_adapter *la = c->la;
+    store *rd = store_open_reader(c->app->db_path, err);
+    if (!rd) return err->code;
+    store_version *v = NULL;
+    int rc = store_version_get(rd, la->task, la->version, STORE_WITH_BLOB, &v, err);
+    if (!rc && !(la->a = merged_adapter_load(c->m, v->adapter, v->adapter_size, c->source, err))) rc = err->code;
+    store_version_free(v);
+    store_close(rd);
+    c->a = la->a;
+    return rc;
+}
+
 static int serve_work(void *argp, clad_err *err)
 {
     serve_call *c = argp;
+    dataset d = {0};
+    int rc = c->own ? merge_source_load(c, err) : 0;
+    if (rc) return rc;
     const model *m = c->m;
     const adapter *a = c->a;
     int dim = model_config_input_dim(&m->cfg);
-    dataset d = {0};
-    int rc;
     bool json = body_is_json(c->req);
     if (json && !c->evaluate) rc = json_inputs(&d, c->req->body, c->req->body_len, dim, err);
     else if (c->evaluate) rc = body_to_dataset(&d, c->req->body, c->req->body_len, false, err);
@@ -225,35 +244,6 @@ static void serve_done(void *argp, int status, const clad_err *err)
     free(c);
 }
 
-/* A merged version serving one of its source tasks (?task=SOURCE): the shared factors with that task's
- * head. Built per request; merges are not on the latency-critical path. */
-static int load_merge_source(cladd *app, const char *merge, int64_t version, const char *source,
-                             loaded_adapter **out, clad_err *err)
-{
-    store_task *t = NULL;
-    store_version *v = NULL;
-    int rc = store_task_get(app->st, merge, &t, err);
-    if (!rc && strcmp(t->kind, "merge"))
-        rc = clad_err_set(err, CLAD_EINVAL, "?task= selects a source task of a merge; '%s' is not a merge", merge);
-    if (!rc) rc = store_version_get(app->st, merge, version, STORE_WITH_BLOB, &v, err);
-    loaded_adapter *la = calloc(1, sizeof *la);
-    if (!rc && !la) rc = clad_err_set(err, CLAD_ENOMEM, "out of memory");
-    if (!rc) rc = registry_base_get(app->reg, app->st, t->base, &la->base, err);
-    if (!rc && !(la->a = merged_adapter_load(la->base->m, v->adapter, v->adapter_size, source, err))) rc = err->code;
-    if (rc) {
-        if (la && la->base) registry_base_release(app->reg, la->base);
-        free(la);
-    } else {
-        snprintf(la->task, sizeof la->task, "%s", merge);
-        snprintf(la->kind, sizeof la->kind, "merged");
-        la->version = version;
-        *out = la;
-    }
-    store_version_free(v);
-    store_task_free(t);
-    return rc;
-}
-
 /* Runs the request with la (NULL: err says why it has none). */
 static void serve_start(void *data, loaded_adapter *la, const clad_err *err)
 {
@@ -269,6 +259,28 @@ static void serve_start(void *data, loaded_adapter *la, const clad_err *err)
     serve_release(c->app, c->la, c->own);
     http_reply_err(c->req, err);
     free(c);
+}
+
+/* A merged version serving one of its source tasks (?task=SOURCE), once the merge's base is loaded: the
+ * shared factors with that task's head, the request's own adapter, read and built by serve_work (merges
+ * are not on the latency-critical path). */
+static void merge_on_base(void *data, loaded_base *b, const clad_err *err)
+{
+    serve_call *c = data;
+    loaded_adapter *la = b ? calloc(1, sizeof *la) : NULL;
+    clad_err e = {0};
+    if (b && !la) {
+        registry_base_release(c->app->reg, b);
+        err = &e;
+        clad_err_set(&e, CLAD_ENOMEM, "out of memory");
+    }
+    if (la) {
+        snprintf(la->task, sizeof la->task, "%s", http_req_param(c->req, "name"));
+        snprintf(la->kind, sizeof la->kind, "merged");
+        la->version = c->version;
+        la->base = b;
+    }
+    serve_start(c, la, err);
 }
 
 static void serve(http_req *req, bool evaluate)
@@ -304,9 +316,14 @@ static void serve(http_req *req, bool evaluate)
         return;
     }
     c->own = true;
-    loaded_adapter *la = NULL;
-    int rc = load_merge_source(app, task, version, source, &la, &err);
-    serve_start(c, rc ? NULL : la, &err);
+    c->source = source;
+    c->version = version;
+    store_task *t = NULL;
+    if (!store_task_get(app->st, task, &t, &err) && strcmp(t->kind, "merge"))
+        clad_err_set(&err, CLAD_EINVAL, "?task= selects a source task of a merge; '%s' is not a merge", task);
+    if (err.code) serve_start(c, NULL, &err);
+    else registry_loader_base(app->loads, t->base, merge_on_base, c);
+    store_task_free(t);
 }
 
 static void predict(http_req *req) { serve(req, false); }

@@ -183,6 +183,7 @@ TEST_TIMEOUT(daemon_serve_cache_miss_loads_off_the_event_loop, 180)
         polls++;
         CHECK_MSG(now_s() - t0 < 120, "the prediction was not answered in 120 s (%d polls)", polls);
     }
+    double loaded_s = now_s() - t0;
     CHECK_MSG(strstr(line, "\"labels\"") != NULL, "the prediction was answered: %.300s", line);
     free(line);
     line = stream_line(&s2, 60000);
@@ -190,13 +191,15 @@ TEST_TIMEOUT(daemon_serve_cache_miss_loads_off_the_event_loop, 180)
     free(line);
     stream_close(&s1);
     stream_close(&s2);
-    printf("# %d status requests while a %.0f MB base loaded; the slowest took %.3f s\n", polls,
-           (double)loaded_field(&d, "base_bytes") / 1e6, worst);
+    printf("# %d status requests in the %.2f s a %.0f MB base took to load and serve; the slowest took %.3f s\n",
+           polls, loaded_s, (double)loaded_field(&d, "base_bytes") / 1e6, worst);
     CHECK_MSG(polls >= 3, "only %d status requests ran during the load", polls);
 #ifdef __SANITIZE_ADDRESS__
     printf("# not timed: an address-sanitizer build\n");
 #else
-    CHECK_MSG(worst < 0.3, "a status request waited %.3f s behind the load", worst);
+    /* The old daemon (loads on the loop) stalled it for the whole load, 1.1 s here; the margin is for a
+     * shared machine's scheduling delays. */
+    CHECK_MSG(worst < 0.5, "a status request waited %.3f s behind the load", worst);
 #endif
     CHECK_INT_EQ(loaded_field(&d, "bases"), 1);
     CHECK_INT_EQ(loaded_field(&d, "adapters"), 1);
