@@ -24,7 +24,6 @@
 #include "io/merge_io.h"
 
 #define SERVE_MAX_SAMPLES 1000000
-#define SERVE_BATCH 64
 /* {"inputs": ...} bodies: parsed on a pool thread, but a parsed JSON number takes about ten times its
  * text, so the text is bounded before parsing (docs/API.md, Limits). */
 #define SERVE_JSON_MAX (64u << 20)
