@@ -2,8 +2,8 @@
 #include "tests/daemon_util.h"
 
 #include <errno.h>
-#include <math.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -528,4 +528,16 @@ bool predictions_close(const char *reply_a, const char *reply_b, double tol)
     json_decref(a);
     json_decref(b);
     return same;
+}
+
+double status_latency(const daemon_proc *d)
+{
+    double t0 = now_s();
+    int fd = raw_connect(d);
+    raw_send_str(fd, "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    int status = 0;
+    free(raw_response(fd, 10000, &status));
+    close(fd);
+    CHECK_INT_EQ(status, 200);
+    return now_s() - t0;
 }

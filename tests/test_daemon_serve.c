@@ -146,19 +146,6 @@ TEST_TIMEOUT(daemon_serve_hot_version_is_folded_with_the_same_predictions, 120)
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
 }
 
-/* Seconds one GET /v1/status takes on a fresh connection. */
-static double status_latency(const daemon_proc *d)
-{
-    double t0 = now_s();
-    int fd = raw_connect(d);
-    raw_send_str(fd, "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    int status = 0;
-    free(raw_response(fd, 10000, &status));
-    close(fd);
-    CHECK_INT_EQ(status, 200);
-    return now_s() - t0;
-}
-
 TEST_TIMEOUT(daemon_serve_cache_miss_loads_off_the_event_loop, 180)
 {
     /* A base of about 130 MB: reading, hashing and deserializing it takes a good part of a second. */
