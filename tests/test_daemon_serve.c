@@ -1,6 +1,7 @@
 /* Serving through the real daemon: a cache miss loads on the worker pool (the loop keeps answering other
- * clients meanwhile), and a hot LoRA version is folded into its base with the same predictions up to
- * float rounding, counted in /v1/status and dropped when the version is deleted. */
+ * clients meanwhile), and a hot LoRA version is folded into its base with the same predictions and
+ * evaluations up to float rounding, counted in /v1/status and dropped when the version is deleted. */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +81,34 @@ static void write_inputs(char *out, size_t size, int n, int dim)
     CHECK_INT_EQ(fclose(f), 0);
 }
 
+/* The same inputs as CSV rows with a label (i % classes) first. */
+static void write_labelled(char *out, size_t size, int n, int dim, int classes)
+{
+    snprintf(out, size, "%s/labelled.csv", test_tmpdir());
+    FILE *f = fopen(out, "w");
+    CHECK(f != NULL);
+    for (int i = 0; i < n; i++) {
+        fprintf(f, "%d", i % classes);
+        for (int k = 0; k < dim; k++) fprintf(f, ",%.3f", (double)((i * 31 + k * 17) % 23) / 11.0 - 1.0);
+        fputc('\n', f);
+    }
+    CHECK_INT_EQ(fclose(f), 0);
+}
+
+/* POST .../evaluate?version=1 with a CSV file: {accuracy, loss}. */
+static void evaluate(const daemon_proc *d, const char *file, double *accuracy, double *loss)
+{
+    char extra[700], *body = NULL;
+    snprintf(extra, sizeof extra, "-H 'Content-Type: text/csv' --data-binary '@%s'", file);
+    int code = curl_req(d, "POST", "/v1/tasks/t/evaluate?version=1", extra, &body, NULL);
+    CHECK_MSG(code == 200, "evaluate answered %d: %s", code, body);
+    json_t *j = json_or_fail(body);
+    *accuracy = json_number_value(json_object_get(j, "accuracy"));
+    *loss = json_number_value(json_object_get(j, "loss"));
+    json_decref(j);
+    free(body);
+}
+
 static char *predict(const daemon_proc *d, const char *query, const char *file)
 {
     char path[128], extra[700], *body = NULL;
@@ -121,8 +150,14 @@ TEST_TIMEOUT(daemon_serve_hot_version_is_folded_with_the_same_predictions, 120)
     start(&d);
     char in[512];
     write_inputs(in, sizeof in, 40, c.input_dim);
+    char csv[512];
+    write_labelled(csv, sizeof csv, 40, c.input_dim, c.n_classes);
+    double acc0, loss0, acc1, loss1;
+    evaluate(&d, csv, &acc0, &loss0);
     char *first = predict(&d, "?version=1", in);
     CHECK_INT_EQ(loaded_field(&d, "folded"), 0);
+    /* Requests give their workspace back to the pool. */
+    CHECK(loaded_field(&d, "idle_workspaces") >= 1);
     for (int i = 1; i < 8; i++) free(predict(&d, "?version=1", in));
     wait_loaded(&d, "folded", 1);
     long long folded_bytes = loaded_field(&d, "folded_bytes");
@@ -134,6 +169,9 @@ TEST_TIMEOUT(daemon_serve_hot_version_is_folded_with_the_same_predictions, 120)
         CHECK_MSG(predictions_close(first, again, 1e-5), "after folding:\n%s\nbefore:\n%s", again, first);
         free(again);
     }
+    evaluate(&d, csv, &acc1, &loss1);
+    CHECK_MSG(acc1 == acc0 && fabs(loss1 - loss0) <= 1e-5, "evaluation after folding: accuracy %g loss %g, before %g %g",
+              acc1, loss1, acc0, loss0);
     /* Deleting the version drops its fold with it. */
     char *body = NULL;
     CHECK_INT_EQ(curl_req(&d, "DELETE", "/v1/tasks/t/versions/1", NULL, &body, NULL), 200);
