@@ -165,9 +165,22 @@ int model_evaluate(const model *m, const adapter *a, const dataset *d, int batch
     if (rc) return rc;
     int B = batch < 1 ? 256 : batch;
     if (B > d->n) B = d->n;
-    int K = a ? a->n_classes : m->cfg.n_classes;
     model_ws *ws = model_ws_create_for(m, a, B, false, err);
     if (!ws) return err ? err->code : CLAD_ENOMEM;
+    rc = model_evaluate_ws(ws, m, a, d, res, err);
+    model_ws_destroy(ws);
+    return rc;
+}
+
+int model_evaluate_ws(model_ws *ws, const model *m, const adapter *a, const dataset *d, eval_result *res,
+                      clad_err *err)
+{
+    if (!model_ws_fits(ws, m, a))
+        return clad_err_set(err, CLAD_EINTERNAL, "evaluation workspace does not fit the adapter");
+    int rc = train_check_data(m, a, d, true, err);
+    if (rc) return rc;
+    int B = model_ws_max_batch(ws);
+    int K = a ? a->n_classes : m->cfg.n_classes;
     long correct = 0;
     double loss = 0.0;
     for (int s = 0; s < d->n; s += B) {
@@ -181,7 +194,6 @@ int model_evaluate(const model *m, const adapter *a, const dataset *d, int batch
             correct += best == d->y[s + i];
         }
     }
-    model_ws_destroy(ws);
     res->n = d->n;
     res->accuracy = (float)((double)correct / d->n);
     res->loss = (float)(loss / d->n);

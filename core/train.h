@@ -68,6 +68,9 @@ typedef struct eval_result {
 
 int model_evaluate(const model *m, const adapter *a, const dataset *d, int batch, eval_result *res,
                    clad_err *err);
+/* The same with a caller's workspace (batches of its max_batch; no allocation). */
+int model_evaluate_ws(model_ws *ws, const model *m, const adapter *a, const dataset *d, eval_result *res,
+                      clad_err *err);
 /* probs (n, K) (may be NULL) and labels (n) (may be NULL) for inputs x (n, input_dim). Allocates a
  * workspace per call; servers should keep one per thread and use model_predict_ws. */
 int model_predict(const model *m, const adapter *a, const float *x, int n, int batch, float *probs,

@@ -43,6 +43,7 @@ typedef struct cladd {
     store *st;              /* the registry database; loop thread only (workers open readers) */
     char db_path[PATH_MAX]; /* $STATE_DIRECTORY/clad.db */
     registry *reg;          /* loaded bases and adapters */
+    struct registry_loader *loads; /* cache misses loaded on the pool (daemon/registry_load.h) */
     struct job_link *links; /* queue job id -> store job id, for jobs still live */
     size_t n_links, cap_links;
 } cladd;

@@ -15,6 +15,7 @@
 #include "daemon/api.h"
 #include "daemon/api_util.h"
 #include "daemon/log.h"
+#include "daemon/registry_load.h"
 #include "io/merge_io.h"
 #include "io/model_io.h"
 
@@ -34,6 +35,7 @@ typedef struct merge_arg {
     uint8_t *blob;
     size_t blob_len;
     json_t *lineage;
+    http_req *req;      /* while the base loads */
 } merge_arg;
 
 static int merge_run(job *j, void *argp, json_t **result, clad_err *err)
@@ -159,6 +161,8 @@ static int parse_merge(merge_arg *a, const json_t *body, clad_err *err)
     return merge_config_validate(&a->mc, a->n, err);
 }
 
+static void merge_on_base(void *data, loaded_base *b, const clad_err *berr);
+
 static void merges_post(http_req *req)
 {
     cladd *app = req->app;
@@ -177,16 +181,29 @@ static void merges_post(http_req *req)
         if (strcmp(t->kind, "merge")) rc = clad_err_set(&err, CLAD_ECONFLICT, "'%s' is a trained task, not a merge", name);
         store_task_free(t);
     }
-    /* The base is the first source's. */
+    /* The base is the first source's (a cold one loads on the pool). */
     if (!rc && store_task_get(app->st, a->tasks[0], &t, &err) == 0) {
-        rc = registry_base_get(app->reg, app->st, t->base, &a->base, &err);
+        a->req = req;
+        registry_loader_base(app->loads, t->base, merge_on_base, a);
         store_task_free(t);
-    } else if (!rc) {
-        rc = err.code;
+        return;
     }
-    if (rc) {
+    if (!rc) rc = err.code;
+    merge_free(a);
+    http_reply_err(req, &err);
+}
+
+/* The rest of merges_post, once the base is loaded (b NULL: berr says why not). */
+static void merge_on_base(void *data, loaded_base *b, const clad_err *berr)
+{
+    merge_arg *a = data;
+    cladd *app = a->app;
+    http_req *req = a->req;
+    clad_err err = {0};
+    a->base = b;
+    if (!b) {
         merge_free(a);
-        http_reply_err(req, &err);
+        http_reply_err(req, berr);
         return;
     }
     job_spec js = {.kind = &merge_kind, .lane = a->base->name, .task = a->name, .arg = a,

@@ -4,9 +4,12 @@
  *   POST /v1/tasks/{name}/evaluate   labelled data -> accuracy and loss, recorded in the store
  *
  * Inputs are a JSON body {"inputs": [[...], ...]} (one row of input floats per sample, images flattened
- * C,H,W) or a dataset file (safetensors, IDX, CSV). The version is resolved and its adapter loaded on the
- * loop thread; the work runs on a compute thread, never behind a training job. A rollback during a
- * prediction does not affect it: it holds the adapter it started with.
+ * C,H,W) or a dataset file (safetensors, IDX, CSV). The version is resolved on the loop thread and its
+ * adapter taken from the registry (a miss loads on the pool: daemon/registry_load.h); the work runs on a
+ * compute thread, never behind a training job, with a workspace from the registry's pool. A version that
+ * has served REGISTRY_FOLD_AFTER predictions is folded into its base once, and later requests run the
+ * folded model without an adapter. A rollback during a prediction does not affect it: it holds the
+ * adapter it started with.
  */
 #include <math.h>
 #include <stdio.h>
@@ -19,10 +22,10 @@
 #include "daemon/eval_record.h"
 #include "daemon/log.h"
 #include "daemon/task_counters.h"
+#include "daemon/registry_load.h"
 #include "io/merge_io.h"
 
 #define SERVE_MAX_SAMPLES 1000000
-#define SERVE_BATCH 64
 /* {"inputs": ...} bodies: parsed on a pool thread, but a parsed JSON number takes about ten times its
  * text, so the text is bounded before parsing (docs/API.md, Limits). */
 #define SERVE_JSON_MAX (64u << 20)
@@ -31,7 +34,11 @@ typedef struct serve_call {
     http_req *req;
     cladd *app;
     loaded_adapter *la;
+    const model *m;         /* what runs: la's folded model (a NULL), or its base with its adapter */
+    const adapter *a;
     bool own;               /* la is this request's own (a merge served for one source), not the cache's */
+    const char *source;     /* that source task (in req) */
+    int64_t version;
     bool evaluate;
     bool want_probs;
     /* results (worker) */
@@ -86,14 +93,31 @@ static bool body_is_json(const http_req *req)
     return !strcmp(mt, "application/json") || (!mt[0] && req->body_len && req->body[0] == '{');
 }
 
+/* serve_work's first step for a merge source: reads the merged version with the worker's own store
+ * reader and builds the source's adapter into la. */
+static int merge_source_load(serve_call *c, clad_err *err)
+{
+    loaded_adapter *la = c->la;
+    store *rd = store_open_reader(c->app->db_path, err);
+    if (!rd) return err->code;
+    store_version *v = NULL;
+    int rc = store_version_get(rd, la->task, la->version, STORE_WITH_BLOB, &v, err);
+    if (!rc && !(la->a = merged_adapter_load(c->m, v->adapter, v->adapter_size, c->source, err))) rc = err->code;
+    store_version_free(v);
+    store_close(rd);
+    c->a = la->a;
+    return rc;
+}
+
 static int serve_work(void *argp, clad_err *err)
 {
     serve_call *c = argp;
-    const model *m = c->la->base->m;
-    const adapter *a = c->la->a;
-    int dim = model_config_input_dim(&m->cfg);
     dataset d = {0};
-    int rc;
+    int rc = c->own ? merge_source_load(c, err) : 0;
+    if (rc) return rc;
+    const model *m = c->m;
+    const adapter *a = c->a;
+    int dim = model_config_input_dim(&m->cfg);
     bool json = body_is_json(c->req);
     if (json && !c->evaluate) rc = json_inputs(&d, c->req->body, c->req->body_len, dim, err);
     else if (c->evaluate) rc = body_to_dataset(&d, c->req->body, c->req->body_len, false, err);
@@ -107,15 +131,22 @@ static int serve_work(void *argp, clad_err *err)
     /* Only evaluations are recorded, with the hash of their data; predictions skip the hashing. */
     if (c->evaluate) sha256_hex(c->req->body, c->req->body_len, c->data_sha);
     c->n = d.n;
-    c->K = a->n_classes;
+    c->K = a ? a->n_classes : m->cfg.n_classes;
+    ws_pool *pool = registry_ws_pool(c->app->reg);
+    model_ws *ws = ws_pool_take(pool, m, a, err);
+    if (!ws) {
+        rc = err->code;
+        goto done;
+    }
     if (c->evaluate) {
-        rc = model_evaluate(m, a, &d, SERVE_BATCH, &c->ev, err);
+        rc = model_evaluate_ws(ws, m, a, &d, &c->ev, err);
     } else {
         c->labels = malloc(sizeof *c->labels * (size_t)d.n);
         c->probs = c->want_probs ? malloc(sizeof *c->probs * (size_t)d.n * (size_t)c->K) : NULL;
         if (!c->labels || (c->want_probs && !c->probs)) rc = clad_err_set(err, CLAD_ENOMEM, "out of memory");
-        else rc = model_predict(m, a, d.x, d.n, SERVE_BATCH, c->probs, c->labels, err);
+        else rc = model_predict_ws(ws, m, a, d.x, d.n, c->probs, c->labels, err);
     }
+    ws_pool_give(pool, ws);
 done:
     dataset_finish(&d);
     return rc;
@@ -175,6 +206,7 @@ static void serve_done(void *argp, int status, const clad_err *err)
         json_decref(probs);
         if (j) http_reply_json(req, 200, j);
         else http_reply_error(req, CLAD_ENOMEM, "out of memory building the reply of %d predictions", c->n);
+        if (!c->own) registry_loader_served(app->loads, c->la);
     }
     serve_release(app, c->la, c->own);
     free(c->labels);
@@ -182,33 +214,44 @@ static void serve_done(void *argp, int status, const clad_err *err)
     free(c);
 }
 
-/* A merged version serving one of its source tasks (?task=SOURCE): the shared factors with that task's
- * head. Built per request; merges are not on the latency-critical path. */
-static int load_merge_source(cladd *app, const char *merge, int64_t version, const char *source,
-                             loaded_adapter **out, clad_err *err)
+/* Runs the request with la (NULL: err says why it has none). */
+static void serve_start(void *data, loaded_adapter *la, const clad_err *err)
 {
-    store_task *t = NULL;
-    store_version *v = NULL;
-    int rc = store_task_get(app->st, merge, &t, err);
-    if (!rc && strcmp(t->kind, "merge"))
-        rc = clad_err_set(err, CLAD_EINVAL, "?task= selects a source task of a merge; '%s' is not a merge", merge);
-    if (!rc) rc = store_version_get(app->st, merge, version, STORE_WITH_BLOB, &v, err);
-    loaded_adapter *la = calloc(1, sizeof *la);
-    if (!rc && !la) rc = clad_err_set(err, CLAD_ENOMEM, "out of memory");
-    if (!rc) rc = registry_base_get(app->reg, app->st, t->base, &la->base, err);
-    if (!rc && !(la->a = merged_adapter_load(la->base->m, v->adapter, v->adapter_size, source, err))) rc = err->code;
-    if (rc) {
-        if (la && la->base) registry_base_release(app->reg, la->base);
-        free(la);
-    } else {
-        snprintf(la->task, sizeof la->task, "%s", merge);
-        snprintf(la->kind, sizeof la->kind, "merged");
-        la->version = version;
-        *out = la;
+    serve_call *c = data;
+    clad_err e = {0};
+    c->la = la;
+    if (la) {
+        c->cache_hit = la->hits > 0; /* a fresh load starts at 0 hits */
+        c->m = la->folded ? la->folded : la->base->m;
+        c->a = la->folded ? NULL : la->a;
+        if (!job_queue_compute(c->app->jobs, serve_work, serve_done, c, &e)) return;
+        err = &e;
     }
-    store_version_free(v);
-    store_task_free(t);
-    return rc;
+    serve_release(c->app, c->la, c->own);
+    http_reply_err(c->req, err);
+    free(c);
+}
+
+/* A merged version serving one of its source tasks (?task=SOURCE), once the merge's base is loaded: the
+ * shared factors with that task's head, the request's own adapter, read and built by serve_work (merges
+ * are not on the latency-critical path). */
+static void merge_on_base(void *data, loaded_base *b, const clad_err *err)
+{
+    serve_call *c = data;
+    loaded_adapter *la = b ? calloc(1, sizeof *la) : NULL;
+    clad_err e = {0};
+    if (b && !la) {
+        registry_base_release(c->app->reg, b);
+        err = &e;
+        clad_err_set(&e, CLAD_ENOMEM, "out of memory");
+    }
+    if (la) {
+        snprintf(la->task, sizeof la->task, "%s", http_req_param(c->req, "name"));
+        snprintf(la->kind, sizeof la->kind, "merged");
+        la->version = c->version;
+        la->base = b;
+    }
+    serve_start(c, la, err);
 }
 
 static void serve(http_req *req, bool evaluate)
@@ -240,15 +283,19 @@ static void serve(http_req *req, bool evaluate)
     c->evaluate = evaluate;
     c->want_probs = probs;
     const char *source = http_req_query(req, "task");
-    int rc = source ? load_merge_source(app, task, version, source, &c->la, &err)
-                    : registry_adapter_get(app->reg, app->st, task, version, &c->la, &err);
-    c->own = source != NULL;
-    c->cache_hit = !rc && c->la->hits > 0; /* a fresh load starts at 0 hits */
-    if (rc || job_queue_compute(app->jobs, serve_work, serve_done, c, &err)) {
-        serve_release(app, c->la, c->own);
-        free(c);
-        http_reply_err(req, &err);
+    if (!source) {
+        registry_loader_adapter(app->loads, task, version, serve_start, c);
+        return;
     }
+    c->own = true;
+    c->source = source;
+    c->version = version;
+    store_task *t = NULL;
+    if (!store_task_get(app->st, task, &t, &err) && strcmp(t->kind, "merge"))
+        clad_err_set(&err, CLAD_EINVAL, "?task= selects a source task of a merge; '%s' is not a merge", task);
+    if (err.code) serve_start(c, NULL, &err);
+    else registry_loader_base(app->loads, t->base, merge_on_base, c);
+    store_task_free(t);
 }
 
 static void predict(http_req *req) { serve(req, false); }

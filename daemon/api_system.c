@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "daemon/api.h"
+#include "daemon/registry_load.h"
 
 #ifndef CLAD_VERSION
 #define CLAD_VERSION "unknown"
@@ -78,6 +79,11 @@ static void status(http_req *req)
                                                    (json_int_t)rs.adapter_bytes, "adapter_cache_hits",
                                                    (json_int_t)rs.adapter_hits, "adapter_cache_misses",
                                                    (json_int_t)rs.adapter_misses));
+        json_t *loaded = json_object_get(o, "loaded");
+        json_object_set_new(loaded, "folded", json_integer((json_int_t)rs.folded));
+        json_object_set_new(loaded, "folded_bytes", json_integer((json_int_t)rs.folded_bytes));
+        json_object_set_new(loaded, "loading", json_integer((json_int_t)registry_loader_pending(app->loads)));
+        json_object_set_new(loaded, "idle_workspaces", json_integer((json_int_t)ws_pool_idle(registry_ws_pool(app->reg))));
     }
     json_object_set_new(
         o, "limits",

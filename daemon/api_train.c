@@ -25,6 +25,7 @@
 #include "daemon/api_util.h"
 #include "daemon/log.h"
 #include "daemon/train_promote.h"
+#include "daemon/registry_load.h"
 #include "io/dataset_io.h"
 #include "io/model_io.h"
 #include "io/signature_io.h"
@@ -545,6 +546,8 @@ static void train_hash_done(void *argp, int status, const clad_err *herr)
     http_reply_err(req, &err);
 }
 
+static void train_on_base(void *data, loaded_base *b, const clad_err *berr);
+
 static void train_post(http_req *req)
 {
     cladd *app = req->app;
@@ -574,8 +577,28 @@ static void train_post(http_req *req)
     } else {
         rc = pick_base(app, req, base, sizeof base, &err);
     }
-    if (!rc) rc = registry_base_get(app->reg, app->st, base, &a->base, &err);
-    if (!rc) {
+    if (rc) {
+        train_arg_free(a);
+        http_reply_err(req, &err);
+        return;
+    }
+    a->req = req;
+    registry_loader_base(app->loads, base, train_on_base, a); /* a cold base loads on the pool */
+}
+
+/* The rest of train_post, once the base is loaded (b NULL: berr says why not). */
+static void train_on_base(void *data, loaded_base *b, const clad_err *berr)
+{
+    train_arg *a = data;
+    cladd *app = a->app;
+    http_req *req = a->req;
+    clad_err err = {0};
+    int rc = 0;
+    if (!b) {
+        err = *berr;
+        rc = err.code;
+    } else {
+        a->base = b;
         cl_config_default(&a->cl, a->base->m);
         rc = parse_options(a, req, &err);
     }
@@ -584,7 +607,6 @@ static void train_post(http_req *req)
      * that no work proportional to the upload runs on the loop. */
     if (!rc) {
         a->body = (uint8_t *)http_req_take_body(req, &a->body_len);
-        a->req = req;
         rc = job_queue_compute(app->jobs, train_hash_work, train_hash_done, a, &err);
     }
     if (rc) {

@@ -6,6 +6,7 @@
 
 #include "daemon/api.h"
 #include "daemon/log.h"
+#include "daemon/registry_load.h"
 
 /* Adapters and bases kept loaded beyond what requests and jobs hold (LRU). */
 #define APP_ADAPTER_CACHE_BYTES (256u << 20)
@@ -100,12 +101,15 @@ int app_store_open(cladd *app, clad_err *err)
     if (marked) log_warning("%lld job(s) of a previous run did not finish; marked interrupted", (long long)marked);
     restore_jobs(app);
     app->reg = registry_create(APP_ADAPTER_CACHE_BYTES, APP_BASE_CACHE_BYTES);
+    app->loads = registry_loader_create(app->reg, app->jobs, app->st, app->db_path);
     log_info("store %s open", app->db_path);
     return 0;
 }
 
 void app_store_close(cladd *app)
 {
+    registry_loader_destroy(app->loads);
+    app->loads = NULL;
     registry_destroy(app->reg);
     app->reg = NULL;
     store_close(app->st);

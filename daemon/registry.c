@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/fold.h"
 #include "io/model_io.h"
 
 static int64_t wall_ms(void)
@@ -15,6 +16,11 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Idle prediction workspaces kept: one per compute thread of cladd's default (compute_threads = 2). A
+ * vit-tiny workspace takes about 0.85 MB per sample of its batch, so more idle ones cost memory for
+ * nothing. */
+#define REGISTRY_WS_IDLE 2
+
 struct registry {
     loaded_base **bases;
     size_t n_bases, cap_bases;
@@ -23,6 +29,7 @@ struct registry {
     size_t budget, adapter_bytes;
     size_t base_budget, base_bytes;
     uint64_t clock, hits, misses;
+    ws_pool *ws;
 };
 
 registry *registry_create(size_t adapter_budget_bytes, size_t base_budget_bytes)
@@ -31,6 +38,8 @@ registry *registry_create(size_t adapter_budget_bytes, size_t base_budget_bytes)
     if (!r) abort();
     r->budget = adapter_budget_bytes;
     r->base_budget = base_budget_bytes;
+    r->ws = ws_pool_create(REGISTRY_WS_BATCH, REGISTRY_WS_IDLE);
+    if (!r->ws) abort();
     return r;
 }
 
@@ -44,9 +53,18 @@ static void *ptrs_reserve(void *arr, size_t n, size_t *cap)
     return grown;
 }
 
+/* Frees a model after dropping its idle workspaces (a later model at the same address must not match). */
+static void model_free(registry *r, model *m)
+{
+    if (!m) return;
+    ws_pool_forget_model(r->ws, m);
+    model_destroy(m);
+}
+
 static void adapter_entry_free(registry *r, loaded_adapter *la)
 {
     r->adapter_bytes -= la->bytes;
+    model_free(r, la->folded);
     adapter_destroy(la->a);
     for (int i = 0; i < la->n_deps; i++) la->deps[i]->refs--;
     la->base->cache_refs--;
@@ -63,14 +81,16 @@ void registry_destroy(registry *r)
         for (size_t i = 0; i < r->n_adapters; i++) {
             loaded_adapter *la = r->adapters[i];
             if (!la || (pass == 0) != (la->n_deps > 0)) continue;
+            model_free(r, la->folded);
             adapter_destroy(la->a);
             free(la);
             r->adapters[i] = NULL;
         }
     for (size_t i = 0; i < r->n_bases; i++) {
-        model_destroy(r->bases[i]->m);
+        model_free(r, r->bases[i]->m);
         free(r->bases[i]);
     }
+    ws_pool_destroy(r->ws);
     free(r->bases);
     free(r->adapters);
     free(r);
@@ -113,32 +133,63 @@ int registry_base_add(registry *r, const char *name, const char *sha256, model *
     return 0;
 }
 
-int registry_base_get(registry *r, store *s, const char *name, loaded_base **out, clad_err *err)
+/* Takes a reference for a caller. */
+static loaded_base *base_hold(registry *r, loaded_base *b)
 {
-    loaded_base *b = find_base(r, name);
-    if (!b) {
-        store_base *sb = NULL;
-        int rc = store_base_get(s, name, STORE_WITH_BLOB, &sb, err);
-        if (rc) return rc;
-        model *m = NULL;
-        if (sb->weights) {
-            m = model_from_buffer(sb->weights, sb->weights_size, NULL, err);
-        } else {
-            clad_err_set(err, CLAD_ECORRUPT, "base '%s' has no stored weights", name);
-        }
-        if (!m) {
-            clad_err_prefix(err, "loading base '%s': ", name);
-            store_base_free(sb);
-            return err ? err->code : CLAD_ECORRUPT;
-        }
-        b = base_insert(r, name, sb->weights_sha256, m);
-        store_base_free(sb);
-    }
     b->refs++;
     b->last_used = ++r->clock;
     b->last_used_ms = wall_ms();
     evict(r);
-    *out = b;
+    return b;
+}
+
+loaded_base *registry_base_lookup(registry *r, const char *name)
+{
+    loaded_base *b = find_base(r, name);
+    return b ? base_hold(r, b) : NULL;
+}
+
+loaded_base *registry_base_insert(registry *r, const char *name, const char *sha256, model *m)
+{
+    loaded_base *b = find_base(r, name);
+    if (b) model_destroy(m);
+    else b = base_insert(r, name, sha256, m);
+    return base_hold(r, b);
+}
+
+int registry_base_read(store *s, const char *name, model **out, char sha256[SHA256_HEX_SIZE], clad_err *err)
+{
+    store_base *sb = NULL;
+    int rc = store_base_get(s, name, STORE_WITH_BLOB, &sb, err);
+    if (rc) return rc;
+    model *m = NULL;
+    if (sb->weights) {
+        m = model_from_buffer(sb->weights, sb->weights_size, NULL, err);
+    } else {
+        clad_err_set(err, CLAD_ECORRUPT, "base '%s' has no stored weights", name);
+    }
+    if (!m) {
+        clad_err_prefix(err, "loading base '%s': ", name);
+        store_base_free(sb);
+        return err ? err->code : CLAD_ECORRUPT;
+    }
+    memcpy(sha256, sb->weights_sha256, SHA256_HEX_SIZE);
+    store_base_free(sb);
+    *out = m;
+    return 0;
+}
+
+int registry_base_get(registry *r, store *s, const char *name, loaded_base **out, clad_err *err)
+{
+    loaded_base *b = find_base(r, name);
+    if (!b) {
+        model *m = NULL;
+        char sha[SHA256_HEX_SIZE];
+        int rc = registry_base_read(s, name, &m, sha, err);
+        if (rc) return rc;
+        b = base_insert(r, name, sha, m);
+    }
+    *out = base_hold(r, b);
     return 0;
 }
 
@@ -182,7 +233,7 @@ static void base_remove_at(registry *r, size_t i)
 {
     loaded_base *lb = r->bases[i];
     r->base_bytes -= lb->bytes;
-    model_destroy(lb->m);
+    model_free(r, lb->m);
     free(lb);
     r->bases[i] = r->bases[--r->n_bases];
 }
@@ -213,8 +264,29 @@ static void evict(registry *r)
     }
 }
 
-int registry_adapter_get(registry *r, store *s, const char *task, int64_t version, loaded_adapter **out,
-                         clad_err *err)
+int registry_version_read(store *s, const model *m, const char *task, int64_t version, store_version **v,
+                          adapter **a, char sources[][PARAM_NAME_MAX], int *n_sources, clad_err *err)
+{
+    *a = NULL;
+    *n_sources = 0;
+    int rc = store_version_get(s, task, version, STORE_WITH_BLOB, v, err);
+    if (rc) return rc;
+    if (!strcmp((*v)->kind, "fusion")) return adapter_file_sources((*v)->adapter, (*v)->adapter_size, sources, n_sources, err);
+    if ((*a = adapter_from_buffer(m, (*v)->adapter, (*v)->adapter_size, err))) return 0;
+    clad_err_prefix(err, "loading version %lld of task '%s': ", (long long)version, task);
+    return err ? err->code : CLAD_ECORRUPT;
+}
+
+int registry_source_split(char *name, int64_t *version, clad_err *err)
+{
+    char *at = strrchr(name, '@');
+    if (!at) return clad_err_set(err, CLAD_ECORRUPT, "fusion source '%s' does not name a version", name);
+    *at = '\0';
+    *version = strtoll(at + 1, NULL, 10);
+    return 0;
+}
+
+loaded_adapter *registry_adapter_lookup(registry *r, const char *task, int64_t version)
 {
     for (size_t i = 0; i < r->n_adapters; i++) {
         loaded_adapter *la = r->adapters[i];
@@ -225,58 +297,20 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
             la->last_used_ms = la->base->last_used_ms = wall_ms();
             la->hits++;
             r->hits++;
-            *out = la;
-            return 0;
+            return la;
         }
     }
     r->misses++;
-    store_task *t = NULL;
-    store_version *v = NULL;
-    loaded_base *b = NULL;
-    int rc = store_task_get(s, task, &t, err);
-    if (!rc) rc = store_version_get(s, task, version, STORE_WITH_BLOB, &v, err);
-    if (!rc) rc = registry_base_get(r, s, t->base, &b, err);
-    adapter *a = NULL;
-    loaded_adapter *deps[FUSION_MAX_SOURCES];
-    int n_deps = 0;
-    if (!rc && !strcmp(v->kind, "fusion")) {
-        /* Sources first: the fusion adapter borrows their weights. */
-        char names[FUSION_MAX_SOURCES][PARAM_NAME_MAX];
-        int n = 0;
-        rc = adapter_file_sources(v->adapter, v->adapter_size, names, &n, err);
-        const adapter *srcs[FUSION_MAX_SOURCES];
-        for (int i = 0; !rc && i < n; i++) {
-            char *at = strrchr(names[i], '@');
-            if (!at) {
-                rc = clad_err_set(err, CLAD_ECORRUPT, "fusion source '%s' does not name a version", names[i]);
-                break;
-            }
-            *at = '\0';
-            rc = registry_adapter_get(r, s, names[i], strtoll(at + 1, NULL, 10), &deps[n_deps], err);
-            if (!rc) srcs[n_deps] = deps[n_deps]->a, n_deps++;
-        }
-        if (!rc && !(a = adapter_fusion_from_buffer(b->m, v->adapter, v->adapter_size, srcs, n, err))) rc = err->code;
-        if (rc) {
-            for (int i = 0; i < n_deps; i++) registry_adapter_release(r, deps[i]);
-            n_deps = 0;
-        }
-    } else if (!rc) {
-        a = adapter_from_buffer(b->m, v->adapter, v->adapter_size, err);
-        if (!a) {
-            clad_err_prefix(err, "loading version %lld of task '%s': ", (long long)version, task);
-            rc = err ? err->code : CLAD_ECORRUPT;
-        }
-    }
-    if (rc) {
-        registry_base_release(r, b);
-        store_version_free(v);
-        store_task_free(t);
-        return rc;
-    }
+    return NULL;
+}
+
+loaded_adapter *registry_adapter_insert(registry *r, const char *task, int64_t version, const char *kind,
+                                        adapter *a, loaded_base *b, loaded_adapter *const *deps, int n_deps)
+{
     loaded_adapter *la = calloc(1, sizeof *la);
     if (!la) abort();
     snprintf(la->task, sizeof la->task, "%s", task);
-    snprintf(la->kind, sizeof la->kind, "%s", v->kind);
+    snprintf(la->kind, sizeof la->kind, "%s", kind);
     la->version = version;
     la->a = a;
     la->base = b;
@@ -290,10 +324,49 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
     r->adapters = ptrs_reserve(r->adapters, r->n_adapters, &r->cap_adapters);
     r->adapters[r->n_adapters++] = la;
     r->adapter_bytes += la->bytes;
+    evict(r);
+    return la;
+}
+
+int registry_adapter_get(registry *r, store *s, const char *task, int64_t version, loaded_adapter **out,
+                         clad_err *err)
+{
+    if ((*out = registry_adapter_lookup(r, task, version))) return 0;
+    store_task *t = NULL;
+    store_version *v = NULL;
+    loaded_base *b = NULL;
+    int rc = store_task_get(s, task, &t, err);
+    if (!rc) rc = registry_base_get(r, s, t->base, &b, err);
+    adapter *a = NULL;
+    char names[FUSION_MAX_SOURCES][PARAM_NAME_MAX];
+    int n = 0;
+    if (!rc) rc = registry_version_read(s, b->m, task, version, &v, &a, names, &n, err);
+    loaded_adapter *deps[FUSION_MAX_SOURCES];
+    int n_deps = 0;
+    if (!rc && !a) {
+        /* A fusion version: sources first, the fusion adapter borrows their weights. */
+        const adapter *srcs[FUSION_MAX_SOURCES];
+        for (int i = 0; !rc && i < n; i++) {
+            int64_t src_version = 0;
+            if (!(rc = registry_source_split(names[i], &src_version, err)))
+                rc = registry_adapter_get(r, s, names[i], src_version, &deps[n_deps], err);
+            if (!rc) srcs[n_deps] = deps[n_deps]->a, n_deps++;
+        }
+        if (!rc && !(a = adapter_fusion_from_buffer(b->m, v->adapter, v->adapter_size, srcs, n, err))) rc = err->code;
+        if (rc) {
+            for (int i = 0; i < n_deps; i++) registry_adapter_release(r, deps[i]);
+            n_deps = 0;
+        }
+    }
+    if (rc) {
+        registry_base_release(r, b);
+        store_version_free(v);
+        store_task_free(t);
+        return rc;
+    }
+    *out = registry_adapter_insert(r, task, version, v->kind, a, b, deps, n_deps);
     store_version_free(v);
     store_task_free(t);
-    evict(r);
-    *out = la;
     return 0;
 }
 
@@ -313,9 +386,42 @@ void registry_adapter_forget(registry *r, const char *task, int64_t version)
     evict(r);
 }
 
+bool registry_adapter_served(registry *r, loaded_adapter *la)
+{
+    (void)r;
+    la->served++;
+    bool foldable = !strcmp(la->kind, "lora") || !strcmp(la->kind, "tied");
+    return foldable && la->served >= REGISTRY_FOLD_AFTER && !la->folded && !la->folding && !la->forgotten;
+}
+
+void registry_adapter_folded(registry *r, loaded_adapter *la, model *folded)
+{
+    la->folding = false;
+    if (folded && !la->forgotten && !la->folded) {
+        la->folded = folded;
+        size_t bytes = folded->params.total * sizeof(float);
+        la->bytes += bytes;
+        r->adapter_bytes += bytes;
+    } else {
+        model_free(r, folded);
+        if (!folded) la->served = 0; /* failed (out of memory): try again after as many predictions */
+    }
+    evict(r);
+}
+
+ws_pool *registry_ws_pool(registry *r)
+{
+    return r->ws;
+}
+
 void registry_get_stats(const registry *r, registry_stats *st)
 {
     memset(st, 0, sizeof *st);
+    for (size_t i = 0; i < r->n_adapters; i++)
+        if (r->adapters[i]->folded) {
+            st->folded++;
+            st->folded_bytes += r->adapters[i]->folded->params.total * sizeof(float);
+        }
     st->bases = r->n_bases;
     st->adapters = r->n_adapters;
     st->adapter_bytes = r->adapter_bytes;

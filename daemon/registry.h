@@ -1,7 +1,8 @@
 /* The daemon's in-memory cache of loaded base models and adapter versions.
  *
- * Loading happens on the loop thread (it reads the store); workers use what they were handed while they
- * hold a reference. Entries are immutable once loaded (versions are immutable in the store), so workers
+ * The lookups and inserts run on the loop thread; registry_load.h reads and deserializes what is not
+ * cached on a worker with its own store reader, and registry_base_get and registry_adapter_get do the same
+ * on the calling thread (tools and tests). Workers use what they were handed while they hold a reference. Entries are immutable once loaded (versions are immutable in the store), so workers
  * read them without locks. A rollback changes which version a task's alias resolves to, never an
  * entry: a prediction that already holds the old adapter finishes with it, the next one gets the new
  * one, and nothing is ever seen half-changed.
@@ -22,6 +23,7 @@
 #include <stdint.h>
 
 #include "core/model.h"
+#include "core/ws_pool.h"
 #include "storage/store.h"
 
 typedef struct loaded_base {
@@ -49,6 +51,12 @@ typedef struct loaded_adapter {
     struct loaded_adapter *deps[FUSION_MAX_SOURCES]; /* a fusion version's sources, referenced while loaded */
     int n_deps;
     bool forgotten;     /* deleted from the store: never handed out again, freed at its last release */
+    /* Serving a hot version: after REGISTRY_FOLD_AFTER predictions a lora/tied entry gets the adapter
+     * folded into a copy of its base (core/fold.h), counted in bytes, freed with the entry. Set on the
+     * loop; a request reads it once, when it takes its reference. */
+    model *folded;
+    unsigned served;    /* predictions served while cached */
+    bool folding;       /* a fold is running on a worker */
 } loaded_adapter;
 
 typedef struct registry registry;
@@ -77,6 +85,7 @@ void registry_adapter_forget(registry *r, const char *task, int64_t version);
 
 typedef struct registry_stats {
     size_t bases, adapters, adapter_bytes, base_bytes;
+    size_t folded, folded_bytes;  /* folded entries and their models' bytes (part of adapter_bytes) */
     uint64_t adapter_hits, adapter_misses;
 } registry_stats;
 void registry_get_stats(const registry *r, registry_stats *st);
@@ -88,5 +97,43 @@ const loaded_adapter *registry_adapter_at(const registry *r, size_t i);
  * task or base of that name loads afresh) and are freed once no request holds them. */
 void registry_forget_task(registry *r, const char *task);
 void registry_forget_base(registry *r, const char *base);
+/* Prediction workspaces for every loaded model (bases and folded entries): the registry forgets a
+ * model's workspaces before freeing it. Thread-safe (core/ws_pool.h); workspaces of REGISTRY_WS_BATCH. */
+/* Batches of 16: most requests are small, a vit-tiny workspace costs about 0.85 MB per sample, and larger
+ * requests run in chunks of 16 at nearly the same speed per sample. */
+#define REGISTRY_WS_BATCH 16
+ws_pool *registry_ws_pool(registry *r);
+
+/* --- pieces for loading off the loop (daemon/registry_load.h) -------------------------------------- */
+
+/* Reads base `name` from s and deserializes it (weights checked by sha256). Touches no registry: any
+ * thread may call it with its own store handle. */
+int registry_base_read(store *s, const char *name, model **m, char sha256[SHA256_HEX_SIZE], clad_err *err);
+/* Reads version (task, version) from s (blob checked by sha256) into *v (the caller frees it) and
+ * deserializes it against base m into *a; for a fusion version *a is NULL and sources/n_sources name its
+ * source versions ("task@version", FUSION_MAX_SOURCES). Touches no registry, like registry_base_read. */
+int registry_version_read(store *s, const model *m, const char *task, int64_t version, store_version **v,
+                          adapter **a, char sources[][PARAM_NAME_MAX], int *n_sources, clad_err *err);
+/* Splits a fusion source "task@version" in place (name keeps the task). CLAD_ECORRUPT without '@'. */
+int registry_source_split(char *name, int64_t *version, clad_err *err);
+
+/* A cached base (one reference for the caller), or NULL. */
+loaded_base *registry_base_lookup(registry *r, const char *name);
+/* Caches m (owned from now on) as base `name` and returns one reference; if that base was loaded
+ * meanwhile, m is destroyed and the cached one returned. */
+loaded_base *registry_base_insert(registry *r, const char *name, const char *sha256, model *m);
+/* A cached adapter (one reference), or NULL; counts a cache hit or miss. */
+loaded_adapter *registry_adapter_lookup(registry *r, const char *task, int64_t version);
+/* Caches a (owned from now on) for (task, version) on base b, taking the caller's references to b and
+ * to the n_deps source entries; returns one reference to the new entry. */
+loaded_adapter *registry_adapter_insert(registry *r, const char *task, int64_t version, const char *kind,
+                                        adapter *a, loaded_base *b, loaded_adapter *const *deps, int n_deps);
+
+/* Folding (see loaded_adapter): counts one prediction served by la and says whether la should now be
+ * folded (the caller then marks la->folding, folds on a worker and calls registry_adapter_folded). */
+#define REGISTRY_FOLD_AFTER 8
+bool registry_adapter_served(registry *r, loaded_adapter *la);
+/* Attaches a fold (owned from now on; NULL if it failed) and clears la->folding. */
+void registry_adapter_folded(registry *r, loaded_adapter *la, model *folded);
 
 #endif

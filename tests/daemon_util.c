@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -519,4 +520,33 @@ void daemon_start_with_base(daemon_proc *d, const model_config *c, const char *n
     int code = curl_req(d, "POST", url, extra, &body, NULL);
     CHECK_MSG(code == 201, "base import answered %d: %s", code, body);
     free(body);
+}
+
+bool predictions_close(const char *reply_a, const char *reply_b, double tol)
+{
+    json_t *a = json_loads(reply_a, 0, NULL), *b = json_loads(reply_b, 0, NULL);
+    bool same = a && b && json_equal(json_object_get(a, "labels"), json_object_get(b, "labels"));
+    json_t *pa = json_object_get(a, "probabilities"), *pb = json_object_get(b, "probabilities");
+    same = same && json_array_size(pa) == json_array_size(pb);
+    for (size_t i = 0; same && i < json_array_size(pa); i++) {
+        json_t *ra = json_array_get(pa, i), *rb = json_array_get(pb, i);
+        same = json_array_size(ra) == json_array_size(rb);
+        for (size_t k = 0; same && k < json_array_size(ra); k++)
+            same = fabs(json_number_value(json_array_get(ra, k)) - json_number_value(json_array_get(rb, k))) <= tol;
+    }
+    json_decref(a);
+    json_decref(b);
+    return same;
+}
+
+double status_latency(const daemon_proc *d)
+{
+    double t0 = now_s();
+    int fd = raw_connect(d);
+    raw_send_str(fd, "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    int status = 0;
+    free(raw_response(fd, 10000, &status));
+    close(fd);
+    CHECK_INT_EQ(status, 200);
+    return now_s() - t0;
 }

@@ -62,6 +62,14 @@ json_t *json_or_fail(const char *text);
 /* The error code word of an error reply body, or "" (the string lives in a static buffer). */
 const char *error_code_of(const char *body);
 
+/* Seconds one GET /v1/status takes on a fresh connection (fails the test unless it answers 200): how
+ * long the event loop makes other clients wait. */
+double status_latency(const daemon_proc *d);
+
+/* Two prediction replies agree: the same labels, probabilities within tol (a folded version computes
+ * the same sums in another order). */
+bool predictions_close(const char *reply_a, const char *reply_b, double tol);
+
 /* Raw sockets. */
 int raw_connect(const daemon_proc *d);
 void raw_send(int fd, const char *data, size_t len);

@@ -80,19 +80,6 @@ TEST_TIMEOUT(daemon_upload_out_of_memory_fails_the_request_not_the_daemon, 120)
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
 }
 
-/* Seconds one GET /v1/status takes on a fresh connection. */
-static double status_latency(const daemon_proc *d)
-{
-    double t0 = now_s();
-    int fd = raw_connect(d);
-    raw_send_str(fd, "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    int status = 0;
-    free(raw_response(fd, 10000, &status));
-    close(fd);
-    CHECK_INT_EQ(status, 200);
-    return now_s() - t0;
-}
-
 TEST_TIMEOUT(daemon_large_upload_does_not_stall_other_clients, 120)
 {
     daemon_proc d;

@@ -1,0 +1,47 @@
+/* Loading bases and adapter versions into the registry off the event loop.
+ *
+ * A cache miss must not stall other clients: reading a blob (megabytes to gigabytes), checking its
+ * sha256 and deserializing it run on a worker of the compute pool (job_queue_compute), each load with its
+ * own read-only store handle (store_open_reader: SQLite handles are never shared between threads). The
+ * loop inserts the result into the registry in the after-work callback, so the registry stays a
+ * loop-thread structure with its invariants (references, budgets, forget) in registry.c. Concurrent
+ * requests for the same base or version share one load: later ones wait for the first.
+ *
+ * An adapter load first gets its base (cached, or loaded the same way), then reads and deserializes the
+ * version; a fusion version then gets its sources (each an adapter load) and is built on a worker. Before
+ * inserting, the loop checks that the version is still in the store, so a version deleted while it loaded
+ * is never cached (the waiting requests get the store's 404).
+ *
+ * Every function here runs on the loop thread. Each get calls its callback exactly once: inside the call
+ * on a cache hit, later otherwise; on success the callback owns one reference (release it with
+ * registry_base_release / registry_adapter_release).
+ */
+#ifndef CLAD_DAEMON_REGISTRY_LOAD_H
+#define CLAD_DAEMON_REGISTRY_LOAD_H
+
+#include "daemon/jobs.h"
+#include "daemon/registry.h"
+
+typedef struct registry_loader registry_loader;
+
+/* Loads for r through q's compute pool, reading db_path (copied); st is the loop's store handle, used
+ * only for small metadata reads (a task's base, whether a version still exists). */
+registry_loader *registry_loader_create(registry *r, job_queue *q, store *st, const char *db_path);
+/* After the job queue's shutdown (no load in flight). Accepts NULL. */
+void registry_loader_destroy(registry_loader *l);
+
+typedef void (*registry_base_cb)(void *data, loaded_base *b, const clad_err *err);
+typedef void (*registry_adapter_cb)(void *data, loaded_adapter *la, const clad_err *err);
+
+void registry_loader_base(registry_loader *l, const char *name, registry_base_cb cb, void *data);
+void registry_loader_adapter(registry_loader *l, const char *task, int64_t version, registry_adapter_cb cb,
+                             void *data);
+
+/* Folds la on a worker once it has served enough predictions (registry_adapter_served); call after
+ * each prediction la served. Holds a reference while it folds. */
+void registry_loader_served(registry_loader *l, loaded_adapter *la);
+
+/* Loads in flight (for tests and status). */
+size_t registry_loader_pending(const registry_loader *l);
+
+#endif
