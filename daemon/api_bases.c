@@ -268,7 +268,7 @@ static int base_train_run(job *j, void *argp, json_t **result, clad_err *err)
     if (rc) return rc;
     *result = json_pack("{s:s,s:I,s:f,s:f,s:f}", "base", a->name, "samples", (json_int_t)n, "train_accuracy",
                         (double)a->train_eval.accuracy, "train_loss", (double)a->train_eval.loss, "seconds",
-                        tr.seconds);
+                        seconds_us(tr.seconds));
     return 0;
 }
 

@@ -60,7 +60,7 @@ json_t *version_json(const store_version *v, bool full)
     json_t *j = json_pack("{s:s,s:I,s:s,s:s,s:I,s:o,s:o,s:I,s:f,s:s,s:i}", "task", v->task, "version",
                           (json_int_t)v->version, "kind", v->kind, "sha256", v->sha256, "bytes",
                           (json_int_t)v->adapter_size, "parents", parents, "metrics", parse_or_empty(v->metrics_json),
-                          "created_ms", (json_int_t)v->created_ms, "wall_time_s", v->wall_time_s, "clad_version",
+                          "created_ms", (json_int_t)v->created_ms, "wall_time_s", seconds_us(v->wall_time_s), "clad_version",
                           v->clad_version, "creator_uid", v->creator_uid);
     json_object_set_new(j, "created", http_time_ms_json(v->created_ms));
     if (full) {

@@ -147,7 +147,7 @@ static json_t *plan_json(const cl_plan *p, const rank_policy *policy, const mode
                      layers, "new_params", (json_int_t)rp->new_params, "probe", "loss_before",
                      (double)p->loss_before, "loss_after", (double)p->loss_after, "holdout_before",
                      (double)p->holdout_before, "holdout_after", (double)p->holdout_after, "seconds",
-                     p->probe_seconds);
+                     seconds_us(p->probe_seconds));
 }
 
 /* Splits d into train and held-out parts after a seeded shuffle. */
@@ -265,7 +265,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
         if (ho.n && (rc = job_evaluate(j, m, ad, &ho, &fev, err))) goto done;
         a->metrics = json_pack("{s:o,s:o,s:i,s:I,s:f}", "holdout_accuracy", ho.n ? json_real(fev.accuracy) : json_null(),
                                "holdout_loss", ho.n ? json_real(fev.loss) : json_null(), "holdout_samples", ho.n,
-                               "adapter_params", (json_int_t)adapter_param_count(ad), "train_seconds", fres.seconds);
+                               "adapter_params", (json_int_t)adapter_param_count(ad), "train_seconds", seconds_us(fres.seconds));
         record_promotion(a, m, &ho, fev.accuracy);
         a->wall = uv_hrtime() * 1e-9 - t0;
         *result = json_pack("{s:s,s:O,s:O}", "task", a->task, "fusion", json_object_get(a->lineage, "fusion"), "metrics",
@@ -338,7 +338,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     a->metrics = json_pack("{s:f,s:f,s:o,s:o,s:i,s:I,s:f}", "train_accuracy", (double)ev_tr.accuracy, "train_loss",
                            (double)ev_tr.loss, "holdout_accuracy", ev_ho.n ? json_real(ev_ho.accuracy) : json_null(),
                            "holdout_loss", ev_ho.n ? json_real(ev_ho.loss) : json_null(), "holdout_samples", ev_ho.n,
-                           "adapter_params", (json_int_t)adapter_param_count(ad), "train_seconds", res.seconds);
+                           "adapter_params", (json_int_t)adapter_param_count(ad), "train_seconds", seconds_us(res.seconds));
     char estatus[160];
     snprintf(estatus, sizeof estatus, "%s: train accuracy %.4f, held-out accuracy %.4f", a->task, (double)ev_tr.accuracy,
              n_holdout ? (double)ev_ho.accuracy : (double)NAN);

@@ -57,7 +57,7 @@ bool train_reporter_step(void *ctx, const train_progress *p)
                  p->step, p->steps, (double)p->loss);
         json_t *ev = json_pack("{s:s,s:i,s:i,s:I,s:I,s:f,s:f,s:f,s:s}", "event", "step", "epoch", p->epoch,
                                "epochs", p->epochs, "step", (json_int_t)p->step, "steps", (json_int_t)p->steps,
-                               "loss", (double)p->loss, "lr", (double)p->lr, "seconds", p->seconds, "status", status);
+                               "loss", (double)p->loss, "lr", (double)p->lr, "seconds", seconds_us(p->seconds), "status", status);
         /* done/total are what every client's progress bar reads (docs/API.md, Streams). */
         json_object_set_new(ev, "done", json_integer(p->step));
         json_object_set_new(ev, "total", json_integer(p->steps));
@@ -176,4 +176,9 @@ int resolve_version(cladd *app, const http_req *req, const char *task, int64_t *
         if (!rc) rc = clad_err_set(err, CLAD_ENOTFOUND, "task '%s' has no version yet", task);
     }
     return rc;
+}
+
+double seconds_us(double s)
+{
+    return round(s * 1e6) / 1e6;
 }
