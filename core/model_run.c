@@ -320,6 +320,15 @@ int model_ws_max_batch(const model_ws *ws) { return ws->max_batch; }
 const float *model_ws_probs(const model_ws *ws) { return ws->probs; }
 const float *model_ws_logits(const model_ws *ws) { return ws->logits; }
 
+const float *model_ws_features(const model_ws *ws)
+{
+    const model *m = ws->m;
+    if (m->cfg.kind == MODEL_VIT) return ws->lnf;
+    int h = m->cfg.n_hidden;
+    if (!h) return ws->mlp_input;
+    return ws->last_fusion ? ws->fus[h - 1].out : ws->mlp_post[h - 1];
+}
+
 const float *model_ws_fusion_weights(const model_ws *ws, int site, int *rows)
 {
     if (!ws->last_fusion || site < 0 || site >= FUSION_MAX_SITES || !ws->fus[site].s) return NULL;
