@@ -19,7 +19,6 @@
 #include "daemon/log.h"
 #include "io/merge_io.h"
 
-#define SERVE_MAX_SAMPLES 1000000
 #define SERVE_BATCH 64
 
 typedef struct serve_call {
@@ -38,40 +37,6 @@ typedef struct serve_call {
     bool gone;
 } serve_call;
 
-/* Reads {"inputs": [[...], ...]} into a dataset without labels. */
-static int json_inputs(dataset *d, const char *body, size_t len, int dim, clad_err *err)
-{
-    json_error_t je;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
-    if (!root) return clad_err_set(err, CLAD_EINVAL, "malformed JSON: %s (line %d column %d)", je.text, je.line, je.column);
-    json_t *in = json_object_get(root, "inputs");
-    int rc = 0;
-    if (!json_is_array(in) || !json_array_size(in) || json_array_size(in) > SERVE_MAX_SAMPLES) {
-        rc = clad_err_set(err, CLAD_EINVAL, "'inputs' must be an array of 1 to %d rows", SERVE_MAX_SAMPLES);
-        goto done;
-    }
-    int n = (int)json_array_size(in);
-    if ((rc = dataset_init(d, n, 1, (int[]){dim}, err))) goto done;
-    for (int i = 0; i < n; i++) {
-        json_t *row = json_array_get(in, (size_t)i);
-        if (!json_is_array(row) || (int)json_array_size(row) != dim) {
-            rc = clad_err_set(err, CLAD_EINVAL, "input %d must be an array of %d numbers", i, dim);
-            goto done;
-        }
-        for (int k = 0; k < dim; k++) {
-            json_t *v = json_array_get(row, (size_t)k);
-            if (!json_is_number(v)) {
-                rc = clad_err_set(err, CLAD_EINVAL, "input %d value %d is not a number", i, k);
-                goto done;
-            }
-            d->x[(size_t)i * dim + k] = (float)json_number_value(v);
-        }
-    }
-done:
-    json_decref(root);
-    return rc;
-}
-
 static int serve_work(void *argp, clad_err *err)
 {
     serve_call *c = argp;
@@ -79,21 +44,8 @@ static int serve_work(void *argp, clad_err *err)
     const adapter *a = c->la->a;
     int dim = model_config_input_dim(&m->cfg);
     dataset d = {0};
-    char mt[64];
-    http_req_media_type(c->req, mt, sizeof mt);
-    int rc;
-    bool json = !strcmp(mt, "application/json") || (!mt[0] && c->req->body_len && c->req->body[0] == '{');
-    if (json && !c->evaluate) rc = json_inputs(&d, c->req->body, c->req->body_len, dim, err);
-    else rc = body_to_dataset(&d, c->req->body, c->req->body_len, !c->evaluate, err);
+    int rc = request_inputs(&d, c->req, c->evaluate, dim, err);
     if (rc) goto done;
-    if (d.n > SERVE_MAX_SAMPLES) {
-        rc = clad_err_set(err, CLAD_ETOOLARGE, "%d samples in one request (limit %d)", d.n, SERVE_MAX_SAMPLES);
-        goto done;
-    }
-    if (d.dim != dim) {
-        rc = clad_err_set(err, CLAD_EINVAL, "samples have %d features but the model takes %d", d.dim, dim);
-        goto done;
-    }
     /* Only evaluations are recorded, with the hash of their data; predictions skip the hashing. */
     if (c->evaluate) sha256_hex(c->req->body, c->req->body_len, c->data_sha);
     c->n = d.n;

@@ -30,6 +30,15 @@ bool train_reporter_step(void *ctx, const train_progress *p);
 /* Reads a request body or server-side file as a dataset (safetensors, IDX or CSV, sniffed). */
 int body_to_dataset(dataset *d, const void *body, size_t len, bool labels_optional, clad_err *err);
 
+/* The inputs of a prediction (labels false: a JSON body {"inputs": [[...], ...]} or a dataset file, labels
+ * optional) or an evaluation (labels true: a dataset file with labels), checked to have dim features and at
+ * most REQUEST_MAX_SAMPLES samples. d is initialised here. */
+#define REQUEST_MAX_SAMPLES 1000000
+int request_inputs(dataset *d, const http_req *req, bool labels, int dim, clad_err *err);
+
+/* The base named by ?base=NAME, or the only base when there is exactly one. */
+int query_base(cladd *app, const http_req *req, char *out, size_t size, clad_err *err);
+
 /* A version as JSON; full adds lineage, hyperparameters, hashes, seed and job (daemon/api_tasks.c). */
 json_t *version_json(const store_version *v, bool full);
 

@@ -26,11 +26,17 @@ const char cli_tasks_usage[] =
     "                              (a merge: --task SOURCE picks the source task's head)\n"
     "  merge NAME --tasks a,b,c    merge the tasks' active adapters into one version [--method drm-h|drm-v|\n"
     "                              ties|ta] [--drop D] [--lambda L] [--rank R]\n"
-    "  eval TASK FILE              accuracy and loss on labelled data [--version V | --alias A]\n";
+    "  eval TASK FILE              accuracy and loss on labelled data [--version V | --alias A]\n"
+    "  predict --any FILE          route each input to its task, then predict: task, confidence, label\n"
+    "                              [--base B] [--tasks a,b,c] [--mode task|class] [--top-k N] [--threshold X]\n"
+    "  eval --any FILE             task-id accuracy and accuracy with the task given and inferred, on data\n"
+    "                              of several tasks (safetensors x, y, task + metadata tasks) [--base B]\n"
+    "                              [--tasks a,b,c] [--threshold X]\n";
 
 static const char *const value_options[] = {
     "base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind", "fuse-with", "to", "alias", "version", "reason",
-    "config", "model", "data", "samples", "tasks", "task", "method", "drop", "lambda", NULL,
+    "config", "model", "data", "samples", "tasks", "task", "method", "drop", "lambda",
+    "any", "mode", "top-k", "threshold", NULL,
 };
 
 bool cli_value_option(const char *key)
@@ -393,6 +399,51 @@ static int cmd_serve(const options *o, bool evaluate)
     return 0;
 }
 
+/* predict --any / eval --any: without a task id (POST /v1/predict, /v1/evaluate on a base). */
+static int cmd_route(const options *o, bool evaluate)
+{
+    const char *file = cli_opt(o, "any");
+    char path[8400];
+    snprintf(path, sizeof path, "/v1/%s", evaluate ? "evaluate" : "predict");
+    add_query(path, sizeof path, "base", cli_opt(o, "base"));
+    add_query(path, sizeof path, "tasks", cli_opt(o, "tasks"));
+    add_query(path, sizeof path, "mode", cli_opt(o, "mode"));
+    add_query(path, sizeof path, "top_k", cli_opt(o, "top-k"));
+    add_query(path, sizeof path, "threshold", cli_opt(o, "threshold"));
+    char *body = NULL;
+    size_t len = 0;
+    int rc = read_body(file, &body, &len);
+    if (rc) return rc;
+    json_t *r = NULL;
+    rc = send_json(o, "POST", path, content_type_for(file, body, len), body, len, &r);
+    free(body);
+    if (rc || !r) return rc;
+    if (evaluate) {
+        printf("samples %lld\ntask_id_accuracy %.4f\naccuracy_task_given %.4f\naccuracy_task_inferred %.4f\n"
+               "no_match %lld\n", num(r, "samples"), dnum(r, "task_id_accuracy"), dnum(r, "accuracy_task_given"),
+               dnum(r, "accuracy_task_inferred"), num(r, "no_match"));
+        const char *t;
+        json_t *row;
+        json_object_foreach(json_object_get(r, "confusion"), t, row) {
+            char *text = json_dumps(row, JSON_COMPACT | JSON_SORT_KEYS);
+            printf("confusion %s %s\n", t, text);
+            free(text);
+        }
+    } else {
+        json_t *p;
+        size_t i;
+        json_array_foreach(json_object_get(r, "predictions"), i, p) {
+            if (json_is_null(json_object_get(p, "task")))
+                printf("-\t-\tno_match\t%.3f\n", dnum(p, "distance"));
+            else
+                printf("%s\t%lld\t%.3f%s\n", str(p, "task"), num(p, "label"), dnum(p, "confidence"),
+                       json_is_true(json_object_get(p, "ambiguous")) ? "\tambiguous" : "");
+        }
+    }
+    json_decref(r);
+    return 0;
+}
+
 static int cmd_merge(const options *o)
 {
     const char *tasks = cli_opt(o, "tasks");
@@ -431,7 +482,7 @@ int cli_tasks_dispatch(const char *command, const options *o)
     if (!strcmp(command, "rollback")) return cmd_rollback(o);
     if (!strcmp(command, "undo")) return cmd_undo(o);
     if (!strcmp(command, "alias")) return cmd_alias(o);
-    if (!strcmp(command, "predict")) return cmd_serve(o, false);
-    if (!strcmp(command, "eval")) return cmd_serve(o, true);
+    if (!strcmp(command, "predict")) return cli_opt(o, "any") ? cmd_route(o, false) : cmd_serve(o, false);
+    if (!strcmp(command, "eval")) return cli_opt(o, "any") ? cmd_route(o, true) : cmd_serve(o, true);
     return -1;
 }

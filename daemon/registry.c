@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "io/model_io.h"
+#include "io/signature_io.h"
 
 #define REGISTRY_MAX_BASES 64
 
@@ -30,6 +31,7 @@ static void adapter_entry_free(registry *r, loaded_adapter *la)
 {
     r->adapter_bytes -= la->bytes;
     adapter_destroy(la->a);
+    route_stats_finish(&la->route);
     for (int i = 0; i < la->n_deps; i++) la->deps[i]->refs--;
     registry_base_release(r, la->base);
     free(la);
@@ -193,6 +195,9 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
     la->a = a;
     la->base = b;
     la->bytes = a->params.total * sizeof(float) + sizeof *a;
+    /* Versions trained before routing existed, and fusions, carry no statistics: they are not routed to. */
+    if (route_stats_from_blob(&la->route, b->m, v->adapter, v->adapter_size, NULL) == 0)
+        la->bytes += route_stats_bytes(&la->route);
     la->refs = 1;
     la->last_used = ++r->clock;
     memcpy(la->deps, deps, (size_t)n_deps * sizeof *deps);

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "core/model.h"
+#include "core/route.h"
 #include "storage/store.h"
 
 typedef struct loaded_base {
@@ -36,6 +37,7 @@ typedef struct loaded_adapter {
     uint64_t last_used;
     struct loaded_adapter *deps[FUSION_MAX_SOURCES]; /* a fusion version's sources, referenced while loaded */
     int n_deps;
+    route_stats route;  /* the version's routing statistics; route.dim == 0: it has none */
 } loaded_adapter;
 
 typedef struct registry registry;
