@@ -143,13 +143,13 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* n sequential batch-1 predictions; p50 and p99 in ms. */
-static int latency(const serve_ctx *c, int n, double *p50, double *p99)
+/* n sequential batch-1 predictions on path; p50 and p99 in ms. */
+static int latency_of(const serve_ctx *c, const char *path, int n, double *p50, double *p99)
 {
     double *t = malloc(sizeof *t * (size_t)n);
     for (int i = 0; i < n; i++) {
         double t0 = now_s();
-        if (call(c, "POST", "/v1/tasks/t0/predict?probs=0", "application/json", c->predict_body, c->predict_len, NULL) != 200) {
+        if (call(c, "POST", path, "application/json", c->predict_body, c->predict_len, NULL) != 200) {
             free(t);
             return -1;
         }
@@ -160,6 +160,11 @@ static int latency(const serve_ctx *c, int n, double *p50, double *p99)
     *p99 = t[(int)(n * 0.99)];
     free(t);
     return 0;
+}
+
+static int latency(const serve_ctx *c, int n, double *p50, double *p99)
+{
+    return latency_of(c, "/v1/tasks/t0/predict?probs=0", n, p50, p99);
 }
 
 /* 32 client processes predicting for `seconds`; requests per second over all of them. */
@@ -294,8 +299,10 @@ int bench_serve_main(int argc, char **argv)
     long after_kb = rss_kb(c.pid);
 
     int reps = quick ? 100 : 500;
-    double p50_idle, p99_idle, p50_busy, p99_busy;
+    double p50_idle, p99_idle, p50_busy, p99_busy, p50_routed, p99_routed;
     if (latency(&c, reps, &p50_idle, &p99_idle)) return die("predictions failed");
+    /* Without a task id: routed over every task (the router is built by the first call and cached). */
+    if (latency_of(&c, "/v1/predict?base=vit", reps, &p50_routed, &p99_routed)) return die("routed predictions failed");
     double rps = throughput(&c, 32, quick ? 1.0 : 3.0);
     uint64_t job = 0;
     double first_step = time_to_first_step(&c, data2, &job);
@@ -309,10 +316,11 @@ int bench_serve_main(int argc, char **argv)
     free(pb);
 
     printf("{\"model\": \"vit-tiny\", \"predict_batch1_ms\": {\"idle\": {\"p50\": %.3f, \"p99\": %.3f}, "
+           "\"routed\": {\"p50\": %.3f, \"p99\": %.3f, \"tasks\": %d, \"p50_ratio\": %.3f}, "
            "\"training\": {\"p50\": %.3f, \"p99\": %.3f}}, \"requests_per_s_32_clients\": {\"idle\": %.0f, "
            "\"training\": %.0f}, \"submit_to_first_step_s\": %.3f, \"idle_rss_mb\": %.1f, "
            "\"rss_per_loaded_adapter_mb\": %.2f, \"adapters_loaded\": %d}\n",
-           p50_idle, p99_idle, p50_busy, p99_busy, rps, rps_busy, first_step, idle_kb / 1024.0,
+           p50_idle, p99_idle, p50_routed, p99_routed, adapters, p50_routed / p50_idle, p50_busy, p99_busy, rps, rps_busy, first_step, idle_kb / 1024.0,
            (after_kb - before_kb) / 1024.0 / adapters, adapters);
     (void)json;
     char cmd[PATH_MAX + 16];
