@@ -33,6 +33,10 @@ typedef struct cl_args {
     bool quick, json, explain, verbose;
     bool routing;             /* keep routing statistics and report accuracy without task ids */
     bool joint;               /* also train one adapter on all tasks at once (the joint reference) */
+    bool route_sweep;         /* task-id accuracy over a grid of the router's settings */
+    route_config route;       /* the router's settings (--route-shrink, --route-pool) */
+    int route_components;     /* components per class of the routing statistics (--route-components) */
+    unsigned long long seed;  /* --seed: overrides the stream's seed (data, shuffling, initialisation); 0 = keep */
 } cl_args;
 
 typedef struct task_state {
@@ -73,6 +77,10 @@ static void usage_cl(FILE *f)
                "  --routing  keep routing statistics per task and report task-id accuracy and accuracy without\n"
                "             task ids beside the task-aware accuracy (\"routing\" in the JSON)\n"
                "  --joint    also train one adapter on every task's data at once (\"joint\": the upper reference)\n"
+               "  --route-shrink G, --route-pool P   the router's settings (core/route.h; defaults 0.05 and 1)\n"
+               "  --route-sweep  task-id accuracy over a grid of both settings (\"routing.sweep\")\n"
+               "  --route-components K   sub-clusters per class in the routing statistics (default 1)\n"
+               "  --seed N   override the stream's seed (its data order, shuffling and initialisation)\n"
                "  --prune    rank-prune every trained LoRA to this energy fraction; tasks then report\n"
                "             ranks_before_pruning and ranks_after_pruning\n");
 }
@@ -377,6 +385,7 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
     if (!rc) rc = file_read_all(a->stream_path, 1 << 20, &stream_text, &stream_len, err);
     if (rc) goto cleanup;
     if (a->quick) stream_make_quick(s);
+    if (a->seed) s->seed = a->seed;
 
     bool full_ft = !strcmp(a->policy, "full-ft");
     rank_policy pol;
@@ -435,7 +444,7 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
     b = malloc((size_t)T * sizeof *b);
     if (!st || !R || !b) abort();
     for (int i = 0; i < T * T; i++) R[i] = NAN;
-    uint64_t stream_key = fnv1a_bytes(stream_text, stream_len, a->quick ? 0x9u : 0x7u);
+    uint64_t stream_key = fnv1a_bytes(stream_text, stream_len, a->quick ? 0x9u : 0x7u) ^ (a->seed * 0x2545f4914f6cdd1dULL);
 
     for (int i = 0; i < T; i++) {
         dataset train = {0};
@@ -523,7 +532,7 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
         }
         b[i] = ts->head_only;
         if (a->routing && !full_ft) {
-            if ((rc = route_stats_compute(&ts->rs, base, &train, ts->K, err))) goto task_fail;
+            if ((rc = route_stats_compute(&ts->rs, base, &train, ts->K, a->route_components, err))) goto task_fail;
             ts->has_rs = true;
         }
         /* Rehearsal-free: the task's training data is gone from here on. */
@@ -601,9 +610,12 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
         for (int j = 0; j < T; j++)
             rt[j] = (cl_routing_task){&s->tasks[j], &st[j].test, st[j].ad, &st[j].rs, R[(size_t)(T - 1) * T + j]};
         if (a->verbose) fprintf(stderr, "[cl] routing every test sample among %d tasks...\n", T);
-        json_t *rj = cl_routing_evaluate(base, rt, T, err);
+        json_t *rj = cl_routing_evaluate(base, rt, T, &a->route, err);
+        json_t *sweep = rj && a->route_sweep ? cl_routing_sweep(base, rt, T, err) : NULL;
+        if (sweep) json_object_set_new(rj, "sweep", sweep);
         free(rt);
-        if (!rj) {
+        if (!rj || (a->route_sweep && !sweep)) {
+            json_decref(rj);
             rc = err ? err->code : CLAD_EINVAL;
             goto cleanup;
         }
@@ -686,6 +698,8 @@ static void print_table(const json_t *r)
 int bench_cl_main(int argc, char **argv)
 {
     cl_args a = {.policy = "auto", .cache = getenv("CLAD_BENCH_CACHE")};
+    route_config_default(&a.route);
+    a.route_components = ROUTE_COMPONENTS;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--stream") && i + 1 < argc) a.stream_path = argv[++i];
         else if (!strcmp(argv[i], "--policy") && i + 1 < argc) a.policy = argv[++i];
@@ -710,6 +724,11 @@ int bench_cl_main(int argc, char **argv)
         else if (!strcmp(argv[i], "--quick")) a.quick = true;
         else if (!strcmp(argv[i], "--routing")) a.routing = true;
         else if (!strcmp(argv[i], "--joint")) a.joint = true;
+        else if (!strcmp(argv[i], "--route-sweep")) a.route_sweep = true;
+        else if (!strcmp(argv[i], "--route-shrink") && i + 1 < argc) a.route.shrink = strtod(argv[++i], NULL);
+        else if (!strcmp(argv[i], "--route-pool") && i + 1 < argc) a.route.pool = strtod(argv[++i], NULL);
+        else if (!strcmp(argv[i], "--route-components") && i + 1 < argc) a.route_components = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc) a.seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--json")) a.json = true;
         else if (!strcmp(argv[i], "--explain")) a.explain = true;
         else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) a.verbose = true;

@@ -43,16 +43,73 @@ static int predict_rows(const model *base, const adapter *a, const float *x, int
     return rc;
 }
 
-json_t *cl_routing_evaluate(const model *base, const cl_routing_task *tasks, int T, clad_err *err)
+static task_router *router_of(const cl_routing_task *tasks, int T, const route_config *cfg, clad_err *err)
 {
-    double t0 = now_s();
     const route_stats **stats = malloc((size_t)T * sizeof *stats);
     if (!stats) abort();
     for (int t = 0; t < T; t++) stats[t] = tasks[t].rs;
-    task_router *r = task_router_create(stats, T, ROUTE_SHRINK, err);
+    task_router *r = task_router_create(stats, T, cfg, err);
     free(stats);
+    return r;
+}
+
+json_t *cl_routing_sweep(const model *base, const cl_routing_task *tasks, int T, clad_err *err)
+{
+    static const double shrinks[] = {0.001, 0.003, 0.01, 0.03, 0.1}, pools[] = {0.5, 1};
+    int D = route_feature_dim(base), dim = model_config_input_dim(&base->cfg);
+    /* Features of every test sample, once. */
+    float **feat = calloc((size_t)T, sizeof *feat);
+    model_ws *ws = model_ws_create_for(base, NULL, CHUNK, false, err);
+    if (!feat || !ws) abort();
+    for (int j = 0; j < T; j++) {
+        feat[j] = malloc((size_t)tasks[j].test->n * D * sizeof **feat);
+        if (!feat[j]) abort();
+        route_base_features(feat[j], ws, base, tasks[j].test->x, tasks[j].test->n);
+    }
+    (void)dim;
+    model_ws_destroy(ws);
+    json_t *out = json_array();
+    for (size_t a = 0; out && a < sizeof shrinks / sizeof *shrinks; a++)
+        for (size_t b = 0; out && b < sizeof pools / sizeof *pools; b++) {
+            route_config cfg = {shrinks[a], pools[b]};
+            task_router *r = router_of(tasks, T, &cfg, err);
+            if (!r) {
+                json_decref(out);
+                out = NULL;
+                break;
+            }
+            double sum = 0;
+            for (int j = 0; j < T; j++) {
+                int n = tasks[j].test->n;
+                float *p = malloc((size_t)n * T * sizeof *p), *sc = malloc(task_router_scratch_floats(r, n) * sizeof *sc);
+                if (!p || !sc) abort();
+                task_router_score(r, feat[j], n, p, NULL, sc);
+                long ok = 0;
+                for (int i = 0; i < n; i++) {
+                    int best = 0;
+                    for (int t = 1; t < T; t++)
+                        if (p[(size_t)i * T + t] > p[(size_t)i * T + best]) best = t;
+                    ok += best == j;
+                }
+                sum += (double)ok / n;
+                free(p);
+                free(sc);
+            }
+            json_array_append_new(out, json_pack("{s:f,s:f,s:f}", "shrink", cfg.shrink, "pool", cfg.pool, "task_id_acc", sum / T));
+            task_router_destroy(r);
+        }
+    for (int j = 0; j < T; j++) free(feat[j]);
+    free(feat);
+    return out;
+}
+
+json_t *cl_routing_evaluate(const model *base, const cl_routing_task *tasks, int T, const route_config *cfg,
+                            clad_err *err)
+{
+    double t0 = now_s();
+    task_router *r = router_of(tasks, T, cfg, err);
     if (!r) return NULL;
-    int D = model_feature_dim(base), dim = model_config_input_dim(&base->cfg);
+    int D = route_feature_dim(base), dim = model_config_input_dim(&base->cfg);
     size_t n_all = 0;
     for (int j = 0; j < T; j++) n_all += (size_t)tasks[j].test->n;
     float *feat = malloc((size_t)CHUNK * D * sizeof *feat), *p = malloc((size_t)CHUNK * T * sizeof *p);
@@ -118,6 +175,8 @@ json_t *cl_routing_evaluate(const model *base, const cl_routing_task *tasks, int
                         "per_task", per, "confusion", cm, "bytes_per_task", bytes, "distance_p50",
                         (double)all_dist[n_dist / 2], "distance_p99", (double)all_dist[(size_t)(0.99 * (double)n_dist)],
                         "no_match_at_default", (double)far / (double)n_dist, "seconds", now_s() - t0, "feature_dim", D);
+        json_object_set_new(out, "shrink", json_real(cfg ? cfg->shrink : ROUTE_SHRINK));
+        json_object_set_new(out, "pool", json_real(cfg ? cfg->pool : ROUTE_POOL));
         per = NULL;
     }
     json_decref(per);

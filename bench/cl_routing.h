@@ -29,7 +29,12 @@ int cl_global_label(const stream_task *t, int l);
  * chosen task's adapter) and returns {task_id_acc, acc_routed, acc_task_aware, gap, per_task, confusion,
  * bytes_per_task, distance_p50/p99, no_match_at_default, seconds}; accuracies are means over tasks.
  * NULL with err set on failure. */
-json_t *cl_routing_evaluate(const model *base, const cl_routing_task *tasks, int T, clad_err *err);
+json_t *cl_routing_evaluate(const model *base, const cl_routing_task *tasks, int T, const route_config *cfg,
+                            clad_err *err);
+
+/* Task-id accuracy (mean over tasks) for every shrink x pool of a grid: how sensitive routing is to its
+ * two settings. Returns [{"shrink", "pool", "task_id_acc"}, ...]. */
+json_t *cl_routing_sweep(const model *base, const cl_routing_task *tasks, int T, clad_err *err);
 
 /* Joint training: the union of every task's training data (global labels) trains one adapter with the same
  * policy and settings; returns {acc (mean over tasks of test accuracy), per_task, params, train_seconds}.

@@ -320,14 +320,45 @@ int model_ws_max_batch(const model_ws *ws) { return ws->max_batch; }
 const float *model_ws_probs(const model_ws *ws) { return ws->probs; }
 const float *model_ws_logits(const model_ws *ws) { return ws->logits; }
 
-const float *model_ws_features(const model_ws *ws)
+int model_depth_features_dim(const model *m)
+{
+    const model_config *c = &m->cfg;
+    if (c->kind == MODEL_VIT) return (c->depth + 1) * c->dim;
+    int d = 0;
+    for (int i = 0; i < c->n_hidden; i++) d += c->hidden[i];
+    return c->n_hidden ? d : c->input_dim;
+}
+
+void model_ws_depth_features(const model_ws *ws, float *out)
 {
     const model *m = ws->m;
-    if (m->cfg.kind == MODEL_VIT) return ws->lnf;
-    int h = m->cfg.n_hidden;
-    if (!h) return ws->mlp_input;
-    return ws->last_fusion ? ws->fus[h - 1].out : ws->mlp_post[h - 1];
+    const model_config *c = &m->cfg;
+    int N = ws->last_n, D = model_depth_features_dim(m);
+    assert(!ws->last_fusion);
+    for (int n = 0; n < N; n++) {
+        float *o = out + (size_t)n * D;
+        if (c->kind == MODEL_VIT) {
+            int T = m->seq_len, C = c->dim;
+            for (int l = 0; l < c->depth; l++, o += C) {
+                const float *res = ws->blocks[l].res2 + (size_t)n * T * C;
+                for (int k = 0; k < C; k++) {
+                    double acc = 0;
+                    for (int t = 0; t < T; t++) acc += (double)res[(size_t)t * C + k];
+                    o[k] = (float)(acc / T);
+                }
+            }
+            memcpy(o, ws->lnf + (size_t)n * C, (size_t)C * sizeof *o);
+        } else if (!c->n_hidden) {
+            memcpy(o, ws->mlp_input + (size_t)n * c->input_dim, (size_t)c->input_dim * sizeof *o);
+        } else {
+            for (int i = 0; i < c->n_hidden; i++) {
+                memcpy(o, ws->mlp_post[i] + (size_t)n * c->hidden[i], (size_t)c->hidden[i] * sizeof *o);
+                o += c->hidden[i];
+            }
+        }
+    }
 }
+
 
 const float *model_ws_fusion_weights(const model_ws *ws, int site, int *rows)
 {

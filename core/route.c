@@ -6,28 +6,37 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/rng.h"
+
 #define ROUTE_BATCH 256
 
 struct task_router {
     int dim, n_tasks, n_classes;  /* classes with samples, over all tasks */
-    int *cls_task;                /* (C) task of each class */
+    int n_prec;                   /* 1: one shared precision (pool = 1); else one per task */
+    int *cls_task;                /* (C) task of each class; a task's classes are contiguous */
+    int *first;                   /* (T+1) first class of each task */
     float *mean;                  /* (C,dim) */
-    double *half;                 /* (C) -mu^T P mu / 2 */
-    double *log_prior;            /* (C) -log(T K_t): tasks equally likely, and classes within a task */
-    float *P;                     /* (dim,dim) shrunk precision */
+    double *half;                 /* (C) -mu^T P mu / 2 under the class's precision */
+    double *log_prior;            /* (C) -log(T K_t) - log det(Sigma) / 2 */
+    float *P;                     /* (n_prec,dim,dim) shrunk precisions */
 };
 
-int route_stats_init(route_stats *rs, int dim, int n_classes, clad_err *err)
+int route_stats_init(route_stats *rs, int dim, int n_classes, int n_comp, clad_err *err)
 {
     memset(rs, 0, sizeof *rs);
-    if (dim < 1 || dim > DATASET_MAX_DIM || n_classes < 1 || n_classes > MODEL_MAX_CLASSES)
-        return clad_err_set(err, CLAD_EINVAL, "routing: %d features and %d classes are out of range", dim, n_classes);
+    if (dim < 1 || dim > DATASET_MAX_DIM || n_classes < 1 || n_classes > MODEL_MAX_CLASSES || n_comp < 0 ||
+        n_comp > n_classes * ROUTE_MAX_COMPONENTS)
+        return clad_err_set(err, CLAD_EINVAL, "routing: %d features, %d classes and %d components are out of range",
+                            dim, n_classes, n_comp);
     rs->dim = dim;
     rs->n_classes = n_classes;
+    rs->n_comp = n_comp;
     rs->count = calloc((size_t)n_classes, sizeof *rs->count);
-    rs->mean = calloc((size_t)n_classes * dim, sizeof *rs->mean);
+    rs->comp_class = calloc((size_t)n_comp + 1, sizeof *rs->comp_class);
+    rs->comp_count = calloc((size_t)n_comp + 1, sizeof *rs->comp_count);
+    rs->mean = calloc((size_t)(n_comp + 1) * dim, sizeof *rs->mean);
     rs->scatter = calloc((size_t)dim * dim, sizeof *rs->scatter);
-    if (!rs->count || !rs->mean || !rs->scatter) {
+    if (!rs->count || !rs->comp_class || !rs->comp_count || !rs->mean || !rs->scatter) {
         route_stats_finish(rs);
         return clad_err_set(err, CLAD_ENOMEM, "routing: out of memory for %d features", dim);
     }
@@ -38,6 +47,8 @@ void route_stats_finish(route_stats *rs)
 {
     if (!rs) return;
     free(rs->count);
+    free(rs->comp_class);
+    free(rs->comp_count);
     free(rs->mean);
     free(rs->scatter);
     memset(rs, 0, sizeof *rs);
@@ -45,8 +56,8 @@ void route_stats_finish(route_stats *rs)
 
 size_t route_stats_bytes(const route_stats *rs)
 {
-    size_t d = (size_t)rs->dim, K = (size_t)rs->n_classes;
-    return (K + K * d + d * (d + 1) / 2) * sizeof(float);
+    size_t d = (size_t)rs->dim, K = (size_t)rs->n_classes, M = (size_t)rs->n_comp;
+    return (K + 2 * M + M * d + d * (d + 1) / 2) * sizeof(float);
 }
 
 int route_stats_seen(const route_stats *rs)
@@ -56,28 +67,122 @@ int route_stats_seen(const route_stats *rs)
     return n;
 }
 
+int route_feature_dim(const model *m) { return model_depth_features_dim(m); }
+
 void route_base_features(float *feat, model_ws *ws, const model *base, const float *x, int n)
 {
-    int B = model_ws_max_batch(ws), D = model_feature_dim(base), in = model_config_input_dim(&base->cfg);
+    int B = model_ws_max_batch(ws), D = route_feature_dim(base), in = model_config_input_dim(&base->cfg);
     for (int s = 0; s < n; s += B) {
         int k = n - s < B ? n - s : B;
         model_forward(ws, base, NULL, x + (size_t)s * in, NULL, k);
-        memcpy(feat + (size_t)s * D, model_ws_features(ws), (size_t)k * D * sizeof *feat);
+        model_ws_depth_features(ws, feat + (size_t)s * D);
     }
 }
 
-int route_stats_compute(route_stats *rs, const model *base, const dataset *d, int n_classes, clad_err *err)
+/* One Lloyd step over the live centres: assign every row of X (n,D) to its nearest (argmin ||c||^2 - 2 x.c),
+ * then move each live centre to the mean of its rows; cnt (k) gets the row counts. */
+static void kmeans_step(float *centre, int *assign, long *cnt, const float *X, int n, int D, int k, const bool *alive,
+                        float *dot, double *acc)
 {
-    int D = model_feature_dim(base), rc = route_stats_init(rs, D, n_classes, err);
-    if (rc) return rc;
-    /* Two passes over the features (held only for this call): class means in double, then the scatter of
-     * the centred features, which keeps the precision a one-pass sum of f f^T would lose. */
+    float cn[ROUTE_MAX_COMPONENTS];
+    for (int j = 0; j < k; j++) cn[j] = cblas_sdot(D, centre + (size_t)j * D, 1, centre + (size_t)j * D, 1);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, k, D, 1.0f, X, D, centre, D, 0.0f, dot, k);
+    memset(acc, 0, (size_t)k * D * sizeof *acc);
+    memset(cnt, 0, (size_t)k * sizeof *cnt);
+    for (int i = 0; i < n; i++) {
+        int b = -1;
+        for (int j = 0; j < k; j++)
+            if (alive[j] && (b < 0 || cn[j] - 2 * dot[(size_t)i * k + j] < cn[b] - 2 * dot[(size_t)i * k + b])) b = j;
+        assign[i] = b;
+        cnt[b]++;
+        for (int e = 0; e < D; e++) acc[(size_t)b * D + e] += (double)X[(size_t)i * D + e];
+    }
+    for (int j = 0; j < k; j++)
+        for (int e = 0; alive[j] && cnt[j] && e < D; e++) centre[(size_t)j * D + e] = (float)(acc[(size_t)j * D + e] / (double)cnt[j]);
+}
+
+/* k-means of the rows X (n,D) into at most k centres, each the mean of at least min_rows rows: k-means++
+ * seeding (deterministic in seed) and 20 Lloyd steps; then, while a centre has fewer rows, the smallest is
+ * dropped and its rows reassigned. Returns the centres kept (compacted at the front of centre); assign (n)
+ * gets each row's centre. */
+static int kmeans(float *centre, int *assign, const float *X, int n, int D, int k, int min_rows, uint64_t seed)
+{
+    if (k > n / min_rows) k = n / min_rows;
+    if (k < 1) k = 1;
+    float *dot = malloc((size_t)n * k * sizeof *dot);
+    double *d2 = malloc((size_t)n * sizeof *d2), *acc = malloc((size_t)k * D * sizeof *acc);
+    long cnt[ROUTE_MAX_COMPONENTS];
+    bool alive[ROUTE_MAX_COMPONENTS];
+    if (!dot || !d2 || !acc) abort(); /* sized by the task's data, which is in memory */
+    rng g;
+    rng_init(&g, seed);
+    memcpy(centre, X + (size_t)(rng_next(&g) % (uint64_t)n) * D, (size_t)D * sizeof *centre);
+    for (int i = 0; i < n; i++) d2[i] = INFINITY;
+    for (int c = 1; c < k; c++) {
+        /* The next seed with probability proportional to the squared distance to the nearest seed. */
+        double total = 0;
+        for (int i = 0; i < n; i++) {
+            double s = 0;
+            for (int e = 0; e < D; e++) {
+                double t = (double)X[(size_t)i * D + e] - (double)centre[(size_t)(c - 1) * D + e];
+                s += t * t;
+            }
+            if (s < d2[i]) d2[i] = s;
+            total += d2[i];
+        }
+        double r = (double)rng_uniform(&g) * total;
+        int pick = n - 1;
+        for (int i = 0; i < n; i++)
+            if ((r -= d2[i]) <= 0) {
+                pick = i;
+                break;
+            }
+        memcpy(centre + (size_t)c * D, X + (size_t)pick * D, (size_t)D * sizeof *centre);
+    }
+    for (int j = 0; j < k; j++) alive[j] = true;
+    for (int it = 0; it < 20; it++) kmeans_step(centre, assign, cnt, X, n, D, k, alive, dot, acc);
+    for (;;) {
+        int small = -1;
+        for (int j = 0; j < k; j++)
+            if (alive[j] && cnt[j] < min_rows && (small < 0 || cnt[j] < cnt[small])) small = j;
+        if (small < 0) break;
+        alive[small] = false;
+        kmeans_step(centre, assign, cnt, X, n, D, k, alive, dot, acc);
+    }
+    int map_to[ROUTE_MAX_COMPONENTS], kept = 0;
+    for (int j = 0; j < k; j++) {
+        map_to[j] = -1;
+        if (!alive[j]) continue;
+        if (kept != j) memcpy(centre + (size_t)kept * D, centre + (size_t)j * D, (size_t)D * sizeof *centre);
+        map_to[j] = kept++;
+    }
+    for (int i = 0; i < n; i++) assign[i] = map_to[assign[i]];
+    free(dot);
+    free(d2);
+    free(acc);
+    return kept;
+}
+
+int route_stats_compute(route_stats *rs, const model *base, const dataset *d, int n_classes, int components,
+                        clad_err *err)
+{
+    memset(rs, 0, sizeof *rs);
+    if (components < 1 || components > ROUTE_MAX_COMPONENTS)
+        return clad_err_set(err, CLAD_EINVAL, "routing: %d components per class (1 to %d)", components, ROUTE_MAX_COMPONENTS);
+    if (n_classes < 1 || n_classes > MODEL_MAX_CLASSES)
+        return clad_err_set(err, CLAD_EINVAL, "routing: %d classes", n_classes);
+    int D = route_feature_dim(base), rc = 0, M = 0;
+    /* The features are held only for this call. Components are sub-clusters of each class (k-means); the
+     * scatter is taken around the component means in a second pass, in double. */
     float *feat = malloc((size_t)d->n * D * sizeof *feat), *cen = malloc((size_t)ROUTE_BATCH * D * sizeof *cen);
-    float *part = malloc((size_t)D * D * sizeof *part);
-    double *sum = calloc((size_t)n_classes * D, sizeof *sum), *S = calloc((size_t)D * D, sizeof *S);
-    long *cnt = calloc((size_t)n_classes, sizeof *cnt);
+    float *part = malloc((size_t)D * D * sizeof *part), *Xc = malloc((size_t)d->n * D * sizeof *Xc);
+    float *centres = malloc((size_t)n_classes * components * D * sizeof *centres);
+    int *comp_of = malloc((size_t)d->n * sizeof *comp_of), *rows = malloc((size_t)d->n * sizeof *rows);
+    int *assign = malloc((size_t)d->n * sizeof *assign), *cls = malloc((size_t)n_classes * components * sizeof *cls);
+    long *ccount = calloc((size_t)n_classes * components, sizeof *ccount);
+    double *S = calloc((size_t)D * D, sizeof *S);
     model_ws *ws = NULL;
-    if (!feat || !cen || !part || !sum || !S || !cnt) {
+    if (!feat || !cen || !part || !Xc || !centres || !comp_of || !rows || !assign || !cls || !ccount || !S) {
         rc = clad_err_set(err, CLAD_ENOMEM, "routing: out of memory for the features of %d samples", d->n);
         goto done;
     }
@@ -86,22 +191,39 @@ int route_stats_compute(route_stats *rs, const model *base, const dataset *d, in
         goto done;
     }
     route_base_features(feat, ws, base, d->x, d->n);
-    for (int i = 0; i < d->n; i++) {
-        int c = d->y[i];
-        if (c < 0 || c >= n_classes) continue;
-        cnt[c]++;
-        for (int k = 0; k < D; k++) sum[(size_t)c * D + k] += (double)feat[(size_t)i * D + k];
-    }
-    int seen = 0;
+    for (int i = 0; i < d->n; i++) comp_of[i] = -1;
     for (int c = 0; c < n_classes; c++) {
-        if (cnt[c] < ROUTE_MIN_CLASS_SAMPLES) continue;
-        seen++;
-        rs->count[c] = (float)cnt[c];
-        for (int k = 0; k < D; k++) rs->mean[(size_t)c * D + k] = (float)(sum[(size_t)c * D + k] / (double)cnt[c]);
+        int n = 0;
+        for (int i = 0; i < d->n; i++)
+            if (d->y[i] == c) rows[n++] = i;
+        if (n < ROUTE_MIN_CLASS_SAMPLES) continue;
+        for (int i = 0; i < n; i++) memcpy(Xc + (size_t)i * D, feat + (size_t)rows[i] * D, (size_t)D * sizeof *Xc);
+        int k = kmeans(centres + (size_t)M * D, assign, Xc, n, D, components, ROUTE_MIN_CLASS_SAMPLES,
+                       0x9e3779b97f4a7c15ULL ^ (uint64_t)c);
+        for (int i = 0; i < n; i++) {
+            comp_of[rows[i]] = M + assign[i];
+            ccount[M + assign[i]]++;
+        }
+        for (int j = 0; j < k; j++) cls[M + j] = c;
+        M += k;
     }
-    if (!seen) {
+    if (!M) {
         rc = clad_err_set(err, CLAD_EINVAL, "routing: no class has %d or more samples", ROUTE_MIN_CLASS_SAMPLES);
         goto done;
+    }
+    if ((rc = route_stats_init(rs, D, n_classes, M, err))) goto done;
+    for (int j = 0; j < M; j++) {
+        rs->comp_class[j] = cls[j];
+        rs->comp_count[j] = (float)ccount[j];
+        rs->count[cls[j]] += (float)ccount[j];
+        /* Recomputed in double from the rows: the k-means centres are float sums. */
+        double *acc = calloc((size_t)D, sizeof *acc);
+        if (!acc) abort();
+        for (int i = 0; i < d->n; i++)
+            if (comp_of[i] == j)
+                for (int e = 0; e < D; e++) acc[e] += (double)feat[(size_t)i * D + e];
+        for (int e = 0; e < D; e++) rs->mean[(size_t)j * D + e] = (float)(acc[e] / (double)ccount[j]);
+        free(acc);
     }
     int b = 0;
     for (int i = 0; i <= d->n; i++) {
@@ -113,9 +235,9 @@ int route_stats_compute(route_stats *rs, const model *base, const dataset *d, in
             b = 0;
         }
         if (i == d->n) break;
-        int c = d->y[i];
-        if (c < 0 || c >= n_classes || rs->count[c] == 0) continue;
-        for (int k = 0; k < D; k++) cen[(size_t)b * D + k] = feat[(size_t)i * D + k] - rs->mean[(size_t)c * D + k];
+        int j = comp_of[i];
+        if (j < 0) continue;
+        for (int e = 0; e < D; e++) cen[(size_t)b * D + e] = feat[(size_t)i * D + e] - rs->mean[(size_t)j * D + e];
         b++;
     }
     for (int r = 0; r < D; r++)
@@ -125,25 +247,31 @@ done:
     free(feat);
     free(cen);
     free(part);
-    free(sum);
+    free(Xc);
+    free(centres);
+    free(comp_of);
+    free(rows);
+    free(assign);
+    free(cls);
+    free(ccount);
     free(S);
-    free(cnt);
     if (rc) route_stats_finish(rs);
     return rc;
 }
 
-/* In place: A (n,n) symmetric positive definite -> its inverse, through the Cholesky factor A = L L^T.
- * Returns false if A is not positive definite. */
-static bool spd_invert(double *A, int n)
+/* In place: A (n,n) symmetric positive definite -> its inverse, through the Cholesky factor A = L L^T;
+ * *logdet gets log det A. Returns false if A is not positive definite. */
+static bool spd_invert(double *A, int n, double *logdet)
 {
     double *L = calloc((size_t)n * n, sizeof *L), *Li = calloc((size_t)n * n, sizeof *Li);
-    if (!L || !Li) abort(); /* the size of the task_router being built */
+    if (!L || !Li) abort(); /* the size of the router being built */
     bool ok = true;
+    *logdet = 0;
     for (int j = 0; ok && j < n; j++) {
         double s = A[(size_t)j * n + j];
         for (int k = 0; k < j; k++) s -= L[(size_t)j * n + k] * L[(size_t)j * n + k];
         if (!(s > 0)) ok = false;
-        else L[(size_t)j * n + j] = sqrt(s);
+        else L[(size_t)j * n + j] = sqrt(s), *logdet += log(s);
         for (int i = j + 1; ok && i < n; i++) {
             double t = A[(size_t)i * n + j];
             for (int k = 0; k < j; k++) t -= L[(size_t)i * n + k] * L[(size_t)j * n + k];
@@ -170,10 +298,45 @@ static bool spd_invert(double *A, int n)
     return ok;
 }
 
-task_router *task_router_create(const route_stats *const *tasks, int n_tasks, double shrink, clad_err *err)
+void route_config_default(route_config *c)
 {
+    c->shrink = ROUTE_SHRINK;
+    c->pool = ROUTE_POOL;
+}
+
+/* Samples minus components: the degrees of freedom of a task's within-component scatter. */
+static double task_dof(const route_stats *rs)
+{
+    double n = 0;
+    for (int j = 0; j < rs->n_comp; j++) n += (double)rs->comp_count[j];
+    return n - rs->n_comp;
+}
+
+/* Sigma = (1 - g) S / n + g (tr / d) I of scatter S (double) with n degrees of freedom, inverted into P
+ * (float); *logdet gets log det Sigma. */
+static bool shrunk_precision(float *P, double *S, double n, int D, double g, double *logdet)
+{
+    double tr = 0;
+    for (int k = 0; k < D; k++) tr += S[(size_t)k * D + k] / n;
+    double target = tr > 0 ? tr / D : 1e-12;
+    for (int a = 0; a < D; a++)
+        for (int b = 0; b < D; b++) S[(size_t)a * D + b] = (1 - g) * S[(size_t)a * D + b] / n + (a == b ? g * target : 0.0);
+    if (!spd_invert(S, D, logdet)) return false;
+    for (size_t k = 0; k < (size_t)D * D; k++) P[k] = (float)S[k];
+    return true;
+}
+
+task_router *task_router_create(const route_stats *const *tasks, int n_tasks, const route_config *cfg,
+                                clad_err *err)
+{
+    route_config def;
+    if (!cfg) route_config_default(&def), cfg = &def;
     if (n_tasks < 1) {
         clad_err_set(err, CLAD_EINVAL, "routing: no task to route to");
+        return NULL;
+    }
+    if (!(cfg->shrink >= 0 && cfg->shrink <= 1 && cfg->pool >= 0 && cfg->pool <= 1)) {
+        clad_err_set(err, CLAD_EINVAL, "routing: shrinkage and pooling must be in [0, 1]");
         return NULL;
     }
     int D = tasks[0]->dim, C = 0;
@@ -183,10 +346,12 @@ task_router *task_router_create(const route_stats *const *tasks, int n_tasks, do
             clad_err_set(err, CLAD_EINVAL, "routing: task %d has %d features, task 0 has %d", t, tasks[t]->dim, D);
             return NULL;
         }
-        int seen = route_stats_seen(tasks[t]);
-        C += seen;
-        for (int c = 0; c < tasks[t]->n_classes; c++) n_eff += (double)tasks[t]->count[c];
-        n_eff -= seen;
+        C += tasks[t]->n_comp;
+        n_eff += task_dof(tasks[t]);
+        if (cfg->pool < 1 && task_dof(tasks[t]) < 1) {
+            clad_err_set(err, CLAD_EINVAL, "routing: task %d has too few samples for its own covariance", t);
+            return NULL;
+        }
     }
     if (C > ROUTE_MAX_CLASSES) {
         clad_err_set(err, CLAD_ETOOLARGE, "routing: %d classes over all tasks (limit %d)", C, ROUTE_MAX_CLASSES);
@@ -197,56 +362,64 @@ task_router *task_router_create(const route_stats *const *tasks, int n_tasks, do
         return NULL;
     }
     task_router *r = calloc(1, sizeof *r);
-    double *A = calloc((size_t)D * D, sizeof *A);
-    if (!r || !A) abort();
+    if (!r) abort();
     r->dim = D;
     r->n_tasks = n_tasks;
     r->n_classes = C;
+    r->n_prec = cfg->pool >= 1 ? 1 : n_tasks;
+    size_t DD = (size_t)D * D;
     r->cls_task = malloc((size_t)C * sizeof *r->cls_task);
+    r->first = malloc((size_t)(n_tasks + 1) * sizeof *r->first);
     r->mean = malloc((size_t)C * D * sizeof *r->mean);
     r->half = malloc((size_t)C * sizeof *r->half);
     r->log_prior = malloc((size_t)C * sizeof *r->log_prior);
-    r->P = malloc((size_t)D * D * sizeof *r->P);
+    r->P = malloc((size_t)r->n_prec * DD * sizeof *r->P);
+    double *pooled = calloc(DD, sizeof *pooled), *A = malloc(DD * sizeof *A), *logdet = calloc((size_t)r->n_prec, sizeof *logdet);
     float *Pm = malloc((size_t)D * sizeof *Pm);
-    if (!r->cls_task || !r->mean || !r->half || !r->log_prior || !r->P || !Pm) {
-        free(A);
-        free(Pm);
-        task_router_destroy(r);
-        clad_err_set(err, CLAD_ENOMEM, "routing: out of memory for %d classes", C);
-        return NULL;
+    bool ok = r->cls_task && r->first && r->mean && r->half && r->log_prior && r->P && pooled && A && logdet && Pm;
+    if (!ok) clad_err_set(err, CLAD_ENOMEM, "routing: out of memory for %d tasks of %d features", n_tasks, D);
+    /* The pooled within-class covariance; with pool < 1 each task's own is blended in (regularised
+     * discriminant analysis): Sigma_t = pool Sigma_pooled + (1 - pool) Sigma_task, then shrunk. */
+    for (int t = 0; ok && t < n_tasks; t++)
+        for (size_t k = 0; k < DD; k++) pooled[k] += (double)tasks[t]->scatter[k];
+    for (int k = 0; ok && k < r->n_prec; k++) {
+        if (r->n_prec == 1) {
+            memcpy(A, pooled, DD * sizeof *A);
+        } else {
+            double nt = task_dof(tasks[k]);
+            for (size_t e = 0; e < DD; e++)
+                A[e] = n_eff * (cfg->pool * pooled[e] / n_eff + (1 - cfg->pool) * (double)tasks[k]->scatter[e] / nt);
+        }
+        if (!shrunk_precision(r->P + (size_t)k * DD, A, n_eff, D, cfg->shrink, &logdet[k])) {
+            clad_err_set(err, CLAD_EINVAL, "routing: a covariance is singular (raise the shrinkage)");
+            ok = false;
+        }
     }
-    /* Pooled within-class covariance, shrunk towards (tr / d) I. */
-    for (int t = 0; t < n_tasks; t++)
-        for (size_t k = 0; k < (size_t)D * D; k++) A[k] += (double)tasks[t]->scatter[k];
-    double tr = 0;
-    for (int k = 0; k < D; k++) tr += A[(size_t)k * D + k] / n_eff;
-    double target = tr > 0 ? tr / D : 1e-12;
-    for (int a = 0; a < D; a++)
-        for (int b = 0; b < D; b++)
-            A[(size_t)a * D + b] = (1 - shrink) * A[(size_t)a * D + b] / n_eff + (a == b ? shrink * target : 0.0);
-    if (!spd_invert(A, D)) {
-        free(A);
-        free(Pm);
-        task_router_destroy(r);
-        clad_err_set(err, CLAD_EINVAL, "routing: the pooled covariance is singular (raise the shrinkage)");
-        return NULL;
-    }
-    for (size_t k = 0; k < (size_t)D * D; k++) r->P[k] = (float)A[k];
-    free(A);
     int ci = 0;
-    for (int t = 0; t < n_tasks; t++) {
-        double log_prior = -log((double)n_tasks * route_stats_seen(tasks[t]));
-        for (int c = 0; c < tasks[t]->n_classes; c++) {
-            if (tasks[t]->count[c] <= 0) continue;
-            const float *mu = tasks[t]->mean + (size_t)c * D;
+    for (int t = 0; ok && t < n_tasks; t++) {
+        const float *P = r->P + (size_t)(r->n_prec == 1 ? 0 : t) * DD;
+        double log_prior = -log((double)n_tasks * route_stats_seen(tasks[t])) - 0.5 * logdet[r->n_prec == 1 ? 0 : t];
+        r->first[t] = ci;
+        for (int j = 0; j < tasks[t]->n_comp; j++) {
+            const route_stats *ts = tasks[t];
+            const float *mu = ts->mean + (size_t)j * D;
             memcpy(r->mean + (size_t)ci * D, mu, (size_t)D * sizeof *mu);
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, D, D, 1.0f, r->P, D, mu, 1, 0.0f, Pm, 1);
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, D, D, 1.0f, P, D, mu, 1, 0.0f, Pm, 1);
             r->half[ci] = -0.5 * (double)cblas_sdot(D, mu, 1, Pm, 1);
-            r->log_prior[ci] = log_prior;
+            /* The component's share of its class. */
+            r->log_prior[ci] = log_prior + log((double)ts->comp_count[j] / (double)ts->count[ts->comp_class[j]]);
             r->cls_task[ci++] = t;
         }
     }
+    if (ok) r->first[n_tasks] = ci;
+    free(pooled);
+    free(A);
+    free(logdet);
     free(Pm);
+    if (!ok) {
+        task_router_destroy(r);
+        return NULL;
+    }
     return r;
 }
 
@@ -254,6 +427,7 @@ void task_router_destroy(task_router *r)
 {
     if (!r) return;
     free(r->cls_task);
+    free(r->first);
     free(r->mean);
     free(r->half);
     free(r->log_prior);
@@ -265,27 +439,37 @@ int task_router_dim(const task_router *r) { return r->dim; }
 
 size_t task_router_bytes(const task_router *r)
 {
-    return sizeof *r + (size_t)r->n_classes * (sizeof(int) + 2 * sizeof(double) + sizeof(float) * (size_t)r->dim) +
-           (size_t)r->dim * r->dim * sizeof(float);
+    return sizeof *r + (size_t)r->n_classes * (2 * sizeof(int) + 2 * sizeof(double) + sizeof(float) * (size_t)r->dim) +
+           (size_t)r->n_prec * r->dim * r->dim * sizeof(float);
 }
 
-size_t task_router_scratch_floats(const task_router *r, int n) { return (size_t)n * ((size_t)r->dim + r->n_classes); }
+size_t task_router_scratch_floats(const task_router *r, int n)
+{
+    return (size_t)n * ((size_t)r->dim + r->n_classes + r->n_prec);
+}
 
-void task_router_score(const task_router *r, const float *feat, int n, float *task_prob, float *distance, float *scratch)
+void task_router_score(const task_router *r, const float *feat, int n, float *task_prob, float *distance,
+                       float *scratch)
 {
     int D = r->dim, C = r->n_classes, T = r->n_tasks;
-    float *Y = scratch, *G = scratch + (size_t)n * D;
-    /* Y = F P (P symmetric), G = Y M^T: mu_c^T P f for every class at once. */
-    cblas_ssymm(CblasRowMajor, CblasRight, CblasUpper, n, D, 1.0f, r->P, D, feat, D, 0.0f, Y, D);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, C, D, 1.0f, Y, D, r->mean, D, 0.0f, G, C);
+    float *Y = scratch, *G = scratch + (size_t)n * D, *fpf = G + (size_t)n * C;
+    /* Per precision k: Y = F P_k, f^T P_k f, and mu_c^T P_k f for its classes (all classes when shared). */
+    for (int k = 0; k < r->n_prec; k++) {
+        int c0 = r->n_prec == 1 ? 0 : r->first[k], nc = r->n_prec == 1 ? C : r->first[k + 1] - c0;
+        cblas_ssymm(CblasRowMajor, CblasRight, CblasUpper, n, D, 1.0f, r->P + (size_t)k * D * D, D, feat, D, 0.0f, Y, D);
+        if (nc) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nc, D, 1.0f, Y, D, r->mean + (size_t)c0 * D, D, 0.0f,
+                            G + c0, C);
+        for (int i = 0; i < n; i++) fpf[(size_t)i * r->n_prec + k] = cblas_sdot(D, feat + (size_t)i * D, 1, Y + (size_t)i * D, 1);
+    }
     for (int i = 0; i < n; i++) {
         const float *g = G + (size_t)i * C;
-        double fpf = cblas_sdot(D, feat + (size_t)i * D, 1, Y + (size_t)i * D, 1), best_d2 = INFINITY, top = -INFINITY;
+        double best_d2 = INFINITY, top = -INFINITY;
+        /* D^2 = f^T P f - 2 mu^T P f + mu^T P mu; log density = -D^2 / 2 + log prior (with -log det / 2). */
         for (int c = 0; c < C; c++) {
-            /* D^2 = f^T P f - 2 mu^T P f + mu^T P mu; the discriminant adds the prior. */
-            double d2 = fpf - 2.0 * (double)g[c] - 2.0 * r->half[c];
+            double f2 = fpf[(size_t)i * r->n_prec + (r->n_prec == 1 ? 0 : r->cls_task[c])];
+            double d2 = f2 - 2.0 * (double)g[c] - 2.0 * r->half[c];
             if (d2 < best_d2) best_d2 = d2;
-            double lg = (double)g[c] + r->half[c] + r->log_prior[c];
+            double lg = -0.5 * d2 + r->log_prior[c];
             if (lg > top) top = lg;
         }
         if (distance) distance[i] = (float)sqrt(fmax(best_d2, 0.0) / D);
@@ -293,8 +477,12 @@ void task_router_score(const task_router *r, const float *feat, int n, float *ta
         float *p = task_prob + (size_t)i * T;
         memset(p, 0, (size_t)T * sizeof *p);
         double z = 0;
-        for (int c = 0; c < C; c++) z += exp((double)g[c] + r->half[c] + r->log_prior[c] - top);
-        for (int c = 0; c < C; c++)
-            p[r->cls_task[c]] += (float)(exp((double)g[c] + r->half[c] + r->log_prior[c] - top) / z);
+        for (int pass = 0; pass < 2; pass++)
+            for (int c = 0; c < C; c++) {
+                double f2 = fpf[(size_t)i * r->n_prec + (r->n_prec == 1 ? 0 : r->cls_task[c])];
+                double e = exp(-0.5 * (f2 - 2.0 * (double)g[c] - 2.0 * r->half[c]) + r->log_prior[c] - top);
+                if (!pass) z += e;
+                else p[r->cls_task[c]] += (float)(e / z);
+            }
     }
 }

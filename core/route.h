@@ -27,38 +27,59 @@
 #include "core/model.h"
 
 #define ROUTE_MIN_CLASS_SAMPLES 8
-#define ROUTE_SHRINK 0.05
+#define ROUTE_SHRINK 0.001
+#define ROUTE_POOL 1.0
 #define ROUTE_MAX_CLASSES 4096   /* classes over all tasks of one task_router */
 
+#define ROUTE_COMPONENTS 1        /* components per class by default */
+#define ROUTE_MAX_COMPONENTS 64
+
 typedef struct route_stats {
-    int dim;           /* feature dimension (model_feature_dim of the base) */
+    int dim;           /* feature dimension (route_feature_dim of the base) */
     int n_classes;     /* the task's classes K */
+    int n_comp;        /* M: components (sub-clusters of the classes), each of >= ROUTE_MIN_CLASS_SAMPLES */
     float *count;      /* (K) samples per class; 0: unseen or left out */
-    float *mean;       /* (K,dim) class means of the features (zero rows where count is 0) */
-    float *scatter;    /* (dim,dim) within-class scatter, symmetric */
+    int *comp_class;   /* (M) the class of each component */
+    float *comp_count; /* (M) samples per component */
+    float *mean;       /* (M,dim) component means of the features */
+    float *scatter;    /* (dim,dim) within-component scatter, symmetric */
 } route_stats;
 
 /* Zeroed stats of the given shape (caller memory). Errors: CLAD_EINVAL (sizes), CLAD_ENOMEM. */
-int route_stats_init(route_stats *rs, int dim, int n_classes, clad_err *err);
+int route_stats_init(route_stats *rs, int dim, int n_classes, int n_comp, clad_err *err);
 void route_stats_finish(route_stats *rs);   /* accepts zeroed or finished stats */
-/* The stats of dataset d (labels in [0, n_classes)) under base: one base forward over d. rs is initialised
- * here. Errors: CLAD_EINVAL (no class with enough samples), CLAD_ENOMEM. base is only read. */
-int route_stats_compute(route_stats *rs, const model *base, const dataset *d, int n_classes, clad_err *err);
-/* Bytes the stats take when stored (float32, the scatter as its upper triangle). */
+/* The stats of dataset d (labels in [0, n_classes)) under base: one base forward over d, each class split
+ * into up to `components` sub-clusters by k-means (1: the class mean alone). rs is initialised here.
+ * Errors: CLAD_EINVAL (no class with enough samples, components out of range), CLAD_ENOMEM. base is only
+ * read. */
+int route_stats_compute(route_stats *rs, const model *base, const dataset *d, int n_classes, int components,
+                        clad_err *err);
+/* Bytes the stats take when stored (float32, the scatter as its upper triangle): (K + 2M + M d + d(d+1)/2) * 4. */
 size_t route_stats_bytes(const route_stats *rs);
 /* Classes with samples. */
 int route_stats_seen(const route_stats *rs);
 
-/* Features (n, model_feature_dim) of n inputs x under the base alone, in batches of ws's size; ws must fit
+/* The routing features' dimension d for base m. */
+int route_feature_dim(const model *m);
+/* Features (n, route_feature_dim) of n inputs x under the base alone, in batches of ws's size; ws must fit
  * the base (model_ws_create_for(base, NULL, ...)). */
 void route_base_features(float *feat, model_ws *ws, const model *base, const float *x, int n);
 
 typedef struct task_router task_router;
 
-/* A task_router over n_tasks tasks' stats (borrowed only during the call), shrinkage g in [0, 1]. Errors:
- * CLAD_EINVAL (no tasks, dimensions differ, no class with samples, too few samples for a covariance),
- * CLAD_ETOOLARGE (over ROUTE_MAX_CLASSES classes), CLAD_ENOMEM. */
-task_router *task_router_create(const route_stats *const *tasks, int n_tasks, double shrink, clad_err *err);
+typedef struct route_config {
+    double shrink;  /* g in [0, 1]: weight of the scaled identity in each covariance (ROUTE_SHRINK) */
+    double pool;    /* in [0, 1]: 1 = one covariance shared by every task (LDA, the default); below 1 each task
+                       gets pool * pooled + (1 - pool) * its own (regularised discriminant analysis), at
+                       one d x d product per task per input instead of one in all */
+} route_config;
+void route_config_default(route_config *c);
+
+/* A router over n_tasks tasks' stats (borrowed only during the call); cfg NULL = defaults. Errors:
+ * CLAD_EINVAL (no tasks, dimensions differ, no class with samples, too few samples for a covariance, a
+ * setting out of range), CLAD_ETOOLARGE (over ROUTE_MAX_CLASSES classes), CLAD_ENOMEM. */
+task_router *task_router_create(const route_stats *const *tasks, int n_tasks, const route_config *cfg,
+                                clad_err *err);
 void task_router_destroy(task_router *r);
 int task_router_dim(const task_router *r);
 size_t task_router_bytes(const task_router *r);

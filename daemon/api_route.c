@@ -136,7 +136,7 @@ static int route_work(void *argp, clad_err *err)
 {
     route_call *c = argp;
     const model *m = c->la[0]->base->m;
-    int dim = model_config_input_dim(&m->cfg), D = model_feature_dim(m), T = c->n_tasks;
+    int dim = model_config_input_dim(&m->cfg), D = route_feature_dim(m), T = c->n_tasks;
     dataset d = {0};
     int *true_task = NULL, *idx = NULL, *lab = NULL;
     float *feat = NULL, *scratch = NULL, *tp = NULL, *lc = NULL;
@@ -156,7 +156,7 @@ static int route_work(void *argp, clad_err *err)
     if (!c->cr) {
         const route_stats *stats[ROUTE_MAX_TASKS];
         for (int t = 0; t < T; t++) stats[t] = &c->la[t]->route;
-        if (!(c->built = task_router_create(stats, T, ROUTE_SHRINK, err))) {
+        if (!(c->built = task_router_create(stats, T, NULL, err))) {
             rc = err->code;
             goto done;
         }

@@ -317,7 +317,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     /* Routing statistics of the frozen base's features (core/route.h): aggregates, taken before the data
      * goes. A task too small for them is stored without and left out of routing. */
     clad_err rerr = {0};
-    if (route_stats_compute(&rs, m, &tr, a->n_classes, &rerr))
+    if (route_stats_compute(&rs, m, &tr, a->n_classes, ROUTE_COMPONENTS, &rerr))
         log_warning("task '%s' gets no routing statistics: %s", a->task, rerr.msg);
     dataset_finish(&tr);
     dataset_finish(&ho);

@@ -14,16 +14,24 @@
 
 int route_stats_to_writer(st_writer *w, const route_stats *rs, clad_err *err)
 {
-    int64_t D = rs->dim, K = rs->n_classes, P = D * (D + 1) / 2;
-    float *packed = malloc((size_t)P * sizeof *packed);
-    if (!packed) return clad_err_set(err, CLAD_ENOMEM, "routing: out of memory");
+    int64_t D = rs->dim, K = rs->n_classes, M = rs->n_comp, P = D * (D + 1) / 2;
+    float *packed = malloc((size_t)P * sizeof *packed), *cls = malloc((size_t)(M + 1) * sizeof *cls);
+    if (!packed || !cls) {
+        free(packed);
+        free(cls);
+        return clad_err_set(err, CLAD_ENOMEM, "routing: out of memory");
+    }
     size_t k = 0;
     for (int64_t r = 0; r < D; r++)
         for (int64_t c = r; c < D; c++) packed[k++] = rs->scatter[r * D + c];
+    for (int64_t j = 0; j < M; j++) cls[j] = (float)rs->comp_class[j];
     int rc = st_writer_add_f32(w, ROUTING_PREFIX "count", 1, (int64_t[]){K}, rs->count, err);
-    if (!rc) rc = st_writer_add_f32(w, ROUTING_PREFIX "mean", 2, (int64_t[]){K, D}, rs->mean, err);
+    if (!rc) rc = st_writer_add_f32(w, ROUTING_PREFIX "component_class", 1, (int64_t[]){M}, cls, err);
+    if (!rc) rc = st_writer_add_f32(w, ROUTING_PREFIX "component_count", 1, (int64_t[]){M}, rs->comp_count, err);
+    if (!rc) rc = st_writer_add_f32(w, ROUTING_PREFIX "mean", 2, (int64_t[]){M, D}, rs->mean, err);
     if (!rc) rc = st_writer_add_f32(w, ROUTING_PREFIX "scatter", 1, (int64_t[]){P}, packed, err);
     free(packed);
+    free(cls);
     return rc;
 }
 
@@ -186,33 +194,44 @@ int route_stats_from_blob(route_stats *rs, const model *m, const void *blob, siz
     if (!r) return err ? err->code : CLAD_EINVAL;
     int rc = 0;
     const st_tensor *tc = st_reader_find(r, ROUTING_PREFIX "count");
+    const st_tensor *tm = st_reader_find(r, ROUTING_PREFIX "component_count");
     if (!tc) {
         st_reader_destroy(r);
         return clad_err_set(err, CLAD_ENOTFOUND, "the version carries no routing statistics");
     }
-    int64_t D = model_feature_dim(m), K = tc->ndim == 1 ? tc->shape[0] : 0, P = D * (D + 1) / 2;
-    int64_t sc[1] = {K}, sm[2] = {K, D}, ss[1] = {P};
-    float *count = NULL, *mean = NULL, *packed = NULL;
-    if (K < 1 || K > MODEL_MAX_CLASSES) {
-        rc = clad_err_set(err, CLAD_ECORRUPT, "routing: %lld classes", (long long)K);
+    int64_t D = route_feature_dim(m), K = tc->ndim == 1 ? tc->shape[0] : 0, P = D * (D + 1) / 2;
+    int64_t M = tm && tm->ndim == 1 ? tm->shape[0] : 0;
+    int64_t sc[1] = {K}, sk[1] = {M}, sn[1] = {M}, sm[2] = {M, D}, ss[1] = {P};
+    float *count = NULL, *cls = NULL, *ccount = NULL, *mean = NULL, *packed = NULL;
+    if (K < 1 || K > MODEL_MAX_CLASSES || M < 1 || M > K * ROUTE_MAX_COMPONENTS) {
+        rc = clad_err_set(err, CLAD_ECORRUPT, "routing: %lld classes and %lld components", (long long)K, (long long)M);
         goto done;
     }
     if (!(count = read_tensor(r, ROUTING_PREFIX "count", 1, sc, err)) ||
+        !(cls = read_tensor(r, ROUTING_PREFIX "component_class", 1, sk, err)) ||
+        !(ccount = read_tensor(r, ROUTING_PREFIX "component_count", 1, sn, err)) ||
         !(mean = read_tensor(r, ROUTING_PREFIX "mean", 2, sm, err)) ||
         !(packed = read_tensor(r, ROUTING_PREFIX "scatter", 1, ss, err))) {
         rc = err ? err->code : CLAD_ECORRUPT;
         goto done;
     }
-    if ((rc = route_stats_init(rs, (int)D, (int)K, err))) goto done;
+    if ((rc = route_stats_init(rs, (int)D, (int)K, (int)M, err))) goto done;
     memcpy(rs->count, count, (size_t)K * sizeof *count);
-    memcpy(rs->mean, mean, (size_t)(K * D) * sizeof *mean);
+    memcpy(rs->comp_count, ccount, (size_t)M * sizeof *ccount);
+    memcpy(rs->mean, mean, (size_t)(M * D) * sizeof *mean);
     size_t k = 0;
     for (int64_t a = 0; a < D; a++)
         for (int64_t b = a; b < D; b++) rs->scatter[a * D + b] = rs->scatter[b * D + a] = packed[k++];
-    for (int64_t c = 0; c < K; c++)
-        if (count[c] < 0) rc = clad_err_set(err, CLAD_ECORRUPT, "routing: a negative class count");
+    for (int64_t j = 0; !rc && j < M; j++) {
+        rs->comp_class[j] = (int)cls[j];
+        if (cls[j] != (float)rs->comp_class[j] || cls[j] < 0 || cls[j] >= (float)K || !(ccount[j] >= 1) ||
+            !(count[rs->comp_class[j]] >= ccount[j]))
+            rc = clad_err_set(err, CLAD_ECORRUPT, "routing: component %lld is inconsistent", (long long)j);
+    }
 done:
     free(count);
+    free(cls);
+    free(ccount);
     free(mean);
     free(packed);
     st_reader_destroy(r);

@@ -85,12 +85,12 @@ TEST(routing_separated_tasks_route_near_perfectly)
     for (int t = 0; t < 3; t++) {
         make_task(&tr[t], 3000, 2, 100 + (uint64_t)t, 6.0f, 1 + (uint64_t)t);
         make_task(&te[t], 600, 2, 100 + (uint64_t)t, 6.0f, 50 + (uint64_t)t);
-        CHECK_INT_EQ(route_stats_compute(&rs[t], m, &tr[t], 2, NULL), 0);
+        CHECK_INT_EQ(route_stats_compute(&rs[t], m, &tr[t], 2, 1, NULL), 0);
         CHECK_INT_EQ(rs[t].dim, DIM);
         CHECK_NEAR(rs[t].count[0], 1500.0f, 0.0f);
     }
     const route_stats *ptr[3] = {&rs[0], &rs[1], &rs[2]};
-    task_router *r = task_router_create(ptr, 3, ROUTE_SHRINK, NULL);
+    task_router *r = task_router_create(ptr, 3, NULL, NULL);
     CHECK(r != NULL);
     for (int t = 0; t < 3; t++) {
         double conf;
@@ -115,10 +115,10 @@ TEST(routing_identical_tasks_are_ambiguous)
     make_task(&ta, 2000, 2, 7, 5.0f, 1);
     make_task(&tb, 2000, 2, 7, 5.0f, 2); /* the same task, other samples */
     make_task(&te, 400, 2, 7, 5.0f, 3);
-    CHECK_INT_EQ(route_stats_compute(&a, m, &ta, 2, NULL), 0);
-    CHECK_INT_EQ(route_stats_compute(&b, m, &tb, 2, NULL), 0);
+    CHECK_INT_EQ(route_stats_compute(&a, m, &ta, 2, 1, NULL), 0);
+    CHECK_INT_EQ(route_stats_compute(&b, m, &tb, 2, 1, NULL), 0);
     const route_stats *ptr[2] = {&a, &b};
-    task_router *r = task_router_create(ptr, 2, ROUTE_SHRINK, NULL);
+    task_router *r = task_router_create(ptr, 2, NULL, NULL);
     double conf;
     double acc = routed_to(r, m, &te, 2, 0, &conf);
     /* Neither task is preferred: confidences near 1/2, and the choice close to a coin toss. */
@@ -141,9 +141,9 @@ TEST(routing_distance_flags_inputs_unlike_every_task)
     make_task(&ta, 2000, 2, 11, 4.0f, 1);
     make_task(&te, 400, 2, 11, 4.0f, 2);
     make_task(&far, 400, 2, 12, 60.0f, 3); /* far from every class mean */
-    CHECK_INT_EQ(route_stats_compute(&a, m, &ta, 2, NULL), 0);
+    CHECK_INT_EQ(route_stats_compute(&a, m, &ta, 2, 1, NULL), 0);
     const route_stats *ptr[1] = {&a};
-    task_router *r = task_router_create(ptr, 1, ROUTE_SHRINK, NULL);
+    task_router *r = task_router_create(ptr, 1, NULL, NULL);
     float *feat = malloc(400 * DIM * sizeof *feat), dist[400], p[400];
     float *scratch = malloc(task_router_scratch_floats(r, 400) * sizeof *scratch);
     model_ws *ws = model_ws_create_for(m, NULL, 64, false, NULL);
@@ -177,10 +177,18 @@ TEST(routing_stats_round_trip_through_a_blob_and_drop_small_classes)
     for (int i = 0; i < d.n; i++)
         if (d.y[i] == 2 && kept++ >= ROUTE_MIN_CLASS_SAMPLES - 1) d.y[i] = 0;
     route_stats rs, back;
-    CHECK_INT_EQ(route_stats_compute(&rs, m, &d, 3, NULL), 0);
+    CHECK_INT_EQ(route_stats_compute(&rs, m, &d, 3, 4, NULL), 0);
     CHECK(rs.count[2] == 0.0f);
     CHECK_INT_EQ(route_stats_seen(&rs), 2);
-    CHECK_INT_EQ((int)route_stats_bytes(&rs), (3 + 3 * DIM + DIM * (DIM + 1) / 2) * 4);
+    /* Up to 4 components per class, each of at least ROUTE_MIN_CLASS_SAMPLES samples, summing to the class. */
+    CHECK(rs.n_comp > 2 && rs.n_comp <= 8);
+    float per_class[3] = {0};
+    for (int j = 0; j < rs.n_comp; j++) {
+        CHECK(rs.comp_count[j] >= ROUTE_MIN_CLASS_SAMPLES);
+        per_class[rs.comp_class[j]] += rs.comp_count[j];
+    }
+    CHECK_ARRAY_NEAR(per_class, rs.count, 3, 0.0, 0.0);
+    CHECK_INT_EQ((int)route_stats_bytes(&rs), (3 + 2 * rs.n_comp + rs.n_comp * DIM + DIM * (DIM + 1) / 2) * 4);
     adapter *a = adapter_create(m, NULL, 1.0f, 3, NULL);
     adapter_init(a, m, 1);
     signature sig = {.n_linear = m->n_linear};
@@ -189,9 +197,13 @@ TEST(routing_stats_round_trip_through_a_blob_and_drop_small_classes)
     CHECK_INT_EQ(adapter_blob_build_routed(a, m, &sig, &rs, &blob, &len, NULL), 0);
     CHECK_INT_EQ(route_stats_from_blob(&back, m, blob, len, NULL), 0);
     CHECK_INT_EQ(back.n_classes, 3);
+    CHECK_INT_EQ(back.n_comp, rs.n_comp);
     CHECK_ARRAY_NEAR(back.count, rs.count, 3, 0.0, 0.0);
-    CHECK_ARRAY_NEAR(back.mean, rs.mean, 3 * DIM, 0.0, 0.0);
+    CHECK_ARRAY_NEAR(back.comp_count, rs.comp_count, rs.n_comp, 0.0, 0.0);
+    for (int j = 0; j < rs.n_comp; j++) CHECK_INT_EQ(back.comp_class[j], rs.comp_class[j]);
+    CHECK_ARRAY_NEAR(back.mean, rs.mean, rs.n_comp * DIM, 0.0, 0.0);
     CHECK_ARRAY_NEAR(back.scatter, rs.scatter, DIM * DIM, 0.0, 0.0);
+    route_stats_finish(&back);
     /* The blob still loads as an adapter; one without statistics says so. */
     adapter *a2 = adapter_from_buffer(m, blob, len, NULL);
     CHECK(a2 != NULL);
@@ -211,23 +223,22 @@ TEST(routing_router_refuses_bad_sets)
 {
     model *m = identity_base();
     clad_err err = {0};
-    CHECK(task_router_create(NULL, 0, ROUTE_SHRINK, &err) == NULL);
+    CHECK(task_router_create(NULL, 0, NULL, &err) == NULL);
     CHECK_INT_EQ(err.code, CLAD_EINVAL);
     route_stats a, b;
-    CHECK_INT_EQ(route_stats_init(&a, DIM, 2, NULL), 0);
-    CHECK_INT_EQ(route_stats_init(&b, DIM + 1, 2, NULL), 0);
-    a.count[0] = 10;
-    b.count[0] = 10;
+    CHECK_INT_EQ(route_stats_init(&a, DIM, 2, 1, NULL), 0);
+    CHECK_INT_EQ(route_stats_init(&b, DIM + 1, 2, 1, NULL), 0);
+    a.count[0] = b.count[0] = a.comp_count[0] = b.comp_count[0] = 10;
     const route_stats *ptr[2] = {&a, &b};
     clad_err_clear(&err);
-    CHECK(task_router_create(ptr, 2, ROUTE_SHRINK, &err) == NULL);
+    CHECK(task_router_create(ptr, 2, NULL, &err) == NULL);
     CHECK_INT_EQ(err.code, CLAD_EINVAL);
     /* Too few samples: nothing to route with. */
     dataset d;
     make_task(&d, 10, 2, 1, 1.0f, 1);
     route_stats c;
     clad_err_clear(&err);
-    CHECK_INT_EQ(route_stats_compute(&c, m, &d, 2, &err), CLAD_EINVAL);
+    CHECK_INT_EQ(route_stats_compute(&c, m, &d, 2, 1, &err), CLAD_EINVAL);
     dataset_finish(&d);
     route_stats_finish(&a);
     route_stats_finish(&b);
