@@ -388,9 +388,13 @@ static int add_candidate(route_call *c, const char *name, const char *base, bool
 {
     int64_t version = 0;
     int rc = store_alias_get(c->app->st, name, "active", &version, err);
-    if (rc == CLAD_ENOTFOUND && !explicit) {
+    if (rc == CLAD_ENOTFOUND) {
         clad_err_clear(err);
-        return 0;
+        if (!explicit) return 0; /* a task without an active version is not routed to */
+        store_task *t = NULL;
+        rc = store_task_get(c->app->st, name, &t, err); /* names an unknown task as such */
+        store_task_free(t);
+        return rc ? rc : clad_err_set(err, CLAD_ENOTFOUND, "task '%s' has no active version", name);
     }
     if (rc) return rc;
     if (c->n_tasks == ROUTE_MAX_TASKS)

@@ -317,6 +317,7 @@ TEST_TIMEOUT(routing_api_bad_requests_get_clear_errors, 120)
     CHECK_INT_EQ(post(&f, "/v1/predict?mode=both", "r0-test.safetensors", &body), 400);
     free(body);
     CHECK_INT_EQ(post(&f, "/v1/predict?tasks=a,nosuch", "r0-test.safetensors", &body), 404);
+    CHECK(strstr(body, "nosuch") != NULL);
     free(body);
     CHECK_INT_EQ(post(&f, "/v1/predict?tasks=a,a", "r0-test.safetensors", &body), 400);
     free(body);
