@@ -238,11 +238,13 @@ static double time_to_first_step(serve_ctx *c, const char *file, uint64_t *job_i
 int bench_serve_main(int argc, char **argv)
 {
     bool json = false, quick = false;
+    const char *preset = "vit-tiny";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = true;
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--model") && i + 1 < argc) preset = argv[++i];
         else {
-            fprintf(stderr, "usage: clad-bench serve [--quick] [--json]\n");
+            fprintf(stderr, "usage: clad-bench serve [--quick] [--json] [--model vit-tiny|mlp]\n");
             return 2;
         }
     }
@@ -257,13 +259,13 @@ int bench_serve_main(int argc, char **argv)
     snprintf(slash + 1, sizeof c.cladd - (size_t)(slash + 1 - c.cladd), "cladd");
     if (access(c.cladd, X_OK)) return die("build/cladd is missing: run make first");
 
-    /* A vit-tiny base (random weights: latency does not depend on their values). */
+    /* A base of the chosen preset (random weights: latency does not depend on their values). */
     char base[PATH_MAX + 32], data[PATH_MAX + 32], data2[PATH_MAX + 32];
     snprintf(base, sizeof base, "%s/base.safetensors", c.dir);
     snprintf(data, sizeof data, "%s/task.safetensors", c.dir);
     snprintf(data2, sizeof data2, "%s/task2.safetensors", c.dir);
     model_config cfg;
-    model_config_preset(&cfg, "vit-tiny", NULL);
+    if (model_config_preset(&cfg, preset, NULL)) return die("--model takes a preset name (vit-tiny, mlp)");
     model *m = model_create(&cfg, NULL);
     model_init_random(m, 1);
     if (model_save(m, base, NULL)) return die("cannot write the base");
@@ -275,7 +277,7 @@ int bench_serve_main(int argc, char **argv)
     char *bbuf = NULL;
     size_t blen = 0;
     read_file(base, &bbuf, &blen);
-    int st = call(&c, "POST", "/v1/bases/vit", "application/octet-stream", bbuf, blen, NULL);
+    int st = call(&c, "POST", "/v1/bases/base", "application/octet-stream", bbuf, blen, NULL);
     free(bbuf);
     if (st != 201) return die("base import failed");
     int adapters = quick ? 2 : 4;
@@ -302,7 +304,7 @@ int bench_serve_main(int argc, char **argv)
     double p50_idle, p99_idle, p50_busy, p99_busy, p50_routed, p99_routed;
     if (latency(&c, reps, &p50_idle, &p99_idle)) return die("predictions failed");
     /* Without a task id: routed over every task (the router is built by the first call and cached). */
-    if (latency_of(&c, "/v1/predict?base=vit", reps, &p50_routed, &p99_routed)) return die("routed predictions failed");
+    if (latency_of(&c, "/v1/predict?base=base", reps, &p50_routed, &p99_routed)) return die("routed predictions failed");
     double rps = throughput(&c, 32, quick ? 1.0 : 3.0);
     uint64_t job = 0;
     double first_step = time_to_first_step(&c, data2, &job);
@@ -315,12 +317,12 @@ int bench_serve_main(int argc, char **argv)
     waitpid(c.pid, NULL, 0);
     free(pb);
 
-    printf("{\"model\": \"vit-tiny\", \"predict_batch1_ms\": {\"idle\": {\"p50\": %.3f, \"p99\": %.3f}, "
+    printf("{\"model\": \"%s\", \"predict_batch1_ms\": {\"idle\": {\"p50\": %.3f, \"p99\": %.3f}, "
            "\"routed\": {\"p50\": %.3f, \"p99\": %.3f, \"tasks\": %d, \"p50_ratio\": %.3f}, "
            "\"training\": {\"p50\": %.3f, \"p99\": %.3f}}, \"requests_per_s_32_clients\": {\"idle\": %.0f, "
            "\"training\": %.0f}, \"submit_to_first_step_s\": %.3f, \"idle_rss_mb\": %.1f, "
            "\"rss_per_loaded_adapter_mb\": %.2f, \"adapters_loaded\": %d}\n",
-           p50_idle, p99_idle, p50_routed, p99_routed, adapters, p50_routed / p50_idle, p50_busy, p99_busy, rps, rps_busy, first_step, idle_kb / 1024.0,
+           preset, p50_idle, p99_idle, p50_routed, p99_routed, adapters, p50_routed / p50_idle, p50_busy, p99_busy, rps, rps_busy, first_step, idle_kb / 1024.0,
            (after_kb - before_kb) / 1024.0 / adapters, adapters);
     (void)json;
     char cmd[PATH_MAX + 16];
