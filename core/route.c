@@ -15,10 +15,10 @@ struct task_router {
     int n_prec;                   /* 1: one shared precision (pool = 1); else one per task */
     int *cls_task;                /* (C) task of each class; a task's classes are contiguous */
     int *first;                   /* (T+1) first class of each task */
-    float *mean;                  /* (C,dim) */
-    double *half;                 /* (C) -mu^T P mu / 2 under the class's precision */
+    float *mean;                  /* (C,dim) whitened means W mu (under the class's covariance) */
+    double *half;                 /* (C) -|W mu|^2 / 2 */
     double *log_prior;            /* (C) -log(T K_t) - log det(Sigma) / 2 */
-    float *P;                     /* (n_prec,dim,dim) shrunk precisions */
+    float *W;                     /* (n_prec,dim,dim) whitenings of the shrunk covariances (lower triangular) */
 };
 
 int route_stats_init(route_stats *rs, int dim, int n_classes, int n_comp, clad_err *err)
@@ -259,12 +259,14 @@ done:
     return rc;
 }
 
-/* In place: A (n,n) symmetric positive definite -> its inverse, through the Cholesky factor A = L L^T;
- * *logdet gets log det A. Returns false if A is not positive definite. */
-static bool spd_invert(double *A, int n, double *logdet)
+/* The inverse Linv (n,n, lower triangular) of the Cholesky factor of A = L L^T (symmetric positive
+ * definite, left unchanged), so that A^-1 = Linv^T Linv; *logdet gets log det A. False if A is not positive
+ * definite. */
+static bool cholesky_inverse(double *Linv, const double *A, int n, double *logdet)
 {
-    double *L = calloc((size_t)n * n, sizeof *L), *Li = calloc((size_t)n * n, sizeof *Li);
-    if (!L || !Li) abort(); /* the size of the router being built */
+    double *L = calloc((size_t)n * n, sizeof *L);
+    if (!L) abort(); /* the size of the router being built */
+    memset(Linv, 0, (size_t)n * n * sizeof *Linv);
     bool ok = true;
     *logdet = 0;
     for (int j = 0; ok && j < n; j++) {
@@ -279,22 +281,14 @@ static bool spd_invert(double *A, int n, double *logdet)
         }
     }
     for (int j = 0; ok && j < n; j++) {
-        Li[(size_t)j * n + j] = 1.0 / L[(size_t)j * n + j];
+        Linv[(size_t)j * n + j] = 1.0 / L[(size_t)j * n + j];
         for (int i = j + 1; i < n; i++) {
             double t = 0;
-            for (int k = j; k < i; k++) t += L[(size_t)i * n + k] * Li[(size_t)k * n + j];
-            Li[(size_t)i * n + j] = -t / L[(size_t)i * n + i];
+            for (int k = j; k < i; k++) t += L[(size_t)i * n + k] * Linv[(size_t)k * n + j];
+            Linv[(size_t)i * n + j] = -t / L[(size_t)i * n + i];
         }
     }
-    /* A^-1 = Li^T Li */
-    for (int a = 0; ok && a < n; a++)
-        for (int b = a; b < n; b++) {
-            double t = 0;
-            for (int k = b; k < n; k++) t += Li[(size_t)k * n + a] * Li[(size_t)k * n + b];
-            A[(size_t)a * n + b] = A[(size_t)b * n + a] = t;
-        }
     free(L);
-    free(Li);
     return ok;
 }
 
@@ -312,18 +306,21 @@ static double task_dof(const route_stats *rs)
     return n - rs->n_comp;
 }
 
-/* Sigma = (1 - g) S / n + g (tr / d) I of scatter S (double) with n degrees of freedom, inverted into P
- * (float); *logdet gets log det Sigma. */
-static bool shrunk_precision(float *P, double *S, double n, int D, double g, double *logdet)
+/* Sigma = (1 - g) S / n + g (tr / d) I of scatter S (double, overwritten) with n degrees of freedom, as its
+ * whitening W (float, lower triangular: Sigma^-1 = W^T W); *logdet gets log det Sigma. */
+static bool shrunk_whitening(float *W, double *S, double n, int D, double g, double *logdet)
 {
     double tr = 0;
     for (int k = 0; k < D; k++) tr += S[(size_t)k * D + k] / n;
     double target = tr > 0 ? tr / D : 1e-12;
     for (int a = 0; a < D; a++)
         for (int b = 0; b < D; b++) S[(size_t)a * D + b] = (1 - g) * S[(size_t)a * D + b] / n + (a == b ? g * target : 0.0);
-    if (!spd_invert(S, D, logdet)) return false;
-    for (size_t k = 0; k < (size_t)D * D; k++) P[k] = (float)S[k];
-    return true;
+    double *Li = malloc((size_t)D * D * sizeof *Li);
+    if (!Li) abort(); /* the size of the router being built */
+    bool ok = cholesky_inverse(Li, S, D, logdet);
+    for (size_t k = 0; ok && k < (size_t)D * D; k++) W[k] = (float)Li[k];
+    free(Li);
+    return ok;
 }
 
 task_router *task_router_create(const route_stats *const *tasks, int n_tasks, const route_config *cfg,
@@ -373,10 +370,9 @@ task_router *task_router_create(const route_stats *const *tasks, int n_tasks, co
     r->mean = malloc((size_t)C * D * sizeof *r->mean);
     r->half = malloc((size_t)C * sizeof *r->half);
     r->log_prior = malloc((size_t)C * sizeof *r->log_prior);
-    r->P = malloc((size_t)r->n_prec * DD * sizeof *r->P);
+    r->W = malloc((size_t)r->n_prec * DD * sizeof *r->W);
     double *pooled = calloc(DD, sizeof *pooled), *A = malloc(DD * sizeof *A), *logdet = calloc((size_t)r->n_prec, sizeof *logdet);
-    float *Pm = malloc((size_t)D * sizeof *Pm);
-    bool ok = r->cls_task && r->first && r->mean && r->half && r->log_prior && r->P && pooled && A && logdet && Pm;
+    bool ok = r->cls_task && r->first && r->mean && r->half && r->log_prior && r->W && pooled && A && logdet;
     if (!ok) clad_err_set(err, CLAD_ENOMEM, "routing: out of memory for %d tasks of %d features", n_tasks, D);
     /* The pooled within-class covariance; with pool < 1 each task's own is blended in (regularised
      * discriminant analysis): Sigma_t = pool Sigma_pooled + (1 - pool) Sigma_task, then shrunk. */
@@ -390,22 +386,23 @@ task_router *task_router_create(const route_stats *const *tasks, int n_tasks, co
             for (size_t e = 0; e < DD; e++)
                 A[e] = n_eff * (cfg->pool * pooled[e] / n_eff + (1 - cfg->pool) * (double)tasks[k]->scatter[e] / nt);
         }
-        if (!shrunk_precision(r->P + (size_t)k * DD, A, n_eff, D, cfg->shrink, &logdet[k])) {
+        if (!shrunk_whitening(r->W + (size_t)k * DD, A, n_eff, D, cfg->shrink, &logdet[k])) {
             clad_err_set(err, CLAD_EINVAL, "routing: a covariance is singular (raise the shrinkage)");
             ok = false;
         }
     }
     int ci = 0;
     for (int t = 0; ok && t < n_tasks; t++) {
-        const float *P = r->P + (size_t)(r->n_prec == 1 ? 0 : t) * DD;
+        const float *W = r->W + (size_t)(r->n_prec == 1 ? 0 : t) * DD;
         double log_prior = -log((double)n_tasks * route_stats_seen(tasks[t])) - 0.5 * logdet[r->n_prec == 1 ? 0 : t];
         r->first[t] = ci;
         for (int j = 0; j < tasks[t]->n_comp; j++) {
             const route_stats *ts = tasks[t];
             const float *mu = ts->mean + (size_t)j * D;
-            memcpy(r->mean + (size_t)ci * D, mu, (size_t)D * sizeof *mu);
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, D, D, 1.0f, P, D, mu, 1, 0.0f, Pm, 1);
-            r->half[ci] = -0.5 * (double)cblas_sdot(D, mu, 1, Pm, 1);
+            float *wm = r->mean + (size_t)ci * D;
+            memcpy(wm, mu, (size_t)D * sizeof *mu);
+            cblas_strmv(CblasRowMajor, CblasLower, CblasNoTrans, CblasNonUnit, D, W, D, wm, 1);
+            r->half[ci] = -0.5 * (double)cblas_sdot(D, wm, 1, wm, 1);
             /* The component's share of its class. */
             r->log_prior[ci] = log_prior + log((double)ts->comp_count[j] / (double)ts->count[ts->comp_class[j]]);
             r->cls_task[ci++] = t;
@@ -415,7 +412,6 @@ task_router *task_router_create(const route_stats *const *tasks, int n_tasks, co
     free(pooled);
     free(A);
     free(logdet);
-    free(Pm);
     if (!ok) {
         task_router_destroy(r);
         return NULL;
@@ -431,7 +427,7 @@ void task_router_destroy(task_router *r)
     free(r->mean);
     free(r->half);
     free(r->log_prior);
-    free(r->P);
+    free(r->W);
     free(r);
 }
 
@@ -453,13 +449,15 @@ void task_router_score(const task_router *r, const float *feat, int n, float *ta
 {
     int D = r->dim, C = r->n_classes, T = r->n_tasks;
     float *Y = scratch, *G = scratch + (size_t)n * D, *fpf = G + (size_t)n * C;
-    /* Per precision k: Y = F P_k, f^T P_k f, and mu_c^T P_k f for its classes (all classes when shared). */
+    /* Per covariance k: whitened inputs Y = F W_k^T, |W_k f|^2 = f^T P_k f, and (W_k mu_c).(W_k f) = mu_c^T P_k f
+     * for its classes (all classes when shared). */
     for (int k = 0; k < r->n_prec; k++) {
         int c0 = r->n_prec == 1 ? 0 : r->first[k], nc = r->n_prec == 1 ? C : r->first[k + 1] - c0;
-        cblas_ssymm(CblasRowMajor, CblasRight, CblasUpper, n, D, 1.0f, r->P + (size_t)k * D * D, D, feat, D, 0.0f, Y, D);
+        memcpy(Y, feat, (size_t)n * D * sizeof *Y);
+        cblas_strmm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, n, D, 1.0f, r->W + (size_t)k * D * D, D, Y, D);
         if (nc) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nc, D, 1.0f, Y, D, r->mean + (size_t)c0 * D, D, 0.0f,
                             G + c0, C);
-        for (int i = 0; i < n; i++) fpf[(size_t)i * r->n_prec + k] = cblas_sdot(D, feat + (size_t)i * D, 1, Y + (size_t)i * D, 1);
+        for (int i = 0; i < n; i++) fpf[(size_t)i * r->n_prec + k] = cblas_sdot(D, Y + (size_t)i * D, 1, Y + (size_t)i * D, 1);
     }
     for (int i = 0; i < n; i++) {
         const float *g = G + (size_t)i * C;

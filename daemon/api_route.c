@@ -417,7 +417,21 @@ static int add_candidate(route_call *c, const char *name, const char *base, bool
     return 0;
 }
 
-static int collect_candidates(route_call *c, const char *base, const char *list, clad_err *err)
+/* The last resolutions of candidate lists (base and ?tasks= -> task versions), valid while the store is
+ * unchanged (store_change_mark): a prediction then costs no query. Loop thread only. */
+#define CANDIDATE_CACHE 4
+typedef struct candidate_list {
+    char key[STORE_NAME_MAX + 8200];
+    int64_t mark;
+    int n;
+    char task[ROUTE_MAX_TASKS][STORE_NAME_MAX + 1];
+    int64_t version[ROUTE_MAX_TASKS];
+    json_t *skipped;
+    uint64_t used;
+} candidate_list;
+static candidate_list *candidate_cache[CANDIDATE_CACHE];
+
+static int resolve_candidates(route_call *c, const char *base, const char *list, clad_err *err)
 {
     int rc = 0;
     if (list) {
@@ -438,6 +452,51 @@ static int collect_candidates(route_call *c, const char *base, const char *list,
             if (!strcmp(tasks[i].base, base) && !strcmp(tasks[i].kind, "task"))
                 rc = add_candidate(c, tasks[i].name, base, false, err);
         store_tasks_free(tasks, n);
+    }
+    return rc;
+}
+
+static int collect_candidates(route_call *c, const char *base, const char *list, clad_err *err)
+{
+    static uint64_t clock;
+    char key[sizeof candidate_cache[0]->key];
+    snprintf(key, sizeof key, "%s|%s", base, list ? list : "*");
+    int64_t mark = store_change_mark(c->app->st);
+    candidate_list *hit = NULL;
+    for (int i = 0; i < CANDIDATE_CACHE; i++)
+        if (candidate_cache[i] && candidate_cache[i]->mark == mark && !strcmp(candidate_cache[i]->key, key))
+            hit = candidate_cache[i];
+    int rc = 0;
+    if (hit) {
+        hit->used = ++clock;
+        json_decref(c->skipped);
+        c->skipped = json_deep_copy(hit->skipped);
+        for (int t = 0; !rc && t < hit->n; t++) {
+            rc = registry_adapter_get(c->app->reg, c->app->st, hit->task[t], hit->version[t], &c->la[t], err);
+            if (!rc) c->n_tasks++;
+        }
+    } else if (!(rc = resolve_candidates(c, base, list, err)) && c->n_tasks) {
+        /* Remember this resolution in the least recently used slot. */
+        int slot = 0;
+        for (int i = 0; i < CANDIDATE_CACHE; i++) {
+            if (!candidate_cache[i]) {
+                slot = i;
+                break;
+            }
+            if (candidate_cache[i]->used < candidate_cache[slot]->used) slot = i;
+        }
+        candidate_list *e = candidate_cache[slot];
+        if (!e && !(e = candidate_cache[slot] = calloc(1, sizeof *e))) abort();
+        json_decref(e->skipped);
+        snprintf(e->key, sizeof e->key, "%s", key);
+        e->mark = mark;
+        e->n = c->n_tasks;
+        for (int t = 0; t < c->n_tasks; t++) {
+            snprintf(e->task[t], sizeof e->task[t], "%s", c->la[t]->task);
+            e->version[t] = c->la[t]->version;
+        }
+        e->skipped = json_deep_copy(c->skipped);
+        e->used = ++clock;
     }
     if (!rc && !c->n_tasks)
         rc = clad_err_set(err, CLAD_ECONFLICT, "base '%s' has no task with routing statistics to route to", base);
