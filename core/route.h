@@ -1,21 +1,24 @@
 /* Routing: which task an input belongs to, decided from statistics of the frozen base's features.
  *
- * While a task trains, route_stats_compute runs the frozen base once over the task's data and keeps, per
- * class, the number of samples and the mean of their pre-head features (model_ws_features), and the task's
+ * Features are the base's activations at every depth (model_ws_depth_features: every hidden layer of an
+ * MLP; each ViT block's token mean and the final class token), d of them. While a task trains,
+ * route_stats_compute runs the frozen base once over the task's data and keeps, per class, the number of
+ * samples and the mean feature (or the means of up to k k-means components of the class), and the task's
  * within-class scatter S = sum_c sum_{i in c} (f_i - mu_c)(f_i - mu_c)^T. These are sums over many samples:
- * no sample is kept, and classes with fewer than ROUTE_MIN_CLASS_SAMPLES samples are left out (their mean
- * would be too close to one sample's features). The size depends on the feature dimension d and the class
- * count K only: (K + K d + d (d + 1) / 2) floats.
+ * no sample is kept, and classes or components with fewer than ROUTE_MIN_CLASS_SAMPLES samples are left out
+ * (their mean would be too close to one sample's features). The size depends on d and the class and
+ * component counts only: (K + 2M + M d + d (d + 1) / 2) floats.
  *
- * A task_router over T tasks pools their scatters into one covariance shared by every class of every task (LDA),
- * shrinks it towards a scaled identity, Sigma_s = (1 - g) Sigma + g (tr Sigma / d) I, and inverts it (P).
- * An input's features f score each class c (of any task) by the linear discriminant
- *     g_c(f) = mu_c^T P f - mu_c^T P mu_c / 2 + log prior_c,   prior_c = 1 / (T K_t)
- * (tasks equally likely, and classes within a task), the class posterior is softmax(g) over the union of
+ * A router over T tasks pools their scatters into one covariance shared by every class of every task (LDA;
+ * route_config.pool < 1 blends in each task's own), shrinks it towards a scaled identity,
+ * Sigma_s = (1 - g) Sigma + g (tr Sigma / d) I, and keeps its whitening W (Sigma_s^-1 = W^T W, W lower
+ * triangular). An input's features f score each class c (of any task) by the Gaussian log-density
+ *     log p(f, c) = -|W f - W mu_c|^2 / 2 - log det(Sigma_s) / 2 + log prior_c,   prior_c = 1 / (T K_t)
+ * (tasks equally likely, and classes within a task); the class posterior is the softmax over the union of
  * classes, and a task's posterior is the sum over its classes: the routing confidence. The Mahalanobis
- * distance to the nearest class mean, sqrt(min_c (f - mu_c)^T P (f - mu_c) / d), is about 1 for inputs like
- * the training data and grows for inputs unlike every task (a threshold on it reports "no match").
- * Scoring costs one base forward plus O(d^2 + d C) per input. docs/METHODS.md ("Routing") has the why.
+ * distance to the nearest class mean, sqrt(min_c |W f - W mu_c|^2 / d), is about 1 for inputs like the
+ * training data and grows for inputs unlike every task (a threshold on it reports "no match").
+ * Scoring costs one base forward plus O(d^2 / 2 + d C) per input. docs/METHODS.md (section 6) has the why.
  */
 #ifndef CLAD_CORE_ROUTE_H
 #define CLAD_CORE_ROUTE_H
