@@ -102,8 +102,8 @@ static int read_true_tasks(route_call *c, int *true_task, int n, clad_err *err)
 
 /* Labels of the samples idx[0..k) of chunk x (rows of dim) with task t's adapter. In class mode the label
  * is restricted to the classes the task was trained on (those with routing statistics). */
-static int predict_group(const route_call *c, int t, const int *idx, int k, const float *x, int dim, int *labels,
-                         float *label_conf, bool restrict_seen, clad_err *err)
+static int predict_group(const route_call *c, model_ws *ws, int t, const int *idx, int k, const float *x, int dim,
+                         int *labels, float *label_conf, bool restrict_seen, clad_err *err)
 {
     const loaded_adapter *la = c->la[t];
     int K = la->a->n_classes;
@@ -114,7 +114,7 @@ static int predict_group(const route_call *c, int t, const int *idx, int k, cons
         return clad_err_set(err, CLAD_ENOMEM, "out of memory");
     }
     for (int i = 0; i < k; i++) memcpy(xs + (size_t)i * dim, x + (size_t)idx[i] * dim, (size_t)dim * sizeof *xs);
-    int rc = model_predict(la->base->m, la->a, xs, k, 64, p, NULL, err);
+    int rc = model_predict_ws(ws, la->base->m, la->a, xs, k, p, NULL, err);
     for (int i = 0; !rc && i < k; i++) {
         const float *pi = p + (size_t)i * K;
         int best = -1;
@@ -181,7 +181,14 @@ static int route_work(void *argp, clad_err *err)
         rc = clad_err_set(err, CLAD_ENOMEM, "out of memory for %d inputs", d.n);
         goto done;
     }
-    if (!(ws = model_ws_create_for(m, NULL, chunk, false, err))) {
+    /* One workspace for the base and every candidate adapter (lora or tied: those carry statistics). */
+    int max_rank = 1, max_classes = m->cfg.n_classes;
+    for (int t = 0; t < T; t++) {
+        const adapter *a = c->la[t]->a;
+        for (int li = 0; li < a->n_linear; li++) max_rank = a->rank[li] > max_rank ? a->rank[li] : max_rank;
+        max_classes = a->n_classes > max_classes ? a->n_classes : max_classes;
+    }
+    if (!(ws = model_ws_create(m, chunk, max_rank, max_classes, false, err))) {
         rc = err->code;
         goto done;
     }
@@ -209,7 +216,7 @@ static int route_work(void *argp, clad_err *err)
             for (int i = 0; i < n; i++)
                 if (c->task[s + i] == t) idx[k++] = i;
             if (!k) continue;
-            rc = predict_group(c, t, idx, k, x, dim, lab, lc, c->class_mode, err);
+            rc = predict_group(c, ws, t, idx, k, x, dim, lab, lc, c->class_mode, err);
             for (int i = 0; !rc && i < k; i++) {
                 c->label[s + idx[i]] = lab[i];
                 c->label_conf[s + idx[i]] = lc[i];
@@ -222,7 +229,7 @@ static int route_work(void *argp, clad_err *err)
             for (int i = 0; i < n; i++)
                 if (true_task[s + i] == t) idx[k++] = i;
             if (!k) continue;
-            rc = predict_group(c, t, idx, k, x, dim, lab, lc, false, err);
+            rc = predict_group(c, ws, t, idx, k, x, dim, lab, lc, false, err);
             for (int i = 0; !rc && i < k; i++) c->given_correct += lab[i] == d.y[s + idx[i]];
         }
         for (int i = 0; i < n; i++) {
