@@ -376,7 +376,9 @@ static void route_done(void *argp, int status, const clad_err *err)
         json_t *j = json_pack("{s:s,s:o,s:O,s:f}", "base", c->la[0]->base->name, "tasks", tasks_json(c), "skipped",
                               c->skipped, "threshold", c->threshold);
         if (c->evaluate) {
-            json_object_update(j, evaluation_json(c));
+            json_t *ev = evaluation_json(c);
+            json_object_update(j, ev);
+            json_decref(ev);
         } else {
             json_t *preds = json_array();
             for (int i = 0; i < c->n; i++) json_array_append_new(preds, prediction_json(c, i));

@@ -47,6 +47,7 @@ void registry_destroy(registry *r)
             loaded_adapter *la = r->adapters[i];
             if (!la || (pass == 0) != (la->n_deps > 0)) continue;
             adapter_destroy(la->a);
+            route_stats_finish(&la->route);
             free(la);
             r->adapters[i] = NULL;
         }
