@@ -77,7 +77,7 @@ static void usage_cl(FILE *f)
                "  --routing  keep routing statistics per task and report task-id accuracy and accuracy without\n"
                "             task ids beside the task-aware accuracy (\"routing\" in the JSON)\n"
                "  --joint    also train one adapter on every task's data at once (\"joint\": the upper reference)\n"
-               "  --route-shrink G, --route-pool P   the router's settings (core/route.h; defaults 0.05 and 1)\n"
+               "  --route-shrink G, --route-pool P   the router's settings (core/route.h; defaults 0.001 and 1)\n"
                "  --route-sweep  task-id accuracy over a grid of both settings (\"routing.sweep\")\n"
                "  --route-components K   sub-clusters per class in the routing statistics (default 1)\n"
                "  --seed N   override the stream's seed (its data order, shuffling and initialisation)\n"
