@@ -25,11 +25,13 @@
 #define ROUTE_CHUNK 256
 #define ROUTE_DEFAULT_THRESHOLD 3.0
 #define ROUTER_CACHE 8
+/* "task@version," for every candidate: a name, '@', at most 19 digits and ','. */
+#define ROUTE_KEY_MAX (ROUTE_MAX_TASKS * (STORE_NAME_MAX + 22) + 1)
 
 /* Routers by the exact set of versions they were built from (versions are immutable, so a key never goes
  * stale; a rollback simply asks for another key). Loop thread only. */
 typedef struct cached_router {
-    char key[ROUTE_MAX_TASKS * 24];
+    char key[ROUTE_KEY_MAX];
     task_router *r;
     int refs;
     uint64_t used;
@@ -45,7 +47,7 @@ typedef struct route_call {
     double threshold;
     int n_tasks;
     loaded_adapter *la[ROUTE_MAX_TASKS];
-    char key[ROUTE_MAX_TASKS * 24];
+    char key[ROUTE_KEY_MAX];
     cached_router *cr;          /* a cached router, referenced; else the worker builds `built` */
     task_router *built;
     json_t *skipped;
