@@ -90,15 +90,21 @@ TEST(routing_separated_tasks_route_near_perfectly)
         CHECK_NEAR(rs[t].count[0], 1500.0f, 0.0f);
     }
     const route_stats *ptr[3] = {&rs[0], &rs[1], &rs[2]};
-    task_router *r = task_router_create(ptr, 3, NULL, NULL);
-    CHECK(r != NULL);
-    for (int t = 0; t < 3; t++) {
-        double conf;
-        double acc = routed_to(r, m, &te[t], 3, t, &conf);
-        CHECK_MSG(acc >= 0.98, "task %d routed correctly for %.3f of its inputs", t, acc);
-        CHECK_MSG(conf >= 0.95, "task %d mean confidence %.3f", t, conf);
+    /* The shared covariance (default) and half per-task covariances both separate them. */
+    for (int k = 0; k < 2; k++) {
+        route_config cfg;
+        route_config_default(&cfg);
+        if (k) cfg.pool = 0.5;
+        task_router *r = task_router_create(ptr, 3, &cfg, NULL);
+        CHECK(r != NULL);
+        for (int t = 0; t < 3; t++) {
+            double conf;
+            double acc = routed_to(r, m, &te[t], 3, t, &conf);
+            CHECK_MSG(acc >= 0.98, "pool %g: task %d routed correctly for %.3f of its inputs", cfg.pool, t, acc);
+            CHECK_MSG(conf >= 0.95, "pool %g: task %d mean confidence %.3f", cfg.pool, t, conf);
+        }
+        task_router_destroy(r);
     }
-    task_router_destroy(r);
     for (int t = 0; t < 3; t++) {
         route_stats_finish(&rs[t]);
         dataset_finish(&tr[t]);
@@ -242,5 +248,43 @@ TEST(routing_router_refuses_bad_sets)
     dataset_finish(&d);
     route_stats_finish(&a);
     route_stats_finish(&b);
+    model_destroy(m);
+}
+
+/* Task A's only class has two far-apart modes (+c and -c); task B's class sits between them, where A's
+ * single mean lies. One mean per class cannot tell B's inputs from A's; two components per class can. */
+TEST(routing_components_separate_a_bimodal_class)
+{
+    model *m = identity_base();
+    dataset a, b, tb;
+    CHECK_INT_EQ(dataset_init(&a, 2000, 1, (int[]){DIM}, NULL), 0);
+    CHECK_INT_EQ(dataset_init(&b, 2000, 1, (int[]){DIM}, NULL), 0);
+    CHECK_INT_EQ(dataset_init(&tb, 400, 1, (int[]){DIM}, NULL), 0);
+    rng r;
+    rng_init(&r, 3);
+    for (int i = 0; i < 2000 * DIM; i++) {
+        a.x[i] = rng_normal(&r) + ((i / DIM) % 2 ? 8.0f : -8.0f) * (i % DIM == 0);
+        b.x[i] = rng_normal(&r);
+    }
+    for (int i = 0; i < 400 * DIM; i++) tb.x[i] = rng_normal(&r);
+    a.n_classes = b.n_classes = tb.n_classes = 1;
+    double acc[2];
+    for (int k = 0; k < 2; k++) {
+        route_stats sa, sb;
+        CHECK_INT_EQ(route_stats_compute(&sa, m, &a, 1, k ? 2 : 1, NULL), 0);
+        CHECK_INT_EQ(route_stats_compute(&sb, m, &b, 1, k ? 2 : 1, NULL), 0);
+        if (k) CHECK_INT_EQ(sa.n_comp, 2);
+        const route_stats *ptr[2] = {&sa, &sb};
+        task_router *rt = task_router_create(ptr, 2, NULL, NULL);
+        acc[k] = routed_to(rt, m, &tb, 2, 1, NULL);
+        task_router_destroy(rt);
+        route_stats_finish(&sa);
+        route_stats_finish(&sb);
+    }
+    CHECK_MSG(acc[0] < 0.8, "one component per class routed %.3f of B's inputs right", acc[0]);
+    CHECK_MSG(acc[1] > 0.95, "two components per class routed %.3f of B's inputs right", acc[1]);
+    dataset_finish(&a);
+    dataset_finish(&b);
+    dataset_finish(&tb);
     model_destroy(m);
 }
