@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "io/model_io.h"
+#include "io/signature_io.h"
 
 static int64_t wall_ms(void)
 {
@@ -48,6 +49,7 @@ static void adapter_entry_free(registry *r, loaded_adapter *la)
 {
     r->adapter_bytes -= la->bytes;
     adapter_destroy(la->a);
+    route_stats_finish(&la->route);
     for (int i = 0; i < la->n_deps; i++) la->deps[i]->refs--;
     la->base->cache_refs--;
     la->base->refs--;
@@ -64,6 +66,7 @@ void registry_destroy(registry *r)
             loaded_adapter *la = r->adapters[i];
             if (!la || (pass == 0) != (la->n_deps > 0)) continue;
             adapter_destroy(la->a);
+            route_stats_finish(&la->route);
             free(la);
             r->adapters[i] = NULL;
         }
@@ -282,6 +285,9 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
     la->base = b;
     b->cache_refs++;
     la->bytes = a->params.total * sizeof(float) + sizeof *a;
+    /* Versions trained before routing existed, and fusions, carry no statistics: they are not routed to. */
+    if (route_stats_from_blob(&la->route, b->m, v->adapter, v->adapter_size, NULL) == 0)
+        la->bytes += route_stats_bytes(&la->route);
     la->refs = 1;
     la->last_used = ++r->clock;
     la->last_used_ms = wall_ms();

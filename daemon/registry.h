@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "core/model.h"
+#include "core/route.h"
 #include "storage/store.h"
 
 typedef struct loaded_base {
@@ -49,6 +50,7 @@ typedef struct loaded_adapter {
     struct loaded_adapter *deps[FUSION_MAX_SOURCES]; /* a fusion version's sources, referenced while loaded */
     int n_deps;
     bool forgotten;     /* deleted from the store: never handed out again, freed at its last release */
+    route_stats route;  /* the version's routing statistics; route.dim == 0: it has none */
 } loaded_adapter;
 
 typedef struct registry registry;
