@@ -338,3 +338,36 @@ TEST_TIMEOUT(routing_api_bad_requests_get_clear_errors, 120)
     CHECK(routed_share(&f, "base=mlp", "r0-test.safetensors", "a", 1) >= 0.95);
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
 }
+
+/* DELETE /v1/tasks/{name} takes a task out of routing at once, even with the candidates and the router of
+ * the earlier set cached; deleting the last task leaves a base with nothing to route to. */
+TEST_TIMEOUT(routing_api_deleted_task_leaves_routing, 150)
+{
+    fixture f;
+    fixture_start(&f);
+    import_base(&f);
+    train(&f, "a", "r0.safetensors");
+    train(&f, "b", "r1.safetensors");
+    CHECK(routed_share(&f, "base=mlp", "r0-test.safetensors", "a", 1) >= 0.95);
+    char *body = NULL;
+    CHECK_INT_EQ(curl_req(&f.d, "DELETE", "/v1/tasks/a", NULL, &body, NULL), 200);
+    free(body);
+    /* a's inputs now match b poorly or nothing: never a, and a is no candidate. */
+    CHECK(routed_share(&f, "base=mlp", "r0-test.safetensors", "a", 0) == 0.0);
+    CHECK_INT_EQ(post(&f, "/v1/predict?base=mlp", "r1-test.safetensors", &body), 200);
+    json_t *r = json_or_fail(body), *t;
+    size_t i;
+    CHECK_INT_EQ(json_array_size(json_object_get(r, "tasks")), 1);
+    json_array_foreach(json_object_get(r, "tasks"), i, t) CHECK_STR_EQ(json_string_value(json_object_get(t, "task")), "b");
+    json_decref(r);
+    free(body);
+    CHECK_INT_EQ(post(&f, "/v1/predict?base=mlp&tasks=a,b", "r0-test.safetensors", &body), 404);
+    CHECK_STR_EQ(error_code_of(body), "not_found");
+    free(body);
+    CHECK_INT_EQ(curl_req(&f.d, "DELETE", "/v1/tasks/b", NULL, &body, NULL), 200);
+    free(body);
+    CHECK_INT_EQ(post(&f, "/v1/predict?base=mlp", "r1-test.safetensors", &body), 409);
+    CHECK(strstr(body, "no task") != NULL);
+    free(body);
+    CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
+}
