@@ -728,8 +728,9 @@ const cli_command cli_task_commands[] = {
      "task, label, confidence (\"ambiguous\" when two tasks are close; \"no_match\" past the threshold).\n"
      "  --base B            the base whose tasks to route to (default: the only base)\n"
      "  --tasks a,b,c       route only among these tasks (default: every task with routing statistics)\n"
-     "  --mode M            task (default) or class (joint task and class over the top-k tasks)\n"
-     "  --top-k N           class mode: tasks whose adapters run per input\n"
+     "  --mode M            task (default: the task's own labels) or class (one label over the union of\n"
+     "                      the candidates' classes)\n"
+     "  --top-k N           also list the N best tasks with their scores (with --json)\n"
      "  --threshold X       distance past which an input is no_match\n",
      cmd_predict},
     {"eval", "TASK[@VERSION|@ALIAS] FILE | --any FILE", "accuracy and loss on labelled data",
