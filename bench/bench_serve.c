@@ -65,23 +65,38 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* n sequential batch-1 predictions; p50 and p99 in ms. */
-static int latency(const serve_ctx *c, int n, double *p50, double *p99)
+/* n sequential batch-1 predictions on each of n_paths paths, interleaved (so load that drifts during the
+ * run affects every path alike); p50[k] and p99[k] in ms for path k. */
+static int latency_paths(const serve_ctx *c, const char *const *paths, int n_paths, int n, double *p50, double *p99)
 {
-    double *t = malloc(sizeof *t * (size_t)n);
-    for (int i = 0; i < n; i++) {
-        double t0 = bench_now();
-        if (call(c, "POST", "/v1/tasks/t0/predict?probs=0", "application/json", c->predict_body, c->predict_len, NULL) != 200) {
-            free(t);
-            return -1;
+    double *t = malloc(sizeof *t * (size_t)n * (size_t)n_paths);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < n_paths; k++) {
+            double t0 = bench_now();
+            if (call(c, "POST", paths[k], "application/json", c->predict_body, c->predict_len, NULL) != 200) {
+                free(t);
+                return -1;
+            }
+            t[(size_t)k * n + i] = (bench_now() - t0) * 1e3;
         }
-        t[i] = (bench_now() - t0) * 1e3;
+    for (int k = 0; k < n_paths; k++) {
+        double *tk = t + (size_t)k * n;
+        qsort(tk, (size_t)n, sizeof *tk, cmp_double);
+        p50[k] = tk[n / 2];
+        p99[k] = tk[(int)(n * 0.99)];
     }
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    *p50 = t[n / 2];
-    *p99 = t[(int)(n * 0.99)];
     free(t);
     return 0;
+}
+
+static int latency_of(const serve_ctx *c, const char *path, int n, double *p50, double *p99)
+{
+    return latency_paths(c, &path, 1, n, p50, p99);
+}
+
+static int latency(const serve_ctx *c, int n, double *p50, double *p99)
+{
+    return latency_of(c, "/v1/tasks/t0/predict?probs=0", n, p50, p99);
 }
 
 /* 32 client processes predicting for `seconds`; requests per second over all of them. */
@@ -155,23 +170,25 @@ static double time_to_first_step(serve_ctx *c, const char *file, uint64_t *job_i
 int bench_serve_main(int argc, char **argv)
 {
     bool json = false, quick = false;
+    const char *preset = "vit-tiny";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = true;
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--model") && i + 1 < argc) preset = argv[++i];
         else {
-            fprintf(stderr, "usage: clad-bench serve [--quick] [--json]\n");
+            fprintf(stderr, "usage: clad-bench serve [--quick] [--json] [--model vit-tiny|mlp]\n");
             return 2;
         }
     }
     serve_ctx c = {0};
     if (bench_daemon_start(&c.d, "serve", NULL)) return die("cladd did not start");
-    /* A vit-tiny base (random weights: latency does not depend on their values). */
+    /* A base of the chosen preset (random weights: latency does not depend on their values). */
     char base[PATH_MAX + 32], data[PATH_MAX + 32], data2[PATH_MAX + 32];
     snprintf(base, sizeof base, "%s/base.safetensors", c.d.dir);
     snprintf(data, sizeof data, "%s/task.safetensors", c.d.dir);
     snprintf(data2, sizeof data2, "%s/task2.safetensors", c.d.dir);
     model_config cfg;
-    model_config_preset(&cfg, "vit-tiny", NULL);
+    if (model_config_preset(&cfg, preset, NULL)) return die("--model takes a preset name (vit-tiny, mlp)");
     model *m = model_create(&cfg, NULL);
     model_init_random(m, 1);
     if (model_save(m, base, NULL)) return die("cannot write the base");
@@ -183,7 +200,7 @@ int bench_serve_main(int argc, char **argv)
     char *bbuf = NULL;
     size_t blen = 0;
     bench_read_file(base, &bbuf, &blen);
-    int st = call(&c, "POST", "/v1/bases/vit", "application/octet-stream", bbuf, blen, NULL);
+    int st = call(&c, "POST", "/v1/bases/base", "application/octet-stream", bbuf, blen, NULL);
     free(bbuf);
     if (st != 201) return die("base import failed");
     int adapters = quick ? 2 : 4;
@@ -207,8 +224,14 @@ int bench_serve_main(int argc, char **argv)
     long after_kb = bench_daemon_rss_kb(&c.d);
 
     int reps = quick ? 100 : 500;
-    double p50_idle, p99_idle, p50_busy, p99_busy;
-    if (latency(&c, reps, &p50_idle, &p99_idle)) return die("predictions failed");
+    double p50_idle, p99_idle, p50_busy, p99_busy, p50_routed, p99_routed;
+    /* With and without a task id, interleaved. Routed over every task (the router is built by the first call
+     * and cached); the threshold is lifted so that every input reaches an adapter, as an in-distribution
+     * input would (the constant input here matches no task). */
+    const char *paths[2] = {"/v1/tasks/t0/predict?probs=0", "/v1/predict?base=base&threshold=1e30"};
+    double p50s[2], p99s[2];
+    if (latency_paths(&c, paths, 2, reps, p50s, p99s)) return die("predictions failed");
+    p50_idle = p50s[0], p99_idle = p99s[0], p50_routed = p50s[1], p99_routed = p99s[1];
     double rps = throughput(&c, 32, quick ? 1.0 : 3.0);
     uint64_t job = 0;
     double first_step = time_to_first_step(&c, data2, &job);
@@ -220,11 +243,12 @@ int bench_serve_main(int argc, char **argv)
     bench_daemon_stop(&c.d);
     free(pb);
 
-    printf("{\"model\": \"vit-tiny\", \"predict_batch1_ms\": {\"idle\": {\"p50\": %.3f, \"p99\": %.3f}, "
+    printf("{\"model\": \"%s\", \"predict_batch1_ms\": {\"idle\": {\"p50\": %.3f, \"p99\": %.3f}, "
+           "\"routed\": {\"p50\": %.3f, \"p99\": %.3f, \"tasks\": %d, \"p50_ratio\": %.3f}, "
            "\"training\": {\"p50\": %.3f, \"p99\": %.3f}}, \"requests_per_s_32_clients\": {\"idle\": %.0f, "
            "\"training\": %.0f}, \"submit_to_first_step_s\": %.3f, \"idle_rss_mb\": %.1f, "
            "\"rss_per_loaded_adapter_mb\": %.2f, \"adapters_loaded\": %d}\n",
-           p50_idle, p99_idle, p50_busy, p99_busy, rps, rps_busy, first_step, idle_kb / 1024.0,
+           preset, p50_idle, p99_idle, p50_routed, p99_routed, adapters, p50_routed / p50_idle, p50_busy, p99_busy, rps, rps_busy, first_step, idle_kb / 1024.0,
            (after_kb - before_kb) / 1024.0 / adapters, adapters);
     (void)json;
     bench_daemon_remove(&c.d);

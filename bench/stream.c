@@ -78,8 +78,9 @@ static int get_num(const json_t *obj, const char *key, double lo, double hi, dou
 static int parse_source(const char *name, stream_source *out, const char *where, clad_err *err)
 {
     if (name && !strcmp(name, "fmnist")) *out = STREAM_FMNIST;
+    else if (name && !strcmp(name, "mnist")) *out = STREAM_MNIST;
     else if (name && !strcmp(name, "synthetic")) *out = STREAM_SYNTHETIC;
-    else return clad_err_set(err, CLAD_EINVAL, "stream: %s: 'data' must be \"fmnist\" or \"synthetic\"", where);
+    else return clad_err_set(err, CLAD_EINVAL, "stream: %s: 'data' must be \"fmnist\", \"mnist\" or \"synthetic\"", where);
     return 0;
 }
 
@@ -209,8 +210,8 @@ static int parse_base(stream *s, const json_t *b, clad_err *err)
     s->pretrain_samples = 0;
     if (parse_source(json_string_value(json_object_get(p, "data")), &s->pretrain_data, "base.pretrain", err))
         return CLAD_EINVAL;
-    if (s->pretrain_data != STREAM_FMNIST)
-        return clad_err_set(err, CLAD_EINVAL, "stream: base.pretrain: only \"fmnist\" data can pretrain a base");
+    if (s->pretrain_data == STREAM_SYNTHETIC)
+        return clad_err_set(err, CLAD_EINVAL, "stream: base.pretrain: only \"fmnist\" or \"mnist\" data can pretrain a base");
     if ((rc = get_int(p, "epochs", 1, 1000, &s->pretrain_epochs, false, "base.pretrain", err))) return rc;
     if ((rc = get_int(p, "samples", 16, DATASET_MAX_SAMPLES, &s->pretrain_samples, false, "base.pretrain", err)))
         return rc;
@@ -347,6 +348,9 @@ void stream_sources_finish(stream_sources *src)
     dataset_finish(&src->fmnist_train);
     dataset_finish(&src->fmnist_test);
     src->fmnist_loaded = false;
+    dataset_finish(&src->mnist_train);
+    dataset_finish(&src->mnist_test);
+    src->mnist_loaded = false;
 }
 
 static int load_fmnist(stream_sources *src, clad_err *err)
@@ -363,6 +367,34 @@ static int load_fmnist(stream_sources *src, clad_err *err)
     }
     src->fmnist_loaded = true;
     return 0;
+}
+
+static int load_mnist(stream_sources *src, clad_err *err)
+{
+    if (src->mnist_loaded) return 0;
+    const char *dir = getenv("CLAD_MNIST_DIR");
+    if (!dir) dir = STREAM_MNIST_DEFAULT_DIR;
+    /* Same file names and format as Fashion-MNIST. */
+    int rc = dataset_load_fmnist(&src->mnist_train, dir, true, err);
+    if (!rc) rc = dataset_load_fmnist(&src->mnist_test, dir, false, err);
+    if (rc) {
+        clad_err_prefix(err, "MNIST (run `make bench-data` or set CLAD_MNIST_DIR; looked in %s): ", dir);
+        stream_sources_finish(src);
+        return rc;
+    }
+    src->mnist_loaded = true;
+    return 0;
+}
+
+/* The train or test split of an image source, loaded on first use. */
+static const dataset *image_source(stream_sources *src, stream_source which, bool train, clad_err *err)
+{
+    if (which == STREAM_MNIST) {
+        if (load_mnist(src, err)) return NULL;
+        return train ? &src->mnist_train : &src->mnist_test;
+    }
+    if (load_fmnist(src, err)) return NULL;
+    return train ? &src->fmnist_train : &src->fmnist_test;
 }
 
 /* A 64-bit mix of a few integers, for seeds derived from the stream seed. */
@@ -458,7 +490,8 @@ model *stream_base_create(const stream *s, stream_sources *src, const char *cach
         json_t *cj = model_config_to_json(&s->base_cfg);
         char *ctext = json_dumps(cj, JSON_COMPACT | JSON_SORT_KEYS);
         char desc[1024];
-        snprintf(desc, sizeof desc, "%s|fmnist|%d|%d|%llu|%g|%d", ctext ? ctext : "", s->pretrain_epochs, samples,
+        snprintf(desc, sizeof desc, "%s|%s|%d|%d|%llu|%g|%d", ctext ? ctext : "",
+                 s->pretrain_data == STREAM_MNIST ? "mnist" : "fmnist", s->pretrain_epochs, samples,
                  (unsigned long long)s->pretrain_seed, (double)s->lr, s->batch);
         free(ctext);
         json_decref(cj);
@@ -483,10 +516,11 @@ model *stream_base_create(const stream *s, stream_sources *src, const char *cach
         return m;
     }
     model_init_random(m, s->pretrain_seed);
-    if (load_fmnist(src, err)) goto fail;
+    const dataset *pre = image_source(src, s->pretrain_data, true, err);
+    if (!pre) goto fail;
     dataset sub = {0};
-    int n = samples < src->fmnist_train.n ? samples : src->fmnist_train.n;
-    if (dataset_sample(&sub, &src->fmnist_train, n, mix(s->pretrain_seed, 0xba5e, 0), err)) goto fail;
+    int n = samples < pre->n ? samples : pre->n;
+    if (dataset_sample(&sub, pre, n, mix(s->pretrain_seed, 0xba5e, 0), err)) goto fail;
     train_config tc;
     train_config_default(&tc);
     tc.epochs = s->pretrain_epochs;
@@ -539,12 +573,12 @@ static int surviving_indices(int **out, int *n_out, const dataset *src, const st
     return rc;
 }
 
-static int fmnist_task(dataset *out, const stream *s, int ti, bool train, stream_sources *src, clad_err *err)
+static int image_task(dataset *out, const stream *s, int ti, bool train, stream_sources *src, clad_err *err)
 {
     const stream_task *t = &s->tasks[ti];
-    int rc = load_fmnist(src, err);
-    if (rc) return rc;
-    const dataset *full = train ? &src->fmnist_train : &src->fmnist_test;
+    const dataset *full = image_source(src, t->data, train, err);
+    if (!full) return err ? err->code : CLAD_EIO;
+    int rc;
     int want = train ? s->train_per_task : s->test_per_task;
     int *idx = NULL, n = 0;
     if ((rc = surviving_indices(&idx, &n, full, t, err))) return rc;
@@ -656,8 +690,8 @@ int stream_task_data(dataset *out, const stream *s, int ti, bool train, const mo
 {
     memset(out, 0, sizeof *out);
     if (ti < 0 || ti >= s->n_tasks) return clad_err_set(err, CLAD_EINVAL, "stream: no task %d", ti);
-    int rc = s->tasks[ti].data == STREAM_FMNIST ? fmnist_task(out, s, ti, train, src, err)
-                                                : synthetic_task(out, s, ti, train, base, err);
+    int rc = s->tasks[ti].data != STREAM_SYNTHETIC ? image_task(out, s, ti, train, src, err)
+                                                   : synthetic_task(out, s, ti, train, base, err);
     if (rc) clad_err_prefix(err, "task '%s': ", s->tasks[ti].name);
     return rc;
 }

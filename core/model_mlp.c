@@ -105,3 +105,19 @@ void mlp_backward(model_ws *ws, const model *m, const adapter *a, const float *x
         lin_backward(dx, dnext, in, ws->mlp_xa[i], ws, m, a, i, N, base_grad, adapter_grad);
     }
 }
+
+void mlp_depth_features(const model_ws *ws, float *out, int D)
+{
+    const model_config *c = &ws->m->cfg;
+    for (int n = 0; n < ws->last_n; n++) {
+        float *o = out + (size_t)n * D;
+        if (!c->n_hidden) {
+            memcpy(o, ws->mlp_input + (size_t)n * c->input_dim, (size_t)c->input_dim * sizeof *o);
+            continue;
+        }
+        for (int i = 0; i < c->n_hidden; i++) {
+            memcpy(o, ws->mlp_post[i] + (size_t)n * c->hidden[i], (size_t)c->hidden[i] * sizeof *o);
+            o += c->hidden[i];
+        }
+    }
+}

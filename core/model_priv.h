@@ -131,5 +131,8 @@ void vit_forward(model_ws *ws, const model *m, const adapter *a, const float *x,
 void mlp_backward(model_ws *ws, const model *m, const adapter *a, const float *x, float *base_grad,
                   float *adapter_grad);
 void vit_backward(model_ws *ws, const model *m, const adapter *a, float *base_grad, float *adapter_grad);
+/* Routing's depth features of the last forward's samples into out (N, D), D = model_depth_features_dim. */
+void mlp_depth_features(const model_ws *ws, float *out, int D);
+void vit_depth_features(const model_ws *ws, float *out, int D);
 
 #endif

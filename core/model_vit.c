@@ -152,3 +152,21 @@ void vit_backward(model_ws *ws, const model *m, const adapter *a, float *base_gr
                     C);
     lin_backward(NULL, demb, ws->patches, ws->emb_xa, ws, m, a, 0, N * P, base_grad, adapter_grad);
 }
+
+void vit_depth_features(const model_ws *ws, float *out, int D)
+{
+    const model *m = ws->m;
+    int T = m->seq_len, C = m->cfg.dim;
+    for (int n = 0; n < ws->last_n; n++) {
+        float *o = out + (size_t)n * D;
+        for (int l = 0; l < m->cfg.depth; l++, o += C) {
+            const float *res = ws->blocks[l].res2 + (size_t)n * T * C;
+            for (int k = 0; k < C; k++) {
+                double acc = 0;
+                for (int t = 0; t < T; t++) acc += (double)res[(size_t)t * C + k];
+                o[k] = (float)(acc / T);
+            }
+        }
+        memcpy(o, ws->lnf + (size_t)n * C, (size_t)C * sizeof *o);
+    }
+}

@@ -1,5 +1,6 @@
 /* Model workspaces: the layout of every activation and scratch buffer in one allocation, sized for a batch,
  * a rank, a class count and (fusion) a number of sources; see model.h and model_priv.h. */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -214,6 +215,23 @@ const model *model_ws_model(const model_ws *ws) { return ws->m; }
 
 const float *model_ws_probs(const model_ws *ws) { return ws->probs; }
 const float *model_ws_logits(const model_ws *ws) { return ws->logits; }
+
+int model_depth_features_dim(const model *m)
+{
+    const model_config *c = &m->cfg;
+    if (c->kind == MODEL_VIT) return (c->depth + 1) * c->dim;
+    int d = 0;
+    for (int i = 0; i < c->n_hidden; i++) d += c->hidden[i];
+    return c->n_hidden ? d : c->input_dim;
+}
+
+void model_ws_depth_features(const model_ws *ws, float *out)
+{
+    assert(!ws->last_fusion);
+    int D = model_depth_features_dim(ws->m);
+    if (ws->m->cfg.kind == MODEL_VIT) vit_depth_features(ws, out, D);
+    else mlp_depth_features(ws, out, D);
+}
 
 const float *model_ws_fusion_weights(const model_ws *ws, int site, int *rows)
 {

@@ -72,6 +72,7 @@ extern const route api_bases_routes[];  /* /v1/bases... */
 extern const route api_tasks_routes[];  /* /v1/tasks... (registry reads, rollback, aliases) */
 extern const route api_train_routes[];  /* POST /v1/tasks/{name}/train */
 extern const route api_serve_routes[];
+extern const route api_route_routes[];
 extern const route api_merge_routes[];  /* POST /v1/merges/{name} */  /* predict and evaluate */
 extern const route api_lifecycle_routes[]; /* promote; delete aliases, tasks, bases */
 extern const route api_report_routes[];    /* matrix, report, loaded models */

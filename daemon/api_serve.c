@@ -25,10 +25,6 @@
 #include "daemon/registry_load.h"
 #include "io/merge_io.h"
 
-#define SERVE_MAX_SAMPLES 1000000
-/* {"inputs": ...} bodies: parsed on a pool thread, but a parsed JSON number takes about ten times its
- * text, so the text is bounded before parsing (docs/API.md, Limits). */
-#define SERVE_JSON_MAX (64u << 20)
 
 typedef struct serve_call {
     http_req *req;
@@ -50,48 +46,6 @@ typedef struct serve_call {
     bool gone;
     bool cache_hit;         /* the adapter was already loaded */
 } serve_call;
-
-/* Reads {"inputs": [[...], ...]} into a dataset without labels. */
-static int json_inputs(dataset *d, const char *body, size_t len, int dim, clad_err *err)
-{
-    json_error_t je;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
-    if (!root) return clad_err_set(err, CLAD_EINVAL, "malformed JSON: %s (line %d column %d)", je.text, je.line, je.column);
-    json_t *in = json_object_get(root, "inputs");
-    int rc = 0;
-    if (!json_is_array(in) || !json_array_size(in) || json_array_size(in) > SERVE_MAX_SAMPLES) {
-        rc = clad_err_set(err, CLAD_EINVAL, "'inputs' must be an array of 1 to %d rows", SERVE_MAX_SAMPLES);
-        goto done;
-    }
-    int n = (int)json_array_size(in);
-    if ((rc = dataset_init(d, n, 1, (int[]){dim}, err))) goto done;
-    for (int i = 0; i < n; i++) {
-        json_t *row = json_array_get(in, (size_t)i);
-        if (!json_is_array(row) || (int)json_array_size(row) != dim) {
-            rc = clad_err_set(err, CLAD_EINVAL, "input %d must be an array of %d numbers", i, dim);
-            goto done;
-        }
-        for (int k = 0; k < dim; k++) {
-            json_t *v = json_array_get(row, (size_t)k);
-            if (!json_is_number(v)) {
-                rc = clad_err_set(err, CLAD_EINVAL, "input %d value %d is not a number", i, k);
-                goto done;
-            }
-            d->x[(size_t)i * dim + k] = (float)json_number_value(v);
-        }
-    }
-done:
-    json_decref(root);
-    return rc;
-}
-
-/* A JSON body: declared so, or undeclared and starting with '{'. */
-static bool body_is_json(const http_req *req)
-{
-    char mt[64];
-    http_req_media_type(req, mt, sizeof mt);
-    return !strcmp(mt, "application/json") || (!mt[0] && req->body_len && req->body[0] == '{');
-}
 
 /* serve_work's first step for a merge source: reads the merged version with the worker's own store
  * reader and builds the source's adapter into la. */
@@ -117,17 +71,8 @@ static int serve_work(void *argp, clad_err *err)
     if (rc) return rc;
     const model *m = c->m;
     const adapter *a = c->a;
-    int dim = model_config_input_dim(&m->cfg);
-    bool json = body_is_json(c->req);
-    if (json && !c->evaluate) rc = json_inputs(&d, c->req->body, c->req->body_len, dim, err);
-    else if (c->evaluate) rc = body_to_dataset(&d, c->req->body, c->req->body_len, false, err);
-    else rc = body_to_inputs(&d, c->req->body, c->req->body_len, dim, err);
+    rc = request_inputs(&d, c->req, c->evaluate, &m->cfg, err);
     if (rc) goto done;
-    if (d.n > SERVE_MAX_SAMPLES) {
-        rc = clad_err_set(err, CLAD_ETOOLARGE, "%d samples in one request (limit %d)", d.n, SERVE_MAX_SAMPLES);
-        goto done;
-    }
-    if ((rc = inputs_check(&d, &m->cfg, err))) goto done;
     /* Only evaluations are recorded, with the hash of their data; predictions skip the hashing. */
     if (c->evaluate) sha256_hex(c->req->body, c->req->body_len, c->data_sha);
     c->n = d.n;
@@ -258,12 +203,11 @@ static void serve(http_req *req, bool evaluate)
 {
     cladd *app = req->app;
     const char *task = http_req_param(req, "name");
-    if (!evaluate && req->body_len > SERVE_JSON_MAX && body_is_json(req)) {
-        http_reply_error(req, CLAD_ETOOLARGE, "a JSON body of %zu bytes is larger than the limit of %u for inputs; "
-                         "send a dataset file (safetensors, IDX, CSV) instead", req->body_len, SERVE_JSON_MAX);
+    clad_err err = {0};
+    if (request_json_size_check(req, evaluate, &err)) {
+        http_reply_err(req, &err);
         return;
     }
-    clad_err err = {0};
     int64_t version = 0;
     bool probs = true;
     /* Probabilities are on unless ?probs=0 (an absent flag reads as false). */

@@ -239,6 +239,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     cl_plan plan = {0};
     adapter *ad = NULL;
     signature sig = {0};
+    route_stats rs = {0};
     int rc = body_to_dataset(&all, a->body, a->body_len, false, err);
     free(a->body); /* nothing per sample outlives the job */
     a->body = NULL;
@@ -333,6 +334,11 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     if (ho.n && (rc = job_evaluate(j, m, ad, &ho, &ev_ho, err))) goto done;
     int n_holdout = ho.n;
     record_promotion(a, m, &ho, ev_ho.accuracy);
+    /* Routing statistics of the frozen base's features (core/route.h): aggregates, taken before the data
+     * goes. A task too small for them is stored without and left out of routing. */
+    clad_err rerr = {0};
+    if (route_stats_compute(&rs, m, &tr, a->n_classes, ROUTE_COMPONENTS, &rerr))
+        log_warning("task '%s' gets no routing statistics: %s", a->task, rerr.msg);
     dataset_finish(&tr);
     dataset_finish(&ho);
     a->metrics = json_pack("{s:f,s:f,s:o,s:o,s:i,s:I,s:f}", "train_accuracy", (double)ev_tr.accuracy, "train_loss",
@@ -352,14 +358,16 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     } else if ((rc = cl_signature_compute(&sig, m, ad, &plan, &a->cl, err))) {
         goto done;
     }
+    if (rs.dim) json_object_set_new(a->metrics, "routing_bytes", json_integer((json_int_t)route_stats_bytes(&rs)));
     if ((rc = job_check_stop(j, "computing the signature", err)) ||
-        (rc = adapter_blob_build(ad, m, &sig, &a->blob, &a->blob_len, err)))
+        (rc = adapter_blob_build_routed(ad, m, &sig, rs.dim ? &rs : NULL, &a->blob, &a->blob_len, err)))
         goto done;
     a->wall = uv_hrtime() * 1e-9 - t0;
     *result = json_pack("{s:s,s:O,s:O}", "task", a->task, "ranks", json_object_get(json_object_get(a->lineage, "plan"), "ranks"),
                         "metrics", a->metrics);
 done:
     signature_finish(&sig);
+    route_stats_finish(&rs);
     adapter_destroy(ad);
     cl_plan_finish(&plan);
     if (e) earlier_finish(e);
@@ -433,24 +441,6 @@ static void train_arg_free(void *argp)
 static const job_kind train_kind = {"train", train_job_run, train_job_finish, train_arg_free};
 
 /* The base of a new task: ?base=, or the only base there is. */
-static int pick_base(cladd *app, const http_req *req, char *out, size_t size, clad_err *err)
-{
-    const char *b = http_req_query(req, "base");
-    if (b) {
-        snprintf(out, size, "%s", b);
-        return 0;
-    }
-    store_base *bases = NULL;
-    size_t n = 0;
-    int rc = store_bases_list(app->st, &bases, &n, err);
-    if (!rc && n != 1)
-        rc = clad_err_set(err, n ? CLAD_EINVAL : CLAD_ENOTFOUND, n ? "there are %zu bases; say which with ?base=NAME"
-                          : "there is no base model yet; import or train one first (POST /v1/bases/NAME)", n);
-    if (!rc) snprintf(out, size, "%s", bases[0].name);
-    store_bases_free(bases, n);
-    return rc;
-}
-
 static int parse_options(train_arg *a, const http_req *req, clad_err *err)
 {
     train_config_default(&a->tc);
@@ -575,7 +565,7 @@ static void train_post(http_req *req)
         a->task_classes = t->n_classes;
         store_task_free(t);
     } else {
-        rc = pick_base(app, req, base, sizeof base, &err);
+        rc = query_base(app, req, base, sizeof base, &err);
     }
     if (rc) {
         train_arg_free(a);

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "core/sha256.h"
 #include "io/dataset_io.h"
 
@@ -153,6 +155,85 @@ int inputs_check(const dataset *d, const model_config *cfg, clad_err *err)
                                 v > 1.0f && v <= 255.0f ? " (divide 0..255 pixels by 255)" : "");
     }
     return 0;
+}
+
+/* Reads {"inputs": [[...], ...]} into a dataset without labels. */
+static int json_inputs(dataset *d, const char *body, size_t len, int dim, clad_err *err)
+{
+    json_error_t je;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return clad_err_set(err, CLAD_EINVAL, "malformed JSON: %s (line %d column %d)", je.text, je.line, je.column);
+    json_t *in = json_object_get(root, "inputs");
+    int rc = 0;
+    if (!json_is_array(in) || !json_array_size(in) || json_array_size(in) > REQUEST_MAX_SAMPLES) {
+        rc = clad_err_set(err, CLAD_EINVAL, "'inputs' must be an array of 1 to %d rows", REQUEST_MAX_SAMPLES);
+        goto done;
+    }
+    int n = (int)json_array_size(in);
+    if ((rc = dataset_init(d, n, 1, (int[]){dim}, err))) goto done;
+    for (int i = 0; i < n; i++) {
+        json_t *row = json_array_get(in, (size_t)i);
+        if (!json_is_array(row) || (int)json_array_size(row) != dim) {
+            rc = clad_err_set(err, CLAD_EINVAL, "input %d must be an array of %d numbers", i, dim);
+            goto done;
+        }
+        for (int k = 0; k < dim; k++) {
+            json_t *v = json_array_get(row, (size_t)k);
+            if (!json_is_number(v)) {
+                rc = clad_err_set(err, CLAD_EINVAL, "input %d value %d is not a number", i, k);
+                goto done;
+            }
+            d->x[(size_t)i * dim + k] = (float)json_number_value(v);
+        }
+    }
+done:
+    json_decref(root);
+    return rc;
+}
+
+bool request_is_json(const http_req *req)
+{
+    char mt[64];
+    http_req_media_type(req, mt, sizeof mt);
+    return !strcmp(mt, "application/json") || (!mt[0] && req->body_len && req->body[0] == '{');
+}
+
+int request_json_size_check(const http_req *req, bool labels, clad_err *err)
+{
+    if (labels || req->body_len <= REQUEST_JSON_MAX || !request_is_json(req)) return 0;
+    return clad_err_set(err, CLAD_ETOOLARGE, "a JSON body of %zu bytes is larger than the limit of %u for inputs; "
+                        "send a dataset file (safetensors, IDX, CSV) instead", req->body_len, REQUEST_JSON_MAX);
+}
+
+int request_inputs(dataset *d, const http_req *req, bool labels, const model_config *cfg, clad_err *err)
+{
+    int rc, dim = model_config_input_dim(cfg);
+    if (labels) rc = body_to_dataset(d, req->body, req->body_len, false, err);
+    else if (request_is_json(req)) rc = json_inputs(d, req->body, req->body_len, dim, err);
+    else rc = body_to_inputs(d, req->body, req->body_len, dim, err);
+    if (!rc && d->n > REQUEST_MAX_SAMPLES)
+        rc = clad_err_set(err, CLAD_ETOOLARGE, "%d samples in one request (limit %d)", d->n, REQUEST_MAX_SAMPLES);
+    if (!rc) rc = inputs_check(d, cfg, err);
+    if (rc) dataset_finish(d);
+    return rc;
+}
+
+int query_base(cladd *app, const http_req *req, char *out, size_t size, clad_err *err)
+{
+    const char *b = http_req_query(req, "base");
+    if (b) {
+        snprintf(out, size, "%s", b);
+        return 0;
+    }
+    store_base *bases = NULL;
+    size_t n = 0;
+    int rc = store_bases_list(app->st, &bases, &n, err);
+    if (!rc && n != 1)
+        rc = clad_err_set(err, n ? CLAD_EINVAL : CLAD_ENOTFOUND, n ? "there are %zu bases; say which with ?base=NAME"
+                          : "there is no base model yet; import or train one first (POST /v1/bases/NAME)", n);
+    if (!rc) snprintf(out, size, "%s", bases[0].name);
+    store_bases_free(bases, n);
+    return rc;
 }
 
 int resolve_version(cladd *app, const http_req *req, const char *task, int64_t *version, clad_err *err)

@@ -51,6 +51,22 @@ int body_to_inputs(dataset *d, const void *body, size_t len, int dim, clad_err *
  * (imported timm/HF ViTs, which take normalised pixels). */
 int inputs_check(const dataset *d, const model_config *cfg, clad_err *err);
 
+/* The inputs of a prediction (labels false: a JSON body {"inputs": [[...], ...]} or a dataset file, labels
+ * optional, see body_to_inputs) or an evaluation (labels true: a dataset file with labels), checked to fit
+ * the model (inputs_check) and to have at most REQUEST_MAX_SAMPLES samples. d is initialised here. */
+#define REQUEST_MAX_SAMPLES 1000000
+int request_inputs(dataset *d, const http_req *req, bool labels, const model_config *cfg, clad_err *err);
+/* A JSON body: declared so, or undeclared and starting with '{'. */
+bool request_is_json(const http_req *req);
+/* {"inputs": ...} bodies are parsed on a pool thread, but a parsed JSON number takes about ten times its
+ * text, so the text is bounded before parsing (docs/API.md, Limits): CLAD_ETOOLARGE past REQUEST_JSON_MAX.
+ * Loop thread, before queueing the work. */
+#define REQUEST_JSON_MAX (64u << 20)
+int request_json_size_check(const http_req *req, bool labels, clad_err *err);
+
+/* The base named by ?base=NAME, or the only base when there is exactly one. */
+int query_base(cladd *app, const http_req *req, char *out, size_t size, clad_err *err);
+
 /* A version as JSON; full adds lineage, hyperparameters, hashes, seed and job (daemon/api_tasks.c). */
 json_t *version_json(const store_version *v, bool full);
 

@@ -59,6 +59,7 @@ static const route *const route_tables[] = {
     api_tasks_routes,
     api_train_routes,
     api_serve_routes,
+    api_route_routes,
     api_merge_routes,
     api_lifecycle_routes,
     api_report_routes,

@@ -584,6 +584,59 @@ static int cmd_serve(const options *o, bool evaluate)
     return 0;
 }
 
+/* predict --any / eval --any: without a task id (POST /v1/predict, /v1/evaluate on a base). */
+static int cmd_route(const options *o, bool evaluate)
+{
+    const char *file = cli_opt(o, "any");
+    const char *base = cli_opt(o, "base"), *tasks = cli_opt(o, "tasks");
+    if (o->n_args) {
+        fail_msg("%s --any FILE takes no TASK", evaluate ? "eval" : "predict");
+        return EXIT_USAGE;
+    }
+    if ((base && !cli_name_ok("base", base)) || (tasks && !names_ok("tasks", tasks))) return EXIT_USAGE;
+    cli_url u;
+    url_init(&u, evaluate ? "/v1/evaluate" : "/v1/predict");
+    url_query(&u, "base", base);
+    url_query(&u, "tasks", tasks);
+    url_query(&u, "mode", cli_opt(o, "mode"));
+    url_query(&u, "top_k", cli_opt(o, "top-k"));
+    url_query(&u, "threshold", cli_opt(o, "threshold"));
+    const char *path = url_path(&u);
+    if (!path) return EXIT_USAGE;
+    char *body = NULL;
+    size_t len = 0;
+    int rc = read_body(file, &body, &len);
+    if (rc) return rc;
+    json_t *r = NULL;
+    rc = send_json(o, "POST", path, content_type_for(file, body, len), body, len, &r);
+    free(body);
+    if (rc || !r) return rc;
+    if (evaluate) {
+        printf("samples %lld\ntask_id_accuracy %.4f\naccuracy_task_given %.4f\naccuracy_task_inferred %.4f\n"
+               "no_match %lld\n", num(r, "samples"), dnum(r, "task_id_accuracy"), dnum(r, "accuracy_task_given"),
+               dnum(r, "accuracy_task_inferred"), num(r, "no_match"));
+        const char *t;
+        json_t *row;
+        json_object_foreach(json_object_get(r, "confusion"), t, row) {
+            char *text = json_dumps(row, JSON_COMPACT | JSON_SORT_KEYS);
+            printf("confusion %s %s\n", t, text);
+            free(text);
+        }
+    } else {
+        json_t *p;
+        size_t i;
+        json_array_foreach(json_object_get(r, "predictions"), i, p) {
+            if (json_is_null(json_object_get(p, "task")))
+                printf("-\t-\tno_match\t%.3f\n", dnum(p, "distance"));
+            else
+                printf("%s\t%lld\t%.3f%s\n", str(p, "task"), num(p, "label"), dnum(p, "confidence"),
+                       json_is_true(json_object_get(p, "ambiguous")) ? "\tambiguous" : "");
+        }
+    }
+    json_decref(r);
+    return 0;
+}
+
 static int cmd_merge(const options *o)
 {
     const char *tasks = cli_opt(o, "tasks");
@@ -614,8 +667,8 @@ static int cmd_merge(const options *o)
     return rc;
 }
 
-static int cmd_predict(const options *o) { return cmd_serve(o, false); }
-static int cmd_eval(const options *o) { return cmd_serve(o, true); }
+static int cmd_predict(const options *o) { return cli_opt(o, "any") ? cmd_route(o, false) : cmd_serve(o, false); }
+static int cmd_eval(const options *o) { return cli_opt(o, "any") ? cmd_route(o, true) : cmd_serve(o, true); }
 
 #define REF_HELP                                                                                            \
     "TASK@VERSION picks a version by number, TASK@ALIAS by alias (default: the `active` alias).\n"
@@ -665,17 +718,28 @@ const cli_command cli_task_commands[] = {
      "Also: clad alias TASK NAME VERSION. TASK@ALIAS NAME points NAME where ALIAS points.\n"
      "  --reason TEXT       recorded in the alias history\n",
      cmd_alias},
-    {"predict", "TASK[@VERSION|@ALIAS] FILE", "labels for the inputs in FILE, one per line",
-     "version,alias,task",
+    {"predict", "TASK[@VERSION|@ALIAS] FILE | --any FILE", "labels for the inputs in FILE, one per line",
+     "version,alias,task,any,base,tasks,mode,top-k,threshold",
      "FILE holds inputs: safetensors, IDX, CSV (features only, or label first with a `label` header)\n"
      "or JSON {\"inputs\": [[...], ...]}. " REF_HELP
      "  --version V, --alias A   the same as TASK@V, TASK@A\n"
-     "  --task SOURCE       for a merge: serve SOURCE's head\n",
+     "  --task SOURCE       for a merge: serve SOURCE's head\n"
+     "--any FILE: without a task id, route each input to its task, then predict; prints\n"
+     "task, label, confidence (\"ambiguous\" when two tasks are close; \"no_match\" past the threshold).\n"
+     "  --base B            the base whose tasks to route to (default: the only base)\n"
+     "  --tasks a,b,c       route only among these tasks (default: every task with routing statistics)\n"
+     "  --mode M            task (default: the task's own labels) or class (one label over the union of\n"
+     "                      the candidates' classes)\n"
+     "  --top-k N           also list the N best tasks with their scores (with --json)\n"
+     "  --threshold X       distance past which an input is no_match\n",
      cmd_predict},
-    {"eval", "TASK[@VERSION|@ALIAS] FILE", "accuracy and loss on labelled data", "version,alias,task,data-task",
+    {"eval", "TASK[@VERSION|@ALIAS] FILE | --any FILE", "accuracy and loss on labelled data",
+     "version,alias,task,data-task,any,base,tasks,threshold",
      REF_HELP "  --version V, --alias A   the same as TASK@V, TASK@A\n"
      "  --task SOURCE       for a merge: evaluate SOURCE's head\n"
-     "  --data-task T       FILE is task T's test data: recorded, but kept out of TASK's matrix column\n",
+     "  --data-task T       FILE is task T's test data: recorded, but kept out of TASK's matrix column\n"
+     "--any FILE: data of several tasks (safetensors x, y, task + metadata tasks): task-id accuracy, and\n"
+     "accuracy with the task given and inferred. --base B, --tasks a,b,c, --threshold X as for predict --any.\n",
      cmd_eval},
     {"merge", "NAME --tasks a,b,c", "merge the tasks' active adapters into one version",
      "tasks,method,drop,lambda,rank",

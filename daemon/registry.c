@@ -8,6 +8,7 @@
 
 #include "core/fold.h"
 #include "io/model_io.h"
+#include "io/signature_io.h"
 
 static int64_t wall_ms(void)
 {
@@ -66,6 +67,7 @@ static void adapter_entry_free(registry *r, loaded_adapter *la)
     r->adapter_bytes -= la->bytes;
     model_free(r, la->folded);
     adapter_destroy(la->a);
+    route_stats_finish(&la->route);
     for (int i = 0; i < la->n_deps; i++) la->deps[i]->refs--;
     la->base->cache_refs--;
     la->base->refs--;
@@ -83,6 +85,7 @@ void registry_destroy(registry *r)
             if (!la || (pass == 0) != (la->n_deps > 0)) continue;
             model_free(r, la->folded);
             adapter_destroy(la->a);
+            route_stats_finish(&la->route);
             free(la);
             r->adapters[i] = NULL;
         }
@@ -265,14 +268,23 @@ static void evict(registry *r)
 }
 
 int registry_version_read(store *s, const model *m, const char *task, int64_t version, store_version **v,
-                          adapter **a, char sources[][PARAM_NAME_MAX], int *n_sources, clad_err *err)
+                          adapter **a, route_stats *route, char sources[][PARAM_NAME_MAX], int *n_sources,
+                          clad_err *err)
 {
     *a = NULL;
     *n_sources = 0;
+    memset(route, 0, sizeof *route);
     int rc = store_version_get(s, task, version, STORE_WITH_BLOB, v, err);
     if (rc) return rc;
     if (!strcmp((*v)->kind, "fusion")) return adapter_file_sources((*v)->adapter, (*v)->adapter_size, sources, n_sources, err);
-    if ((*a = adapter_from_buffer(m, (*v)->adapter, (*v)->adapter_size, err))) return 0;
+    if ((*a = adapter_from_buffer(m, (*v)->adapter, (*v)->adapter_size, err))) {
+        /* Versions trained before routing existed carry no statistics: they are not routed to. */
+        if (route_stats_from_blob(route, m, (*v)->adapter, (*v)->adapter_size, NULL) != 0) {
+            route_stats_finish(route);
+            memset(route, 0, sizeof *route);
+        }
+        return 0;
+    }
     clad_err_prefix(err, "loading version %lld of task '%s': ", (long long)version, task);
     return err ? err->code : CLAD_ECORRUPT;
 }
@@ -305,7 +317,8 @@ loaded_adapter *registry_adapter_lookup(registry *r, const char *task, int64_t v
 }
 
 loaded_adapter *registry_adapter_insert(registry *r, const char *task, int64_t version, const char *kind,
-                                        adapter *a, loaded_base *b, loaded_adapter *const *deps, int n_deps)
+                                        adapter *a, route_stats *route, loaded_base *b,
+                                        loaded_adapter *const *deps, int n_deps)
 {
     loaded_adapter *la = calloc(1, sizeof *la);
     if (!la) abort();
@@ -315,7 +328,9 @@ loaded_adapter *registry_adapter_insert(registry *r, const char *task, int64_t v
     la->a = a;
     la->base = b;
     b->cache_refs++;
-    la->bytes = a->params.total * sizeof(float) + sizeof *a;
+    la->route = *route;
+    memset(route, 0, sizeof *route);
+    la->bytes = a->params.total * sizeof(float) + sizeof *a + (la->route.dim ? route_stats_bytes(&la->route) : 0);
     la->refs = 1;
     la->last_used = ++r->clock;
     la->last_used_ms = wall_ms();
@@ -340,7 +355,8 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
     adapter *a = NULL;
     char names[FUSION_MAX_SOURCES][PARAM_NAME_MAX];
     int n = 0;
-    if (!rc) rc = registry_version_read(s, b->m, task, version, &v, &a, names, &n, err);
+    route_stats route = {0};
+    if (!rc) rc = registry_version_read(s, b->m, task, version, &v, &a, &route, names, &n, err);
     loaded_adapter *deps[FUSION_MAX_SOURCES];
     int n_deps = 0;
     if (!rc && !a) {
@@ -359,12 +375,14 @@ int registry_adapter_get(registry *r, store *s, const char *task, int64_t versio
         }
     }
     if (rc) {
+        adapter_destroy(a);
+        route_stats_finish(&route);
         registry_base_release(r, b);
         store_version_free(v);
         store_task_free(t);
         return rc;
     }
-    *out = registry_adapter_insert(r, task, version, v->kind, a, b, deps, n_deps);
+    *out = registry_adapter_insert(r, task, version, v->kind, a, &route, b, deps, n_deps);
     store_version_free(v);
     store_task_free(t);
     return 0;

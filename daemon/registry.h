@@ -24,6 +24,7 @@
 
 #include "core/model.h"
 #include "core/ws_pool.h"
+#include "core/route.h"
 #include "storage/store.h"
 
 typedef struct loaded_base {
@@ -57,6 +58,7 @@ typedef struct loaded_adapter {
     model *folded;
     unsigned served;    /* predictions served while cached */
     bool folding;       /* a fold is running on a worker */
+    route_stats route;  /* the version's routing statistics; route.dim == 0: it has none */
 } loaded_adapter;
 
 typedef struct registry registry;
@@ -110,10 +112,13 @@ ws_pool *registry_ws_pool(registry *r);
  * thread may call it with its own store handle. */
 int registry_base_read(store *s, const char *name, model **m, char sha256[SHA256_HEX_SIZE], clad_err *err);
 /* Reads version (task, version) from s (blob checked by sha256) into *v (the caller frees it) and
- * deserializes it against base m into *a; for a fusion version *a is NULL and sources/n_sources name its
- * source versions ("task@version", FUSION_MAX_SOURCES). Touches no registry, like registry_base_read. */
+ * deserializes it against base m into *a and its routing statistics into *route (route->dim == 0: none,
+ * as for versions trained before routing, and fusions); for a fusion version *a is NULL and
+ * sources/n_sources name its source versions ("task@version", FUSION_MAX_SOURCES). Touches no registry,
+ * like registry_base_read. */
 int registry_version_read(store *s, const model *m, const char *task, int64_t version, store_version **v,
-                          adapter **a, char sources[][PARAM_NAME_MAX], int *n_sources, clad_err *err);
+                          adapter **a, route_stats *route, char sources[][PARAM_NAME_MAX], int *n_sources,
+                          clad_err *err);
 /* Splits a fusion source "task@version" in place (name keeps the task). CLAD_ECORRUPT without '@'. */
 int registry_source_split(char *name, int64_t *version, clad_err *err);
 
@@ -124,10 +129,11 @@ loaded_base *registry_base_lookup(registry *r, const char *name);
 loaded_base *registry_base_insert(registry *r, const char *name, const char *sha256, model *m);
 /* A cached adapter (one reference), or NULL; counts a cache hit or miss. */
 loaded_adapter *registry_adapter_lookup(registry *r, const char *task, int64_t version);
-/* Caches a (owned from now on) for (task, version) on base b, taking the caller's references to b and
- * to the n_deps source entries; returns one reference to the new entry. */
+/* Caches a and *route (both owned from now on; *route is left zeroed) for (task, version) on base b, taking
+ * the caller's references to b and to the n_deps source entries; returns one reference to the new entry. */
 loaded_adapter *registry_adapter_insert(registry *r, const char *task, int64_t version, const char *kind,
-                                        adapter *a, loaded_base *b, loaded_adapter *const *deps, int n_deps);
+                                        adapter *a, route_stats *route, loaded_base *b,
+                                        loaded_adapter *const *deps, int n_deps);
 
 /* Folding (see loaded_adapter): counts one prediction served by la and says whether la should now be
  * folded (the caller then marks la->folding, folds on a worker and calls registry_adapter_folded). */

@@ -33,6 +33,7 @@ typedef struct load {
     char sha256[SHA256_HEX_SIZE];
     store_version *v;
     adapter *a;
+    route_stats route;              /* the version's routing statistics (dim 0: none) */
     char sources[FUSION_MAX_SOURCES][PARAM_NAME_MAX];
     int n_sources;
 } load;
@@ -119,6 +120,7 @@ static void load_finish(load *ld, loaded_base *b, loaded_adapter *la, const clad
         else ld->w[i].adapter_cb(ld->w[i].data, la, la ? NULL : err);
     }
     store_version_free(ld->v);
+    route_stats_finish(&ld->route);
     free(ld->w);
     free(ld);
 }
@@ -183,8 +185,8 @@ static void adapter_commit(load *ld)
         return;
     }
     store_version_free(now);
-    loaded_adapter *la = registry_adapter_insert(l->r, ld->name, ld->version, ld->v->kind, ld->a, ld->base,
-                                                 ld->deps, ld->n_deps);
+    loaded_adapter *la = registry_adapter_insert(l->r, ld->name, ld->version, ld->v->kind, ld->a, &ld->route,
+                                                 ld->base, ld->deps, ld->n_deps);
     ld->a = NULL;
     ld->base = NULL;
     ld->n_deps = 0;
@@ -239,8 +241,8 @@ static int version_work(void *arg, clad_err *err)
     load *ld = arg;
     store *rd = store_open_reader(ld->l->db_path, err);
     if (!rd) return err->code;
-    int rc = registry_version_read(rd, ld->base->m, ld->name, ld->version, &ld->v, &ld->a, ld->sources,
-                                   &ld->n_sources, err);
+    int rc = registry_version_read(rd, ld->base->m, ld->name, ld->version, &ld->v, &ld->a, &ld->route,
+                                   ld->sources, &ld->n_sources, err);
     store_close(rd);
     return rc;
 }

@@ -10,12 +10,44 @@
 #include "io/model_io.h"
 #include "io/safetensors.h"
 
+#define ROUTING_PREFIX ADAPTER_SIGNATURE_PREFIX "routing."
+
+int route_stats_to_writer(st_writer *w, const route_stats *rs, clad_err *err)
+{
+    int64_t D = rs->dim, K = rs->n_classes, M = rs->n_comp, P = D * (D + 1) / 2;
+    float *packed = malloc((size_t)P * sizeof *packed), *cls = malloc((size_t)(M + 1) * sizeof *cls);
+    if (!packed || !cls) {
+        free(packed);
+        free(cls);
+        return clad_err_set(err, CLAD_ENOMEM, "routing: out of memory");
+    }
+    size_t k = 0;
+    for (int64_t r = 0; r < D; r++)
+        for (int64_t c = r; c < D; c++) packed[k++] = rs->scatter[r * D + c];
+    for (int64_t j = 0; j < M; j++) cls[j] = (float)rs->comp_class[j];
+    int rc = st_writer_add_f32(w, ROUTING_PREFIX "count", 1, (int64_t[]){K}, rs->count, err);
+    if (!rc) rc = st_writer_add_f32(w, ROUTING_PREFIX "component_class", 1, (int64_t[]){M}, cls, err);
+    if (!rc) rc = st_writer_add_f32(w, ROUTING_PREFIX "component_count", 1, (int64_t[]){M}, rs->comp_count, err);
+    if (!rc) rc = st_writer_add_f32(w, ROUTING_PREFIX "mean", 2, (int64_t[]){M, D}, rs->mean, err);
+    if (!rc) rc = st_writer_add_f32(w, ROUTING_PREFIX "scatter", 1, (int64_t[]){P}, packed, err);
+    free(packed);
+    free(cls);
+    return rc;
+}
+
 int adapter_blob_build(const adapter *a, const model *m, const signature *sig, uint8_t **out, size_t *len,
                        clad_err *err)
+{
+    return adapter_blob_build_routed(a, m, sig, NULL, out, len, err);
+}
+
+int adapter_blob_build_routed(const adapter *a, const model *m, const signature *sig, const route_stats *rs,
+                              uint8_t **out, size_t *len, clad_err *err)
 {
     st_writer *w = st_writer_create();
     json_t *energy = json_object();
     int rc = adapter_to_writer(w, a, m, err);
+    if (!rc && rs) rc = route_stats_to_writer(w, rs, err);
     char name[PARAM_NAME_MAX + 32];
     static const float none[1] = {0}; /* data pointer for empty tensors (k = 0) */
     for (int li = 0; !rc && li < sig->n_linear; li++) {
@@ -152,5 +184,57 @@ done:
     json_decref(energy);
     st_reader_destroy(r);
     if (rc) signature_finish(sig);
+    return rc;
+}
+
+int route_stats_from_blob(route_stats *rs, const model *m, const void *blob, size_t len, clad_err *err)
+{
+    memset(rs, 0, sizeof *rs);
+    st_reader *r = st_reader_parse(blob, len, err);
+    if (!r) return err ? err->code : CLAD_EINVAL;
+    int rc = 0;
+    const st_tensor *tc = st_reader_find(r, ROUTING_PREFIX "count");
+    const st_tensor *tm = st_reader_find(r, ROUTING_PREFIX "component_count");
+    if (!tc) {
+        st_reader_destroy(r);
+        return clad_err_set(err, CLAD_ENOTFOUND, "the version carries no routing statistics");
+    }
+    int64_t D = route_feature_dim(m), K = tc->ndim == 1 ? tc->shape[0] : 0, P = D * (D + 1) / 2;
+    int64_t M = tm && tm->ndim == 1 ? tm->shape[0] : 0;
+    int64_t sc[1] = {K}, sk[1] = {M}, sn[1] = {M}, sm[2] = {M, D}, ss[1] = {P};
+    float *count = NULL, *cls = NULL, *ccount = NULL, *mean = NULL, *packed = NULL;
+    if (K < 1 || K > MODEL_MAX_CLASSES || M < 1 || M > K * ROUTE_MAX_COMPONENTS) {
+        rc = clad_err_set(err, CLAD_ECORRUPT, "routing: %lld classes and %lld components", (long long)K, (long long)M);
+        goto done;
+    }
+    if (!(count = read_tensor(r, ROUTING_PREFIX "count", 1, sc, err)) ||
+        !(cls = read_tensor(r, ROUTING_PREFIX "component_class", 1, sk, err)) ||
+        !(ccount = read_tensor(r, ROUTING_PREFIX "component_count", 1, sn, err)) ||
+        !(mean = read_tensor(r, ROUTING_PREFIX "mean", 2, sm, err)) ||
+        !(packed = read_tensor(r, ROUTING_PREFIX "scatter", 1, ss, err))) {
+        rc = err ? err->code : CLAD_ECORRUPT;
+        goto done;
+    }
+    if ((rc = route_stats_init(rs, (int)D, (int)K, (int)M, err))) goto done;
+    memcpy(rs->count, count, (size_t)K * sizeof *count);
+    memcpy(rs->comp_count, ccount, (size_t)M * sizeof *ccount);
+    memcpy(rs->mean, mean, (size_t)(M * D) * sizeof *mean);
+    size_t k = 0;
+    for (int64_t a = 0; a < D; a++)
+        for (int64_t b = a; b < D; b++) rs->scatter[a * D + b] = rs->scatter[b * D + a] = packed[k++];
+    for (int64_t j = 0; !rc && j < M; j++) {
+        rs->comp_class[j] = (int)cls[j];
+        if (cls[j] != (float)rs->comp_class[j] || cls[j] < 0 || cls[j] >= (float)K || !(ccount[j] >= 1) ||
+            !(count[rs->comp_class[j]] >= ccount[j]))
+            rc = clad_err_set(err, CLAD_ECORRUPT, "routing: component %lld is inconsistent", (long long)j);
+    }
+done:
+    free(count);
+    free(cls);
+    free(ccount);
+    free(mean);
+    free(packed);
+    st_reader_destroy(r);
+    if (rc) route_stats_finish(rs);
     return rc;
 }

@@ -67,6 +67,10 @@ store *store_open_reader(const char *path, clad_err *err);
 /* Closes the handle. Accepts NULL. */
 void store_close(store *s);
 
+/* A number that changes whenever the database may have changed, by writes through this handle or through
+ * any other connection: two equal marks mean nothing changed in between. For caches of query results. */
+int64_t store_change_mark(store *s);
+
 enum {
     STORE_CHECK_QUICK = 0, /* PRAGMA quick_check */
     STORE_CHECK_FULL = 1,  /* integrity_check, foreign_key_check, every blob's sha256, alias and

@@ -184,6 +184,17 @@ store *store_open(const char *path, clad_err *err) { return open_common(path, fa
 
 store *store_open_reader(const char *path, clad_err *err) { return open_common(path, true, err); }
 
+int64_t store_change_mark(store *s)
+{
+    /* Writes of this connection (total changes) and commits of others (data_version). */
+    int64_t other = 0;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA data_version", -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        other = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return (int64_t)sqlite3_total_changes64(s->db) * 1000003 + other;
+}
+
 void store_close(store *s)
 {
     if (!s) return;

@@ -178,7 +178,8 @@ TEST_TIMEOUT(cl_stream_retains_nothing_per_sample, 120)
     snprintf(stream, sizeof stream, "%s/tiny.json", test_tmpdir());
     snprintf(save, sizeof save, "%s/kept", test_tmpdir());
     write_file(stream, stream_text(3000, 1000));
-    snprintf(args, sizeof args, "cl --stream %s --json --save %s", stream, save);
+    /* --routing: the routing statistics are kept (in the signature files) and scanned too. */
+    snprintf(args, sizeof args, "cl --stream %s --json --routing --save %s", stream, save);
     json_t *r = run_bench(args);
     CHECK(r != NULL);
     json_decref(r);
@@ -199,6 +200,13 @@ TEST_TIMEOUT(cl_stream_retains_nothing_per_sample, 120)
         files++;
         adapters += strstr(e->d_name, ".adapter.") != NULL;
         signatures += strstr(e->d_name, ".signature.") != NULL;
+        if (strstr(e->d_name, ".signature.")) {
+            uint8_t *sb;
+            size_t sl;
+            CHECK_INT_EQ(file_read_all(path, 1 << 26, &sb, &sl, NULL), 0);
+            CHECK_MSG(memmem(sb, sl, "routing.scatter", 15) != NULL, "%s has no routing statistics", path);
+            free(sb);
+        }
         CHECK_MSG(scan_file(&s, path) == 0, "%s holds a window of a training sample", path);
         if (!planted[0] && strstr(e->d_name, ".adapter.")) snprintf(planted, sizeof planted, "%s", path);
     }

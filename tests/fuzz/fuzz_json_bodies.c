@@ -3,13 +3,13 @@
  *   rollback / undo / alias PUT   body_fields       (daemon/api_tasks.c)
  *   POST /v1/merges/{name}        parse_merge       (daemon/api_merge.c)
  *   POST /v1/bases/{name} (JSON)  parse_train_spec  (daemon/api_bases.c)
- *   predict with a JSON body      json_inputs       (daemon/api_serve.c)
- * Those functions are static: the module files are included here (their routes are not registered, so
+ *   predict with a JSON body      request_inputs    (daemon/api_util.c: json_inputs, inputs_check; as
+ *                                                    /v1/tasks/{name}/predict and /v1/predict call it)
+ * The first three are static: the module files are included here (their routes are not registered, so
  * nothing else of them runs). The first byte picks the route, the rest is the body; requests go through
  * the in-process server (harness_server.h), so the body reaches the validators exactly as it would in cladd. */
 #include "daemon/api_bases.c"
 #include "daemon/api_merge.c"
-#include "daemon/api_serve.c"
 #include "daemon/api_tasks.c"
 
 #include "tests/fuzz/fuzz.h"
@@ -70,8 +70,9 @@ static void predict_body(http_req *req)
 {
     dataset d = {0};
     clad_err e = {0};
-    /* The model's input width: a small fixed one, so rows of the right length are reachable. */
-    int rc = json_inputs(&d, req->body ? req->body : "", req->body_len, 3, &e);
+    /* An MLP with a small fixed input width, so rows of the right length are reachable. */
+    model_config cfg = {.kind = MODEL_MLP, .input_dim = 3};
+    int rc = request_inputs(&d, req, false, &cfg, &e);
     if (rc) FUZZ_CHECK_ERR(rc, e);
     else FUZZ_ASSERT(d.n >= 1 && d.dim == 3);
     dataset_finish(&d);
