@@ -14,21 +14,29 @@ typedef struct linear_job {
     float *y, *dx, *dW, *db;
     const float *x, *W, *b, *dy;
     int N, in, out;
-    size_t grain;   /* rows (forward, dx) or output features (dW, db) per task */
+    par_split split;   /* forward and dx: rows (samples) or columns; dW, db: output features */
 } linear_job;
+
+/* The range [*s0, *s0 + return) of task's rows or columns, out of n. */
+static int task_range(const par_split *sp, int task, int n, int *s0)
+{
+    *s0 = (int)((size_t)task * sp->grain);
+    return n - *s0 < (int)sp->grain ? n - *s0 : (int)sp->grain;
+}
 
 SIMD_CLONES
 static void linear_forward_task(void *ctx, int task, int worker)
 {
     const linear_job *j = ctx;
-    int n0 = (int)((size_t)task * j->grain), rows = j->N - n0 < (int)j->grain ? j->N - n0 : (int)j->grain;
-    int in = j->in, out = j->out;
-    float *y = j->y + (size_t)n0 * out;
-    /* y (rows,out) = x (rows,in) . W^T (in,out) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, j->x + (size_t)n0 * in, in, j->W,
-                in, 0.0f, y, out);
+    int in = j->in, out = j->out, n0 = 0, o0 = 0, rows = j->N, cols = out;
+    if (j->split.by_cols) cols = task_range(&j->split, task, out, &o0);
+    else rows = task_range(&j->split, task, j->N, &n0);
+    float *y = j->y + (size_t)n0 * out + o0;
+    /* y (rows,cols) = x (rows,in) . W[o0:o0+cols]^T (in,cols) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, in, 1.0f, j->x + (size_t)n0 * in, in,
+                j->W + (size_t)o0 * in, in, 0.0f, y, out);
     if (j->b)
-        for (int n = 0; n < rows; n++) vf_add_row(y + (size_t)n * out, j->b, out);
+        for (int n = 0; n < rows; n++) vf_add_row(y + (size_t)n * out, j->b + o0, cols);
 }
 
 void linear_forward(float *y, const float *x, const float *W, const float *b, int N, int in, int out)
@@ -44,8 +52,8 @@ void linear_forward(float *y, const float *x, const float *W, const float *b, in
         return;
     }
     linear_job j = {.y = y, .x = x, .W = W, .b = b, .N = N, .in = in, .out = out,
-                    .grain = par_row_grain((size_t)in * (size_t)out)};
-    par_for(par_chunks((size_t)N, j.grain), linear_forward_task, &j);
+                    .split = par_split_product((size_t)N, (size_t)out, (size_t)in)};
+    par_for(j.split.tasks, linear_forward_task, &j);
 }
 
 void linear_forward_naive(float *y, const float *x, const float *W, const float *b,
@@ -61,21 +69,23 @@ void linear_forward_naive(float *y, const float *x, const float *W, const float 
     }
 }
 
-/* dx rows n0.. of the backward pass. */
+/* A block of dx: rows n0.. or input features i0.. */
 static void linear_backward_dx_task(void *ctx, int task, int worker)
 {
     const linear_job *j = ctx;
-    int n0 = (int)((size_t)task * j->grain), rows = j->N - n0 < (int)j->grain ? j->N - n0 : (int)j->grain;
-    /* dx (rows,in) += dy (rows,out) . W (out,in) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, j->in, j->out, 1.0f, j->dy + (size_t)n0 * j->out,
-                j->out, j->W, j->in, 1.0f, j->dx + (size_t)n0 * j->in, j->in);
+    int in = j->in, out = j->out, n0 = 0, i0 = 0, rows = j->N, cols = in;
+    if (j->split.by_cols) cols = task_range(&j->split, task, in, &i0);
+    else rows = task_range(&j->split, task, j->N, &n0);
+    /* dx[n0:, i0:] (rows,cols) += dy (rows,out) . W[:, i0:] (out,cols) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, out, 1.0f, j->dy + (size_t)n0 * out, out,
+                j->W + i0, in, 1.0f, j->dx + (size_t)n0 * in + i0, in);
 }
 
 /* dW and db for output features o0..: each sums over every row, in row order. */
 static void linear_backward_dw_task(void *ctx, int task, int worker)
 {
     const linear_job *j = ctx;
-    int o0 = (int)((size_t)task * j->grain), cols = j->out - o0 < (int)j->grain ? j->out - o0 : (int)j->grain;
+    int o0 = 0, cols = task_range(&j->split, task, j->out, &o0);
     int N = j->N, in = j->in, out = j->out;
     /* dW (cols,in) += dy^T (cols,N) . x (N,in) */
     if (j->dW && in > 0)
@@ -97,12 +107,14 @@ void linear_backward(float *dx, float *dW, float *db, const float *dy, const flo
     if (N == 0 || out == 0) return;
     linear_job j = {.dx = dx, .dW = dW, .db = db, .dy = dy, .x = x, .W = W, .N = N, .in = in, .out = out};
     if (dx && in > 0) {
-        j.grain = par_row_grain((size_t)in * (size_t)out);
-        par_for(par_chunks((size_t)N, j.grain), linear_backward_dx_task, &j);
+        j.split = par_split_product((size_t)N, (size_t)in, (size_t)out);
+        par_for(j.split.tasks, linear_backward_dx_task, &j);
     }
     if (dW || db) {
-        j.grain = par_row_grain((size_t)N * (size_t)(in > 0 ? in : 1));
-        par_for(par_chunks((size_t)out, j.grain), linear_backward_dw_task, &j);
+        /* Split by output features only: db's sums must not be cut. */
+        size_t grain = par_grain((size_t)N * (size_t)(in > 0 ? in : 1));
+        j.split = (par_split){false, grain, par_chunks((size_t)out, grain)};
+        par_for(j.split.tasks, linear_backward_dw_task, &j);
     }
 }
 

@@ -13,6 +13,7 @@
 #ifndef CLAD_CORE_PARALLEL_H
 #define CLAD_CORE_PARALLEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define PAR_MAX_THREADS 64
@@ -53,13 +54,35 @@ void *par_scratch(int worker, size_t bytes);
 /* Number of tasks for n items processed `grain` at a time (at least 1 when n > 0). */
 static inline int par_chunks(size_t n, size_t grain) { return (int)((n + grain - 1) / grain); }
 
-/* Rows per task for a row-split product whose rows cost `madds_per_row` multiply-adds each: enough rows
- * (a multiple of 16) for about a million multiply-adds per task, so dispatch costs little. It depends only
- * on the shape, which keeps the split, and so the results, independent of the thread count. */
-static inline size_t par_row_grain(size_t madds_per_row)
+/* How a matrix product with `rows` x `cols` outputs, each a sum of `k` products, is cut into tasks. A task
+ * packs its operands again (OpenBLAS copies both into its own layout first), which costs about as much as a
+ * few dozen multiply-adds per float: so a task gets at least PAR_MIN_EXTENT rows (or columns) and about a
+ * million multiply-adds. Rows are split when there are enough of them for two tasks, else columns (a
+ * batch of 128 samples through a 784x256 layer), else the product is one task. The cut depends only on the
+ * shape, which keeps the results independent of the thread count. */
+#define PAR_MIN_EXTENT 128
+typedef struct par_split {
+    bool by_cols;   /* tasks take column ranges (else row ranges) */
+    size_t grain;   /* rows or columns per task */
+    int tasks;
+} par_split;
+
+static inline size_t par_grain(size_t madds_per_unit)
 {
-    size_t rows = madds_per_row ? ((size_t)1 << 20) / madds_per_row : 1;
-    return rows < 16 ? 16 : (rows + 15) / 16 * 16;
+    size_t n = madds_per_unit ? ((size_t)1 << 20) / madds_per_unit : 1;
+    n = (n + 15) / 16 * 16;
+    return n < PAR_MIN_EXTENT ? PAR_MIN_EXTENT : n;
 }
+
+static inline par_split par_split_product(size_t rows, size_t cols, size_t k)
+{
+    size_t rg = par_grain(cols * k), cg = par_grain(rows * k);
+    if (rows >= 2 * rg) return (par_split){false, rg, par_chunks(rows, rg)};
+    if (cols >= 2 * cg) return (par_split){true, cg, par_chunks(cols, cg)};
+    return (par_split){false, rows ? rows : 1, rows ? 1 : 0};
+}
+
+/* Rows per task for a product split by rows only (the LoRA products, whose rows are cheap). */
+static inline size_t par_row_grain(size_t madds_per_row) { return par_grain(madds_per_row); }
 
 #endif

@@ -1023,6 +1023,44 @@ TEST(layers_deterministic)
     bufs_free();
 }
 
+TEST(layers_linear_split_by_columns_matches_serial_and_naive)
+{
+    /* Few rows, wide layers: the forward and dx products are cut by columns (core/parallel.h), which must
+     * give the serial bits, and both must match the naive twin. */
+    int N = 64, in = 300, out = 600;
+    rng g;
+    rng_init(&g, 23);
+    float *x = frand(&g, (size_t)N * in, 1.0f), *W = frand(&g, (size_t)out * in, 0.1f), *b = frand(&g, (size_t)out, 0.1f);
+    float *dy = frand(&g, (size_t)N * out, 1.0f);
+    float *y[2], *dx[2], *dW[2], *db[2];
+    CHECK(par_split_product((size_t)N, (size_t)out, (size_t)in).by_cols);
+    CHECK(par_split_product((size_t)N, (size_t)in, (size_t)out).by_cols);
+    for (int run = 0; run < 2; run++) {
+        par_pool *p = run ? par_pool_create(3) : NULL;
+        par_bind(p);
+        y[run] = fbuf((size_t)N * out);
+        dx[run] = fbuf((size_t)N * in);
+        dW[run] = fbuf((size_t)out * in);
+        db[run] = fbuf((size_t)out);
+        linear_forward(y[run], x, W, b, N, in, out);
+        linear_backward(dx[run], dW[run], db[run], dy, x, W, N, in, out);
+        par_bind(NULL);
+        par_pool_destroy(p);
+    }
+    CHECK_BITS("y", y[1], y[0], (size_t)N * out);
+    CHECK_BITS("dx", dx[1], dx[0], (size_t)N * in);
+    CHECK_BITS("dW", dW[1], dW[0], (size_t)out * in);
+    CHECK_BITS("db", db[1], db[0], (size_t)out);
+    float *yn = fbuf((size_t)N * out), *dxn = fbuf((size_t)N * in), *dWn = fbuf((size_t)out * in), *dbn = fbuf((size_t)out);
+    linear_forward_naive(yn, x, W, b, N, in, out);
+    linear_backward_naive(dxn, dWn, dbn, dy, x, W, N, in, out);
+    CHECK_ARRAY_NEAR(y[1], yn, (size_t)N * out, 1e-4, 1e-4);
+    CHECK_ARRAY_NEAR(dx[1], dxn, (size_t)N * in, 1e-4, 1e-4);
+    CHECK_ARRAY_NEAR(dW[1], dWn, (size_t)out * in, 1e-4, 1e-4);
+    CHECK_ARRAY_NEAR(db[1], dbn, (size_t)out, 1e-4, 1e-4);
+    bufs_free();
+}
+
 TEST(layers_parallel_match_serial_bit_for_bit)
 {
     /* Big enough that every kernel splits into several tasks (rows of the linears and LayerNorm, GELU and
