@@ -3,8 +3,9 @@
 #
 # Starts cladd on a private socket and state directory, trains a vit-tiny base on Fashion-MNIST, sends
 # four tasks of the fmnist-domains stream through `clad`, shows each task's distances and ranks and the
-# accuracy table, trains one task again, rolls it back, and stops the daemon. The state directory stays
-# in build/demo/state so cladd can be started on it again.
+# accuracy table, trains one task again, rolls it back, routes inputs to their task without a task id,
+# prints the accuracy matrix, writes an HTML report and a PEFT export, and stops the daemon. The state
+# directory stays in build/demo/state so cladd can be started on it again.
 #
 # Sizes are chosen to finish in a few minutes on 2 cores; DEMO_SAMPLES and DEMO_EPOCHS change them.
 set -eu
@@ -71,6 +72,14 @@ say "rolling rot15 back to its first version"
 $CLAD rollback rot15 --reason "demo: version 2 is worse"
 $CLAD versions rot15
 $CLAD eval rot15 "$DEMO/data/rot15-test.safetensors"
+
+say "predicting without a task id: each input of invert's test data is routed to the task it belongs to"
+$CLAD predict --any "$DEMO/data/invert-test.safetensors" | awk '{print $1}' | sort | uniq -c | sort -rn
+
+say "what clad knows: the accuracy matrix, an HTML report, a PEFT export"
+$CLAD matrix
+$CLAD report --out "$DEMO/report.html"
+$CLAD export adapter rot15 --out "$DEMO/rot15-peft"
 
 say "stopping cladd"
 kill -TERM $CLADD
