@@ -23,4 +23,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FUZZ_CHECK_ERR(rc, e)                                                                  \
     do { FUZZ_ASSERT((rc) < 0 && (e).code == (rc) && (e).msg[0] != '\0'); } while (0)
 
+/* The end of every dataset parser's target: a failure is a clean error; a success is a valid, non-empty
+ * dataset (freed here). Returns 0, libFuzzer's "keep going". */
+#define FUZZ_DATASET_RESULT(rc, d, e)                                                          \
+    do {                                                                                       \
+        if (rc) {                                                                              \
+            FUZZ_CHECK_ERR(rc, e);                                                             \
+            return 0;                                                                          \
+        }                                                                                      \
+        clad_err_clear(&(e));                                                                  \
+        FUZZ_ASSERT((d).n > 0 && dataset_validate(&(d), &(e)) == 0);                           \
+        dataset_finish(&(d));                                                                  \
+        return 0;                                                                              \
+    } while (0)
+
 #endif

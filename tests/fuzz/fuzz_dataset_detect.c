@@ -10,12 +10,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dataset d;
     clad_err e = {0};
     int rc = dataset_parse_any(&d, data + 1, size - 1, data[0] & 1, &e);
-    if (rc) {
-        FUZZ_CHECK_ERR(rc, e);
-        return 0;
-    }
-    clad_err_clear(&e);
-    FUZZ_ASSERT(d.n > 0 && dataset_validate(&d, &e) == 0);
-    dataset_finish(&d);
-    return 0;
+    FUZZ_DATASET_RESULT(rc, d, e);
 }
