@@ -404,8 +404,9 @@ static int cmd_versions(const options *o)
             if (json_integer_value(x) == num(v, "version"))
                 n += (size_t)snprintf(names + n, n < sizeof names ? sizeof names - n : 0, "%s%s", n ? "," : "", key);
         json_t *m = json_object_get(v, "metrics"), *ha = json_object_get(m, "holdout_accuracy");
-        char acc[16] = "-";
+        char acc[16] = "-", params[24] = "-"; /* "-" when not recorded (imported versions), never a made-up 0 */
         if (json_is_number(ha)) snprintf(acc, sizeof acc, "%.4f", json_number_value(ha));
+        if (json_is_integer(json_object_get(m, "adapter_params"))) snprintf(params, sizeof params, "%lld", num(m, "adapter_params"));
         double created = (double)num(v, "created_ms") / 1e3;
         if (created > 0) {
             struct timespec ts;
@@ -413,8 +414,7 @@ static int cmd_versions(const options *o)
             double a = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - created;
             format_duration(a > 0 ? a : 0, age, sizeof age);
         }
-        printf("%-8lld %-7s %10lld %10s %9s  %s\n", num(v, "version"), str(v, "kind"), num(m, "adapter_params"), acc, age,
-               names);
+        printf("%-8lld %-7s %10s %10s %9s  %s\n", num(v, "version"), str(v, "kind"), params, acc, age, names);
     }
     json_decref(r);
     return 0;

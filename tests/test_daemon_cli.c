@@ -434,5 +434,9 @@ TEST(daemon_cli_show_never_invents_values)
               "merged version:\n%s", out);
     CHECK_MSG(!strstr(out, "plan ") && !strstr(out, "DISTANCE"), "a merge has no plan, yet one is shown:\n%s", out);
     free(out);
+    /* A merge records no adapter_params: its PARAMS column says "-", not 0. */
+    CHECK_INT_EQ(clad_run(&f.d, "versions m", &out), 0);
+    CHECK_MSG(strstr(out, "\n1        merged           -          -"), "merge's versions:\n%s", out);
+    free(out);
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
 }
