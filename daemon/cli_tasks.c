@@ -268,7 +268,9 @@ static int get_version(const options *o, const task_ref *r, json_t **out)
     const char *alias = r->alias[0] ? r->alias : "active";
     json_t *v = json_object_get(json_object_get(t, "aliases"), alias);
     if (!json_is_integer(v)) {
-        if (r->alias[0]) fail_msg("task %s has no alias '%s'", r->task, alias);
+        if (r->alias[0])
+            fail_msg("not_found: task '%s' has no alias '%s'%s", r->task, alias,
+                     !strcmp(alias, "candidate") ? " (no version waits: train with --promote if-better or never)" : "");
         else printf("task %s has no version yet\n", r->task);
         json_decref(t);
         return r->alias[0] ? EXIT_NOT_FOUND : EXIT_OK;

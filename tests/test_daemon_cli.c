@@ -192,7 +192,8 @@ TEST(daemon_cli_task_at_version_or_alias_in_every_command)
         {"rollback t1@1 --to 2", 2, "not both"},
         {"show t1@0", 2, "numbered from 1"},
         {"show t1@", 2, "version number or an alias"},
-        {"show t1@nosuch", 4, "no alias 'nosuch'"},
+        {"show t1@nosuch", 4, "not_found: task 't1' has no alias 'nosuch'"},
+        {"promote t1@candidate", 4, "no version waits"},
         {"show t1@7", 4, "not_found"},
     };
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
