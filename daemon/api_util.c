@@ -165,6 +165,13 @@ static int json_inputs(dataset *d, const char *body, size_t len, int dim, clad_e
     if (!root) return clad_err_set(err, CLAD_EINVAL, "malformed JSON: %s (line %d column %d)", je.text, je.line, je.column);
     json_t *in = json_object_get(root, "inputs");
     int rc = 0;
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val)
+        if (strcmp(key, "inputs")) {
+            rc = clad_err_set(err, CLAD_EINVAL, "unknown key '%s' (known: inputs)", key);
+            goto done;
+        }
     if (!json_is_array(in) || !json_array_size(in) || json_array_size(in) > REQUEST_MAX_SAMPLES) {
         rc = clad_err_set(err, CLAD_EINVAL, "'inputs' must be an array of 1 to %d rows", REQUEST_MAX_SAMPLES);
         goto done;
