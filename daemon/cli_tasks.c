@@ -201,6 +201,11 @@ static void print_version(json_t *v)
     }
     print_pairs("metrics", m);
     print_pairs("hparams", json_object_get(v, "hparams"));
+    json_t *promotion = json_object_get(lineage, "promotion");
+    if (json_is_object(promotion))
+        printf("%-9s%s when trained: %s\n", "promote",
+               json_is_true(json_object_get(promotion, "promoted")) ? "made active" : "not made active",
+               str(promotion, "reason"));
     json_t *merge = json_object_get(lineage, "merge");
     if (json_is_object(merge)) {
         printf("%-9smethod %s, drop %s, lambda %s, stored rank %s\n", "merge", str(merge, "method"),
@@ -351,9 +356,21 @@ static int cmd_train(const options *o)
     rc = follow_job(o, "POST", path, content_type_for(o->args[1], body, len), body, len);
     free(body);
     if (rc || o->json) return rc;
-    options q = *o;
-    q.n_args = 1;
-    return cmd_show(&q);
+    /* Show the version this job made, which is not `active` when it waits as the candidate. */
+    task_ref made = r;
+    json_t *job = NULL;
+    char jpath[64];
+    snprintf(jpath, sizeof jpath, "/v1/jobs/%lld", followed_job_id());
+    if (followed_job_id() > 0 && !get_json(o, jpath, &job) && job) {
+        json_t *ver = json_object_get(json_object_get(job, "result"), "version");
+        if (json_is_integer(ver)) snprintf(made.version, sizeof made.version, "%lld", (long long)json_integer_value(ver));
+        json_decref(job);
+    }
+    json_t *v = NULL;
+    if ((rc = get_version(o, &made, &v)) || !v) return rc;
+    print_version(v);
+    json_decref(v);
+    return 0;
 }
 
 /* ---- tasks and versions ---- */

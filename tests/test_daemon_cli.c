@@ -194,6 +194,11 @@ TEST(daemon_cli_task_at_version_or_alias_in_every_command)
         {"show t1@", 2, "version number or an alias"},
         {"show t1@nosuch", 4, "not_found: task 't1' has no alias 'nosuch'"},
         {"promote t1@candidate", 4, "no version waits"},
+        /* A version that waits as the candidate is the one shown after training, with why it waits. */
+        {"train t1 '%s' --epochs 1 --promote never", 0, "t1@3 "},
+        {"show t1@candidate", 0, "not made active when trained: promote=never"},
+        {"show t1@1", 0, "made active when trained: promote=always"},
+        {"promote t1@candidate", 0, "active 2 -> 3"},
         {"show t1@7", 4, "not_found"},
     };
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
