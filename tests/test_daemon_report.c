@@ -202,6 +202,9 @@ TEST_TIMEOUT(daemon_report_html_renders_in_chromium, 180)
     free(clad_ok(&g, 0, "eval b '%s'", in_tmp("b-test.st")));
     const char *html = in_tmp("report.html");
     free(clad_ok(&g, 0, "report --out '%s'", html));
+    char *bad = clad_ok(&g, 1, "report --out '%s'", in_tmp("no-such-dir/report.html"));
+    CHECK_MSG(strstr(bad, "No such file or directory"), "an unwritable --out without its reason:\n%s", bad);
+    free(bad);
     char *page = NULL;
     double t0 = now_s();
     CHECK_INT_EQ(curl_req(&g.d, "GET", "/v1/bases/mlp/report", NULL, &page, NULL), 200);
