@@ -282,6 +282,9 @@ TEST_TIMEOUT(daemon_report_ps_aliases_health_metrics, 120)
     json_t *ad = json_array_get(json_object_get(l, "adapters"), 0);
     CHECK_INT_EQ(json_integer_value(json_object_get(ad, "hits")), 1);
     CHECK(json_integer_value(json_object_get(ad, "bytes")) > 0);
+    /* Idle: no request holds the base, though its cached adapter refers to it. */
+    json_t *base = json_array_get(json_object_get(l, "bases"), 0);
+    CHECK_INT_EQ(json_integer_value(json_object_get(base, "in_use")), 0);
     json_decref(l);
     out = clad_ok(&g, 0, "aliases");
     CHECK_MSG(strstr(out, "champion") && strstr(out, "active"), "%s", out);
