@@ -594,6 +594,21 @@ TEST_TIMEOUT(daemon_api_merge_serves_each_source_with_its_head, 120)
     free(body);
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/merges/t1", "-H 'Content-Type: application/json' -d '{\"tasks\":[\"t2\"]}'", &body, NULL), 409);
     free(body);
+    /* Sources are checked before any job: an unknown one is 404, one on another base 409 (no job made). */
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/merges/m2", "-H 'Content-Type: application/json' -d '{\"tasks\":[\"t1\",\"t9\"]}'", &body, NULL), 404);
+    CHECK_MSG(strstr(body, "unknown task 't9'"), "%s", body);
+    free(body);
+    char args[1200];
+    snprintf(args, sizeof args, "base import other '%s'", f.base);
+    CHECK_INT_EQ(clad_run(&f.d, args, NULL), 0);
+    snprintf(args, sizeof args, "train t3 '%s' --base other --epochs 1", f.t1);
+    CHECK_INT_EQ(clad_run(&f.d, args, NULL), 0);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/merges/m2", "-H 'Content-Type: application/json' -d '{\"tasks\":[\"t1\",\"t3\"]}'", &body, NULL), 409);
+    CHECK_MSG(strstr(body, "task 't3' is on base 'other', not 'mlp'"), "%s", body);
+    free(body);
+    json_t *failed = get(&f, "/v1/jobs?state=failed", 200);
+    CHECK_INT_EQ(json_array_size(json_object_get(failed, "jobs")), 0);
+    json_decref(failed);
     stop(&f);
 }
 
