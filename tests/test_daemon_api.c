@@ -669,8 +669,9 @@ TEST_TIMEOUT(daemon_api_fusion_over_earlier_tasks, 120)
     free(body);
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t4/train?fuse_with=t1&kind=tl5", extra, &body, NULL), 400);
     free(body);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t4/train?follow=1&fuse_with=nosuch", extra, &body, NULL), 202);
-    CHECK(strstr(body, "\"state\":\"failed\"") && strstr(body, "nosuch"));
+    /* An unknown source is refused before any job is made. */
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t4/train?follow=1&fuse_with=nosuch", extra, &body, NULL), 404);
+    CHECK_MSG(strstr(body, "unknown task 'nosuch'"), "%s", body);
     free(body);
     stop(&f);
 }
