@@ -686,8 +686,24 @@ static int cmd_merge(const options *o)
     return rc;
 }
 
-static int cmd_predict(const options *o) { return cli_opt(o, "any") ? cmd_route(o, false) : cmd_serve(o, false); }
-static int cmd_eval(const options *o) { return cli_opt(o, "any") ? cmd_route(o, true) : cmd_serve(o, true); }
+/* predict and eval take options of two forms; one form's options in the other would be ignored: refuse them. */
+static int predict_or_eval(const options *o, bool evaluate)
+{
+    static const char *const any_only[] = {"base", "tasks", "mode", "top-k", "threshold", NULL};
+    static const char *const task_only[] = {"version", "alias", "task", "data-task", NULL};
+    const char *command = evaluate ? "eval" : "predict";
+    bool any = cli_opt(o, "any") != NULL;
+    for (const char *const *k = any ? task_only : any_only; *k; k++)
+        if (cli_opt(o, *k)) {
+            fail_msg("clad %s %s does not take --%s (clad %s --help lists each form's options)", command,
+                     any ? "--any" : "TASK", *k, command);
+            return EXIT_USAGE;
+        }
+    return any ? cmd_route(o, evaluate) : cmd_serve(o, evaluate);
+}
+
+static int cmd_predict(const options *o) { return predict_or_eval(o, false); }
+static int cmd_eval(const options *o) { return predict_or_eval(o, true); }
 
 #define REF_HELP                                                                                            \
     "TASK@VERSION picks a version by number, TASK@ALIAS by alias (default: the `active` alias).\n"

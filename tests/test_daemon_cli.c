@@ -228,6 +228,9 @@ TEST(daemon_cli_options_help_and_errors_in_cli_words)
     expect_clad(&f.d, "import base b x --base c", 2, "--base is not an option of 'base'");
     expect_clad(&f.d, "import adapter t x --layout hf", 2, "--layout is not an option of 'adapter'");
     expect_clad(&f.d, "export nothing t1", 2, "usage: clad export");
+    /* predict and eval have two forms: an option of the other form would be ignored, so it is refused. */
+    expect_clad_file(&f.d, "predict t1 '%s' --tasks t1", f.csv, 2, "clad predict TASK does not take --tasks");
+    expect_clad_file(&f.d, "eval --any '%s' --version 1", f.csv, 2, "clad eval --any does not take --version");
     /* The daemon's words for query parameters come back as the CLI's options. */
     snprintf(args, sizeof args, "train t1 '%s' --epochs 0", f.csv);
     char cmd[1200], *out = NULL;
