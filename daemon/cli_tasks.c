@@ -1,4 +1,5 @@
 /* clad commands for bases, tasks, versions, serving and rollback; see daemon/cli.h. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -656,6 +657,22 @@ static int cmd_route(const options *o, bool evaluate)
     return 0;
 }
 
+/* Puts option `key` into body as a number; a value that is not one all through is a usage error (atof
+ * would read "abc" as 0 and "8x" as 8). */
+static bool number_option(const options *o, const char *key, bool integer, json_t *body)
+{
+    const char *v = cli_opt(o, key);
+    if (!v) return true;
+    char *end = NULL;
+    double x = strtod(v, &end);
+    if (!*v || *end || !isfinite(x) || (integer && (x != floor(x) || fabs(x) > 1e15))) {
+        fail_msg("--%s must be a %s, not '%s'", key, integer ? "whole number" : "number", v);
+        return false;
+    }
+    json_object_set_new(body, key, integer ? json_integer((json_int_t)x) : json_real(x));
+    return true;
+}
+
 static int cmd_merge(const options *o)
 {
     const char *tasks = cli_opt(o, "tasks");
@@ -672,9 +689,10 @@ static int cmd_merge(const options *o)
         json_array_append_new(list, json_string(t));
     json_object_set_new(b, "tasks", list);
     if (cli_opt(o, "method")) json_object_set_new(b, "method", json_string(cli_opt(o, "method")));
-    if (cli_opt(o, "drop")) json_object_set_new(b, "drop", json_real(atof(cli_opt(o, "drop"))));
-    if (cli_opt(o, "lambda")) json_object_set_new(b, "lambda", json_real(atof(cli_opt(o, "lambda"))));
-    if (cli_opt(o, "rank")) json_object_set_new(b, "rank", json_integer(atoll(cli_opt(o, "rank"))));
+    if (!number_option(o, "drop", false, b) || !number_option(o, "lambda", false, b) || !number_option(o, "rank", true, b)) {
+        json_decref(b);
+        return EXIT_USAGE;
+    }
     char *text = json_dumps(b, JSON_COMPACT);
     json_decref(b);
     cli_url u;

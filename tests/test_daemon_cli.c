@@ -231,6 +231,9 @@ TEST(daemon_cli_options_help_and_errors_in_cli_words)
     /* predict and eval have two forms: an option of the other form would be ignored, so it is refused. */
     expect_clad_file(&f.d, "predict t1 '%s' --tasks t1", f.csv, 2, "clad predict TASK does not take --tasks");
     expect_clad_file(&f.d, "eval --any '%s' --version 1", f.csv, 2, "clad eval --any does not take --version");
+    /* Numbers the CLI puts into a JSON body are checked whole: "abc" is not 0, "8x" not 8. */
+    expect_clad(&f.d, "merge m --tasks t1 --drop abc", 2, "--drop must be a number, not 'abc'");
+    expect_clad(&f.d, "merge m --tasks t1 --rank 8x", 2, "--rank must be a whole number, not '8x'");
     /* The daemon's words for query parameters come back as the CLI's options. */
     snprintf(args, sizeof args, "train t1 '%s' --epochs 0", f.csv);
     char cmd[1200], *out = NULL;
