@@ -1,4 +1,5 @@
 /* clad commands for bases, tasks, versions, serving and rollback; see daemon/cli.h. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,24 @@ static int cmd_bases(const options *o)
     return 0;
 }
 
+/* Puts option `key` into body as a number; a value that is not one all through is a usage error (atof
+ * would read "abc" as 0 and "8x" as 8). */
+static bool number_option(const options *o, const char *key, bool integer, json_t *body)
+{
+    const char *v = cli_opt(o, key);
+    if (!v) return true;
+    char *end = NULL;
+    errno = 0;
+    long long n = integer ? strtoll(v, &end, 10) : 0;
+    double x = integer ? 0 : strtod(v, &end);
+    if (!*v || *end || errno || !isfinite(x)) {
+        fail_msg("--%s must be a %s, not '%s'", key, integer ? "whole number" : "number", v);
+        return false;
+    }
+    json_object_set_new(body, key, integer ? json_integer((json_int_t)n) : json_real(x));
+    return true;
+}
+
 static int cmd_base(const options *o)
 {
     if (o->n_args < 2 || (strcmp(o->args[0], "import") && strcmp(o->args[0], "train"))) {
@@ -107,9 +126,12 @@ static int cmd_base(const options *o)
     json_object_set_new(spec, "model", mj);
     json_object_set_new(spec, "data", json_string(cli_opt(o, "data") ? cli_opt(o, "data") : "fmnist"));
     const char *ints[] = {"epochs", "samples", "seed", "batch"};
-    for (int k = 0; k < 4; k++)
-        if (cli_opt(o, ints[k])) json_object_set_new(spec, ints[k], json_integer(atoll(cli_opt(o, ints[k]))));
-    if (cli_opt(o, "lr")) json_object_set_new(spec, "lr", json_real(atof(cli_opt(o, "lr"))));
+    bool ok = number_option(o, "lr", false, spec);
+    for (int k = 0; ok && k < 4; k++) ok = number_option(o, ints[k], true, spec);
+    if (!ok) {
+        json_decref(spec);
+        return EXIT_USAGE;
+    }
     char *body = json_dumps(spec, JSON_COMPACT);
     json_decref(spec);
     url_query(&u, "follow", "1");
@@ -655,22 +677,6 @@ static int cmd_route(const options *o, bool evaluate)
     }
     json_decref(r);
     return 0;
-}
-
-/* Puts option `key` into body as a number; a value that is not one all through is a usage error (atof
- * would read "abc" as 0 and "8x" as 8). */
-static bool number_option(const options *o, const char *key, bool integer, json_t *body)
-{
-    const char *v = cli_opt(o, key);
-    if (!v) return true;
-    char *end = NULL;
-    double x = strtod(v, &end);
-    if (!*v || *end || !isfinite(x) || (integer && (x != floor(x) || fabs(x) > 1e15))) {
-        fail_msg("--%s must be a %s, not '%s'", key, integer ? "whole number" : "number", v);
-        return false;
-    }
-    json_object_set_new(body, key, integer ? json_integer((json_int_t)x) : json_real(x));
-    return true;
 }
 
 static int cmd_merge(const options *o)

@@ -234,6 +234,8 @@ TEST(daemon_cli_options_help_and_errors_in_cli_words)
     /* Numbers the CLI puts into a JSON body are checked whole: "abc" is not 0, "8x" not 8. */
     expect_clad(&f.d, "merge m --tasks t1 --drop abc", 2, "--drop must be a number, not 'abc'");
     expect_clad(&f.d, "merge m --tasks t1 --rank 8x", 2, "--rank must be a whole number, not '8x'");
+    expect_clad(&f.d, "base train b2 --model mlp --epochs abc", 2, "--epochs must be a whole number, not 'abc'");
+    expect_clad(&f.d, "base train b2 --model mlp --lr 1e-3x", 2, "--lr must be a number, not '1e-3x'");
     /* The daemon's words for query parameters come back as the CLI's options. */
     snprintf(args, sizeof args, "train t1 '%s' --epochs 0", f.csv);
     char cmd[1200], *out = NULL;
