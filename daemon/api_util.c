@@ -215,6 +215,9 @@ int request_json_size_check(const http_req *req, bool labels, clad_err *err)
 int request_inputs(dataset *d, const http_req *req, bool labels, const model_config *cfg, clad_err *err)
 {
     int rc, dim = model_config_input_dim(cfg);
+    if (labels && request_is_json(req))
+        return clad_err_set(err, CLAD_EINVAL, "evaluation needs labels, which JSON inputs do not carry: send a "
+                            "dataset file (safetensors x and y, IDX or CSV with the label first)");
     if (labels) rc = body_to_dataset(d, req->body, req->body_len, false, err);
     else if (request_is_json(req)) rc = json_inputs(d, req->body, req->body_len, dim, err);
     else rc = body_to_inputs(d, req->body, req->body_len, dim, err);

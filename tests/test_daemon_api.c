@@ -367,6 +367,10 @@ TEST_TIMEOUT(daemon_api_errors_are_clear_and_change_nothing, 120)
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/predict", "-H 'Content-Type: application/json' -d '{\"inputs\":[[1,2,3'", &body, NULL), 400);
     CHECK_STR_EQ(error_code_of(body), "invalid_input");
     free(body);
+    /* Evaluate needs labels: JSON inputs are refused as such, not parsed as a CSV. */
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/evaluate", "-H 'Content-Type: application/json' -d '{\"inputs\":[[0]]}'", &body, NULL), 400);
+    CHECK_MSG(strstr(body, "evaluation needs labels"), "%s", body);
+    free(body);
     /* An unknown key is refused as on every JSON route, not ignored (a typo must not pass silently). */
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/predict", "-H 'Content-Type: application/json' -d '{\"inputs\":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]],\"top_k\":2}'", &body, NULL), 400);
     CHECK_MSG(strstr(body, "unknown key 'top_k' (known: inputs)") != NULL, "%s", body);
