@@ -224,6 +224,12 @@ static void print_version(json_t *v)
     }
     print_pairs("metrics", m);
     print_pairs("hparams", json_object_get(v, "hparams"));
+    json_t *imported = json_object_get(lineage, "imported");
+    if (json_is_object(imported)) {
+        printf("%-9s%s (config sha256 %.16s.., model sha256 %.16s..)\n", "imported", str(imported, "format"),
+               str(imported, "config_sha256"), str(imported, "model_sha256"));
+        print_ranks("ranks", json_object_get(json_object_get(v, "hparams"), "ranks"), NULL);
+    }
     json_t *promotion = json_object_get(lineage, "promotion");
     if (json_is_object(promotion))
         printf("%-9s%s when trained: %s\n", "promote",

@@ -448,6 +448,16 @@ TEST(daemon_cli_show_never_invents_values)
               "merged version:\n%s", out);
     CHECK_MSG(!strstr(out, "plan ") && !strstr(out, "DISTANCE"), "a merge has no plan, yet one is shown:\n%s", out);
     free(out);
+    /* An imported version shows where it came from and its ranks. */
+    char dir[600], args[1400];
+    snprintf(dir, sizeof dir, "%s/t1-peft", test_tmpdir());
+    snprintf(args, sizeof args, "export adapter t1@1 --out '%s'", dir);
+    expect_clad(&f.d, args, 0, NULL);
+    snprintf(args, sizeof args, "import adapter back '%s' --base mlp", dir);
+    expect_clad(&f.d, args, 0, "back@1 imported");
+    CHECK_INT_EQ(clad_run(&f.d, "show back", &out), 0);
+    CHECK_MSG(strstr(out, "imported peft (config sha256 ") && strstr(out, "\nranks    fc1 "), "imported version:\n%s", out);
+    free(out);
     /* A merge records no adapter_params: its PARAMS column says "-", not 0. */
     CHECK_INT_EQ(clad_run(&f.d, "versions m", &out), 0);
     CHECK_MSG(strstr(out, "\n1        merged           -          -"), "merge's versions:\n%s", out);
