@@ -367,6 +367,15 @@ TEST_TIMEOUT(daemon_api_errors_are_clear_and_change_nothing, 120)
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/predict", "-H 'Content-Type: application/json' -d '{\"inputs\":[[1,2,3'", &body, NULL), 400);
     CHECK_STR_EQ(error_code_of(body), "invalid_input");
     free(body);
+    /* A bad ?follow is refused before the job is submitted: no job is left behind. */
+    json_t *before = get(&f, "/v1/jobs", 200);
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?follow=maybe", f.t1, &body), 400);
+    CHECK_MSG(strstr(body, "'follow'"), "%s", body);
+    free(body);
+    json_t *after = get(&f, "/v1/jobs", 200);
+    CHECK_INT_EQ(json_array_size(json_object_get(after, "jobs")), json_array_size(json_object_get(before, "jobs")));
+    json_decref(before);
+    json_decref(after);
     /* Evaluate needs labels: JSON inputs are refused as such, not parsed as a CSV. */
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/evaluate", "-H 'Content-Type: application/json' -d '{\"inputs\":[[0]]}'", &body, NULL), 400);
     CHECK_MSG(strstr(body, "evaluation needs labels"), "%s", body);
