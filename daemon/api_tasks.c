@@ -213,8 +213,10 @@ static bool body_fields(http_req *req, const char **alias, const char **reason, 
 
 static void reply_alias_move(http_req *req, const char *alias, int64_t from, int64_t to)
 {
-    http_reply_json(req, 200, json_pack("{s:s,s:s,s:I,s:I}", "task", http_req_param(req, "name"), "alias",
-                                        alias ? alias : "active", "from", (json_int_t)from, "to", (json_int_t)to));
+    /* A new alias came from nowhere: null, as in its history, not a version 0. */
+    http_reply_json(req, 200, json_pack("{s:s,s:s,s:o,s:I}", "task", http_req_param(req, "name"), "alias",
+                                        alias ? alias : "active", "from", from ? json_integer(from) : json_null(),
+                                        "to", (json_int_t)to));
 }
 
 static void rollback(http_req *req)

@@ -209,7 +209,9 @@ static int cmd_aliases(const options *o)
     json_array_foreach(json_object_get(r, "history"), i, x) {
         char when[64];
         ago(num(x, "time_ms"), when, sizeof when);
-        printf("%-24s %-16s %-9s %6lld %6lld  %s\n", when, str(x, "alias"), str(x, "action"), num(x, "from"), num(x, "to"),
+        char from[24] = "-"; /* a new alias came from nowhere */
+        if (num(x, "from")) snprintf(from, sizeof from, "%lld", num(x, "from"));
+        printf("%-24s %-16s %-9s %6s %6lld  %s\n", when, str(x, "alias"), str(x, "action"), from, num(x, "to"),
                str(x, "reason"));
     }
     json_decref(r);

@@ -477,8 +477,11 @@ static int post_move(const options *o, const char *method, const cli_url *u, jso
     json_t *r = NULL;
     int rc = send_json(o, method, url_path(u), "application/json", text, strlen(text), &r);
     free(text);
-    if (!rc && r)
-        printf("%s %s: %s %lld -> %lld\n", verb, str(r, "task"), str(r, "alias"), num(r, "from"), num(r, "to"));
+    if (!rc && r) {
+        char from[24] = "-"; /* a new alias came from nowhere */
+        if (num(r, "from")) snprintf(from, sizeof from, "%lld", num(r, "from"));
+        printf("%s %s: %s %s -> %lld\n", verb, str(r, "task"), str(r, "alias"), from, num(r, "to"));
+    }
     json_decref(r);
     return rc;
 }

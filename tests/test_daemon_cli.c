@@ -175,10 +175,11 @@ TEST(daemon_cli_task_at_version_or_alias_in_every_command)
     } steps[] = {
         {"show t1@1", 0, "t1@1 "},
         {"show t1", 0, "t1@2 "},
-        {"alias t1@1 stable", 0, "stable 0 -> 1"},
+        {"alias t1@1 stable", 0, "stable - -> 1"},
         {"show t1@stable", 0, "t1@1 "},
         {"alias t1 champion 2", 0, NULL}, /* the older form still works */
-        {"alias t1@champion best", 0, "best 0 -> 2"},
+        {"alias t1@champion best", 0, "best - -> 2"},
+        {"--json alias t1@1 fresh", 0, "\"from\":null"},
         {"eval t1@stable '%s'", 0, "t1@1: accuracy"},
         {"eval t1@2 '%s'", 0, "t1@2: accuracy"},
         {"--json predict t1@1 '%s'", 0, "\"version\":1"},
