@@ -431,6 +431,12 @@ TEST_TIMEOUT(daemon_lifecycle_delete_refuses_dependents, 120)
     free(out);
     out = clad_ok(&g, 6, "delete alias a active");
     free(out);
+    /* A version an alias points at: the message says the alias may be moved or deleted. */
+    free(clad_ok(&g, 0, "alias a@1 keep"));
+    out = clad_ok(&g, 6, "delete version a@keep");
+    CHECK_MSG(strstr(out, "target of alias(es) active, keep; move them (or delete any but active) first"), "%s", out);
+    free(out);
+    free(clad_ok(&g, 0, "delete alias a keep"));
     /* Not while a training of it runs. */
     out = clad_ok(&g, 0, "train a '%s' --epochs 1000 --batch 16 --detach", in_tmp("a.st"));
     long long job = atoll(out);
