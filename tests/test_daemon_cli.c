@@ -459,6 +459,8 @@ TEST(daemon_cli_show_never_invents_values)
     CHECK_INT_EQ(clad_run(&f.d, "show back", &out), 0);
     CHECK_MSG(strstr(out, "imported peft (config sha256 ") && strstr(out, "\nranks    fc1 "), "imported version:\n%s", out);
     free(out);
+    snprintf(args, sizeof args, "import adapter m '%s'", dir);
+    expect_clad(&f.d, args, 6, "'m' is a merge, not a trainable task");
     /* A merge records no adapter_params: its PARAMS column says "-", not 0. */
     CHECK_INT_EQ(clad_run(&f.d, "versions m", &out), 0);
     CHECK_MSG(strstr(out, "\n1        merged           -          -"), "merge's versions:\n%s", out);
