@@ -388,6 +388,9 @@ TEST_TIMEOUT(daemon_api_errors_are_clear_and_change_nothing, 120)
     free(body);
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/predict?version=x", "-H 'Content-Type: application/json' -d '{}'", &body, NULL), 400);
     free(body);
+    CHECK_INT_EQ(curl_req(&f.d, "GET", "/v1/tasks/t1/versions/99999999999999999999", NULL, &body, NULL), 400);
+    CHECK_MSG(strstr(body, "version '99999999999999999999' must be"), "%s", body);
+    free(body);
     CHECK_INT_EQ(curl_req(&f.d, "GET", "/v1/tasks/t1/versions/0", NULL, &body, NULL), 400);
     free(body);
     /* Labels beyond the task's classes on a retrain. */
