@@ -762,6 +762,14 @@ int bench_cl_main(int argc, char **argv)
     return 0;
 }
 
+static void usage_export(FILE *f)
+{
+    fprintf(f, "usage: clad-bench export --stream FILE --task NAME --split train|test --out FILE [--quick]\n"
+               "                         [--samples N] [--cache DIR]\n"
+               "  --samples  how many samples to write (default: the stream's train_per_task or\n"
+               "             test_per_task for the split, after --quick)\n");
+}
+
 int bench_export_main(int argc, char **argv)
 {
     const char *path = NULL, *task = NULL, *split = NULL, *out = NULL, *cache = getenv("CLAD_BENCH_CACHE");
@@ -781,6 +789,9 @@ int bench_export_main(int argc, char **argv)
                 fprintf(stderr, "clad-bench export: --samples needs a count in [1, %d]\n", DATASET_MAX_SAMPLES);
                 return 2;
             }
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage_export(stdout);
+            return 0;
         } else {
             fprintf(stderr, "clad-bench export: unexpected argument '%s'\n", argv[i]);
             path = NULL;
@@ -788,10 +799,7 @@ int bench_export_main(int argc, char **argv)
         }
     }
     if (!path || !task || !out || !split || (strcmp(split, "train") && strcmp(split, "test"))) {
-        fprintf(stderr, "usage: clad-bench export --stream FILE --task NAME --split train|test --out FILE [--quick]\n"
-                        "                         [--samples N] [--cache DIR]\n"
-                        "  --samples  how many samples to write (default: the stream's train_per_task or\n"
-                        "             test_per_task for the split, after --quick)\n");
+        usage_export(stderr);
         return 2;
     }
     clad_err err = {0};

@@ -104,7 +104,9 @@ static int import_base(cladd *app, const http_req *req, const char *task, const 
     store_task *t = NULL;
     if (store_task_get(app->st, task, &t, NULL) == 0) {
         int rc = 0;
-        if (q && strcmp(q, t->base))
+        if (strcmp(t->kind, "task")) /* as training says; the store would only say the name exists */
+            rc = clad_err_set(err, CLAD_ECONFLICT, "'%s' is a %s, not a trainable task", task, t->kind);
+        else if (q && strcmp(q, t->base))
             rc = clad_err_set(err, CLAD_ECONFLICT, "task '%s' is on base '%s', not '%s'", task, t->base, q);
         snprintf(out, STORE_NAME_MAX + 1, "%s", t->base);
         *task_classes = t->n_classes;

@@ -181,14 +181,21 @@ static void merges_post(http_req *req)
         if (strcmp(t->kind, "merge")) rc = clad_err_set(&err, CLAD_ECONFLICT, "'%s' is a trained task, not a merge", name);
         store_task_free(t);
     }
-    /* The base is the first source's (a cold one loads on the pool). */
-    if (!rc && store_task_get(app->st, a->tasks[0], &t, &err) == 0) {
-        a->req = req;
-        registry_loader_base(app->loads, t->base, merge_on_base, a);
+    /* Every source exists and is on the first source's base: refused now (404, 409), not by a failed job. */
+    char base[STORE_NAME_MAX + 1] = "";
+    for (int i = 0; !rc && i < a->n; i++) {
+        if ((rc = store_task_get(app->st, a->tasks[i], &t, &err))) break;
+        if (!i) snprintf(base, sizeof base, "%s", t->base);
+        else if (strcmp(t->base, base))
+            rc = clad_err_set(&err, CLAD_ECONFLICT, "task '%s' is on base '%s', not '%s'", t->name, t->base, base);
         store_task_free(t);
+    }
+    /* The base is the first source's (a cold one loads on the pool). */
+    if (!rc) {
+        a->req = req;
+        registry_loader_base(app->loads, base, merge_on_base, a);
         return;
     }
-    if (!rc) rc = err.code;
     merge_free(a);
     http_reply_err(req, &err);
 }

@@ -201,7 +201,7 @@ static void loaded_get(http_req *req)
     for (size_t i = 0; (b = registry_base_at(app->reg, i)); i++)
         if (b->name[0])
             json_array_append_new(bases, json_pack("{s:s,s:s,s:I,s:i,s:I}", "name", b->name, "sha256", b->sha256, "bytes",
-                                                   (json_int_t)b->bytes, "in_use", b->refs,
+                                                   (json_int_t)b->bytes, "in_use", b->refs - b->cache_refs, /* not the cached adapters on it */
                                                    "last_used_ms", (json_int_t)b->last_used_ms));
     for (size_t i = 0; (a = registry_adapter_at(app->reg, i)); i++)
         if (!a->forgotten)

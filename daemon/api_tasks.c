@@ -10,6 +10,7 @@
  *   GET    /v1/tasks/{name}/aliases               aliases and their full history
  *   PUT    /v1/tasks/{name}/aliases/{alias}       {"version": v, "reason": ...?}
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,8 +132,9 @@ static bool parse_version(http_req *req, int64_t *v)
 {
     const char *s = http_req_param(req, "v");
     char *end;
+    errno = 0; /* past 2^63 - 1 strtoll clamps: refuse it rather than look up version 9223372036854775807 */
     long long x = s ? strtoll(s, &end, 10) : 0;
-    if (!s || !*s || *end || x < 1) {
+    if (!s || !*s || *end || x < 1 || errno == ERANGE) {
         http_reply_error(req, CLAD_EINVAL, "version '%s' must be a whole number from 1", s ? s : "");
         return false;
     }
@@ -213,8 +215,10 @@ static bool body_fields(http_req *req, const char **alias, const char **reason, 
 
 static void reply_alias_move(http_req *req, const char *alias, int64_t from, int64_t to)
 {
-    http_reply_json(req, 200, json_pack("{s:s,s:s,s:I,s:I}", "task", http_req_param(req, "name"), "alias",
-                                        alias ? alias : "active", "from", (json_int_t)from, "to", (json_int_t)to));
+    /* A new alias came from nowhere: null, as in its history, not a version 0. */
+    http_reply_json(req, 200, json_pack("{s:s,s:s,s:o,s:I}", "task", http_req_param(req, "name"), "alias",
+                                        alias ? alias : "active", "from", from ? json_integer(from) : json_null(),
+                                        "to", (json_int_t)to));
 }
 
 static void rollback(http_req *req)

@@ -592,6 +592,14 @@ static void train_on_base(void *data, loaded_base *b, const clad_err *berr)
         cl_config_default(&a->cl, a->base->m);
         rc = parse_options(a, req, &err);
     }
+    /* fuse_with names tasks of this base: refused now (404, 409), not by a job that fails later. */
+    for (int i = 0; !rc && i < a->n_fuse; i++) {
+        store_task *t = NULL;
+        if ((rc = store_task_get(app->st, a->fuse[i], &t, &err))) break;
+        if (strcmp(t->base, b->name))
+            rc = clad_err_set(&err, CLAD_ECONFLICT, "fuse_with: task '%s' is on base '%s', not '%s'", t->name, t->base, b->name);
+        store_task_free(t);
+    }
     if (!rc && !req->body_len) rc = clad_err_set(&err, CLAD_EINVAL, "the request has no training data");
     /* The job keeps the upload itself (uploads may be 512 MiB: no copy), hashed on the pool first so
      * that no work proportional to the upload runs on the loop. */

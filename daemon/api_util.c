@@ -165,6 +165,13 @@ static int json_inputs(dataset *d, const char *body, size_t len, int dim, clad_e
     if (!root) return clad_err_set(err, CLAD_EINVAL, "malformed JSON: %s (line %d column %d)", je.text, je.line, je.column);
     json_t *in = json_object_get(root, "inputs");
     int rc = 0;
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val)
+        if (strcmp(key, "inputs")) {
+            rc = clad_err_set(err, CLAD_EINVAL, "unknown key '%s' (known: inputs)", key);
+            goto done;
+        }
     if (!json_is_array(in) || !json_array_size(in) || json_array_size(in) > REQUEST_MAX_SAMPLES) {
         rc = clad_err_set(err, CLAD_EINVAL, "'inputs' must be an array of 1 to %d rows", REQUEST_MAX_SAMPLES);
         goto done;
@@ -208,6 +215,9 @@ int request_json_size_check(const http_req *req, bool labels, clad_err *err)
 int request_inputs(dataset *d, const http_req *req, bool labels, const model_config *cfg, clad_err *err)
 {
     int rc, dim = model_config_input_dim(cfg);
+    if (labels && request_is_json(req))
+        return clad_err_set(err, CLAD_EINVAL, "evaluation needs labels, which JSON inputs do not carry: send a "
+                            "dataset file (safetensors x and y, IDX or CSV with the label first)");
     if (labels) rc = body_to_dataset(d, req->body, req->body_len, false, err);
     else if (request_is_json(req)) rc = json_inputs(d, req->body, req->body_len, dim, err);
     else rc = body_to_inputs(d, req->body, req->body_len, dim, err);

@@ -72,6 +72,8 @@ void progress_text(json_t *progress, char *buf, size_t size);
 /* Streams an NDJSON job reply; returns EXIT_OK when the job succeeded. */
 int follow_job(const options *o, const char *method, const char *path, const char *ctype, const void *body,
                size_t body_len);
+/* The id of the job the last follow_job followed (0 if none was reported). */
+long long followed_job_id(void);
 bool valid_id(const char *s);
 /* Reads a whole file (or stdin for "-"), bounded by MAX_UPLOAD. */
 int read_body(const char *name, char **out, size_t *len);

@@ -228,6 +228,13 @@ static int on_follow_line(char *line, size_t len, void *data)
     return 0;
 }
 
+static long long last_followed_job;
+
+long long followed_job_id(void)
+{
+    return last_followed_job;
+}
+
 /* Streams an NDJSON job reply (GET /v1/jobs/ID?follow=1). */
 int follow_job(const options *o, const char *method, const char *path, const char *ctype,
                       const void *body, size_t body_len)
@@ -242,6 +249,7 @@ int follow_job(const options *o, const char *method, const char *path, const cha
     cli_interrupt_arm();
     int rc = request(o, &rq, &resp);
     client_lines_finish(&lines);
+    last_followed_job = f.job_id;
     if (cli_interrupted()) {
         if (!rc) client_response_finish(&resp);
         return cli_interrupt_resolve(o, f.job_id);

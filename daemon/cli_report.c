@@ -1,5 +1,6 @@
 /* clad commands that show what the daemon knows: the accuracy matrix, the HTML report, what is loaded,
  * aliases, and health. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,9 +125,9 @@ static int cmd_report(const options *o)
     }
     FILE *f = out && strcmp(out, "-") ? fopen(out, "w") : stdout;
     if (!f) {
-        fail_msg("cannot write %s", out);
+        fail_msg("cannot write %s: %s", out, strerror(errno));
         client_response_finish(&resp);
-        return EXIT_USAGE;
+        return EXIT_ERROR; /* as clad export does */
     }
     bool ok = fwrite(resp.body, 1, resp.body_len, f) == resp.body_len;
     if (f != stdout) ok = fclose(f) == 0 && ok;
@@ -208,7 +209,9 @@ static int cmd_aliases(const options *o)
     json_array_foreach(json_object_get(r, "history"), i, x) {
         char when[64];
         ago(num(x, "time_ms"), when, sizeof when);
-        printf("%-24s %-16s %-9s %6lld %6lld  %s\n", when, str(x, "alias"), str(x, "action"), num(x, "from"), num(x, "to"),
+        char from[24] = "-"; /* a new alias came from nowhere */
+        if (num(x, "from")) snprintf(from, sizeof from, "%lld", num(x, "from"));
+        printf("%-24s %-16s %-9s %6s %6lld  %s\n", when, str(x, "alias"), str(x, "action"), from, num(x, "to"),
                str(x, "reason"));
     }
     json_decref(r);

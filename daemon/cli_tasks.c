@@ -1,4 +1,6 @@
 /* clad commands for bases, tasks, versions, serving and rollback; see daemon/cli.h. */
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +69,24 @@ static int cmd_bases(const options *o)
     return 0;
 }
 
+/* Puts option `key` into body as a number; a value that is not one all through is a usage error (atof
+ * would read "abc" as 0 and "8x" as 8). */
+static bool number_option(const options *o, const char *key, bool integer, json_t *body)
+{
+    const char *v = cli_opt(o, key);
+    if (!v) return true;
+    char *end = NULL;
+    errno = 0;
+    long long n = integer ? strtoll(v, &end, 10) : 0;
+    double x = integer ? 0 : strtod(v, &end);
+    if (!*v || *end || errno || !isfinite(x)) {
+        fail_msg("--%s must be a %s, not '%s'", key, integer ? "whole number" : "number", v);
+        return false;
+    }
+    json_object_set_new(body, key, integer ? json_integer((json_int_t)n) : json_real(x));
+    return true;
+}
+
 static int cmd_base(const options *o)
 {
     if (o->n_args < 2 || (strcmp(o->args[0], "import") && strcmp(o->args[0], "train"))) {
@@ -106,9 +126,12 @@ static int cmd_base(const options *o)
     json_object_set_new(spec, "model", mj);
     json_object_set_new(spec, "data", json_string(cli_opt(o, "data") ? cli_opt(o, "data") : "fmnist"));
     const char *ints[] = {"epochs", "samples", "seed", "batch"};
-    for (int k = 0; k < 4; k++)
-        if (cli_opt(o, ints[k])) json_object_set_new(spec, ints[k], json_integer(atoll(cli_opt(o, ints[k]))));
-    if (cli_opt(o, "lr")) json_object_set_new(spec, "lr", json_real(atof(cli_opt(o, "lr"))));
+    bool ok = number_option(o, "lr", false, spec);
+    for (int k = 0; ok && k < 4; k++) ok = number_option(o, ints[k], true, spec);
+    if (!ok) {
+        json_decref(spec);
+        return EXIT_USAGE;
+    }
     char *body = json_dumps(spec, JSON_COMPACT);
     json_decref(spec);
     url_query(&u, "follow", "1");
@@ -201,6 +224,17 @@ static void print_version(json_t *v)
     }
     print_pairs("metrics", m);
     print_pairs("hparams", json_object_get(v, "hparams"));
+    json_t *imported = json_object_get(lineage, "imported");
+    if (json_is_object(imported)) {
+        printf("%-9s%s (config sha256 %.16s.., model sha256 %.16s..)\n", "imported", str(imported, "format"),
+               str(imported, "config_sha256"), str(imported, "model_sha256"));
+        print_ranks("ranks", json_object_get(json_object_get(v, "hparams"), "ranks"), NULL);
+    }
+    json_t *promotion = json_object_get(lineage, "promotion");
+    if (json_is_object(promotion))
+        printf("%-9s%s when trained: %s\n", "promote",
+               json_is_true(json_object_get(promotion, "promoted")) ? "made active" : "not made active",
+               str(promotion, "reason"));
     json_t *merge = json_object_get(lineage, "merge");
     if (json_is_object(merge)) {
         printf("%-9smethod %s, drop %s, lambda %s, stored rank %s\n", "merge", str(merge, "method"),
@@ -268,7 +302,9 @@ static int get_version(const options *o, const task_ref *r, json_t **out)
     const char *alias = r->alias[0] ? r->alias : "active";
     json_t *v = json_object_get(json_object_get(t, "aliases"), alias);
     if (!json_is_integer(v)) {
-        if (r->alias[0]) fail_msg("task %s has no alias '%s'", r->task, alias);
+        if (r->alias[0])
+            fail_msg("not_found: task '%s' has no alias '%s'%s", r->task, alias,
+                     !strcmp(alias, "candidate") ? " (no version waits: train with --promote if-better or never)" : "");
         else printf("task %s has no version yet\n", r->task);
         json_decref(t);
         return r->alias[0] ? EXIT_NOT_FOUND : EXIT_OK;
@@ -349,9 +385,21 @@ static int cmd_train(const options *o)
     rc = follow_job(o, "POST", path, content_type_for(o->args[1], body, len), body, len);
     free(body);
     if (rc || o->json) return rc;
-    options q = *o;
-    q.n_args = 1;
-    return cmd_show(&q);
+    /* Show the version this job made, which is not `active` when it waits as the candidate. */
+    task_ref made = r;
+    json_t *job = NULL;
+    char jpath[64];
+    snprintf(jpath, sizeof jpath, "/v1/jobs/%lld", followed_job_id());
+    if (followed_job_id() > 0 && !get_json(o, jpath, &job) && job) {
+        json_t *ver = json_object_get(json_object_get(job, "result"), "version");
+        if (json_is_integer(ver)) snprintf(made.version, sizeof made.version, "%lld", (long long)json_integer_value(ver));
+        json_decref(job);
+    }
+    json_t *v = NULL;
+    if ((rc = get_version(o, &made, &v)) || !v) return rc;
+    print_version(v);
+    json_decref(v);
+    return 0;
 }
 
 /* ---- tasks and versions ---- */
@@ -404,8 +452,9 @@ static int cmd_versions(const options *o)
             if (json_integer_value(x) == num(v, "version"))
                 n += (size_t)snprintf(names + n, n < sizeof names ? sizeof names - n : 0, "%s%s", n ? "," : "", key);
         json_t *m = json_object_get(v, "metrics"), *ha = json_object_get(m, "holdout_accuracy");
-        char acc[16] = "-";
+        char acc[16] = "-", params[24] = "-"; /* "-" when not recorded (imported versions), never a made-up 0 */
         if (json_is_number(ha)) snprintf(acc, sizeof acc, "%.4f", json_number_value(ha));
+        if (json_is_integer(json_object_get(m, "adapter_params"))) snprintf(params, sizeof params, "%lld", num(m, "adapter_params"));
         double created = (double)num(v, "created_ms") / 1e3;
         if (created > 0) {
             struct timespec ts;
@@ -413,8 +462,7 @@ static int cmd_versions(const options *o)
             double a = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - created;
             format_duration(a > 0 ? a : 0, age, sizeof age);
         }
-        printf("%-8lld %-7s %10lld %10s %9s  %s\n", num(v, "version"), str(v, "kind"), num(m, "adapter_params"), acc, age,
-               names);
+        printf("%-8lld %-7s %10s %10s %9s  %s\n", num(v, "version"), str(v, "kind"), params, acc, age, names);
     }
     json_decref(r);
     return 0;
@@ -429,8 +477,11 @@ static int post_move(const options *o, const char *method, const cli_url *u, jso
     json_t *r = NULL;
     int rc = send_json(o, method, url_path(u), "application/json", text, strlen(text), &r);
     free(text);
-    if (!rc && r)
-        printf("%s %s: %s %lld -> %lld\n", verb, str(r, "task"), str(r, "alias"), num(r, "from"), num(r, "to"));
+    if (!rc && r) {
+        char from[24] = "-"; /* a new alias came from nowhere */
+        if (num(r, "from")) snprintf(from, sizeof from, "%lld", num(r, "from"));
+        printf("%s %s: %s %s -> %lld\n", verb, str(r, "task"), str(r, "alias"), from, num(r, "to"));
+    }
     json_decref(r);
     return rc;
 }
@@ -653,9 +704,10 @@ static int cmd_merge(const options *o)
         json_array_append_new(list, json_string(t));
     json_object_set_new(b, "tasks", list);
     if (cli_opt(o, "method")) json_object_set_new(b, "method", json_string(cli_opt(o, "method")));
-    if (cli_opt(o, "drop")) json_object_set_new(b, "drop", json_real(atof(cli_opt(o, "drop"))));
-    if (cli_opt(o, "lambda")) json_object_set_new(b, "lambda", json_real(atof(cli_opt(o, "lambda"))));
-    if (cli_opt(o, "rank")) json_object_set_new(b, "rank", json_integer(atoll(cli_opt(o, "rank"))));
+    if (!number_option(o, "drop", false, b) || !number_option(o, "lambda", false, b) || !number_option(o, "rank", true, b)) {
+        json_decref(b);
+        return EXIT_USAGE;
+    }
     char *text = json_dumps(b, JSON_COMPACT);
     json_decref(b);
     cli_url u;
@@ -667,8 +719,24 @@ static int cmd_merge(const options *o)
     return rc;
 }
 
-static int cmd_predict(const options *o) { return cli_opt(o, "any") ? cmd_route(o, false) : cmd_serve(o, false); }
-static int cmd_eval(const options *o) { return cli_opt(o, "any") ? cmd_route(o, true) : cmd_serve(o, true); }
+/* predict and eval take options of two forms; one form's options in the other would be ignored: refuse them. */
+static int predict_or_eval(const options *o, bool evaluate)
+{
+    static const char *const any_only[] = {"base", "tasks", "mode", "top-k", "threshold", NULL};
+    static const char *const task_only[] = {"version", "alias", "task", "data-task", NULL};
+    const char *command = evaluate ? "eval" : "predict";
+    bool any = cli_opt(o, "any") != NULL;
+    for (const char *const *k = any ? task_only : any_only; *k; k++)
+        if (cli_opt(o, *k)) {
+            fail_msg("clad %s %s does not take --%s (clad %s --help lists each form's options)", command,
+                     any ? "--any" : "TASK", *k, command);
+            return EXIT_USAGE;
+        }
+    return any ? cmd_route(o, evaluate) : cmd_serve(o, evaluate);
+}
+
+static int cmd_predict(const options *o) { return predict_or_eval(o, false); }
+static int cmd_eval(const options *o) { return predict_or_eval(o, true); }
 
 #define REF_HELP                                                                                            \
     "TASK@VERSION picks a version by number, TASK@ALIAS by alias (default: the `active` alias).\n"

@@ -364,6 +364,13 @@ static bool route_request(router *rt, http_req *req, bool has_body)
                              req->method_name, r->pattern);
         return false;
     }
+    /* ?follow is checked here, before a route submits its job: a bad value must not leave a job behind. */
+    bool follow;
+    clad_err ferr = {0};
+    if (name_listed(known, "follow") && http_req_query_bool(req, "follow", &follow, &ferr)) {
+        http_reply_err(req, &ferr);
+        return false;
+    }
     if (has_body) {
         const char *accept = r->accept ? r->accept : (r->flags & ROUTE_JSON) ? HTTP_JSON : NULL;
         char media[128];

@@ -219,14 +219,15 @@ st_reader *st_reader_parse(const void *buf, size_t len, clad_err *err)
         return NULL;
     }
     uint64_t hlen = st_load_u64(p);
+    /* Past the end first: any other file (a tar, a CSV) read as safetensors is corrupt, not too large. */
+    if (hlen > len - 8) {
+        clad_err_set(err, CLAD_EINVAL, "safetensors: header length %llu runs past the end of the file (%zu bytes "
+                     "follow the length; not a safetensors file?)", (unsigned long long)hlen, len - 8);
+        return NULL;
+    }
     if (hlen > ST_MAX_HEADER) {
         clad_err_set(err, CLAD_ETOOLARGE, "safetensors: header length %llu is over the limit of %llu bytes",
                      (unsigned long long)hlen, (unsigned long long)ST_MAX_HEADER);
-        return NULL;
-    }
-    if (hlen > len - 8) {
-        clad_err_set(err, CLAD_EINVAL, "safetensors: header length %llu runs past the end of the file (%zu bytes "
-                     "follow the length)", (unsigned long long)hlen, len - 8);
         return NULL;
     }
     const char *hdr = (const char *)p + 8;

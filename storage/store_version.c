@@ -445,7 +445,7 @@ static int delete_one(store *s, const char *task, int64_t version, int64_t vid, 
     rc = st_step(s, st, err);
     if (rc == 1 && sqlite3_column_text(st, 0))
         rc = clad_err_set(err, CLAD_ECONFLICT, "version %lld of task '%s' is the target of alias(es) %s; move "
-                          "them first", (long long)version, task, (const char *)sqlite3_column_text(st, 0));
+                          "them (or delete any but active) first", (long long)version, task, (const char *)sqlite3_column_text(st, 0));
     else if (rc == 1 && sqlite3_column_text(st, 1))
         rc = clad_err_set(err, CLAD_ECONFLICT, "version %lld of task '%s' is needed at run time by %.300s; "
                           "delete those first", (long long)version, task, (const char *)sqlite3_column_text(st, 1));

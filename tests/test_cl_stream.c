@@ -349,4 +349,7 @@ TEST(cl_stream_export_writes_the_requested_split_and_size)
     snprintf(cmd, sizeof cmd, "%s/clad-bench export --stream %s --task nope --split train --out %s 2>/dev/null",
              test_build_dir(), stream, out);
     CHECK(system(cmd) != 0);
+    /* --help prints the usage and succeeds, as in the other subcommands */
+    snprintf(cmd, sizeof cmd, "%s/clad-bench export --help | grep -q 'usage: clad-bench export'", test_build_dir());
+    CHECK_INT_EQ(system(cmd), 0);
 }

@@ -367,9 +367,29 @@ TEST_TIMEOUT(daemon_api_errors_are_clear_and_change_nothing, 120)
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/predict", "-H 'Content-Type: application/json' -d '{\"inputs\":[[1,2,3'", &body, NULL), 400);
     CHECK_STR_EQ(error_code_of(body), "invalid_input");
     free(body);
+    /* A bad ?follow is refused before the job is submitted: no job is left behind. */
+    json_t *before = get(&f, "/v1/jobs", 200);
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?follow=maybe", f.t1, &body), 400);
+    CHECK_MSG(strstr(body, "'follow'"), "%s", body);
+    free(body);
+    json_t *after = get(&f, "/v1/jobs", 200);
+    CHECK_INT_EQ(json_array_size(json_object_get(after, "jobs")), json_array_size(json_object_get(before, "jobs")));
+    json_decref(before);
+    json_decref(after);
+    /* Evaluate needs labels: JSON inputs are refused as such, not parsed as a CSV. */
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/evaluate", "-H 'Content-Type: application/json' -d '{\"inputs\":[[0]]}'", &body, NULL), 400);
+    CHECK_MSG(strstr(body, "evaluation needs labels"), "%s", body);
+    free(body);
+    /* An unknown key is refused as on every JSON route, not ignored (a typo must not pass silently). */
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/predict", "-H 'Content-Type: application/json' -d '{\"inputs\":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]],\"top_k\":2}'", &body, NULL), 400);
+    CHECK_MSG(strstr(body, "unknown key 'top_k' (known: inputs)") != NULL, "%s", body);
+    free(body);
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/predict?version=7", "-H 'Content-Type: application/json' -d '{\"inputs\":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]]}'", &body, NULL), 404);
     free(body);
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t1/predict?version=x", "-H 'Content-Type: application/json' -d '{}'", &body, NULL), 400);
+    free(body);
+    CHECK_INT_EQ(curl_req(&f.d, "GET", "/v1/tasks/t1/versions/99999999999999999999", NULL, &body, NULL), 400);
+    CHECK_MSG(strstr(body, "version '99999999999999999999' must be"), "%s", body);
     free(body);
     CHECK_INT_EQ(curl_req(&f.d, "GET", "/v1/tasks/t1/versions/0", NULL, &body, NULL), 400);
     free(body);
@@ -590,6 +610,21 @@ TEST_TIMEOUT(daemon_api_merge_serves_each_source_with_its_head, 120)
     free(body);
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/merges/t1", "-H 'Content-Type: application/json' -d '{\"tasks\":[\"t2\"]}'", &body, NULL), 409);
     free(body);
+    /* Sources are checked before any job: an unknown one is 404, one on another base 409 (no job made). */
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/merges/m2", "-H 'Content-Type: application/json' -d '{\"tasks\":[\"t1\",\"t9\"]}'", &body, NULL), 404);
+    CHECK_MSG(strstr(body, "unknown task 't9'"), "%s", body);
+    free(body);
+    char args[1200];
+    snprintf(args, sizeof args, "base import other '%s'", f.base);
+    CHECK_INT_EQ(clad_run(&f.d, args, NULL), 0);
+    snprintf(args, sizeof args, "train t3 '%s' --base other --epochs 1", f.t1);
+    CHECK_INT_EQ(clad_run(&f.d, args, NULL), 0);
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/merges/m2", "-H 'Content-Type: application/json' -d '{\"tasks\":[\"t1\",\"t3\"]}'", &body, NULL), 409);
+    CHECK_MSG(strstr(body, "task 't3' is on base 'other', not 'mlp'"), "%s", body);
+    free(body);
+    json_t *failed = get(&f, "/v1/jobs?state=failed", 200);
+    CHECK_INT_EQ(json_array_size(json_object_get(failed, "jobs")), 0);
+    json_decref(failed);
     stop(&f);
 }
 
@@ -650,8 +685,9 @@ TEST_TIMEOUT(daemon_api_fusion_over_earlier_tasks, 120)
     free(body);
     CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t4/train?fuse_with=t1&kind=tl5", extra, &body, NULL), 400);
     free(body);
-    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t4/train?follow=1&fuse_with=nosuch", extra, &body, NULL), 202);
-    CHECK(strstr(body, "\"state\":\"failed\"") && strstr(body, "nosuch"));
+    /* An unknown source is refused before any job is made. */
+    CHECK_INT_EQ(curl_req(&f.d, "POST", "/v1/tasks/t4/train?follow=1&fuse_with=nosuch", extra, &body, NULL), 404);
+    CHECK_MSG(strstr(body, "unknown task 'nosuch'"), "%s", body);
     free(body);
     stop(&f);
 }

@@ -175,10 +175,11 @@ TEST(daemon_cli_task_at_version_or_alias_in_every_command)
     } steps[] = {
         {"show t1@1", 0, "t1@1 "},
         {"show t1", 0, "t1@2 "},
-        {"alias t1@1 stable", 0, "stable 0 -> 1"},
+        {"alias t1@1 stable", 0, "stable - -> 1"},
         {"show t1@stable", 0, "t1@1 "},
         {"alias t1 champion 2", 0, NULL}, /* the older form still works */
-        {"alias t1@champion best", 0, "best 0 -> 2"},
+        {"alias t1@champion best", 0, "best - -> 2"},
+        {"--json alias t1@1 fresh", 0, "\"from\":null"},
         {"eval t1@stable '%s'", 0, "t1@1: accuracy"},
         {"eval t1@2 '%s'", 0, "t1@2: accuracy"},
         {"--json predict t1@1 '%s'", 0, "\"version\":1"},
@@ -192,7 +193,13 @@ TEST(daemon_cli_task_at_version_or_alias_in_every_command)
         {"rollback t1@1 --to 2", 2, "not both"},
         {"show t1@0", 2, "numbered from 1"},
         {"show t1@", 2, "version number or an alias"},
-        {"show t1@nosuch", 4, "no alias 'nosuch'"},
+        {"show t1@nosuch", 4, "not_found: task 't1' has no alias 'nosuch'"},
+        {"promote t1@candidate", 4, "no version waits"},
+        /* A version that waits as the candidate is the one shown after training, with why it waits. */
+        {"train t1 '%s' --epochs 1 --promote never", 0, "t1@3 "},
+        {"show t1@candidate", 0, "not made active when trained: promote=never"},
+        {"show t1@1", 0, "made active when trained: promote=always"},
+        {"promote t1@candidate", 0, "active 2 -> 3"},
         {"show t1@7", 4, "not_found"},
     };
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
@@ -222,6 +229,14 @@ TEST(daemon_cli_options_help_and_errors_in_cli_words)
     expect_clad(&f.d, "import base b x --base c", 2, "--base is not an option of 'base'");
     expect_clad(&f.d, "import adapter t x --layout hf", 2, "--layout is not an option of 'adapter'");
     expect_clad(&f.d, "export nothing t1", 2, "usage: clad export");
+    /* predict and eval have two forms: an option of the other form would be ignored, so it is refused. */
+    expect_clad_file(&f.d, "predict t1 '%s' --tasks t1", f.csv, 2, "clad predict TASK does not take --tasks");
+    expect_clad_file(&f.d, "eval --any '%s' --version 1", f.csv, 2, "clad eval --any does not take --version");
+    /* Numbers the CLI puts into a JSON body are checked whole: "abc" is not 0, "8x" not 8. */
+    expect_clad(&f.d, "merge m --tasks t1 --drop abc", 2, "--drop must be a number, not 'abc'");
+    expect_clad(&f.d, "merge m --tasks t1 --rank 8x", 2, "--rank must be a whole number, not '8x'");
+    expect_clad(&f.d, "base train b2 --model mlp --epochs abc", 2, "--epochs must be a whole number, not 'abc'");
+    expect_clad(&f.d, "base train b2 --model mlp --lr 1e-3x", 2, "--lr must be a number, not '1e-3x'");
     /* The daemon's words for query parameters come back as the CLI's options. */
     snprintf(args, sizeof args, "train t1 '%s' --epochs 0", f.csv);
     char cmd[1200], *out = NULL;
@@ -433,6 +448,22 @@ TEST(daemon_cli_show_never_invents_values)
     CHECK_MSG(strstr(out, "merge    method ties, drop 0.5, lambda 1, stored rank 64") && strstr(out, "sources  t1@1, pruned@1"),
               "merged version:\n%s", out);
     CHECK_MSG(!strstr(out, "plan ") && !strstr(out, "DISTANCE"), "a merge has no plan, yet one is shown:\n%s", out);
+    free(out);
+    /* An imported version shows where it came from and its ranks. */
+    char dir[600], args[1400];
+    snprintf(dir, sizeof dir, "%s/t1-peft", test_tmpdir());
+    snprintf(args, sizeof args, "export adapter t1@1 --out '%s'", dir);
+    expect_clad(&f.d, args, 0, NULL);
+    snprintf(args, sizeof args, "import adapter back '%s' --base mlp", dir);
+    expect_clad(&f.d, args, 0, "back@1 imported");
+    CHECK_INT_EQ(clad_run(&f.d, "show back", &out), 0);
+    CHECK_MSG(strstr(out, "imported peft (config sha256 ") && strstr(out, "\nranks    fc1 "), "imported version:\n%s", out);
+    free(out);
+    snprintf(args, sizeof args, "import adapter m '%s'", dir);
+    expect_clad(&f.d, args, 6, "'m' is a merge, not a trainable task");
+    /* A merge records no adapter_params: its PARAMS column says "-", not 0. */
+    CHECK_INT_EQ(clad_run(&f.d, "versions m", &out), 0);
+    CHECK_MSG(strstr(out, "\n1        merged           -          -"), "merge's versions:\n%s", out);
     free(out);
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
 }

@@ -202,6 +202,9 @@ TEST_TIMEOUT(daemon_report_html_renders_in_chromium, 180)
     free(clad_ok(&g, 0, "eval b '%s'", in_tmp("b-test.st")));
     const char *html = in_tmp("report.html");
     free(clad_ok(&g, 0, "report --out '%s'", html));
+    char *bad = clad_ok(&g, 1, "report --out '%s'", in_tmp("no-such-dir/report.html"));
+    CHECK_MSG(strstr(bad, "No such file or directory"), "an unwritable --out without its reason:\n%s", bad);
+    free(bad);
     char *page = NULL;
     double t0 = now_s();
     CHECK_INT_EQ(curl_req(&g.d, "GET", "/v1/bases/mlp/report", NULL, &page, NULL), 200);
@@ -279,6 +282,9 @@ TEST_TIMEOUT(daemon_report_ps_aliases_health_metrics, 120)
     json_t *ad = json_array_get(json_object_get(l, "adapters"), 0);
     CHECK_INT_EQ(json_integer_value(json_object_get(ad, "hits")), 1);
     CHECK(json_integer_value(json_object_get(ad, "bytes")) > 0);
+    /* Idle: no request holds the base, though its cached adapter refers to it. */
+    json_t *base = json_array_get(json_object_get(l, "bases"), 0);
+    CHECK_INT_EQ(json_integer_value(json_object_get(base, "in_use")), 0);
     json_decref(l);
     out = clad_ok(&g, 0, "aliases");
     CHECK_MSG(strstr(out, "champion") && strstr(out, "active"), "%s", out);
@@ -425,6 +431,12 @@ TEST_TIMEOUT(daemon_lifecycle_delete_refuses_dependents, 120)
     free(out);
     out = clad_ok(&g, 6, "delete alias a active");
     free(out);
+    /* A version an alias points at: the message says the alias may be moved or deleted. */
+    free(clad_ok(&g, 0, "alias a@1 keep"));
+    out = clad_ok(&g, 6, "delete version a@keep");
+    CHECK_MSG(strstr(out, "target of alias(es) active, keep; move them (or delete any but active) first"), "%s", out);
+    free(out);
+    free(clad_ok(&g, 0, "delete alias a keep"));
     /* Not while a training of it runs. */
     out = clad_ok(&g, 0, "train a '%s' --epochs 1000 --batch 16 --detach", in_tmp("a.st"));
     long long job = atoll(out);
