@@ -348,7 +348,9 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     char estatus[160];
     snprintf(estatus, sizeof estatus, "%s: train accuracy %.4f, held-out accuracy %.4f", a->task, (double)ev_tr.accuracy,
              n_holdout ? (double)ev_ho.accuracy : (double)NAN);
-    job_post(j, json_pack("{s:s,s:O,s:s}", "event", "evaluation", "metrics", a->metrics, "status", estatus));
+    /* Training is over: done = total, so the job's last progress still reads as a finished bar. */
+    job_post(j, json_pack("{s:s,s:O,s:s,s:I,s:I}", "event", "evaluation", "metrics", a->metrics, "status", estatus,
+                          "done", (json_int_t)res.steps, "total", (json_int_t)res.steps));
     if (ad->kind == ADAPTER_TIED) {
         /* The signature describes the change, whatever its parametrisation. */
         adapter *as_lora = adapter_tied_to_lora(ad, m, err);

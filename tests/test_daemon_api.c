@@ -166,6 +166,10 @@ TEST_TIMEOUT(daemon_api_train_predict_rollback_alias, 120)
     json_t *job = train(&f, "t1", f.t1, "epochs=6&lr=0.01");
     CHECK_STR_EQ(jstr(job, "state"), "succeeded");
     CHECK_INT_EQ(json_integer_value(json_object_get(json_object_get(job, "result"), "version")), 1);
+    /* The last progress event (the evaluation) still reads as a finished bar: done = total > 0. */
+    json_t *pr = json_object_get(job, "progress");
+    CHECK(json_integer_value(json_object_get(pr, "total")) > 0);
+    CHECK_INT_EQ(json_integer_value(json_object_get(pr, "done")), json_integer_value(json_object_get(pr, "total")));
     json_decref(job);
 
     json_t *t = get(&f, "/v1/tasks/t1", 200);
