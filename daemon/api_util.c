@@ -117,9 +117,18 @@ int body_to_inputs(dataset *d, const void *body, size_t len, int dim, clad_err *
     if (body_to_dataset(&labelled, body, len, false, &ignored) == 0 && labelled.dim == dim) {
         dataset_finish(d);
         *d = labelled;
-    } else {
-        dataset_finish(&labelled);
+        return 0;
     }
+    dataset_finish(&labelled);
+    if (d->rank != 1) return 0;
+    /* A first column that is no valid label (-1 for "unknown", say) is still the label column: predict
+     * ignores labels whatever they are. */
+    dataset inputs = {0};
+    if ((rc = dataset_init(&inputs, d->n, 1, (int[]){dim}, err))) return rc;
+    for (int i = 0; i < d->n; i++)
+        memcpy(inputs.x + (size_t)i * dim, d->x + (size_t)i * (dim + 1) + 1, (size_t)dim * sizeof *inputs.x);
+    dataset_finish(d);
+    *d = inputs;
     return 0;
 }
 

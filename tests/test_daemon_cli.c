@@ -281,6 +281,15 @@ TEST(daemon_predict_inputs_labelled_csv_shapes_and_pixel_range)
     for (const char *p = labelled; *p; p++) lines += *p == '\n';
     CHECK_INT_EQ(lines, 240);
     free(labelled);
+    /* A label column that holds no valid label (-1 for "unknown") is still ignored. */
+    char unknown[512], *unknown_out = NULL;
+    snprintf(unknown, sizeof unknown, "%s/unknown.csv", test_tmpdir());
+    snprintf(args, sizeof args, "sed 's/^[0-9]*,/-1,/' '%s' > '%s'", f.csv, unknown);
+    CHECK_INT_EQ(system(args), 0);
+    snprintf(args, sizeof args, "predict t1 '%s'", unknown);
+    CHECK_INT_EQ(clad_run(&f.d, args, &unknown_out), 0);
+    CHECK_STR_EQ(unknown_out, unlabelled);
+    free(unknown_out);
     free(unlabelled);
     /* A shape error names both shapes. */
     write_rows(path, 3, 5, false, 1.0);
