@@ -764,9 +764,11 @@ int bench_cl_main(int argc, char **argv)
 
 static void usage_export(FILE *f)
 {
-    fprintf(f, "usage: clad-bench export --stream FILE --task NAME --split train|test --out FILE [--quick]\n"
+    fprintf(f, "usage: clad-bench export --stream FILE --task NAME[,NAME...] --split train|test --out FILE [--quick]\n"
                "                         [--samples N] [--cache DIR]\n"
-               "  --samples  how many samples to write (default: the stream's train_per_task or\n"
+               "  --task     one task, or several: their samples one after the other, with a tensor 'task'\n"
+               "             and the metadata 'tasks' naming them (the file `clad eval --any` takes)\n"
+               "  --samples  how many samples to write per task (default: the stream's train_per_task or\n"
                "             test_per_task for the split, after --quick)\n");
 }
 
@@ -809,20 +811,49 @@ int bench_export_main(int argc, char **argv)
     model *base = NULL;
     dataset d = {0};
     int rc = stream_load(s, path, &err);
-    int ti = -1;
     if (!rc) {
         if (quick) stream_make_quick(s);
         /* --samples overrides the split's size (the stream's train_per_task or test_per_task). */
         if (samples && !strcmp(split, "train")) s->train_per_task = (int)samples;
         if (samples && !strcmp(split, "test")) s->test_per_task = (int)samples;
-        ti = stream_task_find(s, task);
-        if (ti < 0) rc = clad_err_set(&err, CLAD_ENOTFOUND, "stream '%s' has no task '%s'", s->name, task);
     }
-    /* Only synthetic tasks need the base (their labels come from a teacher built on it). */
-    if (!rc && s->tasks[ti].data == STREAM_SYNTHETIC && !(base = stream_base_create(s, &src, cache, NULL, &err)))
-        rc = err.code ? err.code : CLAD_EINVAL;
-    if (!rc) rc = stream_task_data(&d, s, ti, !strcmp(split, "train"), base, &src, &err);
-    if (!rc) rc = dataset_save_safetensors(&d, out, &err);
+    /* One task, or several written one after the other with their task indices. */
+    char names[STREAM_MAX_TASKS][STREAM_NAME_MAX];
+    int n_names = 0, *task_of = NULL;
+    for (const char *p = task; !rc && *p;) {
+        size_t len = strcspn(p, ",");
+        if (!len || len >= STREAM_NAME_MAX || n_names == STREAM_MAX_TASKS) {
+            rc = clad_err_set(&err, CLAD_EINVAL, "--task takes up to %d names separated by commas", STREAM_MAX_TASKS);
+            break;
+        }
+        snprintf(names[n_names++], sizeof names[0], "%.*s", (int)len, p);
+        p += len + (p[len] == ',');
+    }
+    json_t *list = json_array();
+    for (int k = 0; !rc && k < n_names; k++) {
+        int ti = stream_task_find(s, names[k]);
+        dataset part = {0};
+        if (ti < 0) rc = clad_err_set(&err, CLAD_ENOTFOUND, "stream '%s' has no task '%s'", s->name, names[k]);
+        /* Only synthetic tasks need the base (their labels come from a teacher built on it). */
+        if (!rc && s->tasks[ti].data == STREAM_SYNTHETIC && !base && !(base = stream_base_create(s, &src, cache, NULL, &err)))
+            rc = err.code ? err.code : CLAD_EINVAL;
+        if (!rc) rc = stream_task_data(&part, s, ti, !strcmp(split, "train"), base, &src, &err);
+        if (!rc) rc = dataset_append(&d, &part, &err);
+        int *grown = rc ? NULL : realloc(task_of, (size_t)d.n * sizeof *task_of);
+        if (!rc && !grown) rc = clad_err_set(&err, CLAD_ENOMEM, "out of memory");
+        if (!rc) {
+            task_of = grown;
+            for (int i = d.n - part.n; i < d.n; i++) task_of[i] = k;
+            json_array_append_new(list, json_string(names[k]));
+        }
+        dataset_finish(&part);
+    }
+    char *tasks_json = rc ? NULL : json_dumps(list, JSON_COMPACT);
+    json_decref(list);
+    if (!rc) rc = n_names > 1 ? dataset_save_safetensors_tasks(&d, task_of, tasks_json, out, &err)
+                              : dataset_save_safetensors(&d, out, &err);
+    free(tasks_json);
+    free(task_of);
     if (rc) fprintf(stderr, "clad-bench export: %s: %s\n", clad_code_name(err.code), err.msg);
     else fprintf(stderr, "clad-bench export: wrote %d samples of task '%s' (%s) to %s\n", d.n, task, split, out);
     dataset_finish(&d);

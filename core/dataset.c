@@ -94,3 +94,23 @@ int dataset_sample(dataset *dst, const dataset *src, int k, unsigned long long s
     free(idx);
     return rc;
 }
+
+int dataset_append(dataset *dst, const dataset *src, clad_err *err)
+{
+    if (dst->n && (dst->rank != src->rank || memcmp(dst->shape, src->shape, sizeof dst->shape)))
+        return clad_err_set(err, CLAD_EINVAL, "datasets of different sample shapes cannot be joined");
+    dataset joined = {0};
+    int rc = dataset_init(&joined, dst->n + src->n, src->rank, src->shape, err);
+    if (rc) return rc;
+    size_t dim = (size_t)src->dim;
+    if (dst->n) {
+        memcpy(joined.x, dst->x, (size_t)dst->n * dim * sizeof *joined.x);
+        memcpy(joined.y, dst->y, (size_t)dst->n * sizeof *joined.y);
+    }
+    memcpy(joined.x + (size_t)dst->n * dim, src->x, (size_t)src->n * dim * sizeof *joined.x);
+    memcpy(joined.y + dst->n, src->y, (size_t)src->n * sizeof *joined.y);
+    dataset_count_classes(&joined);
+    dataset_finish(dst);
+    *dst = joined;
+    return 0;
+}

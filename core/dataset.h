@@ -34,6 +34,8 @@ void dataset_finish(dataset *d);   /* frees x and y; accepts a zeroed or finishe
 int dataset_validate(const dataset *d, clad_err *err);
 /* Sets n_classes to 1 + max label. */
 void dataset_count_classes(dataset *d);
+/* Appends src's samples to dst (a zeroed dst takes src's shape; otherwise the shapes must match). */
+int dataset_append(dataset *dst, const dataset *src, clad_err *err);
 /* dst = the samples idx[0..k) of src (copies). */
 int dataset_select(dataset *dst, const dataset *src, const int *idx, int k, clad_err *err);
 /* dst = the first k samples of src after a seeded shuffle (k <= src->n). */

@@ -30,6 +30,10 @@ int dataset_parse_safetensors(dataset *out, const void *buf, size_t len, bool la
                               clad_err *err);
 /* Writes x as F32 with shape [N, shape...] and y as I64. */
 int dataset_save_safetensors(const dataset *d, const char *path, clad_err *err);
+/* The same with the samples' tasks, for evaluating without a task id (POST /v1/evaluate): an integer
+ * tensor "task" (n) of indices into tasks_json, a JSON list of task names kept in the metadata "tasks". */
+int dataset_save_safetensors_tasks(const dataset *d, const int *task, const char *tasks_json, const char *path,
+                                   clad_err *err);
 
 /* CSV: one sample per line, label first then features; optional header line (detected when its first
  * field is not a number); commas; blank lines ignored. Features are taken as-is (not scaled). With

@@ -125,36 +125,53 @@ destroy_reader:
     return rc;
 }
 
-int dataset_save_safetensors(const dataset *d, const char *path, clad_err *err)
+/* Little-endian int64 copies of n ints (safetensors is little-endian). NULL when out of memory. */
+static int64_t *le_int64(const int *v, int n)
+{
+    int64_t *o = malloc(((size_t)n + 1) * sizeof *o);
+    if (!o) return NULL;
+    for (int i = 0; i < n; i++) o[i] = v[i];
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+    for (int i = 0; i < n; i++) {
+        uint64_t u = (uint64_t)o[i];
+        uint8_t *p = (uint8_t *)&o[i];
+        for (int b = 0; b < 8; b++) p[b] = (uint8_t)(u >> (8 * b));
+    }
+#endif
+    return o;
+}
+
+int dataset_save_safetensors_tasks(const dataset *d, const int *task, const char *tasks_json, const char *path,
+                                   clad_err *err)
 {
     if (d->rank < 1 || d->rank > DATASET_MAX_RANK || d->n < 0)
         return clad_err_set(err, CLAD_EINVAL, "safetensors dataset: cannot save a dataset of rank %d", d->rank);
     int64_t xs[1 + DATASET_MAX_RANK];
     xs[0] = d->n;
     for (int i = 0; i < d->rank; i++) xs[1 + i] = d->shape[i];
-    int64_t ys[1] = {d->n};
+    int64_t ns[1] = {d->n};
     int rc = 0;
     st_writer *w = st_writer_create();
-    int64_t *y64 = malloc(((size_t)d->n + 1) * sizeof *y64);
-    if (!w || !y64) {
+    int64_t *y64 = le_int64(d->y, d->n), *t64 = task ? le_int64(task, d->n) : NULL;
+    if (!w || !y64 || (task && !t64)) {
         rc = clad_err_set(err, CLAD_ENOMEM, "safetensors dataset: out of memory");
         goto free_all;
     }
-    for (int i = 0; i < d->n; i++) y64[i] = d->y[i];
-#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
-    for (int i = 0; i < d->n; i++) {
-        uint64_t v = (uint64_t)y64[i];
-        uint8_t *p = (uint8_t *)&y64[i];
-        for (int b = 0; b < 8; b++) p[b] = (uint8_t)(v >> (8 * b));
-    }
-#endif
     rc = st_writer_add_f32(w, "x", 1 + d->rank, xs, d->x, err);
-    if (!rc) rc = st_writer_add(w, "y", ST_I64, 1, ys, y64, err);
+    if (!rc) rc = st_writer_add(w, "y", ST_I64, 1, ns, y64, err);
+    if (!rc && task) rc = st_writer_add(w, "task", ST_I64, 1, ns, t64, err);
+    if (!rc && task) rc = st_writer_meta(w, "tasks", tasks_json, err);
     if (!rc) rc = st_writer_to_file(w, path, err);
 free_all:
     free(y64);
+    free(t64);
     st_writer_destroy(w);
     return rc;
+}
+
+int dataset_save_safetensors(const dataset *d, const char *path, clad_err *err)
+{
+    return dataset_save_safetensors_tasks(d, NULL, NULL, path, err);
 }
 
 /* ---- format sniffing ---- */

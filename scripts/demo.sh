@@ -75,6 +75,9 @@ $CLAD eval rot15 "$DEMO/data/rot15-test.safetensors"
 
 say "predicting without a task id: each input of invert's test data is routed to the task it belongs to"
 $CLAD predict --any "$DEMO/data/invert-test.safetensors" | awk '{print $1}' | sort | uniq -c | sort -rn
+"$BUILD/clad-bench" export --stream "$STREAM" --task "$(echo $TASKS | tr ' ' ,)" --split test --samples 250 \
+    --out "$DEMO/data/mixed-test.safetensors"
+$CLAD eval --any "$DEMO/data/mixed-test.safetensors"
 
 say "what clad knows: the accuracy matrix, an HTML report, a PEFT export"
 $CLAD matrix

@@ -1154,3 +1154,50 @@ TEST(dsio_fuzz_parse_any)
     printf("# %d of %d truncated or corrupted datasets accepted\n", accepted, tried);
     free(st), free(idx), free(gidx);
 }
+
+TEST(dataset_append_and_save_with_tasks_round_trip)
+{
+    /* Two tasks' samples one after the other, saved with their task indices (what `clad eval --any`
+     * reads), and read back: x and y as written, "task" and the "tasks" names beside them. */
+    dataset a = {0}, b = {0}, d = {0};
+    clad_err e = {0};
+    CHECK_INT_EQ(dataset_init(&a, 2, 1, (int[]){3}, &e), 0);
+    CHECK_INT_EQ(dataset_init(&b, 3, 1, (int[]){3}, &e), 0);
+    for (int i = 0; i < 6; i++) a.x[i] = (float)i;
+    for (int i = 0; i < 9; i++) b.x[i] = (float)(10 + i);
+    a.y[1] = 4;
+    b.y[2] = 2;
+    CHECK_INT_EQ(dataset_append(&d, &a, &e), 0);
+    CHECK_INT_EQ(dataset_append(&d, &b, &e), 0);
+    CHECK_INT_EQ(d.n, 5);
+    CHECK_INT_EQ(d.n_classes, 5);
+    CHECK(d.x[5] == 5.0f && d.x[6] == 10.0f && d.y[1] == 4 && d.y[4] == 2);
+    dataset other = {0};
+    CHECK_INT_EQ(dataset_init(&other, 1, 1, (int[]){4}, &e), 0);
+    CHECK_INT_EQ(dataset_append(&d, &other, &e), CLAD_EINVAL);
+    char path[512];
+    snprintf(path, sizeof path, "%s/two.safetensors", test_tmpdir());
+    int task[5] = {0, 0, 1, 1, 1};
+    CHECK_INT_EQ(dataset_save_safetensors_tasks(&d, task, "[\"a\",\"b\"]", path, &e), 0);
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    static uint8_t buf[4096];
+    size_t len = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    dataset back = {0};
+    CHECK_INT_EQ(dataset_parse_safetensors(&back, buf, len, false, &e), 0);
+    CHECK_INT_EQ(back.n, 5);
+    CHECK(memcmp(back.x, d.x, 15 * sizeof *back.x) == 0 && memcmp(back.y, d.y, 5 * sizeof *back.y) == 0);
+    st_reader *r = st_reader_parse(buf, len, &e);
+    CHECK(r != NULL);
+    CHECK_STR_EQ(st_reader_meta(r, "tasks"), "[\"a\",\"b\"]");
+    int got[5];
+    CHECK_INT_EQ(st_tensor_to_int(st_reader_find(r, "task"), got, &e), 0);
+    CHECK(memcmp(got, task, sizeof got) == 0);
+    st_reader_destroy(r);
+    dataset_finish(&back);
+    dataset_finish(&other);
+    dataset_finish(&a);
+    dataset_finish(&b);
+    dataset_finish(&d);
+}
