@@ -544,9 +544,15 @@ int bench_soak_main(int argc, char **argv)
         all.failed += tot[k].failed;
     }
     double growth = warm.rss_kb > 0 ? (double)(end.rss_kb - warm.rss_kb) / (double)warm.rss_kb : 1;
+    /* Descriptors are compared with the end of the warm-up, like RSS: SQLite keeps the descriptor of a
+     * closed reader connection open for reuse while the process holds locks on the same file (POSIX locks
+     * are per process), so one more descriptor can appear with the first load and stay, without growing. */
     long allowed_kb = (long)(SOAK_RSS_LIMIT * (double)warm.rss_kb);
     if (allowed_kb < SOAK_RSS_FLOOR_KB) allowed_kb = SOAK_RSS_FLOOR_KB;
-    bool ok = all.failed == 0 && warm.rss_kb > 0 && end.rss_kb - warm.rss_kb <= allowed_kb && end.fds <= warm.fds && end.fds <= before.fds &&
+    /* The adapter cache may fill up to its budget (versions trained during the soak, folded copies of the
+     * base for hot ones): what it counts as grown is allowed on top; memory it does not count is not. */
+    if (end.cache_bytes > warm.cache_bytes) allowed_kb += (end.cache_bytes - warm.cache_bytes) / 1024;
+    bool ok = all.failed == 0 && warm.rss_kb > 0 && end.rss_kb - warm.rss_kb <= allowed_kb && end.fds <= warm.fds &&
               health == 200 && exit_status == 0;
     if (json) {
         printf("{\"seconds\": %.1f, \"roles\": \"%s\", \"requests\": {", elapsed, roles);
@@ -569,7 +575,7 @@ int bench_soak_main(int argc, char **argv)
         printf("%-9s %9ld %11ld %7ld   (%.0f requests/s)\n", "total", all.n, all.documented, all.failed,
                (double)all.n / elapsed);
         printf("RSS (quiet): before %.1f MB, after warm-up %.1f MB, after the soak %.1f MB (%+.1f%%, limit +%.1f MB: "
-               "%.0f%% or %d MB); highest under load %.1f MB\n", before.rss_kb / 1024.0, warm.rss_kb / 1024.0,
+               "%.0f%% or %d MB, plus the cache's growth); highest under load %.1f MB\n", before.rss_kb / 1024.0, warm.rss_kb / 1024.0,
                end.rss_kb / 1024.0, growth * 100, allowed_kb / 1024.0, SOAK_RSS_LIMIT * 100, SOAK_RSS_FLOOR_KB / 1024,
                rss_max / 1024.0);
         printf("RSS under load at each tenth of the run (MB):");
