@@ -405,6 +405,9 @@ unsigned job_queue_engine_threads(const job_queue *q)
 /* Every running job's engine budget: its threads minus the predictions in flight, at least one. */
 static void rebudget(job_queue *q)
 {
+    /* Called for every prediction: with no job running (or no engine threads) there is nothing to lend,
+     * and the job list, history included, need not be walked. */
+    if (!q->n_running || q->opt.engine_threads <= 1) return;
     int budget = (int)q->opt.engine_threads - (int)q->n_compute;
     for (job *j = q->all_head; j; j = j->next)
         if (j->state == JOB_RUNNING && j->pool) par_pool_set_budget(j->pool, budget);
