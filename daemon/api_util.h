@@ -11,11 +11,11 @@
 
 /* Query option parsers: absent leaves *out unchanged and returns 0; a bad value returns CLAD_EINVAL with
  * a message naming the parameter and its range. */
+int query_int(const http_req *req, const char *name, long long lo, long long hi, long long *out, clad_err *err);
+int query_float(const http_req *req, const char *name, double lo, double hi, double *out, clad_err *err);
 /* A measured duration in seconds rounded to the microsecond, so replies show 0.000922, not the clock
  * arithmetic's 0.000921500000004016. */
 double seconds_us(double s);
-int query_int(const http_req *req, const char *name, long long lo, long long hi, long long *out, clad_err *err);
-int query_float(const http_req *req, const char *name, double lo, double hi, double *out, clad_err *err);
 
 /* Names of bases, tasks and aliases: name_is_valid in daemon/names.h. */
 /* Answers 400 and returns false for an invalid name. */

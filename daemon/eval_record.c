@@ -102,9 +102,7 @@ json_t *eval_record(cladd *app, const http_req *req, const char *task, int64_t v
     json_object_set_new(detail, "data_name", name ? json_string(name) : json_null());
     if (placed)
         json_object_set_new(detail, "after", json_pack("{s:s,s:I}", "task", after.task, "version", (json_int_t)after.version));
-    json_t *reply = json_deep_copy(detail);
     char *text = json_dumps(detail, JSON_COMPACT);
-    json_decref(detail);
     store_eval e = {.version = {.version = version}, .accuracy = ev->accuracy, .loss = ev->loss, .n_samples = ev->n,
                     .detail_json = text};
     snprintf(e.version.task, sizeof e.version.task, "%s", task);
@@ -119,7 +117,8 @@ json_t *eval_record(cladd *app, const http_req *req, const char *task, int64_t v
         rc = store_matrix_add(app->st, &ae, 1, app_peer_uid(req), err);
     }
     free(text);
-    json_object_set_new(reply, "recorded", json_boolean(!rc));
-    json_object_set_new(reply, "data_sha256", json_string(data_sha));
-    return reply;
+    /* The reply is the recorded detail and what became of it. */
+    json_object_set_new(detail, "recorded", json_boolean(!rc));
+    json_object_set_new(detail, "data_sha256", json_string(data_sha));
+    return detail;
 }

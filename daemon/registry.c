@@ -182,17 +182,15 @@ int registry_base_read(store *s, const char *name, model **out, char sha256[SHA2
     return 0;
 }
 
+/* Synchronous form of registry_loader_base (daemon/registry_load.c), from the same pieces. */
 int registry_base_get(registry *r, store *s, const char *name, loaded_base **out, clad_err *err)
 {
-    loaded_base *b = find_base(r, name);
-    if (!b) {
-        model *m = NULL;
-        char sha[SHA256_HEX_SIZE];
-        int rc = registry_base_read(s, name, &m, sha, err);
-        if (rc) return rc;
-        b = base_insert(r, name, sha, m);
-    }
-    *out = base_hold(r, b);
+    if ((*out = registry_base_lookup(r, name))) return 0;
+    model *m = NULL;
+    char sha[SHA256_HEX_SIZE];
+    int rc = registry_base_read(s, name, &m, sha, err);
+    if (rc) return rc;
+    *out = registry_base_insert(r, name, sha, m);
     return 0;
 }
 
