@@ -45,7 +45,7 @@ void lora_forward(float *y, float *xa, const float *x, const float *A, const flo
     assert(N >= 0 && in >= 0 && out >= 0 && r >= 0);
     if (r == 0 || N == 0) return;
     lora_job j = {.y = y, .xa = xa, .x = x, .A = A, .B = B, .scale = scale, .N = N, .in = in, .out = out, .r = r,
-                  .grain = par_row_grain((size_t)r * ((size_t)in + (size_t)out))};
+                  .grain = par_grain((size_t)r * ((size_t)in + (size_t)out))};
     par_for(par_chunks((size_t)N, j.grain), lora_forward_task, &j);
 }
 
@@ -95,7 +95,7 @@ void lora_backward(float *dx, float *dA, float *dB, float *scratch, const float 
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, r, N, scale, dy, out, xa, r, 1.0f, dB, r);
     if ((!dx && !dA) || in == 0) return;
     lora_job j = {.dx = dx, .g = scratch, .dy = dy, .A = A, .B = B, .scale = scale, .N = N, .in = in, .out = out,
-                  .r = r, .grain = par_row_grain((size_t)r * ((size_t)in + (size_t)out))};
+                  .r = r, .grain = par_grain((size_t)r * ((size_t)in + (size_t)out))};
     par_for(par_chunks((size_t)N, j.grain), lora_backward_rows_task, &j);
     /* dA (r,in) += g^T (r,N) . x (N,in): a sum over rows, kept in one call */
     if (dA)

@@ -67,6 +67,8 @@ typedef struct par_split {
     int tasks;
 } par_split;
 
+/* Rows (or columns) per task when each costs `madds_per_unit` multiply-adds; also the row grain of the
+ * products split by rows only (the LoRA products). */
 static inline size_t par_grain(size_t madds_per_unit)
 {
     size_t n = madds_per_unit ? ((size_t)1 << 20) / madds_per_unit : 1;
@@ -81,8 +83,5 @@ static inline par_split par_split_product(size_t rows, size_t cols, size_t k)
     if (cols >= 2 * cg) return (par_split){true, cg, par_chunks(cols, cg)};
     return (par_split){false, rows ? rows : 1, rows ? 1 : 0};
 }
-
-/* Rows per task for a product split by rows only (the LoRA products, whose rows are cheap). */
-static inline size_t par_row_grain(size_t madds_per_row) { return par_grain(madds_per_row); }
 
 #endif
