@@ -16,16 +16,10 @@ typedef struct lora_job {
     size_t grain;   /* rows per task */
 } lora_job;
 
-static int lora_rows(const lora_job *j, int task, int *n0)
-{
-    *n0 = (int)((size_t)task * j->grain);
-    return j->N - *n0 < (int)j->grain ? j->N - *n0 : (int)j->grain;
-}
-
 static void lora_forward_task(void *ctx, int task, int worker)
 {
     const lora_job *j = ctx;
-    int n0, rows = lora_rows(j, task, &n0), in = j->in, out = j->out, r = j->r;
+    int n0, rows = par_range(task, j->grain, j->N, &n0), in = j->in, out = j->out, r = j->r;
     float *xa = j->xa + (size_t)n0 * r;
     /* xa (rows,r) = x (rows,in) . A^T (in,r) */
     if (in > 0)
@@ -73,7 +67,7 @@ void lora_forward_naive(float *y, float *xa, const float *x, const float *A, con
 static void lora_backward_rows_task(void *ctx, int task, int worker)
 {
     const lora_job *j = ctx;
-    int n0, rows = lora_rows(j, task, &n0), in = j->in, out = j->out, r = j->r;
+    int n0, rows = par_range(task, j->grain, j->N, &n0), in = j->in, out = j->out, r = j->r;
     float *g = j->g + (size_t)n0 * r;
     /* g (rows,r) = scale * dy (rows,out) . B (out,r) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, r, out, j->scale, j->dy + (size_t)n0 * out, out,

@@ -54,6 +54,13 @@ void *par_scratch(int worker, size_t bytes);
 /* Number of tasks for n items processed `grain` at a time (at least 1 when n > 0). */
 static inline int par_chunks(size_t n, size_t grain) { return (int)((n + grain - 1) / grain); }
 
+/* Task `task`'s items [*s0, *s0 + return) of n items cut `grain` at a time. */
+static inline int par_range(int task, size_t grain, int n, int *s0)
+{
+    *s0 = (int)((size_t)task * grain);
+    return n - *s0 < (int)grain ? n - *s0 : (int)grain;
+}
+
 /* How a matrix product with `rows` x `cols` outputs, each a sum of `k` products, is cut into tasks. A task
  * packs its operands again (OpenBLAS copies both into its own layout first), which costs about as much as a
  * few dozen multiply-adds per float: so a task gets at least PAR_MIN_EXTENT rows (or columns) and about a
