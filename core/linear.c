@@ -17,20 +17,13 @@ typedef struct linear_job {
     par_split split;   /* forward and dx: rows (samples) or columns; dW, db: output features */
 } linear_job;
 
-/* The range [*s0, *s0 + return) of task's rows or columns, out of n. */
-static int task_range(const par_split *sp, int task, int n, int *s0)
-{
-    *s0 = (int)((size_t)task * sp->grain);
-    return n - *s0 < (int)sp->grain ? n - *s0 : (int)sp->grain;
-}
-
 SIMD_CLONES
 static void linear_forward_task(void *ctx, int task, int worker)
 {
     const linear_job *j = ctx;
     int in = j->in, out = j->out, n0 = 0, o0 = 0, rows = j->N, cols = out;
-    if (j->split.by_cols) cols = task_range(&j->split, task, out, &o0);
-    else rows = task_range(&j->split, task, j->N, &n0);
+    if (j->split.by_cols) cols = par_range(task, j->split.grain, out, &o0);
+    else rows = par_range(task, j->split.grain, j->N, &n0);
     float *y = j->y + (size_t)n0 * out + o0;
     /* y (rows,cols) = x (rows,in) . W[o0:o0+cols]^T (in,cols) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, in, 1.0f, j->x + (size_t)n0 * in, in,
@@ -74,8 +67,8 @@ static void linear_backward_dx_task(void *ctx, int task, int worker)
 {
     const linear_job *j = ctx;
     int in = j->in, out = j->out, n0 = 0, i0 = 0, rows = j->N, cols = in;
-    if (j->split.by_cols) cols = task_range(&j->split, task, in, &i0);
-    else rows = task_range(&j->split, task, j->N, &n0);
+    if (j->split.by_cols) cols = par_range(task, j->split.grain, in, &i0);
+    else rows = par_range(task, j->split.grain, j->N, &n0);
     /* dx[n0:, i0:] (rows,cols) += dy (rows,out) . W[:, i0:] (out,cols) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, out, 1.0f, j->dy + (size_t)n0 * out, out,
                 j->W + i0, in, 1.0f, j->dx + (size_t)n0 * in + i0, in);
@@ -85,7 +78,7 @@ static void linear_backward_dx_task(void *ctx, int task, int worker)
 static void linear_backward_dw_task(void *ctx, int task, int worker)
 {
     const linear_job *j = ctx;
-    int o0 = 0, cols = task_range(&j->split, task, j->out, &o0);
+    int o0 = 0, cols = par_range(task, j->split.grain, j->out, &o0);
     int N = j->N, in = j->in, out = j->out;
     /* dW (cols,in) += dy^T (cols,N) . x (N,in) */
     if (j->dW && in > 0)

@@ -16,16 +16,10 @@ typedef struct lora_job {
     size_t grain;   /* rows per task */
 } lora_job;
 
-static int lora_rows(const lora_job *j, int task, int *n0)
-{
-    *n0 = (int)((size_t)task * j->grain);
-    return j->N - *n0 < (int)j->grain ? j->N - *n0 : (int)j->grain;
-}
-
 static void lora_forward_task(void *ctx, int task, int worker)
 {
     const lora_job *j = ctx;
-    int n0, rows = lora_rows(j, task, &n0), in = j->in, out = j->out, r = j->r;
+    int n0, rows = par_range(task, j->grain, j->N, &n0), in = j->in, out = j->out, r = j->r;
     float *xa = j->xa + (size_t)n0 * r;
     /* xa (rows,r) = x (rows,in) . A^T (in,r) */
     if (in > 0)
@@ -45,7 +39,7 @@ void lora_forward(float *y, float *xa, const float *x, const float *A, const flo
     assert(N >= 0 && in >= 0 && out >= 0 && r >= 0);
     if (r == 0 || N == 0) return;
     lora_job j = {.y = y, .xa = xa, .x = x, .A = A, .B = B, .scale = scale, .N = N, .in = in, .out = out, .r = r,
-                  .grain = par_row_grain((size_t)r * ((size_t)in + (size_t)out))};
+                  .grain = par_grain((size_t)r * ((size_t)in + (size_t)out))};
     par_for(par_chunks((size_t)N, j.grain), lora_forward_task, &j);
 }
 
@@ -73,7 +67,7 @@ void lora_forward_naive(float *y, float *xa, const float *x, const float *A, con
 static void lora_backward_rows_task(void *ctx, int task, int worker)
 {
     const lora_job *j = ctx;
-    int n0, rows = lora_rows(j, task, &n0), in = j->in, out = j->out, r = j->r;
+    int n0, rows = par_range(task, j->grain, j->N, &n0), in = j->in, out = j->out, r = j->r;
     float *g = j->g + (size_t)n0 * r;
     /* g (rows,r) = scale * dy (rows,out) . B (out,r) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, r, out, j->scale, j->dy + (size_t)n0 * out, out,
@@ -95,7 +89,7 @@ void lora_backward(float *dx, float *dA, float *dB, float *scratch, const float 
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, r, N, scale, dy, out, xa, r, 1.0f, dB, r);
     if ((!dx && !dA) || in == 0) return;
     lora_job j = {.dx = dx, .g = scratch, .dy = dy, .A = A, .B = B, .scale = scale, .N = N, .in = in, .out = out,
-                  .r = r, .grain = par_row_grain((size_t)r * ((size_t)in + (size_t)out))};
+                  .r = r, .grain = par_grain((size_t)r * ((size_t)in + (size_t)out))};
     par_for(par_chunks((size_t)N, j.grain), lora_backward_rows_task, &j);
     /* dA (r,in) += g^T (r,N) . x (N,in): a sum over rows, kept in one call */
     if (dA)

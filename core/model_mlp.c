@@ -75,10 +75,10 @@ static void mlp_fuse_backward(model_ws *ws, const model *m, const adapter *a, co
     lin_backward(dx, dpre, in, NULL, ws, m, NULL, i, N, base_grad, NULL);
 }
 
-void mlp_backward(model_ws *ws, const model *m, const adapter *a, const float *x, float *base_grad,
-                  float *adapter_grad)
+void mlp_backward(model_ws *ws, const model *m, const adapter *a, float *base_grad, float *adapter_grad)
 {
     const model_config *c = &m->cfg;
+    const float *x = ws->mlp_input;
     int N = ws->last_n, head = m->n_linear - 1;
     float *dcur = ws->dA_c, *dnext = ws->dB_c;
     const float *head_in = mlp_layer_input(ws, m, a, x, c->n_hidden);

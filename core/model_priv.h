@@ -128,8 +128,7 @@ void site_fuse_backward(model_ws *ws, const adapter *a, int site, const float *d
 void mlp_forward(model_ws *ws, const model *m, const adapter *a, const float *x, int N);
 void vit_forward(model_ws *ws, const model *m, const adapter *a, const float *x, int N);
 /* Backward of the last forward from ws->dlogits, accumulating into base_grad / adapter_grad (may be NULL). */
-void mlp_backward(model_ws *ws, const model *m, const adapter *a, const float *x, float *base_grad,
-                  float *adapter_grad);
+void mlp_backward(model_ws *ws, const model *m, const adapter *a, float *base_grad, float *adapter_grad);
 void vit_backward(model_ws *ws, const model *m, const adapter *a, float *base_grad, float *adapter_grad);
 /* Routing's depth features of the last forward's samples into out (N, D), D = model_depth_features_dim. */
 void mlp_depth_features(const model_ws *ws, float *out, int D);

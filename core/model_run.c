@@ -41,10 +41,7 @@ void model_backward(model_ws *ws, const model *m, const adapter *a, float *base_
     int N = ws->last_n, K = lin_out(m, a, m->n_linear - 1);
     memset(ws->dlogits, 0, (size_t)N * K * sizeof(float));
     crossentropy_backward(ws->dlogits, ws->probs, ws->targets, 1.0f / (float)N, N, K);
-    if (m->cfg.kind == MODEL_MLP) {
-        mlp_backward(ws, m, a, ws->mlp_input, base_grad, adapter_grad);
-    } else {
-        vit_backward(ws, m, a, base_grad, adapter_grad);
-    }
+    if (m->cfg.kind == MODEL_MLP) mlp_backward(ws, m, a, base_grad, adapter_grad);
+    else vit_backward(ws, m, a, base_grad, adapter_grad);
     if (a && adapter_grad && a->ops->penalty_backward) a->ops->penalty_backward(adapter_grad, a);
 }

@@ -147,7 +147,7 @@ int par_workers(void)
 void par_for(int n_tasks, par_fn fn, void *ctx)
 {
     par_pool *p = bound;
-    int participants = p && !in_task ? par_pool_budget(p) : 1;
+    int participants = par_workers();
     if (participants > n_tasks) participants = n_tasks;
     if (participants <= 1) {
         bool was = in_task;

@@ -54,6 +54,13 @@ void *par_scratch(int worker, size_t bytes);
 /* Number of tasks for n items processed `grain` at a time (at least 1 when n > 0). */
 static inline int par_chunks(size_t n, size_t grain) { return (int)((n + grain - 1) / grain); }
 
+/* Task `task`'s items [*s0, *s0 + return) of n items cut `grain` at a time. */
+static inline int par_range(int task, size_t grain, int n, int *s0)
+{
+    *s0 = (int)((size_t)task * grain);
+    return n - *s0 < (int)grain ? n - *s0 : (int)grain;
+}
+
 /* How a matrix product with `rows` x `cols` outputs, each a sum of `k` products, is cut into tasks. A task
  * packs its operands again (OpenBLAS copies both into its own layout first), which costs about as much as a
  * few dozen multiply-adds per float: so a task gets at least PAR_MIN_EXTENT rows (or columns) and about a
@@ -67,6 +74,8 @@ typedef struct par_split {
     int tasks;
 } par_split;
 
+/* Rows (or columns) per task when each costs `madds_per_unit` multiply-adds; also the row grain of the
+ * products split by rows only (the LoRA products). */
 static inline size_t par_grain(size_t madds_per_unit)
 {
     size_t n = madds_per_unit ? ((size_t)1 << 20) / madds_per_unit : 1;
@@ -81,8 +90,5 @@ static inline par_split par_split_product(size_t rows, size_t cols, size_t k)
     if (cols >= 2 * cg) return (par_split){true, cg, par_chunks(cols, cg)};
     return (par_split){false, rows ? rows : 1, rows ? 1 : 0};
 }
-
-/* Rows per task for a product split by rows only (the LoRA products, whose rows are cheap). */
-static inline size_t par_row_grain(size_t madds_per_row) { return par_grain(madds_per_row); }
 
 #endif
