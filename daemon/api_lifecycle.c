@@ -23,7 +23,8 @@ static bool reason_of(http_req *req, const char **reason)
     json_t *val;
     json_object_foreach(req->json, key, val) {
         if (strcmp(key, "reason") || !json_is_string(val)) {
-            http_reply_error(req, CLAD_EINVAL, "the body takes only \"reason\" (a string); got '%s'", key);
+            http_reply_error(req, CLAD_EINVAL, strcmp(key, "reason") ? "unknown key '%s' (known: reason)"
+                                                                     : "'%s' must be a string", key);
             return false;
         }
         *reason = json_string_value(val);

@@ -1,5 +1,5 @@
 /* The name rule of bases, tasks and aliases, shared by the daemon and the clad CLI (which checks names
- * before it sends anything). No dependencies beyond libc. */
+ * before it sends anything). Beyond libc it needs only store.h, for STORE_NAME_MAX. */
 #ifndef CLAD_DAEMON_NAMES_H
 #define CLAD_DAEMON_NAMES_H
 

@@ -173,69 +173,59 @@ static void bar_panel(FILE *f, double x, double y, double w, double h, const dou
         }
 }
 
+/* Version v's lineage.plan.<field> (an object keyed by layer or by task version). */
+static const json_t *plan_part(const json_t *v, const char *field)
+{
+    return json_object_get(json_object_get(json_object_get(v, "lineage"), "plan"), field);
+}
+
+/* Rows: the versions; columns: the keys of their plan.<field> in first-seen order (at most `cap`); no rows
+ * when no version has a key. */
+static void plan_grid(grid *g, const json_t *versions, const char *field, size_t cap)
+{
+    size_t n = json_array_size(versions), cols = 0;
+    label *keys = calloc(cap, sizeof *keys);
+    if (!keys) abort();
+    for (size_t i = 0; i < n; i++) {
+        const char *key;
+        json_t *x;
+        json_object_foreach((json_t *)plan_part(json_array_get(versions, i), field), key, x) {
+            size_t c = 0;
+            while (c < cols && strcmp(keys[c], key)) c++;
+            if (c == cols && cols < cap) snprintf(keys[cols++], LABEL_MAX, "%s", key);
+        }
+    }
+    grid_init(g, cols ? n : 0, cols);
+    for (size_t i = 0; i < g->rows; i++) {
+        const json_t *v = json_array_get(versions, i), *part = plan_part(v, field);
+        version_label(g->row[i], v);
+        for (size_t c = 0; c < cols; c++) g->v[i * cols + c] = jnum(part, keys[c]);
+    }
+    memcpy(g->col, keys, cols * sizeof *keys);
+    free(keys);
+}
+
 /* Rows: every version; columns: the union of the layers of their plans, in first-seen order. */
 static void ranks_plot(FILE *f, const json_t *versions)
 {
-    size_t n = json_array_size(versions), cols = 0;
-    label *layers = calloc(256, sizeof *layers);
-    if (!layers) abort();
-    for (size_t i = 0; i < n; i++) {
-        const char *key;
-        json_t *r;
-        json_object_foreach(json_object_get(json_object_get(json_object_get(json_array_get(versions, i), "lineage"), "plan"), "ranks"), key, r) {
-            size_t c = 0;
-            while (c < cols && strcmp(layers[c], key)) c++;
-            if (c == cols && cols < 256) snprintf(layers[cols++], LABEL_MAX, "%s", key);
-        }
-    }
     grid g;
-    grid_init(&g, cols ? n : 0, cols);
+    plan_grid(&g, versions, "ranks", 256);
     double vmax = 1;
-    for (size_t i = 0; i < g.rows; i++) {
-        const json_t *v = json_array_get(versions, i);
-        version_label(g.row[i], v);
-        const json_t *ranks = json_object_get(json_object_get(json_object_get(v, "lineage"), "plan"), "ranks");
-        for (size_t c = 0; c < cols; c++) {
-            double r = jnum(ranks, layers[c]);
-            g.v[i * cols + c] = r;
-            if (r > vmax) vmax = r;
-        }
-    }
-    memcpy(g.col, layers, cols * sizeof *layers);
+    for (size_t k = 0; k < g.rows * g.cols; k++)
+        if (g.v[k] > vmax) vmax = g.v[k];
     heatmap(f, "plot-ranks", "LoRA rank per layer and version", &g, 0, vmax, "%.0f",
             "no version has a rank plan yet (fusion and merged versions have none)");
     grid_finish(&g);
-    free(layers);
 }
 
 /* Rows: versions; columns: the earlier task versions each was compared with (plan.overlap). */
 static void overlap_plot(FILE *f, const json_t *versions)
 {
-    size_t n = json_array_size(versions), cols = 0;
-    label *names = calloc(512, sizeof *names);
-    if (!names) abort();
-    for (size_t i = 0; i < n; i++) {
-        const char *key;
-        json_t *x;
-        json_object_foreach(json_object_get(json_object_get(json_object_get(json_array_get(versions, i), "lineage"), "plan"), "overlap"), key, x) {
-            size_t c = 0;
-            while (c < cols && strcmp(names[c], key)) c++;
-            if (c == cols && cols < 512) snprintf(names[cols++], LABEL_MAX, "%s", key);
-        }
-    }
     grid g;
-    grid_init(&g, cols ? n : 0, cols);
-    for (size_t i = 0; i < g.rows; i++) {
-        const json_t *v = json_array_get(versions, i);
-        version_label(g.row[i], v);
-        const json_t *ov = json_object_get(json_object_get(json_object_get(v, "lineage"), "plan"), "overlap");
-        for (size_t c = 0; c < cols; c++) g.v[i * cols + c] = jnum(ov, names[c]);
-    }
-    memcpy(g.col, names, cols * sizeof *names);
+    plan_grid(&g, versions, "overlap", 512);
     heatmap(f, "plot-overlap", "overlap of each version with the earlier tasks", &g, 0, 1, "%.2f",
             "no version was compared with an earlier task yet");
     grid_finish(&g);
-    free(names);
 }
 
 /* Two bar panels over the stream: distance to the base and novelty, from each version's plan. */

@@ -109,6 +109,14 @@ static void train_ok(rig *g, const char *task, const char *file, const char *opt
     free(clad_ok(g, 0, "--json train %s '%s' %s", task, in_tmp(file), opts ? opts : ""));
 }
 
+/* A started rig with tasks a and b trained (two epochs each) on the base. */
+static void rig_start_ab(rig *g)
+{
+    rig_start(g);
+    train_ok(g, "a", "a.st", "--epochs 2 --lr 0.01");
+    train_ok(g, "b", "b.st", "--epochs 2 --lr 0.01");
+}
+
 /* ---- the matrix ---------------------------------------------------------------------------------- */
 
 TEST_TIMEOUT(daemon_report_matrix_keeps_cross_evaluations_apart, 120)
@@ -193,9 +201,7 @@ static long png_ink(const char *png)
 TEST_TIMEOUT(daemon_report_html_renders_in_chromium, 180)
 {
     rig g;
-    rig_start(&g);
-    train_ok(&g, "a", "a.st", "--epochs 2 --lr 0.01");
-    train_ok(&g, "b", "b.st", "--epochs 2 --lr 0.01");
+    rig_start_ab(&g);
     train_ok(&g, "a", "a.st", "--epochs 1 --lr 0.01 --seed 5");
     free(clad_ok(&g, 0, "rollback a --reason 'report test'"));
     free(clad_ok(&g, 0, "eval a '%s'", in_tmp("a-test.st")));
@@ -419,9 +425,7 @@ static int jobs_of(rig *g, const char *task, const char *lane)
 TEST_TIMEOUT(daemon_lifecycle_delete_refuses_dependents, 120)
 {
     rig g;
-    rig_start(&g);
-    train_ok(&g, "a", "a.st", "--epochs 2 --lr 0.01");
-    train_ok(&g, "b", "b.st", "--epochs 2 --lr 0.01");
+    rig_start_ab(&g);
     train_ok(&g, "c", "b.st", "--epochs 1 --lr 0.01 --fuse-with a");
     char *out = clad_ok(&g, 6, "delete task a");
     CHECK_MSG(strstr(out, "conflict") && strstr(out, "c@1"), "%s", out);
