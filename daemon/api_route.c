@@ -535,9 +535,10 @@ static void route_serve(http_req *req, bool evaluate)
     if (!rc && mode && strcmp(mode, "task") && strcmp(mode, "class"))
         rc = clad_err_set(&err, CLAD_EINVAL, "'mode' must be 'task' or 'class', not '%s'", mode);
     if (!rc) {
-        loaded_base *b = NULL;
-        rc = registry_base_get(app->reg, app->st, base, &b, &err);
-        registry_base_release(app->reg, b);
+        /* Only that the base exists: its weights load with the candidates. */
+        store_base *b = NULL;
+        rc = store_base_get(app->st, base, 0, &b, &err);
+        store_base_free(b);
     }
     c->class_mode = mode && !strcmp(mode, "class");
     c->top_k = (int)top_k;
