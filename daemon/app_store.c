@@ -153,18 +153,14 @@ static int record_end(cladd *app, job *j, int64_t store_id, clad_err *err)
 {
     json_t *jj = job_to_json(j);
     json_t *res = json_object_get(jj, "result"), *prog = json_object_get(jj, "progress");
-    json_t *je = json_object_get(jj, "error");
-    const char *code = json_string_value(json_object_get(je, "code"));
-    const char *msg = json_string_value(json_object_get(je, "message"));
-    int num = CLAD_EINTERNAL;
-    for (int c = -1; c >= -20; c--)
-        if (code && !strcmp(code, clad_code_name(c))) num = c;
+    const clad_err *je = job_error(j);
     char *rtext = json_is_object(res) ? json_dumps(res, JSON_COMPACT) : NULL;
     char *ptext = json_is_object(prog) ? json_dumps(prog, JSON_COMPACT) : NULL;
     double created, started, finished;
     job_times(j, &created, &started, &finished);
     store_job_end end = {
-        .state = to_store_state(job_get_state(j)), .error_code = num, .error_msg = msg ? msg : "",
+        .state = to_store_state(job_get_state(j)), .error_code = je->code ? je->code : CLAD_EINTERNAL,
+        .error_msg = je->msg,
         .peer_uid = STORE_UID_CLAD,
         .outcome = {.result_json = rtext, .progress_json = ptext, .created_ms = to_ms(created),
                     .started_ms = to_ms(started), .finished_ms = to_ms(finished)},

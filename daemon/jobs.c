@@ -161,6 +161,7 @@ const char *job_task(const job *j) { return j->task[0] ? j->task : NULL; }
 const char *job_kind_name(const job *j) { return j->kind_name; }
 bool job_cancel_requested(const job *j) { return atomic_load(&j->stop) != STOP_NONE; }
 bool job_should_stop(const job *j) { return atomic_load(&j->stop) != STOP_NONE; }
+const clad_err *job_error(const job *j) { return &j->err; }
 
 void job_times(const job *j, double *created, double *started, double *finished)
 {

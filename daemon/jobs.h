@@ -161,6 +161,8 @@ const char *job_kind_name(const job *j);
 bool job_cancel_requested(const job *j);
 /* Unix seconds; 0 = not yet. */
 void job_times(const job *j, double *created, double *started, double *finished);
+/* The published error (code 0: none): what job_to_json reports as "error". */
+const clad_err *job_error(const job *j);
 /* The job as JSON (new reference): id, kind, lane, state, created/started/finished (RFC 3339 UTC to
  * the millisecond, rounded, or null), params, progress (the last event), result, error, cancel_requested, owner_uid. */
 json_t *job_to_json(const job *j);

@@ -32,6 +32,21 @@ static int name_rows(store *s, char *list, size_t size, int64_t *count, clad_err
     return rc;
 }
 
+/* Audits a delete that went through as "<kind>.delete" on "<kind>:<name>", ends the write transaction
+ * begun by the caller (committing on rc 0), and hands the freed pages back. */
+static int delete_finish(store *s, int rc, int peer_uid, const char *kind, const char *name, clad_err *err)
+{
+    if (rc == 0) {
+        char object[STORE_NAME_MAX + 8], action[16];
+        snprintf(object, sizeof object, "%s:%s", kind, name);
+        snprintf(action, sizeof action, "%s.delete", kind);
+        rc = audit_add(s, peer_uid, action, object, "{}", err);
+    }
+    rc = tx_end(s, rc, err);
+    if (rc == 0) sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
+    return rc;
+}
+
 int store_task_delete(store *s, const char *task, int peer_uid, clad_err *err)
 {
     int rc = tx_begin_write(s, err);
@@ -73,14 +88,7 @@ int store_task_delete(store *s, const char *task, int peer_uid, clad_err *err)
         "DELETE FROM tasks WHERE id = ?1",
     };
     for (size_t i = 0; rc == 0 && i < sizeof deletes / sizeof deletes[0]; i++) rc = st_exec(s, err, deletes[i], "I", tid);
-    if (rc == 0) {
-        char object[STORE_NAME_MAX + 8];
-        snprintf(object, sizeof object, "task:%s", task);
-        rc = audit_add(s, peer_uid, "task.delete", object, "{}", err);
-    }
-    rc = tx_end(s, rc, err);
-    if (rc == 0) sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
-    return rc;
+    return delete_finish(s, rc, peer_uid, "task", task, err);
 }
 
 int store_base_delete(store *s, const char *base, int peer_uid, clad_err *err)
@@ -97,12 +105,5 @@ int store_base_delete(store *s, const char *base, int peer_uid, clad_err *err)
         rc = clad_err_set(err, CLAD_ECONFLICT, "base '%s' has %lld task(s): %s; delete them first", base,
                           (long long)n, list);
     if (rc == 0) rc = st_exec(s, err, "DELETE FROM bases WHERE id = ?1", "I", bid);
-    if (rc == 0) {
-        char object[STORE_NAME_MAX + 8];
-        snprintf(object, sizeof object, "base:%s", base);
-        rc = audit_add(s, peer_uid, "base.delete", object, "{}", err);
-    }
-    rc = tx_end(s, rc, err);
-    if (rc == 0) sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
-    return rc;
+    return delete_finish(s, rc, peer_uid, "base", base, err);
 }

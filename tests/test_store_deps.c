@@ -38,6 +38,17 @@ static store *deps_fixture(const char *file)
     return s;
 }
 
+/* The fixture with sql run on its file behind the store's back (as an older clad, or damage, left it),
+ * then opened again. */
+static store *deps_fixture_edited(const char *file, const char *sql)
+{
+    char path[512];
+    fx_path(path, sizeof path, file);
+    store_close(deps_fixture(file));
+    fx_exec(path, sql);
+    return fx_open(file);
+}
+
 static int64_t n_versions(store *s, const char *task)
 {
     store_task *t = NULL;
@@ -107,14 +118,8 @@ TEST(store_deps_retention_keeps_what_kept_versions_need)
 TEST(store_deps_migration_from_schema_1_derives_fusion_sources)
 {
     clad_err e = {0};
-    char path[512];
-    fx_path(path, sizeof path, "m.db");
-    store *s = deps_fixture("m.db");
-    store_close(s);
-    fx_exec(path, "DROP TABLE version_deps; ALTER TABLE jobs DROP COLUMN result_json; ALTER TABLE jobs DROP COLUMN "
-                  "lane; PRAGMA user_version = 1");
-
-    s = fx_open("m.db");
+    store *s = deps_fixture_edited("m.db", "DROP TABLE version_deps; ALTER TABLE jobs DROP COLUMN result_json;"
+                                           " ALTER TABLE jobs DROP COLUMN lane; PRAGMA user_version = 1");
     store_version *v = NULL;
     CHECK_OK(store_version_get(s, "f", 1, 0, &v, &e), e);
     CHECK_INT_EQ(v->n_needs, 2);
@@ -128,13 +133,8 @@ TEST(store_deps_migration_from_schema_1_derives_fusion_sources)
 TEST(store_deps_check_reports_a_fusion_version_without_sources)
 {
     clad_err e = {0};
-    char path[512];
-    fx_path(path, sizeof path, "c.db");
-    store *s = deps_fixture("c.db");
-    store_close(s);
     /* What schema 1 allowed: a source deleted under its fusion version. */
-    fx_exec(path, "PRAGMA foreign_keys = ON; DELETE FROM version_deps");
-    s = fx_open("c.db");
+    store *s = deps_fixture_edited("c.db", "PRAGMA foreign_keys = ON; DELETE FROM version_deps");
     CHECK_CODE(store_check(s, STORE_CHECK_FULL, &e), CLAD_ECORRUPT, e);
     CHECK_MSG(strstr(e.msg, "fusion version 1 of task 'f' records no source versions"), "%s", e.msg);
     store_close(s);
