@@ -307,16 +307,16 @@ static int parse_train_spec(base_train_arg *a, const json_t *spec, clad_err *err
             if (json_is_object(mv) && !json_object_get(mv, "classes")) json_object_set_new(mv, "classes", json_integer(1));
             int mrc = model_config_from_json(&a->cfg, mv, err);
             json_decref(mv);
-            if (mrc) {
-                /* An unknown preset is a mistake in the body (400), not a missing resource (404). */
-                if (err->code == CLAD_ENOTFOUND) err->code = CLAD_EINVAL;
-                return err->code;
-            }
+            if (mrc) return mrc;
             have_model = true;
         } else if (!strcmp(key, "data")) {
             if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) >= sizeof a->data)
                 return clad_err_set(err, CLAD_EINVAL, "'data' must be \"fmnist\" or the path of a dataset file");
             snprintf(a->data, sizeof a->data, "%s", json_string_value(v));
+            /* The daemon does not share the client's working directory: a relative path means nothing. */
+            if (strcmp(a->data, "fmnist") && a->data[0] != '/')
+                return clad_err_set(err, CLAD_EINVAL, "'data' must be \"fmnist\" or an absolute path (the "
+                                    "daemon does not know the client's working directory)");
         } else if (!strcmp(key, "epochs") || !strcmp(key, "batch") || !strcmp(key, "seed") ||
                    !strcmp(key, "samples")) {
             if (!json_is_integer(v) || json_integer_value(v) < 0)

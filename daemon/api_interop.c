@@ -139,21 +139,25 @@ static int store_import(cladd *app, const http_req *req, const char *task, const
     int rc = signature_compute(&sig, b->m, a, SIGNATURE_KEEP, err);
     if (!rc) rc = adapter_blob_build(a, b->m, &sig, &blob, &len, err);
     signature_finish(&sig);
-    if (!rc && !task_classes) {
-        store_task_in ti = {.name = task, .base = b->name, .kind = "task", .n_classes = a->n_classes};
-        rc = store_task_create(app->st, &ti, app_peer_uid(req), err);
-    } else if (!rc && task_classes != a->n_classes) {
+    /* A new task is created with its first version, in one transaction: a failed import leaves no task. */
+    store_task_in ti = {.name = task, .base = b->name, .kind = "task", .n_classes = a->n_classes};
+    if (!rc && task_classes && task_classes != a->n_classes)
         rc = clad_err_set(err, CLAD_ECONFLICT, "task '%s' has %d classes; the adapter's head has %d", task, task_classes,
                           a->n_classes);
-    }
     json_t *hp = json_pack("{s:f,s:o}", "alpha", (double)a->alpha, "ranks", adapter_ranks_to_json(a, b->m));
+    /* The same size measure as a trained version's, so `clad versions` compares them. */
+    json_t *measured = json_pack("{s:I}", "adapter_params", (json_int_t)adapter_param_count(a));
     char *lin = json_dumps(lineage, JSON_COMPACT), *hps = json_dumps(hp, JSON_COMPACT);
+    char *mets = json_dumps(measured, JSON_COMPACT);
     store_version_in vi = {.task = task, .kind = "lora", .adapter = blob, .adapter_size = len, .base_sha256 = b->sha256,
-                           .lineage_json = lin, .hparams_json = hps};
+                           .lineage_json = lin, .hparams_json = hps, .metrics_json = mets,
+                           .create_task = task_classes ? NULL : &ti};
     if (!rc) rc = store_version_put(app->st, &vi, app_peer_uid(req), version, err);
     free(lin);
     free(hps);
+    free(mets);
     json_decref(hp);
+    json_decref(measured);
     free(blob);
     return rc;
 }

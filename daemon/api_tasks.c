@@ -200,10 +200,13 @@ static bool body_fields(http_req *req, const char **alias, const char **reason, 
             return false;
         }
     }
-    if ((a && !json_is_string(a)) || (r && !json_is_string(r)) ||
-        (v && (!json_is_integer(v) || json_integer_value(v) < 1))) {
-        http_reply_error(req, CLAD_EINVAL, "'alias' and 'reason' must be strings and '%s' a version number from 1",
-                         version_key ? version_key : "to");
+    const char *bad_string = a && !json_is_string(a) ? "alias" : r && !json_is_string(r) ? "reason" : NULL;
+    if (bad_string) {
+        http_reply_error(req, CLAD_EINVAL, "'%s' must be a string", bad_string);
+        return false;
+    }
+    if (v && (!json_is_integer(v) || json_integer_value(v) < 1)) {
+        http_reply_error(req, CLAD_EINVAL, "'%s' must be a version number (a whole number from 1)", version_key);
         return false;
     }
     if (alias) *alias = a ? json_string_value(a) : NULL;

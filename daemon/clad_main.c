@@ -179,7 +179,11 @@ static int raw_body(const char *data, size_t len, void *arg)
 
 static int cmd_raw(const options *o)
 {
-    if (o->n_args < 2 || o->n_args > 3 || o->args[1][0] != '/') {
+    if (o->n_args >= 2 && o->n_args <= 3 && o->args[1][0] != '/') {
+        fail_msg("clad raw: PATH must start with / (e.g. /%s)", o->args[1]);
+        return EXIT_USAGE;
+    }
+    if (o->n_args < 2 || o->n_args > 3) {
         fail_msg("usage: clad raw METHOD PATH [FILE|-] [--content-type TYPE]");
         return EXIT_USAGE;
     }

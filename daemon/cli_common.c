@@ -275,10 +275,11 @@ int follow_job(const options *o, const char *method, const char *path, const cha
 
 bool valid_id(const char *s)
 {
-    if (!s || !*s || strlen(s) > 19) return false;
-    for (const char *p = s; *p; p++)
-        if (*p < '0' || *p > '9') return false;
-    return true;
+    if (!s || !*s || strspn(s, "0123456789") != strlen(s)) return false;
+    /* Ids and versions are int64 in the store: a longer number would be clamped, naming another one. */
+    errno = 0;
+    long long v = strtoll(s, NULL, 10);
+    return errno == 0 && v >= 0;
 }
 
 
@@ -451,7 +452,7 @@ bool task_ref_parse(const char *arg, task_ref *r)
     const char *ref = at + 1;
     if (*ref && strspn(ref, "0123456789") == strlen(ref)) {
         if (!valid_id(ref) || strtoull(ref, NULL, 10) == 0) {
-            fail_msg("'%s': versions are numbered from 1", arg);
+            fail_msg("'%s': versions are numbered from 1 to %lld", arg, (long long)INT64_MAX);
             return false;
         }
         snprintf(r->version, sizeof r->version, "%s", ref);

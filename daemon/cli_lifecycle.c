@@ -89,7 +89,8 @@ static int version_of(const options *o, const char *arg, task_ref *r, long long 
 {
     if (!task_ref_parse(arg, r)) return EXIT_USAGE;
     if (!task_ref_has_ref(r)) {
-        fail_msg("usage: clad %s", usage_line);
+        fail_msg("'%s' names a task, not one of its versions: write %s@VERSION or %s@ALIAS (e.g. %s@1)\n"
+                 "usage: clad %s", arg, arg, arg, arg, usage_line);
         return EXIT_USAGE;
     }
     return task_ref_version(o, r, version);
@@ -135,7 +136,10 @@ static int cmd_promote(const options *o)
     json_t *reply = NULL;
     rc = send_json(o, "POST", path, "application/json", body, strlen(body), &reply);
     free(body);
-    if (!rc && reply)
+    if (!rc && reply && num(reply, "from") == num(reply, "to"))
+        printf("%s@%lld is already active: nothing changed%s\n", r.task, num(reply, "to"),
+               json_is_true(json_object_get(reply, "candidate_cleared")) ? " (no longer the candidate)" : "");
+    else if (!rc && reply)
         printf("promoted %s@%lld: active %lld -> %lld%s\n", r.task, num(reply, "to"), num(reply, "from"),
                num(reply, "to"), json_is_true(json_object_get(reply, "candidate_cleared")) ? " (no longer the candidate)" : "");
     json_decref(reply);

@@ -1,5 +1,6 @@
 /* clad commands for bases, tasks, versions, serving and rollback; see daemon/cli.h. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,7 +125,18 @@ static int cmd_base(const options *o)
         return EXIT_USAGE;
     }
     json_object_set_new(spec, "model", mj);
-    json_object_set_new(spec, "data", json_string(cli_opt(o, "data") ? cli_opt(o, "data") : "fmnist"));
+    /* The daemon resolves nothing against our working directory: send an absolute path. */
+    const char *data = cli_opt(o, "data") ? cli_opt(o, "data") : "fmnist";
+    char data_abs[PATH_MAX];
+    if (strcmp(data, "fmnist") && data[0] != '/') {
+        if (!realpath(data, data_abs)) {
+            fail_msg("--data %s: %s", data, strerror(errno));
+            json_decref(spec);
+            return EXIT_USAGE;
+        }
+        data = data_abs;
+    }
+    json_object_set_new(spec, "data", json_string(data));
     const char *ints[] = {"epochs", "samples", "seed", "batch"};
     bool ok = number_option(o, "lr", false, spec);
     for (int k = 0; ok && k < 4; k++) ok = number_option(o, ints[k], true, spec);
@@ -421,7 +433,10 @@ static int cmd_tasks(const options *o)
         json_object_foreach(json_object_get(t, "aliases"), key, v)
             n += (size_t)snprintf(aliases + n, n < sizeof aliases ? sizeof aliases - n : 0, "%s%s=%lld", n ? " " : "",
                                   key, (long long)json_integer_value(v));
-        printf("%-20s %-16s %-6s %8lld %8lld %s\n", str(t, "name"), str(t, "base"), str(t, "kind"), num(t, "classes"),
+        /* A merge predicts through its source tasks' heads (?task=SOURCE): it has no classes of its own. */
+        char classes[24] = "-";
+        if (strcmp(str(t, "kind"), "merge")) snprintf(classes, sizeof classes, "%lld", num(t, "classes"));
+        printf("%-20s %-16s %-6s %8s %8lld %s\n", str(t, "name"), str(t, "base"), str(t, "kind"), classes,
                num(t, "versions"), aliases);
     }
     json_decref(r);

@@ -143,9 +143,10 @@ int dataset_parse_csv(dataset *out, const char *buf, size_t len, bool labels_opt
             ncols = nf;
             cols_line = l.lineno;
         } else if (nf != ncols) {
-            return clad_err_set(err, CLAD_EINVAL, "csv: line %d has %zu fields, expected %zu (as on %s %d)",
+            return clad_err_set(err, CLAD_EINVAL, "csv: line %d has %zu fields, expected %zu (as on %s %d)%s",
                                 l.lineno, nf, ncols, header && cols_line == header_line ? "the header, line" : "line",
-                                cols_line);
+                                cols_line, header && cols_line == header_line ? "; line 1 was taken as a header "
+                                "because its first field is not a number" : "");
         }
         if (++nrows > DATASET_MAX_SAMPLES)
             return clad_err_set(err, CLAD_ETOOLARGE, "csv: more than %d rows", DATASET_MAX_SAMPLES);

@@ -200,6 +200,13 @@ static int parse_plain(dataset *out, const uint8_t *p, size_t len, bool labels_o
     }
     if (is_idx(p, len, 1))
         return clad_err_set(err, CLAD_EINVAL, "this is an IDX labels file without its images");
+    /* CSV is text: a NUL or another control byte means some other binary format, and a CSV error about
+     * fields and lines would only mislead. */
+    size_t look = len < 4096 ? len : 4096;
+    for (size_t i = 0; i < look; i++)
+        if (p[i] < 0x20 && p[i] != '\n' && p[i] != '\r' && p[i] != '\t')
+            return clad_err_set(err, CLAD_EINVAL, "the data is not a dataset clad reads: not safetensors, IDX "
+                                "(optionally gzip) or CSV text (binary byte 0x%02x at offset %zu)", p[i], i);
     return dataset_parse_csv(out, (const char *)p, len, labels_optional, err);
 }
 

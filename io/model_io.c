@@ -42,9 +42,17 @@ static int two_word_flag(const json_t *v, const char *key, const char *off, cons
     return 0;
 }
 
+/* A config naming an unknown preset is bad input (400), not a missing resource. */
+static int preset(model_config *cfg, const char *name, clad_err *err)
+{
+    int rc = model_config_preset(cfg, name, err);
+    if (rc == CLAD_ENOTFOUND) rc = err ? (err->code = CLAD_EINVAL) : CLAD_EINVAL;
+    return rc;
+}
+
 int model_config_from_json(model_config *cfg, const json_t *j, clad_err *err)
 {
-    if (json_is_string(j)) return model_config_preset(cfg, json_string_value(j), err);
+    if (json_is_string(j)) return preset(cfg, json_string_value(j), err);
     if (!json_is_object(j))
         return clad_err_set(err, CLAD_EINVAL, "model config must be a preset name or an object");
     const char *kind = json_string_value(json_object_get(j, "model"));
@@ -52,7 +60,7 @@ int model_config_from_json(model_config *cfg, const json_t *j, clad_err *err)
     memset(cfg, 0, sizeof *cfg);
     if (!strcmp(kind, "mlp") || !strcmp(kind, "vit")) {
         cfg->kind = kind[0] == 'm' ? MODEL_MLP : MODEL_VIT;
-    } else if (model_config_preset(cfg, kind, err)) {
+    } else if (preset(cfg, kind, err)) {
         return CLAD_EINVAL;
     }
     const int_field *fields = cfg->kind == MODEL_MLP ? mlp_fields : vit_fields;
@@ -120,6 +128,11 @@ json_t *model_config_to_json(const model_config *cfg)
 
 int model_config_parse(model_config *cfg, const char *text, clad_err *err)
 {
+    /* A bare preset name (mlp, vit-tiny) is what people type on a command line or in a query. */
+    size_t lead = strspn(text, " \t\r\n");
+    if (text[lead] && strchr("{\"", text[lead]) == NULL && strspn(text + lead, "abcdefghijklmnopqrstuvwxyz0123456789-_") ==
+                                                               strlen(text + lead))
+        return preset(cfg, text + lead, err);
     json_error_t je;
     json_t *j = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
     if (!j) return clad_err_set(err, CLAD_EINVAL, "model config: %s (line %d column %d)", je.text, je.line, je.column);
@@ -208,7 +221,8 @@ static model *model_from_reader(const st_reader *r, const model_config *cfg, cla
     if (!cfg) {
         const char *text = st_reader_meta(r, "config");
         if (!text) {
-            clad_err_set(err, CLAD_EINVAL, "base model: the file has no 'config' metadata; give the config explicitly");
+            clad_err_set(err, CLAD_EINVAL, "base model: the file has no 'config' metadata; give the model config explicitly "
+                         "(clad base import --config PRESET|JSON, or ?config= in the API)");
             return NULL;
         }
         if (model_config_parse(&file_cfg, text, err)) return NULL;

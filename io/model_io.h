@@ -25,10 +25,10 @@
  * "hidden": [256, 256], "classes": 10} / {"model": "vit", "channels": 1, "height": 28, "width": 28,
  * "patch": 4, "dim": 64, "depth": 4, "heads": 4, "mlp_dim": 128, "classes": 10} (vit may add "ln_eps": 1e-6 and
  * "gelu": "erf"|"tanh"; defaults 1e-5 and tanh); {"model": "vit-tiny",
- * "classes": 5} starts from a preset and overrides fields. Unknown keys are refused. */
+ * "classes": 5} starts from a preset and overrides fields. Unknown keys and presets are refused (CLAD_EINVAL). */
 int model_config_from_json(model_config *cfg, const json_t *j, clad_err *err);
 json_t *model_config_to_json(const model_config *cfg);
-/* Same, from text. */
+/* Same, from text; a bare preset name (mlp) is accepted too. */
 int model_config_parse(model_config *cfg, const char *text, clad_err *err);
 
 /* Base models. to_buffer returns a malloc'd safetensors image. */

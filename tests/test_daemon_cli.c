@@ -247,6 +247,42 @@ TEST(daemon_cli_options_help_and_errors_in_cli_words)
     CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
 }
 
+/* Mistakes a new user made, each answered with what to do instead. */
+TEST(daemon_cli_new_user_mistakes_get_precise_messages)
+{
+    cli_fixture f;
+    cli_fixture_start(&f, 1);
+    char args[1400], path[1024];
+    /* Relative paths: the CLI resolves them; the daemon refuses one that is not absolute. */
+    snprintf(args, sizeof args, "base train b2 --model mlp --data no-such-file.csv");
+    expect_clad(&f.d, args, 2, "--data no-such-file.csv: No such file");
+    snprintf(args, sizeof args, "raw POST /v1/bases/b2 '%s/rel.json'", test_tmpdir());
+    snprintf(path, sizeof path, "%s/rel.json", test_tmpdir());
+    FILE *b = fopen(path, "w");
+    CHECK(b != NULL);
+    fputs("{\"data\": \"t1.csv\"}", b);
+    fclose(b);
+    expect_clad(&f.d, args, 1, "or an absolute path");
+    expect_clad(&f.d, "raw GET v1/health", 2, "PATH must start with / (e.g. /v1/health)");
+    expect_clad(&f.d, "delete version t1", 2, "'t1' names a task, not one of its versions: write t1@VERSION");
+    expect_clad(&f.d, "show t1@9223372036854775808", 2, "versions are numbered from 1 to 9223372036854775807");
+    expect_clad(&f.d, "promote t1@1", 0, "t1@1 is already active: nothing changed");
+    /* A body field of the wrong type is named. */
+    snprintf(path, sizeof path, "%s/alias.json", test_tmpdir());
+    b = fopen(path, "w");
+    CHECK(b != NULL);
+    fputs("{\"version\": \"1\"}", b);
+    fclose(b);
+    expect_clad_file(&f.d, "raw PUT /v1/tasks/t1/aliases/prod '%s'", path, 1, "'version' must be a version number");
+    /* An unknown preset is bad input, not a missing resource; a bare preset name is a config. */
+    snprintf(path, sizeof path, "%s/base.safetensors", test_tmpdir());
+    expect_clad_file(&f.d, "base import b3 '%s' --config mlpx", path, 1, "invalid_input: unknown model preset 'mlpx'");
+    expect_clad_file(&f.d, "base import b3 '%s' --config vit-tiny", path, 1, "no tensor named");
+    /* A binary file is not taken for CSV. */
+    expect_clad_file(&f.d, "train t1 '%s/clad' --epochs 1", test_build_dir(), 8, "not a dataset clad reads");
+    CHECK_INT_EQ(daemon_stop(&f.d, SIGTERM, 10), 0);
+}
+
 /* Writes n rows of `values` numbers (label first when labelled), each value `scale` times a uniform
  * number in [0, 1). */
 static void write_rows(const char *path, int n, int values, bool labelled, double scale)

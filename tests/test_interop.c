@@ -550,6 +550,10 @@ TEST_TIMEOUT(interop_daemon_import_export_round_trip, 180)
     rc = clad_run(&d, args, &out);
     CHECK_MSG(rc == 0 && strstr(out, "pt@1 imported"), "clad %s: %d %s", args, rc, out);
     free(out);
+    /* An imported version counts its parameters like a trained one. */
+    CHECK_INT_EQ(curl_req(&d, "GET", "/v1/tasks/pt/versions/1", NULL, &out, NULL), 200);
+    CHECK_MSG(strstr(out, "\"adapter_params\":"), "%s", out);
+    free(out);
     snprintf(args, sizeof args, "export adapter pt@active --out %s/back", tmp);
     CHECK_INT_EQ(clad_run(&d, args, NULL), 0);
     run_script("peft-apply --base %s --io %s --heads 3 --eps 1e-6 --adapter %s/back --out %s", path_in("t", "model.safetensors"),
