@@ -336,7 +336,16 @@ TEST(model_config_json_errors_name_the_field)
     CHECK_INT_EQ(model_config_parse(&c, "{\"model\":\"mlp\",\"inputs\":3}", &e), CLAD_EINVAL);
     CHECK(strstr(e.msg, "'inputs'") != NULL);
     clad_err_clear(&e);
-    CHECK_INT_EQ(model_config_parse(&c, "\"resnet\"", &e), CLAD_ENOTFOUND);
+    /* An unknown preset, quoted or bare, is bad input; a bare known one parses. */
+    CHECK_INT_EQ(model_config_parse(&c, "\"resnet\"", &e), CLAD_EINVAL);
+    CHECK(strstr(e.msg, "'resnet'") != NULL);
+    clad_err_clear(&e);
+    CHECK_INT_EQ(model_config_parse(&c, "resnet", &e), CLAD_EINVAL);
+    clad_err_clear(&e);
+    CHECK_INT_EQ(model_config_parse(&c, " mlp ", &e), CLAD_EINVAL);
+    clad_err_clear(&e);
+    CHECK_INT_EQ(model_config_parse(&c, "mlp", &e), 0);
+    CHECK_INT_EQ(c.kind, MODEL_MLP);
 }
 
 TEST(model_vit_tiny_loss_falls_on_fashion_mnist)
