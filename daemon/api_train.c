@@ -136,7 +136,7 @@ static void earlier_finish(earlier_set *e)
 }
 
 /* The plan of a task trained under fixed:N without a probe: the ranks and why, nothing measured. */
-static json_t *plan_fixed_json(const cl_task_result *r, const char *policy, const model *m)
+static json_t *plan_fixed_json(const cl_task_result *r, const char *policy, const model *m, json_t *reuse)
 {
     const rank_plan *rp = &r->plan.rank;
     json_t *layers = json_object(), *ranks = json_object();
@@ -147,8 +147,8 @@ static json_t *plan_fixed_json(const cl_task_result *r, const char *policy, cons
                                                                   "why", L->why ? L->why : ""));
         json_object_set_new(ranks, m->linear[li].name, json_integer(rp->total[li]));
     }
-    return json_pack("{s:s,s:b,s:o,s:o,s:I,s:n,s:f}", "policy", policy, "planned", 0, "ranks", ranks, "layers", layers,
-                     "new_params", (json_int_t)rp->new_params, "probe", "plan_seconds", 0.0);
+    return json_pack("{s:s,s:b,s:o,s:o,s:o,s:I,s:n,s:f}", "policy", policy, "planned", 0, "ranks", ranks, "layers",
+                     layers, "reuse", reuse, "new_params", (json_int_t)rp->new_params, "probe", "plan_seconds", 0.0);
 }
 
 /* The plan as JSON: task-level numbers and, per target layer, what decided its rank. */
@@ -156,15 +156,20 @@ static json_t *plan_json(const cl_task_result *r, const rank_policy *policy, con
 {
     char pol[64];
     rank_policy_name(policy, pol, sizeof pol);
-    if (!r->planned) return plan_fixed_json(r, pol, m);
     const cl_plan *p = &r->plan;
     const rank_plan *rp = &p->rank;
+    json_t *reuse = json_null();
+    if (rp->reuse >= 0 && rp->reuse < e->n)
+        reuse = json_pack("{s:s,s:I}", "task", e->ref[rp->reuse].task, "version", (json_int_t)e->ref[rp->reuse].version);
+    if (!r->planned) return plan_fixed_json(r, pol, m, reuse);
+    /* The rule compared the task with rp->n_earlier of them: none under reuse=0. */
+    int n_cmp = rp->n_earlier < e->n ? rp->n_earlier : e->n;
     json_t *layers = json_object(), *ranks = json_object(), *novelty = json_object(), *distance = json_object();
     for (int li = 0; li < m->n_linear; li++) {
         const rank_layer *L = &rp->layer[li];
         if (!L->target) continue;
         json_t *ov = json_object();
-        for (int t = 0; t < e->n; t++) {
+        for (int t = 0; t < n_cmp; t++) {
             char key[STORE_NAME_MAX + 24];
             snprintf(key, sizeof key, "%s@%lld", e->ref[t].task, (long long)e->ref[t].version);
             json_object_set_new(ov, key, json_real(L->overlap ? L->overlap[t] : 0.0));
@@ -178,14 +183,11 @@ static json_t *plan_json(const cl_task_result *r, const rank_policy *policy, con
         json_object_set_new(distance, m->linear[li].name, json_real(L->distance));
     }
     json_t *overlap = json_object();
-    for (int t = 0; t < e->n; t++) {
+    for (int t = 0; t < n_cmp; t++) {
         char key[STORE_NAME_MAX + 24];
         snprintf(key, sizeof key, "%s@%lld", e->ref[t].task, (long long)e->ref[t].version);
         json_object_set_new(overlap, key, json_real(rp->overlap ? rp->overlap[t] : 0.0));
     }
-    json_t *reuse = json_null();
-    if (rp->reuse >= 0 && rp->reuse < e->n)
-        reuse = json_pack("{s:s,s:I}", "task", e->ref[rp->reuse].task, "version", (json_int_t)e->ref[rp->reuse].version);
     json_t *pj = json_pack("{s:s,s:f,s:f,s:f,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:{s:f,s:f,s:f,s:f,s:f}}", "policy", pol,
                      "distance", rp->distance, "novelty", rp->novelty, "gain", rp->gain, "distances", distance,
                      "ranks", ranks, "novelty_by_layer", novelty, "overlap", overlap, "reuse", reuse, "layers",
