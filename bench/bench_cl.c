@@ -459,7 +459,6 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
             goto task_fail;
         ts->K = train.n_classes > ts->test.n_classes ? train.n_classes : ts->test.n_classes;
         train.n_classes = ts->test.n_classes = ts->K;
-        if (a->verbose) fprintf(stderr, "[cl] task %s: probe...\n", s->tasks[i].name);
 
         const signature *earlier[STREAM_MAX_TASKS];
         int n_earlier = 0;
@@ -491,6 +490,7 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
             opt.prune = a->prune;
             opt.init_seed = s->seed + (uint64_t)i;
             cl_task_result cr;
+            if (a->verbose) fprintf(stderr, "[cl] task %s: plan and train...\n", s->tasks[i].name);
             rc = cl_task_run(&cr, base, n_earlier ? earlier : NULL, n_earlier, &train, ts->K, &cfg, &tc, &opt, err);
             if (rc) {
                 cl_task_result_finish(&cr);

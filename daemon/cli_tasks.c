@@ -262,10 +262,17 @@ static void print_version(json_t *v)
         print_ranks("ranks", json_object_get(prune, "ranks_before"), json_object_get(prune, "ranks_after"));
     }
     if (!json_is_object(plan)) return;
-    printf("%-9spolicy %s, distance %s, novelty %s, held-out gain %s nats\n", "plan", str(plan, "policy"),
-           fixed(plan, "distance", 4, a, sizeof a), fixed(plan, "novelty", 3, b, sizeof b), fixed(plan, "gain", 4, c, sizeof c));
+    if (json_is_false(json_object_get(plan, "planned")))
+        printf("%-9spolicy %s, no probe (ask with --explain)\n", "plan", str(plan, "policy"));
+    else
+        printf("%-9spolicy %s, distance %s, novelty %s, held-out gain %s nats\n", "plan", str(plan, "policy"),
+               fixed(plan, "distance", 4, a, sizeof a), fixed(plan, "novelty", 3, b, sizeof b), fixed(plan, "gain", 4, c, sizeof c));
     json_t *reuse = json_object_get(plan, "reuse");
-    if (json_is_object(reuse)) printf("reuses   %s@%lld (its change is copied, frozen)\n", str(reuse, "task"), num(reuse, "version"));
+    if (json_is_object(reuse))
+        printf("reuses   %s@%lld (%s)\n", str(reuse, "task"), num(reuse, "version"),
+               json_is_object(json_object_get(lineage, "stored_by_reference"))
+                   ? "its change is referenced, frozen: this version stores only its new components"
+                   : "its change is copied, frozen");
     json_t *ov = json_object_get(plan, "overlap"), *x;
     const char *key;
     if (json_object_size(ov)) {
