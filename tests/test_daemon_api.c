@@ -793,8 +793,26 @@ TEST_TIMEOUT(daemon_api_retraining_starts_from_the_base_unless_from, 150)
     json_t *pattern = json_object_get(json_object_get(cfg, "rank_pattern"), "fc1"); /* else the common "r" */
     CHECK_INT_EQ(json_integer_value(pattern ? pattern : json_object_get(cfg, "r")), json_integer_value(json_object_get(ranks, "fc1")));
     CHECK(json_integer_value(json_object_get(ranks, "fc1")) > 1);
-    json_decref(v);
     json_decref(cfg);
+    json_t *v3full = v;
+    /* A chain: t1@4 continues from t1@3, itself stored by reference to t1@1; composed through both. */
+    json_decref(train(&f, "t1", f.t1, "epochs=1&rank=fixed:1&from=3"));
+    v = get(&f, "/v1/tasks/t1/versions/4", 200);
+    CHECK_INT_EQ(json_integer_value(json_object_get(json_array_get(json_object_get(v, "needs"), 0), "version")), 3);
+    /* It reuses the directions t1@3's signature keeps (99.9% of its change's energy) plus one new. */
+    long long kept = json_integer_value(json_object_get(
+        json_object_get(json_object_get(json_object_get(v, "lineage"), "stored_by_reference"), "reused"), "fc1"));
+    CHECK_MSG(kept >= 1 && kept <= json_integer_value(json_object_get(ranks, "fc1")), "reused %lld", kept);
+    CHECK_INT_EQ(json_integer_value(json_object_get(json_object_get(plan_of(v), "ranks"), "fc1")), kept + 1);
+    json_decref(v);
+    char *chain_before = predict(&f, "t1", "version=4", f.t1_test);
+    CHECK_INT_EQ(daemon_stop(&f.d, SIGKILL, 10), 128 + SIGKILL);
+    daemon_start(&f.d, &o);
+    char *chain_after = predict(&f, "t1", "version=4", f.t1_test);
+    CHECK_STR_EQ(chain_after, chain_before);
+    free(chain_before);
+    free(chain_after);
+    json_decref(v3full);
     /* from names a version of this task that exists. */
     CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?follow=1&epochs=1&from=9", f.t1, &body), 202);
     CHECK_MSG(strstr(body, "\"state\":\"failed\"") && strstr(body, "not_found"), "%s", body);
