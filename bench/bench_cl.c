@@ -2,8 +2,8 @@
  * and reports the accuracy matrix, the standard metrics and every rank decision as JSON.
  * clad-bench export: writes one task's data of a stream as a safetensors dataset.
  *
- * Per task, in order: build its train and test data; probe and plan (core/cl.h); train its adapter; take
- * its signature; measure the base's linear probe on it (for forward transfer); DROP its training data; then
+ * Per task, in order: build its train and test data; run the pipeline the daemon's training job runs
+ * (core/cl_pipeline.h: plan, train, signature); measure the base's linear probe on it (for forward transfer); DROP its training data; then
  * evaluate every task learned so far. At the end, every earlier task's test probabilities are recomputed and
  * compared byte for byte with those taken right after it was learned, and the base with its initial copy.
  */
