@@ -3,8 +3,8 @@
  * clad-bench export: writes one task's data of a stream as a safetensors dataset.
  *
  * Per task, in order: build its train and test data; run the pipeline the daemon's training job runs
- * (core/cl_pipeline.h: plan, train, signature); measure the base's linear probe on it (for forward transfer); DROP its training data; then
- * evaluate every task learned so far. At the end, every earlier task's test probabilities are recomputed and
+ * (core/cl_pipeline.h: plan, train, signature); measure the base's linear probe on it (for forward
+ * transfer); DROP its training data; then evaluate every task learned so far. At the end, every earlier task's test probabilities are recomputed and
  * compared byte for byte with those taken right after it was learned, and the base with its initial copy.
  */
 #include <jansson.h>
