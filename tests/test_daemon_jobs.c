@@ -273,8 +273,8 @@ TEST_TIMEOUT(daemon_train_cancel_after_the_last_step_is_kept_or_refused, 120)
 
 /* Cancels a vit-tiny task's training at several points of its plan (the probe's steps, its held-out
  * evaluation along the path, the rank rule's SVDs) and measures, through the real daemon, the time from
- * the cancel request to the job's end. The issue's bound is 0.5 s; the machine is shared, so the test
- * prints every measurement and fails only past twice that. */
+ * the cancel request to the job's end. The bound is 0.5 s; the machine is shared, so the test prints
+ * every measurement and fails only past twice that (five times under the sanitizers). */
 TEST_TIMEOUT(daemon_cancel_during_the_plan_stops_within_half_a_second, 300)
 {
     daemon_proc d;
@@ -314,6 +314,11 @@ TEST_TIMEOUT(daemon_cancel_during_the_plan_stops_within_half_a_second, 300)
         if (!planned && stop_s > worst) worst = stop_s;
     }
     printf("# slowest stop during the plan: %.3f s (bound 0.5 s)\n", worst);
-    CHECK_MSG(worst < 1.0, "a cancel during the plan took %.2f s", worst);
+#ifdef __SANITIZE_ADDRESS__
+    const double limit = 2.5; /* every probe step runs a few times slower under the sanitizers */
+#else
+    const double limit = 1.0;
+#endif
+    CHECK_MSG(worst < limit, "a cancel during the plan took %.2f s", worst);
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 30), 0);
 }
