@@ -201,6 +201,16 @@ TEST(cl_train_refuses_a_plan_without_its_reused_signature)
 
 /* ---- the pipeline (core/cl_pipeline.h) ------------------------------------------------------------------ */
 
+/* The tiny base, quick settings (epochs > 0 overrides the training's) and default pipeline options. */
+static model *pipeline_setup(cl_config *cfg, train_config *tc, cl_task_options *opt, int epochs)
+{
+    model *base = tiny_mlp();
+    quick_config(cfg, base, tc);
+    if (epochs > 0) tc->epochs = epochs;
+    cl_task_options_default(opt);
+    return base;
+}
+
 static bool adapters_equal(const adapter *x, const adapter *y)
 {
     if (x->params.total != y->params.total || memcmp(x->rank, y->rank, sizeof x->rank) || x->alpha != y->alpha)
@@ -210,15 +220,12 @@ static bool adapters_equal(const adapter *x, const adapter *y)
 
 TEST(cl_pipeline_fixed_skips_the_plan_unless_explained)
 {
-    model *base = tiny_mlp();
     cl_config cfg;
     train_config tc;
-    quick_config(&cfg, base, &tc);
-    tc.epochs = 1;
+    cl_task_options opt;
+    model *base = pipeline_setup(&cfg, &tc, &opt, 1);
     CHECK_INT_EQ(rank_policy_parse(&cfg.policy, "fixed:3", NULL), 0);
     dataset a = teacher_task(base, 3, 7, 20, 1000);
-    cl_task_options opt;
-    cl_task_options_default(&opt);
     cl_task_result r;
     CHECK_INT_EQ(cl_task_run(&r, base, NULL, 0, &a, 4, &cfg, &tc, &opt, NULL), 0);
     CHECK(!r.planned);
@@ -243,13 +250,11 @@ TEST(cl_pipeline_fixed_skips_the_plan_unless_explained)
  * signature into exactly the adapter it trained, also through the stored blob. */
 TEST(cl_pipeline_reuse_stores_the_new_part_and_joins_bit_identically)
 {
-    model *base = tiny_mlp();
     cl_config cfg;
     train_config tc;
-    quick_config(&cfg, base, &tc);
-    dataset a = teacher_task(base, 3, 7, 20, 3000), again = teacher_task(base, 3, 7, 21, 3000);
     cl_task_options opt;
-    cl_task_options_default(&opt);
+    model *base = pipeline_setup(&cfg, &tc, &opt, 0);
+    dataset a = teacher_task(base, 3, 7, 20, 3000), again = teacher_task(base, 3, 7, 21, 3000);
     cl_task_result ra, r2;
     CHECK_INT_EQ(cl_task_run(&ra, base, NULL, 0, &a, 4, &cfg, &tc, &opt, NULL), 0);
     CHECK(ra.part == NULL && ra.reuse == -1);
@@ -302,14 +307,11 @@ TEST(cl_pipeline_reuse_stores_the_new_part_and_joins_bit_identically)
 
 TEST(cl_pipeline_reuse_off_and_continuing_from_a_version)
 {
-    model *base = tiny_mlp();
     cl_config cfg;
     train_config tc;
-    quick_config(&cfg, base, &tc);
-    tc.epochs = 2;
-    dataset a = teacher_task(base, 3, 7, 20, 2000), again = teacher_task(base, 3, 7, 21, 2000);
     cl_task_options opt;
-    cl_task_options_default(&opt);
+    model *base = pipeline_setup(&cfg, &tc, &opt, 2);
+    dataset a = teacher_task(base, 3, 7, 20, 2000), again = teacher_task(base, 3, 7, 21, 2000);
     cl_task_result ra, r2;
     CHECK_INT_EQ(cl_task_run(&ra, base, NULL, 0, &a, 4, &cfg, &tc, &opt, NULL), 0);
     const signature *earlier[1] = {&ra.sig};
@@ -352,14 +354,11 @@ static bool stop_after(void *ctx)
  * phases, and during training (the stop hook is polled in all of them). */
 TEST(cl_pipeline_stops_on_request_in_every_phase)
 {
-    model *base = tiny_mlp();
     cl_config cfg;
     train_config tc;
-    quick_config(&cfg, base, &tc);
-    tc.epochs = 1;
-    dataset a = teacher_task(base, 3, 7, 20, 1000);
     cl_task_options opt;
-    cl_task_options_default(&opt);
+    model *base = pipeline_setup(&cfg, &tc, &opt, 1);
+    dataset a = teacher_task(base, 3, 7, 20, 1000);
     int polls = 0, total;
     cfg.probe.stop = stop_after;
     cfg.probe.stop_ctx = &polls;
