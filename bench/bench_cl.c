@@ -2,9 +2,9 @@
  * and reports the accuracy matrix, the standard metrics and every rank decision as JSON.
  * clad-bench export: writes one task's data of a stream as a safetensors dataset.
  *
- * Per task, in order: build its train and test data; probe and plan (core/cl.h); train its adapter; take
- * its signature; measure the base's linear probe on it (for forward transfer); DROP its training data; then
- * evaluate every task learned so far. At the end, every earlier task's test probabilities are recomputed and
+ * Per task, in order: build its train and test data; run the pipeline the daemon's training job runs
+ * (core/cl_pipeline.h: plan, train, signature); measure the base's linear probe on it (for forward
+ * transfer); DROP its training data; then evaluate every task learned so far. At the end, every earlier task's test probabilities are recomputed and
  * compared byte for byte with those taken right after it was learned, and the base with its initial copy.
  */
 #include <jansson.h>
@@ -18,7 +18,7 @@
 #include "bench/bench.h"
 #include "bench/cl_routing.h"
 #include "bench/stream.h"
-#include "core/cl.h"
+#include "core/cl_pipeline.h"
 #include "core/prune.h"
 #include "core/metrics.h"
 #include "io/dataset_io.h"
@@ -49,6 +49,9 @@ typedef struct task_state {
     bool has_rs;
     cl_plan plan;
     bool has_plan;
+    bool planned;             /* false: fixed:N without --explain, no probe ran */
+    double plan_seconds;
+    long new_params;          /* what the task stores: its new part when it reuses by reference */
     float *probs;             /* (n_test, K) test probabilities right after the task was learned */
     double train_seconds, head_only;
     long params;
@@ -234,7 +237,7 @@ static json_t *task_json(const stream *s, int ti, const task_state *st, const mo
     json_t *t = json_object();
     json_object_set_new(t, "name", json_string(s->tasks[ti].name));
     const rank_plan *p = &st->plan.rank;
-    json_object_set_new(t, "distance", st->has_plan ? json_real(p->distance) : json_null());
+    json_object_set_new(t, "distance", st->planned ? json_real(p->distance) : json_null());
     json_t *ranks = json_object(), *nov = json_object(), *ov = json_object();
     for (int li = 0; st->has_plan && li < base->n_linear; li++) {
         if (!p->layer[li].target) continue;
@@ -257,10 +260,12 @@ static json_t *task_json(const stream *s, int ti, const task_state *st, const mo
     json_object_set_new(t, "novelty", nov);
     json_object_set_new(t, "overlap", ov);
     json_object_set_new(t, "params", json_integer(st->params));
+    json_object_set_new(t, "new_params", json_integer(st->new_params));
+    json_object_set_new(t, "plan_seconds", json_real(st->plan_seconds));
     json_object_set_new(t, "train_seconds", json_real(st->train_seconds));
     json_object_set_new(t, "head_only_acc", json_num_or_null(st->head_only));
     if (adapters) json_object_set_new(t, "reuse", p->reuse >= 0 ? json_string(s->tasks[p->reuse].name) : json_null());
-    if (explain && st->has_plan) {
+    if (explain && st->planned) {
         json_t *e = json_object(), *layers = json_object();
         json_object_set_new(e, "task_novelty", json_real(p->novelty));
         json_object_set_new(e, "probe_gain", json_real(p->gain));
@@ -454,19 +459,20 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
             goto task_fail;
         ts->K = train.n_classes > ts->test.n_classes ? train.n_classes : ts->test.n_classes;
         train.n_classes = ts->test.n_classes = ts->K;
-        if (a->verbose) fprintf(stderr, "[cl] task %s: probe...\n", s->tasks[i].name);
 
         const signature *earlier[STREAM_MAX_TASKS];
         int n_earlier = 0;
         for (int k = 0; k < i; k++)
             if (st[k].has_sig) earlier[n_earlier++] = &st[k].sig;
-        if ((rc = cl_plan_task(&ts->plan, base, n_earlier ? earlier : NULL, n_earlier, &train, ts->K, &cfg, err)))
-            goto task_fail;
-        ts->has_plan = true;
-
         train_result tr = {0};
-        if (a->verbose) fprintf(stderr, "[cl] task %s: train...\n", s->tasks[i].name);
         if (full_ft) {
+            /* The forgetting baseline is not the pipeline; its probe only explains the task's distance. */
+            double tp = now_s();
+            if ((rc = cl_plan_task(&ts->plan, base, n_earlier ? earlier : NULL, n_earlier, &train, ts->K, &cfg, err)))
+                goto task_fail;
+            ts->has_plan = ts->planned = true;
+            ts->plan_seconds = now_s() - tp;
+            if (a->verbose) fprintf(stderr, "[cl] task %s: train...\n", s->tasks[i].name);
             ts->ad = adapter_create(shared, NULL, cfg.alpha, ts->K, err);
             if (!ts->ad) {
                 rc = err ? err->code : CLAD_EINVAL;
@@ -475,51 +481,38 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
             adapter_init(ts->ad, base, s->seed + (uint64_t)i);
             if ((rc = full_ft_train(shared, ts->ad, &train, &tc, &tr, err))) goto task_fail;
             ts->params = backbone_params(shared) + (long)adapter_param_count(ts->ad);
+            ts->new_params = ts->params;
         } else {
-            const signature *reused = ts->plan.rank.reuse >= 0 ? earlier[ts->plan.rank.reuse] : NULL;
-            if (a->tied) {
-                /* Tied-LoRA shares one pair per shape group: every target gets the plan's largest rank. */
-                int tr_ranks[MODEL_MAX_LINEARS] = {0}, r = 1;
-                for (int li = 0; li < base->n_linear; li++)
-                    if (ts->plan.rank.total[li] > r) r = ts->plan.rank.total[li];
-                for (int li = 0; li < base->n_linear; li++) tr_ranks[li] = cfg.targets[li] ? r : 0;
-                ts->ad = adapter_tied_create(base, tr_ranks, (tied_variant)a->tied, ts->K, err);
-                if (ts->ad) {
-                    adapter_init(ts->ad, base, s->seed + (uint64_t)i);
-                    if (train_run(base, ts->ad, &train, &tc, NULL, NULL, &tr, err)) {
-                        adapter_destroy(ts->ad);
-                        ts->ad = NULL;
-                    }
-                }
-            } else {
-                ts->ad = cl_train_task(base, &ts->plan, reused, &train, ts->K, &cfg, &tc, s->seed + (uint64_t)i, NULL,
-                                       NULL, &tr, err);
-            }
-            if (!ts->ad) {
-                rc = err ? err->code : CLAD_EINVAL;
+            cl_task_options opt;
+            cl_task_options_default(&opt);
+            opt.explain = a->explain;
+            opt.tied = a->tied;
+            opt.prune = a->prune;
+            opt.init_seed = s->seed + (uint64_t)i;
+            cl_task_result cr;
+            if (a->verbose) fprintf(stderr, "[cl] task %s: plan and train...\n", s->tasks[i].name);
+            rc = cl_task_run(&cr, base, n_earlier ? earlier : NULL, n_earlier, &train, ts->K, &cfg, &tc, &opt, err);
+            if (rc) {
+                cl_task_result_finish(&cr);
                 goto task_fail;
             }
-            if (a->prune > 0 && ts->ad->kind == ADAPTER_LORA) {
-                adapter *pruned = prune_rank(ts->ad, base, a->prune, err);
-                if (!pruned) {
-                    rc = err ? err->code : CLAD_EINVAL;
-                    goto task_fail;
-                }
-                memcpy(ts->rank_before, ts->ad->rank, sizeof ts->rank_before);
-                adapter_destroy(ts->ad);
-                ts->ad = pruned;
-                ts->pruned = true;
-            }
-            if (ts->ad->kind == ADAPTER_TIED) {
-                adapter *as_lora = adapter_tied_to_lora(ts->ad, base, err);
-                rc = as_lora ? cl_signature_compute(&ts->sig, base, as_lora, &ts->plan, &cfg, err) : CLAD_EINVAL;
-                adapter_destroy(as_lora);
-                if (rc) goto task_fail;
-            } else if ((rc = cl_signature_compute(&ts->sig, base, ts->ad, &ts->plan, &cfg, err))) {
-                goto task_fail;
-            }
+            /* The task keeps what the pipeline made. */
+            ts->plan = cr.plan;
+            ts->has_plan = true;
+            ts->planned = cr.planned;
+            ts->plan_seconds = cr.plan_seconds;
+            ts->ad = cr.ad;
+            ts->sig = cr.sig;
             ts->has_sig = true;
-            ts->params = (long)adapter_param_count(ts->ad);
+            ts->params = cr.params;
+            ts->new_params = cr.new_params;
+            ts->pruned = cr.pruned;
+            memcpy(ts->rank_before, cr.rank_before, sizeof ts->rank_before);
+            tr = cr.train;
+            memset(&cr.plan, 0, sizeof cr.plan);
+            memset(&cr.sig, 0, sizeof cr.sig);
+            cr.ad = NULL;
+            cl_task_result_finish(&cr);
         }
         ts->train_seconds = tr.seconds;
 
@@ -582,10 +575,11 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
     else rank_policy_name(&pol, pname, sizeof pname);
     json_object_set_new(res, "stream", json_string(s->name));
     json_object_set_new(res, "policy", json_string(pname));
-    long total = 0, heads = 0;
+    long total = 0, heads = 0, stored = 0;
     for (int i = 0; i < T; i++) {
         json_array_append_new(tasks, task_json(s, i, &st[i], base, !full_ft, a->explain));
         total += st[i].params;
+        stored += st[i].new_params;
         heads += (long)adapter_param_count(st[i].ad);
         json_t *row = json_array();
         for (int j = 0; j < T; j++) json_array_append_new(row, json_num_or_null(R[(size_t)i * T + j]));
@@ -602,6 +596,7 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
     put_metric(res, undefined, "bwt", &met.bwt);
     put_metric(res, undefined, "fwt", &met.fwt);
     json_object_set_new(res, "params_total", json_integer(total));
+    json_object_set_new(res, "new_params_total", json_integer(full_ft ? total : stored));
     if (json_object_size(undefined)) json_object_set_new(res, "undefined", undefined);
     else json_decref(undefined);
     if (a->routing && !full_ft) {
@@ -667,11 +662,12 @@ static void print_table(const json_t *r)
            json_string_value(json_object_get(r, "policy")));
     json_t *tasks = json_object_get(r, "tasks"), *Rm = json_object_get(r, "R");
     size_t T = json_array_size(tasks);
-    printf("%-12s %9s %8s %9s  %s\n", "task", "distance", "params", "final acc", "ranks");
+    printf("%-12s %9s %8s %8s %7s %9s  %s\n", "task", "distance", "params", "new", "plan s", "final acc", "ranks");
     for (size_t i = 0; i < T; i++) {
         json_t *t = json_array_get(tasks, i);
-        printf("%-12s %9.4f %8lld %9.4f  ", json_string_value(json_object_get(t, "name")),
+        printf("%-12s %9.4f %8lld %8lld %7.2f %9.4f  ", json_string_value(json_object_get(t, "name")),
                json_real_value(json_object_get(t, "distance")), json_integer_value(json_object_get(t, "params")),
+               json_integer_value(json_object_get(t, "new_params")), json_real_value(json_object_get(t, "plan_seconds")),
                json_real_value(json_array_get(json_array_get(Rm, T - 1), i)));
         const char *k;
         json_t *v;
@@ -685,7 +681,8 @@ static void print_table(const json_t *r)
                                     json_string_value(json_object_get(json_object_get(r, "undefined"), keys[i])));
         else printf("%s: %.4f\n", keys[i], json_real_value(v));
     }
-    printf("params_total: %lld\n", json_integer_value(json_object_get(r, "params_total")));
+    printf("params_total: %lld (stored: %lld)\n", json_integer_value(json_object_get(r, "params_total")),
+           json_integer_value(json_object_get(r, "new_params_total")));
     json_t *rt = json_object_get(r, "routing");
     if (rt)
         printf("routing: task-id accuracy %.4f, accuracy without task ids %.4f (with: %.4f)\n",

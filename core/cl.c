@@ -69,18 +69,12 @@ static model *base_plus(const model *base, const signature *reused, clad_err *er
     return m;
 }
 
-/* Final adapter: [reused | new] factors, with each part's scale folded into its B columns so that
- * (alpha / total) B A reproduces both changes. */
-static adapter *compose(const model *base, const cl_plan *plan, const signature *reused, const adapter *fresh,
-                        float alpha, int n_classes, clad_err *err)
+void cl_adapter_put_reused(adapter *a, const model *base, const signature *reused, const int *reused_ranks)
 {
-    adapter *a = adapter_create(base, plan->rank.total, alpha, n_classes, err);
-    if (!a) return NULL;
     for (int li = 0; li < base->n_linear; li++) {
-        int tot = a->rank[li];
-        if (!tot) continue;
+        int tot = a->rank[li], kr = reused_ranks[li];
+        if (!tot || !kr) continue;
         const model_linear *L = &base->linear[li];
-        int kr = plan->rank.layer[li].reused, kn = fresh->rank[li];
         float sf = adapter_scale(a, li);
         float *A = param_set_ptr(&a->params, a->A[li]), *B = param_set_ptr(&a->params, a->B[li]);
         const sig_layer *S = &reused->layer[li];
@@ -88,6 +82,26 @@ static adapter *compose(const model *base, const cl_plan *plan, const signature 
             memcpy(A + (size_t)j * L->in, S->Vt + (size_t)j * L->in, (size_t)L->in * sizeof *A);
             for (int r = 0; r < L->out; r++) B[(size_t)r * tot + j] = S->U[(size_t)r * S->k + j] * S->s[j] / sf;
         }
+    }
+}
+
+/* Final adapter: [reused | new] factors, with each part's scale folded into its B columns so that
+ * (alpha / total) B A reproduces both changes. */
+static adapter *compose(const model *base, const cl_plan *plan, const signature *reused, const adapter *fresh,
+                        float alpha, int n_classes, clad_err *err)
+{
+    adapter *a = adapter_create(base, plan->rank.total, alpha, n_classes, err);
+    if (!a) return NULL;
+    int kr_of[MODEL_MAX_LINEARS] = {0};
+    for (int li = 0; li < base->n_linear; li++) kr_of[li] = plan->rank.layer[li].reused;
+    cl_adapter_put_reused(a, base, reused, kr_of);
+    for (int li = 0; li < base->n_linear; li++) {
+        int tot = a->rank[li];
+        if (!tot) continue;
+        const model_linear *L = &base->linear[li];
+        int kr = kr_of[li], kn = fresh->rank[li];
+        float sf = adapter_scale(a, li);
+        float *A = param_set_ptr(&a->params, a->A[li]), *B = param_set_ptr(&a->params, a->B[li]);
         if (!kn) continue;
         const float *An = param_set_ptr(&fresh->params, fresh->A[li]), *Bn = param_set_ptr(&fresh->params, fresh->B[li]);
         float ratio = adapter_scale(fresh, li) / sf;

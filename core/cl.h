@@ -63,6 +63,13 @@ adapter *cl_train_task(const model *base, const cl_plan *plan, const signature *
                        int n_classes, const cl_config *cfg, const train_config *tc, uint64_t init_seed,
                        train_step_fn on_step, void *ctx, train_result *res, clad_err *err);
 
+/* Writes the first reused_ranks[li] components of every layer of the LoRA adapter a (rank[li] >= that)
+ * from the reused task's signature: A rows its row directions, B columns its column directions times its
+ * singular values divided by a's scale, so that scale * B A reproduces the reused change. cl_train_task
+ * and the composition of an adapter stored by reference (core/cl_pipeline.h) both use it, so the two
+ * give bit-identical adapters. */
+void cl_adapter_put_reused(adapter *a, const model *base, const signature *reused, const int *reused_ranks);
+
 /* The signature to store with adapter a (see core/signature.h): the adapter's change and the plan's pull
  * directions, per layer. */
 int cl_signature_compute(signature *sig, const model *base, const adapter *a, const cl_plan *plan,

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/merge.h"
+#include "daemon/version_compose.h"
 #include "daemon/api.h"
 #include "daemon/api_util.h"
 #include "daemon/log.h"
@@ -56,7 +57,7 @@ static int merge_run(job *j, void *argp, json_t **result, clad_err *err)
         if (!rc && strcmp(t->kind, "task"))
             rc = clad_err_set(err, CLAD_EINVAL, "'%s' is a %s; only trained tasks can be merged", t->name, t->kind);
         if (!rc) rc = store_version_get_alias(rd, a->tasks[i], "active", STORE_WITH_BLOB, &v, err);
-        if (!rc && !(src[i] = adapter_from_buffer(m, v->adapter, v->adapter_size, err))) rc = err->code;
+        if (!rc && !(src[i] = version_adapter(rd, m, v, err))) rc = err->code;
         if (!rc) {
             a->parents[i] = (store_ref){.version = v->version};
             snprintf(a->parents[i].task, sizeof a->parents[i].task, "%s", v->task);

@@ -2,12 +2,16 @@
  *
  * Query options: base (required for a new task when more than one base exists), rank (auto | fixed:N |
  * linear, with settings as in core/ranks.h), epochs, lr, batch, seed, alpha, holdout (fraction of the
- * data kept aside to measure the new version), follow (stream progress as NDJSON).
+ * data kept aside to measure the new version), explain (probe and explain the ranks even under fixed:N,
+ * which otherwise trains without a probe), from (a version of this task to continue from: its adapter is
+ * reused and only new components train; without it a new version starts from the base), follow (stream
+ * progress as NDJSON).
  *
  * The job, on a worker thread: parses the data, opens its own read-only store handle to collect the
- * signatures of the adapters already trained on the same base, probes the task and plans the ranks
- * (core/cl.h), trains the adapter and head, evaluates it on the held-out part, and serialises it with
- * its signature. On the loop thread, finish stores it as a new version in one transaction (which also
+ * signatures of the other tasks' active adapters on the same base, runs the continual-learning pipeline
+ * (core/cl_pipeline.h: plan, train, signature), evaluates the adapter on the held-out part, and
+ * serialises it with its signature; a version that reuses an earlier one stores only its new part and
+ * needs the earlier version (daemon/version_compose.h). On the loop thread, finish stores it as a new version in one transaction (which also
  * marks the job succeeded) and points `active` at it. A cancelled, failed or interrupted job stores
  * nothing. The data is freed as soon as training ends: nothing per sample is kept.
  */
@@ -16,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cl.h"
+#include "core/cl_pipeline.h"
 #include "core/fusion.h"
 #include "core/prune.h"
 #include "core/rng.h"
@@ -26,6 +30,7 @@
 #include "daemon/log.h"
 #include "daemon/train_promote.h"
 #include "daemon/registry_load.h"
+#include "daemon/version_compose.h"
 #include "io/dataset_io.h"
 #include "io/model_io.h"
 #include "io/signature_io.h"
@@ -42,6 +47,8 @@ typedef struct train_arg {
     size_t body_len;
     char data_sha[SHA256_HEX_SIZE];
     cl_config cl;
+    bool explain;               /* ?explain=1: plan (probe) even under fixed:N */
+    int64_t from;               /* ?from=V: continue from version V of this task (0: start from the base) */
     train_config tc;
     uint64_t seed;
     double holdout;
@@ -61,6 +68,8 @@ typedef struct train_arg {
     json_t *lineage, *metrics, *hparams;
     store_ref parents[FUSION_MAX_SOURCES + 2];
     size_t n_parents;
+    store_ref need;             /* stored by reference: the version whose change this one reuses */
+    size_t n_need;
     double wall;
 } train_arg;
 
@@ -71,33 +80,51 @@ typedef struct earlier_set {
     store_ref ref[TRAIN_MAX_EARLIER];
 } earlier_set;
 
-/* Collects the signatures of the active versions of every task on this base, through a read-only store
- * handle of the worker's own. */
-static int load_earlier(earlier_set *e, const train_arg *a, clad_err *err)
+/* Adds the signature of version v to e (false, with a warning, when it has none). */
+static bool earlier_add(earlier_set *e, store *rd, const model *m, const store_version *v, clad_err *verr)
+{
+    if (version_signature(rd, m, v, &e->sig[e->n], verr) != 0) return false;
+    e->ptr[e->n] = &e->sig[e->n];
+    e->ref[e->n] = (store_ref){.version = v->version};
+    snprintf(e->ref[e->n].task, sizeof e->ref[e->n].task, "%s", v->task);
+    e->n++;
+    return true;
+}
+
+/* Collects the signatures of the active versions of every OTHER task on this base, through a read-only
+ * store handle of the worker's own (a new version of a task starts from the base, not from the task's
+ * previous version), and then, with ?from=V, version V of this task (*from: its index, else -1). */
+static int load_earlier(earlier_set *e, const train_arg *a, int *from, clad_err *err)
 {
     e->n = 0;
+    *from = -1;
     store *rd = store_open_reader(a->db_path, err);
     if (!rd) return err->code;
     store_task *tasks = NULL;
     size_t n = 0;
     int rc = store_tasks_list(rd, &tasks, &n, err);
-    for (size_t i = 0; !rc && i < n && e->n < TRAIN_MAX_EARLIER; i++) {
-        if (strcmp(tasks[i].base, a->base->name) || strcmp(tasks[i].kind, "task")) continue;
+    for (size_t i = 0; !rc && i < n && e->n < TRAIN_MAX_EARLIER - 1; i++) {
+        if (strcmp(tasks[i].base, a->base->name) || strcmp(tasks[i].kind, "task") || !strcmp(tasks[i].name, a->task))
+            continue;
         store_version *v = NULL;
         clad_err verr = {0};
         if (store_version_get_alias(rd, tasks[i].name, "active", STORE_WITH_BLOB, &v, &verr)) continue;
-        if (signature_from_blob(&e->sig[e->n], a->base->m, v->adapter, v->adapter_size, &verr) == 0) {
-            e->ptr[e->n] = &e->sig[e->n];
-            e->ref[e->n] = (store_ref){.version = v->version};
-            snprintf(e->ref[e->n].task, sizeof e->ref[e->n].task, "%s", v->task);
-            e->n++;
-        } else {
+        if (!earlier_add(e, rd, a->base->m, v, &verr))
             log_warning("version %lld of task '%s' has no usable signature (%s); not compared",
                         (long long)v->version, v->task, verr.msg);
-        }
         store_version_free(v);
     }
     store_tasks_free(tasks, n);
+    if (!rc && a->from) {
+        store_version *v = NULL;
+        rc = store_version_get(rd, a->task, a->from, STORE_WITH_BLOB, &v, err);
+        if (!rc && strcmp(v->kind, "lora"))
+            rc = clad_err_set(err, CLAD_EINVAL, "from: version %lld of task '%s' is a %s adapter; training continues "
+                              "only from a lora one", (long long)a->from, a->task, v->kind);
+        if (!rc && !earlier_add(e, rd, a->base->m, v, err)) rc = err->code;
+        if (!rc) *from = e->n - 1;
+        store_version_free(v);
+    }
     store_close(rd);
     return rc;
 }
@@ -108,16 +135,41 @@ static void earlier_finish(earlier_set *e)
     e->n = 0;
 }
 
-/* The plan as JSON: task-level numbers and, per target layer, what decided its rank. */
-static json_t *plan_json(const cl_plan *p, const rank_policy *policy, const model *m, const earlier_set *e)
+/* The plan of a task trained under fixed:N without a probe: the ranks and why, nothing measured. */
+static json_t *plan_fixed_json(const cl_task_result *r, const char *policy, const model *m, json_t *reuse)
 {
+    const rank_plan *rp = &r->plan.rank;
+    json_t *layers = json_object(), *ranks = json_object();
+    for (int li = 0; li < m->n_linear; li++) {
+        const rank_layer *L = &rp->layer[li];
+        if (!L->target) continue;
+        json_object_set_new(layers, m->linear[li].name, json_pack("{s:i,s:i,s:s}", "rank", L->rank, "reused", L->reused,
+                                                                  "why", L->why ? L->why : ""));
+        json_object_set_new(ranks, m->linear[li].name, json_integer(rp->total[li]));
+    }
+    return json_pack("{s:s,s:b,s:o,s:o,s:o,s:I,s:n,s:f}", "policy", policy, "planned", 0, "ranks", ranks, "layers",
+                     layers, "reuse", reuse, "new_params", (json_int_t)rp->new_params, "probe", "plan_seconds", 0.0);
+}
+
+/* The plan as JSON: task-level numbers and, per target layer, what decided its rank. */
+static json_t *plan_json(const cl_task_result *r, const rank_policy *policy, const model *m, const earlier_set *e)
+{
+    char pol[64];
+    rank_policy_name(policy, pol, sizeof pol);
+    const cl_plan *p = &r->plan;
     const rank_plan *rp = &p->rank;
+    json_t *reuse = json_null();
+    if (rp->reuse >= 0 && rp->reuse < e->n)
+        reuse = json_pack("{s:s,s:I}", "task", e->ref[rp->reuse].task, "version", (json_int_t)e->ref[rp->reuse].version);
+    if (!r->planned) return plan_fixed_json(r, pol, m, reuse);
+    /* The rule compared the task with rp->n_earlier of them: none under reuse=0. */
+    int n_cmp = rp->n_earlier < e->n ? rp->n_earlier : e->n;
     json_t *layers = json_object(), *ranks = json_object(), *novelty = json_object(), *distance = json_object();
     for (int li = 0; li < m->n_linear; li++) {
         const rank_layer *L = &rp->layer[li];
         if (!L->target) continue;
         json_t *ov = json_object();
-        for (int t = 0; t < e->n; t++) {
+        for (int t = 0; t < n_cmp; t++) {
             char key[STORE_NAME_MAX + 24];
             snprintf(key, sizeof key, "%s@%lld", e->ref[t].task, (long long)e->ref[t].version);
             json_object_set_new(ov, key, json_real(L->overlap ? L->overlap[t] : 0.0));
@@ -131,23 +183,21 @@ static json_t *plan_json(const cl_plan *p, const rank_policy *policy, const mode
         json_object_set_new(distance, m->linear[li].name, json_real(L->distance));
     }
     json_t *overlap = json_object();
-    for (int t = 0; t < e->n; t++) {
+    for (int t = 0; t < n_cmp; t++) {
         char key[STORE_NAME_MAX + 24];
         snprintf(key, sizeof key, "%s@%lld", e->ref[t].task, (long long)e->ref[t].version);
         json_object_set_new(overlap, key, json_real(rp->overlap ? rp->overlap[t] : 0.0));
     }
-    char pol[64];
-    rank_policy_name(policy, pol, sizeof pol);
-    json_t *reuse = json_null();
-    if (rp->reuse >= 0 && rp->reuse < e->n)
-        reuse = json_pack("{s:s,s:I}", "task", e->ref[rp->reuse].task, "version", (json_int_t)e->ref[rp->reuse].version);
-    return json_pack("{s:s,s:f,s:f,s:f,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:{s:f,s:f,s:f,s:f,s:f}}", "policy", pol,
+    json_t *pj = json_pack("{s:s,s:f,s:f,s:f,s:o,s:o,s:o,s:o,s:o,s:o,s:I,s:{s:f,s:f,s:f,s:f,s:f}}", "policy", pol,
                      "distance", rp->distance, "novelty", rp->novelty, "gain", rp->gain, "distances", distance,
                      "ranks", ranks, "novelty_by_layer", novelty, "overlap", overlap, "reuse", reuse, "layers",
                      layers, "new_params", (json_int_t)rp->new_params, "probe", "loss_before",
                      (double)p->loss_before, "loss_after", (double)p->loss_after, "holdout_before",
                      (double)p->holdout_before, "holdout_after", (double)p->holdout_after, "seconds",
                      seconds_us(p->probe_seconds));
+    json_object_set_new(pj, "planned", json_true());
+    json_object_set_new(pj, "plan_seconds", json_real(seconds_us(r->plan_seconds)));
+    return pj;
 }
 
 /* Splits d into train and held-out parts after a seeded shuffle. */
@@ -182,7 +232,7 @@ static int fusion_train(job *j, train_arg *a, const dataset *tr, const dataset *
         rc = store_version_get_alias(rd, a->fuse[i], "active", STORE_WITH_BLOB, &v, err);
         if (!rc && strcmp(v->kind, "lora") && strcmp(v->kind, "tied"))
             rc = clad_err_set(err, CLAD_EINVAL, "task '%s' has a %s adapter; fusion composes lora or tied ones", a->fuse[i], v->kind);
-        if (!rc && !(src[i] = adapter_from_buffer(m, v->adapter, v->adapter_size, err))) rc = err->code;
+        if (!rc && !(src[i] = version_adapter(rd, m, v, err))) rc = err->code;
         if (!rc) {
             snprintf(names[i], sizeof names[i], "%s@%lld", v->task, (long long)v->version);
             name_ptr[i] = names[i];
@@ -229,6 +279,55 @@ static void record_promotion(train_arg *a, const model *m, const dataset *ho, do
     json_object_set_new(a->lineage, "promotion", d);
 }
 
+/* Posts the plan as a job event as soon as it is made (before training), and keeps it in the lineage. */
+typedef struct plan_report {
+    job *j;
+    train_arg *a;
+    const earlier_set *e;
+} plan_report;
+
+static void plan_posted(void *ctx, const cl_task_result *r)
+{
+    plan_report *p = ctx;
+    train_arg *a = p->a;
+    json_t *pj = plan_json(r, &a->cl.policy, a->base->m, p->e);
+    a->lineage = json_pack("{s:O}", "plan", pj);
+    json_object_set_new(pj, "event", json_string("plan"));
+    char status[200];
+    const rank_plan *rp = &r->plan.rank;
+    if (r->planned)
+        snprintf(status, sizeof status, "planned %s: distance %.4f, novelty %.2f, %ld new LoRA parameters%s", a->task,
+                 rp->distance, rp->novelty, rp->new_params, rp->reuse >= 0 ? ", reusing an earlier task" : "");
+    else
+        snprintf(status, sizeof status, "%s: fixed ranks without a probe, %ld new LoRA parameters%s", a->task,
+                 rp->new_params, rp->reuse >= 0 ? ", continuing from an earlier version" : "");
+    json_object_set_new(pj, "status", json_string(status));
+    job_post(p->j, pj);
+    if (rp->reuse >= 0) a->parents[a->n_parents++] = p->e->ref[rp->reuse];
+}
+
+/* Ranks as {layer: rank} for the layers where ranks[li] > 0. */
+static json_t *ranks_json(const int *ranks, const model *m)
+{
+    json_t *o = json_object();
+    for (int li = 0; li < m->n_linear; li++)
+        if (ranks[li]) json_object_set_new(o, m->linear[li].name, json_integer(ranks[li]));
+    return o;
+}
+
+static json_t *reused_json(const cl_task_result *r, const model *m) { return ranks_json(r->reused, m); }
+
+/* The lineage record of rank pruning: ranks and parameters before and after. */
+static json_t *prune_json(const cl_task_result *r, double tau, const model *m)
+{
+    long before = r->params;
+    for (int li = 0; li < m->n_linear; li++)
+        before += (long)(r->rank_before[li] - r->ad->rank[li]) * (m->linear[li].out + m->linear[li].in);
+    return json_pack("{s:f,s:o,s:o,s:I,s:I}", "tau", tau, "ranks_before", ranks_json(r->rank_before, m), "ranks_after",
+                     adapter_ranks_to_json(r->ad, m), "params_before", (json_int_t)before, "params_after",
+                     (json_int_t)r->params);
+}
+
 static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
 {
     train_arg *a = argp;
@@ -236,9 +335,8 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     double t0 = uv_hrtime() * 1e-9;
     dataset all = {0}, tr = {0}, ho = {0};
     earlier_set *e = calloc(1, sizeof *e);
-    cl_plan plan = {0};
-    adapter *ad = NULL;
-    signature sig = {0};
+    cl_task_result cr = {0};
+    adapter *ad = NULL; /* fusion only */
     route_stats rs = {0};
     int rc = body_to_dataset(&all, a->body, a->body_len, false, err);
     free(a->body); /* nothing per sample outlives the job */
@@ -273,65 +371,37 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
                             a->metrics);
         goto done;
     }
-    if ((rc = load_earlier(e, a, err))) goto done;
-    char pstatus[160];
-    snprintf(pstatus, sizeof pstatus, "probing %s against the base and %d earlier adapter(s)", a->task, e->n);
-    job_post(j, json_pack("{s:s,s:i,s:s}", "event", "probe", "earlier", e->n, "status", pstatus));
+    int from = -1;
+    if ((rc = load_earlier(e, a, &from, err))) goto done;
+    if (a->cl.policy.kind != RANK_FIXED || a->explain) {
+        char pstatus[160];
+        snprintf(pstatus, sizeof pstatus, "probing %s against the base and %d earlier adapter(s)", a->task, e->n);
+        job_post(j, json_pack("{s:s,s:i,s:s}", "event", "probe", "earlier", e->n, "status", pstatus));
+    }
     if ((rc = job_check_stop(j, "loading earlier adapters", err))) goto done;
-    /* The probe polls the job's stop flag between its steps and evaluation batches. */
+    /* The probe and the pipeline poll the job's stop flag between their steps and phases. */
     a->cl.probe.stop = job_stop_hook;
     a->cl.probe.stop_ctx = j;
-    if ((rc = cl_plan_task(&plan, m, e->ptr, e->n, &tr, a->n_classes, &a->cl, err))) goto done;
-    json_t *pj = plan_json(&plan, &a->cl.policy, m, e);
-    a->lineage = json_pack("{s:O}", "plan", pj);
-    json_object_set_new(pj, "event", json_string("plan"));
-    char status[200];
-    snprintf(status, sizeof status, "planned %s: distance %.4f, novelty %.2f, %ld new LoRA parameters%s", a->task,
-             plan.rank.distance, plan.rank.novelty, plan.rank.new_params, plan.rank.reuse >= 0 ? ", reusing an earlier task" : "");
-    json_object_set_new(pj, "status", json_string(status));
-    job_post(j, pj);
-    if (plan.rank.reuse >= 0) a->parents[a->n_parents++] = e->ref[plan.rank.reuse];
-
-    const signature *reused = plan.rank.reuse >= 0 ? e->ptr[plan.rank.reuse] : NULL;
     char what[96];
     snprintf(what, sizeof what, "training %s", a->task);
     train_reporter rep = {j, what, 10};
-    train_result res;
-    if (a->tied) {
-        /* Tied-LoRA shares one pair per shape group, so every target gets the plan's largest rank. */
-        int ranks[MODEL_MAX_LINEARS] = {0}, r = 1;
-        for (int li = 0; li < m->n_linear; li++)
-            if (plan.rank.total[li] > r) r = plan.rank.total[li];
-        for (int li = 0; li < m->n_linear; li++) ranks[li] = a->cl.targets[li] ? r : 0;
-        ad = adapter_tied_create(m, ranks, (tied_variant)a->tied, a->n_classes, err);
-        if (ad) {
-            adapter_init(ad, m, a->seed);
-            if (train_run((model *)m, ad, &tr, &a->tc, train_reporter_step, &rep, &res, err)) {
-                adapter_destroy(ad);
-                ad = NULL;
-            }
-        }
-    } else {
-        ad = cl_train_task(m, &plan, reused, &tr, a->n_classes, &a->cl, &a->tc, a->seed, train_reporter_step, &rep, &res, err);
-    }
-    if (!ad) { rc = err->code; goto done; }
-    if ((rc = job_check_stop(j, "training", err))) goto done;
-    if (a->prune > 0 && ad->kind == ADAPTER_LORA) {
-        /* Rank pruning: each layer keeps the smallest rank that holds `prune` of its energy. */
-        size_t params_before = adapter_param_count(ad);
-        adapter *pruned = prune_rank(ad, m, a->prune, err);
-        if (!pruned) { rc = err->code; goto done; }
-        json_t *before = adapter_ranks_to_json(ad, m), *after = adapter_ranks_to_json(pruned, m);
-        json_object_set_new(a->lineage, "prune", json_pack("{s:f,s:o,s:o,s:I,s:I}", "tau", a->prune, "ranks_before",
-                                                           before, "ranks_after", after, "params_before",
-                                                           (json_int_t)params_before, "params_after",
-                                                           (json_int_t)adapter_param_count(pruned)));
-        adapter_destroy(ad);
-        ad = pruned;
-    }
+    plan_report prep = {j, a, e};
+    cl_task_options opt;
+    cl_task_options_default(&opt);
+    opt.explain = a->explain;
+    opt.from = from;
+    opt.tied = a->tied;
+    opt.prune = a->prune;
+    opt.init_seed = a->seed;
+    opt.on_step = train_reporter_step;
+    opt.ctx = &rep;
+    opt.on_plan = plan_posted;
+    opt.plan_ctx = &prep;
+    if ((rc = cl_task_run(&cr, m, e->ptr, e->n, &tr, a->n_classes, &a->cl, &a->tc, &opt, err))) goto done;
+    if (cr.pruned) json_object_set_new(a->lineage, "prune", prune_json(&cr, a->prune, m));
     eval_result ev_tr, ev_ho = {0};
-    if ((rc = job_evaluate(j, m, ad, &tr, &ev_tr, err))) goto done;
-    if (ho.n && (rc = job_evaluate(j, m, ad, &ho, &ev_ho, err))) goto done;
+    if ((rc = job_evaluate(j, m, cr.ad, &tr, &ev_tr, err))) goto done;
+    if (ho.n && (rc = job_evaluate(j, m, cr.ad, &ho, &ev_ho, err))) goto done;
     int n_holdout = ho.n;
     record_promotion(a, m, &ho, ev_ho.accuracy);
     /* Routing statistics of the frozen base's features (core/route.h): aggregates, taken before the data
@@ -344,34 +414,41 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     a->metrics = json_pack("{s:f,s:f,s:o,s:o,s:i,s:I,s:f}", "train_accuracy", (double)ev_tr.accuracy, "train_loss",
                            (double)ev_tr.loss, "holdout_accuracy", ev_ho.n ? json_real(ev_ho.accuracy) : json_null(),
                            "holdout_loss", ev_ho.n ? json_real(ev_ho.loss) : json_null(), "holdout_samples", ev_ho.n,
-                           "adapter_params", (json_int_t)adapter_param_count(ad), "train_seconds", seconds_us(res.seconds));
+                           "adapter_params", (json_int_t)cr.params, "train_seconds", seconds_us(cr.train_seconds));
+    json_object_set_new(a->metrics, "new_params", json_integer((json_int_t)cr.new_params));
+    json_object_set_new(a->metrics, "plan_seconds", json_real(seconds_us(cr.plan_seconds)));
     char estatus[160];
     snprintf(estatus, sizeof estatus, "%s: train accuracy %.4f, held-out accuracy %.4f", a->task, (double)ev_tr.accuracy,
              n_holdout ? (double)ev_ho.accuracy : (double)NAN);
     /* Training is over: done = total, so the job's last progress still reads as a finished bar. */
     job_post(j, json_pack("{s:s,s:O,s:s,s:I,s:I}", "event", "evaluation", "metrics", a->metrics, "status", estatus,
-                          "done", (json_int_t)res.steps, "total", (json_int_t)res.steps));
-    if (ad->kind == ADAPTER_TIED) {
-        /* The signature describes the change, whatever its parametrisation. */
-        adapter *as_lora = adapter_tied_to_lora(ad, m, err);
-        rc = as_lora ? cl_signature_compute(&sig, m, as_lora, &plan, &a->cl, err) : err->code;
-        adapter_destroy(as_lora);
-        if (rc) goto done;
-    } else if ((rc = cl_signature_compute(&sig, m, ad, &plan, &a->cl, err))) {
-        goto done;
-    }
+                          "done", (json_int_t)cr.train.steps, "total", (json_int_t)cr.train.steps));
     if (rs.dim) json_object_set_new(a->metrics, "routing_bytes", json_integer((json_int_t)route_stats_bytes(&rs)));
-    if ((rc = job_check_stop(j, "computing the signature", err)) ||
-        (rc = adapter_blob_build_routed(ad, m, &sig, rs.dim ? &rs : NULL, &a->blob, &a->blob_len, err)))
-        goto done;
+    if ((rc = job_check_stop(j, "computing the signature", err))) goto done;
+    if (cr.part) {
+        /* Stored by reference: the new components and head; the reused version becomes a runtime need. */
+        a->need = e->ref[cr.reuse];
+        a->n_need = 1;
+        char reuses[STORE_NAME_MAX + 24];
+        snprintf(reuses, sizeof reuses, "%s@%lld", a->need.task, (long long)a->need.version);
+        json_object_set_new(a->lineage, "stored_by_reference", json_pack("{s:s,s:I,s:o}", "task", a->need.task,
+                                                                         "version", (json_int_t)a->need.version,
+                                                                         "reused", reused_json(&cr, m)));
+        rc = adapter_blob_build_part(cr.part, m, &cr.sig, rs.dim ? &rs : NULL, cr.reused, reuses, &a->blob,
+                                     &a->blob_len, err);
+    } else {
+        rc = adapter_blob_build_routed(cr.ad, m, &cr.sig, rs.dim ? &rs : NULL, &a->blob, &a->blob_len, err);
+    }
+    if (rc) goto done;
     a->wall = uv_hrtime() * 1e-9 - t0;
-    *result = json_pack("{s:s,s:O,s:O}", "task", a->task, "ranks", json_object_get(json_object_get(a->lineage, "plan"), "ranks"),
-                        "metrics", a->metrics);
+    *result = json_pack("{s:s,s:O,s:O,s:I,s:I,s:f}", "task", a->task, "ranks",
+                        json_object_get(json_object_get(a->lineage, "plan"), "ranks"), "metrics", a->metrics,
+                        "params", (json_int_t)cr.params, "new_params", (json_int_t)cr.new_params, "plan_seconds",
+                        seconds_us(cr.plan_seconds));
 done:
-    signature_finish(&sig);
+    cl_task_result_finish(&cr);
     route_stats_finish(&rs);
     adapter_destroy(ad);
-    cl_plan_finish(&plan);
     if (e) earlier_finish(e);
     free(e);
     dataset_finish(&all);
@@ -403,7 +480,8 @@ static int train_job_finish(job *j, void *argp, int status, clad_err *err)
     char *hparams = json_dumps(a->hparams, JSON_COMPACT);
     store_version_in vi = {
         .task = a->task, .kind = a->n_fuse ? "fusion" : a->tied ? "tied" : "lora", .adapter = a->blob, .adapter_size = a->blob_len,
-        .parents = a->parents, .n_parents = a->n_parents, .needs = a->parents, .n_needs = (size_t)a->n_fuse,
+        .parents = a->parents, .n_parents = a->n_parents, .needs = a->n_need ? &a->need : a->parents,
+        .n_needs = a->n_need ? a->n_need : (size_t)a->n_fuse,
         .base_sha256 = a->base->sha256,
         .data_sha256 = a->data_sha, .lineage_json = lineage, .hparams_json = hparams, .metrics_json = metrics_text,
         .seed = a->seed, .wall_time_s = a->wall, .job_id = app_store_job_id(app, j), .create_task = &ti,
@@ -459,6 +537,14 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
     if (!rc) rc = query_float(req, "holdout", 0.0, 0.5, &holdout, err);
     if (!rc) rc = query_float(req, "prune", 0.5, 1.0, &prune, err);
     if (!rc) rc = promote_parse(req, &a->promote, err);
+    long long from = 0;
+    if (!rc) rc = query_int(req, "from", 1, INT64_MAX, &from, err);
+    if (!rc) rc = http_req_query_bool(req, "explain", &a->explain, err);
+    if (!rc && from && (a->tied || http_req_query(req, "fuse_with")))
+        rc = clad_err_set(err, CLAD_EINVAL, "from continues a LoRA version; kind=tl5/tl6 and fuse_with do not apply");
+    if (!rc && from && !a->task_classes)
+        rc = clad_err_set(err, CLAD_ENOTFOUND, "from: task '%s' has no version %lld (it has no version yet)", a->task, from);
+    a->from = from;
     const char *kind = http_req_query(req, "kind");
     if (!rc && kind) {
         if (!strcmp(kind, "tl5")) a->tied = TIED_TL5;
@@ -499,6 +585,8 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
                            holdout, "rank", pol, "weight_decay", (double)a->tc.weight_decay, "clip", (double)a->tc.clip,
                            "prune", a->prune > 0 ? json_real(a->prune) : json_null());
     json_object_set_new(a->hparams, "promote", json_string(promote_policy_name(a->promote)));
+    json_object_set_new(a->hparams, "explain", json_boolean(a->explain));
+    json_object_set_new(a->hparams, "from", a->from ? json_integer(a->from) : json_null());
     json_object_set_new(a->hparams, "kind", json_string(a->n_fuse ? "fusion" : a->tied == TIED_TL5 ? "tl5"
                                                         : a->tied == TIED_TL6 ? "tl6" : "lora"));
     return 0;
@@ -616,7 +704,7 @@ static void train_on_base(void *data, loaded_base *b, const clad_err *berr)
 }
 
 const route api_train_routes[] = {
-    {"POST", "/v1/tasks/{name}/train{?base,rank,epochs,batch,lr,seed,alpha,holdout,kind,fuse_with,prune,promote,follow}", ROUTE_WRITE, train_post,
+    {"POST", "/v1/tasks/{name}/train{?base,rank,epochs,batch,lr,seed,alpha,holdout,kind,fuse_with,prune,promote,explain,from,follow}", ROUTE_WRITE, train_post,
      "application/octet-stream,application/x-safetensors,text/csv", "train a new version of a task (job)"},
     ROUTE_END,
 };

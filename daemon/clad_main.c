@@ -315,7 +315,7 @@ int main(int argc, char **argv)
         char *key = a + 2, *value = strchr(key, '=');
         if (value) *value++ = '\0';
         bool is_flag = !strcmp(key, "help") || !strcmp(key, "json") || !strcmp(key, "follow") || !strcmp(key, "detach") ||
-                       (!strcmp(key, "version") && !command && !value);
+                       !strcmp(key, "explain") || (!strcmp(key, "version") && !command && !value);
         if (is_flag && value) {
             fail_msg("--%s takes no value", key);
             return EXIT_USAGE;
@@ -332,6 +332,10 @@ int main(int argc, char **argv)
             o.follow = true;
         } else if (!strcmp(key, "detach")) {
             o.detach = true;
+        } else if (!strcmp(key, "explain") && o.n_opts < CLI_MAX_OPTS) {
+            /* A flag that is passed on as an option (clad train --explain). */
+            o.opt_key[o.n_opts] = key;
+            o.opt_val[o.n_opts++] = "1";
         } else {
             if (!value && i + 1 < argc) value = argv[++i];
             if (!value) {

@@ -274,10 +274,17 @@ static void print_version(json_t *v)
         print_ranks("ranks", json_object_get(prune, "ranks_before"), json_object_get(prune, "ranks_after"));
     }
     if (!json_is_object(plan)) return;
-    printf("%-9spolicy %s, distance %s, novelty %s, held-out gain %s nats\n", "plan", str(plan, "policy"),
-           fixed(plan, "distance", 4, a, sizeof a), fixed(plan, "novelty", 3, b, sizeof b), fixed(plan, "gain", 4, c, sizeof c));
+    if (json_is_false(json_object_get(plan, "planned")))
+        printf("%-9spolicy %s, no probe (ask with --explain)\n", "plan", str(plan, "policy"));
+    else
+        printf("%-9spolicy %s, distance %s, novelty %s, held-out gain %s nats\n", "plan", str(plan, "policy"),
+               fixed(plan, "distance", 4, a, sizeof a), fixed(plan, "novelty", 3, b, sizeof b), fixed(plan, "gain", 4, c, sizeof c));
     json_t *reuse = json_object_get(plan, "reuse");
-    if (json_is_object(reuse)) printf("reuses   %s@%lld (its change is copied, frozen)\n", str(reuse, "task"), num(reuse, "version"));
+    if (json_is_object(reuse))
+        printf("reuses   %s@%lld (%s)\n", str(reuse, "task"), num(reuse, "version"),
+               json_is_object(json_object_get(lineage, "stored_by_reference"))
+                   ? "its change is referenced, frozen: this version stores only its new components"
+                   : "its change is copied, frozen");
     json_t *ov = json_object_get(plan, "overlap"), *x;
     const char *key;
     if (json_object_size(ov)) {
@@ -379,7 +386,8 @@ static int cmd_train(const options *o)
     url_init(&u, "/v1/tasks");
     url_seg(&u, o->args[0]);
     url_seg(&u, "train");
-    const char *keys[] = {"base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind", "promote"};
+    const char *keys[] = {"base", "rank", "epochs", "lr", "batch", "seed", "alpha", "holdout", "prune", "kind", "promote",
+                          "from", "explain"};
     for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) url_query(&u, keys[k], cli_opt(o, keys[k]));
     url_query(&u, "fuse_with", cli_opt(o, "fuse-with"));
     if (!o->detach) url_query(&u, "follow", "1");
@@ -457,7 +465,7 @@ static int cmd_versions(const options *o)
     if (rc || !r) return rc;
     json_t *aliases = json_object_get(r, "aliases"), *arr = json_object_get(r, "versions"), *v;
     size_t i;
-    printf("%-8s %-7s %10s %10s %9s  %s\n", "VERSION", "KIND", "PARAMS", "HELD-OUT", "AGE", "ALIASES");
+    printf("%-8s %-7s %10s %10s %10s %9s  %s\n", "VERSION", "KIND", "PARAMS", "NEW", "HELD-OUT", "AGE", "ALIASES");
     json_array_foreach(arr, i, v) {
         char names[128] = "", age[64] = "-";
         size_t n = 0;
@@ -470,6 +478,9 @@ static int cmd_versions(const options *o)
         char acc[16] = "-", params[24] = "-"; /* "-" when not recorded (imported versions), never a made-up 0 */
         if (json_is_number(ha)) snprintf(acc, sizeof acc, "%.4f", json_number_value(ha));
         if (json_is_integer(json_object_get(m, "adapter_params"))) snprintf(params, sizeof params, "%lld", num(m, "adapter_params"));
+        /* NEW: what the version stores itself; less than PARAMS when it reuses an earlier version by reference. */
+        char fresh[24] = "-";
+        if (json_is_integer(json_object_get(m, "new_params"))) snprintf(fresh, sizeof fresh, "%lld", num(m, "new_params"));
         double created = (double)num(v, "created_ms") / 1e3;
         if (created > 0) {
             struct timespec ts;
@@ -477,7 +488,7 @@ static int cmd_versions(const options *o)
             double a = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - created;
             format_duration(a > 0 ? a : 0, age, sizeof age);
         }
-        printf("%-8lld %-7s %10s %10s %9s  %s\n", num(v, "version"), str(v, "kind"), params, acc, age, names);
+        printf("%-8lld %-7s %10s %10s %10s %9s  %s\n", num(v, "version"), str(v, "kind"), params, fresh, acc, age, names);
     }
     json_decref(r);
     return 0;
@@ -768,11 +779,15 @@ const cli_command cli_task_commands[] = {
      "  --epochs N, --samples N, --seed N, --lr X, --batch N\n",
      cmd_base},
     {"train", "TASK FILE", "train a new version of TASK from a dataset file",
-     "base,rank,epochs,lr,batch,seed,alpha,holdout,prune,kind,fuse-with,promote,detach",
+     "base,rank,epochs,lr,batch,seed,alpha,holdout,prune,kind,fuse-with,promote,from,explain,detach",
      "FILE is safetensors (x, y), IDX or CSV with the label first. The job is followed until it ends; then\n"
      "the new version is shown as `clad show` does. Ctrl-C while following asks whether to cancel the job.\n"
      "  --base B            the base of a new task (default: the only base)\n"
      "  --rank R            auto (default), fixed:N, linear, or auto:theta=0.01,r_max=16,budget=20000\n"
+     "                      (fixed:N trains without a probe unless --explain; auto:reuse=0 reuses no earlier task)\n"
+     "  --from V            continue from version V of TASK (reused, referenced; only new components train);\n"
+     "                      without it a new version starts from the base\n"
+     "  --explain           probe and explain the ranks even under fixed:N\n"
      "  --epochs N          passes over the data (default 2)\n"
      "  --lr X, --batch N, --seed N, --alpha X\n"
      "  --holdout F         fraction kept aside to measure the version (0..0.5, default 0.1)\n"

@@ -9,6 +9,7 @@
 #include "core/fold.h"
 #include "io/model_io.h"
 #include "io/signature_io.h"
+#include "daemon/version_compose.h"
 
 static int64_t wall_ms(void)
 {
@@ -275,7 +276,7 @@ int registry_version_read(store *s, const model *m, const char *task, int64_t ve
     int rc = store_version_get(s, task, version, STORE_WITH_BLOB, v, err);
     if (rc) return rc;
     if (!strcmp((*v)->kind, "fusion")) return adapter_file_sources((*v)->adapter, (*v)->adapter_size, sources, n_sources, err);
-    if ((*a = adapter_from_buffer(m, (*v)->adapter, (*v)->adapter_size, err))) {
+    if ((*a = version_adapter(s, m, *v, err))) {
         /* Versions trained before routing existed carry no statistics: they are not routed to. */
         if (route_stats_from_blob(route, m, (*v)->adapter, (*v)->adapter_size, NULL) != 0) {
             route_stats_finish(route);

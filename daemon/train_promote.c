@@ -1,4 +1,5 @@
 /* Promotion policy of training jobs; see train_promote.h. */
+#include "daemon/version_compose.h"
 #include "daemon/train_promote.h"
 
 #include <stdio.h>
@@ -35,11 +36,14 @@ static bool active_accuracy(const char *db_path, const model *m, const char *tas
     store *rd = store_open_reader(db_path, NULL);
     store_version *v = NULL;
     bool found = rd && store_version_get_alias(rd, task, "active", STORE_WITH_BLOB, &v, NULL) == 0;
-    store_close(rd);
-    if (!found) return false;
+    if (!found) {
+        store_close(rd);
+        return false;
+    }
     *version = v->version;
     *same_data = false;
-    adapter *a = strcmp(v->kind, "fusion") ? adapter_from_buffer(m, v->adapter, v->adapter_size, NULL) : NULL;
+    adapter *a = strcmp(v->kind, "fusion") ? version_adapter(rd, m, v, NULL) : NULL;
+    store_close(rd);
     eval_result ev;
     if (a && ho->n && model_evaluate(m, a, ho, 256, &ev, NULL) == 0) {
         *acc = ev.accuracy;

@@ -375,10 +375,21 @@ done:
     return rc;
 }
 
-/* sources/n_sources: the frozen sources of a fusion adapter (NULL/0 for the other kinds). */
+/* sources/n_sources: the frozen sources of a fusion adapter (NULL/0 for the other kinds). reused: NULL
+ * refuses the part of an adapter stored by reference (metadata 'reused'); else it receives the components
+ * per layer the part leaves to the referenced version (zeros for a whole adapter). */
 static adapter *adapter_from_reader(const model *m, const st_reader *r, const adapter *const *sources,
-                                    int n_sources, clad_err *err)
+                                    int n_sources, int *reused, clad_err *err)
 {
+    const char *reused_s = st_reader_meta(r, "reused");
+    if (reused_s && !reused) {
+        const char *ref = st_reader_meta(r, "reuses");
+        clad_err_set(err, CLAD_EINVAL, "adapter: this is the new part of an adapter stored by reference to %s; "
+                     "load the version through the registry, which composes it", ref ? ref : "an earlier version");
+        return NULL;
+    }
+    if (reused) memset(reused, 0, (size_t)m->n_linear * sizeof *reused);
+    if (reused_s && parse_ranks_meta(reused, m, reused_s, "reused", err)) return NULL;
     const char *format = st_reader_meta(r, "format"), *kind = st_reader_meta(r, "kind");
     const char *alpha_s = st_reader_meta(r, "alpha"), *classes_s = st_reader_meta(r, "classes");
     const char *ranks_s = st_reader_meta(r, "ranks"), *before_s = st_reader_meta(r, "ranks_before");
@@ -443,7 +454,16 @@ adapter *adapter_from_buffer(const model *m, const void *buf, size_t len, clad_e
 {
     st_reader *r = st_reader_parse(buf, len, err);
     if (!r) return NULL;
-    adapter *a = adapter_from_reader(m, r, NULL, 0, err);
+    adapter *a = adapter_from_reader(m, r, NULL, 0, NULL, err);
+    st_reader_destroy(r);
+    return a;
+}
+
+adapter *adapter_part_from_buffer(const model *m, const void *buf, size_t len, int *reused, clad_err *err)
+{
+    st_reader *r = st_reader_parse(buf, len, err);
+    if (!r) return NULL;
+    adapter *a = adapter_from_reader(m, r, NULL, 0, reused, err);
     st_reader_destroy(r);
     return a;
 }
@@ -452,7 +472,7 @@ adapter *adapter_load(const model *m, const char *path, clad_err *err)
 {
     st_reader *r = st_reader_open(path, MODEL_FILE_MAX_BYTES, err);
     if (!r) return NULL;
-    adapter *a = adapter_from_reader(m, r, NULL, 0, err);
+    adapter *a = adapter_from_reader(m, r, NULL, 0, NULL, err);
     st_reader_destroy(r);
     return a;
 }
@@ -471,7 +491,7 @@ adapter *adapter_fusion_from_buffer(const model *m, const void *buf, size_t len,
 {
     st_reader *r = st_reader_parse(buf, len, err);
     if (!r) return NULL;
-    adapter *a = adapter_from_reader(m, r, sources, n_sources, err);
+    adapter *a = adapter_from_reader(m, r, sources, n_sources, NULL, err);
     st_reader_destroy(r);
     return a;
 }
@@ -481,7 +501,7 @@ adapter *adapter_fusion_load(const model *m, const char *path, const adapter *co
 {
     st_reader *r = st_reader_open(path, MODEL_FILE_MAX_BYTES, err);
     if (!r) return NULL;
-    adapter *a = adapter_from_reader(m, r, sources, n_sources, err);
+    adapter *a = adapter_from_reader(m, r, sources, n_sources, NULL, err);
     st_reader_destroy(r);
     return a;
 }

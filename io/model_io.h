@@ -50,6 +50,12 @@ int adapter_to_writer(struct st_writer *w, const adapter *a, const model *m, cla
 #define ADAPTER_HEADS_PREFIX "heads."
 adapter *adapter_from_buffer(const model *m, const void *buf, size_t len, clad_err *err);
 adapter *adapter_load(const model *m, const char *path, clad_err *err);
+/* Adapters stored by reference (core/cl_pipeline.h) carry only their new part, with the metadata 'reused'
+ * (JSON: layer -> components taken from the referenced version) and 'reuses' ("task@version", for
+ * messages). adapter_from_buffer and adapter_load refuse such a part (CLAD_EINVAL naming the reference),
+ * so nothing uses it as if it were whole; this reads it (or a whole adapter, reused all zero) with the
+ * reused counts into reused[m->n_linear]. */
+adapter *adapter_part_from_buffer(const model *m, const void *buf, size_t len, int *reused, clad_err *err);
 
 /* Fusion adapters: the caller loads the sources first, in the order adapter_file_sources lists them
  * (names[FUSION_MAX_SOURCES], *n receives the count). adapter_load refuses a fusion file with a message

@@ -41,12 +41,23 @@ int adapter_blob_build(const adapter *a, const model *m, const signature *sig, u
     return adapter_blob_build_routed(a, m, sig, NULL, out, len, err);
 }
 
-int adapter_blob_build_routed(const adapter *a, const model *m, const signature *sig, const route_stats *rs,
-                              uint8_t **out, size_t *len, clad_err *err)
+/* reused/reuses: NULL for a whole adapter, else the metadata of a part stored by reference. */
+static int blob_build(const adapter *a, const model *m, const signature *sig, const route_stats *rs,
+                      const int *reused, const char *reuses, uint8_t **out, size_t *len, clad_err *err)
 {
     st_writer *w = st_writer_create();
     json_t *energy = json_object();
     int rc = adapter_to_writer(w, a, m, err);
+    if (!rc && reused) {
+        json_t *rj = json_object();
+        for (int li = 0; li < m->n_linear; li++)
+            if (reused[li]) json_object_set_new(rj, m->linear[li].name, json_integer(reused[li]));
+        char *text = json_dumps(rj, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(rj);
+        rc = text ? st_writer_meta(w, "reused", text, err) : clad_err_set(err, CLAD_ENOMEM, "out of memory");
+        free(text);
+        if (!rc) rc = st_writer_meta(w, "reuses", reuses, err);
+    }
     if (!rc && rs) rc = route_stats_to_writer(w, rs, err);
     char name[PARAM_NAME_MAX + 32];
     static const float none[1] = {0}; /* data pointer for empty tensors (k = 0) */
@@ -76,6 +87,21 @@ int adapter_blob_build_routed(const adapter *a, const model *m, const signature 
     json_decref(energy);
     st_writer_destroy(w);
     return rc;
+}
+
+int adapter_blob_build_routed(const adapter *a, const model *m, const signature *sig, const route_stats *rs,
+                              uint8_t **out, size_t *len, clad_err *err)
+{
+    return blob_build(a, m, sig, rs, NULL, NULL, out, len, err);
+}
+
+int adapter_blob_build_part(const adapter *part, const model *m, const signature *sig, const route_stats *rs,
+                            const int *reused, const char *reuses, uint8_t **out, size_t *len, clad_err *err)
+{
+    /* The signature's change part is a function of the composed adapter: only the pull is kept. */
+    signature pull = *sig;
+    for (int li = 0; li < pull.n_linear; li++) pull.layer[li].k = 0;
+    return blob_build(part, m, &pull, rs, reused, reuses, out, len, err);
 }
 
 /* Reads one tensor of known rank whose shape must match (dims < 0 are taken from the file). */

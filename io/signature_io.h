@@ -24,6 +24,11 @@ int adapter_blob_build(const adapter *a, const model *m, const signature *sig, u
  * row). rs may be NULL (no statistics). */
 int adapter_blob_build_routed(const adapter *a, const model *m, const signature *sig, const route_stats *rs,
                               uint8_t **out, size_t *len, clad_err *err);
+/* The blob of a version stored by reference (core/cl_pipeline.h): the new part of its adapter, the pull of
+ * its signature only (the change part is recomputed from the composed adapter, see
+ * daemon/version_compose.h), rs, and the metadata 'reused' and 'reuses' (io/model_io.h). */
+int adapter_blob_build_part(const adapter *part, const model *m, const signature *sig, const route_stats *rs,
+                            const int *reused, const char *reuses, uint8_t **out, size_t *len, clad_err *err);
 /* Adds routing statistics to any safetensors writer (under the names above). */
 int route_stats_to_writer(st_writer *w, const route_stats *rs, clad_err *err);
 /* Reads routing statistics from a blob (or any safetensors image); CLAD_ENOTFOUND if it carries none. The

@@ -4,8 +4,11 @@
 #include "tests/test.h"
 
 #include "core/cl.h"
+#include "core/cl_pipeline.h"
 #include "core/linalg.h"
 #include "core/rng.h"
+#include "io/model_io.h"
+#include "io/signature_io.h"
 
 static model *tiny_mlp(void)
 {
@@ -192,6 +195,185 @@ TEST(cl_train_refuses_a_plan_without_its_reused_signature)
     CHECK(cl_train_task(base, &p, NULL, &a, 4, &cfg, &tc, 1, NULL, NULL, NULL, &e) == NULL);
     CHECK(strstr(e.msg, "signature") != NULL);
     cl_plan_finish(&p);
+    dataset_finish(&a);
+    model_destroy(base);
+}
+
+/* ---- the pipeline (core/cl_pipeline.h) ------------------------------------------------------------------ */
+
+/* The tiny base, quick settings (epochs > 0 overrides the training's) and default pipeline options. */
+static model *pipeline_setup(cl_config *cfg, train_config *tc, cl_task_options *opt, int epochs)
+{
+    model *base = tiny_mlp();
+    quick_config(cfg, base, tc);
+    if (epochs > 0) tc->epochs = epochs;
+    cl_task_options_default(opt);
+    return base;
+}
+
+static bool adapters_equal(const adapter *x, const adapter *y)
+{
+    if (x->params.total != y->params.total || memcmp(x->rank, y->rank, sizeof x->rank) || x->alpha != y->alpha)
+        return false;
+    return !memcmp(x->params.data, y->params.data, x->params.total * sizeof(float));
+}
+
+TEST(cl_pipeline_fixed_skips_the_plan_unless_explained)
+{
+    cl_config cfg;
+    train_config tc;
+    cl_task_options opt;
+    model *base = pipeline_setup(&cfg, &tc, &opt, 1);
+    CHECK_INT_EQ(rank_policy_parse(&cfg.policy, "fixed:3", NULL), 0);
+    dataset a = teacher_task(base, 3, 7, 20, 1000);
+    cl_task_result r;
+    CHECK_INT_EQ(cl_task_run(&r, base, NULL, 0, &a, 4, &cfg, &tc, &opt, NULL), 0);
+    CHECK(!r.planned);
+    CHECK(r.plan_seconds == 0.0 && r.plan.probe_seconds == 0.0);
+    for (int li = 0; li < base->n_linear; li++) CHECK_INT_EQ(r.ad->rank[li], cfg.targets[li] ? 3 : 0);
+    CHECK_INT_EQ(r.new_params, r.params);
+    CHECK(r.part == NULL);
+    cl_task_result_finish(&r);
+    opt.explain = true;
+    CHECK_INT_EQ(cl_task_run(&r, base, NULL, 0, &a, 4, &cfg, &tc, &opt, NULL), 0);
+    CHECK(r.planned);
+    CHECK_MSG(r.plan_seconds > 0.0 && r.plan_seconds >= r.plan.probe_seconds, "plan %g s, probe %g s", r.plan_seconds,
+              r.plan.probe_seconds);
+    CHECK(r.plan.rank.distance > 0.0);
+    for (int li = 0; li < base->n_linear; li++) CHECK_INT_EQ(r.ad->rank[li], cfg.targets[li] ? 3 : 0);
+    cl_task_result_finish(&r);
+    dataset_finish(&a);
+    model_destroy(base);
+}
+
+/* A repeated task reuses the first one; what it stores (the new part) joins back with the first task's
+ * signature into exactly the adapter it trained, also through the stored blob. */
+TEST(cl_pipeline_reuse_stores_the_new_part_and_joins_bit_identically)
+{
+    cl_config cfg;
+    train_config tc;
+    cl_task_options opt;
+    model *base = pipeline_setup(&cfg, &tc, &opt, 0);
+    dataset a = teacher_task(base, 3, 7, 20, 3000), again = teacher_task(base, 3, 7, 21, 3000);
+    cl_task_result ra, r2;
+    CHECK_INT_EQ(cl_task_run(&ra, base, NULL, 0, &a, 4, &cfg, &tc, &opt, NULL), 0);
+    CHECK(ra.part == NULL && ra.reuse == -1);
+    const signature *earlier[1] = {&ra.sig};
+    opt.init_seed = 2;
+    CHECK_INT_EQ(cl_task_run(&r2, base, earlier, 1, &again, 4, &cfg, &tc, &opt, NULL), 0);
+    CHECK_INT_EQ(r2.reuse, 0);
+    CHECK(r2.part != NULL);
+    CHECK_MSG(r2.new_params < r2.params, "new %ld of %ld", r2.new_params, r2.params);
+    CHECK_INT_EQ(r2.new_params, (long)adapter_param_count(r2.part));
+    adapter *joined = cl_adapter_join(base, &ra.sig, r2.reused, r2.part, NULL);
+    CHECK(joined && adapters_equal(joined, r2.ad));
+    adapter_destroy(joined);
+    /* Through the stored form: a whole-adapter reader refuses the part, the part reader joins it. */
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    CHECK_INT_EQ(adapter_blob_build_part(r2.part, base, &r2.sig, NULL, r2.reused, "a@1", &blob, &len, NULL), 0);
+    clad_err e = {0};
+    CHECK(adapter_from_buffer(base, blob, len, &e) == NULL);
+    CHECK_MSG(strstr(e.msg, "by reference to a@1"), "%s", e.msg);
+    int reused[MODEL_MAX_LINEARS];
+    adapter *part = adapter_part_from_buffer(base, blob, len, reused, NULL);
+    CHECK(part && !memcmp(reused, r2.reused, sizeof(int) * (size_t)base->n_linear));
+    joined = cl_adapter_join(base, &ra.sig, reused, part, NULL);
+    CHECK(joined && adapters_equal(joined, r2.ad));
+    /* The stored signature keeps the pull but not the change, which the composed adapter gives back. */
+    signature s2;
+    CHECK_INT_EQ(signature_from_blob(&s2, base, blob, len, NULL), 0);
+    for (int li = 0; li < base->n_linear; li++) {
+        CHECK_INT_EQ(s2.layer[li].k, 0);
+        CHECK_INT_EQ(s2.layer[li].kp, r2.sig.layer[li].kp);
+    }
+    signature_finish(&s2);
+    /* The part is what is stored: about the new parameters, not the whole adapter. */
+    uint8_t *whole = NULL;
+    size_t whole_len = 0;
+    CHECK_INT_EQ(adapter_blob_build_routed(r2.ad, base, &r2.sig, NULL, &whole, &whole_len, NULL), 0);
+    printf("# stored bytes: part %zu, whole %zu (new params %ld of %ld)\n", len, whole_len, r2.new_params, r2.params);
+    CHECK(len < whole_len);
+    free(whole);
+    free(blob);
+    adapter_destroy(part);
+    adapter_destroy(joined);
+    cl_task_result_finish(&ra);
+    cl_task_result_finish(&r2);
+    dataset_finish(&a);
+    dataset_finish(&again);
+    model_destroy(base);
+}
+
+TEST(cl_pipeline_reuse_off_and_continuing_from_a_version)
+{
+    cl_config cfg;
+    train_config tc;
+    cl_task_options opt;
+    model *base = pipeline_setup(&cfg, &tc, &opt, 2);
+    dataset a = teacher_task(base, 3, 7, 20, 2000), again = teacher_task(base, 3, 7, 21, 2000);
+    cl_task_result ra, r2;
+    CHECK_INT_EQ(cl_task_run(&ra, base, NULL, 0, &a, 4, &cfg, &tc, &opt, NULL), 0);
+    const signature *earlier[1] = {&ra.sig};
+    /* auto:reuse=0: the rule sees no earlier task, even the same teacher. */
+    CHECK_INT_EQ(rank_policy_parse(&cfg.policy, "auto:reuse=0", NULL), 0);
+    CHECK_INT_EQ(cl_task_run(&r2, base, earlier, 1, &again, 4, &cfg, &tc, &opt, NULL), 0);
+    CHECK_INT_EQ(r2.reuse, -1);
+    CHECK_INT_EQ(r2.plan.rank.n_earlier, 0);
+    CHECK(r2.part == NULL);
+    cl_task_result_finish(&r2);
+    /* from: continue from the earlier adapter whatever the policy (fixed:1, which never reuses by itself). */
+    CHECK_INT_EQ(rank_policy_parse(&cfg.policy, "fixed:1", NULL), 0);
+    opt.from = 0;
+    CHECK_INT_EQ(cl_task_run(&r2, base, earlier, 1, &again, 4, &cfg, &tc, &opt, NULL), 0);
+    CHECK_INT_EQ(r2.reuse, 0);
+    for (int li = 0; li < base->n_linear; li++) {
+        if (!cfg.targets[li]) continue;
+        CHECK_INT_EQ(r2.reused[li], ra.sig.layer[li].k);
+        CHECK_INT_EQ(r2.ad->rank[li], ra.sig.layer[li].k + 1);
+    }
+    CHECK(r2.part != NULL);
+    cl_task_result_finish(&r2);
+    opt.from = 1;
+    clad_err e = {0};
+    CHECK_INT_EQ(cl_task_run(&r2, base, earlier, 1, &again, 4, &cfg, &tc, &opt, &e), CLAD_EINVAL);
+    cl_task_result_finish(&r2);
+    cl_task_result_finish(&ra);
+    dataset_finish(&a);
+    dataset_finish(&again);
+    model_destroy(base);
+}
+
+static bool stop_after(void *ctx)
+{
+    int *left = ctx;
+    return --*left < 0;
+}
+
+/* A stop request ends the pipeline with CLAD_ECANCELLED in every phase: inside the probe, between the
+ * phases, and during training (the stop hook is polled in all of them). */
+TEST(cl_pipeline_stops_on_request_in_every_phase)
+{
+    cl_config cfg;
+    train_config tc;
+    cl_task_options opt;
+    model *base = pipeline_setup(&cfg, &tc, &opt, 1);
+    dataset a = teacher_task(base, 3, 7, 20, 1000);
+    int polls = 0, total;
+    cfg.probe.stop = stop_after;
+    cfg.probe.stop_ctx = &polls;
+    polls = 1 << 30;
+    cl_task_result r;
+    CHECK_INT_EQ(cl_task_run(&r, base, NULL, 0, &a, 4, &cfg, &tc, &opt, NULL), 0);
+    cl_task_result_finish(&r);
+    total = (1 << 30) - polls;
+    CHECK_MSG(total > 10, "only %d polls", total);
+    for (int k = 0; k < total; k += total / 7 + 1) {
+        polls = k;
+        clad_err e = {0};
+        CHECK_INT_EQ(cl_task_run(&r, base, NULL, 0, &a, 4, &cfg, &tc, &opt, &e), CLAD_ECANCELLED);
+        cl_task_result_finish(&r);
+    }
     dataset_finish(&a);
     model_destroy(base);
 }

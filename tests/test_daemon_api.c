@@ -695,3 +695,149 @@ TEST_TIMEOUT(daemon_api_fusion_over_earlier_tasks, 120)
     free(body);
     stop(&f);
 }
+
+/* ---- the pipeline's semantics (core/cl_pipeline.h) --------------------------------------------------- */
+
+static json_t *plan_of(json_t *version) { return json_object_get(json_object_get(version, "lineage"), "plan"); }
+
+static long long metric_int(json_t *version, const char *key)
+{
+    return json_integer_value(json_object_get(json_object_get(version, "metrics"), key));
+}
+
+TEST_TIMEOUT(daemon_api_fixed_rank_skips_the_plan_unless_explained, 120)
+{
+    fixture f;
+    fixture_start(&f);
+    json_t *job = train(&f, "t1", f.t1, "epochs=1&rank=fixed:2");
+    CHECK_STR_EQ(jstr(job, "state"), "succeeded");
+    json_t *res = json_object_get(job, "result");
+    CHECK(json_real_value(json_object_get(res, "plan_seconds")) == 0.0);
+    json_decref(job);
+    json_t *v = get(&f, "/v1/tasks/t1/versions/1", 200);
+    CHECK(json_is_false(json_object_get(plan_of(v), "planned")));
+    CHECK(json_is_null(json_object_get(plan_of(v), "probe")));
+    CHECK_INT_EQ(json_integer_value(json_object_get(json_object_get(plan_of(v), "ranks"), "fc1")), 2);
+    CHECK_STR_EQ(jstr(json_object_get(json_object_get(plan_of(v), "layers"), "fc1"), "why"), "fixed");
+    json_decref(v);
+    /* With explain=1 the probe runs and the explanation is the full one. */
+    job = train(&f, "t1", f.t1, "epochs=1&rank=fixed:2&explain=1");
+    res = json_object_get(job, "result");
+    double plan_s = json_real_value(json_object_get(res, "plan_seconds"));
+    CHECK_MSG(plan_s > 0.0, "plan_seconds %g", plan_s);
+    json_decref(job);
+    v = get(&f, "/v1/tasks/t1/versions/2", 200);
+    CHECK(json_is_true(json_object_get(plan_of(v), "planned")));
+    CHECK(json_is_object(json_object_get(plan_of(v), "probe")));
+    CHECK(json_real_value(json_object_get(json_object_get(json_object_get(plan_of(v), "layers"), "fc1"), "distance")) > 0);
+    CHECK(json_real_value(json_object_get(json_object_get(v, "metrics"), "plan_seconds")) > 0);
+    json_decref(v);
+    char *body = NULL;
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?explain=maybe", f.t1, &body), 400);
+    free(body);
+    stop(&f);
+}
+
+/* A new version of a task starts from the base; from=V continues from version V, stored by reference:
+ * its blob holds about its new parameters, V cannot be deleted while it is needed, and the version serves
+ * (also after a restart, composed anew) and exports as the full composed adapter. */
+TEST_TIMEOUT(daemon_api_retraining_starts_from_the_base_unless_from, 150)
+{
+    fixture f;
+    fixture_start(&f);
+    json_decref(train(&f, "t1", f.t1, "epochs=2"));
+    json_decref(train(&f, "t1", f.t1, "epochs=1"));
+    json_t *v2 = get(&f, "/v1/tasks/t1/versions/2", 200);
+    CHECK(json_is_null(json_object_get(plan_of(v2), "reuse")));
+    CHECK_MSG(!json_object_get(json_object_get(plan_of(v2), "overlap"), "t1@1"), "t1@2 was compared with t1@1");
+    CHECK_INT_EQ(json_array_size(json_object_get(v2, "needs")), 0);
+    json_decref(v2);
+
+    json_t *job = train(&f, "t1", f.t1, "epochs=1&rank=fixed:1&from=1");
+    CHECK_STR_EQ(jstr(job, "state"), "succeeded");
+    json_decref(job);
+    json_t *v1 = get(&f, "/v1/tasks/t1/versions/1", 200), *v3 = get(&f, "/v1/tasks/t1/versions/3", 200);
+    json_t *reuse = json_object_get(plan_of(v3), "reuse");
+    CHECK_STR_EQ(jstr(reuse, "task"), "t1");
+    CHECK_INT_EQ(json_integer_value(json_object_get(reuse, "version")), 1);
+    json_t *needs = json_object_get(v3, "needs");
+    CHECK_INT_EQ(json_array_size(needs), 1);
+    CHECK_INT_EQ(json_integer_value(json_object_get(json_array_get(needs, 0), "version")), 1);
+    long long new3 = metric_int(v3, "new_params"), all3 = metric_int(v3, "adapter_params");
+    long long bytes1 = json_integer_value(json_object_get(v1, "bytes")), bytes3 = json_integer_value(json_object_get(v3, "bytes"));
+    long long other1 = bytes1 - 4 * metric_int(v1, "adapter_params"); /* what a whole version stores besides its parameters */
+    printf("# t1@1: %lld params, %lld bytes; t1@3 (from t1@1): %lld params, %lld new, %lld bytes\n",
+           metric_int(v1, "adapter_params"), bytes1, all3, new3, bytes3);
+    CHECK_MSG(new3 > 0 && new3 < all3, "new_params %lld of %lld", new3, all3);
+    CHECK_MSG(bytes3 <= 4 * new3 + other1, "t1@3 stores %lld bytes for %lld new parameters", bytes3, new3);
+    json_decref(v1);
+    json_decref(v3);
+
+    /* t1@1 is needed by t1@3: its deletion is refused, naming the dependent. */
+    char *body = NULL;
+    CHECK_INT_EQ(curl_req(&f.d, "DELETE", "/v1/tasks/t1/versions/1", NULL, &body, NULL), 409);
+    CHECK_STR_EQ(error_code_of(body), "conflict");
+    CHECK_MSG(strstr(body, "needed at run time by version 3 of task 't1'"), "the refusal names the dependent: %s", body);
+    free(body);
+    /* Served composed, the same after a restart (composed again when loaded); exported whole. */
+    char *before = predict(&f, "t1", "version=3", f.t1_test);
+    CHECK_INT_EQ(daemon_stop(&f.d, SIGKILL, 10), 128 + SIGKILL);
+    static const char *const env[] = {"OPENBLAS_NUM_THREADS=1", NULL};
+    daemon_opts o = {.env = env};
+    daemon_start(&f.d, &o);
+    char *after = predict(&f, "t1", "version=3", f.t1_test);
+    CHECK_STR_EQ(after, before);
+    json_t *cfg = get(&f, "/v1/tasks/t1/versions/3/export?file=adapter_config.json", 200);
+    json_t *v = get(&f, "/v1/tasks/t1/versions/3", 200);
+    json_t *ranks = json_object_get(plan_of(v), "ranks");
+    json_t *pattern = json_object_get(json_object_get(cfg, "rank_pattern"), "fc1"); /* else the common "r" */
+    CHECK_INT_EQ(json_integer_value(pattern ? pattern : json_object_get(cfg, "r")), json_integer_value(json_object_get(ranks, "fc1")));
+    CHECK(json_integer_value(json_object_get(ranks, "fc1")) > 1);
+    json_decref(cfg);
+    json_t *v3full = v;
+    /* A chain: t1@4 continues from t1@3, itself stored by reference to t1@1; composed through both. */
+    json_decref(train(&f, "t1", f.t1, "epochs=1&rank=fixed:1&from=3"));
+    v = get(&f, "/v1/tasks/t1/versions/4", 200);
+    CHECK_INT_EQ(json_integer_value(json_object_get(json_array_get(json_object_get(v, "needs"), 0), "version")), 3);
+    /* It reuses the directions t1@3's signature keeps (99.9% of its change's energy) plus one new. */
+    long long kept = json_integer_value(json_object_get(
+        json_object_get(json_object_get(json_object_get(v, "lineage"), "stored_by_reference"), "reused"), "fc1"));
+    CHECK_MSG(kept >= 1 && kept <= json_integer_value(json_object_get(ranks, "fc1")), "reused %lld", kept);
+    CHECK_INT_EQ(json_integer_value(json_object_get(json_object_get(plan_of(v), "ranks"), "fc1")), kept + 1);
+    json_decref(v);
+    char *chain_before = predict(&f, "t1", "version=4", f.t1_test);
+    CHECK_INT_EQ(daemon_stop(&f.d, SIGKILL, 10), 128 + SIGKILL);
+    daemon_start(&f.d, &o);
+    char *chain_after = predict(&f, "t1", "version=4", f.t1_test);
+    CHECK_STR_EQ(chain_after, chain_before);
+    free(chain_before);
+    free(chain_after);
+    json_decref(v3full);
+    /* from names a version of this task that exists. */
+    CHECK_INT_EQ(post_file(&f, "/v1/tasks/t1/train?follow=1&epochs=1&from=9", f.t1, &body), 202);
+    CHECK_MSG(strstr(body, "\"state\":\"failed\"") && strstr(body, "not_found"), "%s", body);
+    free(body);
+    free(before);
+    free(after);
+    stop(&f);
+}
+
+TEST_TIMEOUT(daemon_api_reuse_zero_disables_reuse, 120)
+{
+    fixture f;
+    fixture_start(&f);
+    json_decref(train(&f, "t1", f.t1, "epochs=2"));
+    /* The same data under another name: auto may build on t1; with reuse=0 it does not, nor compares. */
+    json_decref(train(&f, "same", f.t1, "epochs=1"));
+    json_t *v = get(&f, "/v1/tasks/same/versions/1", 200);
+    printf("# auto on t1's data again: reuse %s\n", json_is_null(json_object_get(plan_of(v), "reuse")) ? "none" : "t1@1");
+    json_decref(v);
+    json_decref(train(&f, "off", f.t1, "epochs=1&rank=auto:reuse=0"));
+    v = get(&f, "/v1/tasks/off/versions/1", 200);
+    CHECK(json_is_null(json_object_get(plan_of(v), "reuse")));
+    CHECK_INT_EQ(json_object_size(json_object_get(plan_of(v), "overlap")), 0);
+    CHECK_INT_EQ(json_array_size(json_object_get(v, "needs")), 0);
+    CHECK_INT_EQ(metric_int(v, "new_params"), metric_int(v, "adapter_params"));
+    json_decref(v);
+    stop(&f);
+}

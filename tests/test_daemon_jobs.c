@@ -268,3 +268,57 @@ TEST_TIMEOUT(daemon_train_cancel_after_the_last_step_is_kept_or_refused, 120)
     }
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
 }
+
+/* --- stopping anywhere in the plan -------------------------------------------------------------------- */
+
+/* Cancels a vit-tiny task's training at several points of its plan (the probe's steps, its held-out
+ * evaluation along the path, the rank rule's SVDs) and measures, through the real daemon, the time from
+ * the cancel request to the job's end. The bound is 0.5 s; the machine is shared, so the test prints
+ * every measurement and fails only past twice that (five times under the sanitizers). */
+TEST_TIMEOUT(daemon_cancel_during_the_plan_stops_within_half_a_second, 300)
+{
+    daemon_proc d;
+    char task_path[512];
+    if (!vit_fixture_start(&d, task_path, sizeof task_path)) return;
+    static const int delays_ms[] = {0, 700, 2000, 4000};
+    double worst = 0.0;
+    for (size_t k = 0; k < sizeof delays_ms / sizeof *delays_ms; k++) {
+        char extra[700];
+        snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", task_path);
+        curl_stream s;
+        stream_open(&s, &d, "POST", "/v1/tasks/t/train?follow=1", extra);
+        json_t *first = stream_until(&s, "\"event\":\"job\"", 10000);
+        long long id = json_integer_value(json_object_get(json_object_get(first, "job"), "id"));
+        json_decref(first);
+        json_decref(stream_until(&s, "\"event\":\"probe\"", 30000));
+        sleep_ms(delays_ms[k]);
+        char path[64], *body = NULL;
+        snprintf(path, sizeof path, "/v1/jobs/%lld", id);
+        double t0 = now_s();
+        CHECK_INT_EQ(curl_req(&d, "DELETE", path, NULL, &body, NULL), 202);
+        free(body);
+        /* Every line up to the end: a plan event before it means the cancel came after the plan. */
+        bool planned = false;
+        json_t *end = NULL;
+        for (char *line; !end && (line = stream_line(&s, 30000)); free(line)) {
+            if (strstr(line, "\"event\":\"plan\"")) planned = true;
+            if (strstr(line, "\"event\":\"end\"")) end = json_or_fail(line);
+        }
+        double stop_s = now_s() - t0;
+        CHECK(end != NULL);
+        CHECK_STR_EQ(state_of(json_object_get(end, "job")), "cancelled");
+        json_decref(end);
+        stream_close(&s);
+        printf("# cancel %d ms into the plan: stopped after %.3f s%s\n", delays_ms[k], stop_s,
+               planned ? " (the plan had ended)" : "");
+        if (!planned && stop_s > worst) worst = stop_s;
+    }
+    printf("# slowest stop during the plan: %.3f s (bound 0.5 s)\n", worst);
+#ifdef __SANITIZE_ADDRESS__
+    const double limit = 2.5; /* every probe step runs a few times slower under the sanitizers */
+#else
+    const double limit = 1.0;
+#endif
+    CHECK_MSG(worst < limit, "a cancel during the plan took %.2f s", worst);
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 30), 0);
+}

@@ -1,0 +1,88 @@
+/* Composing versions stored by reference; see version_compose.h. */
+#include "daemon/version_compose.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cl_pipeline.h"
+#include "io/model_io.h"
+#include "io/signature_io.h"
+
+static int signature_at(store *s, const model *m, const store_version *v, int depth, signature *sig, clad_err *err);
+
+/* The served adapter of v, and (sig not NULL) its composed signature's change part. */
+static adapter *adapter_at(store *s, const model *m, const store_version *v, int depth, clad_err *err)
+{
+    int reused[MODEL_MAX_LINEARS] = {0};
+    adapter *part = adapter_part_from_buffer(m, v->adapter, v->adapter_size, reused, err);
+    if (!part) return NULL;
+    bool by_ref = false;
+    for (int li = 0; li < m->n_linear; li++) by_ref |= reused[li] > 0;
+    if (!by_ref) return part;
+    adapter *a = NULL;
+    store_version *rv = NULL;
+    signature rsig = {0};
+    if (v->n_needs != 1 || depth >= VERSION_COMPOSE_DEPTH) {
+        clad_err_set(err, CLAD_ECORRUPT, "version %lld of task '%s' is stored by reference but names %zu versions "
+                     "it needs (or the chain is deeper than %d)", (long long)v->version, v->task, v->n_needs,
+                     VERSION_COMPOSE_DEPTH);
+        goto done;
+    }
+    if (store_version_get(s, v->needs[0].task, v->needs[0].version, STORE_WITH_BLOB, &rv, err)) goto done;
+    if (signature_at(s, m, rv, depth + 1, &rsig, err)) goto done;
+    a = cl_adapter_join(m, &rsig, reused, part, err);
+done:
+    if (!a) clad_err_prefix(err, "composing version %lld of task '%s': ", (long long)v->version, v->task);
+    signature_finish(&rsig);
+    store_version_free(rv);
+    adapter_destroy(part);
+    return a;
+}
+
+static int signature_at(store *s, const model *m, const store_version *v, int depth, signature *sig, clad_err *err)
+{
+    int rc = signature_from_blob(sig, m, v->adapter, v->adapter_size, err);
+    if (rc || !v->n_needs || !strcmp(v->kind, "fusion")) return rc;
+    /* Possibly stored by reference: its change part is that of the composed adapter. */
+    int reused[MODEL_MAX_LINEARS] = {0};
+    clad_err perr = {0};
+    adapter *part = adapter_part_from_buffer(m, v->adapter, v->adapter_size, reused, &perr);
+    bool by_ref = false;
+    for (int li = 0; part && li < m->n_linear; li++) by_ref |= reused[li] > 0;
+    adapter_destroy(part);
+    if (!by_ref) return 0;
+    adapter *a = adapter_at(s, m, v, depth, err);
+    signature full = {0};
+    rc = a ? signature_compute(&full, m, a, SIGNATURE_KEEP, err) : err->code;
+    adapter_destroy(a);
+    if (rc) {
+        signature_finish(sig);
+        return rc;
+    }
+    /* The stored pull moves over to the recomputed change. */
+    for (int li = 0; li < m->n_linear; li++) {
+        sig_layer *F = &full.layer[li], *S = &sig->layer[li];
+        if (!S->kp) continue;
+        F->out = m->linear[li].out;
+        F->in = m->linear[li].in;
+        F->kp = S->kp;
+        F->Up = S->Up;
+        F->Vtp = S->Vtp;
+        F->gp = S->gp;
+        S->kp = 0;
+        S->Up = S->Vtp = S->gp = NULL;
+    }
+    signature_finish(sig);
+    *sig = full;
+    return 0;
+}
+
+adapter *version_adapter(store *s, const model *m, const store_version *v, clad_err *err)
+{
+    return adapter_at(s, m, v, 0, err);
+}
+
+int version_signature(store *s, const model *m, const store_version *v, signature *sig, clad_err *err)
+{
+    return signature_at(s, m, v, 0, sig, err);
+}
