@@ -6,7 +6,8 @@
  * Inputs are a JSON body {"inputs": [[...], ...]} (one row of input floats per sample, images flattened
  * C,H,W) or a dataset file (safetensors, IDX, CSV). The version is resolved on the loop thread and its
  * adapter taken from the registry (a miss loads on the pool: daemon/registry_load.h); the work runs on a
- * compute thread, never behind a training job, with a workspace from the registry's pool. A version that
+ * compute thread, never behind a training job, with a workspace from the registry's pool; predictions of
+ * one version that meet on the pool share one compute task and workspace (daemon/serve_batch.h). A version that
  * has served REGISTRY_FOLD_AFTER predictions is folded into its base once, and later requests run the
  * folded model without an adapter. A rollback during a prediction does not affect it: it holds the
  * adapter it started with.
@@ -23,6 +24,7 @@
 #include "daemon/log.h"
 #include "daemon/task_counters.h"
 #include "daemon/registry_load.h"
+#include "daemon/serve_batch.h"
 #include "io/merge_io.h"
 
 
@@ -63,26 +65,18 @@ static int merge_source_load(serve_call *c, clad_err *err)
     return rc;
 }
 
-static int serve_work(void *argp, clad_err *err)
+/* Parses the request's inputs and predicts or evaluates them with workspace ws (worker). */
+static int serve_run(serve_call *c, model_ws *ws, clad_err *err)
 {
-    serve_call *c = argp;
     dataset d = {0};
-    int rc = c->own ? merge_source_load(c, err) : 0;
-    if (rc) return rc;
     const model *m = c->m;
     const adapter *a = c->a;
-    rc = request_inputs(&d, c->req, c->evaluate, &m->cfg, err);
+    int rc = request_inputs(&d, c->req, c->evaluate, &m->cfg, err);
     if (rc) goto done;
     /* Only evaluations are recorded, with the hash of their data; predictions skip the hashing. */
     if (c->evaluate) sha256_hex(c->req->body, c->req->body_len, c->data_sha);
     c->n = d.n;
     c->K = a ? a->n_classes : m->cfg.n_classes;
-    ws_pool *pool = registry_ws_pool(c->app->reg);
-    model_ws *ws = ws_pool_take(pool, m, a, err);
-    if (!ws) {
-        rc = err->code;
-        goto done;
-    }
     if (c->evaluate) {
         rc = model_evaluate_ws(ws, m, a, &d, &c->ev, err);
     } else {
@@ -91,9 +85,35 @@ static int serve_work(void *argp, clad_err *err)
         if (!c->labels || (c->want_probs && !c->probs)) rc = clad_err_set(err, CLAD_ENOMEM, "out of memory");
         else rc = model_predict_ws(ws, m, a, d.x, d.n, c->probs, c->labels, err);
     }
-    ws_pool_give(pool, ws);
 done:
     dataset_finish(&d);
+    return rc;
+}
+
+/* A workspace for c's model from the registry's pool (worker); serve_ws_give returns it. */
+static int serve_ws_take(void *first, void **ws, clad_err *err)
+{
+    serve_call *c = first;
+    *ws = ws_pool_take(registry_ws_pool(c->app->reg), c->m, c->a, err);
+    return *ws ? 0 : err->code;
+}
+
+static void serve_ws_give(void *first, void *ws)
+{
+    serve_call *c = first;
+    ws_pool_give(registry_ws_pool(c->app->reg), ws);
+}
+
+/* Evaluations and merge sources: one request per compute task. */
+static int serve_work(void *argp, clad_err *err)
+{
+    serve_call *c = argp;
+    int rc = c->own ? merge_source_load(c, err) : 0;
+    void *ws = NULL;
+    if (!rc) rc = serve_ws_take(c, &ws, err);
+    if (rc) return rc;
+    rc = serve_run(c, ws, err);
+    serve_ws_give(c, ws);
     return rc;
 }
 
@@ -159,6 +179,13 @@ static void serve_done(void *argp, int status, const clad_err *err)
     free(c);
 }
 
+static int serve_batch_run(void *item, void *ws, clad_err *err)
+{
+    return serve_run(item, ws, err);
+}
+
+static const serve_batch_ops predict_batch = {serve_ws_take, serve_batch_run, serve_ws_give, serve_done};
+
 /* Runs the request with la (NULL: err says why it has none). */
 static void serve_start(void *data, loaded_adapter *la, const clad_err *err)
 {
@@ -169,7 +196,11 @@ static void serve_start(void *data, loaded_adapter *la, const clad_err *err)
         c->cache_hit = la->hits > 0; /* a fresh load starts at 0 hits */
         c->m = la->folded ? la->folded : la->base->m;
         c->a = la->folded ? NULL : la->a;
-        if (!job_queue_compute(c->app->jobs, serve_work, serve_done, c, &e)) return;
+        /* Predictions of one version run together when they meet on the pool (daemon/serve_batch.h);
+         * evaluations are recorded one by one, and a merge source's adapter is the request's own. */
+        int rc = c->evaluate || c->own ? job_queue_compute(c->app->jobs, serve_work, serve_done, c, &e)
+                                       : serve_batch_submit(c->app->jobs, &predict_batch, c->m, c->a, c, &e);
+        if (!rc) return;
         err = &e;
     }
     serve_release(c->app, c->la, c->own);

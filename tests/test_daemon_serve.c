@@ -231,3 +231,86 @@ TEST_TIMEOUT(daemon_serve_cache_miss_loads_off_the_event_loop, 180)
     CHECK_INT_EQ(loaded_field(&d, "loading"), 0);
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
 }
+
+/* One raw HTTP request POST path with a JSON body on its own connection; returns the fd to read from. */
+static int raw_post(const daemon_proc *d, const char *path, const char *body)
+{
+    int fd = raw_connect(d);
+    char head[256];
+    snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+             path, strlen(body));
+    raw_send_str(fd, head);
+    raw_send_str(fd, body);
+    return fd;
+}
+
+/* The body of a raw response (owned by the caller), failing the test unless the status is 200. */
+static char *raw_body(int fd)
+{
+    int status = 0;
+    char *r = raw_response(fd, 60000, &status);
+    CHECK_MSG(status == 200, "answered %d: %.300s", status, r ? r : "nothing");
+    char *b = strdup(strstr(r, "\r\n\r\n") + 4);
+    free(r);
+    close(fd);
+    return b;
+}
+
+/* The value of a metric line "name value" of /v1/metrics. */
+static double metric(const daemon_proc *d, const char *name)
+{
+    char *body = NULL, key[128];
+    CHECK_INT_EQ(curl_req(d, "GET", "/v1/metrics", NULL, &body, NULL), 200);
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *p = strstr(body, key);
+    CHECK_MSG(p != NULL, "/v1/metrics has no %s", name);
+    double v = strtod(p + strlen(key), NULL);
+    free(body);
+    return v;
+}
+
+TEST_TIMEOUT(daemon_serve_concurrent_predictions_batch_with_the_answers_alone, 120)
+{
+    enum { CLIENTS = 8 };
+    model_config c = {.kind = MODEL_MLP, .input_dim = 16, .n_hidden = 2, .hidden = {32, 24}, .n_classes = 5};
+    store_fill(&c, 1);
+    daemon_proc d;
+    start(&d);
+    char in[512];
+    write_inputs(in, sizeof in, 1, c.input_dim);
+    /* Folded first, so every answer below comes from the same model. */
+    for (int i = 0; i < 8; i++) free(predict(&d, "?version=1", in));
+    wait_loaded(&d, "folded", 1);
+    char *bodies[CLIENTS], *alone[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++) {
+        size_t k = 0, cap = 512;
+        bodies[i] = malloc(cap);
+        k += (size_t)snprintf(bodies[i], cap, "{\"inputs\": [[");
+        for (int j = 0; j < c.input_dim; j++) k += (size_t)snprintf(bodies[i] + k, cap - k, "%s%d.%d", j ? "," : "", (i + j) % 5 - 2, i);
+        snprintf(bodies[i] + k, cap - k, "]]}");
+        alone[i] = raw_body(raw_post(&d, "/v1/tasks/t/predict", bodies[i]));
+    }
+    double batches0 = metric(&d, "clad_predict_batches_total"), requests0 = metric(&d, "clad_predict_batch_requests_total");
+    /* Every worker thread of the pool (max_running_jobs 1 + compute_threads 2) sleeps, so the first prediction
+     * waits in the queue and the others arrive while it does. */
+    int sleepers[3], fds[CLIENTS];
+    for (int i = 0; i < 3; i++) sleepers[i] = raw_post(&d, "/v1/debug/compute", "{\"ms\": 1500}");
+    for (int i = 0; i < CLIENTS; i++) fds[i] = raw_post(&d, "/v1/tasks/t/predict", bodies[i]);
+    for (int i = 0; i < CLIENTS; i++) {
+        char *got = raw_body(fds[i]);
+        CHECK_MSG(!strcmp(got, alone[i]), "client %d: batched\n%s\nalone\n%s", i, got, alone[i]);
+        free(got);
+    }
+    for (int i = 0; i < 3; i++) free(raw_body(sleepers[i]));
+    double batches = metric(&d, "clad_predict_batches_total") - batches0;
+    double requests = metric(&d, "clad_predict_batch_requests_total") - requests0;
+    printf("# %d concurrent predictions ran in %.0f compute tasks (largest %.0f)\n", CLIENTS, batches,
+           metric(&d, "clad_predict_batch_size_max"));
+    CHECK_MSG(requests == CLIENTS, "%.0f requests counted, not %d", requests, CLIENTS);
+    CHECK_MSG(batches < CLIENTS, "%d predictions ran in %.0f tasks: none was batched", CLIENTS, batches);
+    for (int i = 0; i < CLIENTS; i++) {
+        free(bodies[i]);
+        free(alone[i]);
+    }
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
+}
