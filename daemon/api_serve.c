@@ -46,7 +46,7 @@ typedef struct serve_call {
     eval_result ev;
     char data_sha[SHA256_HEX_SIZE];
     bool gone;
-    bool cache_hit;         /* the adapter was already loaded */
+    registry_found found;   /* how the adapter was found (counted per task version) */
 } serve_call;
 
 /* serve_work's first step for a merge source: reads the merged version with the worker's own store
@@ -135,7 +135,7 @@ static void serve_done(void *argp, int status, const clad_err *err)
     serve_call *c = argp;
     http_req *req = c->req;
     cladd *app = c->app;
-    if (!status) task_counters_add(c->la->task, c->la->version, c->evaluate, c->n, c->cache_hit);
+    if (!status) task_counters_add(c->la->task, c->la->version, c->evaluate, c->n, c->found);
     if (status) {
         http_reply_err(req, err);
     } else if (c->evaluate) {
@@ -187,13 +187,13 @@ static int serve_batch_run(void *item, void *ws, clad_err *err)
 static const serve_batch_ops predict_batch = {serve_ws_take, serve_batch_run, serve_ws_give, serve_done};
 
 /* Runs the request with la (NULL: err says why it has none). */
-static void serve_start(void *data, loaded_adapter *la, const clad_err *err)
+static void serve_start(void *data, loaded_adapter *la, registry_found how, const clad_err *err)
 {
     serve_call *c = data;
     clad_err e = {0};
     c->la = la;
+    c->found = how;
     if (la) {
-        c->cache_hit = la->hits > 0; /* a fresh load starts at 0 hits */
         c->m = la->folded ? la->folded : la->base->m;
         c->a = la->folded ? NULL : la->a;
         /* Predictions of one version run together when they meet on the pool (daemon/serve_batch.h);
@@ -227,7 +227,7 @@ static void merge_on_base(void *data, loaded_base *b, const clad_err *err)
         la->version = c->version;
         la->base = b;
     }
-    serve_start(c, la, err);
+    serve_start(c, la, REGISTRY_LOADED, err); /* the request's own adapter, built for it */
 }
 
 static void serve(http_req *req, bool evaluate)
@@ -268,7 +268,7 @@ static void serve(http_req *req, bool evaluate)
     store_task *t = NULL;
     if (!store_task_get(app->st, task, &t, &err) && strcmp(t->kind, "merge"))
         clad_err_set(&err, CLAD_EINVAL, "?task= selects a source task of a merge; '%s' is not a merge", task);
-    if (err.code) serve_start(c, NULL, &err);
+    if (err.code) serve_start(c, NULL, REGISTRY_LOADED, &err);
     else registry_loader_base(app->loads, t->base, merge_on_base, c);
     store_task_free(t);
 }

@@ -184,40 +184,29 @@ TEST_TIMEOUT(daemon_serve_hot_version_is_folded_with_the_same_predictions, 120)
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
 }
 
-TEST_TIMEOUT(daemon_serve_cache_miss_loads_off_the_event_loop, 180)
+/* A base of about 130 MB: reading, hashing and deserializing it takes a good part of a second. */
+static const model_config big_mlp = {.kind = MODEL_MLP, .input_dim = 2048, .n_hidden = 2, .hidden = {4096, 3072}, .n_classes = 4};
+
+/* Sends `method path` (extra: curl arguments) while the big base and its adapter are not loaded, polls
+ * /v1/status on other connections until it is answered, and checks that none of them waited behind the
+ * load. Returns the answer's first line (owned by the caller). */
+static char *answered_without_stalling(const daemon_proc *d, const char *method, const char *path, const char *extra)
 {
-    /* A base of about 130 MB: reading, hashing and deserializing it takes a good part of a second. */
-    model_config c = {.kind = MODEL_MLP, .input_dim = 2048, .n_hidden = 2, .hidden = {4096, 3072}, .n_classes = 4};
-    store_fill(&c, 1);
-    daemon_proc d;
-    start(&d);
-    char in[512];
-    write_inputs(in, sizeof in, 1, c.input_dim);
-    char extra[700];
-    snprintf(extra, sizeof extra, JSON_BODY "--data-binary '@%s'", in);
-    /* Two requests for the same uncached version: one load, both answered. */
-    curl_stream s1, s2;
-    stream_open(&s1, &d, "POST", "/v1/tasks/t/predict", extra);
-    stream_open(&s2, &d, "POST", "/v1/tasks/t/predict", extra);
+    curl_stream s;
+    stream_open(&s, d, method, path, extra);
     double worst = 0.0, t0 = now_s();
     int polls = 0;
     char *line = NULL;
-    while (!(line = stream_line(&s1, 10))) {
-        double l = status_latency(&d);
+    while (!(line = stream_line(&s, 10))) {
+        double l = status_latency(d);
         if (l > worst) worst = l;
         polls++;
-        CHECK_MSG(now_s() - t0 < 120, "the prediction was not answered in 120 s (%d polls)", polls);
+        CHECK_MSG(now_s() - t0 < 120, "%s %s was not answered in 120 s (%d polls)", method, path, polls);
     }
     double loaded_s = now_s() - t0;
-    CHECK_MSG(strstr(line, "\"labels\"") != NULL, "the prediction was answered: %.300s", line);
-    free(line);
-    line = stream_line(&s2, 60000);
-    CHECK_MSG(line && strstr(line, "\"labels\"") != NULL, "the second prediction was answered: %.300s", line ? line : "nothing");
-    free(line);
-    stream_close(&s1);
-    stream_close(&s2);
-    printf("# %d status requests in the %.2f s a %.0f MB base took to load and serve; the slowest took %.3f s\n",
-           polls, loaded_s, (double)loaded_field(&d, "base_bytes") / 1e6, worst);
+    stream_close(&s);
+    printf("# %s %s: %d status requests in the %.2f s a %.0f MB base took to load; the slowest took %.3f s\n", method,
+           path, polls, loaded_s, (double)loaded_field(d, "base_bytes") / 1e6, worst);
     CHECK_MSG(polls >= 3, "only %d status requests ran during the load", polls);
 #ifdef __SANITIZE_ADDRESS__
     printf("# not timed: an address-sanitizer build\n");
@@ -226,9 +215,56 @@ TEST_TIMEOUT(daemon_serve_cache_miss_loads_off_the_event_loop, 180)
      * shared machine's scheduling delays. */
     CHECK_MSG(worst < 0.5, "a status request waited %.3f s behind the load", worst);
 #endif
-    CHECK_INT_EQ(loaded_field(&d, "bases"), 1);
+    CHECK_INT_EQ(loaded_field(d, "bases"), 1);
+    CHECK_INT_EQ(loaded_field(d, "loading"), 0);
+    return line;
+}
+
+TEST_TIMEOUT(daemon_serve_cache_miss_loads_off_the_event_loop, 180)
+{
+    store_fill(&big_mlp, 1);
+    daemon_proc d;
+    start(&d);
+    char in[512];
+    write_inputs(in, sizeof in, 1, big_mlp.input_dim);
+    char extra[700];
+    snprintf(extra, sizeof extra, JSON_BODY "--data-binary '@%s'", in);
+    /* Two requests for the same uncached version: one load, both answered; the second waited for the
+     * first's load, which counts as a wait, not a miss. */
+    curl_stream s2;
+    stream_open(&s2, &d, "POST", "/v1/tasks/t/predict", extra);
+    char *line = answered_without_stalling(&d, "POST", "/v1/tasks/t/predict", extra);
+    CHECK_MSG(strstr(line, "\"labels\"") != NULL, "the prediction was answered: %.300s", line);
+    free(line);
+    line = stream_line(&s2, 60000);
+    CHECK_MSG(line && strstr(line, "\"labels\"") != NULL, "the second prediction was answered: %.300s", line ? line : "nothing");
+    free(line);
+    stream_close(&s2);
     CHECK_INT_EQ(loaded_field(&d, "adapters"), 1);
-    CHECK_INT_EQ(loaded_field(&d, "loading"), 0);
+    long long misses = loaded_field(&d, "adapter_cache_misses"), waits = loaded_field(&d, "adapter_cache_waits");
+    CHECK_MSG(misses == 1 && waits <= 1, "%lld misses and %lld waits for one load", misses, waits);
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
+}
+
+TEST_TIMEOUT(daemon_serve_routed_and_export_loads_leave_the_loop_free, 240)
+{
+    store_fill(&big_mlp, 1);
+    daemon_proc d;
+    start(&d);
+    char in[512];
+    write_inputs(in, sizeof in, 1, big_mlp.input_dim);
+    char extra[700];
+    snprintf(extra, sizeof extra, JSON_BODY "--data-binary '@%s'", in);
+    /* The routed prediction loads its candidate (whose version has no routing statistics, so once it is
+     * loaded the answer is 409), then the export finds it cached; a second daemon's export loads. */
+    char *line = answered_without_stalling(&d, "POST", "/v1/predict?base=b", extra);
+    CHECK_MSG(strstr(line, "conflict") != NULL, "the routed prediction found no task to route to: %.300s", line);
+    free(line);
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
+    start(&d);
+    line = answered_without_stalling(&d, "GET", "/v1/tasks/t/versions/1/export?file=adapter_config.json", NULL);
+    CHECK_MSG(line[0] == '{', "the export answered its config (a JSON object): %.300s", line);
+    free(line);
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
 }
 
@@ -312,5 +348,15 @@ TEST_TIMEOUT(daemon_serve_concurrent_predictions_batch_with_the_answers_alone, 1
         free(bodies[i]);
         free(alone[i]);
     }
+    /* Deleting the task drops its serving counters. */
+    char *body = NULL;
+    CHECK_INT_EQ(curl_req(&d, "GET", "/v1/metrics", NULL, &body, NULL), 200);
+    CHECK_MSG(strstr(body, "clad_task_predict_requests_total{task=\"t\"") != NULL, "no counters of t: %.2000s", body);
+    free(body);
+    CHECK_INT_EQ(curl_req(&d, "DELETE", "/v1/tasks/t", NULL, &body, NULL), 200);
+    free(body);
+    CHECK_INT_EQ(curl_req(&d, "GET", "/v1/metrics", NULL, &body, NULL), 200);
+    CHECK_MSG(strstr(body, "{task=\"t\"") == NULL, "counters of the deleted task t remain: %.2000s", body);
+    free(body);
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
 }
