@@ -45,6 +45,7 @@ typedef struct serve_call {
     float *probs;
     eval_result ev;
     char data_sha[SHA256_HEX_SIZE];
+    eval_place place;       /* where an evaluation is recorded (found on the worker) */
     bool gone;
     registry_found found;   /* how the adapter was found (counted per task version) */
 } serve_call;
@@ -79,6 +80,7 @@ static int serve_run(serve_call *c, model_ws *ws, clad_err *err)
     c->K = a ? a->n_classes : m->cfg.n_classes;
     if (c->evaluate) {
         rc = model_evaluate_ws(ws, m, a, &d, &c->ev, err);
+        if (!rc) eval_record_place(c->app->db_path, c->req, c->la->task, c->la->base->name, c->data_sha, &c->place);
     } else {
         c->labels = malloc(sizeof *c->labels * (size_t)d.n);
         c->probs = c->want_probs ? malloc(sizeof *c->probs * (size_t)d.n * (size_t)c->K) : NULL;
@@ -140,7 +142,7 @@ static void serve_done(void *argp, int status, const clad_err *err)
         http_reply_err(req, err);
     } else if (c->evaluate) {
         clad_err e = {0};
-        json_t *rec = eval_record(app, req, c->la->task, c->la->version, c->la->base->name, &c->ev, c->data_sha, &e);
+        json_t *rec = eval_record(app, req, c->la->task, c->la->version, &c->place, &c->ev, c->data_sha, &e);
         if (e.code && e.code != CLAD_EDENIED)
             log_warning("evaluation of %s@%lld not recorded: %s", c->la->task, (long long)c->la->version, e.msg);
         json_t *reply = json_pack("{s:s,s:I,s:f,s:f,s:i}", "task", c->la->task, "version", (json_int_t)c->la->version,
