@@ -8,6 +8,9 @@
  * `clad-bench speed` for the same model, batch and threads, the daemon's idle memory and the memory each
  * loaded adapter adds; and whether issue 9's daemon targets hold in this run. The absolute latencies
  * depend on the machine; the with/without-training ratio is the number to watch.
+ *
+ * --against CLADD: only the concurrent clients, on this daemon and on another cladd binary (an older build)
+ * set up alike, in alternating 1-s windows, so a before/after comparison shares the machine's load.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -271,27 +274,18 @@ static double time_to_first_step(serve_ctx *c, const char *file, uint64_t *job_i
     return t;
 }
 
-int bench_serve_main(int argc, char **argv)
+/* Starts cladd (the one at path cladd, NULL: beside this program) with a base of `preset` (random weights:
+ * latency does not depend on their values) and `adapters` trained tasks t0, t11, t12, ...; writes the
+ * task data files data2 (2000 images) and data3 (4000) into its directory for later jobs. */
+static int serve_setup(serve_ctx *c, const char *cladd, const char *preset, bool quick, int adapters, long *idle_kb,
+                       char *data2, char *data3, size_t size)
 {
-    bool json = false, quick = false;
-    const char *preset = "vit-tiny";
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = true;
-        else if (!strcmp(argv[i], "--quick")) quick = true;
-        else if (!strcmp(argv[i], "--model") && i + 1 < argc) preset = argv[++i];
-        else {
-            fprintf(stderr, "usage: clad-bench serve [--quick] [--json] [--model vit-tiny|mlp]\n");
-            return 2;
-        }
-    }
-    serve_ctx c = {0};
-    if (bench_daemon_start(&c.d, "serve", NULL)) return die("cladd did not start");
-    /* A base of the chosen preset (random weights: latency does not depend on their values). */
-    char base[PATH_MAX + 32], data[PATH_MAX + 32], data2[PATH_MAX + 32], data3[PATH_MAX + 32];
-    snprintf(base, sizeof base, "%s/base.safetensors", c.d.dir);
-    snprintf(data, sizeof data, "%s/task.safetensors", c.d.dir);
-    snprintf(data2, sizeof data2, "%s/task2.safetensors", c.d.dir);
-    snprintf(data3, sizeof data3, "%s/task3.safetensors", c.d.dir);
+    if (bench_daemon_start_at(&c->d, "serve", NULL, cladd)) return die("cladd did not start");
+    char base[PATH_MAX + 32], data[PATH_MAX + 32];
+    snprintf(base, sizeof base, "%s/base.safetensors", c->d.dir);
+    snprintf(data, sizeof data, "%s/task.safetensors", c->d.dir);
+    snprintf(data2, size, "%s/task2.safetensors", c->d.dir);
+    snprintf(data3, size, "%s/task3.safetensors", c->d.dir);
     model_config cfg;
     if (model_config_preset(&cfg, preset, NULL)) return die("--model takes a preset name (vit-tiny, mlp)");
     model *m = model_create(&cfg, NULL);
@@ -301,26 +295,92 @@ int bench_serve_main(int argc, char **argv)
     if (bench_write_images(data, quick ? 300 : 1000, 1) || bench_write_images(data2, 2000, 2) ||
         bench_write_images(data3, 4000, 3))
         return die("cannot write task data");
-
-    long idle_kb = bench_daemon_rss_kb(&c.d);
+    *idle_kb = bench_daemon_rss_kb(&c->d);
     char *bbuf = NULL;
     size_t blen = 0;
     bench_read_file(base, &bbuf, &blen);
-    int st = call(&c, "POST", "/v1/bases/base", "application/octet-stream", bbuf, blen, NULL);
+    int st = call(c, "POST", "/v1/bases/base", "application/octet-stream", bbuf, blen, NULL);
     free(bbuf);
     if (st != 201) return die("base import failed");
-    int adapters = quick ? 2 : 4;
     for (int k = 0; k < adapters; k++) {
         char task[16];
         snprintf(task, sizeof task, "t%d", k == 0 ? 0 : 10 + k);
-        if (train_task(&c, task, data, "epochs=1&rank=fixed:8")) return die("training a task failed");
+        if (train_task(c, task, data, "epochs=1&rank=fixed:8")) return die("training a task failed");
     }
+    return 0;
+}
+
+/* This daemon (a) against another cladd binary (b), both set up alike: 1-s windows of 32 concurrent batch-1
+ * clients, alternating a, b, b, a, ... so that the shared machine's load falls on both alike. Prints each
+ * one's requests/s over all its windows, the median of its windows' p50 and p99, and the ratio. */
+static int compare_against(serve_ctx *a, serve_ctx *b, int rounds)
+{
+    double total[2] = {0}, p50[2][64], p99[2][64], batches[2] = {0}, reqs[2] = {0};
+    for (int r = 0; r < rounds && r < 64; r++)
+        for (int k = 0; k < 2; k++) {
+            int which = (r % 2) ? 1 - k : k;
+            load_result lr;
+            if (concurrent_load(which ? b : a, 32, 1.0, &lr)) return die("concurrent predictions failed");
+            total[which] += lr.rps;
+            p50[which][r] = lr.p50_ms;
+            p99[which][r] = lr.p99_ms;
+            batches[which] += lr.batches;
+            reqs[which] += lr.batch_requests;
+        }
+    int n = rounds < 64 ? rounds : 64;
+    printf("{\"clients_32_batch1_alternating\": {\"rounds\": %d", n);
+    for (int k = 0; k < 2; k++) {
+        qsort(p50[k], (size_t)n, sizeof(double), cmp_double);
+        qsort(p99[k], (size_t)n, sizeof(double), cmp_double);
+        printf(", \"%s\": {\"requests_per_s\": %.0f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"mean_batch\": %.2f}",
+               k ? "against" : "this", total[k] / n, p50[k][n / 2], p99[k][n / 2], batches[k] > 0 ? reqs[k] / batches[k] : 0.0);
+    }
+    printf(", \"requests_per_s_ratio\": %.3f}}\n", total[1] > 0 ? total[0] / total[1] : 0.0);
+    return 0;
+}
+
+int bench_serve_main(int argc, char **argv)
+{
+    bool json = false, quick = false;
+    const char *preset = "vit-tiny", *against = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = true;
+        else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--model") && i + 1 < argc) preset = argv[++i];
+        else if (!strcmp(argv[i], "--against") && i + 1 < argc) against = argv[++i];
+        else {
+            fprintf(stderr, "usage: clad-bench serve [--quick] [--json] [--model vit-tiny|mlp] [--against CLADD]\n");
+            return 2;
+        }
+    }
+    serve_ctx c = {0};
+    char data2[PATH_MAX + 32], data3[PATH_MAX + 32];
+    long idle_kb = 0;
+    int adapters = quick ? 2 : 4;
+    if (serve_setup(&c, NULL, preset, quick, against ? 1 : adapters, &idle_kb, data2, data3, sizeof data2)) return 1;
     /* One prediction per task loads every adapter; the growth is what loaded adapters cost. */
     json_t *row = json_array();
     for (int k = 0; k < 784; k++) json_array_append_new(row, json_real(0.5));
     char *pb = json_dumps(json_pack("{s:[o]}", "inputs", row), JSON_COMPACT);
     c.predict_body = pb;
     c.predict_len = strlen(pb);
+    if (against) {
+        serve_ctx other = {.predict_body = pb, .predict_len = c.predict_len};
+        long other_kb = 0;
+        int rc = serve_setup(&other, against, preset, quick, 1, &other_kb, data2, data3, sizeof data2);
+        /* Warm both: the adapter loaded and folded. */
+        for (int i = 0; !rc && i < 20; i++)
+            if (call(&c, "POST", "/v1/tasks/t0/predict", "application/json", pb, c.predict_len, NULL) != 200 ||
+                call(&other, "POST", "/v1/tasks/t0/predict", "application/json", pb, c.predict_len, NULL) != 200)
+                rc = die("predictions failed");
+        if (!rc) rc = compare_against(&c, &other, quick ? 4 : 10);
+        bench_daemon_stop(&c.d);
+        bench_daemon_stop(&other.d);
+        bench_daemon_remove(&c.d);
+        bench_daemon_remove(&other.d);
+        free(pb);
+        return rc;
+    }
     long before_kb = bench_daemon_rss_kb(&c.d);
     for (int k = 0; k < adapters; k++) {
         char path[64];
