@@ -181,6 +181,9 @@ static void serve_done(void *argp, int status, const clad_err *err)
     free(c);
 }
 
+/* Bodies up to this size are batched: a batch-1 vit-tiny prediction is about 4 KB of JSON. */
+#define SERVE_BATCH_BODY_MAX (64 * 1024)
+
 static int serve_batch_run(void *item, void *ws, clad_err *err)
 {
     return serve_run(item, ws, err);
@@ -198,10 +201,12 @@ static void serve_start(void *data, loaded_adapter *la, registry_found how, cons
     if (la) {
         c->m = la->folded ? la->folded : la->base->m;
         c->a = la->folded ? NULL : la->a;
-        /* Predictions of one version run together when they meet on the pool (daemon/serve_batch.h);
-         * evaluations are recorded one by one, and a merge source's adapter is the request's own. */
-        int rc = c->evaluate || c->own ? job_queue_compute(c->app->jobs, serve_work, serve_done, c, &e)
-                                       : serve_batch_submit(c->app->jobs, &predict_batch, c->m, c->a, c, &e);
+        /* Small predictions of one version run together when they meet on the pool (daemon/serve_batch.h);
+         * a large one runs alone, so it never delays the small ones of its batch; evaluations are recorded
+         * one by one, and a merge source's adapter is the request's own. */
+        bool batch = !c->evaluate && !c->own && c->req->body_len <= SERVE_BATCH_BODY_MAX;
+        int rc = batch ? serve_batch_submit(c->app->jobs, &predict_batch, c->m, c->a, c, &e)
+                       : job_queue_compute(c->app->jobs, serve_work, serve_done, c, &e);
         if (!rc) return;
         err = &e;
     }
