@@ -325,7 +325,7 @@ loaded_adapter *registry_adapter_insert(registry *r, const char *task, int64_t v
     la->refs = 1;
     la->last_used = ++r->clock;
     la->last_used_ms = wall_ms();
-    memcpy(la->deps, deps, (size_t)n_deps * sizeof *deps);
+    if (n_deps) memcpy(la->deps, deps, (size_t)n_deps * sizeof *deps); /* deps may be NULL without sources */
     la->n_deps = n_deps;
     r->adapters = ptrs_reserve(r->adapters, r->n_adapters, &r->cap_adapters);
     r->adapters[r->n_adapters++] = la;
