@@ -7,9 +7,9 @@
  * C,H,W) or a dataset file (safetensors, IDX, CSV). The version is resolved on the loop thread and its
  * adapter taken from the registry (a miss loads on the pool: daemon/registry_load.h); the work runs on a
  * compute thread, never behind a training job, with a workspace from the registry's pool; predictions of
- * one version that meet on the pool share one compute task and workspace (daemon/serve_batch.h). A version that
- * has served REGISTRY_FOLD_AFTER predictions is folded into its base once, and later requests run the
- * folded model without an adapter. A rollback during a prediction does not affect it: it holds the
+ * one version that meet on the pool share one compute task and workspace (daemon/serve_batch.h). A
+ * version that has served REGISTRY_FOLD_AFTER predictions is folded into its base once, and later
+ * requests run the folded model without an adapter. A rollback during a prediction does not affect it: it holds the
  * adapter it started with.
  */
 #include <math.h>
