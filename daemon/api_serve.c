@@ -205,7 +205,7 @@ static void serve_start(void *data, loaded_adapter *la, registry_found how, cons
          * a large one runs alone, so it never delays the small ones of its batch; evaluations are recorded
          * one by one, and a merge source's adapter is the request's own. */
         bool batch = !c->evaluate && !c->own && c->req->body_len <= SERVE_BATCH_BODY_MAX;
-        int rc = batch ? serve_batch_submit(c->app->jobs, &predict_batch, c->m, c->a, c, &e)
+        int rc = batch ? serve_batch_submit(c->app->jobs, &predict_batch, c->m, c->a, c->app->cfg.compute_threads, c, &e)
                        : job_queue_compute(c->app->jobs, serve_work, serve_done, c, &e);
         if (!rc) return;
         err = &e;

@@ -65,24 +65,30 @@ static void batch_done(void *arg, int status, const clad_err *err)
     free(b);
 }
 
-/* A batch of this key that has not started and has room, or NULL. */
-static batch *batch_joinable(const serve_batch_ops *ops, const void *key1, const void *key2)
+/* Of the batches of this key that have not started: how many there are, and the one with the fewest
+ * requests that has room (or NULL). */
+static batch *batch_joinable(const serve_batch_ops *ops, const void *key1, const void *key2, unsigned *waiting)
 {
+    batch *best = NULL;
+    *waiting = 0;
     for (batch *b = in_flight; b; b = b->next) {
-        if (b->ops != ops || b->key1 != key1 || b->key2 != key2 || b->n == SERVE_BATCH_MAX) continue;
+        if (b->ops != ops || b->key1 != key1 || b->key2 != key2) continue;
         uv_mutex_lock(&b->lock);
         bool open = !b->started;
         uv_mutex_unlock(&b->lock);
-        if (open) return b;
+        if (!open) continue;
+        (*waiting)++;
+        if (b->n < SERVE_BATCH_MAX && (!best || b->n < best->n)) best = b;
     }
-    return NULL;
+    return best;
 }
 
-int serve_batch_submit(job_queue *q, const serve_batch_ops *ops, const void *key1, const void *key2, void *item,
-                       clad_err *err)
+int serve_batch_submit(job_queue *q, const serve_batch_ops *ops, const void *key1, const void *key2, unsigned spread,
+                       void *item, clad_err *err)
 {
-    batch *b = batch_joinable(ops, key1, key2);
-    if (b) {
+    unsigned waiting = 0;
+    batch *b = batch_joinable(ops, key1, key2, &waiting);
+    if (b && waiting >= spread) {
         uv_mutex_lock(&b->lock);
         bool open = !b->started;  /* it may have started since batch_joinable looked */
         if (open) b->items[b->n++] = item;

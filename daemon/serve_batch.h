@@ -1,8 +1,9 @@
 /* Gathering concurrent requests for one model into one compute task.
  *
- * A request submitted while a task for the same key (the model and adapter it runs) is queued on the
- * compute pool and has not started joins that task instead of queueing its own; when a thread is free the
- * request starts at once, so nothing waits for a batch to fill (only what is already waiting is batched).
+ * A request submitted while tasks for the same key (the model and adapter it runs) are queued on the
+ * compute pool and have not started joins one of them instead of queueing its own; when a thread is free
+ * the request starts at once, so nothing waits for a batch to fill (only what is already waiting is
+ * batched).
  * A task takes at most SERVE_BATCH_MAX requests. It prepares once for all of them (begin: a workspace),
  * then runs each request's own rows with run: a request's answer is computed exactly as it would be
  * alone, bit for bit. (One forward over the concatenated rows would differ in the low bits: OpenBLAS picks
@@ -32,10 +33,13 @@ typedef struct serve_batch_ops {
     void (*done)(void *item, int status, const clad_err *err);
 } serve_batch_ops;
 
-/* Runs item in a batch keyed by (key1, key2) on q's compute pool. On an error (the pool refused the task)
- * done is never called for item and the caller answers it. */
-int serve_batch_submit(job_queue *q, const serve_batch_ops *ops, const void *key1, const void *key2, void *item,
-                       clad_err *err);
+/* Runs item in a batch keyed by (key1, key2) on q's compute pool. It joins a waiting batch of its key only
+ * when `spread` of them already wait (the compute threads: each thread that frees up then finds a batch,
+ * instead of one thread running everything that waited while the others idle), the one with the fewest
+ * requests. On an error (the pool refused the task) done is never called for item and the caller
+ * answers it. */
+int serve_batch_submit(job_queue *q, const serve_batch_ops *ops, const void *key1, const void *key2, unsigned spread,
+                       void *item, clad_err *err);
 
 /* The counters clad_predict_batches_total, clad_predict_batch_requests_total and the largest batch so far,
  * in the Prometheus text format. */
