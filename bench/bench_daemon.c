@@ -31,6 +31,11 @@ int bench_daemon_call(const bench_daemon *d, const char *method, const char *pat
 
 int bench_daemon_start(bench_daemon *d, const char *name, const char *config)
 {
+    return bench_daemon_start_at(d, name, config, NULL);
+}
+
+int bench_daemon_start_at(bench_daemon *d, const char *name, const char *config, const char *cladd)
+{
     memset(d, 0, sizeof *d);
     snprintf(d->dir, sizeof d->dir, "/tmp/clad-bench-%s-XXXXXX", name);
     if (!mkdtemp(d->dir)) {
@@ -38,13 +43,16 @@ int bench_daemon_start(bench_daemon *d, const char *name, const char *config)
         return -1;
     }
     snprintf(d->sock, sizeof d->sock, "%s/clad.sock", d->dir);
-    ssize_t n = readlink("/proc/self/exe", d->cladd, sizeof d->cladd - 8);
+    ssize_t n = cladd ? 0 : readlink("/proc/self/exe", d->cladd, sizeof d->cladd - 8);
     char *slash = n > 0 ? (d->cladd[n] = '\0', strrchr(d->cladd, '/')) : NULL;
-    if (!slash) {
+    if (cladd) {
+        snprintf(d->cladd, sizeof d->cladd, "%s", cladd);
+    } else if (!slash) {
         fprintf(stderr, "clad-bench: cannot find this program's path\n");
         return -1;
+    } else {
+        snprintf(slash + 1, sizeof d->cladd - (size_t)(slash + 1 - d->cladd), "cladd");
     }
-    snprintf(slash + 1, sizeof d->cladd - (size_t)(slash + 1 - d->cladd), "cladd");
     if (access(d->cladd, X_OK)) {
         fprintf(stderr, "clad-bench: %s is missing: run make first\n", d->cladd);
         return -1;

@@ -10,6 +10,7 @@
  *   POST /v1/bases/{name}/import               a timm or HF ViT checkpoint -> a new base
  *                                              (?layout=auto|timm|hf, ?heads=N, ?ln_eps=X, ?gelu=erf|tanh)
  * The conversions live in io/peft.c and io/vit_import.c; this file resolves names and stores results.
+ * Bases and versions that are not cached load on the pool (daemon/registry_load.h), never on the loop.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "daemon/api.h"
 #include "daemon/api_util.h"
 #include "daemon/log.h"
+#include "daemon/registry_load.h"
 #include "io/model_io.h"
 #include "io/peft.h"
 #include "io/signature_io.h"
@@ -42,38 +44,28 @@ static int path_version(cladd *app, const http_req *req, const char *task, int64
     return store_alias_get(app->st, task, s, version, err);
 }
 
-static void version_export(http_req *req)
+/* The version's adapter is in (loaded off the loop when it was not cached): convert and answer. */
+static void version_export_loaded(void *data, loaded_adapter *la, registry_found how, const clad_err *lerr)
 {
+    http_req *req = data;
     cladd *app = req->app;
-    const char *task = http_req_param(req, "name"), *format = http_req_query(req, "format");
     const char *file = http_req_query(req, "file");
     clad_err err = {0};
-    if (format && strcmp(format, "peft")) {
-        http_reply_error(req, CLAD_EINVAL, "format '%s' is not supported (known: peft)", format);
-        return;
-    }
-    if (file && strcmp(file, PEFT_MODEL_FILE) && strcmp(file, PEFT_CONFIG_FILE)) {
-        http_reply_error(req, CLAD_EINVAL, "file '%s' is not part of a PEFT directory (%s or %s)", file, PEFT_MODEL_FILE,
-                         PEFT_CONFIG_FILE);
-        return;
-    }
-    int64_t version = 0;
-    loaded_adapter *la = NULL;
-    if (path_version(app, req, task, &version, &err) ||
-        registry_adapter_get(app->reg, app->st, task, version, &la, &err)) {
-        http_reply_err(req, &err);
+    (void)how;
+    if (!la) {
+        http_reply_err(req, lerr);
         return;
     }
     peft_files f;
     int rc = peft_export(la->a, la->base->m, la->base->name, &f, &err);
-    if (rc) clad_err_prefix(&err, "version %lld of task '%s' (%s): ", (long long)version, task, la->kind);
+    if (rc) clad_err_prefix(&err, "version %lld of task '%s' (%s): ", (long long)la->version, la->task, la->kind);
+    char dir[STORE_NAME_MAX + 32], headers[STORE_NAME_MAX + 128];
+    snprintf(dir, sizeof dir, "%s-v%lld-peft", la->task, (long long)la->version);
     registry_adapter_release(app->reg, la);
     if (rc) {
         http_reply_err(req, &err);
         return;
     }
-    char dir[STORE_NAME_MAX + 32], headers[STORE_NAME_MAX + 128];
-    snprintf(dir, sizeof dir, "%s-v%lld-peft", task, (long long)version);
     if (file && !strcmp(file, PEFT_CONFIG_FILE)) {
         http_reply(req, 200, "application/json", f.config, strlen(f.config), NULL);
     } else if (file) {
@@ -91,6 +83,29 @@ static void version_export(http_req *req)
         free(tar);
     }
     peft_files_finish(&f);
+}
+
+static void version_export(http_req *req)
+{
+    cladd *app = req->app;
+    const char *task = http_req_param(req, "name"), *format = http_req_query(req, "format");
+    const char *file = http_req_query(req, "file");
+    clad_err err = {0};
+    if (format && strcmp(format, "peft")) {
+        http_reply_error(req, CLAD_EINVAL, "format '%s' is not supported (known: peft)", format);
+        return;
+    }
+    if (file && strcmp(file, PEFT_MODEL_FILE) && strcmp(file, PEFT_CONFIG_FILE)) {
+        http_reply_error(req, CLAD_EINVAL, "file '%s' is not part of a PEFT directory (%s or %s)", file, PEFT_MODEL_FILE,
+                         PEFT_CONFIG_FILE);
+        return;
+    }
+    int64_t version = 0;
+    if (path_version(app, req, task, &version, &err)) {
+        http_reply_err(req, &err);
+        return;
+    }
+    registry_loader_adapter(app->loads, task, version, version_export_loaded, req);
 }
 
 /* ---- import of a PEFT directory ---- */
@@ -162,6 +177,47 @@ static int store_import(cladd *app, const http_req *req, const char *task, const
     return rc;
 }
 
+/* An import waiting for its base to load. */
+typedef struct import_call {
+    http_req *req;
+    const uint8_t *st, *cfg;    /* the two files, inside the request's body */
+    size_t st_len, cfg_len;
+    int task_classes;
+} import_call;
+
+static void task_import_on_base(void *data, loaded_base *b, const clad_err *lerr)
+{
+    import_call *ic = data;
+    http_req *req = ic->req;
+    cladd *app = req->app;
+    const char *task = http_req_param(req, "name");
+    clad_err err = {0};
+    adapter *a = NULL;
+    int64_t version = 0;
+    if (!b) {
+        err = *lerr;
+        goto fail;
+    }
+    if (!(a = peft_import(b->m, ic->st, ic->st_len, (const char *)ic->cfg, ic->cfg_len, &err))) goto fail;
+    char sha_cfg[SHA256_HEX_SIZE], sha_st[SHA256_HEX_SIZE];
+    sha256_hex(ic->cfg, ic->cfg_len, sha_cfg);
+    sha256_hex(ic->st, ic->st_len, sha_st);
+    json_t *lineage = json_pack("{s:{s:s,s:s,s:s}}", "imported", "format", "peft", "config_sha256", sha_cfg, "model_sha256", sha_st);
+    int rc = store_import(app, req, task, b, a, ic->task_classes, lineage, &version, &err);
+    json_decref(lineage);
+    if (rc) goto fail;
+    log_info("task '%s' version %lld imported from a PEFT adapter", task, (long long)version);
+    http_reply_json(req, 201, json_pack("{s:s,s:I,s:s,s:s,s:i,s:o}", "task", task, "version", (json_int_t)version, "kind", "lora",
+                                        "base", b->name, "classes", a->n_classes, "ranks", adapter_ranks_to_json(a, b->m)));
+    goto done;
+fail:
+    http_reply_err(req, &err);
+done:
+    adapter_destroy(a);
+    registry_base_release(app->reg, b);
+    free(ic);
+}
+
 static void task_import(http_req *req)
 {
     cladd *app = req->app;
@@ -172,42 +228,45 @@ static void task_import(http_req *req)
         return;
     }
     clad_err err = {0};
-    const uint8_t *st = NULL, *cfg = NULL;
-    size_t st_len = 0, cfg_len = 0;
+    import_call *ic = calloc(1, sizeof *ic);
+    if (!ic) abort();
+    ic->req = req;
     char base[STORE_NAME_MAX + 1];
-    int task_classes = 0;
-    loaded_base *b = NULL;
-    adapter *a = NULL;
-    int64_t version = 0;
-    if (tar_find(req->body, req->body_len, PEFT_CONFIG_FILE, &cfg, &cfg_len, &err) ||
-        tar_find(req->body, req->body_len, PEFT_MODEL_FILE, &st, &st_len, &err)) {
+    if (tar_find(req->body, req->body_len, PEFT_CONFIG_FILE, &ic->cfg, &ic->cfg_len, &err) ||
+        tar_find(req->body, req->body_len, PEFT_MODEL_FILE, &ic->st, &ic->st_len, &err)) {
         if (err.code == CLAD_ENOTFOUND) err.code = CLAD_EINVAL; /* the body lacks a file, not the daemon */
-        goto fail;
+    } else {
+        import_base(app, req, task, (const char *)ic->cfg, ic->cfg_len, base, &ic->task_classes, &err);
     }
-    if (import_base(app, req, task, (const char *)cfg, cfg_len, base, &task_classes, &err) ||
-        registry_base_get(app->reg, app->st, base, &b, &err))
-        goto fail;
-    if (!(a = peft_import(b->m, st, st_len, (const char *)cfg, cfg_len, &err))) goto fail;
-    char sha_cfg[SHA256_HEX_SIZE], sha_st[SHA256_HEX_SIZE];
-    sha256_hex(cfg, cfg_len, sha_cfg);
-    sha256_hex(st, st_len, sha_st);
-    json_t *lineage = json_pack("{s:{s:s,s:s,s:s}}", "imported", "format", "peft", "config_sha256", sha_cfg, "model_sha256", sha_st);
-    int rc = store_import(app, req, task, b, a, task_classes, lineage, &version, &err);
-    json_decref(lineage);
-    if (rc) goto fail;
-    log_info("task '%s' version %lld imported from a PEFT adapter", task, (long long)version);
-    http_reply_json(req, 201, json_pack("{s:s,s:I,s:s,s:s,s:i,s:o}", "task", task, "version", (json_int_t)version, "kind", "lora",
-                                        "base", base, "classes", a->n_classes, "ranks", adapter_ranks_to_json(a, b->m)));
-    adapter_destroy(a);
-    registry_base_release(app->reg, b);
-    return;
-fail:
-    http_reply_err(req, &err);
-    adapter_destroy(a);
-    registry_base_release(app->reg, b);
+    if (err.code) {
+        http_reply_err(req, &err);
+        free(ic);
+        return;
+    }
+    registry_loader_base(app->loads, base, task_import_on_base, ic);
 }
 
 /* ---- bases ---- */
+
+static void base_export_on_base(void *data, loaded_base *b, const clad_err *lerr)
+{
+    http_req *req = data;
+    cladd *app = req->app;
+    clad_err err = {0};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (!b) {
+        http_reply_err(req, lerr);
+    } else if (vit_export_timm(b->m, &buf, &len, &err)) {
+        http_reply_err(req, &err);
+    } else {
+        char headers[STORE_NAME_MAX + 96];
+        snprintf(headers, sizeof headers, "Content-Disposition: attachment; filename=\"%s.safetensors\"\r\n", b->name);
+        http_reply(req, 200, "application/octet-stream", buf, len, headers);
+    }
+    free(buf);
+    registry_base_release(app->reg, b);
+}
 
 static void base_export(http_req *req)
 {
@@ -217,19 +276,7 @@ static void base_export(http_req *req)
         http_reply_error(req, CLAD_EINVAL, "format '%s' is not supported (known: timm)", format);
         return;
     }
-    clad_err err = {0};
-    loaded_base *b = NULL;
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    if (registry_base_get(app->reg, app->st, name, &b, &err) || vit_export_timm(b->m, &buf, &len, &err)) {
-        http_reply_err(req, &err);
-    } else {
-        char headers[STORE_NAME_MAX + 96];
-        snprintf(headers, sizeof headers, "Content-Disposition: attachment; filename=\"%s.safetensors\"\r\n", name);
-        http_reply(req, 200, "application/octet-stream", buf, len, headers);
-    }
-    free(buf);
-    registry_base_release(app->reg, b);
+    registry_loader_base(app->loads, name, base_export_on_base, req);
 }
 
 static int import_opts(const http_req *req, vit_import_opts *o, clad_err *err)

@@ -14,6 +14,7 @@
 
 #include "daemon/api.h"
 #include "daemon/api_util.h"
+#include "daemon/task_counters.h"
 
 /* The optional {"reason": "..."} body of the write routes here. Answers 400 and returns false otherwise. */
 static bool reason_of(http_req *req, const char **reason)
@@ -101,6 +102,7 @@ static void task_delete(http_req *req)
         return;
     }
     registry_forget_task(app->reg, task);
+    task_counters_forget(task);
     http_reply_json(req, 200, json_pack("{s:s,s:b}", "task", task, "deleted", 1));
 }
 

@@ -13,6 +13,7 @@
 
 #include "daemon/api.h"
 #include "daemon/api_util.h"
+#include "daemon/serve_batch.h"
 #include "daemon/task_counters.h"
 #include "io/report_html.h"
 
@@ -215,6 +216,7 @@ static void loaded_get(http_req *req)
 void report_metrics_write(cladd *app, FILE *f)
 {
     task_counters_write(f);
+    serve_batch_metrics_write(f);
     store_task *tasks = NULL;
     size_t n = 0;
     if (store_tasks_list(app->st, &tasks, &n, NULL)) return;

@@ -6,9 +6,9 @@
  *
  * Candidates are the tasks of the base (or ?tasks=a,b,c), each at its `active` version, so rollbacks and
  * alias moves take effect at once; versions without routing statistics are left out (named in "skipped").
- * On the loop thread the versions are resolved and loaded (registry); on a compute thread the router is
- * built (once per set of versions: it is cached), the base runs once over the inputs for their features,
- * and each input's chosen adapter predicts its label.
+ * On the loop thread the versions are resolved, and those not cached load on the pool (registry_load.h);
+ * then, on a compute thread, the router is built (once per set of versions: it is cached), the base runs
+ * once over the inputs for their features, and each input's chosen adapter predicts its label.
  */
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +19,7 @@
 #include "core/train.h"
 #include "daemon/api.h"
 #include "daemon/api_util.h"
+#include "daemon/registry_load.h"
 #include "io/safetensors.h"
 
 #define ROUTE_MAX_TASKS 256
@@ -51,6 +52,7 @@ typedef struct route_call {
     cached_router *cr;          /* a cached router, referenced; else the worker builds `built` */
     task_router *built;
     json_t *skipped;
+    struct candidate_want *want; /* while the candidates load */
     /* results (worker) */
     int n;
     int *task;                  /* (n) chosen task, -1: no match */
@@ -393,9 +395,32 @@ static void route_done(void *argp, int status, const clad_err *err)
     route_call_free(c);
 }
 
-/* Adds task `name` at its active version to the call. Without routing statistics it is skipped (listed
- * explicitly, that is an error). */
-static int add_candidate(route_call *c, const char *name, const char *base, bool explicit, clad_err *err)
+/* Candidates are found in three steps. On the loop, from the store's small rows: each task's active
+ * version (or the cached resolution of the same list). On the pool: every version not cached loads
+ * (daemon/registry_load.h), all at once. On the loop again, once all are in: each is checked (its base,
+ * its routing statistics) and the call goes to the pool. Nothing loads on the loop. */
+typedef struct candidate_slot {
+    route_call *c;
+    int i;
+} candidate_slot;
+
+typedef struct candidate_want {
+    int n, pending;                 /* pending: loads not yet answered, + 1 while they are being started */
+    char task[ROUTE_MAX_TASKS][STORE_NAME_MAX + 1];
+    int64_t version[ROUTE_MAX_TASKS];
+    bool explicit_[ROUTE_MAX_TASKS];
+    loaded_adapter *got[ROUTE_MAX_TASKS];
+    candidate_slot slot[ROUTE_MAX_TASKS];
+    clad_err err;                   /* the error of the first failed load, by position */
+    int err_at;
+    char base[STORE_NAME_MAX + 1];
+    char key[STORE_NAME_MAX + 8200]; /* candidate cache key; "" when the resolution came from the cache */
+    int64_t mark;
+} candidate_want;
+
+/* Wants task `name` at its active version. A task without one is left out (listed explicitly, that is an
+ * error). */
+static int want_candidate(route_call *c, candidate_want *w, const char *name, bool explicit, clad_err *err)
 {
     int64_t version = 0;
     int rc = store_alias_get(c->app->st, name, "active", &version, err);
@@ -408,28 +433,60 @@ static int add_candidate(route_call *c, const char *name, const char *base, bool
         return rc ? rc : clad_err_set(err, CLAD_ENOTFOUND, "task '%s' has no active version", name);
     }
     if (rc) return rc;
-    if (c->n_tasks == ROUTE_MAX_TASKS)
-        return clad_err_set(err, CLAD_ETOOLARGE, "more than %d tasks to route to", ROUTE_MAX_TASKS);
-    loaded_adapter *la = NULL;
-    if ((rc = registry_adapter_get(c->app->reg, c->app->st, name, version, &la, err))) return rc;
-    if (strcmp(la->base->name, base)) {
+    if (w->n == ROUTE_MAX_TASKS) return clad_err_set(err, CLAD_ETOOLARGE, "more than %d tasks to route to", ROUTE_MAX_TASKS);
+    snprintf(w->task[w->n], sizeof w->task[0], "%s", name);
+    w->version[w->n] = version;
+    w->explicit_[w->n++] = explicit;
+    return 0;
+}
+
+/* Takes loaded candidate la into the call, or leaves it out (listed in "skipped") or fails. */
+static int add_candidate(route_call *c, const candidate_want *w, int i, loaded_adapter *la, clad_err *err)
+{
+    if (strcmp(la->base->name, w->base)) {
         registry_adapter_release(c->app->reg, la);
-        return clad_err_set(err, CLAD_EINVAL, "task '%s' belongs to base '%s', not '%s'", name, la->base->name, base);
+        return clad_err_set(err, CLAD_EINVAL, "task '%s' belongs to base '%s', not '%s'", w->task[i], la->base->name, w->base);
     }
     if (!la->route.dim) {
         registry_adapter_release(c->app->reg, la);
-        if (explicit)
-            return clad_err_set(err, CLAD_EINVAL, "task '%s' version %lld has no routing statistics (%s)", name,
-                                (long long)version, "trained before routing existed, or a fusion");
-        json_array_append_new(c->skipped, json_string(name));
+        if (w->explicit_[i])
+            return clad_err_set(err, CLAD_EINVAL, "task '%s' version %lld has no routing statistics (%s)", w->task[i],
+                                (long long)w->version[i], "trained before routing existed, or a fusion");
+        json_array_append_new(c->skipped, json_string(w->task[i]));
         return 0;
     }
     c->la[c->n_tasks++] = la;
     return 0;
 }
 
-/* The last resolutions of candidate lists (base and ?tasks= -> task versions), valid while the store is
- * unchanged (store_change_mark): a prediction then costs no query. Loop thread only. */
+static int resolve_candidates(route_call *c, candidate_want *w, const char *list, clad_err *err)
+{
+    int rc = 0;
+    if (list) {
+        char buf[8192];
+        if (strlen(list) >= sizeof buf) return clad_err_set(err, CLAD_EINVAL, "'tasks' is too long");
+        snprintf(buf, sizeof buf, "%s", list);
+        for (char *save = NULL, *tok = strtok_r(buf, ",", &save); !rc && tok; tok = strtok_r(NULL, ",", &save)) {
+            if (!name_is_valid(tok)) return clad_err_set(err, CLAD_EINVAL, "task name '%s' is not valid", tok);
+            for (int t = 0; t < w->n; t++)
+                if (!strcmp(w->task[t], tok)) return clad_err_set(err, CLAD_EINVAL, "task '%s' is listed twice", tok);
+            rc = want_candidate(c, w, tok, true, err);
+        }
+    } else {
+        store_task *tasks = NULL;
+        size_t n = 0;
+        rc = store_tasks_list(c->app->st, &tasks, &n, err);
+        for (size_t i = 0; !rc && i < n; i++)
+            if (!strcmp(tasks[i].base, w->base) && !strcmp(tasks[i].kind, "task"))
+                rc = want_candidate(c, w, tasks[i].name, false, err);
+        store_tasks_free(tasks, n);
+    }
+    return rc;
+}
+
+/* The last resolutions of candidate lists (base and ?tasks= -> task versions that passed the checks),
+ * valid while the store is unchanged (store_change_mark): a prediction then costs no query. Loop thread
+ * only. */
 #define CANDIDATE_CACHE 4
 typedef struct candidate_list {
     char key[STORE_NAME_MAX + 8200];
@@ -441,95 +498,149 @@ typedef struct candidate_list {
     uint64_t used;
 } candidate_list;
 static candidate_list *candidate_cache[CANDIDATE_CACHE];
+static uint64_t candidate_clock;
 
-static int resolve_candidates(route_call *c, const char *base, const char *list, clad_err *err)
+/* Remembers the call's candidates as the resolution of w's key, in the least recently used slot. */
+static void candidate_cache_put(const route_call *c, const candidate_want *w)
 {
-    int rc = 0;
-    if (list) {
-        char buf[8192];
-        if (strlen(list) >= sizeof buf) return clad_err_set(err, CLAD_EINVAL, "'tasks' is too long");
-        snprintf(buf, sizeof buf, "%s", list);
-        for (char *save = NULL, *tok = strtok_r(buf, ",", &save); !rc && tok; tok = strtok_r(NULL, ",", &save)) {
-            if (!name_is_valid(tok)) return clad_err_set(err, CLAD_EINVAL, "task name '%s' is not valid", tok);
-            for (int t = 0; t < c->n_tasks; t++)
-                if (!strcmp(c->la[t]->task, tok)) return clad_err_set(err, CLAD_EINVAL, "task '%s' is listed twice", tok);
-            rc = add_candidate(c, tok, base, true, err);
+    int slot = 0;
+    for (int i = 0; i < CANDIDATE_CACHE; i++) {
+        if (!candidate_cache[i]) {
+            slot = i;
+            break;
         }
-    } else {
-        store_task *tasks = NULL;
-        size_t n = 0;
-        rc = store_tasks_list(c->app->st, &tasks, &n, err);
-        for (size_t i = 0; !rc && i < n; i++)
-            if (!strcmp(tasks[i].base, base) && !strcmp(tasks[i].kind, "task"))
-                rc = add_candidate(c, tasks[i].name, base, false, err);
-        store_tasks_free(tasks, n);
+        if (candidate_cache[i]->used < candidate_cache[slot]->used) slot = i;
     }
-    return rc;
+    candidate_list *e = candidate_cache[slot];
+    if (!e && !(e = candidate_cache[slot] = calloc(1, sizeof *e))) abort();
+    json_decref(e->skipped);
+    snprintf(e->key, sizeof e->key, "%s", w->key);
+    e->mark = w->mark;
+    e->n = c->n_tasks;
+    for (int t = 0; t < c->n_tasks; t++) {
+        snprintf(e->task[t], sizeof e->task[t], "%s", c->la[t]->task);
+        e->version[t] = c->la[t]->version;
+    }
+    e->skipped = json_deep_copy(c->skipped);
+    e->used = ++candidate_clock;
 }
 
-static int collect_candidates(route_call *c, const char *base, const char *list, clad_err *err)
+/* Fills w with the versions to load: from the candidate cache, else from the store. */
+static int want_candidates(route_call *c, candidate_want *w, const char *list, clad_err *err)
 {
-    static uint64_t clock;
-    char key[sizeof candidate_cache[0]->key];
-    snprintf(key, sizeof key, "%s|%s", base, list ? list : "*");
-    int64_t mark = store_change_mark(c->app->st);
-    candidate_list *hit = NULL;
-    for (int i = 0; i < CANDIDATE_CACHE; i++)
-        if (candidate_cache[i] && candidate_cache[i]->mark == mark && !strcmp(candidate_cache[i]->key, key))
-            hit = candidate_cache[i];
-    int rc = 0;
-    if (hit) {
-        hit->used = ++clock;
+    snprintf(w->key, sizeof w->key, "%s|%s", w->base, list ? list : "*");
+    w->mark = store_change_mark(c->app->st);
+    for (int i = 0; i < CANDIDATE_CACHE; i++) {
+        candidate_list *hit = candidate_cache[i];
+        if (!hit || hit->mark != w->mark || strcmp(hit->key, w->key)) continue;
+        hit->used = ++candidate_clock;
         json_decref(c->skipped);
         c->skipped = json_deep_copy(hit->skipped);
-        for (int t = 0; !rc && t < hit->n; t++) {
-            rc = registry_adapter_get(c->app->reg, c->app->st, hit->task[t], hit->version[t], &c->la[t], err);
-            if (!rc) c->n_tasks++;
+        for (int t = 0; t < hit->n; t++) {
+            snprintf(w->task[t], sizeof w->task[t], "%s", hit->task[t]);
+            w->version[t] = hit->version[t];
+            w->explicit_[t] = true;  /* they passed the checks once; versions are immutable */
         }
-    } else if (!(rc = resolve_candidates(c, base, list, err)) && c->n_tasks) {
-        /* Remember this resolution in the least recently used slot. */
-        int slot = 0;
-        for (int i = 0; i < CANDIDATE_CACHE; i++) {
-            if (!candidate_cache[i]) {
-                slot = i;
-                break;
-            }
-            if (candidate_cache[i]->used < candidate_cache[slot]->used) slot = i;
-        }
-        candidate_list *e = candidate_cache[slot];
-        if (!e && !(e = candidate_cache[slot] = calloc(1, sizeof *e))) abort();
-        json_decref(e->skipped);
-        snprintf(e->key, sizeof e->key, "%s", key);
-        e->mark = mark;
-        e->n = c->n_tasks;
-        for (int t = 0; t < c->n_tasks; t++) {
-            snprintf(e->task[t], sizeof e->task[t], "%s", c->la[t]->task);
-            e->version[t] = c->la[t]->version;
-        }
-        e->skipped = json_deep_copy(c->skipped);
-        e->used = ++clock;
+        w->n = hit->n;
+        w->key[0] = '\0';  /* already cached */
+        return 0;
+    }
+    return resolve_candidates(c, w, list, err);
+}
+
+static void route_submit(route_call *c);
+
+/* Every load has answered: check the candidates in order, then run the call. */
+static void candidates_ready(route_call *c)
+{
+    candidate_want *w = c->want;
+    clad_err err = {0};
+    int rc = 0;
+    for (int i = 0; i < w->n; i++) {
+        loaded_adapter *la = w->got[i];
+        w->got[i] = NULL;
+        if (rc || i >= w->err_at) registry_adapter_release(c->app->reg, la);
+        else rc = add_candidate(c, w, i, la, &err);
+    }
+    if (!rc && w->err_at < w->n) {
+        err = w->err;
+        rc = err.code;
     }
     if (!rc && !c->n_tasks)
-        rc = clad_err_set(err, CLAD_ECONFLICT, "base '%s' has no task with routing statistics to route to", base);
-    return rc;
+        rc = clad_err_set(&err, CLAD_ECONFLICT, "base '%s' has no task with routing statistics to route to", w->base);
+    if (!rc && w->key[0]) candidate_cache_put(c, w);
+    c->want = NULL;
+    free(w);
+    if (rc) {
+        http_reply_err(c->req, &err);
+        route_call_free(c);
+        return;
+    }
+    route_submit(c);
+}
+
+static void on_candidate(void *data, loaded_adapter *la, registry_found how, const clad_err *err)
+{
+    candidate_slot *s = data;
+    candidate_want *w = s->c->want;
+    (void)how;
+    w->got[s->i] = la;
+    if (!la && s->i < w->err_at) {
+        w->err = *err;
+        w->err_at = s->i;
+    }
+    if (--w->pending == 0) candidates_ready(s->c);
+}
+
+/* Loads every wanted version (the callbacks may run inside this call, on cache hits). */
+static void candidates_load(route_call *c)
+{
+    candidate_want *w = c->want;
+    w->err_at = w->n;
+    w->pending = w->n + 1;
+    for (int i = 0; i < w->n; i++) {
+        w->slot[i] = (candidate_slot){c, i};
+        registry_loader_adapter(c->app->loads, w->task[i], w->version[i], on_candidate, &w->slot[i]);
+    }
+    if (--w->pending == 0) candidates_ready(c);
+}
+
+/* The call with its candidates: the router from the cache (or built by the worker), then the pool. */
+static void route_submit(route_call *c)
+{
+    clad_err err = {0};
+    size_t k = 0;
+    for (int t = 0; t < c->n_tasks; t++)
+        k += (size_t)snprintf(c->key + k, sizeof c->key - k, "%s@%lld,", c->la[t]->task, (long long)c->la[t]->version);
+    for (int i = 0; i < ROUTER_CACHE; i++)
+        if (router_cache[i] && !strcmp(router_cache[i]->key, c->key)) {
+            c->cr = router_cache[i];
+            c->cr->refs++;
+            c->cr->used = ++router_clock;
+        }
+    if (job_queue_compute(c->app->jobs, route_work, route_done, c, &err)) {
+        http_reply_err(c->req, &err);
+        route_call_free(c);
+    }
 }
 
 static void route_serve(http_req *req, bool evaluate)
 {
     cladd *app = req->app;
     clad_err err = {0};
-    char base[STORE_NAME_MAX + 1];
     route_call *c = calloc(1, sizeof *c);
-    if (!c) abort();
+    candidate_want *w = calloc(1, sizeof *w);
+    if (!c || !w) abort();
     c->req = req;
     c->app = app;
     c->evaluate = evaluate;
     c->threshold = ROUTE_DEFAULT_THRESHOLD;
     c->skipped = json_array();
+    c->want = w;
     long long top_k = 0;
     const char *mode = http_req_query(req, "mode");
     int rc = request_json_size_check(req, evaluate, &err);
-    if (!rc) rc = query_base(app, req, base, sizeof base, &err);
+    if (!rc) rc = query_base(app, req, w->base, sizeof w->base, &err);
     if (!rc) rc = query_int(req, "top_k", 0, ROUTE_MAX_TASKS, &top_k, &err);
     if (!rc) rc = query_float(req, "threshold", 0.0, 1e30, &c->threshold, &err);
     if (!rc && mode && strcmp(mode, "task") && strcmp(mode, "class"))
@@ -537,28 +648,20 @@ static void route_serve(http_req *req, bool evaluate)
     if (!rc) {
         /* Only that the base exists: its weights load with the candidates. */
         store_base *b = NULL;
-        rc = store_base_get(app->st, base, 0, &b, &err);
+        rc = store_base_get(app->st, w->base, 0, &b, &err);
         store_base_free(b);
     }
     c->class_mode = mode && !strcmp(mode, "class");
     c->top_k = (int)top_k;
-    if (!rc) rc = collect_candidates(c, base, http_req_query(req, "tasks"), &err);
-    if (!rc) {
-        size_t k = 0;
-        for (int t = 0; t < c->n_tasks; t++)
-            k += (size_t)snprintf(c->key + k, sizeof c->key - k, "%s@%lld,", c->la[t]->task, (long long)c->la[t]->version);
-        for (int i = 0; i < ROUTER_CACHE; i++)
-            if (router_cache[i] && !strcmp(router_cache[i]->key, c->key)) {
-                c->cr = router_cache[i];
-                c->cr->refs++;
-                c->cr->used = ++router_clock;
-            }
-    }
-    if (!rc) rc = job_queue_compute(app->jobs, route_work, route_done, c, &err);
+    if (!rc) rc = want_candidates(c, w, http_req_query(req, "tasks"), &err);
     if (rc) {
+        c->want = NULL;
+        free(w);
         route_call_free(c);
         http_reply_err(req, &err);
+        return;
     }
+    candidates_load(c);
 }
 
 static void predict_any(http_req *req) { route_serve(req, false); }

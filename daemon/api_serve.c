@@ -6,9 +6,10 @@
  * Inputs are a JSON body {"inputs": [[...], ...]} (one row of input floats per sample, images flattened
  * C,H,W) or a dataset file (safetensors, IDX, CSV). The version is resolved on the loop thread and its
  * adapter taken from the registry (a miss loads on the pool: daemon/registry_load.h); the work runs on a
- * compute thread, never behind a training job, with a workspace from the registry's pool. A version that
- * has served REGISTRY_FOLD_AFTER predictions is folded into its base once, and later requests run the
- * folded model without an adapter. A rollback during a prediction does not affect it: it holds the
+ * compute thread, never behind a training job, with a workspace from the registry's pool; predictions of
+ * one version that meet on the pool share one compute task and workspace (daemon/serve_batch.h). A
+ * version that has served REGISTRY_FOLD_AFTER predictions is folded into its base once, and later
+ * requests run the folded model without an adapter. A rollback during a prediction does not affect it: it holds the
  * adapter it started with.
  */
 #include <math.h>
@@ -23,6 +24,7 @@
 #include "daemon/log.h"
 #include "daemon/task_counters.h"
 #include "daemon/registry_load.h"
+#include "daemon/serve_batch.h"
 #include "io/merge_io.h"
 
 
@@ -43,8 +45,9 @@ typedef struct serve_call {
     float *probs;
     eval_result ev;
     char data_sha[SHA256_HEX_SIZE];
+    eval_place place;       /* where an evaluation is recorded (found on the worker) */
     bool gone;
-    bool cache_hit;         /* the adapter was already loaded */
+    registry_found found;   /* how the adapter was found (counted per task version) */
 } serve_call;
 
 /* serve_work's first step for a merge source: reads the merged version with the worker's own store
@@ -63,37 +66,56 @@ static int merge_source_load(serve_call *c, clad_err *err)
     return rc;
 }
 
-static int serve_work(void *argp, clad_err *err)
+/* Parses the request's inputs and predicts or evaluates them with workspace ws (worker). */
+static int serve_run(serve_call *c, model_ws *ws, clad_err *err)
 {
-    serve_call *c = argp;
     dataset d = {0};
-    int rc = c->own ? merge_source_load(c, err) : 0;
-    if (rc) return rc;
     const model *m = c->m;
     const adapter *a = c->a;
-    rc = request_inputs(&d, c->req, c->evaluate, &m->cfg, err);
+    int rc = request_inputs(&d, c->req, c->evaluate, &m->cfg, err);
     if (rc) goto done;
     /* Only evaluations are recorded, with the hash of their data; predictions skip the hashing. */
     if (c->evaluate) sha256_hex(c->req->body, c->req->body_len, c->data_sha);
     c->n = d.n;
     c->K = a ? a->n_classes : m->cfg.n_classes;
-    ws_pool *pool = registry_ws_pool(c->app->reg);
-    model_ws *ws = ws_pool_take(pool, m, a, err);
-    if (!ws) {
-        rc = err->code;
-        goto done;
-    }
     if (c->evaluate) {
         rc = model_evaluate_ws(ws, m, a, &d, &c->ev, err);
+        if (!rc) eval_record_place(c->app->db_path, c->req, c->la->task, c->la->base->name, c->data_sha, &c->place);
     } else {
         c->labels = malloc(sizeof *c->labels * (size_t)d.n);
         c->probs = c->want_probs ? malloc(sizeof *c->probs * (size_t)d.n * (size_t)c->K) : NULL;
         if (!c->labels || (c->want_probs && !c->probs)) rc = clad_err_set(err, CLAD_ENOMEM, "out of memory");
         else rc = model_predict_ws(ws, m, a, d.x, d.n, c->probs, c->labels, err);
     }
-    ws_pool_give(pool, ws);
 done:
     dataset_finish(&d);
+    return rc;
+}
+
+/* A workspace for c's model from the registry's pool (worker); serve_ws_give returns it. */
+static int serve_ws_take(void *first, void **ws, clad_err *err)
+{
+    serve_call *c = first;
+    *ws = ws_pool_take(registry_ws_pool(c->app->reg), c->m, c->a, err);
+    return *ws ? 0 : err->code;
+}
+
+static void serve_ws_give(void *first, void *ws)
+{
+    serve_call *c = first;
+    ws_pool_give(registry_ws_pool(c->app->reg), ws);
+}
+
+/* Evaluations and merge sources: one request per compute task. */
+static int serve_work(void *argp, clad_err *err)
+{
+    serve_call *c = argp;
+    int rc = c->own ? merge_source_load(c, err) : 0;
+    void *ws = NULL;
+    if (!rc) rc = serve_ws_take(c, &ws, err);
+    if (rc) return rc;
+    rc = serve_run(c, ws, err);
+    serve_ws_give(c, ws);
     return rc;
 }
 
@@ -115,12 +137,12 @@ static void serve_done(void *argp, int status, const clad_err *err)
     serve_call *c = argp;
     http_req *req = c->req;
     cladd *app = c->app;
-    if (!status) task_counters_add(c->la->task, c->la->version, c->evaluate, c->n, c->cache_hit);
+    if (!status) task_counters_add(c->la->task, c->la->version, c->evaluate, c->n, c->found);
     if (status) {
         http_reply_err(req, err);
     } else if (c->evaluate) {
         clad_err e = {0};
-        json_t *rec = eval_record(app, req, c->la->task, c->la->version, c->la->base->name, &c->ev, c->data_sha, &e);
+        json_t *rec = eval_record(app, req, c->la->task, c->la->version, &c->place, &c->ev, c->data_sha, &e);
         if (e.code && e.code != CLAD_EDENIED)
             log_warning("evaluation of %s@%lld not recorded: %s", c->la->task, (long long)c->la->version, e.msg);
         json_t *reply = json_pack("{s:s,s:I,s:f,s:f,s:i}", "task", c->la->task, "version", (json_int_t)c->la->version,
@@ -159,17 +181,33 @@ static void serve_done(void *argp, int status, const clad_err *err)
     free(c);
 }
 
+/* Bodies up to this size are batched: a batch-1 vit-tiny prediction is about 4 KB of JSON. */
+#define SERVE_BATCH_BODY_MAX (64 * 1024)
+
+static int serve_batch_run(void *item, void *ws, clad_err *err)
+{
+    return serve_run(item, ws, err);
+}
+
+static const serve_batch_ops predict_batch = {serve_ws_take, serve_batch_run, serve_ws_give, serve_done};
+
 /* Runs the request with la (NULL: err says why it has none). */
-static void serve_start(void *data, loaded_adapter *la, const clad_err *err)
+static void serve_start(void *data, loaded_adapter *la, registry_found how, const clad_err *err)
 {
     serve_call *c = data;
     clad_err e = {0};
     c->la = la;
+    c->found = how;
     if (la) {
-        c->cache_hit = la->hits > 0; /* a fresh load starts at 0 hits */
         c->m = la->folded ? la->folded : la->base->m;
         c->a = la->folded ? NULL : la->a;
-        if (!job_queue_compute(c->app->jobs, serve_work, serve_done, c, &e)) return;
+        /* Small predictions of one version run together when they meet on the pool (daemon/serve_batch.h);
+         * a large one runs alone, so it never delays the small ones of its batch; evaluations are recorded
+         * one by one, and a merge source's adapter is the request's own. */
+        bool batch = !c->evaluate && !c->own && c->req->body_len <= SERVE_BATCH_BODY_MAX;
+        int rc = batch ? serve_batch_submit(c->app->jobs, &predict_batch, c->m, c->a, c->app->cfg.compute_threads, c, &e)
+                       : job_queue_compute(c->app->jobs, serve_work, serve_done, c, &e);
+        if (!rc) return;
         err = &e;
     }
     serve_release(c->app, c->la, c->own);
@@ -196,7 +234,7 @@ static void merge_on_base(void *data, loaded_base *b, const clad_err *err)
         la->version = c->version;
         la->base = b;
     }
-    serve_start(c, la, err);
+    serve_start(c, la, REGISTRY_LOADED, err); /* the request's own adapter, built for it */
 }
 
 static void serve(http_req *req, bool evaluate)
@@ -237,7 +275,7 @@ static void serve(http_req *req, bool evaluate)
     store_task *t = NULL;
     if (!store_task_get(app->st, task, &t, &err) && strcmp(t->kind, "merge"))
         clad_err_set(&err, CLAD_EINVAL, "?task= selects a source task of a merge; '%s' is not a merge", task);
-    if (err.code) serve_start(c, NULL, &err);
+    if (err.code) serve_start(c, NULL, REGISTRY_LOADED, &err);
     else registry_loader_base(app->loads, t->base, merge_on_base, c);
     store_task_free(t);
 }

@@ -80,6 +80,7 @@ static void status(http_req *req)
                                                    (json_int_t)rs.adapter_hits, "adapter_cache_misses",
                                                    (json_int_t)rs.adapter_misses));
         json_t *loaded = json_object_get(o, "loaded");
+        json_object_set_new(loaded, "adapter_cache_waits", json_integer((json_int_t)rs.adapter_waits));
         json_object_set_new(loaded, "folded", json_integer((json_int_t)rs.folded));
         json_object_set_new(loaded, "folded_bytes", json_integer((json_int_t)rs.folded_bytes));
         json_object_set_new(loaded, "loading", json_integer((json_int_t)registry_loader_pending(app->loads)));

@@ -37,16 +37,16 @@ bool eval_record_check(http_req *req)
 }
 
 /* The latest version committed on the same base: the "after" row of the accuracy matrix. */
-static int latest_on_base(cladd *app, const char *base, store_ref *out)
+static int latest_on_base(store *st, const char *base, store_ref *out)
 {
     store_task *tasks = NULL;
     size_t n = 0;
     int64_t best_ms = -1;
-    if (store_tasks_list(app->st, &tasks, &n, NULL)) return -1;
+    if (store_tasks_list(st, &tasks, &n, NULL)) return -1;
     for (size_t i = 0; i < n; i++) {
         if (strcmp(tasks[i].base, base) || !tasks[i].latest_version) continue;
         store_version *v = NULL;
-        if (store_version_get(app->st, tasks[i].name, tasks[i].latest_version, 0, &v, NULL) == 0) {
+        if (store_version_get(st, tasks[i].name, tasks[i].latest_version, 0, &v, NULL) == 0) {
             if (v->created_ms > best_ms) {
                 best_ms = v->created_ms;
                 snprintf(out->task, sizeof out->task, "%s", v->task);
@@ -61,20 +61,20 @@ static int latest_on_base(cladd *app, const char *base, store_ref *out)
 
 /* The task whose data this is, by its sha256: another task's training data or its recorded test data.
  * Writes the name to out and returns true when found. */
-static bool data_owner(cladd *app, const char *base, const char *self, const char *sha, char *out, size_t size)
+static bool data_owner(store *st, const char *base, const char *self, const char *sha, char *out, size_t size)
 {
     store_task *tasks = NULL;
     size_t n = 0;
     bool found = false;
-    if (store_tasks_list(app->st, &tasks, &n, NULL)) return false;
+    if (store_tasks_list(st, &tasks, &n, NULL)) return false;
     for (size_t i = 0; i < n && !found; i++) {
         if (strcmp(tasks[i].base, base) || !strcmp(tasks[i].name, self)) continue;
         store_version *vs = NULL;
         store_eval *ev = NULL;
         size_t nv = 0, ne = 0;
-        if (store_versions_list(app->st, tasks[i].name, &vs, &nv, NULL) == 0)
+        if (store_versions_list(st, tasks[i].name, &vs, &nv, NULL) == 0)
             for (size_t k = 0; k < nv && !found; k++) found = !strcmp(vs[k].data_sha256, sha);
-        if (!found && store_evals_list(app->st, tasks[i].name, 0, &ev, &ne, NULL) == 0)
+        if (!found && store_evals_list(st, tasks[i].name, 0, &ev, &ne, NULL) == 0)
             for (size_t k = 0; k < ne && !found; k++) {
                 json_t *d = json_loads(ev[k].detail_json ? ev[k].detail_json : "{}", 0, NULL);
                 found = !strcmp(ev[k].data_sha256, sha) && json_is_true(json_object_get(d, "own_data"));
@@ -88,16 +88,25 @@ static bool data_owner(cladd *app, const char *base, const char *self, const cha
     return found;
 }
 
-json_t *eval_record(cladd *app, const http_req *req, const char *task, int64_t version, const char *base,
+void eval_record_place(const char *db_path, const http_req *req, const char *task, const char *base,
+                       const char *data_sha, eval_place *p)
+{
+    const char *given = http_req_query(req, "data_task");
+    snprintf(p->owner, sizeof p->owner, "%s", given ? given : task);
+    store *rd = store_open_reader(db_path, NULL);
+    if (rd && !given) data_owner(rd, base, task, data_sha, p->owner, sizeof p->owner);
+    p->own = !strcmp(p->owner, task);
+    p->placed = rd && p->own && latest_on_base(rd, base, &p->after) == 0;
+    store_close(rd);
+}
+
+json_t *eval_record(cladd *app, const http_req *req, const char *task, int64_t version, const eval_place *p,
                     const eval_result *ev, const char *data_sha, clad_err *err)
 {
-    const char *name = http_req_query(req, "data_name"), *given = http_req_query(req, "data_task");
-    char owner[STORE_NAME_MAX + 1];
-    snprintf(owner, sizeof owner, "%s", given ? given : task);
-    if (!given) data_owner(app, base, task, data_sha, owner, sizeof owner);
-    bool own = !strcmp(owner, task);
-    store_ref after = {{0}, 0};
-    bool placed = own && latest_on_base(app, base, &after) == 0;
+    const char *name = http_req_query(req, "data_name");
+    const char *owner = p->owner;
+    bool own = p->own, placed = p->placed;
+    store_ref after = p->after;
     json_t *detail = json_pack("{s:s,s:b}", "data_task", owner, "own_data", own);
     json_object_set_new(detail, "data_name", name ? json_string(name) : json_null());
     if (placed)

@@ -17,10 +17,23 @@
 /* Checks ?data_name= and ?data_task= before any work; answers 400/404 and returns false on a bad one. */
 bool eval_record_check(http_req *req);
 
-/* Loop thread: records the evaluation of task@version on data with data_sha. Returns the JSON fields to
- * add to the reply (new reference: data_name, data_task, own_data, recorded); err says why it was not
- * recorded (CLAD_EDENIED for peers that may not write). */
-json_t *eval_record(cladd *app, const http_req *req, const char *task, int64_t version, const char *base,
+/* Where an evaluation belongs: whose data it is, and the matrix row it goes in. */
+typedef struct eval_place {
+    char owner[STORE_NAME_MAX + 1];   /* the task whose data it is */
+    bool own;                         /* owner is the evaluated task */
+    bool placed;                      /* own data: an entry of the matrix, in row `after` */
+    store_ref after;
+} eval_place;
+
+/* Worker thread (it reads every task's versions and evaluations on base, so never on the loop): places
+ * the evaluation of task on data with data_sha, with its own store reader of db_path. If the store cannot
+ * be read, the data is the given task's (else task's own) and the evaluation is not placed in the matrix. */
+void eval_record_place(const char *db_path, const http_req *req, const char *task, const char *base,
+                       const char *data_sha, eval_place *p);
+/* Loop thread: records the evaluation of task@version placed at p. Returns the JSON fields to add to the
+ * reply (new reference: data_name, data_task, own_data, recorded); err says why it was not recorded
+ * (CLAD_EDENIED for peers that may not write). */
+json_t *eval_record(cladd *app, const http_req *req, const char *task, int64_t version, const eval_place *p,
                     const eval_result *ev, const char *data_sha, clad_err *err);
 
 #endif

@@ -3,9 +3,7 @@
 #include "daemon/http.h"
 
 #include <ctype.h>
-#include <float.h>
 #include <http_parser.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +12,7 @@
 #include <time.h>
 
 #include "daemon/conn.h"
+#include "daemon/json_text.h"
 #include "daemon/log.h"
 
 const char *http_req_header(const http_req *req, const char *name)
@@ -83,13 +82,6 @@ void http_reply(http_req *req, int status, const char *content_type, const void 
     conn_respond(req->conn, status, content_type, body, len, extra_headers);
 }
 
-/* Does x hold a float32 exactly (and is not a whole number)? Such values went through float32
- * (hyperparameters, probabilities, metrics of the float kernels). */
-static bool holds_float(double x)
-{
-    return isfinite(x) && fabs(x) <= (double)FLT_MAX && (double)(float)x == x && x != floor(x);
-}
-
 /* "2025-01-31T12:00:00.123Z" */
 static json_t *time_string(time_t s, int ms)
 {
@@ -116,69 +108,15 @@ json_t *http_time_ms_json(int64_t ms)
 
 double http_float_shortest(float f)
 {
-    /* The fewest significant digits that read back as the same float: 0.001f is 0.001, not
-     * 0.0010000000474974513. Round-tripping is monotone in the digits, so a binary search finds them. */
     char buf[32];
-    int lo = 1, hi = 9;
-    while (lo < hi) {
-        int mid = (lo + hi) / 2;
-        snprintf(buf, sizeof buf, "%.*g", mid, (double)f);
-        if (strtof(buf, NULL) == f) hi = mid;
-        else lo = mid + 1;
-    }
-    snprintf(buf, sizeof buf, "%.*g", lo, (double)f);
+    snprintf(buf, sizeof buf, "%.*g", json_text_float_digits(f), (double)f);
     return strtod(buf, NULL);
-}
-
-static bool has_float_reals(const json_t *j)
-{
-    const char *key;
-    json_t *v;
-    size_t i;
-    if (json_is_real(j)) return holds_float(json_real_value(j));
-    if (json_is_object(j)) json_object_foreach((json_t *)j, key, v) if (has_float_reals(v)) return true;
-    if (json_is_array(j)) json_array_foreach(j, i, v) if (has_float_reals(v)) return true;
-    return false;
-}
-
-static void tidy_float_reals(json_t *j)
-{
-    const char *key;
-    json_t *v;
-    size_t i;
-    if (json_is_real(j) && holds_float(json_real_value(j)))
-        json_real_set(j, http_float_shortest((float)json_real_value(j)));
-    if (json_is_object(j)) json_object_foreach(j, key, v) tidy_float_reals(v);
-    if (json_is_array(j)) json_array_foreach(j, i, v) tidy_float_reals(v);
-}
-
-/* Serializes compactly with a trailing newline (so `curl` output ends its line). NULL if out of memory.
- * Numbers print as people wrote them: reals holding a float32 as their shortest decimal (on a copy: the
- * caller's tree may be shared), every real with at most 15 significant digits (0.1, not
- * 0.10000000000000001). */
-static char *json_line(json_t *j, size_t *len)
-{
-    json_t *tidy = has_float_reals(j) ? json_deep_copy(j) : NULL;
-    if (tidy) tidy_float_reals(tidy);
-    char *text = json_dumps(tidy ? tidy : j, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
-    json_decref(tidy);
-    if (!text) return NULL;
-    size_t n = strlen(text);
-    char *line = realloc(text, n + 2);
-    if (!line) {
-        free(text);
-        return NULL;
-    }
-    line[n] = '\n';
-    line[n + 1] = '\0';
-    *len = n + 1;
-    return line;
 }
 
 void http_reply_json(http_req *req, int status, json_t *body)
 {
     size_t len = 0;
-    char *line = body ? json_line(body, &len) : NULL;
+    char *line = body ? json_text_line(body, &len) : NULL;
     json_decref(body);
     if (!line) {
         static const char oom[] = "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"cannot build the reply\"}}\n";
@@ -206,7 +144,7 @@ static void reply_error_v(http_req *req, int status, const char *code_word, cons
     if (status >= 500) log_warning("%s %s: %d %s: %s", req->method_name, req->path, status, code_word, msg);
     size_t len = 0;
     json_t *j = http_error_json(code_word, msg);
-    char *line = j ? json_line(j, &len) : NULL;
+    char *line = j ? json_text_line(j, &len) : NULL;
     json_decref(j);
     if (!line) {
         static const char oom[] = "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"cannot build the reply\"}}\n";
@@ -256,7 +194,7 @@ int http_stream_write(http_req *req, const void *data, size_t len)
 int http_stream_json(http_req *req, json_t *obj)
 {
     size_t len = 0;
-    char *line = obj ? json_line(obj, &len) : NULL;
+    char *line = obj ? json_text_line(obj, &len) : NULL;
     json_decref(obj);
     if (!line) return CLAD_ENOMEM;
     int rc = conn_stream_chunk(req->conn, line, len);

@@ -30,7 +30,7 @@ struct registry {
     size_t n_adapters, cap_adapters;
     size_t budget, adapter_bytes;
     size_t base_budget, base_bytes;
-    uint64_t clock, hits, misses;
+    uint64_t clock, hits, misses, waits;
     ws_pool *ws;
 };
 
@@ -183,18 +183,6 @@ int registry_base_read(store *s, const char *name, model **out, char sha256[SHA2
     return 0;
 }
 
-/* Synchronous form of registry_loader_base (daemon/registry_load.c), from the same pieces. */
-int registry_base_get(registry *r, store *s, const char *name, loaded_base **out, clad_err *err)
-{
-    if ((*out = registry_base_lookup(r, name))) return 0;
-    model *m = NULL;
-    char sha[SHA256_HEX_SIZE];
-    int rc = registry_base_read(s, name, &m, sha, err);
-    if (rc) return rc;
-    *out = registry_base_insert(r, name, sha, m);
-    return 0;
-}
-
 void registry_base_release(registry *r, loaded_base *b)
 {
     if (!b) return;
@@ -311,8 +299,13 @@ loaded_adapter *registry_adapter_lookup(registry *r, const char *task, int64_t v
             return la;
         }
     }
-    r->misses++;
     return NULL;
+}
+
+void registry_adapter_count(registry *r, bool waited)
+{
+    if (waited) r->waits++;
+    else r->misses++;
 }
 
 loaded_adapter *registry_adapter_insert(registry *r, const char *task, int64_t version, const char *kind,
@@ -333,58 +326,13 @@ loaded_adapter *registry_adapter_insert(registry *r, const char *task, int64_t v
     la->refs = 1;
     la->last_used = ++r->clock;
     la->last_used_ms = wall_ms();
-    memcpy(la->deps, deps, (size_t)n_deps * sizeof *deps);
+    if (n_deps) memcpy(la->deps, deps, (size_t)n_deps * sizeof *deps); /* deps may be NULL without sources */
     la->n_deps = n_deps;
     r->adapters = ptrs_reserve(r->adapters, r->n_adapters, &r->cap_adapters);
     r->adapters[r->n_adapters++] = la;
     r->adapter_bytes += la->bytes;
     evict(r);
     return la;
-}
-
-int registry_adapter_get(registry *r, store *s, const char *task, int64_t version, loaded_adapter **out,
-                         clad_err *err)
-{
-    if ((*out = registry_adapter_lookup(r, task, version))) return 0;
-    store_task *t = NULL;
-    store_version *v = NULL;
-    loaded_base *b = NULL;
-    int rc = store_task_get(s, task, &t, err);
-    if (!rc) rc = registry_base_get(r, s, t->base, &b, err);
-    adapter *a = NULL;
-    char names[FUSION_MAX_SOURCES][PARAM_NAME_MAX];
-    int n = 0;
-    route_stats route = {0};
-    if (!rc) rc = registry_version_read(s, b->m, task, version, &v, &a, &route, names, &n, err);
-    loaded_adapter *deps[FUSION_MAX_SOURCES];
-    int n_deps = 0;
-    if (!rc && !a) {
-        /* A fusion version: sources first, the fusion adapter borrows their weights. */
-        const adapter *srcs[FUSION_MAX_SOURCES];
-        for (int i = 0; !rc && i < n; i++) {
-            int64_t src_version = 0;
-            if (!(rc = registry_source_split(names[i], &src_version, err)))
-                rc = registry_adapter_get(r, s, names[i], src_version, &deps[n_deps], err);
-            if (!rc) srcs[n_deps] = deps[n_deps]->a, n_deps++;
-        }
-        if (!rc && !(a = adapter_fusion_from_buffer(b->m, v->adapter, v->adapter_size, srcs, n, err))) rc = err->code;
-        if (rc) {
-            for (int i = 0; i < n_deps; i++) registry_adapter_release(r, deps[i]);
-            n_deps = 0;
-        }
-    }
-    if (rc) {
-        adapter_destroy(a);
-        route_stats_finish(&route);
-        registry_base_release(r, b);
-        store_version_free(v);
-        store_task_free(t);
-        return rc;
-    }
-    *out = registry_adapter_insert(r, task, version, v->kind, a, &route, b, deps, n_deps);
-    store_version_free(v);
-    store_task_free(t);
-    return 0;
 }
 
 void registry_adapter_release(registry *r, loaded_adapter *la)
@@ -445,6 +393,7 @@ void registry_get_stats(const registry *r, registry_stats *st)
     st->base_bytes = r->base_bytes;
     st->adapter_hits = r->hits;
     st->adapter_misses = r->misses;
+    st->adapter_waits = r->waits;
 }
 
 const loaded_base *registry_base_at(const registry *r, size_t i)

@@ -1,8 +1,8 @@
 /* The daemon's in-memory cache of loaded base models and adapter versions.
  *
  * The lookups and inserts run on the loop thread; registry_load.h reads and deserializes what is not
- * cached on a worker with its own store reader, and registry_base_get and registry_adapter_get do the same
- * on the calling thread (tools and tests). Workers use what they were handed while they hold a reference. Entries are immutable once loaded (versions are immutable in the store), so workers
+ * cached on a worker with its own store reader (nothing loads on the loop). Workers use what they were
+ * handed while they hold a reference. Entries are immutable once loaded (versions are immutable in the store), so workers
  * read them without locks. A rollback changes which version a task's alias resolves to, never an
  * entry: a prediction that already holds the old adapter finishes with it, the next one gets the new
  * one, and nothing is ever seen half-changed.
@@ -68,18 +68,11 @@ typedef struct registry registry;
 registry *registry_create(size_t adapter_budget_bytes, size_t base_budget_bytes);
 void registry_destroy(registry *r);  /* every reference must have been released */
 
-/* A base model by name: from the cache, or loaded from the store (weights checked by sha256).
- * The caller owns one reference. */
-int registry_base_get(registry *r, store *s, const char *name, loaded_base **out, clad_err *err);
 void registry_base_release(registry *r, loaded_base *b);
 /* Adds a base the daemon just created, so it need not be reloaded. Takes ownership of m, also when it
  * fails (CLAD_ECONFLICT: a base of that name is loaded). */
 int registry_base_add(registry *r, const char *name, const char *sha256, model *m, clad_err *err);
 
-/* An adapter version: from the cache, or loaded from the store (blob checked by sha256). A fusion
- * version loads its source versions first (named "task@version" in its file). */
-int registry_adapter_get(registry *r, store *s, const char *task, int64_t version, loaded_adapter **out,
-                         clad_err *err);
 void registry_adapter_release(registry *r, loaded_adapter *a);
 /* The store deleted (task, version): drop it from the cache. A request that holds it finishes with it;
  * the next one loads from the store (and gets its 404). */
@@ -89,6 +82,7 @@ typedef struct registry_stats {
     size_t bases, adapters, adapter_bytes, base_bytes;
     size_t folded, folded_bytes;  /* folded entries and their models' bytes (part of adapter_bytes) */
     uint64_t adapter_hits, adapter_misses;
+    uint64_t adapter_waits;       /* gets that waited for a load another get started */
 } registry_stats;
 void registry_get_stats(const registry *r, registry_stats *st);
 
@@ -127,8 +121,10 @@ loaded_base *registry_base_lookup(registry *r, const char *name);
 /* Caches m (owned from now on) as base `name` and returns one reference; if that base was loaded
  * meanwhile, m is destroyed and the cached one returned. */
 loaded_base *registry_base_insert(registry *r, const char *name, const char *sha256, model *m);
-/* A cached adapter (one reference), or NULL; counts a cache hit or miss. */
+/* A cached adapter (one reference), or NULL; counts a cache hit. */
 loaded_adapter *registry_adapter_lookup(registry *r, const char *task, int64_t version);
+/* Counts a lookup that missed: a wait for a load in flight (waited), or a load (a cache miss). */
+void registry_adapter_count(registry *r, bool waited);
 /* Caches a and *route (both owned from now on; *route is left zeroed) for (task, version) on base b, taking
  * the caller's references to b and to the n_deps source entries; returns one reference to the new entry. */
 loaded_adapter *registry_adapter_insert(registry *r, const char *task, int64_t version, const char *kind,

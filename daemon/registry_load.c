@@ -13,7 +13,7 @@ typedef struct waiter {
     registry_base_cb base_cb;       /* one of the two */
     registry_adapter_cb adapter_cb;
     void *data;
-} waiter;
+} waiter;                           /* the first waiter of a load started it; the others waited */
 
 /* One load in flight: a base (is_base) or an adapter version, and everyone waiting for it. */
 typedef struct load {
@@ -117,7 +117,7 @@ static void load_finish(load *ld, loaded_base *b, loaded_adapter *la, const clad
     }
     for (size_t i = 0; i < ld->n_w; i++) {
         if (ld->is_base) ld->w[i].base_cb(ld->w[i].data, b, b ? NULL : err);
-        else ld->w[i].adapter_cb(ld->w[i].data, la, la ? NULL : err);
+        else ld->w[i].adapter_cb(ld->w[i].data, la, i ? REGISTRY_WAITED : REGISTRY_LOADED, la ? NULL : err);
     }
     store_version_free(ld->v);
     route_stats_finish(&ld->route);
@@ -211,9 +211,10 @@ static void fusion_done(void *arg, int status, const clad_err *err)
 
 static void next_source(load *ld);
 
-static void on_source(void *data, loaded_adapter *la, const clad_err *err)
+static void on_source(void *data, loaded_adapter *la, registry_found how, const clad_err *err)
 {
     load *ld = data;
+    (void)how;
     if (!la) {
         adapter_fail(ld, err);
         return;
@@ -272,11 +273,12 @@ void registry_loader_adapter(registry_loader *l, const char *task, int64_t versi
 {
     loaded_adapter *la = registry_adapter_lookup(l->r, task, version);
     if (la) {
-        cb(data, la, NULL);
+        cb(data, la, REGISTRY_CACHED, NULL);
         return;
     }
     waiter w = {.adapter_cb = cb, .data = data};
     load *ld = load_find(l, false, task, version);
+    registry_adapter_count(l->r, ld != NULL);
     if (ld) {
         load_wait(ld, w);
         return;
@@ -285,7 +287,7 @@ void registry_loader_adapter(registry_loader *l, const char *task, int64_t versi
     store_task *t = NULL;
     clad_err e = {0};
     if (store_task_get(l->st, task, &t, &e)) {
-        cb(data, NULL, &e);
+        cb(data, NULL, REGISTRY_LOADED, &e);
         return;
     }
     ld = load_start(l, false, task, version, w);

@@ -31,7 +31,11 @@ registry_loader *registry_loader_create(registry *r, job_queue *q, store *st, co
 void registry_loader_destroy(registry_loader *l);
 
 typedef void (*registry_base_cb)(void *data, loaded_base *b, const clad_err *err);
-typedef void (*registry_adapter_cb)(void *data, loaded_adapter *la, const clad_err *err);
+/* How an adapter get found its entry: in the cache, by waiting for a load another get had started (a hit
+ * after a wait: the store was read once for both), or by loading it. The registry counts the three
+ * (registry_stats adapter_hits, adapter_waits, adapter_misses). */
+typedef enum registry_found { REGISTRY_CACHED, REGISTRY_WAITED, REGISTRY_LOADED } registry_found;
+typedef void (*registry_adapter_cb)(void *data, loaded_adapter *la, registry_found how, const clad_err *err);
 
 void registry_loader_base(registry_loader *l, const char *name, registry_base_cb cb, void *data);
 void registry_loader_adapter(registry_loader *l, const char *task, int64_t version, registry_adapter_cb cb,

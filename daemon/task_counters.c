@@ -10,7 +10,7 @@
 typedef struct counter_row {
     char task[STORE_NAME_MAX + 1];
     int64_t version;
-    uint64_t predict, evaluate, samples, hits, misses;
+    uint64_t predict, evaluate, samples, hits, waits, misses;
 } counter_row;
 
 static counter_row *rows;
@@ -32,14 +32,23 @@ static counter_row *row_for(const char *task, int64_t version)
     return r;
 }
 
-void task_counters_add(const char *task, int64_t version, bool evaluate, int64_t samples, bool cache_hit)
+void task_counters_add(const char *task, int64_t version, bool evaluate, int64_t samples, registry_found how)
 {
     counter_row *r = row_for(task, version);
     if (evaluate) r->evaluate++;
     else r->predict++;
     r->samples += (uint64_t)samples;
-    if (cache_hit) r->hits++;
+    if (how == REGISTRY_CACHED) r->hits++;
+    else if (how == REGISTRY_WAITED) r->waits++;
     else r->misses++;
+}
+
+void task_counters_forget(const char *task)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n_rows; i++)
+        if (strcmp(rows[i].task, task)) rows[k++] = rows[i];
+    n_rows = k;
 }
 
 void task_counters_write(FILE *f)
@@ -52,6 +61,7 @@ void task_counters_write(FILE *f)
         {"clad_task_evaluate_requests_total", "Evaluation requests served, per task version.", offsetof(counter_row, evaluate)},
         {"clad_task_samples_total", "Samples predicted or evaluated, per task version.", offsetof(counter_row, samples)},
         {"clad_task_adapter_cache_hits_total", "Requests whose adapter was already loaded.", offsetof(counter_row, hits)},
+        {"clad_task_adapter_cache_waits_total", "Requests that waited for a load of their adapter another request had started.", offsetof(counter_row, waits)},
         {"clad_task_adapter_cache_misses_total", "Requests that loaded their adapter from the store.", offsetof(counter_row, misses)},
     };
     for (size_t k = 0; k < sizeof fam / sizeof fam[0]; k++) {

@@ -53,6 +53,41 @@ static size_t fill_store(store *s, int n, bool tasks)
     return bytes;
 }
 
+/* The registry's pieces put together the way daemon/registry_load.c does, on this thread (the daemon
+ * itself never loads on its loop). */
+static int registry_base_get(registry *r, store *s, const char *name, loaded_base **out, clad_err *err)
+{
+    if ((*out = registry_base_lookup(r, name))) return 0;
+    model *m = NULL;
+    char sha[SHA256_HEX_SIZE];
+    int rc = registry_base_read(s, name, &m, sha, err);
+    if (!rc) *out = registry_base_insert(r, name, sha, m);
+    return rc;
+}
+
+/* The same for a LoRA version (these tests store no fusions). */
+static int registry_adapter_get(registry *r, store *s, const char *task, int64_t version, loaded_adapter **out,
+                                clad_err *err)
+{
+    if ((*out = registry_adapter_lookup(r, task, version))) return 0;
+    registry_adapter_count(r, false);
+    store_task *t = NULL;
+    store_version *v = NULL;
+    loaded_base *b = NULL;
+    adapter *a = NULL;
+    route_stats route = {0};
+    char names[FUSION_MAX_SOURCES][PARAM_NAME_MAX];
+    int n = 0;
+    int rc = store_task_get(s, task, &t, err);
+    if (!rc) rc = registry_base_get(r, s, t->base, &b, err);
+    if (!rc) rc = registry_version_read(s, b->m, task, version, &v, &a, &route, names, &n, err);
+    if (!rc) *out = registry_adapter_insert(r, task, version, v->kind, a, &route, b, NULL, 0);
+    else registry_base_release(r, b);
+    store_version_free(v);
+    store_task_free(t);
+    return rc;
+}
+
 static registry_stats stats_of(const registry *r)
 {
     registry_stats st;

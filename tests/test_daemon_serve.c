@@ -184,40 +184,29 @@ TEST_TIMEOUT(daemon_serve_hot_version_is_folded_with_the_same_predictions, 120)
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
 }
 
-TEST_TIMEOUT(daemon_serve_cache_miss_loads_off_the_event_loop, 180)
+/* A base of about 130 MB: reading, hashing and deserializing it takes a good part of a second. */
+static const model_config big_mlp = {.kind = MODEL_MLP, .input_dim = 2048, .n_hidden = 2, .hidden = {4096, 3072}, .n_classes = 4};
+
+/* Sends `method path` (extra: curl arguments) while the big base and its adapter are not loaded, polls
+ * /v1/status on other connections until it is answered, and checks that none of them waited behind the
+ * load. Returns the answer's first line (owned by the caller). */
+static char *answered_without_stalling(const daemon_proc *d, const char *method, const char *path, const char *extra)
 {
-    /* A base of about 130 MB: reading, hashing and deserializing it takes a good part of a second. */
-    model_config c = {.kind = MODEL_MLP, .input_dim = 2048, .n_hidden = 2, .hidden = {4096, 3072}, .n_classes = 4};
-    store_fill(&c, 1);
-    daemon_proc d;
-    start(&d);
-    char in[512];
-    write_inputs(in, sizeof in, 1, c.input_dim);
-    char extra[700];
-    snprintf(extra, sizeof extra, JSON_BODY "--data-binary '@%s'", in);
-    /* Two requests for the same uncached version: one load, both answered. */
-    curl_stream s1, s2;
-    stream_open(&s1, &d, "POST", "/v1/tasks/t/predict", extra);
-    stream_open(&s2, &d, "POST", "/v1/tasks/t/predict", extra);
+    curl_stream s;
+    stream_open(&s, d, method, path, extra);
     double worst = 0.0, t0 = now_s();
     int polls = 0;
     char *line = NULL;
-    while (!(line = stream_line(&s1, 10))) {
-        double l = status_latency(&d);
+    while (!(line = stream_line(&s, 10))) {
+        double l = status_latency(d);
         if (l > worst) worst = l;
         polls++;
-        CHECK_MSG(now_s() - t0 < 120, "the prediction was not answered in 120 s (%d polls)", polls);
+        CHECK_MSG(now_s() - t0 < 120, "%s %s was not answered in 120 s (%d polls)", method, path, polls);
     }
     double loaded_s = now_s() - t0;
-    CHECK_MSG(strstr(line, "\"labels\"") != NULL, "the prediction was answered: %.300s", line);
-    free(line);
-    line = stream_line(&s2, 60000);
-    CHECK_MSG(line && strstr(line, "\"labels\"") != NULL, "the second prediction was answered: %.300s", line ? line : "nothing");
-    free(line);
-    stream_close(&s1);
-    stream_close(&s2);
-    printf("# %d status requests in the %.2f s a %.0f MB base took to load and serve; the slowest took %.3f s\n",
-           polls, loaded_s, (double)loaded_field(&d, "base_bytes") / 1e6, worst);
+    stream_close(&s);
+    printf("# %s %s: %d status requests in the %.2f s a %.0f MB base took to load; the slowest took %.3f s\n", method,
+           path, polls, loaded_s, (double)loaded_field(d, "base_bytes") / 1e6, worst);
     CHECK_MSG(polls >= 3, "only %d status requests ran during the load", polls);
 #ifdef __SANITIZE_ADDRESS__
     printf("# not timed: an address-sanitizer build\n");
@@ -226,8 +215,148 @@ TEST_TIMEOUT(daemon_serve_cache_miss_loads_off_the_event_loop, 180)
      * shared machine's scheduling delays. */
     CHECK_MSG(worst < 0.5, "a status request waited %.3f s behind the load", worst);
 #endif
-    CHECK_INT_EQ(loaded_field(&d, "bases"), 1);
+    CHECK_INT_EQ(loaded_field(d, "bases"), 1);
+    CHECK_INT_EQ(loaded_field(d, "loading"), 0);
+    return line;
+}
+
+TEST_TIMEOUT(daemon_serve_cache_miss_loads_off_the_event_loop, 180)
+{
+    store_fill(&big_mlp, 1);
+    daemon_proc d;
+    start(&d);
+    char in[512];
+    write_inputs(in, sizeof in, 1, big_mlp.input_dim);
+    char extra[700];
+    snprintf(extra, sizeof extra, JSON_BODY "--data-binary '@%s'", in);
+    /* Two requests for the same uncached version: one load, both answered; the second waited for the
+     * first's load, which counts as a wait, not a miss. */
+    curl_stream s2;
+    stream_open(&s2, &d, "POST", "/v1/tasks/t/predict", extra);
+    char *line = answered_without_stalling(&d, "POST", "/v1/tasks/t/predict", extra);
+    CHECK_MSG(strstr(line, "\"labels\"") != NULL, "the prediction was answered: %.300s", line);
+    free(line);
+    line = stream_line(&s2, 60000);
+    CHECK_MSG(line && strstr(line, "\"labels\"") != NULL, "the second prediction was answered: %.300s", line ? line : "nothing");
+    free(line);
+    stream_close(&s2);
     CHECK_INT_EQ(loaded_field(&d, "adapters"), 1);
-    CHECK_INT_EQ(loaded_field(&d, "loading"), 0);
+    long long misses = loaded_field(&d, "adapter_cache_misses"), waits = loaded_field(&d, "adapter_cache_waits");
+    CHECK_MSG(misses == 1 && waits <= 1, "%lld misses and %lld waits for one load", misses, waits);
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
+}
+
+TEST_TIMEOUT(daemon_serve_routed_and_export_loads_leave_the_loop_free, 240)
+{
+    store_fill(&big_mlp, 1);
+    daemon_proc d;
+    start(&d);
+    char in[512];
+    write_inputs(in, sizeof in, 1, big_mlp.input_dim);
+    char extra[700];
+    snprintf(extra, sizeof extra, JSON_BODY "--data-binary '@%s'", in);
+    /* The routed prediction loads its candidate (whose version has no routing statistics, so once it is
+     * loaded the answer is 409), then the export finds it cached; a second daemon's export loads. */
+    char *line = answered_without_stalling(&d, "POST", "/v1/predict?base=b", extra);
+    CHECK_MSG(strstr(line, "conflict") != NULL, "the routed prediction found no task to route to: %.300s", line);
+    free(line);
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
+    start(&d);
+    line = answered_without_stalling(&d, "GET", "/v1/tasks/t/versions/1/export?file=adapter_config.json", NULL);
+    CHECK_MSG(line[0] == '{', "the export answered its config (a JSON object): %.300s", line);
+    free(line);
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
+}
+
+/* One raw HTTP request POST path with a JSON body on its own connection; returns the fd to read from. */
+static int raw_post(const daemon_proc *d, const char *path, const char *body)
+{
+    int fd = raw_connect(d);
+    char head[256];
+    snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+             path, strlen(body));
+    raw_send_str(fd, head);
+    raw_send_str(fd, body);
+    return fd;
+}
+
+/* The body of a raw response (owned by the caller), failing the test unless the status is 200. */
+static char *raw_body(int fd)
+{
+    int status = 0;
+    char *r = raw_response(fd, 60000, &status);
+    CHECK_MSG(status == 200, "answered %d: %.300s", status, r ? r : "nothing");
+    char *b = strdup(strstr(r, "\r\n\r\n") + 4);
+    free(r);
+    close(fd);
+    return b;
+}
+
+/* The value of a metric line "name value" of /v1/metrics. */
+static double metric(const daemon_proc *d, const char *name)
+{
+    char *body = NULL, key[128];
+    CHECK_INT_EQ(curl_req(d, "GET", "/v1/metrics", NULL, &body, NULL), 200);
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *p = strstr(body, key);
+    CHECK_MSG(p != NULL, "/v1/metrics has no %s", name);
+    double v = strtod(p + strlen(key), NULL);
+    free(body);
+    return v;
+}
+
+TEST_TIMEOUT(daemon_serve_concurrent_predictions_batch_with_the_answers_alone, 120)
+{
+    enum { CLIENTS = 8 };
+    model_config c = {.kind = MODEL_MLP, .input_dim = 16, .n_hidden = 2, .hidden = {32, 24}, .n_classes = 5};
+    store_fill(&c, 1);
+    daemon_proc d;
+    start(&d);
+    char in[512];
+    write_inputs(in, sizeof in, 1, c.input_dim);
+    /* Folded first, so every answer below comes from the same model. */
+    for (int i = 0; i < 8; i++) free(predict(&d, "?version=1", in));
+    wait_loaded(&d, "folded", 1);
+    char *bodies[CLIENTS], *alone[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++) {
+        size_t k = 0, cap = 512;
+        bodies[i] = malloc(cap);
+        k += (size_t)snprintf(bodies[i], cap, "{\"inputs\": [[");
+        for (int j = 0; j < c.input_dim; j++) k += (size_t)snprintf(bodies[i] + k, cap - k, "%s%d.%d", j ? "," : "", (i + j) % 5 - 2, i);
+        snprintf(bodies[i] + k, cap - k, "]]}");
+        alone[i] = raw_body(raw_post(&d, "/v1/tasks/t/predict", bodies[i]));
+    }
+    double batches0 = metric(&d, "clad_predict_batches_total"), requests0 = metric(&d, "clad_predict_batch_requests_total");
+    /* Every worker thread of the pool (max_running_jobs 1 + compute_threads 2) sleeps, so the first prediction
+     * waits in the queue and the others arrive while it does. */
+    int sleepers[3], fds[CLIENTS];
+    for (int i = 0; i < 3; i++) sleepers[i] = raw_post(&d, "/v1/debug/compute", "{\"ms\": 1500}");
+    for (int i = 0; i < CLIENTS; i++) fds[i] = raw_post(&d, "/v1/tasks/t/predict", bodies[i]);
+    for (int i = 0; i < CLIENTS; i++) {
+        char *got = raw_body(fds[i]);
+        CHECK_MSG(!strcmp(got, alone[i]), "client %d: batched\n%s\nalone\n%s", i, got, alone[i]);
+        free(got);
+    }
+    for (int i = 0; i < 3; i++) free(raw_body(sleepers[i]));
+    double batches = metric(&d, "clad_predict_batches_total") - batches0;
+    double requests = metric(&d, "clad_predict_batch_requests_total") - requests0;
+    printf("# %d concurrent predictions ran in %.0f compute tasks (largest %.0f)\n", CLIENTS, batches,
+           metric(&d, "clad_predict_batch_size_max"));
+    CHECK_MSG(requests == CLIENTS, "%.0f requests counted, not %d", requests, CLIENTS);
+    CHECK_MSG(batches < CLIENTS, "%d predictions ran in %.0f tasks: none was batched", CLIENTS, batches);
+    for (int i = 0; i < CLIENTS; i++) {
+        free(bodies[i]);
+        free(alone[i]);
+    }
+    /* Deleting the task drops its serving counters. */
+    char *body = NULL;
+    CHECK_INT_EQ(curl_req(&d, "GET", "/v1/metrics", NULL, &body, NULL), 200);
+    CHECK_MSG(strstr(body, "clad_task_predict_requests_total{task=\"t\"") != NULL, "no counters of t: %.2000s", body);
+    free(body);
+    CHECK_INT_EQ(curl_req(&d, "DELETE", "/v1/tasks/t", NULL, &body, NULL), 200);
+    free(body);
+    CHECK_INT_EQ(curl_req(&d, "GET", "/v1/metrics", NULL, &body, NULL), 200);
+    CHECK_MSG(strstr(body, "{task=\"t\"") == NULL, "counters of the deleted task t remain: %.2000s", body);
+    free(body);
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
 }
