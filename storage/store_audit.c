@@ -80,9 +80,11 @@ const char *jb_done(jbuf *j)
 int audit_add(store *s, int peer_uid, const char *action, const char *object, const char *detail_json,
               clad_err *err)
 {
-    return st_exec(s, err,
-                   "INSERT INTO audit (time_ms, peer_uid, action, object, detail_json) VALUES (?1,?2,?3,?4,?5)",
-                   "Iittt", now_ms(), peer_uid, action, object, detail_json ? detail_json : "{}");
+    int rc = st_exec(s, err,
+                     "INSERT INTO audit (time_ms, peer_uid, action, object, detail_json) VALUES (?1,?2,?3,?4,?5)",
+                     "Iittt", now_ms(), peer_uid, action, object, detail_json ? detail_json : "{}");
+    /* Every audited write other nodes must act on also enters the change feed, in the same transaction. */
+    return rc ? rc : change_add(s, action, object, err);
 }
 
 int store_audit_list(store *s, int64_t after_id, size_t limit, store_audit **out, size_t *n, clad_err *err)

@@ -101,6 +101,13 @@ const char *jb_done(jbuf *j);
 int audit_add(store *s, int peer_uid, const char *action, const char *object, const char *detail_json,
               clad_err *err);
 
+/* ---- The change feed (store_changes.c) ---- */
+
+/* Called by audit_add for every audited write: when action is one other nodes must act on (alias moves,
+ * version put/delete/gc, task and base create/delete), appends a `changes` row naming its object
+ * ("alias:t/a", "version:t/3", "task:t", "base:b") inside the current write transaction. */
+int change_add(store *s, const char *action, const char *object, clad_err *err);
+
 /* ---- Alias moves (store_alias.c), used by store_version_put ---- */
 
 /* Moves alias (creating it) of task to the version with row id vid and number version, inside the

@@ -173,6 +173,29 @@ const char *const store_migrations[] = {
     "ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT '';"
     "UPDATE jobs SET lane = task, "
     "task = CASE kind WHEN 'train' THEN coalesce(json_extract(request_json, '$.task'), '') ELSE '' END;",
+    /* 5: several nodes on one store. `nodes` holds each node's identity and heartbeat; `changes` is the
+     * feed other nodes follow to drop what they cache, one row per write they must act on, appended in
+     * that write's transaction (AUTOINCREMENT: ids are never reused, even after pruning every row). */
+    "CREATE TABLE nodes ("
+    "  id TEXT PRIMARY KEY,"
+    "  host TEXT NOT NULL,"
+    "  state_dir TEXT NOT NULL,"
+    "  socket TEXT NOT NULL,"
+    "  version TEXT NOT NULL,"
+    "  pid INTEGER NOT NULL,"
+    "  started_ms INTEGER NOT NULL,"
+    "  last_seen_ms INTEGER NOT NULL,"
+    "  stopped_ms INTEGER,"
+    "  running_jobs INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE changes ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  kind TEXT NOT NULL,"
+    "  base TEXT NOT NULL DEFAULT '',"
+    "  task TEXT NOT NULL DEFAULT '',"
+    "  version INTEGER NOT NULL DEFAULT 0,"
+    "  at_ms INTEGER NOT NULL"
+    ");",
 };
 
 const int store_n_migrations = (int)(sizeof store_migrations / sizeof store_migrations[0]);
