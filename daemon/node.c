@@ -171,6 +171,11 @@ static json_t *node_json(const store_node *s, int64_t now, bool self)
     return o;
 }
 
+int64_t node_last_change(const node *n)
+{
+    return n ? n->last_change : 0;
+}
+
 json_t *node_status_json(node *n)
 {
     int64_t now = wall_ms();

@@ -15,6 +15,7 @@
 #define CLAD_DAEMON_NODE_H
 
 #include <jansson.h>
+#include <stdint.h>
 
 #include "core/error.h"
 
@@ -36,6 +37,10 @@ int node_start(struct cladd *app, node **out, clad_err *err);
 /* Records a clean stop in the store and closes the timers (the node is freed in their close callbacks).
  * Accepts NULL. */
 void node_stop(node *n);
+
+/* The id of the newest change of the feed this node has applied (0 for NULL): caches of query results
+ * that other nodes' writes can make stale compare it along with store_change_mark. */
+int64_t node_last_change(const node *n);
 
 /* {"node": {...this node...}, "nodes": [...every node seen within NODE_SHOWN_MS...]} for /v1/status;
  * each node has id, host, pid, socket, state_dir, version, started_ms, last_seen_ms, stopped_ms,
