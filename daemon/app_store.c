@@ -94,8 +94,6 @@ int app_store_open(cladd *app, clad_err *err)
         return clad_err_set(err, CLAD_EINVAL, "state directory path is too long");
     char shown[CONFIG_STORE_MAX];
     config_store_redacted(app->db_path, shown, sizeof shown);
-    if (config_store_is_postgres(app->db_path))
-        return clad_err_set(err, CLAD_EINVAL, "store %s: this cladd has no PostgreSQL backend", shown);
     app->st = store_open(app->db_path, err);
     if (!app->st) {
         clad_err_prefix(err, "opening %s: ", shown);

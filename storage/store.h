@@ -486,6 +486,16 @@ int store_changes_since(store *s, int64_t after_id, size_t limit, store_change *
 void store_changes_free(store_change *c);
 /* The newest change id (0 when none): where a node that starts with an empty cache begins to follow. */
 int store_changes_last(store *s, int64_t *id, clad_err *err);
+/* Change notification, where the backend has it (PostgreSQL LISTEN/NOTIFY on channel clad_changes; every
+ * write that appends a change row also notifies, delivered at its commit). store_changes_listen starts
+ * listening on this handle: 0, or CLAD_EINVAL when the backend has no notifications (SQLite: poll
+ * store_changes_since instead). store_changes_fd is a descriptor that becomes readable when a notification
+ * arrives (-1 without); store_changes_drain consumes what arrived: 1 when something did, 0 when not, -1
+ * without notifications or when the connection broke (listen again after reconnecting). */
+#define STORE_CHANGES_CHANNEL "clad_changes"
+int store_changes_listen(store *s, clad_err *err);
+int store_changes_fd(store *s);
+int store_changes_drain(store *s);
 /* Deletes change rows that are not among the newest keep_rows or older than keep_ms, and node rows not
  * seen for node_keep_ms; *n_deleted (may be NULL) counts the change rows. */
 int store_changes_prune(store *s, int64_t keep_rows, int64_t keep_ms, int64_t node_keep_ms,

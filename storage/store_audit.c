@@ -91,11 +91,11 @@ int store_audit_list(store *s, int64_t after_id, size_t limit, store_audit **out
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err,
                         "SELECT id, time_ms, peer_uid, action, object, detail_json FROM audit "
                         "WHERE id > ?1 ORDER BY id LIMIT ?2", "II", after_id,
-                        limit ? (int64_t)limit : (int64_t)-1);
+                        limit ? (int64_t)limit : INT64_MAX);
     if (rc) return rc;
     size_t cap = 0;
     store_audit *a = NULL;
@@ -107,14 +107,14 @@ int store_audit_list(store *s, int64_t after_id, size_t limit, store_audit **out
         }
         a = grown;
         store_audit *r = &a[(*n)++];
-        r->id = sqlite3_column_int64(st, 0);
-        r->time_ms = sqlite3_column_int64(st, 1);
-        r->peer_uid = sqlite3_column_int(st, 2);
+        r->id = col_int64(st, 0);
+        r->time_ms = col_int64(st, 1);
+        r->peer_uid = col_int(st, 2);
         col_copy(st, 3, r->action, sizeof r->action);
         col_copy(st, 4, r->object, sizeof r->object);
         r->detail_json = col_strdup(st, 5);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     if (rc < 0) {
         store_audit_free(a, *n);
         *n = 0;

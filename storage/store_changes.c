@@ -4,7 +4,9 @@
  * another node deletes a version or moves an alias, the cache must learn of it. The rows are appended by
  * audit_add, so every audited write of a listed action enters the feed in its own transaction: a change
  * is never seen before it commits and never lost after. Rows are numbered in commit order (SQLite has one
- * writer at a time). Followers read the rows after the last id they saw (store_changes_since).
+ * writer at a time; PostgreSQL writers are serialised at begin, db.h). Followers read the rows after the
+ * last id they saw (store_changes_since); on PostgreSQL each such write also sends NOTIFY clad_changes,
+ * delivered at commit, so followers need not wait for their next poll.
  */
 #include "storage/store_internal.h"
 
@@ -44,8 +46,31 @@ int change_add(store *s, const char *action, const char *object, clad_err *err)
         task[n] = '\0';
         if (!strncmp(object, "version:", 8) && name[n] == '/') version = strtoll(name + n + 1, NULL, 10);
     }
-    return st_exec(s, err, "INSERT INTO changes (kind, base, task, version, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                   "tttII", action, base, task, version, now_ms());
+    int rc = st_exec(s, err, "INSERT INTO changes (kind, base, task, version, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                     "tttII", action, base, task, version, now_ms());
+    /* Delivered at commit, so a listener never reads the feed before the row is there. The payload is a
+     * hint only: listeners read the rows. SQLite has no notifications (its followers poll); the driver's
+     * -1 for "none" is also CLAD_EINVAL, so the backend is asked by name. */
+    if (rc == 0 && strcmp(store_backend(s), "sqlite") != 0)
+        rc = db_notify(s->db, STORE_CHANGES_CHANNEL, action, err);
+    return rc;
+}
+
+int store_changes_listen(store *s, clad_err *err)
+{
+    if (!strcmp(store_backend(s), "sqlite"))
+        return clad_err_set(err, CLAD_EINVAL, "the sqlite backend has no change notifications; poll the feed");
+    return db_listen(s->db, STORE_CHANGES_CHANNEL, err);
+}
+
+int store_changes_fd(store *s)
+{
+    return db_notify_fd(s->db);
+}
+
+int store_changes_drain(store *s)
+{
+    return db_drain(s->db);
 }
 
 int store_changes_since(store *s, int64_t after_id, size_t limit, store_change **out, size_t *n,
@@ -58,11 +83,11 @@ int store_changes_since(store *s, int64_t after_id, size_t limit, store_change *
     if (rc) return rc;
     int64_t oldest = 0;
     rc = st_int(s, &oldest, err, "SELECT coalesce(min(id), 0) FROM changes", NULL);
-    sqlite3_stmt *st = NULL;
+    db_stmt *st = NULL;
     if (rc == 0)
         rc = st_prepare(s, &st, err,
                         "SELECT id, kind, base, task, version, at_ms FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2",
-                        "II", after_id, limit ? (int64_t)limit : (int64_t)-1);
+                        "II", after_id, limit ? (int64_t)limit : INT64_MAX);
     size_t cap = 0;
     store_change *c = NULL;
     while (rc == 0 && (rc = st_step(s, st, err)) == 1) {
@@ -74,14 +99,14 @@ int store_changes_since(store *s, int64_t after_id, size_t limit, store_change *
         }
         c = grown;
         store_change *r = &c[(*n)++];
-        r->id = sqlite3_column_int64(st, 0);
+        r->id = col_int64(st, 0);
         col_copy(st, 1, r->kind, sizeof r->kind);
         col_copy(st, 2, r->base, sizeof r->base);
         col_copy(st, 3, r->task, sizeof r->task);
-        r->version = sqlite3_column_int64(st, 4);
-        r->at_ms = sqlite3_column_int64(st, 5);
+        r->version = col_int64(st, 4);
+        r->at_ms = col_int64(st, 5);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     tx_read_end(s, began);
     if (rc < 0) {
         free(c);
@@ -112,7 +137,7 @@ int store_changes_prune(store *s, int64_t keep_rows, int64_t keep_ms, int64_t no
     rc = st_exec(s, err,
                  "DELETE FROM changes WHERE id <= (SELECT max(id) FROM changes) - ?1 OR at_ms < ?2", "II",
                  keep_rows, now - keep_ms);
-    int64_t deleted = rc ? 0 : sqlite3_changes64(s->db);
+    int64_t deleted = rc ? 0 : st_changes(s);
     if (rc == 0) rc = st_exec(s, err, "DELETE FROM nodes WHERE last_seen_ms < ?1", "I", now - node_keep_ms);
     rc = tx_end(s, rc, err);
     if (rc == 0 && n_deleted) *n_deleted = deleted;

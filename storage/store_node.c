@@ -9,7 +9,7 @@
 
 #define NODE_COLUMNS "id, host, state_dir, socket, version, pid, started_ms, last_seen_ms, stopped_ms, running_jobs"
 
-static void node_from_row(sqlite3_stmt *st, store_node *n)
+static void node_from_row(db_stmt *st, store_node *n)
 {
     memset(n, 0, sizeof *n);
     col_copy(st, 0, n->id, sizeof n->id);
@@ -17,11 +17,11 @@ static void node_from_row(sqlite3_stmt *st, store_node *n)
     col_copy(st, 2, n->state_dir, sizeof n->state_dir);
     col_copy(st, 3, n->socket, sizeof n->socket);
     col_copy(st, 4, n->version, sizeof n->version);
-    n->pid = sqlite3_column_int64(st, 5);
-    n->started_ms = sqlite3_column_int64(st, 6);
-    n->last_seen_ms = sqlite3_column_int64(st, 7);
-    n->stopped_ms = sqlite3_column_int64(st, 8); /* NULL reads as 0 */
-    n->running_jobs = sqlite3_column_int64(st, 9);
+    n->pid = col_int64(st, 5);
+    n->started_ms = col_int64(st, 6);
+    n->last_seen_ms = col_int64(st, 7);
+    n->stopped_ms = col_int64(st, 8); /* NULL reads as 0 */
+    n->running_jobs = col_int64(st, 9);
 }
 
 int store_node_claim(store *s, const store_node *n, int64_t live_ms, clad_err *err)
@@ -29,7 +29,7 @@ int store_node_claim(store *s, const store_node *n, int64_t live_ms, clad_err *e
     int rc = check_name(n->id, "node id", err);
     if (rc || (rc = tx_begin_write(s, err))) return rc;
     int64_t now = now_ms();
-    sqlite3_stmt *st = NULL;
+    db_stmt *st = NULL;
     rc = st_prepare(s, &st, err, "SELECT " NODE_COLUMNS " FROM nodes WHERE id = ?1", "t", n->id);
     if (rc == 0 && (rc = st_step(s, st, err)) == 1) {
         store_node old;
@@ -43,10 +43,14 @@ int store_node_claim(store *s, const store_node *n, int64_t live_ms, clad_err *e
                               "node id '%s' is in use by a live node (host %s, pid %lld, state directory %s); "
                               "give this node another node_id", n->id, old.host, (long long)old.pid, old.state_dir);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     if (rc == 0)
         rc = st_exec(s, err,
-                     "INSERT OR REPLACE INTO nodes (" NODE_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, NULL, 0)",
+                     "INSERT INTO nodes (" NODE_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, NULL, 0) "
+                     "ON CONFLICT (id) DO UPDATE SET host = excluded.host, state_dir = excluded.state_dir, "
+                     "socket = excluded.socket, version = excluded.version, pid = excluded.pid, "
+                     "started_ms = excluded.started_ms, last_seen_ms = excluded.last_seen_ms, stopped_ms = NULL, "
+                     "running_jobs = 0",
                      "tttttII", n->id, n->host, n->state_dir, n->socket, n->version, n->pid, now);
     return tx_end(s, rc, err);
 }
@@ -57,7 +61,7 @@ int store_node_beat(store *s, const char *id, int64_t running_jobs, clad_err *er
     if (rc) return rc;
     rc = st_exec(s, err, "UPDATE nodes SET last_seen_ms = ?2, running_jobs = ?3 WHERE id = ?1", "tII", id,
                  now_ms(), running_jobs);
-    if (rc == 0 && sqlite3_changes(s->db) == 0)
+    if (rc == 0 && st_changes(s) == 0)
         rc = clad_err_set(err, CLAD_ENOTFOUND, "node '%s' is not registered in the store", id);
     return tx_end(s, rc, err);
 }
@@ -76,7 +80,7 @@ int store_nodes_list(store *s, int64_t since_ms, store_node **out, size_t *n, cl
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err, "SELECT " NODE_COLUMNS " FROM nodes WHERE last_seen_ms >= ?1 ORDER BY id",
                         "I", since_ms);
     if (rc) return rc;
@@ -91,7 +95,7 @@ int store_nodes_list(store *s, int64_t since_ms, store_node **out, size_t *n, cl
         list = grown;
         node_from_row(st, &list[(*n)++]);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     if (rc < 0) {
         free(list);
         *n = 0;

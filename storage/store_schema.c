@@ -1,7 +1,9 @@
 /* The store schema as an ordered list of migrations.
  *
- * migrations[i] takes a store from PRAGMA user_version i to i + 1 and runs inside the same transaction
- * that sets the new user_version, so a migration is applied completely or not at all. Once a clad
+ * One list per backend with the same version numbers: store_migrations_sqlite[i] and
+ * store_migrations_pg[i] take a store from schema version i to i + 1 (PRAGMA user_version in SQLite, the
+ * clad_meta table in PostgreSQL) and run inside the same transaction that records the new version, so a
+ * migration is applied completely or not at all. Once a clad
  * release has shipped a migration it is NEVER edited: stores in the field were built by the old text.
  * Change the schema by appending a migration (and raising STORE_SCHEMA_VERSION in store.h).
  *
@@ -17,7 +19,7 @@
  */
 #include "storage/store_internal.h"
 
-const char *const store_migrations[] = {
+const char *const store_migrations_sqlite[] = {
     /* 1: the first schema. */
     "CREATE TABLE bases ("
     "  id INTEGER PRIMARY KEY,"
@@ -198,7 +200,6 @@ const char *const store_migrations[] = {
     ");",
 };
 
-const int store_n_migrations = (int)(sizeof store_migrations / sizeof store_migrations[0]);
-
-_Static_assert(sizeof store_migrations / sizeof store_migrations[0] == STORE_SCHEMA_VERSION,
+_Static_assert(sizeof store_migrations_sqlite / sizeof store_migrations_sqlite[0] == STORE_SCHEMA_VERSION,
                "STORE_SCHEMA_VERSION must equal the number of migrations");
+
