@@ -17,11 +17,23 @@
 /* Changes read per poll; a longer backlog is read over the following polls. */
 #define NODE_FEED_BATCH 1000
 
+/* A LISTEN connection of its own (a store reader that runs no other query, so its socket turns readable
+ * exactly when a notification arrives) and the poll handle watching it. Heap-allocated: after a broken
+ * connection the handle is closed and a new one made for the new descriptor. */
+typedef struct listener {
+    uv_poll_t poll;
+    store *st;
+    struct node *n;
+} listener;
+
 struct node {
     cladd *app;
     store_node self;
     uv_timer_t beat, feed;
     int open_handles;       /* freed when the last close callback has run */
+    bool notify;            /* the backend has LISTEN/NOTIFY: listen, and poll only as a fallback */
+    listener *listen;       /* NULL while not listening (SQLite, or reconnecting) */
+    bool listen_failing;
     unsigned beats;
     bool beat_failing, feed_failing; /* log a failure once, and its end */
     int64_t last_change;    /* the newest change id applied */
@@ -84,9 +96,70 @@ static void feed_poll(node *n)
     store_changes_free(cs);
 }
 
+static void on_listener_closed(uv_handle_t *h)
+{
+    listener *l = h->data;
+    if (--l->n->open_handles == 0) free(l->n);
+    free(l);
+}
+
+/* Stops listening (the connection broke, or the node stops). The handle stops before its descriptor
+ * closes, as libuv requires. */
+static void listener_close(node *n)
+{
+    listener *l = n->listen;
+    if (!l) return;
+    n->listen = NULL;
+    uv_poll_stop(&l->poll);
+    store_close(l->st);
+    l->st = NULL;
+    uv_close((uv_handle_t *)&l->poll, on_listener_closed);
+}
+
+static void on_notified(uv_poll_t *p, int status, int events)
+{
+    node *n = p->data;
+    int drained = status < 0 ? -1 : store_changes_drain(n->listen->st);
+    if (drained < 0) {
+        log_warning("the change notification connection broke; polling every %d ms until it is back",
+                    NODE_POLL_NOTIFY_MS);
+        listener_close(n);
+    }
+    feed_poll(n);
+}
+
+/* Opens a LISTEN connection and watches it; on failure the timer tries again at its next tick. */
+static void listener_open(node *n)
+{
+    if (!n->notify || n->listen) return;
+    clad_err err = {0};
+    listener *l = calloc(1, sizeof *l);
+    if (!l) abort();
+    l->n = n;
+    int rc = (l->st = store_open_reader(n->app->db_path, &err)) ? store_changes_listen(l->st, &err) : err.code;
+    int fd = rc ? -1 : store_changes_fd(l->st);
+    if (!rc && fd < 0) rc = clad_err_set(&err, CLAD_EIO, "no descriptor to watch for notifications");
+    if (!rc && (rc = uv_poll_init(n->app->loop, &l->poll, fd)) < 0)
+        rc = clad_err_set(&err, CLAD_EIO, "watching the notification connection: %s", uv_strerror(rc));
+    note_result(&n->listen_failing, rc, "listening for store changes", &err);
+    if (rc) {
+        store_close(l->st);
+        free(l);
+        return;
+    }
+    l->poll.data = n;
+    n->open_handles++;
+    n->listen = l;
+    uv_poll_start(&l->poll, UV_READABLE, on_notified);
+    /* A change may have committed between the last read and LISTEN: read once now. */
+    feed_poll(n);
+}
+
 static void on_feed(uv_timer_t *t)
 {
-    feed_poll(t->data);
+    node *n = t->data;
+    listener_open(n);
+    feed_poll(n);
 }
 
 static void on_beat(uv_timer_t *t)
@@ -137,10 +210,13 @@ int node_start(cladd *app, node **out, clad_err *err)
     uv_timer_init(app->loop, &n->feed);
     n->beat.data = n->feed.data = n;
     n->open_handles = 2;
+    n->notify = config_store_is_postgres(app->db_path);
+    unsigned poll_ms = n->notify ? NODE_POLL_NOTIFY_MS : NODE_POLL_MS;
     uv_timer_start(&n->beat, on_beat, NODE_BEAT_MS, NODE_BEAT_MS);
-    uv_timer_start(&n->feed, on_feed, NODE_POLL_MS, NODE_POLL_MS);
-    log_info("node '%s' joined the store; following its change feed from change %lld (every %d ms)", s->id,
-             (long long)n->last_change, NODE_POLL_MS);
+    uv_timer_start(&n->feed, on_feed, poll_ms, poll_ms);
+    listener_open(n);
+    log_info("node '%s' joined the store; following its change feed from change %lld (%s, polled every %u ms)",
+             s->id, (long long)n->last_change, n->listen ? "LISTEN clad_changes" : "no notifications", poll_ms);
     *out = n;
     return 0;
 }
@@ -156,6 +232,7 @@ void node_stop(node *n)
     if (!n) return;
     clad_err err = {0};
     if (store_node_stopped(n->app->st, n->self.id, &err)) log_warning("recording the node's stop: %s", err.msg);
+    listener_close(n);
     uv_close((uv_handle_t *)&n->beat, on_timer_closed);
     uv_close((uv_handle_t *)&n->feed, on_timer_closed);
 }
@@ -196,7 +273,9 @@ json_t *node_status_json(node *n)
     json_object_set_new(self, "feed", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "last_change", (json_int_t)n->last_change,
                                                  "applied", (json_int_t)n->applied, "dropped", (json_int_t)n->dropped,
                                                  "full_drops", (json_int_t)n->full_drops, "last_lag_ms",
-                                                 (json_int_t)n->last_lag_ms, "poll_ms", (json_int_t)NODE_POLL_MS));
+                                                 (json_int_t)n->last_lag_ms, "poll_ms",
+                                                 (json_int_t)(n->notify ? NODE_POLL_NOTIFY_MS : NODE_POLL_MS)));
+    json_object_set_new(json_object_get(self, "feed"), "listening", json_boolean(n->listen != NULL));
     if (err.code) json_object_set_new(self, "store_error", json_string(err.msg));
     return json_pack("{s:o,s:o}", "node", self, "nodes", nodes);
 }

@@ -5,7 +5,9 @@
  * feed: every change another node commits that touches what this node caches (a deleted version, task
  * or base, a base or task created again under an old name) drops those cache entries, so the next
  * request reads the store. Alias moves need no dropping (requests resolve aliases in the store), but
- * they are followed too so the feed's lag can be measured. The feed is polled every NODE_POLL_MS; if
+ * they are followed too so the feed's lag can be measured. On PostgreSQL the node LISTENs on a connection
+ * of its own (watched by a uv_poll handle) and reads the feed when notified, polling every
+ * NODE_POLL_NOTIFY_MS in case a notification is lost; on SQLite it polls every NODE_POLL_MS. If
  * rows were pruned before this node read them (it was stopped or stalled for long), it drops its whole
  * cache. A node whose heartbeat is older than NODE_DEAD_MS is reported dead.
  *
@@ -22,6 +24,7 @@
 #define NODE_BEAT_MS 1000
 #define NODE_DEAD_MS 5000
 #define NODE_POLL_MS 250           /* staleness bound of the feed on SQLite */
+#define NODE_POLL_NOTIFY_MS 1000   /* on PostgreSQL, where LISTEN/NOTIFY delivers changes at once */
 #define NODE_SHOWN_MS 3600000      /* dead and stopped nodes stay listed this long */
 #define NODE_PRUNE_EVERY 60        /* heartbeats between prunes of the feed */
 #define NODE_FEED_KEEP_ROWS 10000  /* the feed keeps at most this many rows ... */
