@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/config.h"
 #include "tests/multinode_util.h"
 #include "tests/test.h"
 
@@ -226,4 +227,61 @@ TEST(multinode_sqlite_deletes_reach_every_node)
     char location[512];
     sqlite_store(location, sizeof location);
     deletes_reach_every_node(location, "sqlite");
+}
+
+TEST(multinode_store_location_is_checked_and_its_password_never_shown)
+{
+    static const char *const cases[][2] = {
+        {"postgresql://clad:s3cret@db1:5432/clad", "postgresql://clad:***@db1:5432/clad"},
+        {"postgres://u:p@h/d?sslmode=require&password=x&application_name=a",
+         "postgres://u:***@h/d?sslmode=require&password=***&application_name=a"},
+        {"postgresql://db1/clad?password=only", "postgresql://db1/clad?password=***"},
+        {"postgresql://clad@db1/clad", "postgresql://clad@db1/clad"},
+        {"postgresql:///clad?host=/tmp/pg&user=u@x", "postgresql:///clad?host=/tmp/pg&user=u@x"},
+        {"/var/lib/clad/clad.db", "/var/lib/clad/clad.db"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[256];
+        config_store_redacted(cases[i][0], out, sizeof out);
+        CHECK_STR_EQ(out, cases[i][1]);
+    }
+    char tiny_buf[12];
+    config_store_redacted("postgresql://u:secret@h/d", tiny_buf, sizeof tiny_buf);
+    CHECK(!strstr(tiny_buf, "secret"));
+
+    cladd_config cfg;
+    config_init(&cfg);
+    clad_err e = {0};
+    CHECK_INT_EQ(config_set(&cfg, "store", "relative/clad.db", &e), CLAD_EINVAL);
+    CHECK_INT_EQ(config_set(&cfg, "store", "mysql://x", &e), CLAD_EINVAL);
+    CHECK_INT_EQ(config_set(&cfg, "store", "postgresql://db1/clad", &e), 0);
+    CHECK_INT_EQ(config_set(&cfg, "node_id", "web 1", &e), CLAD_EINVAL);
+    CHECK_INT_EQ(config_set(&cfg, "node_id", "web-1.a", &e), 0);
+    char id[CONFIG_NAME_MAX + 1], other[CONFIG_NAME_MAX + 1];
+    config_default_node_id("/var/lib/clad-a", id, sizeof id);
+    config_default_node_id("/var/lib/clad-b", other, sizeof other);
+    CHECK_MSG(strcmp(id, other) && strlen(id) > 9 && id[strlen(id) - 9] == '-', "%s vs %s", id, other);
+}
+
+/* A second node under a live node's id is refused at startup, naming the first; --store must be a usable
+ * location. */
+TEST(multinode_node_id_in_use_is_refused)
+{
+    char location[512];
+    sqlite_store(location, sizeof location);
+    mn_cluster c;
+    mn_start(&c, 1, location);
+    daemon_proc twin;
+    const char *args[] = {"--store", location, NULL};
+    daemon_opts o = {.args = args, .config = "node_id = n0\n", .subdir = "twin", .no_wait = true};
+    daemon_start(&twin, &o);
+    CHECK_INT_EQ(daemon_wait(&twin, 10), 1);
+    char *log = daemon_log(&twin);
+    CHECK_MSG(strstr(log, "node id 'n0' is in use by a live node") && strstr(log, "/n0/state"), "log:\n%s", log);
+    free(log);
+    const char *bad[] = {"--store", "clad.db", NULL};
+    daemon_opts ob = {.args = bad, .subdir = "bad", .no_wait = true};
+    daemon_start(&twin, &ob);
+    CHECK_INT_EQ(daemon_wait(&twin, 10), 2);
+    mn_stop(&c);
 }
