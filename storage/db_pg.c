@@ -82,6 +82,31 @@ static void pg_display(const char *target, char *buf, size_t cap)
     snprintf(buf, cap, "%s", tmp);
 }
 
+/* Copies libpq's message (its first line) with every copy of the URI's password masked: libpq quotes
+ * a URI it cannot parse whole. */
+static void scrub_password(const char *target, const char *msg, char *out, size_t cap)
+{
+    snprintf(out, cap, "%.*s", (int)strcspn(msg, "\n"), msg);
+    const char *secrets[2] = {NULL, NULL};
+    size_t lens[2] = {0, 0};
+    const char *scheme = strstr(target, "://");
+    const char *at = scheme ? strpbrk(scheme + 3, "@/?") : NULL;
+    const char *colon = at && *at == '@' ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) : NULL;
+    if (colon) {
+        secrets[0] = colon + 1;
+        lens[0] = (size_t)(at - colon - 1);
+    }
+    const char *param = strstr(target, "password=");
+    if (param) {
+        secrets[1] = param + 9;
+        lens[1] = strcspn(secrets[1], "&");
+    }
+    for (int k = 0; k < 2; k++) {
+        if (!lens[k]) continue;
+        for (char *hit; (hit = memmem(out, strlen(out), secrets[k], lens[k])) != NULL;) memset(hit, '*', lens[k]);
+    }
+}
+
 /* Remembers the SQLSTATE and primary message of a failed result (or of the connection). */
 static void pg_note(pg_db *d, const PGresult *r)
 {
@@ -170,10 +195,9 @@ static db *pg_open(const char *target, bool reader, clad_err *err)
     const char *const vals[] = {"10", "clad", target, NULL};
     d->c = PQconnectdbParams(keys, vals, 1);
     if (!d->c || PQstatus(d->c) != CONNECTION_OK) {
-        const char *m = d->c ? PQerrorMessage(d->c) : "out of memory";
-        /* libpq's message may span lines ("connection to server ... failed: ..."); the last says why. */
-        clad_err_set(err, CLAD_EIO, "cannot connect to the PostgreSQL store %s: %.*s", d->name,
-                     (int)strcspn(m, "\n"), m);
+        char m[400];
+        scrub_password(target, d->c ? PQerrorMessage(d->c) : "out of memory", m, sizeof m);
+        clad_err_set(err, CLAD_EIO, "cannot connect to the PostgreSQL store %s: %s", d->name, m);
         pg_close(&d->base);
         return NULL;
     }

@@ -152,11 +152,14 @@ void fx_write_file(const char *path, const uint8_t *data, size_t n)
 
 static bool is_uri(const char *path) { return strncmp(path, "postgresql://", 13) == 0; }
 
+static void notice_ignore(void *arg, const char *message) {}
+
 /* Runs sql on a PostgreSQL store; returns the result (the caller clears it). */
 static PGresult *pg_direct(const char *uri, const char *sql)
 {
     PGconn *c = PQconnectdb(uri);
     CHECK_MSG(PQstatus(c) == CONNECTION_OK, "connecting to %s: %s", uri, PQerrorMessage(c));
+    PQsetNoticeProcessor(c, notice_ignore, NULL);
     PGresult *r = PQexec(c, sql);
     ExecStatusType t = PQresultStatus(r);
     CHECK_MSG(t == PGRES_COMMAND_OK || t == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
