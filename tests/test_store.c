@@ -625,3 +625,20 @@ STORE_TEST(store_threads_open_and_write_one_file)
     store_audit_free(a, n);
     store_close(s);
 }
+
+STORE_TEST(store_change_mark_moves_with_every_commit)
+{
+    clad_err e = {0};
+    char path[512];
+    fx_path(path, sizeof path, "a.db");
+    store *w = fx_open("a.db");
+    fx_task(w, "t1");
+    store *r = store_open_reader(path, &e);
+    CHECK_MSG(r != NULL, "%s", e.msg);
+    int64_t before_r = store_change_mark(r), before_w = store_change_mark(w);
+    fx_put(w, "t1", 0);
+    CHECK(store_change_mark(r) != before_r); /* another connection's commit */
+    CHECK(store_change_mark(w) != before_w); /* this connection's own */
+    store_close(r);
+    store_close(w);
+}
