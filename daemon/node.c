@@ -119,8 +119,9 @@ static void listener_close(node *n)
 
 static void on_notified(uv_poll_t *p, int status, int events)
 {
-    node *n = p->data;
-    int drained = status < 0 ? -1 : store_changes_drain(n->listen->st);
+    listener *l = p->data;
+    node *n = l->n;
+    int drained = status < 0 ? -1 : store_changes_drain(l->st);
     if (drained < 0) {
         log_warning("the change notification connection broke; polling every %d ms until it is back",
                     NODE_POLL_NOTIFY_MS);
@@ -150,7 +151,7 @@ static void listener_open(node *n)
         free(l);
         return;
     }
-    l->poll.data = n;
+    l->poll.data = l;
     n->open_handles++;
     n->listen = l;
     uv_poll_start(&l->poll, UV_READABLE, on_notified);

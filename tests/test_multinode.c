@@ -2,7 +2,9 @@
  * directories: they see each other in /v1/status and `clad nodes` (a killed node turns dead, a stopped
  * one stopped), a rollback through one node is what the others serve next, every node predicts the same
  * bits for a version, and deletes through one node reach the caches of the others through the change
- * feed. Each scenario runs on one SQLite file shared by the processes. */
+ * feed. Each scenario runs on one SQLite file shared by the processes, and on a PostgreSQL database of a
+ * throwaway cluster (tests/pg_cluster.h; skipped where PostgreSQL is not installed), where the nodes learn
+ * of changes by LISTEN/NOTIFY. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 
 #include "daemon/config.h"
 #include "tests/multinode_util.h"
+#include "tests/pg_cluster.h"
 #include "tests/test.h"
 
 #define JSON_BODY "-H 'Content-Type: application/json' "
@@ -45,6 +48,25 @@ static long long served_version(const daemon_proc *d)
 static void sqlite_store(char *out, size_t size)
 {
     snprintf(out, size, "%s/shared.db", test_tmpdir());
+}
+
+/* A fresh database `name` on the shared test cluster (the test is skipped where PostgreSQL is missing). */
+static void pg_store(const char *name, char *out, size_t size)
+{
+    pg_cluster_require();
+    CHECK_MSG(pg_cluster_create_db(name, out, size) == 0, "cannot create database %s", name);
+}
+
+/* Every node listens for notifications (PostgreSQL) or does not (SQLite). */
+static void check_listening(const mn_cluster *c, bool want)
+{
+    for (int i = 0; i < c->n; i++) {
+        json_t *j = mn_status(&c->node[i]);
+        json_t *feed = json_object_get(json_object_get(j, "node"), "feed");
+        CHECK_MSG(json_is_true(json_object_get(feed, "listening")) == want, "node n%d: feed %s", i,
+                  json_dumps(feed, JSON_COMPACT));
+        json_decref(j);
+    }
 }
 
 static void nodes_see_each_other(const char *location)
@@ -184,6 +206,7 @@ static void deletes_reach_every_node(const char *location, const char *label)
     CHECK_INT_EQ(loaded(&c.node[1], "adapters"), 0);
     printf("# %s: a version deleted through n0 was not found by n1 after %.1f ms, by n2 after %.1f ms more\n", label,
            t1 * 1e3, t2 * 1e3);
+    check_listening(&c, strcmp(label, "sqlite") != 0);
 
     /* The task, then the base. */
     CHECK_INT_EQ(predict(&c.node[1], "", &body), 200);
@@ -204,6 +227,10 @@ static void deletes_reach_every_node(const char *location, const char *label)
     json_t *st = mn_status(&c.node[1]);
     json_t *feed = json_object_get(json_object_get(st, "node"), "feed");
     CHECK(json_integer_value(json_object_get(feed, "dropped")) >= 3);
+    /* On PostgreSQL the changes arrived by notification (not only by the 1 s poll). */
+    if (strcmp(label, "sqlite"))
+        CHECK_MSG(json_integer_value(json_object_get(feed, "notifications")) >= 1, "feed: %s",
+                  json_dumps(feed, JSON_COMPACT));
     json_decref(st);
     mn_stop(&c);
 }
@@ -284,4 +311,26 @@ TEST(multinode_node_id_in_use_is_refused)
     daemon_start(&twin, &ob);
     CHECK_INT_EQ(daemon_wait(&twin, 10), 2);
     mn_stop(&c);
+}
+
+TEST(multinode_pg_nodes_see_each_other_and_the_dead)
+{
+    char location[512];
+    pg_store("mn_nodes", location, sizeof location);
+    nodes_see_each_other(location);
+}
+
+TEST(multinode_pg_rollback_served_everywhere_bit_identical)
+{
+    char location[512];
+    pg_store("mn_rollback", location, sizeof location);
+    rollback_served_everywhere(location, "postgresql");
+}
+
+/* Also: the deletes reach the others by notification, not only by the 1 s poll. */
+TEST(multinode_pg_deletes_reach_every_node)
+{
+    char location[512];
+    pg_store("mn_deletes", location, sizeof location);
+    deletes_reach_every_node(location, "postgresql");
 }
