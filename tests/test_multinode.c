@@ -57,16 +57,19 @@ static void pg_store(const char *name, char *out, size_t size)
     CHECK_MSG(pg_cluster_create_db(name, out, size) == 0, "cannot create database %s", name);
 }
 
+/* Does node d listen for the store's change notifications (/v1/status node.feed.listening)? */
+static bool listening(const daemon_proc *d)
+{
+    json_t *j = mn_status(d);
+    bool yes = json_is_true(json_object_get(json_object_get(json_object_get(j, "node"), "feed"), "listening"));
+    json_decref(j);
+    return yes;
+}
+
 /* Every node listens for notifications (PostgreSQL) or does not (SQLite). */
 static void check_listening(const mn_cluster *c, bool want)
 {
-    for (int i = 0; i < c->n; i++) {
-        json_t *j = mn_status(&c->node[i]);
-        json_t *feed = json_object_get(json_object_get(j, "node"), "feed");
-        CHECK_MSG(json_is_true(json_object_get(feed, "listening")) == want, "node n%d: feed %s", i,
-                  json_dumps(feed, JSON_COMPACT));
-        json_decref(j);
-    }
+    for (int i = 0; i < c->n; i++) CHECK_MSG(listening(&c->node[i]) == want, "node n%d listening: %d", i, !want);
 }
 
 static void nodes_see_each_other(const char *location)
