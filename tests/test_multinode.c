@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "daemon/config.h"
+#include "storage/store.h"
 #include "tests/multinode_util.h"
 #include "tests/pg_cluster.h"
 #include "tests/test.h"
@@ -125,6 +126,29 @@ static double wait_served(const daemon_proc *d, long long want, double timeout_s
     return now_s() - t0;
 }
 
+/* Waits until node d has applied the newest change of the store at location; returns the time from that
+ * change's commit to its application there (/v1/status node.feed.last_lag_ms). */
+static long long feed_lag_ms(const daemon_proc *d, const char *location)
+{
+    clad_err e = {0};
+    store *s = store_open_reader(location, &e);
+    CHECK_MSG(s != NULL, "%s", e.msg);
+    int64_t last = 0;
+    CHECK_INT_EQ(store_changes_last(s, &last, &e), 0);
+    store_close(s);
+    double t0 = now_s();
+    for (;;) {
+        json_t *j = mn_status(d);
+        json_t *feed = json_object_get(json_object_get(j, "node"), "feed");
+        long long seen = json_integer_value(json_object_get(feed, "last_change"));
+        long long lag = json_integer_value(json_object_get(feed, "last_lag_ms"));
+        json_decref(j);
+        if (seen >= last) return lag;
+        CHECK_MSG(now_s() - t0 < 5, "the node applied change %lld, not %lld, after 5 s", seen, (long long)last);
+        sleep_ms(10);
+    }
+}
+
 static void rollback_served_everywhere(const char *location, const char *label)
 {
     store_fill_lora(location, &tiny, 3);
@@ -156,6 +180,7 @@ static void rollback_served_everywhere(const char *location, const char *label)
     free(body);
     double b = wait_served(&c.node[1], 2, 5), cc = wait_served(&c.node[2], 2, 5);
     printf("# %s: a rollback through n0 was served by n1 after %.1f ms, by n2 after %.1f ms more\n", label, b * 1e3, cc * 1e3);
+    printf("# %s: the rollback's change reached n1's feed %lld ms after its commit\n", label, feed_lag_ms(&c.node[1], location));
     CHECK_INT_EQ(curl_req(&c.node[1], "POST", "/v1/tasks/t/rollback/undo", JSON_BODY "-d '{}'", &body, NULL), 200);
     free(body);
     double a = wait_served(&c.node[0], 3, 5);
