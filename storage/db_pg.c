@@ -26,9 +26,14 @@
 enum { OID_BOOL = 16, OID_BYTEA = 17, OID_INT8 = 20, OID_INT2 = 21, OID_INT4 = 23, OID_TEXT = 25,
        OID_FLOAT4 = 700, OID_FLOAT8 = 701 };
 
+#define PG_MAX_CHANNELS 8
+
 typedef struct pg_db {
     db base;
     PGconn *c;
+    bool reader;
+    char channels[PG_MAX_CHANNELS][64]; /* LISTENed, to listen again after a reconnect */
+    int n_channels;
     char name[256];    /* the URI without its password, for messages */
     char sqlstate[6];  /* of the last failure; "" when the connection itself failed */
     char msg[256];     /* its primary message */
@@ -174,6 +179,31 @@ static int pg_exec(db *d, const char *sql, clad_err *err) { return pg_run(PD(d),
 
 static void notice_ignore(void *arg, const char *message) {}
 
+/* What every session needs, again after a reconnect: writers wait for the writer lock as long as
+ * SQLite's busy timeout (then CLAD_EBUSY), readers refuse writes, notifications keep coming. */
+static int session_setup(pg_db *d, clad_err *err)
+{
+    PQsetNoticeProcessor(d->c, notice_ignore, NULL);
+    char sql[160];
+    snprintf(sql, sizeof sql, "SET lock_timeout = %d; SET client_min_messages = warning%s",
+             STORE_BUSY_TIMEOUT_MS, d->reader ? "; SET default_transaction_read_only = on" : "");
+    int rc = pg_run(d, sql, NULL, err, "setting up the session");
+    for (int i = 0; rc == 0 && i < d->n_channels; i++) {
+        snprintf(sql, sizeof sql, "LISTEN %s", d->channels[i]);
+        rc = pg_run(d, sql, NULL, err, "listening again");
+    }
+    return rc;
+}
+
+/* A connection the server dropped (restart, failover, idle timeout) is opened again before the next
+ * transaction or lone statement; one that fails mid-transaction has already failed its store call. */
+static void reconnect_if_lost(pg_db *d)
+{
+    if (PQstatus(d->c) == CONNECTION_OK) return;
+    PQreset(d->c);
+    if (PQstatus(d->c) == CONNECTION_OK) session_setup(d, NULL);
+}
+
 static void pg_close(db *d)
 {
     if (!d) return;
@@ -201,12 +231,8 @@ static db *pg_open(const char *target, bool reader, clad_err *err)
         pg_close(&d->base);
         return NULL;
     }
-    PQsetNoticeProcessor(d->c, notice_ignore, NULL);
-    /* Writers wait for the writer lock as long as SQLite's busy timeout, then get CLAD_EBUSY. */
-    char setup[160];
-    snprintf(setup, sizeof setup, "SET lock_timeout = %d; SET client_min_messages = warning%s",
-             STORE_BUSY_TIMEOUT_MS, reader ? "; SET default_transaction_read_only = on" : "");
-    if (pg_run(d, setup, NULL, err, "setting up the session")) {
+    d->reader = reader;
+    if (session_setup(d, err)) {
         pg_close(&d->base);
         return NULL;
     }
@@ -314,6 +340,7 @@ static int pg_step(db_stmt *st, clad_err *err)
     if (s->res) return ++s->row < PQntuples(s->res) ? 1 : 0;
     /* A statement outside a transaction is rolled back whole by a serialization failure, so it can
      * simply run again; inside one, the caller's transaction has to end. */
+    reconnect_if_lost(s->d);
     bool own_tx = PQtransactionStatus(s->d->c) == PQTRANS_IDLE;
     for (int attempt = 1;; attempt++) {
         PGresult *r = pg_run_params(s);
@@ -436,6 +463,7 @@ static int pg_begin(db *d, db_tx kind, clad_err *err)
         [DB_TX_WRITE] = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(1668047204)",
     };
     _Static_assert(PG_WRITER_LOCK == 1668047204, "the lock key in the SQL above");
+    reconnect_if_lost(PD(d));
     for (int attempt = 1;; attempt++) {
         clad_err mine = {0};
         int rc = pg_run(PD(d), sql[kind], NULL, &mine, kind == DB_TX_WRITE ? "starting a write transaction"
@@ -562,9 +590,16 @@ static int pg_listen(db *d, const char *channel, clad_err *err)
 {
     if (!channel_valid(channel))
         return clad_err_set(err, CLAD_EINVAL, "notification channel must be 1..63 of [a-z0-9_]");
+    pg_db *p = PD(d);
+    int known = 0;
+    while (known < p->n_channels && strcmp(p->channels[known], channel) != 0) known++;
+    if (known == p->n_channels && known == PG_MAX_CHANNELS)
+        return clad_err_set(err, CLAD_ETOOLARGE, "a store connection listens on at most %d channels", PG_MAX_CHANNELS);
     char sql[96];
     snprintf(sql, sizeof sql, "LISTEN %s", channel);
-    return pg_exec(d, sql, err);
+    int rc = pg_exec(d, sql, err);
+    if (rc == 0 && known == p->n_channels) snprintf(p->channels[p->n_channels++], sizeof p->channels[0], "%s", channel);
+    return rc;
 }
 
 static int pg_notify(db *d, const char *channel, const char *payload, clad_err *err)
