@@ -362,3 +362,30 @@ TEST(multinode_pg_deletes_reach_every_node)
     pg_store("mn_deletes", location, sizeof location);
     deletes_reach_every_node(location, "postgresql");
 }
+
+/* The database drops every connection of the nodes (as a restart of PostgreSQL does): requests fail
+ * while it is away, then the nodes reconnect by themselves, beat again, listen again, and a delete through
+ * one node still reaches the others' caches. */
+TEST(multinode_pg_nodes_recover_after_losing_the_database)
+{
+    char location[512];
+    pg_store("mn_lost", location, sizeof location);
+    store_fill_lora(location, &tiny, 2);
+    mn_cluster c;
+    mn_start(&c, 2, location);
+    char *body = NULL;
+    CHECK_INT_EQ(predict(&c.node[1], "?version=1", &body), 200);
+    free(body);
+    CHECK_INT_EQ(pg_cluster_exec("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                             "WHERE datname = 'mn_lost' AND pid <> pg_backend_pid()"), 0);
+    double t0 = now_s();
+    while (!listening(&c.node[1]) || strcmp(mn_node_state(&c.node[1], "n0"), "live") || strcmp(mn_node_state(&c.node[0], "n1"), "live")) {
+        CHECK_MSG(now_s() - t0 < 15, "the nodes did not recover within 15 s; n1 log:\n%s", daemon_log(&c.node[1]));
+        sleep_ms(100);
+    }
+    printf("# both nodes live and listening again %.1f s after their connections were dropped\n", now_s() - t0);
+    CHECK_INT_EQ(curl_req(&c.node[0], "DELETE", "/v1/tasks/t/versions/1", NULL, &body, NULL), 200);
+    free(body);
+    wait_status(&c.node[1], "POST", "predict-v1", 404, 5);
+    mn_stop(&c);
+}
