@@ -27,10 +27,8 @@ TEST(store_pg_concurrent_puts_from_processes_are_numbered_without_gaps)
     enum { WRITERS = 4, PUTS = 25 };
     fx_use_backend(FX_PG);
     char uri[512];
-    fx_path(uri, sizeof uri, "race.db");
-    store *s = fx_open("race.db");
+    store *s = fx_open_with_task("race.db", "t", 0, uri, sizeof uri);
     CHECK_STR_EQ(store_backend(s), "postgresql");
-    fx_task(s, "t");
     pid_t kids[WRITERS];
     for (int w = 0; w < WRITERS; w++) {
         if ((kids[w] = fork()) == 0) {
@@ -87,15 +85,12 @@ TEST(store_pg_write_transaction_retries_serialization_failures)
 {
     fx_use_backend(FX_PG);
     char uri[512], injected[640];
-    fx_path(uri, sizeof uri, "retry.db");
-    store *s = fx_open("retry.db");
-    fx_task(s, "t");
-    store_close(s);
+    store_close(fx_open_with_task("retry.db", "t", 0, uri, sizeof uri));
     snprintf(injected, sizeof injected, "%s&options=-csearch_path%%3Dpublic,pg_catalog", uri);
 
     clad_err e = {0};
     inject_lock_failures(uri, 2); /* fewer than the driver's attempts: the put goes through */
-    s = store_open(injected, &e);
+    store *s = store_open(injected, &e);
     CHECK_MSG(s != NULL, "%s", e.msg);
     CHECK_INT_EQ(fx_put(s, "t", 0), 1);
     CHECK_INT_EQ(fx_count(uri, "SELECT last_value FROM lock_calls"), 3);
@@ -152,10 +147,7 @@ TEST(store_pg_lost_connection_fails_one_call_then_reconnects)
     fx_use_backend(FX_PG);
     clad_err e = {0};
     char uri[512];
-    fx_path(uri, sizeof uri, "a.db");
-    store *s = fx_open("a.db");
-    fx_task(s, "t1");
-    fx_put(s, "t1", 0);
+    store *s = fx_open_with_task("a.db", "t1", 1, uri, sizeof uri);
     /* As a server restart or an idle timeout would: the store's connection is cut. */
     fx_exec(uri, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                  "WHERE datname = current_database() AND pid <> pg_backend_pid()");
@@ -200,10 +192,7 @@ TEST(store_pg_corrupted_bytea_is_detected_by_its_hash)
     fx_use_backend(FX_PG);
     clad_err e = {0};
     char uri[512];
-    fx_path(uri, sizeof uri, "a.db");
-    store *s = fx_open("a.db");
-    fx_task(s, "t1");
-    for (int i = 0; i < 3; i++) fx_put(s, "t1", 0);
+    store *s = fx_open_with_task("a.db", "t1", 3, uri, sizeof uri);
     /* Flip one bit of version 2's adapter behind the store's back. */
     fx_exec(uri, "UPDATE version_blobs SET data = set_byte(data, 100, get_byte(data, 100) # 64) "
                  "WHERE version_id = (SELECT id FROM versions WHERE version = 2)");
@@ -266,8 +255,7 @@ TEST(store_pg_operation_times_next_to_sqlite)
     double put[2], roll[2], load[2];
     for (int b = 0; b < 2; b++) {
         fx_use_backend(b ? FX_PG : FX_SQLITE);
-        store *s = fx_open("speed.db");
-        fx_task(s, "t");
+        store *s = fx_open_with_task("speed.db", "t", 0, NULL, 0);
         static uint8_t blob[16384];
         store_version_in in = {.task = "t", .kind = "lora", .adapter = blob, .adapter_size = sizeof blob};
         clad_err e = {0};
