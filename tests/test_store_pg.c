@@ -3,6 +3,7 @@
  * unreachable servers and bad URIs give a clear error without the password, a damaged bytea is caught
  * by its sha256, and LISTEN/NOTIFY reaches another connection. Every test runs on the shared throwaway
  * cluster (tests/pg_cluster.h) and is skipped where PostgreSQL is not installed. */
+#include <libpq-fe.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -110,6 +111,35 @@ TEST(store_pg_write_transaction_retries_serialization_failures)
     int64_t version = 0;
     CHECK_OK(store_version_put(s, &in, 1000, &version, &e), e);
     CHECK_INT_EQ(version, 2); /* the refused attempts used no number */
+    store_close(s);
+}
+
+/* Another connection holds the writers' lock: a writer waits for it, and a statement timeout set in
+ * the URI cancels the wait with CLAD_ECANCELLED (SQLSTATE 57014); readers never wait. */
+TEST(store_pg_writers_wait_for_the_lock_and_a_cancel_is_clear)
+{
+    fx_use_backend(FX_PG);
+    char uri[512], timed[640];
+    store_close(fx_open_with_task("lock.db", "t", 1, uri, sizeof uri));
+    snprintf(timed, sizeof timed, "%s&options=-cstatement_timeout%%3D200", uri);
+    PGconn *holder = PQconnectdb(uri);
+    CHECK(PQstatus(holder) == CONNECTION_OK);
+    PQclear(PQexec(holder, "SELECT pg_advisory_lock(1668047204)"));
+    clad_err e = {0};
+    store *s = store_open(timed, &e);
+    CHECK_MSG(s != NULL, "%s", e.msg);
+    int64_t active = 0;
+    CHECK_OK(store_alias_get(s, "t", "active", &active, &e), e);
+    static const uint8_t blob[16] = {5};
+    store_version_in in = {.task = "t", .kind = "lora", .adapter = blob, .adapter_size = sizeof blob};
+    double t0 = now_ms_f();
+    CHECK_CODE(store_version_put(s, &in, 1000, NULL, &e), CLAD_ECANCELLED, e);
+    CHECK_MSG(now_ms_f() - t0 >= 150, "the put did not wait for the lock (%.0f ms)", now_ms_f() - t0);
+    PQclear(PQexec(holder, "SELECT pg_advisory_unlock(1668047204)"));
+    PQfinish(holder);
+    int64_t version = 0;
+    CHECK_OK(store_version_put(s, &in, 1000, &version, &e), e);
+    CHECK_INT_EQ(version, 2);
     store_close(s);
 }
 
