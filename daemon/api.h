@@ -41,7 +41,8 @@ typedef struct cladd {
     unsigned threadpool_size;
     bool stopping;
     store *st;              /* the registry database; loop thread only (workers open readers) */
-    char db_path[PATH_MAX]; /* $STATE_DIRECTORY/clad.db */
+    char db_path[PATH_MAX]; /* the store: cfg.store, or $STATE_DIRECTORY/clad.db */
+    struct node *node;      /* this daemon among the nodes sharing the store (daemon/node.h) */
     registry *reg;          /* loaded bases and adapters */
     struct registry_loader *loads; /* cache misses loaded on the pool (daemon/registry_load.h) */
     struct job_link *links; /* queue job id -> store job id, for jobs still live */

@@ -19,6 +19,7 @@
 #include "core/train.h"
 #include "daemon/api.h"
 #include "daemon/api_util.h"
+#include "daemon/node.h"
 #include "daemon/registry_load.h"
 #include "io/safetensors.h"
 
@@ -415,7 +416,7 @@ typedef struct candidate_want {
     int err_at;
     char base[STORE_NAME_MAX + 1];
     char key[STORE_NAME_MAX + 8200]; /* candidate cache key; "" when the resolution came from the cache */
-    int64_t mark;
+    int64_t mark, feed;
 } candidate_want;
 
 /* Wants task `name` at its active version. A task without one is left out (listed explicitly, that is an
@@ -485,12 +486,12 @@ static int resolve_candidates(route_call *c, candidate_want *w, const char *list
 }
 
 /* The last resolutions of candidate lists (base and ?tasks= -> task versions that passed the checks),
- * valid while the store is unchanged (store_change_mark): a prediction then costs no query. Loop thread
- * only. */
+ * valid while the store is unchanged (store_change_mark) and no other node changed it (the change feed's
+ * position, node.h): a prediction then costs no query. Loop thread only. */
 #define CANDIDATE_CACHE 4
 typedef struct candidate_list {
     char key[STORE_NAME_MAX + 8200];
-    int64_t mark;
+    int64_t mark, feed;
     int n;
     char task[ROUTE_MAX_TASKS][STORE_NAME_MAX + 1];
     int64_t version[ROUTE_MAX_TASKS];
@@ -516,6 +517,7 @@ static void candidate_cache_put(const route_call *c, const candidate_want *w)
     json_decref(e->skipped);
     snprintf(e->key, sizeof e->key, "%s", w->key);
     e->mark = w->mark;
+    e->feed = w->feed;
     e->n = c->n_tasks;
     for (int t = 0; t < c->n_tasks; t++) {
         snprintf(e->task[t], sizeof e->task[t], "%s", c->la[t]->task);
@@ -530,9 +532,10 @@ static int want_candidates(route_call *c, candidate_want *w, const char *list, c
 {
     snprintf(w->key, sizeof w->key, "%s|%s", w->base, list ? list : "*");
     w->mark = store_change_mark(c->app->st);
+    w->feed = node_last_change(c->app->node);
     for (int i = 0; i < CANDIDATE_CACHE; i++) {
         candidate_list *hit = candidate_cache[i];
-        if (!hit || hit->mark != w->mark || strcmp(hit->key, w->key)) continue;
+        if (!hit || hit->mark != w->mark || hit->feed != w->feed || strcmp(hit->key, w->key)) continue;
         hit->used = ++candidate_clock;
         json_decref(c->skipped);
         c->skipped = json_deep_copy(hit->skipped);

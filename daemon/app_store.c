@@ -89,11 +89,14 @@ static void restore_jobs(cladd *app)
 
 int app_store_open(cladd *app, clad_err *err)
 {
-    if (snprintf(app->db_path, sizeof app->db_path, "%s/clad.db", app->cfg.state_dir) >= (int)sizeof app->db_path)
+    if (app->cfg.store[0]) snprintf(app->db_path, sizeof app->db_path, "%s", app->cfg.store);
+    else if (snprintf(app->db_path, sizeof app->db_path, "%s/clad.db", app->cfg.state_dir) >= (int)sizeof app->db_path)
         return clad_err_set(err, CLAD_EINVAL, "state directory path is too long");
+    char shown[CONFIG_STORE_MAX];
+    config_store_redacted(app->db_path, shown, sizeof shown);
     app->st = store_open(app->db_path, err);
     if (!app->st) {
-        clad_err_prefix(err, "opening %s: ", app->db_path);
+        clad_err_prefix(err, "opening %s: ", shown);
         return err ? err->code : CLAD_EIO;
     }
     int64_t marked = 0;
@@ -102,7 +105,7 @@ int app_store_open(cladd *app, clad_err *err)
     restore_jobs(app);
     app->reg = registry_create(APP_ADAPTER_CACHE_BYTES, APP_BASE_CACHE_BYTES);
     app->loads = registry_loader_create(app->reg, app->jobs, app->st, app->db_path);
-    log_info("store %s open", app->db_path);
+    log_info("store %s open", shown);
     return 0;
 }
 

@@ -42,11 +42,11 @@ int store_job_create(store *s, const char *kind, const char *task, const char *l
         return clad_err_set(err, CLAD_EINVAL, "job lane is longer than %d bytes", STORE_NAME_MAX);
     if ((rc = check_json(s, request_json, "object", true, "job request", err))) return rc;
     if ((rc = tx_begin_write(s, err))) return rc;
-    rc = st_exec(s, err,
-                 "INSERT INTO jobs (kind, task, lane, state, request_json, peer_uid, created_ms) "
-                 "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6)", "ttttiI", kind, task ? task : "", lane ? lane : "",
-                 request_json ? request_json : "{}", peer_uid, now_ms());
-    int64_t id = sqlite3_last_insert_rowid(s->db);
+    int64_t id = 0;
+    rc = st_int(s, &id, err,
+                "INSERT INTO jobs (kind, task, lane, state, request_json, peer_uid, created_ms) "
+                "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6) RETURNING id", "ttttiI", kind, task ? task : "",
+                lane ? lane : "", request_json ? request_json : "{}", peer_uid, now_ms());
     if (rc == 0) rc = audit_job(s, peer_uid, "job.create", id, "queued", NULL, 0, err);
     rc = tx_end(s, rc, err);
     if (rc == 0 && id_out) *id_out = id;
@@ -58,13 +58,13 @@ int store_job_create(store *s, const char *kind, const char *task, const char *l
 static int job_check_state(store *s, int64_t id, const char *const *from, const char *to, int *owner,
                            clad_err *err)
 {
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err, "SELECT state, peer_uid FROM jobs WHERE id = ?1", "I", id);
     if (rc) return rc;
     rc = st_step(s, st, err);
     if (rc == 1) {
-        const char *state = (const char *)sqlite3_column_text(st, 0);
-        *owner = sqlite3_column_int(st, 1);
+        const char *state = col_text(st, 0);
+        *owner = col_int(st, 1);
         rc = CLAD_ECONFLICT;
         for (size_t i = 0; from[i]; i++)
             if (strcmp(state, from[i]) == 0) rc = 0;
@@ -72,7 +72,7 @@ static int job_check_state(store *s, int64_t id, const char *const *from, const 
     } else if (rc == 0) {
         rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)id);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
@@ -170,7 +170,7 @@ int store_job_set_progress(store *s, int64_t id, const char *progress_json, clad
     if (rc || (rc = tx_begin_write(s, err))) return rc;
     rc = st_exec(s, err, "UPDATE jobs SET progress_json = ?2 WHERE id = ?1 AND state = 'running'", "It", id,
                  progress_json);
-    if (rc == 0 && sqlite3_changes(s->db) == 0) {
+    if (rc == 0 && st_changes(s) == 0) {
         int64_t exists;
         rc = st_int(s, &exists, err, "SELECT 1 FROM jobs WHERE id = ?1", "I", id);
         rc = rc == CLAD_ENOTFOUND ? clad_err_set(err, rc, "unknown job %lld", (long long)id)
@@ -239,7 +239,7 @@ int store_jobs_mark_interrupted(store *s, int64_t *n_marked, clad_err *err)
                  "UPDATE jobs SET state = 'interrupted', finished_ms = ?1, "
                  "error_msg = 'clad stopped while the job was ' || state "
                  "WHERE state IN ('queued', 'running')", "I", now_ms());
-    int64_t n = sqlite3_changes(s->db);
+    int64_t n = st_changes(s);
     if (rc == 0 && n) {
         jbuf j;
         jb_init(&j);
@@ -255,22 +255,22 @@ static const char job_cols[] =
     "SELECT id, kind, task, state, error_code, error_msg, request_json, progress_json, result_version, "
     "peer_uid, created_ms, started_ms, finished_ms, result_json, lane FROM jobs ";
 
-static void job_from_row(sqlite3_stmt *st, store_job *j)
+static void job_from_row(db_stmt *st, store_job *j)
 {
     memset(j, 0, sizeof *j);
-    j->id = sqlite3_column_int64(st, 0);
+    j->id = col_int64(st, 0);
     col_copy(st, 1, j->kind, sizeof j->kind);
     col_copy(st, 2, j->task, sizeof j->task);
-    j->state = state_parse((const char *)sqlite3_column_text(st, 3));
-    j->error_code = sqlite3_column_int(st, 4);
+    j->state = state_parse(col_text(st, 3));
+    j->error_code = col_int(st, 4);
     col_copy(st, 5, j->error_msg, sizeof j->error_msg);
     j->request_json = col_strdup(st, 6);
     j->progress_json = col_strdup(st, 7);
-    j->result_version = sqlite3_column_int64(st, 8);
-    j->peer_uid = sqlite3_column_int(st, 9);
-    j->created_ms = sqlite3_column_int64(st, 10);
-    j->started_ms = sqlite3_column_int64(st, 11);
-    j->finished_ms = sqlite3_column_int64(st, 12);
+    j->result_version = col_int64(st, 8);
+    j->peer_uid = col_int(st, 9);
+    j->created_ms = col_int64(st, 10);
+    j->started_ms = col_int64(st, 11);
+    j->finished_ms = col_int64(st, 12);
     j->result_json = col_strdup(st, 13);
     col_copy(st, 14, j->lane, sizeof j->lane);
 }
@@ -278,7 +278,7 @@ static void job_from_row(sqlite3_stmt *st, store_job *j)
 int store_job_get(store *s, int64_t id, store_job **out, clad_err *err)
 {
     *out = NULL;
-    sqlite3_stmt *st;
+    db_stmt *st;
     char sql[320];
     snprintf(sql, sizeof sql, "%sWHERE id = ?1", job_cols);
     int rc = st_prepare(s, &st, err, sql, "I", id);
@@ -293,7 +293,7 @@ int store_job_get(store *s, int64_t id, store_job **out, clad_err *err)
     } else if (rc == 0) {
         rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)id);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
@@ -301,10 +301,10 @@ int store_jobs_list(store *s, const char *task, size_t limit, store_job **out, s
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *st;
+    db_stmt *st;
     char sql[384];
     snprintf(sql, sizeof sql, "%sWHERE ?1 IS NULL OR task = ?1 ORDER BY id DESC LIMIT ?2", job_cols);
-    int rc = st_prepare(s, &st, err, sql, "tI", task, limit ? (int64_t)limit : (int64_t)-1);
+    int rc = st_prepare(s, &st, err, sql, "tI", task, limit ? (int64_t)limit : INT64_MAX);
     if (rc) return rc;
     size_t cap = 0;
     store_job *a = NULL;
@@ -317,7 +317,7 @@ int store_jobs_list(store *s, const char *task, size_t limit, store_job **out, s
         a = g;
         job_from_row(st, &a[(*n)++]);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     if (rc < 0) {
         store_jobs_free(a, *n);
         *n = 0;

@@ -1,7 +1,9 @@
 /* The store schema as an ordered list of migrations.
  *
- * migrations[i] takes a store from PRAGMA user_version i to i + 1 and runs inside the same transaction
- * that sets the new user_version, so a migration is applied completely or not at all. Once a clad
+ * One list per backend with the same version numbers: store_migrations_sqlite[i] and
+ * store_migrations_pg[i] take a store from schema version i to i + 1 (PRAGMA user_version in SQLite, the
+ * clad_meta table in PostgreSQL) and run inside the same transaction that records the new version, so a
+ * migration is applied completely or not at all. Once a clad
  * release has shipped a migration it is NEVER edited: stores in the field were built by the old text.
  * Change the schema by appending a migration (and raising STORE_SCHEMA_VERSION in store.h).
  *
@@ -17,7 +19,7 @@
  */
 #include "storage/store_internal.h"
 
-const char *const store_migrations[] = {
+const char *const store_migrations_sqlite[] = {
     /* 1: the first schema. */
     "CREATE TABLE bases ("
     "  id INTEGER PRIMARY KEY,"
@@ -173,9 +175,220 @@ const char *const store_migrations[] = {
     "ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT '';"
     "UPDATE jobs SET lane = task, "
     "task = CASE kind WHEN 'train' THEN coalesce(json_extract(request_json, '$.task'), '') ELSE '' END;",
+    /* 5: several nodes on one store. `nodes` holds each node's identity and heartbeat; `changes` is the
+     * feed other nodes follow to drop what they cache, one row per write they must act on, appended in
+     * that write's transaction (AUTOINCREMENT: ids are never reused, even after pruning every row). */
+    "CREATE TABLE nodes ("
+    "  id TEXT PRIMARY KEY,"
+    "  host TEXT NOT NULL,"
+    "  state_dir TEXT NOT NULL,"
+    "  socket TEXT NOT NULL,"
+    "  version TEXT NOT NULL,"
+    "  pid INTEGER NOT NULL,"
+    "  started_ms INTEGER NOT NULL,"
+    "  last_seen_ms INTEGER NOT NULL,"
+    "  stopped_ms INTEGER,"
+    "  running_jobs INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE changes ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  kind TEXT NOT NULL,"
+    "  base TEXT NOT NULL DEFAULT '',"
+    "  task TEXT NOT NULL DEFAULT '',"
+    "  version INTEGER NOT NULL DEFAULT 0,"
+    "  at_ms INTEGER NOT NULL"
+    ");",
 };
 
-const int store_n_migrations = (int)(sizeof store_migrations / sizeof store_migrations[0]);
-
-_Static_assert(sizeof store_migrations / sizeof store_migrations[0] == STORE_SCHEMA_VERSION,
+_Static_assert(sizeof store_migrations_sqlite / sizeof store_migrations_sqlite[0] == STORE_SCHEMA_VERSION,
                "STORE_SCHEMA_VERSION must equal the number of migrations");
+
+/* The same schema in PostgreSQL's dialect, version for version: BIGINT identities for INTEGER PRIMARY
+ * KEY, BIGINT for INTEGER, DOUBLE PRECISION for REAL, BYTEA for BLOB, and JSON checked by a cast (the
+ * store validates JSON before it writes, so the cast is only a backstop). Blobs are stored out of line
+ * without compression (STORAGE EXTERNAL): adapter weights do not compress, and trying costs CPU on
+ * every put. The schema version lives in clad_meta. No PostgreSQL store predates schema 4, but each
+ * migration still does what its SQLite twin does, so the two lists stay comparable. */
+const char *const store_migrations_pg[] = {
+    /* 1: the first schema. */
+    "CREATE TABLE clad_meta ("
+    "  key TEXT PRIMARY KEY,"
+    "  value BIGINT NOT NULL"
+    ");"
+    "CREATE TABLE bases ("
+    "  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  config_json TEXT NOT NULL CHECK (config_json::json IS NOT NULL),"
+    "  weights_path TEXT,"
+    "  weights_size BIGINT NOT NULL CHECK (weights_size >= 0),"
+    "  weights_sha256 TEXT NOT NULL CHECK (length(weights_sha256) = 64),"
+    "  created_ms BIGINT NOT NULL,"
+    "  weights BYTEA,"
+    "  CHECK (weights IS NOT NULL OR weights_path IS NOT NULL)"
+    ");"
+    "ALTER TABLE bases ALTER COLUMN weights SET STORAGE EXTERNAL;"
+    "CREATE TABLE tasks ("
+    "  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('task', 'merge')),"
+    "  base_id BIGINT NOT NULL REFERENCES bases(id),"
+    "  n_classes BIGINT NOT NULL CHECK (n_classes >= 0),"
+    "  label_names_json TEXT CHECK (label_names_json IS NULL OR label_names_json::json IS NOT NULL),"
+    "  next_version BIGINT NOT NULL DEFAULT 1,"
+    "  created_ms BIGINT NOT NULL"
+    ");"
+    "CREATE TABLE jobs ("
+    "  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    "  kind TEXT NOT NULL,"
+    "  task TEXT NOT NULL DEFAULT '',"
+    "  state TEXT NOT NULL CHECK (state IN"
+    "    ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),"
+    "  error_code BIGINT NOT NULL DEFAULT 0,"
+    "  error_msg TEXT NOT NULL DEFAULT '',"
+    "  request_json TEXT NOT NULL CHECK (request_json::json IS NOT NULL),"
+    "  progress_json TEXT NOT NULL DEFAULT '{}' CHECK (progress_json::json IS NOT NULL),"
+    "  result_version BIGINT,"
+    "  peer_uid BIGINT NOT NULL,"
+    "  created_ms BIGINT NOT NULL,"
+    "  started_ms BIGINT,"
+    "  finished_ms BIGINT"
+    ");"
+    "CREATE INDEX jobs_by_state ON jobs(state);"
+    "CREATE TABLE versions ("
+    "  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    "  task_id BIGINT NOT NULL REFERENCES tasks(id),"
+    "  version BIGINT NOT NULL CHECK (version >= 1),"
+    "  kind TEXT NOT NULL CHECK (kind IN ('lora', 'tied', 'fusion', 'merged', 'full')),"
+    "  adapter_size BIGINT NOT NULL CHECK (adapter_size > 0),"
+    "  adapter_sha256 TEXT NOT NULL CHECK (length(adapter_sha256) = 64),"
+    "  base_sha256 TEXT NOT NULL CHECK (length(base_sha256) = 64),"
+    "  data_sha256 TEXT CHECK (data_sha256 IS NULL OR length(data_sha256) = 64),"
+    "  lineage_json TEXT NOT NULL CHECK (lineage_json::json IS NOT NULL),"
+    "  hparams_json TEXT NOT NULL CHECK (hparams_json::json IS NOT NULL),"
+    "  metrics_json TEXT NOT NULL CHECK (metrics_json::json IS NOT NULL),"
+    "  seed BIGINT NOT NULL,"
+    "  clad_version TEXT NOT NULL,"
+    "  wall_time_s DOUBLE PRECISION NOT NULL,"
+    "  job_id BIGINT REFERENCES jobs(id),"
+    "  creator_uid BIGINT NOT NULL,"
+    "  created_ms BIGINT NOT NULL,"
+    "  UNIQUE (task_id, version)"
+    ");"
+    "CREATE TABLE version_blobs ("
+    "  version_id BIGINT PRIMARY KEY REFERENCES versions(id) ON DELETE CASCADE,"
+    "  data BYTEA NOT NULL"
+    ");"
+    "ALTER TABLE version_blobs ALTER COLUMN data SET STORAGE EXTERNAL;"
+    "CREATE TABLE version_parents ("
+    "  child_id BIGINT NOT NULL REFERENCES versions(id) ON DELETE CASCADE,"
+    "  position BIGINT NOT NULL,"
+    "  parent_task_id BIGINT NOT NULL REFERENCES tasks(id),"
+    "  parent_version BIGINT NOT NULL,"
+    "  PRIMARY KEY (child_id, position)"
+    ");"
+    "CREATE TABLE alias_history ("
+    "  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    "  task_id BIGINT NOT NULL REFERENCES tasks(id),"
+    "  alias TEXT NOT NULL,"
+    "  action TEXT NOT NULL CHECK (action IN ('put', 'set', 'rollback', 'undo', 'delete')),"
+    "  old_version BIGINT,"
+    "  new_version BIGINT,"
+    "  back_id BIGINT REFERENCES alias_history(id),"
+    "  undo_id BIGINT REFERENCES alias_history(id),"
+    "  peer_uid BIGINT NOT NULL,"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  time_ms BIGINT NOT NULL"
+    ");"
+    "CREATE INDEX alias_history_by_alias ON alias_history(task_id, alias, id);"
+    /* PostgreSQL does not index referencing columns itself; a task delete checks these. */
+    "CREATE INDEX alias_history_by_back ON alias_history(back_id);"
+    "CREATE INDEX alias_history_by_undo ON alias_history(undo_id);"
+    "CREATE TABLE aliases ("
+    "  task_id BIGINT NOT NULL REFERENCES tasks(id),"
+    "  name TEXT NOT NULL,"
+    "  version_id BIGINT NOT NULL REFERENCES versions(id),"
+    "  state_id BIGINT NOT NULL REFERENCES alias_history(id),"
+    "  PRIMARY KEY (task_id, name)"
+    ");"
+    "CREATE INDEX aliases_by_version ON aliases(version_id);"
+    "CREATE TABLE accuracy_matrix ("
+    "  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    "  after_task_id BIGINT NOT NULL REFERENCES tasks(id),"
+    "  after_version BIGINT NOT NULL,"
+    "  eval_task_id BIGINT NOT NULL REFERENCES tasks(id),"
+    "  eval_version BIGINT NOT NULL,"
+    "  accuracy DOUBLE PRECISION NOT NULL,"
+    "  loss DOUBLE PRECISION NOT NULL,"
+    "  n_samples BIGINT NOT NULL,"
+    "  peer_uid BIGINT NOT NULL,"
+    "  time_ms BIGINT NOT NULL"
+    ");"
+    "CREATE INDEX accuracy_matrix_by_after ON accuracy_matrix(after_task_id, after_version);"
+    "CREATE TABLE evaluations ("
+    "  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    "  task_id BIGINT NOT NULL REFERENCES tasks(id),"
+    "  version BIGINT NOT NULL,"
+    "  data_sha256 TEXT,"
+    "  accuracy DOUBLE PRECISION NOT NULL,"
+    "  loss DOUBLE PRECISION NOT NULL,"
+    "  n_samples BIGINT NOT NULL,"
+    "  detail_json TEXT NOT NULL CHECK (detail_json::json IS NOT NULL),"
+    "  peer_uid BIGINT NOT NULL,"
+    "  time_ms BIGINT NOT NULL"
+    ");"
+    "CREATE INDEX evaluations_by_version ON evaluations(task_id, version);"
+    "CREATE TABLE audit ("
+    "  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    "  time_ms BIGINT NOT NULL,"
+    "  peer_uid BIGINT NOT NULL,"
+    "  action TEXT NOT NULL,"
+    "  object TEXT NOT NULL,"
+    "  detail_json TEXT NOT NULL CHECK (detail_json::json IS NOT NULL)"
+    ");",
+    /* 2: runtime dependencies (see the SQLite twin). */
+    "CREATE TABLE version_deps ("
+    "  version_id BIGINT NOT NULL REFERENCES versions(id) ON DELETE CASCADE,"
+    "  position BIGINT NOT NULL,"
+    "  needs_id BIGINT NOT NULL REFERENCES versions(id),"
+    "  PRIMARY KEY (version_id, position),"
+    "  CHECK (needs_id != version_id)"
+    ");"
+    "CREATE INDEX version_deps_by_needs ON version_deps(needs_id);"
+    "INSERT INTO version_deps (version_id, position, needs_id) "
+    "SELECT v.id, s.ord - 1, n.id FROM versions v "
+    "CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(v.lineage_json::jsonb #> '{fusion,sources}')"
+    " = 'array' THEN v.lineage_json::jsonb #> '{fusion,sources}' ELSE '[]' END) WITH ORDINALITY AS s(value, ord) "
+    "JOIN tasks t ON t.name = s.value ->> 'task' "
+    "JOIN versions n ON n.task_id = t.id AND n.version::text = s.value ->> 'version' "
+    "WHERE v.kind = 'fusion';",
+    /* 3: a finished job's result. */
+    "ALTER TABLE jobs ADD COLUMN result_json TEXT CHECK (result_json IS NULL OR result_json::json IS NOT NULL);",
+    /* 4: a job's lane apart from its task. */
+    "ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT '';"
+    "UPDATE jobs SET lane = task, "
+    "task = CASE kind WHEN 'train' THEN coalesce(request_json::jsonb ->> 'task', '') ELSE '' END;",
+    /* 5: nodes and the change feed (see the SQLite twin). An identity column never reuses its values. */
+    "CREATE TABLE nodes ("
+    "  id TEXT PRIMARY KEY,"
+    "  host TEXT NOT NULL,"
+    "  state_dir TEXT NOT NULL,"
+    "  socket TEXT NOT NULL,"
+    "  version TEXT NOT NULL,"
+    "  pid BIGINT NOT NULL,"
+    "  started_ms BIGINT NOT NULL,"
+    "  last_seen_ms BIGINT NOT NULL,"
+    "  stopped_ms BIGINT,"
+    "  running_jobs BIGINT NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE changes ("
+    "  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    "  kind TEXT NOT NULL,"
+    "  base TEXT NOT NULL DEFAULT '',"
+    "  task TEXT NOT NULL DEFAULT '',"
+    "  version BIGINT NOT NULL DEFAULT 0,"
+    "  at_ms BIGINT NOT NULL"
+    ");",
+};
+
+_Static_assert(sizeof store_migrations_pg / sizeof store_migrations_pg[0] == STORE_SCHEMA_VERSION,
+               "every backend has one migration per schema version");

@@ -68,7 +68,9 @@ void daemon_start(daemon_proc *d, const daemon_opts *opts)
 {
     static const daemon_opts none = {0};
     if (!opts) opts = &none;
-    const char *dir = test_tmpdir();
+    char dir[200];
+    snprintf(dir, sizeof dir, "%s%s%s", test_tmpdir(), opts->subdir ? "/" : "", opts->subdir ? opts->subdir : "");
+    if (opts->subdir) CHECK(mkdir(dir, 0700) == 0 || errno == EEXIST);
     memset(d, 0, sizeof *d);
     snprintf(d->sock, sizeof d->sock, "%s/clad.sock", dir);
     snprintf(d->state, sizeof d->state, "%s/state", dir);
