@@ -11,6 +11,7 @@
  */
 #include <arpa/inet.h>
 #include <libpq-fe.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,7 @@
 
 /* Type oids from PostgreSQL's catalog (pg_type.dat); stable across releases. */
 enum { OID_BOOL = 16, OID_BYTEA = 17, OID_INT8 = 20, OID_INT2 = 21, OID_INT4 = 23, OID_TEXT = 25,
-       OID_FLOAT4 = 700, OID_FLOAT8 = 701 };
+       OID_FLOAT4 = 700, OID_FLOAT8 = 701, OID_NUMERIC = 1700 };
 
 #define PG_MAX_CHANNELS 8
 
@@ -379,6 +380,31 @@ static uint64_t be(const unsigned char *p, int n)
     return v;
 }
 
+/* PostgreSQL's binary numeric (what sum() of integers gives): digit count, weight, sign and display
+ * scale as int16, then base-10000 digits, digit k worth 10000^(weight - k). */
+enum { NUMERIC_NEG = 0x4000, NUMERIC_NAN = 0xC000 };
+
+static double numeric_double(const unsigned char *p)
+{
+    int n = (int16_t)be(p, 2), weight = (int16_t)be(p + 2, 2);
+    unsigned sign = (unsigned)be(p + 4, 2);
+    if (sign == NUMERIC_NAN) return NAN;
+    double v = 0;
+    for (int k = 0; k < n; k++) v += (double)be(p + 8 + 2 * k, 2) * pow(10000.0, weight - k);
+    return sign == NUMERIC_NEG ? -v : v;
+}
+
+/* The integer part, exactly (digits past the stored ones are zeros). */
+static int64_t numeric_int64(const unsigned char *p)
+{
+    int n = (int16_t)be(p, 2), weight = (int16_t)be(p + 2, 2);
+    int64_t v = 0;
+    for (int k = 0; k <= weight; k++) v = v * 10000 + (k < n ? (int64_t)be(p + 8 + 2 * k, 2) : 0);
+    return be(p + 4, 2) == NUMERIC_NEG ? -v : v;
+}
+
+static double pg_col_double(db_stmt *st, int i);
+
 static int64_t pg_col_int64(db_stmt *st, int i)
 {
     pg_stmt *s = PS(st);
@@ -389,12 +415,9 @@ static int64_t pg_col_int64(db_stmt *st, int i)
     case OID_INT4: return (int32_t)be(p, 4);
     case OID_INT2: return (int16_t)be(p, 2);
     case OID_BOOL: return p[0] != 0;
-    case OID_FLOAT8: {
-        uint64_t bits = be(p, 8);
-        double v;
-        memcpy(&v, &bits, 8);
-        return (int64_t)v;
-    }
+    case OID_NUMERIC: return numeric_int64(p);
+    case OID_FLOAT8:
+    case OID_FLOAT4: return (int64_t)pg_col_double(st, i);
     default: return strtoll((const char *)p, NULL, 10); /* text holding a number */
     }
 }
@@ -417,6 +440,7 @@ static double pg_col_double(db_stmt *st, int i)
         memcpy(&v, &bits, 4);
         return v;
     }
+    case OID_NUMERIC: return numeric_double(p);
     default: return (double)pg_col_int64(st, i);
     }
 }
@@ -428,6 +452,10 @@ static const char *pg_col_text(db_stmt *st, int i)
     Oid t = PQftype(s->res, i);
     if (t == OID_INT8 || t == OID_INT4 || t == OID_INT2 || t == OID_BOOL) {
         snprintf(s->num, sizeof s->num, "%lld", (long long)pg_col_int64(st, i));
+        return s->num;
+    }
+    if (t == OID_FLOAT8 || t == OID_FLOAT4 || t == OID_NUMERIC) {
+        snprintf(s->num, sizeof s->num, "%.17g", pg_col_double(st, i));
         return s->num;
     }
     /* Text types travel as their bytes; libpq ends every value with a zero byte. */

@@ -68,8 +68,10 @@ void *arr_reserve(void *arr, size_t n, size_t *cap, size_t elem);
 
 /* ---- Transactions (store_util.c) ---- */
 
-/* Takes the write lock now (SQLite: BEGIN IMMEDIATE) so the transaction cannot fail later for lack of
- * it. */
+/* Takes the write lock now (SQLite: BEGIN IMMEDIATE; PostgreSQL: READ COMMITTED plus one advisory lock
+ * per database) so the transaction cannot fail later for lack of it. Writers of every process and node
+ * are serialised, so a read-check-write inside one transaction sees no other writer; keep write
+ * transactions short, since every other writer waits for them (CLAD_EBUSY after 5 s). */
 int tx_begin_write(store *s, clad_err *err);
 /* Commits when rc == 0, otherwise rolls back; returns rc or the commit's error. */
 int tx_end(store *s, int rc, clad_err *err);

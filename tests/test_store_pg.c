@@ -276,6 +276,39 @@ TEST(store_pg_notifications_reach_a_listening_connection)
     db_sqlite_ops.close(lite);
 }
 
+/* Results come back in binary form; the column getters read every number type PostgreSQL may answer
+ * with (numeric is what sum() of integers gives), and SQL NULL reads as zero or NULL. */
+TEST(store_pg_column_getters_read_every_number_type)
+{
+    fx_use_backend(FX_PG);
+    char uri[512];
+    fx_path(uri, sizeof uri, "c.db");
+    clad_err e = {0};
+    db *d = db_pg_ops.open(uri, true, &e);
+    CHECK_MSG(d != NULL, "%s", e.msg);
+    db_stmt *st = NULL;
+    CHECK_OK(d->ops->prepare(d, "SELECT 12345678901234::numeric, -2.5::numeric, 0.25::numeric, 7::int2, "
+                                "-70000::int4, true, 1.5::float8, 0.5::float4, NULL::bigint, 'x'::varchar, "
+                                "(SELECT sum(v) FROM (VALUES (4000000000::bigint), (5)) t(v))", &st, &e), e);
+    CHECK_INT_EQ(st->ops->step(st, &e), 1);
+    CHECK_INT_EQ(st->ops->col_int64(st, 0), 12345678901234LL);
+    CHECK_STR_EQ(st->ops->col_text(st, 0), "12345678901234");
+    CHECK_INT_EQ(st->ops->col_int64(st, 1), -2);
+    CHECK_NEAR(st->ops->col_double(st, 1), -2.5, 0);
+    CHECK_NEAR(st->ops->col_double(st, 2), 0.25, 0);
+    CHECK_INT_EQ(st->ops->col_int64(st, 3), 7);
+    CHECK_INT_EQ(st->ops->col_int64(st, 4), -70000);
+    CHECK_INT_EQ(st->ops->col_int64(st, 5), 1);
+    CHECK_NEAR(st->ops->col_double(st, 6), 1.5, 0);
+    CHECK_NEAR(st->ops->col_double(st, 7), 0.5, 0);
+    CHECK(st->ops->col_is_null(st, 8) && st->ops->col_int64(st, 8) == 0 && !st->ops->col_text(st, 8));
+    CHECK_STR_EQ(st->ops->col_text(st, 9), "x");
+    CHECK_INT_EQ(st->ops->col_int64(st, 10), 4000000005LL);
+    CHECK_INT_EQ(st->ops->step(st, &e), 0);
+    st->ops->finalize(st);
+    d->ops->close(d);
+}
+
 /* Not a speed test (the machine is shared): prints the mean time of a 16 KiB version put, a rollback
  * with its undo, and an alias resolve with the blob load, per backend. The test cluster runs with
  * fsync=off while SQLite syncs every commit, so the two are not a like-for-like durability comparison. */
