@@ -172,6 +172,8 @@ static store *open_common(const char *path, bool reader, clad_err *err)
     if (exec_pragma(s, "PRAGMA synchronous = FULL", err) ||
         exec_pragma(s, "PRAGMA journal_size_limit = 67108864", err))
         goto fail_close;
+    /* Job data (training samples) must not survive its job in free pages: deleted content is zeroed. */
+    if (exec_pragma(s, "PRAGMA secure_delete = ON", err)) goto fail_close;
     if (user_version < STORE_SCHEMA_VERSION && migrate(s, err)) goto fail_close;
     return s;
 

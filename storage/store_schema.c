@@ -173,6 +173,17 @@ const char *const store_migrations[] = {
     "ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT '';"
     "UPDATE jobs SET lane = task, "
     "task = CASE kind WHEN 'train' THEN coalesce(json_extract(request_json, '$.task'), '') ELSE '' END;",
+    /* 5: the shared job queue (storage/store_queue.c). A running job names the node that claimed it and
+     * holds a lease it renews; attempt counts its starts; cancel_requested reaches the owner at its next
+     * renewal. job_data holds the submitted data until the job's final transaction deletes it. */
+    "ALTER TABLE jobs ADD COLUMN node TEXT;"
+    "ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN lease_until INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE job_data ("
+    "  job_id INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,"
+    "  data BLOB NOT NULL"
+    ");",
 };
 
 const int store_n_migrations = (int)(sizeof store_migrations / sizeof store_migrations[0]);

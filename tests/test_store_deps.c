@@ -118,7 +118,7 @@ TEST(store_deps_retention_keeps_what_kept_versions_need)
 TEST(store_deps_migration_from_schema_1_derives_fusion_sources)
 {
     clad_err e = {0};
-    store *s = deps_fixture_edited("m.db", "DROP TABLE version_deps; ALTER TABLE jobs DROP COLUMN result_json;"
+    store *s = deps_fixture_edited("m.db", FX_UNDO_SCHEMA_5 " DROP TABLE version_deps; ALTER TABLE jobs DROP COLUMN result_json;"
                                            " ALTER TABLE jobs DROP COLUMN lane; PRAGMA user_version = 1");
     store_version *v = NULL;
     CHECK_OK(store_version_get(s, "f", 1, 0, &v, &e), e);
