@@ -28,6 +28,15 @@
 #include "daemon/server.h"
 
 /* The daemon, as req->app. Loop thread only. */
+/* A live job this node accepted or claimed; its id is the same in the queue and in the store. */
+typedef struct job_link {
+    uint64_t id;
+    bool claimed;          /* this node holds the job's lease (daemon/job_claim.c) */
+    double progress_saved; /* uv_hrtime seconds of the last progress write (or of the submit: a job
+                              shorter than APP_PROGRESS_SAVE_S costs no progress write at all) */
+    double renewed;        /* uv_hrtime seconds of the claim or the last lease renewal */
+} job_link;
+
 typedef struct cladd {
     uv_loop_t *loop;
     cladd_config cfg;
@@ -44,8 +53,12 @@ typedef struct cladd {
     char db_path[PATH_MAX]; /* $STATE_DIRECTORY/clad.db */
     registry *reg;          /* loaded bases and adapters */
     struct registry_loader *loads; /* cache misses loaded on the pool (daemon/registry_load.h) */
-    struct job_link *links; /* queue job id -> store job id, for jobs still live */
+    job_link *links;        /* jobs still live here */
     size_t n_links, cap_links;
+    char node_id[STORE_NAME_MAX + 1]; /* this run's name in the shared job queue */
+    uv_timer_t claim_timer; /* daemon/job_claim.c */
+    bool claim_timer_live;
+    unsigned n_storing;     /* uploads being queued in the store by the pool (api_train.c) */
 } cladd;
 
 /* --- the store (daemon/app_store.c) --- */
@@ -62,6 +75,13 @@ int app_job_state_hook(cladd *app, job *j, clad_err *err);
 void app_job_progress_hook(cladd *app, job *j, const json_t *event);
 /* The store's id of a live job (0 if unknown). */
 int64_t app_store_job_id(const cladd *app, const job *j);
+/* The link of a live job, or NULL; app_link_add adds one (for a job being claimed or queued). */
+job_link *app_link_find(const cladd *app, uint64_t id);
+job_link *app_link_add(cladd *app, uint64_t id);
+/* Removes the link l (from app_link_find; it and later links may move). */
+void app_link_drop(cladd *app, job_link *l);
+/* A job of the store as JSON, for one this node does not hold. */
+json_t *app_store_job_json(const store_job *sj);
 /* Peer uid of a request, as recorded in the store's audit log. */
 int app_peer_uid(const http_req *req);
 

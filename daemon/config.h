@@ -21,6 +21,9 @@
  *   max_queued_jobs    queued jobs before submissions are answered 503 busy [64]
  *   max_compute_queue  pending compute requests before 503 busy [256]
  *   job_history        finished jobs kept in memory for /v1/jobs [1000]
+ *   job_lease_seconds  lease of a job claimed from the shared queue; renewed every third of it [10]
+ *   shared_queue       1: other nodes use the same store, so at startup queued jobs stay queued and
+ *                      running jobs of other nodes are left to their leases (docs/SCALING.md) [0]
  *   data_dirs          more directories whose dataset files base training may read by path, ':'-separated
  *                      absolute paths, besides the built-in CONFIG_BUILTIN_DATA_DIRS [none]
  *
@@ -70,6 +73,8 @@ typedef struct cladd_config {
     uint32_t max_queued_jobs;
     uint32_t max_compute_queue;
     uint32_t job_history;
+    uint32_t job_lease_seconds;
+    uint32_t shared_queue;
     char data_dirs[CONFIG_DATA_DIRS_MAX]; /* operator's extra dataset directories, ':'-separated */
 
     bool enable_test_routes; /* command line only: --enable-test-routes */

@@ -64,6 +64,15 @@ store *store_open(const char *path, clad_err *err);
  * otherwise). Writes through this handle fail with CLAD_EDENIED. */
 store *store_open_reader(const char *path, clad_err *err);
 
+/* Opens an existing store for writing from a worker thread: like store_open_reader (no integrity check,
+ * the schema must be current) but writable, with the same durability as store_open. For writes too large
+ * for the daemon's loop thread, such as a job's data. */
+store *store_open_worker(const char *path, clad_err *err);
+
+/* How long a write through this handle waits for another writer before CLAD_EBUSY (default 5000 ms;
+ * 0: not at all). Returns the previous value. */
+int store_set_busy_timeout(store *s, int ms);
+
 /* Closes the handle. Accepts NULL. */
 void store_close(store *s);
 
@@ -437,13 +446,27 @@ int store_set_node(store *s, const char *node, clad_err *err);
 int store_job_create_with_data(store *s, const char *kind, const char *task, const char *lane,
                                const char *request_json, const void *data, size_t data_size, int peer_uid,
                                int64_t *id_out, clad_err *err);
+/* Deleted job data must not stay readable in the files: a job's final transaction deletes its data, and
+ * store_job_data_wipe then removes the freed pages from the database file (incremental vacuum) and the
+ * old pages from the WAL (checkpoint and truncate). By default the handle that ends the job does that
+ * right after the commit. After store_job_data_defer_wipe the handle's final transactions only make the
+ * data unreadable (store_job_data_get refuses data of a job that ended) and note that a wipe is due
+ * (store_job_data_wipe_due, which also clears the note); store_job_data_wipe then deletes the data of
+ * every ended job and wipes, so that a daemon can run this work, which reads and writes in proportion to
+ * the data, on a worker thread with a handle of its own. Wiping is best effort: a wipe blocked by readers
+ * is completed by the next one. */
+void store_job_data_defer_wipe(store *s);
+bool store_job_data_wipe_due(store *s);
+int store_job_data_wipe(store *s, clad_err *err);
 /* The job's data (heap copy, the caller frees it). CLAD_ENOTFOUND when it has none (any more). */
 int store_job_data_get(store *s, int64_t id, void **data, size_t *size, clad_err *err);
 /* In one write transaction: requeues jobs whose lease expired, then claims a queued job whose lane has no
- * running job on any node: job `only_id` (0: the oldest such job), marking it running with this node,
- * lease_until = now + lease_ms and attempt + 1. *out is the claimed job, or NULL when there is none (or
- * job only_id is not queued or its lane is busy). Needs store_set_node. */
-int store_job_claim(store *s, int64_t only_id, int64_t lease_ms, store_job **out, clad_err *err);
+ * running job on any node: job `only_id` (0: the oldest such job of `kind`, or of any kind when kind is
+ * NULL), marking it running with this node, lease_until = now + lease_ms and attempt + 1. *out is the
+ * claimed job, or NULL when there is none (or job only_id is not queued or its lane is busy). Needs
+ * store_set_node. */
+int store_job_claim(store *s, int64_t only_id, const char *kind, int64_t lease_ms, store_job **out,
+                    clad_err *err);
 /* Extends this node's lease on a running job to now + lease_ms; *cancel_requested (may be NULL) tells
  * whether a cancel was asked. CLAD_ECONFLICT when the lease is lost (expired, or the job is no longer
  * running here): the node must stop the job and write nothing. */

@@ -13,7 +13,10 @@ struct store {
     bool readonly;    /* opened with store_open_reader */
     bool in_snapshot; /* between store_snapshot_begin and _end */
     char node[STORE_NAME_MAX + 1]; /* store_set_node: the node claiming jobs through this handle ("": none) */
-    bool wipe_wal;    /* job data was deleted: after the commit, empty the WAL of its old pages */
+    bool wipe_wal;    /* job data was deleted: after the commit, wipe its pages (store_job_data_wipe) */
+    bool wipe_deferred; /* store_job_data_defer_wipe: leave that to store_job_data_wipe */
+    bool wipe_due;    /* a deferred wipe is due (store_job_data_wipe_due) */
+    int busy_ms;      /* store_set_busy_timeout */
 };
 
 #define STORE_APPLICATION_ID 0x636c6164 /* "clad" in PRAGMA application_id */

@@ -101,7 +101,7 @@ static int set_wal(store *s, clad_err *err)
 }
 
 /* Everything store_open and store_open_reader share: connection, header checks. */
-static store *open_common(const char *path, bool reader, clad_err *err)
+static store *open_common(const char *path, bool reader, bool worker, clad_err *err)
 {
     if (!path || !*path) {
         clad_err_set(err, CLAD_EINVAL, "store path is empty");
@@ -115,16 +115,17 @@ static store *open_common(const char *path, bool reader, clad_err *err)
     }
     s->readonly = reader;
     /* NOMUTEX: a handle is used by one thread at a time, so SQLite's per-connection mutex is waste. */
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (reader ? 0 : SQLITE_OPEN_CREATE);
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (reader || worker ? 0 : SQLITE_OPEN_CREATE);
     int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
     if (rc != SQLITE_OK) {
-        if (reader && rc == SQLITE_CANTOPEN && access(path, F_OK) != 0)
+        if ((reader || worker) && rc == SQLITE_CANTOPEN && access(path, F_OK) != 0)
             clad_err_set(err, CLAD_ENOTFOUND, "no store at %s", path);
         else
             st_error(s, rc, err, "opening");
         goto fail_close;
     }
-    sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+    s->busy_ms = STORE_BUSY_TIMEOUT_MS;
+    sqlite3_busy_timeout(s->db, s->busy_ms);
     if (exec_pragma(s, "PRAGMA foreign_keys = ON", err)) goto fail_close;
 
     /* Read the header before anything writes to the file: a newer schema must leave it untouched. The
@@ -151,14 +152,18 @@ static store *open_common(const char *path, bool reader, clad_err *err)
         clad_err_set(err, CLAD_EINVAL, "%s is an SQLite database but not a clad store", path);
         goto fail_close;
     }
-    if (reader) {
+    if (reader || worker) {
         if (user_version != STORE_SCHEMA_VERSION) {
             clad_err_set(err, CLAD_EVERSION, "store schema version %lld is older than this clad (%d); "
                          "open it read-write once (start cladd) to migrate it",
                          (long long)user_version, STORE_SCHEMA_VERSION);
             goto fail_close;
         }
-        if (exec_pragma(s, "PRAGMA query_only = 1", err)) goto fail_close;
+        if (reader && exec_pragma(s, "PRAGMA query_only = 1", err)) goto fail_close;
+        /* A worker's writes are as durable and as careful with deleted data as the main handle's. */
+        if (worker && (exec_pragma(s, "PRAGMA synchronous = FULL", err) ||
+                       exec_pragma(s, "PRAGMA secure_delete = ON", err)))
+            goto fail_close;
         return s;
     }
 
@@ -182,9 +187,19 @@ fail_close:
     return NULL;
 }
 
-store *store_open(const char *path, clad_err *err) { return open_common(path, false, err); }
+store *store_open(const char *path, clad_err *err) { return open_common(path, false, false, err); }
 
-store *store_open_reader(const char *path, clad_err *err) { return open_common(path, true, err); }
+int store_set_busy_timeout(store *s, int ms)
+{
+    int old = s->busy_ms;
+    s->busy_ms = ms < 0 ? 0 : ms;
+    sqlite3_busy_timeout(s->db, s->busy_ms);
+    return old;
+}
+
+store *store_open_reader(const char *path, clad_err *err) { return open_common(path, true, false, err); }
+
+store *store_open_worker(const char *path, clad_err *err) { return open_common(path, false, true, err); }
 
 int64_t store_change_mark(store *s)
 {

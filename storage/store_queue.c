@@ -42,11 +42,47 @@ int job_check_owner(store *s, int64_t id, clad_err *err)
     return rc;
 }
 
+/* Deleting a large blob walks all its pages: a handle with a deferred wipe leaves that to the wipe too. */
+static int data_delete_ended(store *s, clad_err *err)
+{
+    return st_exec(s, err, "DELETE FROM job_data WHERE job_id IN "
+                   "(SELECT id FROM jobs WHERE state NOT IN ('queued', 'running'))", NULL);
+}
+
 int job_data_sweep(store *s, clad_err *err)
 {
-    int rc = st_exec(s, err, "DELETE FROM job_data WHERE job_id IN "
-                     "(SELECT id FROM jobs WHERE state NOT IN ('queued', 'running'))", NULL);
+    if (s->wipe_deferred) {
+        s->wipe_due = true;
+        return 0;
+    }
+    int rc = data_delete_ended(s, err);
     if (rc == 0 && sqlite3_changes(s->db) > 0) s->wipe_wal = true;
+    return rc;
+}
+
+void store_job_data_defer_wipe(store *s)
+{
+    s->wipe_deferred = true;
+    /* Deleted cells are still zeroed inside pages that are written anyway; freed pages are the wipe's. */
+    sqlite3_exec(s->db, "PRAGMA secure_delete = FAST", NULL, NULL, NULL);
+}
+
+bool store_job_data_wipe_due(store *s)
+{
+    bool due = s->wipe_due;
+    s->wipe_due = false;
+    return due;
+}
+
+int store_job_data_wipe(store *s, clad_err *err)
+{
+    int rc = check_writable(s, err);
+    if (rc || (rc = tx_begin_write(s, err))) return rc;
+    if ((rc = tx_end(s, data_delete_ended(s, err), err))) return rc;
+    /* Every free page goes: live pages move into the holes and the file is truncated. */
+    rc = st_exec(s, err, "PRAGMA incremental_vacuum", NULL);
+    int e = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (rc == 0 && e != SQLITE_OK) rc = st_error(s, e, err, "emptying the WAL after deleting job data");
     return rc;
 }
 
@@ -55,7 +91,8 @@ int store_job_data_get(store *s, int64_t id, void **data, size_t *size, clad_err
     *data = NULL;
     *size = 0;
     sqlite3_stmt *st;
-    int rc = st_prepare(s, &st, err, "SELECT data FROM job_data WHERE job_id = ?1", "I", id);
+    int rc = st_prepare(s, &st, err, "SELECT d.data FROM job_data d JOIN jobs j ON j.id = d.job_id "
+                        "WHERE d.job_id = ?1 AND j.state IN ('queued', 'running')", "I", id);
     if (rc) return rc;
     rc = st_step(s, st, err);
     if (rc == 1) {
@@ -111,7 +148,8 @@ int store_jobs_requeue_expired(store *s, int64_t *n, clad_err *err)
     return rc;
 }
 
-int store_job_claim(store *s, int64_t only_id, int64_t lease_ms, store_job **out, clad_err *err)
+int store_job_claim(store *s, int64_t only_id, const char *kind, int64_t lease_ms, store_job **out,
+                    clad_err *err)
 {
     *out = NULL;
     if (!s->node[0]) return clad_err_set(err, CLAD_EINVAL, "claiming jobs needs a node id (store_set_node)");
@@ -123,9 +161,10 @@ int store_job_claim(store *s, int64_t only_id, int64_t lease_ms, store_job **out
     /* A lane ('' = none) runs one job at a time across every node. */
     if (rc == 0) {
         rc = st_int(s, &id, err,
-                    "SELECT id FROM jobs j WHERE state = 'queued' AND (?1 = 0 OR id = ?1) AND NOT EXISTS "
+                    "SELECT id FROM jobs j WHERE state = 'queued' AND (?1 = 0 OR id = ?1) AND "
+                    "(?2 IS NULL OR kind = ?2) AND NOT EXISTS "
                     "(SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.lane = j.lane AND j.lane != '') "
-                    "ORDER BY id LIMIT 1", "I", only_id);
+                    "ORDER BY id LIMIT 1", "It", only_id, kind);
         if (rc == CLAD_ENOTFOUND) {
             rc = 0;
             id = 0;

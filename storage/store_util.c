@@ -193,10 +193,9 @@ int tx_end(store *s, int rc, clad_err *err)
     if (rc == 0) {
         int e = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
         if (e == SQLITE_OK && s->wipe_wal) {
-            /* The WAL still holds the pages of deleted job data (secure_delete zeroes the database's copy
-             * only): copy back and truncate it now. Best effort; a busy reader leaves it for later. */
             s->wipe_wal = false;
-            sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+            if (s->wipe_deferred) s->wipe_due = true;
+            else store_job_data_wipe(s, NULL);
         }
         if (e == SQLITE_OK) return 0;
         rc = st_error(s, e, err, "committing");

@@ -30,7 +30,7 @@ static void claim_expect(store *s, int64_t only, int64_t lease_ms, int64_t want)
 {
     clad_err e = {0};
     store_job *j = NULL;
-    CHECK_OK(store_job_claim(s, only, lease_ms, &j, &e), e);
+    CHECK_OK(store_job_claim(s, only, NULL, lease_ms, &j, &e), e);
     CHECK_INT_EQ(j ? j->id : 0, want);
     store_job_free(j);
 }
@@ -50,10 +50,14 @@ TEST(store_queue_claims_oldest_job_whose_lane_is_free_on_every_node)
     clad_err e = {0};
     store *a = node_open("q.db", "node-a"), *b = node_open("q.db", "node-b");
     store_job *j = NULL;
-    CHECK_CODE(store_job_claim(fx_open("q.db"), 0, 1000, &j, &e), CLAD_EINVAL, e); /* no node id */
+    store *plain = fx_open("q.db");
+    CHECK_CODE(store_job_claim(plain, 0, NULL, 1000, &j, &e), CLAD_EINVAL, e); /* no node id */
+    store_close(plain);
     int64_t j1 = job_new(a, "t1", "mlp", "d1", 2), j2 = job_new(b, "t2", "mlp", "d2", 2);
     int64_t j3 = job_new(a, "t3", "other", NULL, 0);
-    CHECK_OK(store_job_claim(b, 0, 10000, &j, &e), e);
+    CHECK_OK(store_job_claim(b, 0, "merge", 10000, &j, &e), e); /* only jobs of that kind */
+    CHECK(j == NULL);
+    CHECK_OK(store_job_claim(b, 0, NULL, 10000, &j, &e), e);
     CHECK(j != NULL);
     CHECK_INT_EQ(j->id, j1); /* the oldest, whoever accepted it */
     CHECK_STR_EQ(j->node, "node-b");
@@ -121,7 +125,7 @@ TEST(store_queue_expired_job_runs_again_elsewhere_and_yields_one_version)
     claim_expect(a, 0, 40, j1);
     usleep(80 * 1000); /* node a "dies": it stops renewing */
     store_job *j = NULL;
-    CHECK_OK(store_job_claim(b, 0, 10000, &j, &e), e);
+    CHECK_OK(store_job_claim(b, 0, NULL, 10000, &j, &e), e);
     CHECK(j && j->id == j1);
     CHECK_STR_EQ(j->node, "node-b");
     CHECK_INT_EQ(j->attempt, 2);
@@ -165,7 +169,7 @@ TEST(store_queue_gives_up_after_the_attempt_limit)
     int64_t j1 = job_new(a, "t1", "mlp", "abc", 3);
     for (int i = 1; i <= STORE_JOB_ATTEMPTS; i++) {
         store_job *j = NULL;
-        CHECK_OK(store_job_claim(a, 0, 20, &j, &e), e);
+        CHECK_OK(store_job_claim(a, 0, NULL, 20, &j, &e), e);
         CHECK(j && j->id == j1 && j->attempt == i);
         store_job_free(j);
         usleep(40 * 1000);
@@ -210,7 +214,7 @@ static void *race_claimer(void *arg)
     for (;;) {
         clad_err e = {0};
         store_job *j = NULL;
-        int rc = store_job_claim(s, 0, 60000, &j, &e);
+        int rc = store_job_claim(s, 0, NULL, 60000, &j, &e);
         if (rc == CLAD_EBUSY) continue;
         CHECK_OK(rc, e);
         if (!j) break;
@@ -285,6 +289,20 @@ TEST(store_queue_job_data_leaves_no_bytes_in_the_files)
     claim_expect(a, 0, 10000, ids[1]);
     CHECK_OK(store_job_mark_failed(a, ids[1], CLAD_EINVAL, "bad", &e), e);
     CHECK_OK(store_job_request_cancel(a, ids[2], 501, NULL, &e), e);
+    CHECK(!file_has(db, probe, 64));
+    CHECK(!file_has(wal, probe, 64));
+    CHECK_OK(store_check(a, STORE_CHECK_FULL, &e), e);
+    /* A daemon's handle leaves the wipe to a worker's handle: once that ran, the bytes are gone too. */
+    store_job_data_defer_wipe(a);
+    int64_t id = job_new(a, "t1", "mlp", data, sizeof data);
+    CHECK(!store_job_data_wipe_due(a));
+    CHECK_OK(store_job_request_cancel(a, id, 501, NULL, &e), e);
+    CHECK(store_job_data_wipe_due(a));
+    CHECK(!store_job_data_wipe_due(a)); /* asking clears it */
+    store *w = store_open_worker(db, &e);
+    CHECK_MSG(w != NULL, "%s", e.msg);
+    CHECK_OK(store_job_data_wipe(w, &e), e);
+    store_close(w);
     CHECK(!file_has(db, probe, 64));
     CHECK(!file_has(wal, probe, 64));
     CHECK_OK(store_check(a, STORE_CHECK_FULL, &e), e);
