@@ -50,12 +50,12 @@ typedef struct cladd {
     unsigned threadpool_size;
     bool stopping;
     store *st;              /* the registry database; loop thread only (workers open readers) */
-    char db_path[PATH_MAX]; /* $STATE_DIRECTORY/clad.db */
+    char db_path[PATH_MAX]; /* the store: cfg.store, or $STATE_DIRECTORY/clad.db */
+    struct node *node;      /* this daemon among the nodes sharing the store (daemon/node.h) */
     registry *reg;          /* loaded bases and adapters */
     struct registry_loader *loads; /* cache misses loaded on the pool (daemon/registry_load.h) */
     job_link *links;        /* jobs still live here */
     size_t n_links, cap_links;
-    char node_id[STORE_NAME_MAX + 1]; /* this run's name in the shared job queue */
     uv_timer_t claim_timer; /* daemon/job_claim.c */
     bool claim_timer_live;
     unsigned n_storing;     /* uploads being queued in the store by the pool (api_train.c) */

@@ -86,6 +86,15 @@ void api_reply_job(http_req *req, job *j, int status)
 
 /* --- routes ---------------------------------------------------------------------------------------- */
 
+/* Whether this node's view of a job it holds is the current one: it runs the job (or ran it), or the job
+ * is not in the store. A job it accepted and still holds as queued may meanwhile run on another node, so
+ * the store tells. */
+static bool seen_here(const cladd *app, const job *j)
+{
+    const job_link *l = app_link_find(app, job_id(j));
+    return !l || l->claimed || job_get_state(j) != JOB_QUEUED;
+}
+
 /* Jobs of every node from the store, newest first: a job this node holds as it sees it (live progress),
  * the others as their owners last wrote them. NULL when the store cannot be read. */
 static json_t *store_list_json(cladd *app, int state, const char *lane, size_t limit)
@@ -98,7 +107,8 @@ static json_t *store_list_json(cladd *app, int state, const char *lane, size_t l
     json_t *arr = json_array();
     for (size_t i = 0; i < n && json_array_size(arr) < limit; i++) {
         job *j = job_find(app->jobs, (uint64_t)sj[i].id);
-        json_t *o = j ? job_to_json(j) : app_store_job_json(&sj[i]);
+        json_t *o = j && (seen_here(app, j) || sj[i].state == STORE_JOB_QUEUED) ? job_to_json(j)
+                                                                                : app_store_job_json(&sj[i]);
         const char *st = json_string_value(json_object_get(o, "state"));
         const char *ln = json_string_value(json_object_get(o, "lane"));
         if ((state >= 0 && (!st || job_state_parse(st) != state)) || (lane && (!ln || strcmp(ln, lane)))) {
@@ -162,7 +172,11 @@ static void jobs_get(http_req *req)
     uint64_t id;
     if (!api_parse_id(req, "id", &id)) return;
     job *j = job_find(app->jobs, id);
-    if (j) {
+    store_job *sj = NULL;
+    if (j && !seen_here(app, j) && app->st) store_job_get(app->st, (int64_t)id, &sj, NULL);
+    bool elsewhere = sj && sj->state != STORE_JOB_QUEUED;
+    store_job_free(sj);
+    if (j && !elsewhere) {
         api_reply_job(req, j, 200);
         return;
     }

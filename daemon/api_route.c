@@ -19,6 +19,7 @@
 #include "core/train.h"
 #include "daemon/api.h"
 #include "daemon/api_util.h"
+#include "daemon/node.h"
 #include "io/safetensors.h"
 
 #define ROUTE_MAX_TASKS 256
@@ -429,11 +430,12 @@ static int add_candidate(route_call *c, const char *name, const char *base, bool
 }
 
 /* The last resolutions of candidate lists (base and ?tasks= -> task versions), valid while the store is
- * unchanged (store_change_mark): a prediction then costs no query. Loop thread only. */
+ * unchanged (store_change_mark) and no other node changed it (the change feed's position, node.h): a
+ * prediction then costs no query. Loop thread only. */
 #define CANDIDATE_CACHE 4
 typedef struct candidate_list {
     char key[STORE_NAME_MAX + 8200];
-    int64_t mark;
+    int64_t mark, feed;
     int n;
     char task[ROUTE_MAX_TASKS][STORE_NAME_MAX + 1];
     int64_t version[ROUTE_MAX_TASKS];
@@ -472,10 +474,11 @@ static int collect_candidates(route_call *c, const char *base, const char *list,
     static uint64_t clock;
     char key[sizeof candidate_cache[0]->key];
     snprintf(key, sizeof key, "%s|%s", base, list ? list : "*");
-    int64_t mark = store_change_mark(c->app->st);
+    int64_t mark = store_change_mark(c->app->st), feed = node_last_change(c->app->node);
     candidate_list *hit = NULL;
     for (int i = 0; i < CANDIDATE_CACHE; i++)
-        if (candidate_cache[i] && candidate_cache[i]->mark == mark && !strcmp(candidate_cache[i]->key, key))
+        if (candidate_cache[i] && candidate_cache[i]->mark == mark && candidate_cache[i]->feed == feed &&
+            !strcmp(candidate_cache[i]->key, key))
             hit = candidate_cache[i];
     int rc = 0;
     if (hit) {
@@ -501,6 +504,7 @@ static int collect_candidates(route_call *c, const char *base, const char *list,
         json_decref(e->skipped);
         snprintf(e->key, sizeof e->key, "%s", key);
         e->mark = mark;
+        e->feed = feed;
         e->n = c->n_tasks;
         for (int t = 0; t < c->n_tasks; t++) {
             snprintf(e->task[t], sizeof e->task[t], "%s", c->la[t]->task);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "daemon/api.h"
+#include "daemon/node.h"
 #include "daemon/registry_load.h"
 
 #ifndef CLAD_VERSION
@@ -94,6 +95,10 @@ static void status(http_req *req)
                   (json_int_t)c->body_timeout_ms, "max_running_jobs", (json_int_t)c->max_running_jobs,
                   "max_queued_jobs", (json_int_t)c->max_queued_jobs));
     json_object_set_new(o, "write_group", c->write_group[0] ? json_string(c->write_group) : json_null());
+    char location[CONFIG_STORE_MAX];
+    config_store_redacted(app->db_path, location, sizeof location);
+    json_object_set_new(o, "store", json_string(location));
+    if (app->node) json_object_update_new(o, node_status_json(app->node));
     http_reply_json(req, 200, o);
 }
 
@@ -162,7 +167,7 @@ static void prometheus(http_req *req)
 
 const route api_system_routes[] = {
     {"GET", "/v1/health", ROUTE_READ, health, NULL, "liveness: status and version"},
-    {"GET", "/v1/status", ROUTE_READ, status, NULL, "uptime, connections, jobs, paths and limits"},
+    {"GET", "/v1/status", ROUTE_READ, status, NULL, "uptime, connections, jobs, paths, limits, this node and the others"},
     {"GET", "/v1/metrics", ROUTE_READ, prometheus, NULL, "Prometheus text format"},
     ROUTE_END,
 };

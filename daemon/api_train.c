@@ -682,7 +682,7 @@ static void revive_on_base(void *data, loaded_base *b, const clad_err *berr)
         rc = job_submit(a->app->jobs, &js, &j, &err);
     }
     if (rc == 0) {
-        job_set_node(j, a->app->node_id, a->revive_attempt);
+        job_set_node(j, a->app->cfg.node_id, a->revive_attempt);
         return;
     }
     job_claim_revive_failed(a->app, a->job_id_stored, &err);

@@ -101,23 +101,27 @@ static void restore_jobs(cladd *app)
 
 int app_store_open(cladd *app, clad_err *err)
 {
-    if (snprintf(app->db_path, sizeof app->db_path, "%s/clad.db", app->cfg.state_dir) >= (int)sizeof app->db_path)
+    if (app->cfg.store[0]) snprintf(app->db_path, sizeof app->db_path, "%s", app->cfg.store);
+    else if (snprintf(app->db_path, sizeof app->db_path, "%s/clad.db", app->cfg.state_dir) >= (int)sizeof app->db_path)
         return clad_err_set(err, CLAD_EINVAL, "state directory path is too long");
+    char shown[CONFIG_STORE_MAX];
+    config_store_redacted(app->db_path, shown, sizeof shown);
     app->st = store_open(app->db_path, err);
     if (!app->st) {
-        clad_err_prefix(err, "opening %s: ", app->db_path);
+        clad_err_prefix(err, "opening %s: ", shown);
         return err ? err->code : CLAD_EIO;
     }
-    if (store_set_node(app->st, app->node_id, err) != 0) return err ? err->code : CLAD_EINVAL;
+    if (store_set_node(app->st, app->cfg.node_id, err) != 0) return err ? err->code : CLAD_EINVAL;
     /* Deleted job data is wiped from the files by a worker (app_job_state_hook), not on the loop; what a
      * stop left unwiped goes now, before anything is served. */
     store_job_data_defer_wipe(app->st);
     clad_err werr = {0};
     if (store_job_data_wipe(app->st, &werr) != 0) log_warning("wiping deleted job data: %s", werr.msg);
-    /* Alone on its store, a node ends what its previous run left. Sharing it, queued jobs are the
-     * cluster's and running ones are other nodes' until their leases expire (then they run again). */
+    /* Alone on its store (in its state directory), a node ends what its previous run left. On a store
+     * given by --store, which nodes share, queued jobs are the cluster's and running ones are other
+     * nodes' until their leases expire (then they run again). */
     int64_t marked = 0;
-    if (app->cfg.shared_queue) {
+    if (app->cfg.store[0]) {
         if (store_jobs_requeue_expired(app->st, &marked, err) != 0) return err ? err->code : CLAD_EIO;
         if (marked) log_warning("%lld job(s) of stopped nodes were given back to the queue", (long long)marked);
     } else {
@@ -127,7 +131,7 @@ int app_store_open(cladd *app, clad_err *err)
     restore_jobs(app);
     app->reg = registry_create(APP_ADAPTER_CACHE_BYTES, APP_BASE_CACHE_BYTES);
     app->loads = registry_loader_create(app->reg, app->jobs, app->st, app->db_path);
-    log_info("store %s open", app->db_path);
+    log_info("store %s open", shown);
     return 0;
 }
 

@@ -24,6 +24,7 @@
 #include "daemon/api.h"
 #include "daemon/job_claim.h"
 #include "daemon/log.h"
+#include "daemon/node.h"
 
 #ifndef CLAD_VERSION
 #define CLAD_VERSION "unknown"
@@ -42,6 +43,8 @@ static void usage(FILE *f)
             "  --state-dir DIR        keep state in DIR (default: $STATE_DIRECTORY, else\n"
             "                         $XDG_STATE_HOME/clad, else ~/.local/state/clad)\n"
             "  --config FILE          read settings from FILE (key = value lines; see docs/API.md)\n"
+            "  --store LOCATION       the store: an absolute SQLite file path or a postgresql:// URI, shared\n"
+            "                         by every node that uses it (default: STATE_DIR/clad.db)\n"
             "  --log-level LEVEL      error, warning, info (default) or debug\n"
             "  --foreground           run in the foreground (the only mode; accepted for clarity)\n"
             "  --enable-test-routes   serve /v1/debug/* routes (for the test suite only)\n"
@@ -176,6 +179,8 @@ static void on_server_closed(server *srv, void *data)
 {
     cladd *app = data;
     job_claim_stop(app);
+    node_stop(app->node);
+    app->node = NULL;
     job_queue_destroy(app->jobs);
     app->jobs = NULL;
     notify_close(app->notify);
@@ -237,6 +242,8 @@ static void on_reload(void *data)
     memcpy(next.socket_path, app->cfg.socket_path, sizeof next.socket_path);
     memcpy(next.state_dir, app->cfg.state_dir, sizeof next.state_dir);
     memcpy(next.config_path, app->cfg.config_path, sizeof next.config_path);
+    memcpy(next.store, app->cfg.store, sizeof next.store);       /* both are fixed while running */
+    memcpy(next.node_id, app->cfg.node_id, sizeof next.node_id);
     next.socket_dir_is_default = app->cfg.socket_dir_is_default;
     next.enable_test_routes = app->cfg.enable_test_routes;
     clad_err err = {0};
@@ -370,12 +377,14 @@ int main(int argc, char **argv)
     static cladd app;
     config_init(&app.cfg);
 
-    enum { OPT_SOCKET = 256, OPT_STATE, OPT_CONFIG, OPT_LOG, OPT_FG, OPT_TEST, OPT_ROUTES, OPT_VERSION, OPT_HELP };
+    enum { OPT_SOCKET = 256, OPT_STATE, OPT_STORE, OPT_CONFIG, OPT_LOG, OPT_FG, OPT_TEST, OPT_ROUTES, OPT_VERSION, OPT_HELP };
     bool list_routes = false;
+    const char *store_arg = NULL; /* applied after the config file, which it overrides */
     static const struct option opts[] = {
         {"socket", required_argument, NULL, OPT_SOCKET},
         {"state-dir", required_argument, NULL, OPT_STATE},
         {"config", required_argument, NULL, OPT_CONFIG},
+        {"store", required_argument, NULL, OPT_STORE},
         {"log-level", required_argument, NULL, OPT_LOG},
         {"foreground", no_argument, NULL, OPT_FG},
         {"enable-test-routes", no_argument, NULL, OPT_TEST},
@@ -396,6 +405,9 @@ int main(int argc, char **argv)
             break;
         case OPT_STATE:
             snprintf(app.cfg.state_dir, sizeof app.cfg.state_dir, "%s", optarg);
+            break;
+        case OPT_STORE:
+            store_arg = optarg;
             break;
         case OPT_CONFIG:
             snprintf(app.cfg.config_path, sizeof app.cfg.config_path, "%s", optarg);
@@ -437,6 +449,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "cladd: %s\n", err.msg);
         return 1;
     }
+    if (store_arg && config_set(&app.cfg, "store", store_arg, &err) != 0) {
+        fprintf(stderr, "cladd: --%s\n", err.msg);
+        return 2;
+    }
     if (cli_log_level >= 0) app.cfg.log_level = cli_log_level;
     log_set_level(app.cfg.log_level);
     int lock_fd = -1; /* held until exit */
@@ -444,6 +460,7 @@ int main(int argc, char **argv)
         log_error("%s", err.msg);
         return 1;
     }
+    if (!app.cfg.node_id[0]) config_default_node_id(app.cfg.state_dir, app.cfg.node_id, sizeof app.cfg.node_id);
 
     signal(SIGPIPE, SIG_IGN); /* a client that disconnects mid-write is an EPIPE, not a crash */
     json_object_seed(0);      /* before any thread could race to seed jansson's hash */
@@ -477,7 +494,7 @@ int main(int argc, char **argv)
         .hooks = {.on_state = on_job_state, .on_progress = on_job_progress, .on_claim = on_job_claim, .data = &app},
     };
     app.jobs = job_queue_create(&loop, &jo);
-    job_claim_start(&app); /* names the node before the store opens */
+    job_claim_start(&app);
 
     server_limits lim = limits_of(&app.cfg);
     server_handlers sh = {.on_head = on_head, .on_request = on_request, .on_done = on_done, .data = &app};
@@ -493,7 +510,8 @@ int main(int argc, char **argv)
     };
     /* The socket before the store: a daemon refused because another one serves the socket must not
      * create a database first. Nothing is served before uv_run. */
-    if (server_listen(app.srv, &lo, &err) != 0 || app_store_open(&app, &err) != 0) {
+    if (server_listen(app.srv, &lo, &err) != 0 || app_store_open(&app, &err) != 0 ||
+        node_start(&app, &app.node, &err) != 0) {
         log_error("%s", err.msg);
         /* Close what was opened (the socket is removed) so the loop can be closed cleanly. */
         job_queue_shutdown(app.jobs, on_jobs_stopped, &app);

@@ -144,7 +144,7 @@ void cli_words(const char *msg, char *out, size_t size);
 /* export / import (daemon/cli_interop.c); the table ends with an entry whose name is NULL. */
 extern const cli_command cli_interop_commands[];
 
-/* Report and inspection commands (daemon/cli_report.c): matrix, report, ps, aliases, health. */
+/* Report and inspection commands (daemon/cli_report.c): matrix, report, ps, nodes, aliases, health. */
 extern const cli_command cli_report_commands[];
 /* Lifecycle commands (daemon/cli_lifecycle.c): promote, delete. */
 extern const cli_command cli_lifecycle_commands[];

@@ -177,6 +177,27 @@ static int cmd_ps(const options *o)
     return 0;
 }
 
+/* The nodes sharing the daemon's store (/v1/status "nodes"), this one marked with '*'. */
+static int cmd_nodes(const options *o)
+{
+    json_t *s = NULL, *x;
+    int rc = get_json(o, "/v1/status", &s);
+    if (rc || !s) return rc;
+    json_t *nodes = json_object_get(s, "nodes");
+    size_t i;
+    printf("  %-28s %-8s %-16s %8s %5s  %-18s %s\n", "NODE", "STATE", "HOST", "PID", "JOBS", "LAST SEEN", "SOCKET");
+    json_array_foreach(nodes, i, x) {
+        char seen[64];
+        ago(num(x, "last_seen_ms"), seen, sizeof seen);
+        printf("%c %-28s %-8s %-16s %8lld %5lld  %-18s %s\n", json_is_true(json_object_get(x, "self")) ? '*' : ' ',
+               str(x, "id"), str(x, "state"), str(x, "host"), num(x, "pid"), num(x, "running_jobs"), seen,
+               str(x, "socket"));
+    }
+    printf("store %s\n", str(s, "store"));
+    json_decref(s);
+    return 0;
+}
+
 static int cmd_aliases(const options *o)
 {
     if (o->n_args > 1) {
@@ -240,6 +261,8 @@ const cli_command cli_report_commands[] = {
      "                      when stdout is a terminal)\n",
      cmd_report},
     {"ps", "", "bases and adapter versions loaded in the daemon's memory", NULL, "", cmd_ps},
+    {"nodes", "", "the nodes sharing the daemon's store: live, dead (no heartbeat for 5 s) or stopped", NULL, "",
+     cmd_nodes},
     {"aliases", "[TASK]", "aliases of every task, or one task's aliases with their history", NULL, "",
      cmd_aliases},
     {"health", "", "exits 0 when the daemon answers and is not stopping (7 when stopping)", NULL, "",

@@ -11,7 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/sha256.h"
 #include "daemon/log.h"
+#include "daemon/names.h"
 
 #define CONFIG_FILE_MAX (64 * 1024)
 
@@ -77,7 +79,7 @@ static bool valid_name(const char *s)
     return *s != '-';
 }
 
-typedef enum { K_SIZE64, K_SIZE32, K_COUNT, K_DURATION, K_NAME, K_LOGLEVEL, K_DIRS } key_kind;
+typedef enum { K_SIZE64, K_SIZE32, K_COUNT, K_DURATION, K_NAME, K_LOGLEVEL, K_DIRS, K_STORE, K_NODE } key_kind;
 
 typedef struct {
     const char *key;
@@ -104,8 +106,9 @@ static const key_spec keys[] = {
     {"max_compute_queue", K_COUNT, F(max_compute_queue), 1, 100000},
     {"job_history", K_COUNT, F(job_history), 0, 1000000},
     {"job_lease_seconds", K_COUNT, F(job_lease_seconds), 1, 3600},
-    {"shared_queue", K_COUNT, F(shared_queue), 0, 1},
     {"data_dirs", K_DIRS, F(data_dirs), 0, 0},
+    {"store", K_STORE, F(store), 0, 0},
+    {"node_id", K_NODE, F(node_id), 0, 0},
 };
 #undef F
 
@@ -136,6 +139,19 @@ int config_set(cladd_config *cfg, const char *key, const char *value, clad_err *
             if (*p == ':') p++;
         }
         snprintf(field, CONFIG_DATA_DIRS_MAX, "%s", value);
+        return 0;
+    case K_STORE:
+        if (strlen(value) >= CONFIG_STORE_MAX)
+            return clad_err_set(err, CLAD_EINVAL, "%s: longer than %d bytes", key, CONFIG_STORE_MAX - 1);
+        if (*value && *value != '/' && !config_store_is_postgres(value))
+            return clad_err_set(err, CLAD_EINVAL, "%s: '%.64s' is neither an absolute file path nor a postgresql:// URI",
+                                key, value);
+        snprintf(field, CONFIG_STORE_MAX, "%s", value);
+        return 0;
+    case K_NODE:
+        if (*value && !name_is_valid(value))
+            return clad_err_set(err, CLAD_EINVAL, "%s: '%s' is not 1..64 of letters, digits, '.', '_', '-'", key, value);
+        snprintf(field, CONFIG_NAME_MAX + 1, "%s", value);
         return 0;
     case K_LOGLEVEL: {
         int level = log_level_parse(value);
@@ -346,4 +362,53 @@ int config_resolve_paths(cladd_config *cfg, clad_err *err)
         if (rc) return rc;
     }
     return 0;
+}
+
+bool config_store_is_postgres(const char *location)
+{
+    return !strncmp(location, "postgresql://", 13) || !strncmp(location, "postgres://", 11);
+}
+
+void config_store_redacted(const char *location, char *out, size_t size)
+{
+    if (!config_store_is_postgres(location)) {
+        snprintf(out, size, "%s", location);
+        return;
+    }
+    /* Copied piece by piece: "user:" then "***" for what stood up to '@'; "password=" then "***" for what
+     * stood up to the next '&'. */
+    const char *auth = strstr(location, "://") + 3;
+    const char *at = strchr(auth, '@'), *slash = strchr(auth, '/');
+    const char *colon = at && (!slash || at < slash) ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    size_t n = 0;
+    for (const char *p = location; *p && n + 1 < size;) {
+        if (p == colon) {
+            n += (size_t)snprintf(out + n, size - n, ":***");
+            p = at;
+        } else if (!strncmp(p, "password=", 9) && p > location && (p[-1] == '?' || p[-1] == '&')) {
+            n += (size_t)snprintf(out + n, size - n, "password=***");
+            p += 9 + strcspn(p + 9, "&");
+        } else {
+            out[n++] = *p++;
+        }
+        if (n >= size) n = size - 1;
+    }
+    out[n] = '\0';
+}
+
+void config_default_node_id(const char *state_dir, char *out, size_t size)
+{
+    char host[256] = "";
+    if (gethostname(host, sizeof host) != 0 || !host[0]) snprintf(host, sizeof host, "node");
+    host[sizeof host - 1] = '\0';
+    char clean[56];
+    size_t n = 0;
+    for (const char *p = host; *p && n < sizeof clean - 1; p++)
+        if (isalnum((unsigned char)*p) || *p == '.' || *p == '-') clean[n++] = *p;
+    clean[n] = '\0';
+    if (!n || !isalnum((unsigned char)clean[0])) snprintf(clean, sizeof clean, "node");
+    char real[PATH_MAX], hex[SHA256_HEX_SIZE];
+    const char *dir = realpath(state_dir, real) ? real : state_dir;
+    sha256_hex(dir, strlen(dir), hex);
+    snprintf(out, size, "%s-%.8s", clean, hex);
 }

@@ -22,13 +22,16 @@
  *   max_compute_queue  pending compute requests before 503 busy [256]
  *   job_history        finished jobs kept in memory for /v1/jobs [1000]
  *   job_lease_seconds  lease of a job claimed from the shared queue; renewed every third of it [10]
- *   shared_queue       1: other nodes use the same store, so at startup queued jobs stay queued and
- *                      running jobs of other nodes are left to their leases (docs/SCALING.md) [0]
  *   data_dirs          more directories whose dataset files base training may read by path, ':'-separated
  *                      absolute paths, besides the built-in CONFIG_BUILTIN_DATA_DIRS [none]
+ *   store              where the store is: an absolute SQLite file path, or postgresql://... to share one
+ *                      database between nodes (docs/SCALING.md) [STATE_DIR/clad.db]
+ *   node_id            this node's name among the nodes sharing the store (letters, digits, '.', '_',
+ *                      '-', at most 64) [host name + '-' + 8 hex digits of the state directory's hash]
  *
  * On SIGHUP the file is read again; limits, write_group and log_level take effect at once (for new
- * connections and requests); socket_group, max_running_jobs, compute_threads and engine_threads need a restart.
+ * connections and requests); socket_group, max_running_jobs, compute_threads, engine_threads, store and node_id
+ * need a restart.
  */
 #ifndef CLAD_DAEMON_CONFIG_H
 #define CLAD_DAEMON_CONFIG_H
@@ -44,6 +47,7 @@
 #define CONFIG_SOCKET_PATH_MAX 108
 #define CONFIG_NAME_MAX 64
 #define CONFIG_DATA_DIRS_MAX 4096
+#define CONFIG_STORE_MAX 1024 /* a store path or a postgresql:// URI */
 /* The dataset directories cladd ships with (Debian's Fashion-MNIST), ':'-separated. */
 #define CONFIG_BUILTIN_DATA_DIRS "/usr/share/datasets/fashion-mnist"
 
@@ -74,8 +78,9 @@ typedef struct cladd_config {
     uint32_t max_compute_queue;
     uint32_t job_history;
     uint32_t job_lease_seconds;
-    uint32_t shared_queue;
     char data_dirs[CONFIG_DATA_DIRS_MAX]; /* operator's extra dataset directories, ':'-separated */
+    char store[CONFIG_STORE_MAX];         /* --store or `store`; "" = STATE_DIR/clad.db */
+    char node_id[CONFIG_NAME_MAX + 1];    /* "" = derived from the host name and the state directory */
 
     bool enable_test_routes; /* command line only: --enable-test-routes */
 } cladd_config;
@@ -104,6 +109,15 @@ int config_resolve_paths(cladd_config *cfg, clad_err *err);
  * The answer never says why not (missing, outside, not a file), so clients learn nothing about files
  * elsewhere. */
 bool config_data_path_allowed(const cladd_config *cfg, const char *path, char *resolved, size_t size);
+
+/* Is this store location a PostgreSQL URI (postgresql:// or postgres://)? */
+bool config_store_is_postgres(const char *location);
+/* The store location fit to print: a URI's password (user:PASSWORD@ or password=...) becomes "***". */
+void config_store_redacted(const char *location, char *out, size_t size);
+/* The default node id: the host name (only [A-Za-z0-9.-] kept, at most 55 bytes), '-', and the first 8 hex
+ * digits of the sha256 of the state directory's path, so two nodes on one machine differ and a node
+ * keeps its id across restarts. */
+void config_default_node_id(const char *state_dir, char *out, size_t size);
 
 /* Parses "512M", "16K", "1024" -> bytes; "10s", "500ms", "2min", "3" (seconds) -> milliseconds.
  * CLAD_EINVAL on junk or overflow. Exposed for tests. */

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "daemon/api.h"
 #include "daemon/log.h"
@@ -45,7 +44,7 @@ int job_claim_hook(cladd *app, job *j)
     if (sj) {
         l->claimed = true;
         l->renewed = mono_now();
-        job_set_node(j, app->node_id, sj->attempt);
+        job_set_node(j, app->cfg.node_id, sj->attempt);
         store_job_free(sj);
         return JOB_CLAIM_START;
     }
@@ -191,10 +190,6 @@ void job_claim_kick(cladd *app)
 
 void job_claim_start(cladd *app)
 {
-    char host[48] = "node";
-    gethostname(host, sizeof host);
-    host[sizeof host - 1] = '\0';
-    snprintf(app->node_id, sizeof app->node_id, "%s:%ld", host, (long)getpid());
     uv_timer_init(app->loop, &app->claim_timer);
     app->claim_timer.data = app;
     app->claim_timer_live = true;

@@ -24,7 +24,7 @@ struct cladd;
  * (now or later) it calls job_claim_revive_failed. */
 typedef void (*job_revive_fn)(struct cladd *app, const store_job *sj, void *data, size_t data_len);
 
-/* Picks a node id for this run ("host:pid") and starts the timer. */
+/* Starts the timer (the node's id is app->cfg.node_id). */
 void job_claim_start(struct cladd *app);
 /* Stops the timer (after the job queue has stopped). */
 void job_claim_stop(struct cladd *app);

@@ -469,3 +469,10 @@ void registry_forget_base(registry *r, const char *base)
     if (b) b->name[0] = '\0'; /* never matches a name again; freed once nobody holds it */
     evict(r);
 }
+
+void registry_forget_all(registry *r)
+{
+    for (size_t i = 0; i < r->n_adapters; i++) r->adapters[i]->forgotten = true;
+    for (size_t i = 0; i < r->n_bases; i++) r->bases[i]->name[0] = '\0';
+    evict(r);
+}

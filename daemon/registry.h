@@ -99,6 +99,9 @@ const loaded_adapter *registry_adapter_at(const registry *r, size_t i);
  * task or base of that name loads afresh) and are freed once no request holds them. */
 void registry_forget_task(registry *r, const char *task);
 void registry_forget_base(registry *r, const char *base);
+/* Forgets every entry, as the two above do for one: when the daemon cannot know what changed in the
+ * store (it missed part of the change feed, daemon/node.h). */
+void registry_forget_all(registry *r);
 /* Prediction workspaces for every loaded model (bases and folded entries): the registry forgets a
  * model's workspaces before freeing it. Thread-safe (core/ws_pool.h); workspaces of REGISTRY_WS_BATCH. */
 /* Batches of 16: most requests are small, a vit-tiny workspace costs about 0.85 MB per sample, and larger

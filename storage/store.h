@@ -39,7 +39,7 @@
 #include "core/error.h"
 #include "core/sha256.h"
 
-#define STORE_SCHEMA_VERSION 5          /* PRAGMA user_version this clad writes */
+#define STORE_SCHEMA_VERSION 6          /* PRAGMA user_version this clad writes */
 #define STORE_NAME_MAX 64               /* names: 1..64 of [A-Za-z0-9._-], starting with a letter or digit */
 #define STORE_REASON_MAX 256            /* free-text reasons on alias moves */
 #define STORE_JSON_MAX (1 << 20)        /* any JSON text field */
@@ -497,5 +497,70 @@ typedef struct store_audit {
 /* Audit rows with id > after_id, oldest first, at most limit (0 = all). */
 int store_audit_list(store *s, int64_t after_id, size_t limit, store_audit **out, size_t *n, clad_err *err);
 void store_audit_free(store_audit *a, size_t n);
+
+/* ---- Nodes and the change feed (storage/store_node.c, storage/store_changes.c) ------------------ */
+
+/* Several cladd processes (nodes) may share one store. Each keeps a row in `nodes` fresh with a
+ * heartbeat; every write other nodes must act on appends a row to `changes` in its own transaction.
+ * Neither heartbeats nor the change rows are audited (they are not changes of their own). */
+
+#define STORE_NODE_HOST_MAX 64
+#define STORE_NODE_PATH_MAX 256
+
+typedef struct store_node {
+    char id[STORE_NAME_MAX + 1];       /* the node's name, unique in the store */
+    char host[STORE_NODE_HOST_MAX + 1];
+    char state_dir[STORE_NODE_PATH_MAX + 1];
+    char socket[STORE_NODE_PATH_MAX + 1];
+    char version[32];                  /* the clad it runs */
+    int64_t pid;
+    int64_t started_ms, last_seen_ms;  /* Unix ms */
+    int64_t stopped_ms;                /* when it stopped cleanly; 0 while it runs (or after a crash) */
+    int64_t running_jobs;
+} store_node;
+
+/* Registers node n at startup (replacing the row of an earlier run of the same node). CLAD_ECONFLICT
+ * naming it when another node with the same id (another host or state directory) was seen less than
+ * live_ms ago. */
+int store_node_claim(store *s, const store_node *n, int64_t live_ms, clad_err *err);
+/* The heartbeat: sets last_seen_ms to now and the running job count. CLAD_ENOTFOUND if the row is gone. */
+int store_node_beat(store *s, const char *id, int64_t running_jobs, clad_err *err);
+/* A clean stop: sets stopped_ms (and last_seen_ms) to now. */
+int store_node_stopped(store *s, const char *id, clad_err *err);
+/* Nodes seen at or after since_ms, by id. */
+int store_nodes_list(store *s, int64_t since_ms, store_node **out, size_t *n, clad_err *err);
+void store_nodes_free(store_node *n);
+
+typedef struct store_change {
+    int64_t id;                        /* increasing in commit order */
+    char kind[32];                     /* the audit action: "alias.rollback", "version.delete", ... */
+    char base[STORE_NAME_MAX + 1];     /* "" unless the change is about a base */
+    char task[STORE_NAME_MAX + 1];     /* "" when not about a task */
+    int64_t version;                   /* 0 when not about one version */
+    int64_t at_ms;
+} store_change;
+
+/* Changes with id > after_id, oldest first, at most limit. *oldest_id (may be NULL) receives the
+ * smallest id still kept (0 when none): if it is above after_id + 1, rows the caller never saw may have
+ * been pruned and it should drop everything it caches. */
+int store_changes_since(store *s, int64_t after_id, size_t limit, store_change **out, size_t *n,
+                        int64_t *oldest_id, clad_err *err);
+void store_changes_free(store_change *c);
+/* The newest change id (0 when none): where a node that starts with an empty cache begins to follow. */
+int store_changes_last(store *s, int64_t *id, clad_err *err);
+/* Change notification, where the backend has it (PostgreSQL LISTEN/NOTIFY on channel clad_changes; every
+ * write that appends a change row also notifies, delivered at its commit). store_changes_listen starts
+ * listening on this handle: 0, or CLAD_EINVAL when the backend has no notifications (SQLite: poll
+ * store_changes_since instead). store_changes_fd is a descriptor that becomes readable when a notification
+ * arrives (-1 without); store_changes_drain consumes what arrived: 1 when something did, 0 when not, -1
+ * without notifications or when the connection broke (listen again after reconnecting). */
+#define STORE_CHANGES_CHANNEL "clad_changes"
+int store_changes_listen(store *s, clad_err *err);
+int store_changes_fd(store *s);
+int store_changes_drain(store *s);
+/* Deletes change rows that are not among the newest keep_rows or older than keep_ms, and node rows not
+ * seen for node_keep_ms; *n_deleted (may be NULL) counts the change rows. */
+int store_changes_prune(store *s, int64_t keep_rows, int64_t keep_ms, int64_t node_keep_ms,
+                        int64_t *n_deleted, clad_err *err);
 
 #endif

@@ -28,18 +28,18 @@ int alias_state(store *s, int64_t tid, const char *alias, int64_t *state_id, int
 {
     *state_id = 0;
     *version = 0;
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err,
                         "SELECT a.state_id, v.version FROM aliases a JOIN versions v ON v.id = a.version_id "
                         "WHERE a.task_id = ?1 AND a.name = ?2", "It", tid, alias);
     if (rc) return rc;
     rc = st_step(s, st, err);
     if (rc == 1) {
-        *state_id = sqlite3_column_int64(st, 0);
-        *version = sqlite3_column_int64(st, 1);
+        *state_id = col_int64(st, 0);
+        *version = col_int64(st, 1);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
@@ -47,15 +47,15 @@ int alias_move(store *s, int64_t tid, const char *alias, int64_t vid, int64_t ve
                int64_t back_id, int64_t undo_id, int peer_uid, const char *reason, clad_err *err)
 {
     int64_t cur_state, cur_version;
+    int64_t hid = 0;
     int rc = alias_state(s, tid, alias, &cur_state, &cur_version, err);
     if (rc) return rc;
-    rc = st_exec(s, err,
-                 "INSERT INTO alias_history (task_id, alias, action, old_version, new_version, back_id, "
-                 "undo_id, peer_uid, reason, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                 "IttNINNitI", tid, alias, action, cur_version, version, back_id, undo_id, peer_uid,
-                 reason ? reason : "", now_ms());
+    rc = st_int(s, &hid, err,
+                "INSERT INTO alias_history (task_id, alias, action, old_version, new_version, back_id, "
+                "undo_id, peer_uid, reason, time_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+                "RETURNING id", "IttNINNitI", tid, alias, action, cur_version, version, back_id, undo_id,
+                peer_uid, reason ? reason : "", now_ms());
     if (rc) return rc;
-    int64_t hid = sqlite3_last_insert_rowid(s->db);
     return st_exec(s, err,
                    "INSERT INTO aliases (task_id, name, version_id, state_id) VALUES (?1, ?2, ?3, ?4) "
                    "ON CONFLICT (task_id, name) DO UPDATE SET version_id = excluded.version_id, "
@@ -69,20 +69,20 @@ typedef struct hist_row {
 
 static int hist_get(store *s, int64_t id, hist_row *h, clad_err *err)
 {
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err, "SELECT new_version, back_id, undo_id FROM alias_history WHERE id = ?1",
                         "I", id);
     if (rc) return rc;
     rc = st_step(s, st, err);
     if (rc == 1) {
-        h->version = sqlite3_column_int64(st, 0);
-        h->back_id = sqlite3_column_int64(st, 1); /* NULL reads as 0 */
-        h->undo_id = sqlite3_column_int64(st, 2);
+        h->version = col_int64(st, 0);
+        h->back_id = col_int64(st, 1); /* NULL reads as 0 */
+        h->undo_id = col_int64(st, 2);
         rc = 0;
     } else if (rc == 0) {
         rc = clad_err_set(err, CLAD_ECORRUPT, "store: alias history row %lld is missing", (long long)id);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
@@ -133,7 +133,7 @@ int store_aliases_list(store *s, const char *task, store_alias **out, size_t *n,
     bool began;
     int rc = tx_read_begin(s, &began, err);
     if (rc) return rc;
-    sqlite3_stmt *st = NULL;
+    db_stmt *st = NULL;
     if ((rc = task_id(s, task, &tid, err)) == 0)
         rc = st_prepare(s, &st, err,
                         "SELECT a.name, v.version, h.time_ms FROM aliases a "
@@ -150,11 +150,11 @@ int store_aliases_list(store *s, const char *task, store_alias **out, size_t *n,
         a = g;
         store_alias *r = &a[(*n)++];
         col_copy(st, 0, r->name, sizeof r->name);
-        r->version = sqlite3_column_int64(st, 1);
-        r->updated_ms = sqlite3_column_int64(st, 2);
+        r->version = col_int64(st, 1);
+        r->updated_ms = col_int64(st, 2);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     tx_read_end(s, began);
     if (rc < 0) {
         free(a);
@@ -207,7 +207,7 @@ static int chain_find(store *s, int64_t state, int64_t version, int64_t *found, 
                       clad_err *err)
 {
     *found = *found_back = 0;
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err,
                         "WITH RECURSIVE chain(id, new_version, back_id) AS ("
                         "  SELECT h.id, h.new_version, h.back_id FROM alias_history h"
@@ -218,11 +218,11 @@ static int chain_find(store *s, int64_t state, int64_t version, int64_t *found, 
     if (rc) return rc;
     rc = st_step(s, st, err);
     if (rc == 1) {
-        *found = sqlite3_column_int64(st, 0);
-        *found_back = sqlite3_column_int64(st, 1);
+        *found = col_int64(st, 0);
+        *found_back = col_int64(st, 1);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
@@ -309,7 +309,7 @@ int store_alias_history(store *s, const char *task, const char *alias, store_ali
     bool began;
     if ((rc = tx_read_begin(s, &began, err))) return rc;
     int64_t tid;
-    sqlite3_stmt *st = NULL;
+    db_stmt *st = NULL;
     if ((rc = task_id(s, task, &tid, err)) == 0)
         rc = st_prepare(s, &st, err,
                         "SELECT id, time_ms, peer_uid, alias, action, old_version, new_version, reason "
@@ -325,17 +325,17 @@ int store_alias_history(store *s, const char *task, const char *alias, store_ali
         }
         a = g;
         store_alias_move *m = &a[(*n)++];
-        m->id = sqlite3_column_int64(st, 0);
-        m->time_ms = sqlite3_column_int64(st, 1);
-        m->peer_uid = sqlite3_column_int(st, 2);
+        m->id = col_int64(st, 0);
+        m->time_ms = col_int64(st, 1);
+        m->peer_uid = col_int(st, 2);
         col_copy(st, 3, m->alias, sizeof m->alias);
         col_copy(st, 4, m->action, sizeof m->action);
-        m->old_version = sqlite3_column_int64(st, 5);
-        m->new_version = sqlite3_column_int64(st, 6);
+        m->old_version = col_int64(st, 5);
+        m->new_version = col_int64(st, 6);
         col_copy(st, 7, m->reason, sizeof m->reason);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     tx_read_end(s, began);
     if (rc < 0) {
         free(a);

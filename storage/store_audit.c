@@ -80,20 +80,22 @@ const char *jb_done(jbuf *j)
 int audit_add(store *s, int peer_uid, const char *action, const char *object, const char *detail_json,
               clad_err *err)
 {
-    return st_exec(s, err,
-                   "INSERT INTO audit (time_ms, peer_uid, action, object, detail_json) VALUES (?1,?2,?3,?4,?5)",
-                   "Iittt", now_ms(), peer_uid, action, object, detail_json ? detail_json : "{}");
+    int rc = st_exec(s, err,
+                     "INSERT INTO audit (time_ms, peer_uid, action, object, detail_json) VALUES (?1,?2,?3,?4,?5)",
+                     "Iittt", now_ms(), peer_uid, action, object, detail_json ? detail_json : "{}");
+    /* Every audited write other nodes must act on also enters the change feed, in the same transaction. */
+    return rc ? rc : change_add(s, action, object, err);
 }
 
 int store_audit_list(store *s, int64_t after_id, size_t limit, store_audit **out, size_t *n, clad_err *err)
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err,
                         "SELECT id, time_ms, peer_uid, action, object, detail_json FROM audit "
                         "WHERE id > ?1 ORDER BY id LIMIT ?2", "II", after_id,
-                        limit ? (int64_t)limit : (int64_t)-1);
+                        limit ? (int64_t)limit : INT64_MAX);
     if (rc) return rc;
     size_t cap = 0;
     store_audit *a = NULL;
@@ -105,14 +107,14 @@ int store_audit_list(store *s, int64_t after_id, size_t limit, store_audit **out
         }
         a = grown;
         store_audit *r = &a[(*n)++];
-        r->id = sqlite3_column_int64(st, 0);
-        r->time_ms = sqlite3_column_int64(st, 1);
-        r->peer_uid = sqlite3_column_int(st, 2);
+        r->id = col_int64(st, 0);
+        r->time_ms = col_int64(st, 1);
+        r->peer_uid = col_int(st, 2);
         col_copy(st, 3, r->action, sizeof r->action);
         col_copy(st, 4, r->object, sizeof r->object);
         r->detail_json = col_strdup(st, 5);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     if (rc < 0) {
         store_audit_free(a, *n);
         *n = 0;

@@ -15,7 +15,7 @@
  * 0 with *count rows seen, or an error. */
 static int name_rows(store *s, char *list, size_t size, int64_t *count, clad_err *err, const char *sql, int64_t id)
 {
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err, sql, "I", id);
     size_t n = 0;
     *count = 0;
@@ -23,11 +23,11 @@ static int name_rows(store *s, char *list, size_t size, int64_t *count, clad_err
     while (rc == 0 && (rc = st_step(s, st, err)) == 1) {
         rc = 0;
         if (++*count <= 8) {
-            const char *name = (const char *)sqlite3_column_text(st, 0);
+            const char *name = col_text(st, 0);
             n += (size_t)snprintf(list + n, n < size ? size - n : 0, "%s%s", n ? ", " : "", name ? name : "?");
         }
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     if (rc == 0 && *count > 8 && n < size) snprintf(list + n, size - n, " and %lld more", (long long)*count - 8);
     return rc;
 }
@@ -43,7 +43,7 @@ static int delete_finish(store *s, int rc, int peer_uid, const char *kind, const
         rc = audit_add(s, peer_uid, action, object, "{}", err);
     }
     rc = tx_end(s, rc, err);
-    if (rc == 0) sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
+    if (rc == 0) st_reclaim(s);
     return rc;
 }
 

@@ -1,15 +1,15 @@
 /* Private to storage/: the store handle, statement helpers, transactions, validation and the audit
- * writer shared by the store_*.c files. Nothing outside storage/ includes this. */
+ * writer shared by the store_*.c files. Nothing outside storage/ includes this. The store_*.c files
+ * speak to the database only through these helpers, which call the backend's driver (storage/db.h). */
 #ifndef CLAD_STORAGE_STORE_INTERNAL_H
 #define CLAD_STORAGE_STORE_INTERNAL_H
 
-#include <sqlite3.h>
-
+#include "storage/db.h"
 #include "storage/store.h"
 
 struct store {
-    sqlite3 *db;
-    char *path;
+    db *db;           /* the connection; db->ops is the backend's driver */
+    char *path;       /* for messages: the file, or the URI without its password */
     bool readonly;    /* opened with store_open_reader */
     bool in_snapshot; /* between store_snapshot_begin and _end */
     char node[STORE_NAME_MAX + 1]; /* store_set_node: the node claiming jobs through this handle ("": none) */
@@ -19,12 +19,15 @@ struct store {
     int busy_ms;      /* store_set_busy_timeout */
 };
 
-#define STORE_APPLICATION_ID 0x636c6164 /* "clad" in PRAGMA application_id */
 #define STORE_BUSY_TIMEOUT_MS 5000
 
-/* Ordered migrations (store_schema.c): migrations[i] takes user_version i to i + 1. */
-extern const char *const store_migrations[];
-extern const int store_n_migrations;
+/* Ordered migrations per backend (store_schema.c): entry i takes schema version i to i + 1. Both lists
+ * have STORE_SCHEMA_VERSION entries with the same meaning. */
+extern const char *const store_migrations_sqlite[];
+extern const char *const store_migrations_pg[];
+
+/* The backend's name: "sqlite" or "postgresql". */
+const char *store_backend(const store *s);
 
 /* ---- Statements (store_util.c) ---- */
 
@@ -36,28 +39,42 @@ extern const int store_n_migrations;
  *   d  double
  *   b  const void *, size_t  (NULL binds SQL NULL)
  * On failure *st is NULL and err is filled. */
-int st_prepare(store *s, sqlite3_stmt **st, clad_err *err, const char *sql, const char *types, ...);
+int st_prepare(store *s, db_stmt **st, clad_err *err, const char *sql, const char *types, ...);
 /* Steps once: 1 for a row, 0 when done, or a negative CLAD_E* code with err filled. */
-int st_step(store *s, sqlite3_stmt *st, clad_err *err);
+int st_step(store *s, db_stmt *st, clad_err *err);
+/* Releases a statement; accepts NULL. */
+void st_finalize(db_stmt *st);
 /* Prepares, binds, runs to completion and finalizes a statement that returns no rows we need. */
 int st_exec(store *s, clad_err *err, const char *sql, const char *types, ...);
 /* Runs a query whose first row's first column is an integer: 0 and *out set, CLAD_ENOTFOUND when
  * there is no row (err untouched, so callers can word it), or another error. */
 int st_int(store *s, int64_t *out, clad_err *err, const char *sql, const char *types, ...);
 
-/* Maps an SQLite result code to a CLAD_E* code and fills err with what failed. */
+/* Rows changed by the last INSERT, UPDATE or DELETE on this handle. */
+int64_t st_changes(store *s);
+
+/* Maps the driver's last error (rc: its own result code where it has one) to a CLAD_E* code and fills
+ * err with what failed. */
 int st_error(store *s, int rc, clad_err *err, const char *what);
 
-/* Column helpers: a copy into a fixed buffer (truncating), or a heap copy (NULL for SQL NULL). */
-void col_copy(sqlite3_stmt *st, int i, char *buf, size_t cap);
-char *col_strdup(sqlite3_stmt *st, int i);
+/* Column getters for the current row; SQL NULL reads as 0, 0.0, "" (col_copy), NULL (col_strdup,
+ * col_text, col_blob). col_text and col_blob point into the statement until its next step. */
+void col_copy(db_stmt *st, int i, char *buf, size_t cap);
+char *col_strdup(db_stmt *st, int i);
+const char *col_text(db_stmt *st, int i);
+int64_t col_int64(db_stmt *st, int i);
+int col_int(db_stmt *st, int i);
+double col_double(db_stmt *st, int i);
+const void *col_blob(db_stmt *st, int i, size_t *n);
+bool col_is_null(db_stmt *st, int i);
 /* Makes room for element n of a growing array: returns the (possibly moved) array, or NULL when out of
  * memory (the old array is still valid then). */
 void *arr_reserve(void *arr, size_t n, size_t *cap, size_t elem);
 
 /* ---- Transactions (store_util.c) ---- */
 
-/* BEGIN IMMEDIATE: takes the write lock now so the transaction cannot fail later for lack of it. */
+/* Takes the write lock now (SQLite: BEGIN IMMEDIATE) so the transaction cannot fail later for lack of
+ * it. */
 int tx_begin_write(store *s, clad_err *err);
 /* Commits when rc == 0, otherwise rolls back; returns rc or the commit's error. */
 int tx_end(store *s, int rc, clad_err *err);
@@ -81,6 +98,8 @@ int task_id(store *s, const char *name, int64_t *id, clad_err *err);
 int version_id(store *s, int64_t task_id, const char *task, int64_t version, int64_t *id, clad_err *err);
 /* Refuses writes on reader handles and inside snapshots. */
 int check_writable(store *s, clad_err *err);
+/* After deletes: lets the backend give freed space back (best effort). */
+void st_reclaim(store *s);
 
 /* ---- Tasks (store_task.c), used by store_version_put ---- */
 
@@ -117,6 +136,13 @@ const char *jb_done(jbuf *j);
 /* Appends one audit row inside the current write transaction. */
 int audit_add(store *s, int peer_uid, const char *action, const char *object, const char *detail_json,
               clad_err *err);
+
+/* ---- The change feed (store_changes.c) ---- */
+
+/* Called by audit_add for every audited write: when action is one other nodes must act on (alias moves,
+ * version put/delete/gc, task and base create/delete), appends a `changes` row naming its object
+ * ("alias:t/a", "version:t/3", "task:t", "base:b") inside the current write transaction. */
+int change_add(store *s, const char *action, const char *object, clad_err *err);
 
 /* ---- Alias moves (store_alias.c), used by store_version_put ---- */
 

@@ -52,11 +52,11 @@ int store_job_create_with_data(store *s, const char *kind, const char *task, con
         return clad_err_set(err, CLAD_EINVAL, "job lane is longer than %d bytes", STORE_NAME_MAX);
     if ((rc = check_json(s, request_json, "object", true, "job request", err))) return rc;
     if ((rc = tx_begin_write(s, err))) return rc;
-    rc = st_exec(s, err,
-                 "INSERT INTO jobs (kind, task, lane, state, request_json, peer_uid, created_ms) "
-                 "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6)", "ttttiI", kind, task ? task : "", lane ? lane : "",
-                 request_json ? request_json : "{}", peer_uid, now_ms());
-    int64_t id = sqlite3_last_insert_rowid(s->db);
+    int64_t id = 0;
+    rc = st_int(s, &id, err,
+                "INSERT INTO jobs (kind, task, lane, state, request_json, peer_uid, created_ms) "
+                "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6) RETURNING id", "ttttiI", kind, task ? task : "",
+                lane ? lane : "", request_json ? request_json : "{}", peer_uid, now_ms());
     /* The data commits with its job: a crash leaves both or neither. */
     if (rc == 0 && data)
         rc = st_exec(s, err, "INSERT INTO job_data (job_id, data) VALUES (?1, ?2)", "Ib", id, data, data_size);
@@ -71,13 +71,13 @@ int store_job_create_with_data(store *s, const char *kind, const char *task, con
 static int job_check_state(store *s, int64_t id, const char *const *from, const char *to, int *owner,
                            clad_err *err)
 {
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err, "SELECT state, peer_uid FROM jobs WHERE id = ?1", "I", id);
     if (rc) return rc;
     rc = st_step(s, st, err);
     if (rc == 1) {
-        const char *state = (const char *)sqlite3_column_text(st, 0);
-        *owner = sqlite3_column_int(st, 1);
+        const char *state = col_text(st, 0);
+        *owner = col_int(st, 1);
         rc = CLAD_ECONFLICT;
         for (size_t i = 0; from[i]; i++)
             if (strcmp(state, from[i]) == 0) rc = 0;
@@ -86,7 +86,7 @@ static int job_check_state(store *s, int64_t id, const char *const *from, const 
     } else if (rc == 0) {
         rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)id);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
@@ -184,7 +184,7 @@ int store_job_request_cancel(store *s, int64_t id, int peer_uid, store_job_state
         clad_err_clear(err);
         after = STORE_JOB_RUNNING;
         rc = st_exec(s, err, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'", "I", id);
-        if (rc == 0 && sqlite3_changes(s->db) == 0) {
+        if (rc == 0 && st_changes(s) == 0) {
             store_job *j = NULL;
             rc = store_job_get(s, id, &j, err);
             if (rc == 0)
@@ -214,7 +214,7 @@ int store_job_set_progress(store *s, int64_t id, const char *progress_json, clad
     if (rc || (rc = tx_begin_write(s, err))) return rc;
     rc = st_exec(s, err, "UPDATE jobs SET progress_json = ?2 WHERE id = ?1 AND state = 'running'", "It", id,
                  progress_json);
-    if (rc == 0 && sqlite3_changes(s->db) == 0) {
+    if (rc == 0 && st_changes(s) == 0) {
         int64_t exists;
         rc = st_int(s, &exists, err, "SELECT 1 FROM jobs WHERE id = ?1", "I", id);
         rc = rc == CLAD_ENOTFOUND ? clad_err_set(err, rc, "unknown job %lld", (long long)id)
@@ -283,7 +283,7 @@ int store_jobs_mark_interrupted(store *s, int64_t *n_marked, clad_err *err)
                  "UPDATE jobs SET state = 'interrupted', finished_ms = ?1, "
                  "error_msg = 'clad stopped while the job was ' || state "
                  "WHERE state IN ('queued', 'running')", "I", now_ms());
-    int64_t n = sqlite3_changes(s->db);
+    int64_t n = st_changes(s);
     if (rc == 0 && n) {
         jbuf j;
         jb_init(&j);
@@ -301,35 +301,35 @@ static const char job_cols[] =
     "peer_uid, created_ms, started_ms, finished_ms, result_json, lane, node, attempt, lease_until, "
     "cancel_requested FROM jobs ";
 
-static void job_from_row(sqlite3_stmt *st, store_job *j)
+static void job_from_row(db_stmt *st, store_job *j)
 {
     memset(j, 0, sizeof *j);
-    j->id = sqlite3_column_int64(st, 0);
+    j->id = col_int64(st, 0);
     col_copy(st, 1, j->kind, sizeof j->kind);
     col_copy(st, 2, j->task, sizeof j->task);
-    j->state = state_parse((const char *)sqlite3_column_text(st, 3));
-    j->error_code = sqlite3_column_int(st, 4);
+    j->state = state_parse(col_text(st, 3));
+    j->error_code = col_int(st, 4);
     col_copy(st, 5, j->error_msg, sizeof j->error_msg);
     j->request_json = col_strdup(st, 6);
     j->progress_json = col_strdup(st, 7);
-    j->result_version = sqlite3_column_int64(st, 8);
-    j->peer_uid = sqlite3_column_int(st, 9);
-    j->created_ms = sqlite3_column_int64(st, 10);
-    j->started_ms = sqlite3_column_int64(st, 11);
-    j->finished_ms = sqlite3_column_int64(st, 12);
+    j->result_version = col_int64(st, 8);
+    j->peer_uid = col_int(st, 9);
+    j->created_ms = col_int64(st, 10);
+    j->started_ms = col_int64(st, 11);
+    j->finished_ms = col_int64(st, 12);
     j->result_json = col_strdup(st, 13);
     col_copy(st, 14, j->lane, sizeof j->lane);
     col_copy(st, 15, j->node, sizeof j->node);
-    j->attempt = sqlite3_column_int(st, 16);
-    j->lease_until_ms = sqlite3_column_int64(st, 17);
-    j->cancel_requested = sqlite3_column_int(st, 18) != 0;
+    j->attempt = col_int(st, 16);
+    j->lease_until_ms = col_int64(st, 17);
+    j->cancel_requested = col_int(st, 18) != 0;
 }
 
 /* Shared with store_queue.c: one job row as the columns above select it. */
 int job_get_where(store *s, const char *where, int64_t id, store_job **out, clad_err *err)
 {
     *out = NULL;
-    sqlite3_stmt *st;
+    db_stmt *st;
     char sql[512];
     snprintf(sql, sizeof sql, "%s%s", job_cols, where);
     int rc = st_prepare(s, &st, err, sql, "I", id);
@@ -342,7 +342,7 @@ int job_get_where(store *s, const char *where, int64_t id, store_job **out, clad
         *out = j;
         rc = 0;
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
@@ -357,10 +357,10 @@ int store_jobs_list(store *s, const char *task, size_t limit, store_job **out, s
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *st;
+    db_stmt *st;
     char sql[512];
     snprintf(sql, sizeof sql, "%sWHERE ?1 IS NULL OR task = ?1 ORDER BY id DESC LIMIT ?2", job_cols);
-    int rc = st_prepare(s, &st, err, sql, "tI", task, limit ? (int64_t)limit : (int64_t)-1);
+    int rc = st_prepare(s, &st, err, sql, "tI", task, limit ? (int64_t)limit : INT64_MAX);
     if (rc) return rc;
     size_t cap = 0;
     store_job *a = NULL;
@@ -373,7 +373,7 @@ int store_jobs_list(store *s, const char *task, size_t limit, store_job **out, s
         a = g;
         job_from_row(st, &a[(*n)++]);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     if (rc < 0) {
         store_jobs_free(a, *n);
         *n = 0;

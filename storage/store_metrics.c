@@ -71,7 +71,7 @@ int store_matrix_list(store *s, const char *task, store_acc_entry **out, size_t 
     if (rc) return rc;
     int64_t tid = 0;
     if (task) rc = task_id(s, task, &tid, err);
-    sqlite3_stmt *st = NULL;
+    db_stmt *st = NULL;
     if (rc == 0)
         rc = st_prepare(s, &st, err,
                         "SELECT ta.name, m.after_version, te.name, m.eval_version, m.accuracy, m.loss, "
@@ -89,16 +89,16 @@ int store_matrix_list(store *s, const char *task, store_acc_entry **out, size_t 
         a = g;
         store_acc_entry *r = &a[(*n)++];
         col_copy(st, 0, r->after.task, sizeof r->after.task);
-        r->after.version = sqlite3_column_int64(st, 1);
+        r->after.version = col_int64(st, 1);
         col_copy(st, 2, r->evaluated.task, sizeof r->evaluated.task);
-        r->evaluated.version = sqlite3_column_int64(st, 3);
-        r->accuracy = sqlite3_column_double(st, 4);
-        r->loss = sqlite3_column_double(st, 5);
-        r->n_samples = sqlite3_column_int64(st, 6);
-        r->time_ms = sqlite3_column_int64(st, 7);
+        r->evaluated.version = col_int64(st, 3);
+        r->accuracy = col_double(st, 4);
+        r->loss = col_double(st, 5);
+        r->n_samples = col_int64(st, 6);
+        r->time_ms = col_int64(st, 7);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     tx_read_end(s, began);
     if (rc < 0) {
         free(a);
@@ -122,14 +122,13 @@ int store_eval_add(store *s, const store_eval *in, int peer_uid, int64_t *id_out
     int64_t tid, id = 0;
     rc = ref_resolve(s, &in->version, false, &tid, err);
     if (rc == 0)
-        rc = st_exec(s, err,
-                     "INSERT INTO evaluations (task_id, version, data_sha256, accuracy, loss, n_samples, "
-                     "detail_json, peer_uid, time_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
-                     "IItddItiI", tid, in->version.version, in->data_sha256[0] ? in->data_sha256 : NULL,
-                     in->accuracy, in->loss, in->n_samples, in->detail_json ? in->detail_json : "{}",
-                     peer_uid, now_ms());
+        rc = st_int(s, &id, err,
+                    "INSERT INTO evaluations (task_id, version, data_sha256, accuracy, loss, n_samples, "
+                    "detail_json, peer_uid, time_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9) RETURNING id",
+                    "IItddItiI", tid, in->version.version, in->data_sha256[0] ? in->data_sha256 : NULL,
+                    in->accuracy, in->loss, in->n_samples, in->detail_json ? in->detail_json : "{}",
+                    peer_uid, now_ms());
     if (rc == 0) {
-        id = sqlite3_last_insert_rowid(s->db);
         char object[STORE_NAME_MAX + 32];
         snprintf(object, sizeof object, "version:%s/%lld", in->version.task, (long long)in->version.version);
         jbuf j;
@@ -150,7 +149,7 @@ int store_evals_list(store *s, const char *task, int64_t version, store_eval **o
     int rc = tx_read_begin(s, &began, err);
     if (rc) return rc;
     int64_t tid = 0;
-    sqlite3_stmt *st = NULL;
+    db_stmt *st = NULL;
     if ((rc = task_id(s, task, &tid, err)) == 0)
         rc = st_prepare(s, &st, err,
                         "SELECT id, version, data_sha256, accuracy, loss, n_samples, detail_json, peer_uid, "
@@ -167,19 +166,19 @@ int store_evals_list(store *s, const char *task, int64_t version, store_eval **o
         a = g;
         store_eval *r = &a[(*n)++];
         memset(r, 0, sizeof *r);
-        r->id = sqlite3_column_int64(st, 0);
+        r->id = col_int64(st, 0);
         snprintf(r->version.task, sizeof r->version.task, "%s", task);
-        r->version.version = sqlite3_column_int64(st, 1);
+        r->version.version = col_int64(st, 1);
         col_copy(st, 2, r->data_sha256, sizeof r->data_sha256);
-        r->accuracy = sqlite3_column_double(st, 3);
-        r->loss = sqlite3_column_double(st, 4);
-        r->n_samples = sqlite3_column_int64(st, 5);
+        r->accuracy = col_double(st, 3);
+        r->loss = col_double(st, 4);
+        r->n_samples = col_int64(st, 5);
         r->detail_json = col_strdup(st, 6);
-        r->peer_uid = sqlite3_column_int(st, 7);
-        r->time_ms = sqlite3_column_int64(st, 8);
+        r->peer_uid = col_int(st, 7);
+        r->time_ms = col_int64(st, 8);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     tx_read_end(s, began);
     if (rc < 0) {
         store_evals_free(a, *n);

@@ -22,23 +22,23 @@ int store_set_node(store *s, const char *node, clad_err *err)
 
 int job_check_owner(store *s, int64_t id, clad_err *err)
 {
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err, "SELECT node, lease_until FROM jobs WHERE id = ?1", "I", id);
     if (rc) return rc;
     rc = st_step(s, st, err);
     if (rc == 1) {
         rc = 0;
-        const char *node = (const char *)sqlite3_column_text(st, 0);
+        const char *node = col_text(st, 0);
         if (node && strcmp(node, s->node) != 0)
             rc = clad_err_set(err, CLAD_ECONFLICT, "job %lld is run by node '%s', not by this node ('%s')",
                               (long long)id, node, s->node);
-        else if (node && sqlite3_column_int64(st, 1) < now_ms())
+        else if (node && col_int64(st, 1) < now_ms())
             rc = clad_err_set(err, CLAD_ECONFLICT, "job %lld: the lease of node '%s' has expired; the job goes "
                               "back to the queue", (long long)id, node);
     } else if (rc == 0) {
         rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)id);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
@@ -56,15 +56,14 @@ int job_data_sweep(store *s, clad_err *err)
         return 0;
     }
     int rc = data_delete_ended(s, err);
-    if (rc == 0 && sqlite3_changes(s->db) > 0) s->wipe_wal = true;
+    if (rc == 0 && st_changes(s) > 0) s->wipe_wal = true;
     return rc;
 }
 
 void store_job_data_defer_wipe(store *s)
 {
     s->wipe_deferred = true;
-    /* Deleted cells are still zeroed inside pages that are written anyway; freed pages are the wipe's. */
-    sqlite3_exec(s->db, "PRAGMA secure_delete = FAST", NULL, NULL, NULL);
+    s->db->ops->wipe_deferred(s->db);
 }
 
 bool store_job_data_wipe_due(store *s)
@@ -79,29 +78,26 @@ int store_job_data_wipe(store *s, clad_err *err)
     int rc = check_writable(s, err);
     if (rc || (rc = tx_begin_write(s, err))) return rc;
     if ((rc = tx_end(s, data_delete_ended(s, err), err))) return rc;
-    /* Every free page goes: live pages move into the holes and the file is truncated. */
-    rc = st_exec(s, err, "PRAGMA incremental_vacuum", NULL);
-    int e = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-    if (rc == 0 && e != SQLITE_OK) rc = st_error(s, e, err, "emptying the WAL after deleting job data");
-    return rc;
+    return s->db->ops->wipe(s->db, err);
 }
 
 int store_job_data_get(store *s, int64_t id, void **data, size_t *size, clad_err *err)
 {
     *data = NULL;
     *size = 0;
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err, "SELECT d.data FROM job_data d JOIN jobs j ON j.id = d.job_id "
                         "WHERE d.job_id = ?1 AND j.state IN ('queued', 'running')", "I", id);
     if (rc) return rc;
     rc = st_step(s, st, err);
     if (rc == 1) {
-        size_t n = (size_t)sqlite3_column_bytes(st, 0);
+        size_t n = 0;
+        const void *blob = col_blob(st, 0, &n);
         void *p = malloc(n ? n : 1);
         if (!p) {
             rc = clad_err_set(err, CLAD_ENOMEM, "out of memory reading %zu bytes of job %lld's data", n, (long long)id);
         } else {
-            if (n) memcpy(p, sqlite3_column_blob(st, 0), n);
+            if (n) memcpy(p, blob, n);
             *data = p;
             *size = n;
             rc = 0;
@@ -109,7 +105,7 @@ int store_job_data_get(store *s, int64_t id, void **data, size_t *size, clad_err
     } else if (rc == 0) {
         rc = clad_err_set(err, CLAD_ENOTFOUND, "job %lld has no data (it has ended, or never had any)", (long long)id);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
@@ -119,16 +115,16 @@ static int requeue_expired_tx(store *s, int64_t *n, clad_err *err)
     int64_t now = now_ms();
     int rc = st_exec(s, err,
                      "UPDATE jobs SET lease_until = NULL, "
-                     "state = CASE WHEN cancel_requested THEN 'cancelled' WHEN attempt >= ?2 THEN 'failed' "
+                     "state = CASE WHEN cancel_requested <> 0 THEN 'cancelled' WHEN attempt >= ?2 THEN 'failed' "
                      "ELSE 'queued' END, "
-                     "finished_ms = CASE WHEN cancel_requested OR attempt >= ?2 THEN ?1 ELSE NULL END, "
-                     "error_code = CASE WHEN attempt >= ?2 AND NOT cancel_requested THEN ?3 ELSE error_code END, "
-                     "error_msg = CASE WHEN attempt >= ?2 AND NOT cancel_requested THEN 'the job was started ' || "
+                     "finished_ms = CASE WHEN cancel_requested <> 0 OR attempt >= ?2 THEN ?1 ELSE NULL END, "
+                     "error_code = CASE WHEN attempt >= ?2 AND cancel_requested = 0 THEN ?3 ELSE error_code END, "
+                     "error_msg = CASE WHEN attempt >= ?2 AND cancel_requested = 0 THEN 'the job was started ' || "
                      "attempt || ' times and each time its node stopped renewing its lease (last: node ' || "
                      "node || '); not tried again' ELSE error_msg END "
                      "WHERE state = 'running' AND lease_until IS NOT NULL AND lease_until < ?1",
                      "IIi", now, (int64_t)STORE_JOB_ATTEMPTS, CLAD_EINTERNAL);
-    *n = rc == 0 ? sqlite3_changes(s->db) : 0;
+    *n = rc == 0 ? st_changes(s) : 0;
     if (rc == 0 && *n) {
         jbuf j;
         jb_init(&j);
@@ -202,7 +198,7 @@ int store_job_renew(store *s, int64_t id, int64_t lease_ms, bool *cancel_request
     rc = st_exec(s, err,
                  "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND state = 'running' AND node = ?2 "
                  "AND lease_until >= ?4", "ItII", id, s->node, now + lease_ms, now);
-    if (rc == 0 && sqlite3_changes(s->db) == 0)
+    if (rc == 0 && st_changes(s) == 0)
         rc = clad_err_set(err, CLAD_ECONFLICT, "job %lld: node '%s' no longer holds its lease", (long long)id,
                           s->node);
     if (rc == 0) rc = st_int(s, &cancel, err, "SELECT cancel_requested FROM jobs WHERE id = ?1", "I", id);

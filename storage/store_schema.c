@@ -1,7 +1,9 @@
 /* The store schema as an ordered list of migrations.
  *
- * migrations[i] takes a store from PRAGMA user_version i to i + 1 and runs inside the same transaction
- * that sets the new user_version, so a migration is applied completely or not at all. Once a clad
+ * One list per backend with the same version numbers: store_migrations_sqlite[i] and
+ * store_migrations_pg[i] take a store from schema version i to i + 1 (PRAGMA user_version in SQLite, the
+ * clad_meta table in PostgreSQL) and run inside the same transaction that records the new version, so a
+ * migration is applied completely or not at all. Once a clad
  * release has shipped a migration it is NEVER edited: stores in the field were built by the old text.
  * Change the schema by appending a migration (and raising STORE_SCHEMA_VERSION in store.h).
  *
@@ -17,7 +19,7 @@
  */
 #include "storage/store_internal.h"
 
-const char *const store_migrations[] = {
+const char *const store_migrations_sqlite[] = {
     /* 1: the first schema. */
     "CREATE TABLE bases ("
     "  id INTEGER PRIMARY KEY,"
@@ -173,7 +175,30 @@ const char *const store_migrations[] = {
     "ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT '';"
     "UPDATE jobs SET lane = task, "
     "task = CASE kind WHEN 'train' THEN coalesce(json_extract(request_json, '$.task'), '') ELSE '' END;",
-    /* 5: the shared job queue (storage/store_queue.c). A running job names the node that claimed it and
+    /* 5: several nodes on one store. `nodes` holds each node's identity and heartbeat; `changes` is the
+     * feed other nodes follow to drop what they cache, one row per write they must act on, appended in
+     * that write's transaction (AUTOINCREMENT: ids are never reused, even after pruning every row). */
+    "CREATE TABLE nodes ("
+    "  id TEXT PRIMARY KEY,"
+    "  host TEXT NOT NULL,"
+    "  state_dir TEXT NOT NULL,"
+    "  socket TEXT NOT NULL,"
+    "  version TEXT NOT NULL,"
+    "  pid INTEGER NOT NULL,"
+    "  started_ms INTEGER NOT NULL,"
+    "  last_seen_ms INTEGER NOT NULL,"
+    "  stopped_ms INTEGER,"
+    "  running_jobs INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE changes ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  kind TEXT NOT NULL,"
+    "  base TEXT NOT NULL DEFAULT '',"
+    "  task TEXT NOT NULL DEFAULT '',"
+    "  version INTEGER NOT NULL DEFAULT 0,"
+    "  at_ms INTEGER NOT NULL"
+    ");",
+    /* 6: the shared job queue (storage/store_queue.c). A running job names the node that claimed it and
      * holds a lease it renews; attempt counts its starts; cancel_requested reaches the owner at its next
      * renewal. job_data holds the submitted data until the job's final transaction deletes it. */
     "ALTER TABLE jobs ADD COLUMN node TEXT;"
@@ -186,7 +211,6 @@ const char *const store_migrations[] = {
     ");",
 };
 
-const int store_n_migrations = (int)(sizeof store_migrations / sizeof store_migrations[0]);
-
-_Static_assert(sizeof store_migrations / sizeof store_migrations[0] == STORE_SCHEMA_VERSION,
+_Static_assert(sizeof store_migrations_sqlite / sizeof store_migrations_sqlite[0] == STORE_SCHEMA_VERSION,
                "STORE_SCHEMA_VERSION must equal the number of migrations");
+

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 /* ---- Bases ---- */
 
 int store_base_put(store *s, const store_base_in *in, int peer_uid, clad_err *err)
@@ -59,28 +61,28 @@ int store_base_put(store *s, const store_base_in *in, int peer_uid, clad_err *er
 static const char base_cols[] =
     "SELECT id, name, config_json, weights_path, weights_size, weights_sha256, created_ms FROM bases ";
 
-static void base_from_row(sqlite3_stmt *st, store_base *b)
+static void base_from_row(db_stmt *st, store_base *b)
 {
     memset(b, 0, sizeof *b);
-    b->id = sqlite3_column_int64(st, 0);
+    b->id = col_int64(st, 0);
     col_copy(st, 1, b->name, sizeof b->name);
     b->config_json = col_strdup(st, 2);
     b->weights_path = col_strdup(st, 3);
-    b->weights_size = (size_t)sqlite3_column_int64(st, 4);
+    b->weights_size = (size_t)col_int64(st, 4);
     col_copy(st, 5, b->weights_sha256, sizeof b->weights_sha256);
-    b->created_ms = sqlite3_column_int64(st, 6);
+    b->created_ms = col_int64(st, 6);
 }
 
 /* Loads and verifies an inline weights blob into b. */
 static int base_load_weights(store *s, store_base *b, clad_err *err)
 {
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err, "SELECT weights FROM bases WHERE id = ?1", "I", b->id);
     if (rc) return rc;
     rc = st_step(s, st, err);
     if (rc == 1) {
-        const void *data = sqlite3_column_blob(st, 0);
-        size_t n = (size_t)sqlite3_column_bytes(st, 0);
+        size_t n = 0;
+        const void *data = col_blob(st, 0, &n);
         char hex[SHA256_HEX_SIZE];
         rc = 0;
         if (data) {
@@ -96,7 +98,7 @@ static int base_load_weights(store *s, store_base *b, clad_err *err)
     } else if (rc == 0) {
         rc = clad_err_set(err, CLAD_ENOTFOUND, "base '%s' disappeared while loading", b->name);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
@@ -107,7 +109,7 @@ int store_base_get(store *s, const char *name, unsigned flags, store_base **out,
     if (rc) return rc;
     bool began;
     if ((rc = tx_read_begin(s, &began, err))) return rc;
-    sqlite3_stmt *st;
+    db_stmt *st;
     char sql[256];
     snprintf(sql, sizeof sql, "%sWHERE name = ?1", base_cols);
     rc = st_prepare(s, &st, err, sql, "t", name);
@@ -122,7 +124,7 @@ int store_base_get(store *s, const char *name, unsigned flags, store_base **out,
         } else if (rc == 0) {
             rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown base '%s'", name);
         }
-        sqlite3_finalize(st);
+        st_finalize(st);
     }
     if (rc == 0 && (flags & STORE_WITH_BLOB)) rc = base_load_weights(s, b, err);
     tx_read_end(s, began);
@@ -138,7 +140,7 @@ int store_bases_list(store *s, store_base **out, size_t *n, clad_err *err)
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *st;
+    db_stmt *st;
     char sql[256];
     snprintf(sql, sizeof sql, "%sORDER BY id", base_cols);
     int rc = st_prepare(s, &st, err, sql, NULL);
@@ -154,7 +156,7 @@ int store_bases_list(store *s, store_base **out, size_t *n, clad_err *err)
         a = g;
         base_from_row(st, &a[(*n)++]);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     if (rc < 0) {
         store_bases_free(a, *n);
         *n = 0;
@@ -201,12 +203,10 @@ int task_validate(store *s, const store_task_in *in, clad_err *err)
                             min_classes, STORE_CLASSES_MAX, in->n_classes);
     if ((rc = check_json(s, in->label_names_json, "array", true, "label names", err))) return rc;
     if (in->label_names_json) {
-        int64_t ok = 0;
-        rc = st_int(s, &ok, err,
-                    "SELECT json_array_length(?1) = ?2 AND NOT EXISTS "
-                    "(SELECT 1 FROM json_each(?1) WHERE type != 'text')", "ti", in->label_names_json,
-                    in->n_classes);
-        if (rc) return rc;
+        json_t *names = json_loads(in->label_names_json, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        bool ok = json_array_size(names) == (size_t)in->n_classes;
+        for (size_t i = 0; ok && i < json_array_size(names); i++) ok = json_is_string(json_array_get(names, i));
+        json_decref(names);
         if (!ok)
             return clad_err_set(err, CLAD_EINVAL, "task '%s': label names must be an array of %d strings",
                                 in->name, in->n_classes);
@@ -255,18 +255,18 @@ static const char task_cols[] =
     "(SELECT count(*) FROM versions v WHERE v.task_id = t.id), t.next_version - 1, t.created_ms "
     "FROM tasks t JOIN bases b ON b.id = t.base_id ";
 
-static void task_from_row(sqlite3_stmt *st, store_task *t)
+static void task_from_row(db_stmt *st, store_task *t)
 {
     memset(t, 0, sizeof *t);
-    t->id = sqlite3_column_int64(st, 0);
+    t->id = col_int64(st, 0);
     col_copy(st, 1, t->name, sizeof t->name);
     col_copy(st, 2, t->base, sizeof t->base);
     col_copy(st, 3, t->kind, sizeof t->kind);
-    t->n_classes = sqlite3_column_int(st, 4);
+    t->n_classes = col_int(st, 4);
     t->label_names_json = col_strdup(st, 5);
-    t->n_versions = sqlite3_column_int64(st, 6);
-    t->latest_version = sqlite3_column_int64(st, 7);
-    t->created_ms = sqlite3_column_int64(st, 8);
+    t->n_versions = col_int64(st, 6);
+    t->latest_version = col_int64(st, 7);
+    t->created_ms = col_int64(st, 8);
 }
 
 int store_task_get(store *s, const char *name, store_task **out, clad_err *err)
@@ -274,7 +274,7 @@ int store_task_get(store *s, const char *name, store_task **out, clad_err *err)
     *out = NULL;
     int rc = check_name(name, "task", err);
     if (rc) return rc;
-    sqlite3_stmt *st;
+    db_stmt *st;
     char sql[512];
     snprintf(sql, sizeof sql, "%sWHERE t.name = ?1", task_cols);
     if ((rc = st_prepare(s, &st, err, sql, "t", name))) return rc;
@@ -288,7 +288,7 @@ int store_task_get(store *s, const char *name, store_task **out, clad_err *err)
     } else if (rc == 0) {
         rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown task '%s'", name);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
@@ -296,7 +296,7 @@ int store_tasks_list(store *s, store_task **out, size_t *n, clad_err *err)
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *st;
+    db_stmt *st;
     char sql[512];
     snprintf(sql, sizeof sql, "%sORDER BY t.id", task_cols);
     int rc = st_prepare(s, &st, err, sql, NULL);
@@ -312,7 +312,7 @@ int store_tasks_list(store *s, store_task **out, size_t *n, clad_err *err)
         a = g;
         task_from_row(st, &a[(*n)++]);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     if (rc < 0) {
         store_tasks_free(a, *n);
         *n = 0;

@@ -1,5 +1,5 @@
-/* Helpers shared by the store: statements with typed binds, SQLite-to-clad error mapping,
- * transactions, validation of names and JSON, and small lookups. */
+/* Helpers shared by the store: statements with typed binds and column getters over the backend's
+ * driver, transactions, validation of names and JSON, and small lookups. */
 #include "storage/store_internal.h"
 
 #include <stdarg.h>
@@ -8,95 +8,63 @@
 #include <string.h>
 #include <time.h>
 
-int st_error(store *s, int rc, clad_err *err, const char *what)
-{
-    const char *detail = s && s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
-    const char *path = s && s->path ? s->path : "?";
-    switch (rc & 0xff) {
-    case SQLITE_FULL:
-        return clad_err_set(err, CLAD_EFULL,
-                            "store %s is full (disk full or size limit reached) while %s; nothing was "
-                            "written: free space or delete old versions", path, what);
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return clad_err_set(err, CLAD_EBUSY, "store %s is busy (locked by another writer for more than "
-                            "%d ms) while %s; try again", path, STORE_BUSY_TIMEOUT_MS, what);
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-        return clad_err_set(err, CLAD_ECORRUPT, "store %s is corrupt (%s) while %s; restore it from a "
-                            "backup", path, detail, what);
-    case SQLITE_NOMEM:
-        return clad_err_set(err, CLAD_ENOMEM, "out of memory while %s", what);
-    case SQLITE_TOOBIG:
-        return clad_err_set(err, CLAD_ETOOLARGE, "value too large for the store while %s", what);
-    case SQLITE_CONSTRAINT:
-        return clad_err_set(err, CLAD_ECONFLICT, "store constraint failed while %s: %s", what, detail);
-    case SQLITE_READONLY:
-    case SQLITE_PERM:
-    case SQLITE_AUTH:
-        return clad_err_set(err, CLAD_EDENIED, "store %s is not writable while %s: %s", path, what, detail);
-    case SQLITE_IOERR:
-    case SQLITE_CANTOPEN:
-    case SQLITE_PROTOCOL:
-        return clad_err_set(err, CLAD_EIO, "store %s: I/O error while %s: %s", path, what, detail);
-    default:
-        return clad_err_set(err, CLAD_EINTERNAL, "store %s: unexpected SQLite error while %s: %s (%d)",
-                            path, what, detail, rc);
-    }
-}
+#include <jansson.h>
 
-static int bind_args(store *s, sqlite3_stmt *st, clad_err *err, const char *types, va_list ap)
+int st_error(store *s, int rc, clad_err *err, const char *what) { return s->db->ops->error(s->db, rc, err, what); }
+
+/* Binds one argument per letter of types; each driver binds SQL NULL, integers, doubles, text and
+ * blobs, and the letters say which (see store_internal.h). */
+static int bind_args(store *s, db_stmt *st, clad_err *err, const char *types, va_list ap)
 {
-    int rc = SQLITE_OK;
-    for (int i = 0; types && types[i] && rc == SQLITE_OK; i++) {
+    const db_ops *o = s->db->ops;
+    int rc = 0;
+    for (int i = 0; types && types[i] && rc == 0; i++) {
         int at = i + 1;
         switch (types[i]) {
         case 't': {
             const char *v = va_arg(ap, const char *);
-            rc = v ? sqlite3_bind_text(st, at, v, -1, SQLITE_STATIC) : sqlite3_bind_null(st, at);
+            rc = v ? o->bind_text(st, at, v) : o->bind_null(st, at);
             break;
         }
-        case 'i': rc = sqlite3_bind_int(st, at, va_arg(ap, int)); break;
-        case 'I': rc = sqlite3_bind_int64(st, at, va_arg(ap, int64_t)); break;
+        case 'i': rc = o->bind_int64(st, at, va_arg(ap, int)); break;
+        case 'I': rc = o->bind_int64(st, at, va_arg(ap, int64_t)); break;
         case 'N': {
             int64_t v = va_arg(ap, int64_t);
-            rc = v ? sqlite3_bind_int64(st, at, v) : sqlite3_bind_null(st, at);
+            rc = v ? o->bind_int64(st, at, v) : o->bind_null(st, at);
             break;
         }
-        case 'd': rc = sqlite3_bind_double(st, at, va_arg(ap, double)); break;
+        case 'd': rc = o->bind_double(st, at, va_arg(ap, double)); break;
         case 'b': {
             const void *p = va_arg(ap, const void *);
             size_t n = va_arg(ap, size_t);
-            rc = p ? sqlite3_bind_blob64(st, at, p, n, SQLITE_STATIC) : sqlite3_bind_null(st, at);
+            rc = p ? o->bind_blob(st, at, p, n) : o->bind_null(st, at);
             break;
         }
         default:
             return clad_err_set(err, CLAD_EINTERNAL, "store: bad bind type '%c'", types[i]);
         }
     }
-    return rc == SQLITE_OK ? 0 : st_error(s, rc, err, "binding a value");
+    return rc == 0 ? 0 : st_error(s, rc, err, "binding a value");
 }
 
-static int st_vprepare(store *s, sqlite3_stmt **st, clad_err *err, const char *sql, const char *types,
-                       va_list ap)
+static int st_vprepare(store *s, db_stmt **st, clad_err *err, const char *sql, const char *types, va_list ap)
 {
     *st = NULL;
-    int rc = sqlite3_prepare_v2(s->db, sql, -1, st, NULL);
-    if (rc != SQLITE_OK) {
+    int rc = s->db->ops->prepare(s->db, sql, st, err);
+    if (rc) {
         /* A failed prepare of a statement we wrote is a bug unless the database is busy or corrupt. */
-        int code = st_error(s, rc, err, "preparing a statement");
         clad_err_prefix(err, "[%.60s] ", sql);
-        return code;
+        return rc;
     }
     int e = bind_args(s, *st, err, types, ap);
     if (e) {
-        sqlite3_finalize(*st);
+        st_finalize(*st);
         *st = NULL;
     }
     return e;
 }
 
-int st_prepare(store *s, sqlite3_stmt **st, clad_err *err, const char *sql, const char *types, ...)
+int st_prepare(store *s, db_stmt **st, clad_err *err, const char *sql, const char *types, ...)
 {
     va_list ap;
     va_start(ap, types);
@@ -105,30 +73,31 @@ int st_prepare(store *s, sqlite3_stmt **st, clad_err *err, const char *sql, cons
     return rc;
 }
 
-int st_step(store *s, sqlite3_stmt *st, clad_err *err)
+int st_step(store *s, db_stmt *st, clad_err *err) { return st->ops->step(st, err); }
+
+void st_finalize(db_stmt *st)
 {
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) return 1;
-    if (rc == SQLITE_DONE) return 0;
-    return st_error(s, rc, err, "running a statement");
+    if (st) st->ops->finalize(st);
 }
+
+int64_t st_changes(store *s) { return s->db->ops->changes(s->db); }
 
 int st_exec(store *s, clad_err *err, const char *sql, const char *types, ...)
 {
-    sqlite3_stmt *st;
+    db_stmt *st;
     va_list ap;
     va_start(ap, types);
     int rc = st_vprepare(s, &st, err, sql, types, ap);
     va_end(ap);
     if (rc) return rc;
     while ((rc = st_step(s, st, err)) == 1) {}
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
 int st_int(store *s, int64_t *out, clad_err *err, const char *sql, const char *types, ...)
 {
-    sqlite3_stmt *st;
+    db_stmt *st;
     va_list ap;
     va_start(ap, types);
     int rc = st_vprepare(s, &st, err, sql, types, ap);
@@ -136,26 +105,33 @@ int st_int(store *s, int64_t *out, clad_err *err, const char *sql, const char *t
     if (rc) return rc;
     rc = st_step(s, st, err);
     if (rc == 1) {
-        *out = sqlite3_column_int64(st, 0);
+        *out = col_int64(st, 0);
         rc = 0;
     } else if (rc == 0) {
         rc = CLAD_ENOTFOUND;
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
-void col_copy(sqlite3_stmt *st, int i, char *buf, size_t cap)
+const char *col_text(db_stmt *st, int i) { return st->ops->col_text(st, i); }
+int64_t col_int64(db_stmt *st, int i) { return st->ops->col_int64(st, i); }
+int col_int(db_stmt *st, int i) { return (int)st->ops->col_int64(st, i); }
+double col_double(db_stmt *st, int i) { return st->ops->col_double(st, i); }
+const void *col_blob(db_stmt *st, int i, size_t *n) { return st->ops->col_blob(st, i, n); }
+bool col_is_null(db_stmt *st, int i) { return st->ops->col_is_null(st, i); }
+
+void col_copy(db_stmt *st, int i, char *buf, size_t cap)
 {
-    const unsigned char *t = sqlite3_column_text(st, i);
-    snprintf(buf, cap, "%s", t ? (const char *)t : "");
+    const char *t = col_text(st, i);
+    snprintf(buf, cap, "%s", t ? t : "");
 }
 
-char *col_strdup(sqlite3_stmt *st, int i)
+char *col_strdup(db_stmt *st, int i)
 {
-    const unsigned char *t = sqlite3_column_text(st, i);
+    const char *t = col_text(st, i);
     if (!t) return NULL;
-    char *c = strdup((const char *)t);
+    char *c = strdup(t);
     if (!c) abort(); /* a bounded bookkeeping allocation */
     return c;
 }
@@ -183,26 +159,22 @@ int check_writable(store *s, clad_err *err)
 int tx_begin_write(store *s, clad_err *err)
 {
     int rc = check_writable(s, err);
-    if (rc) return rc;
-    rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    return rc == SQLITE_OK ? 0 : st_error(s, rc, err, "starting a write transaction");
+    return rc ? rc : s->db->ops->begin(s->db, DB_TX_WRITE, err);
 }
 
 int tx_end(store *s, int rc, clad_err *err)
 {
     if (rc == 0) {
-        int e = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
-        if (e == SQLITE_OK && s->wipe_wal) {
+        rc = s->db->ops->commit(s->db, err);
+        if (rc == 0 && s->wipe_wal) {
             s->wipe_wal = false;
             if (s->wipe_deferred) s->wipe_due = true;
             else store_job_data_wipe(s, NULL);
         }
-        if (e == SQLITE_OK) return 0;
-        rc = st_error(s, e, err, "committing");
+        if (rc == 0) return 0;
     }
     s->wipe_wal = false;
-    /* SQLite may already have rolled back by itself (for example after SQLITE_FULL). */
-    if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    s->db->ops->rollback(s->db);
     return rc;
 }
 
@@ -210,16 +182,18 @@ int tx_read_begin(store *s, bool *began, clad_err *err)
 {
     *began = false;
     if (s->in_snapshot) return 0;
-    int rc = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) return st_error(s, rc, err, "starting a read transaction");
+    int rc = s->db->ops->begin(s->db, DB_TX_READ, err);
+    if (rc) return rc;
     *began = true;
     return 0;
 }
 
 void tx_read_end(store *s, bool began)
 {
-    if (began && !sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    if (began && s->db->ops->in_tx(s->db)) s->db->ops->commit(s->db, NULL);
 }
+
+void st_reclaim(store *s) { s->db->ops->reclaim(s->db); }
 
 /* ---- Validation ---- */
 
@@ -248,9 +222,11 @@ int check_json(store *s, const char *json, const char *type, bool nullable, cons
     if (!json) return nullable ? 0 : clad_err_set(err, CLAD_EINVAL, "%s is missing", what);
     if (strnlen(json, STORE_JSON_MAX + 1) > STORE_JSON_MAX)
         return clad_err_set(err, CLAD_ETOOLARGE, "%s is longer than %d bytes", what, STORE_JSON_MAX);
-    int64_t ok = 0;
-    int rc = st_int(s, &ok, err, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) = ?2 ELSE 0 END", "tt", json, type);
-    if (rc) return rc;
+    /* Parsed here rather than by the database, so both backends accept exactly the same texts. */
+    json_t *v = json_loads(json, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    bool ok = v && ((strcmp(type, "object") == 0 && json_is_object(v)) ||
+                    (strcmp(type, "array") == 0 && json_is_array(v)));
+    json_decref(v);
     if (!ok) return clad_err_set(err, CLAD_EINVAL, "%s is not a valid JSON %s", what, type);
     return 0;
 }

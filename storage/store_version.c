@@ -103,17 +103,17 @@ static int put_needs(store *s, int64_t child_id, const char *base_sha, const sto
 /* The producing job must exist and be running (a cancelled job must not sneak in a version). */
 static int put_job_check(store *s, const store_version_in *in, clad_err *err)
 {
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err, "SELECT state FROM jobs WHERE id = ?1", "I", in->job_id);
     if (rc) return rc;
     rc = st_step(s, st, err);
     if (rc == 0) rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)in->job_id);
-    else if (rc == 1 && strcmp((const char *)sqlite3_column_text(st, 0), "running") != 0)
+    else if (rc == 1 && strcmp(col_text(st, 0), "running") != 0)
         rc = clad_err_set(err, CLAD_ECONFLICT, "job %lld is %s, not running; it cannot produce a version",
-                          (long long)in->job_id, (const char *)sqlite3_column_text(st, 0));
+                          (long long)in->job_id, col_text(st, 0));
     else if (rc == 1)
         rc = 0;
-    sqlite3_finalize(st);
+    st_finalize(st);
     /* On a shared store only the node holding the job's lease may commit its version. */
     return rc ? rc : job_check_owner(s, in->job_id, err);
 }
@@ -129,7 +129,7 @@ int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_
     if ((rc = tx_begin_write(s, err))) return rc;
     int64_t tid = 0, version = 0, vid = 0;
     char base_sha[SHA256_HEX_SIZE] = "";
-    sqlite3_stmt *st;
+    db_stmt *st;
     rc = task_id(s, in->task, &tid, err);
     if (rc == CLAD_ENOTFOUND && in->create_task) { /* the task and its first version commit together */
         clad_err_clear(err);
@@ -143,34 +143,32 @@ int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_
     if (rc == 0) {
         rc = st_step(s, st, err);
         if (rc == 1) {
-            version = sqlite3_column_int64(st, 0);
+            version = col_int64(st, 0);
             col_copy(st, 1, base_sha, sizeof base_sha);
             rc = 0;
             if (in->base_sha256 && strcmp(in->base_sha256, base_sha) != 0)
                 rc = clad_err_set(err, CLAD_ECONFLICT, "task '%s': the adapter was trained on base sha256 "
                                   "%.12s... but the task's base '%s' has %.12s...", in->task, in->base_sha256,
-                                  (const char *)sqlite3_column_text(st, 2), base_sha);
+                                  col_text(st, 2), base_sha);
         } else if (rc == 0) {
             rc = clad_err_set(err, CLAD_EINTERNAL, "task '%s' has no base row", in->task);
         }
-        sqlite3_finalize(st);
+        st_finalize(st);
     }
     if (rc == 0 && in->job_id) rc = put_job_check(s, in, err);
     if (rc == 0)
-        rc = st_exec(s, err,
-                     "INSERT INTO versions (task_id, version, kind, adapter_size, adapter_sha256, base_sha256, "
-                     "data_sha256, lineage_json, hparams_json, metrics_json, seed, clad_version, wall_time_s, "
-                     "job_id, creator_uid, created_ms) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                     "IItIttttttItdNiI", tid, version, in->kind, (int64_t)in->adapter_size, sha, base_sha,
-                     in->data_sha256, in->lineage_json ? in->lineage_json : "{}",
-                     in->hparams_json ? in->hparams_json : "{}", in->metrics_json ? in->metrics_json : "{}",
-                     (int64_t)in->seed, CLAD_VERSION, in->wall_time_s, in->job_id, peer_uid, now_ms());
-    if (rc == 0) {
-        vid = sqlite3_last_insert_rowid(s->db);
+        rc = st_int(s, &vid, err,
+                    "INSERT INTO versions (task_id, version, kind, adapter_size, adapter_sha256, base_sha256, "
+                    "data_sha256, lineage_json, hparams_json, metrics_json, seed, clad_version, wall_time_s, "
+                    "job_id, creator_uid, created_ms) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) RETURNING id",
+                    "IItIttttttItdNiI", tid, version, in->kind, (int64_t)in->adapter_size, sha, base_sha,
+                    in->data_sha256, in->lineage_json ? in->lineage_json : "{}",
+                    in->hparams_json ? in->hparams_json : "{}", in->metrics_json ? in->metrics_json : "{}",
+                    (int64_t)in->seed, CLAD_VERSION, in->wall_time_s, in->job_id, peer_uid, now_ms());
+    if (rc == 0)
         rc = st_exec(s, err, "INSERT INTO version_blobs (version_id, data) VALUES (?1, ?2)", "Ib", vid,
                      in->adapter, in->adapter_size);
-    }
     if (rc == 0) rc = put_parents(s, vid, in, err);
     if (rc == 0) rc = put_needs(s, vid, base_sha, in, err);
     if (rc == 0)
@@ -215,32 +213,32 @@ static const char version_cols[] =
     "v.lineage_json, v.hparams_json, v.metrics_json, v.seed, v.clad_version, v.wall_time_s, v.job_id, "
     "v.creator_uid, v.created_ms FROM versions v JOIN tasks t ON t.id = v.task_id ";
 
-static void version_from_row(sqlite3_stmt *st, store_version *v)
+static void version_from_row(db_stmt *st, store_version *v)
 {
     memset(v, 0, sizeof *v);
-    v->id = sqlite3_column_int64(st, 0);
+    v->id = col_int64(st, 0);
     col_copy(st, 1, v->task, sizeof v->task);
-    v->version = sqlite3_column_int64(st, 2);
+    v->version = col_int64(st, 2);
     col_copy(st, 3, v->kind, sizeof v->kind);
-    v->adapter_size = (size_t)sqlite3_column_int64(st, 4);
+    v->adapter_size = (size_t)col_int64(st, 4);
     col_copy(st, 5, v->sha256, sizeof v->sha256);
     col_copy(st, 6, v->base_sha256, sizeof v->base_sha256);
     col_copy(st, 7, v->data_sha256, sizeof v->data_sha256);
     v->lineage_json = col_strdup(st, 8);
     v->hparams_json = col_strdup(st, 9);
     v->metrics_json = col_strdup(st, 10);
-    v->seed = (uint64_t)sqlite3_column_int64(st, 11);
+    v->seed = (uint64_t)col_int64(st, 11);
     col_copy(st, 12, v->clad_version, sizeof v->clad_version);
-    v->wall_time_s = sqlite3_column_double(st, 13);
-    v->job_id = sqlite3_column_int64(st, 14);
-    v->creator_uid = sqlite3_column_int(st, 15);
-    v->created_ms = sqlite3_column_int64(st, 16);
+    v->wall_time_s = col_double(st, 13);
+    v->job_id = col_int64(st, 14);
+    v->creator_uid = col_int(st, 15);
+    v->created_ms = col_int64(st, 16);
 }
 
 /* Reads (task name, number) rows of sql (bound to the version's row id) into a new array. */
 static int load_refs(store *s, int64_t vid, const char *sql, store_ref **out, size_t *n, clad_err *err)
 {
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err, sql, "I", vid);
     if (rc) return rc;
     size_t cap = 0;
@@ -252,9 +250,9 @@ static int load_refs(store *s, int64_t vid, const char *sql, store_ref **out, si
         }
         *out = g;
         col_copy(st, 0, g[*n].task, sizeof g->task);
-        g[(*n)++].version = sqlite3_column_int64(st, 1);
+        g[(*n)++].version = col_int64(st, 1);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc < 0 ? rc : 0;
 }
 
@@ -275,13 +273,13 @@ static int load_parents(store *s, store_version *v, clad_err *err)
 /* Loads the adapter blob and checks it against the stored size and sha256. */
 static int load_blob(store *s, store_version *v, clad_err *err)
 {
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err, "SELECT data FROM version_blobs WHERE version_id = ?1", "I", v->id);
     if (rc) return rc;
     rc = st_step(s, st, err);
     if (rc == 1) {
-        const void *data = sqlite3_column_blob(st, 0);
-        size_t n = (size_t)sqlite3_column_bytes(st, 0);
+        size_t n = 0;
+        const void *data = col_blob(st, 0, &n);
         char hex[SHA256_HEX_SIZE] = "";
         if (data) sha256_hex(data, n, hex);
         if (!data || n != v->adapter_size || strcmp(hex, v->sha256) != 0)
@@ -298,7 +296,7 @@ static int load_blob(store *s, store_version *v, clad_err *err)
         rc = clad_err_set(err, CLAD_ECORRUPT, "version %lld of task '%s': adapter blob missing",
                           (long long)v->version, v->task);
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     return rc;
 }
 
@@ -323,7 +321,7 @@ static int version_get(store *s, const char *task, int64_t version, const char *
         if ((rc = alias_state(s, tid, alias, &state, &version, err))) return rc;
         if (!state) return clad_err_set(err, CLAD_ENOTFOUND, "task '%s' has no alias '%s'", task, alias);
     }
-    sqlite3_stmt *st;
+    db_stmt *st;
     char sql[640];
     snprintf(sql, sizeof sql, "%sWHERE v.task_id = ?1 AND v.version = ?2", version_cols);
     if ((rc = st_prepare(s, &st, err, sql, "II", tid, version))) return rc;
@@ -335,7 +333,7 @@ static int version_get(store *s, const char *task, int64_t version, const char *
         version_from_row(st, v);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     if (rc == 0 && !v) {
         int64_t unused;
         return version_id(s, tid, task, version, &unused, err); /* words the not-found message */
@@ -385,7 +383,7 @@ int store_versions_list(store *s, const char *task, store_version **out, size_t 
     int rc = tx_read_begin(s, &began, err);
     if (rc) return rc;
     int64_t tid;
-    sqlite3_stmt *st = NULL;
+    db_stmt *st = NULL;
     char sql[640];
     snprintf(sql, sizeof sql, "%sWHERE v.task_id = ?1 ORDER BY v.version", version_cols);
     if ((rc = task_id(s, task, &tid, err)) == 0) rc = st_prepare(s, &st, err, sql, "I", tid);
@@ -401,7 +399,7 @@ int store_versions_list(store *s, const char *task, store_version **out, size_t 
         version_from_row(st, &a[(*n)++]);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     for (size_t i = 0; rc == 0 && i < *n; i++) rc = load_parents(s, &a[i], err);
     tx_read_end(s, began);
     if (rc < 0) {
@@ -441,19 +439,19 @@ static const char holders_sql[] =
  * another version needs it. */
 static int delete_one(store *s, const char *task, int64_t version, int64_t vid, clad_err *err)
 {
-    sqlite3_stmt *st;
+    db_stmt *st;
     int rc = st_prepare(s, &st, err, holders_sql, "I", vid);
     if (rc) return rc;
     rc = st_step(s, st, err);
-    if (rc == 1 && sqlite3_column_text(st, 0))
+    if (rc == 1 && col_text(st, 0))
         rc = clad_err_set(err, CLAD_ECONFLICT, "version %lld of task '%s' is the target of alias(es) %s; move "
-                          "them (or delete any but active) first", (long long)version, task, (const char *)sqlite3_column_text(st, 0));
-    else if (rc == 1 && sqlite3_column_text(st, 1))
+                          "them (or delete any but active) first", (long long)version, task, col_text(st, 0));
+    else if (rc == 1 && col_text(st, 1))
         rc = clad_err_set(err, CLAD_ECONFLICT, "version %lld of task '%s' is needed at run time by %.300s; "
-                          "delete those first", (long long)version, task, (const char *)sqlite3_column_text(st, 1));
+                          "delete those first", (long long)version, task, col_text(st, 1));
     else if (rc == 1)
         rc = 0;
-    sqlite3_finalize(st);
+    st_finalize(st);
     if (rc) return rc;
     return st_exec(s, err, "DELETE FROM versions WHERE id = ?1", "I", vid);
 }
@@ -473,7 +471,7 @@ int store_version_delete(store *s, const char *task, int64_t version, int peer_u
     }
     rc = tx_end(s, rc, err);
     /* Give freed pages back to the file system (auto_vacuum = INCREMENTAL); best effort. */
-    if (rc == 0) sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
+    if (rc == 0) st_reclaim(s);
     return rc;
 }
 
@@ -498,14 +496,14 @@ int store_gc(store *s, const char *task, int keep, int peer_uid, store_gc_stats 
         "    OR id IN (SELECT version_id FROM aliases)"
         "  UNION SELECT d.needs_id FROM version_deps d JOIN kept k ON k.id = d.version_id) "
         "SELECT v.id, t.name, v.version, v.adapter_size FROM versions v JOIN tasks t ON t.id = v.task_id "
-        "WHERE (?1 IS NULL OR v.task_id = ?1) AND v.id NOT IN kept ORDER BY v.id DESC";
+        "WHERE (?1 IS NULL OR v.task_id = ?1) AND v.id NOT IN (SELECT id FROM kept) ORDER BY v.id DESC";
     typedef struct victim {
         int64_t id, version, size;
         char task[STORE_NAME_MAX + 1];
     } victim;
     victim *vs = NULL;
     size_t n = 0, cap = 0;
-    sqlite3_stmt *st = NULL;
+    db_stmt *st = NULL;
     if (rc == 0) rc = st_prepare(s, &st, err, victims, "Ni", tid, keep);
     while (rc == 0 && (rc = st_step(s, st, err)) == 1) {
         victim *g = arr_reserve(vs, n, &cap, sizeof *vs);
@@ -514,14 +512,14 @@ int store_gc(store *s, const char *task, int keep, int peer_uid, store_gc_stats 
             break;
         }
         vs = g;
-        vs[n].id = sqlite3_column_int64(st, 0);
+        vs[n].id = col_int64(st, 0);
         col_copy(st, 1, vs[n].task, sizeof vs[n].task);
-        vs[n].version = sqlite3_column_int64(st, 2);
-        vs[n].size = sqlite3_column_int64(st, 3);
+        vs[n].version = col_int64(st, 2);
+        vs[n].size = col_int64(st, 3);
         n++;
         rc = 0;
     }
-    sqlite3_finalize(st);
+    st_finalize(st);
     int64_t bytes = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = st_exec(s, err, "DELETE FROM versions WHERE id = ?1", "I", vs[i].id);
@@ -536,7 +534,7 @@ int store_gc(store *s, const char *task, int keep, int peer_uid, store_gc_stats 
     }
     free(vs);
     rc = tx_end(s, rc, err);
-    if (rc == 0 && n) sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
+    if (rc == 0 && n) st_reclaim(s);
     if (rc == 0 && stats) *stats = (store_gc_stats){(int64_t)n, bytes};
     return rc;
 }

@@ -68,14 +68,14 @@ void daemon_start(daemon_proc *d, const daemon_opts *opts)
 {
     static const daemon_opts none = {0};
     if (!opts) opts = &none;
-    const char *dir = test_tmpdir();
+    char dir[200];
+    snprintf(dir, sizeof dir, "%s%s%s", test_tmpdir(), opts->subdir ? "/" : "", opts->subdir ? opts->subdir : "");
+    if (opts->subdir) CHECK(mkdir(dir, 0700) == 0 || errno == EEXIST);
     memset(d, 0, sizeof *d);
-    const char *name = opts->name ? opts->name : "clad";
-    snprintf(d->sock, sizeof d->sock, "%s/%s.sock", dir, name);
-    snprintf(d->state, sizeof d->state, "%s/%s", dir, opts->name ? opts->name : "state");
-    if (opts->name) snprintf(d->state + strlen(d->state), sizeof d->state - strlen(d->state), "-state");
-    snprintf(d->conf, sizeof d->conf, "%s/%sd.conf", dir, name);
-    snprintf(d->log, sizeof d->log, "%s/%sd.log", dir, name);
+    snprintf(d->sock, sizeof d->sock, "%s/clad.sock", dir);
+    snprintf(d->state, sizeof d->state, "%s/state", dir);
+    snprintf(d->conf, sizeof d->conf, "%s/cladd.conf", dir);
+    snprintf(d->log, sizeof d->log, "%s/cladd.log", dir);
     if (opts->config) {
         FILE *f = fopen(d->conf, "w");
         CHECK(f != NULL);

@@ -20,8 +20,8 @@ typedef struct daemon_opts {
     int listen_fd;            /* > 0: passed as the systemd socket (fd 3, LISTEN_FDS=1) */
     bool no_test_routes;      /* leave out --enable-test-routes */
     bool no_wait;             /* do not wait for the socket (the start is expected to fail) */
-    const char *name;         /* NULL, or a name that keeps several daemons in one test apart: their
-                                 files are <tmp>/<name>.sock, <name>-state, <name>.conf and <name>.log */
+    const char *subdir;       /* NULL: socket, state, config and log in the test's directory; else in its
+                                 subdirectory of that name (several daemons in one test) */
 } daemon_opts;
 
 typedef struct daemon_proc {

@@ -1,6 +1,6 @@
-/* The shared job queue with real daemons: three cladd on three sockets share one store (SQLite here: the
- * state directories of nodes b and c link clad.db to node a's), so a job submitted to any node is run by
- * one of them, once; a node killed while it trains loses the job to another, which trains it again. */
+/* The shared job queue with real daemons: three cladd on three sockets share one store (an SQLite file,
+ * through tests/multinode_util.h), so a job submitted to any node is run by one of them, once; a node
+ * killed while it trains loses the job to another, which trains it again. */
 #include "tests/test.h"
 
 #include <signal.h>
@@ -13,13 +13,12 @@
 #include "core/rng.h"
 #include "io/model_io.h"
 #include "tests/daemon_util.h"
+#include "tests/multinode_util.h"
 #include "tests/test_store_fixture.h"
 
 #define FEATURES 8
 #define NODES 3
 #define LEASE_S 2
-
-static const char *const node_names[NODES] = {"a", "b", "c"};
 
 /* A CSV whose label is the index of the largest of the first four features. */
 static void write_csv(const char *path, int n, uint64_t seed)
@@ -43,43 +42,27 @@ static void write_csv(const char *path, int n, uint64_t seed)
 
 static void shared_db_path(char *buf, size_t cap)
 {
-    snprintf(buf, cap, "%s/a-state/clad.db", test_tmpdir());
-}
-
-/* Node i; nodes after the first use the first node's database. */
-static void node_start(daemon_proc *d, int i)
-{
-    if (i > 0) {
-        char state[512], link[600], db[512];
-        snprintf(state, sizeof state, "%s/%s-state", test_tmpdir(), node_names[i]);
-        CHECK(mkdir(state, 0700) == 0);
-        snprintf(link, sizeof link, "%s/clad.db", state);
-        shared_db_path(db, sizeof db);
-        CHECK(symlink(db, link) == 0);
-    }
-    static const char *const env[] = {"OPENBLAS_NUM_THREADS=1", NULL};
-    char config[128];
-    snprintf(config, sizeof config, "shared_queue = 1\njob_lease_seconds = %d\n", LEASE_S);
-    daemon_opts o = {.name = node_names[i], .config = config, .env = env};
-    daemon_start(d, &o);
+    snprintf(buf, cap, "%s/shared.db", test_tmpdir());
 }
 
 /* Three nodes on one store with base "mlp" (imported through the first). */
-static void cluster_start(daemon_proc nodes[NODES])
+static void cluster_start(mn_cluster *c)
 {
-    node_start(&nodes[0], 0);
+    char db[512], config[64];
+    shared_db_path(db, sizeof db);
+    snprintf(config, sizeof config, "job_lease_seconds = %d\n", LEASE_S);
+    mn_start_config(c, NODES, db, config);
     char path[512], extra[700], *body = NULL;
     snprintf(path, sizeof path, "%s/base.safetensors", test_tmpdir());
-    model_config c = {.kind = MODEL_MLP, .input_dim = FEATURES, .n_hidden = 1, .hidden = {16}, .n_classes = 4};
-    model *m = model_create(&c, NULL);
+    model_config mc = {.kind = MODEL_MLP, .input_dim = FEATURES, .n_hidden = 1, .hidden = {16}, .n_classes = 4};
+    model *m = model_create(&mc, NULL);
     model_init_random(m, 3);
     CHECK_INT_EQ(model_save(m, path, NULL), 0);
     model_destroy(m);
     snprintf(extra, sizeof extra, "-H 'Content-Type: application/octet-stream' --data-binary '@%s'", path);
-    int code = curl_req(&nodes[0], "POST", "/v1/bases/mlp", extra, &body, NULL);
+    int code = curl_req(&c->node[0], "POST", "/v1/bases/mlp", extra, &body, NULL);
     CHECK_MSG(code == 201, "base import answered %d: %s", code, body);
     free(body);
-    for (int i = 1; i < NODES; i++) node_start(&nodes[i], i);
 }
 
 /* POSTs a training of task with the CSV at csv to node d; returns the job id. */
@@ -97,12 +80,11 @@ static long long submit_train(const daemon_proc *d, const char *task, const char
     return id;
 }
 
-/* The pid in a node id ("host:pid"). */
-static long node_pid(json_t *job)
+/* The index of the node that runs or ran the job (node ids are n0, n1, ...), -1 for none. */
+static int node_of(json_t *job)
 {
     const char *node = json_string_value(json_object_get(job, "node"));
-    const char *colon = node ? strrchr(node, ':') : NULL;
-    return colon ? atol(colon + 1) : 0;
+    return node && node[0] == 'n' && node[1] >= '0' && node[1] < '0' + NODES && !node[2] ? node[1] - '0' : -1;
 }
 
 /* Each task's versions are numbered 1..n without gaps or duplicates, each made by a different job; the
@@ -137,16 +119,11 @@ static int check_store(const char *const *tasks, int n_tasks)
     return total;
 }
 
-static void cluster_stop(daemon_proc nodes[NODES])
-{
-    for (int i = 0; i < NODES; i++)
-        if (nodes[i].pid > 0) CHECK_INT_EQ(daemon_stop(&nodes[i], SIGTERM, 30), 0);
-}
-
 TEST_TIMEOUT(daemon_queue_jobs_from_every_node_run_once_spread_over_nodes, 300)
 {
-    daemon_proc nodes[NODES];
-    cluster_start(nodes);
+    mn_cluster c;
+    cluster_start(&c);
+    daemon_proc *nodes = c.node;
     char csv[512];
     snprintf(csv, sizeof csv, "%s/train.csv", test_tmpdir());
     write_csv(csv, 200, 5);
@@ -165,16 +142,12 @@ TEST_TIMEOUT(daemon_queue_jobs_from_every_node_run_once_spread_over_nodes, 300)
         CHECK_MSG(!strcmp(state_of(j), "succeeded"), "job %lld: %s", ids[i], json_dumps(j, 0));
         CHECK(json_integer_value(json_object_get(json_object_get(j, "result"), "version")) >= 1);
         CHECK_INT_EQ(json_integer_value(json_object_get(j, "attempt")), 1);
-        long pid = node_pid(j);
-        bool known = false;
-        for (int k = 0; k < NODES; k++) {
-            known |= pid == nodes[k].pid;
-            if (pid == nodes[k].pid && !ran_by[k]++) n_nodes++;
-        }
-        CHECK_MSG(known, "job %lld ran on an unknown node: %s", ids[i], json_dumps(j, 0));
+        int k = node_of(j);
+        CHECK_MSG(k >= 0, "job %lld ran on an unknown node: %s", ids[i], json_dumps(j, 0));
+        if (!ran_by[k]++) n_nodes++;
         json_decref(j);
     }
-    printf("# jobs run per node: a %ld, b %ld, c %ld\n", ran_by[0], ran_by[1], ran_by[2]);
+    printf("# jobs run per node: n0 %ld, n1 %ld, n2 %ld\n", ran_by[0], ran_by[1], ran_by[2]);
     CHECK_MSG(n_nodes > 1, "all 12 jobs ran on one node");
     CHECK_INT_EQ(check_store(tasks, 4), 12);
     /* The list reads the same through every node. */
@@ -186,7 +159,7 @@ TEST_TIMEOUT(daemon_queue_jobs_from_every_node_run_once_spread_over_nodes, 300)
         json_decref(l);
         free(list[k]);
     }
-    cluster_stop(nodes);
+    mn_stop(&c);
 }
 
 /* Predictions on node d keep answering (task t0, one row). */
@@ -201,8 +174,9 @@ static void check_predict(const daemon_proc *d)
 
 TEST_TIMEOUT(daemon_queue_job_of_a_killed_node_is_finished_by_another, 300)
 {
-    daemon_proc nodes[NODES];
-    cluster_start(nodes);
+    mn_cluster c;
+    cluster_start(&c);
+    daemon_proc *nodes = c.node;
     char csv[512], big[512];
     snprintf(csv, sizeof csv, "%s/train.csv", test_tmpdir());
     write_csv(csv, 200, 5);
@@ -223,11 +197,8 @@ TEST_TIMEOUT(daemon_queue_job_of_a_killed_node_is_finished_by_another, 300)
         json_decref(j);
         sleep_ms(50);
     }
-    long victim_pid = node_pid(j);
+    int victim = node_of(j);
     json_decref(j);
-    int victim = -1;
-    for (int k = 0; k < NODES; k++)
-        if (nodes[k].pid == victim_pid) victim = k;
     CHECK_MSG(victim >= 0, "job %lld runs on no node of ours", id);
     double killed_at = now_s();
     CHECK_INT_EQ(daemon_stop(&nodes[victim], SIGKILL, 10), 128 + SIGKILL);
@@ -240,7 +211,7 @@ TEST_TIMEOUT(daemon_queue_job_of_a_killed_node_is_finished_by_another, 300)
     double done_at = now_s();
     CHECK_MSG(!strcmp(state_of(j), "succeeded"), "job %lld: %s", id, json_dumps(j, 0));
     CHECK(json_integer_value(json_object_get(j, "attempt")) >= 2);
-    CHECK(node_pid(j) != victim_pid);
+    CHECK(node_of(j) >= 0 && node_of(j) != victim);
     json_decref(j);
     for (int k = 0; k < NODES; k++)
         if (k != victim) check_predict(&nodes[k]);
@@ -248,5 +219,5 @@ TEST_TIMEOUT(daemon_queue_job_of_a_killed_node_is_finished_by_another, 300)
            killed_at - t0, done_at - killed_at, LEASE_S);
     static const char *const tasks[] = {"t0", "t1"};
     CHECK_INT_EQ(check_store(tasks, 2), 2);
-    cluster_stop(nodes);
+    mn_stop(&c);
 }

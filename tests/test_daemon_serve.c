@@ -12,50 +12,21 @@
 #include "io/model_io.h"
 #include "storage/store.h"
 #include "tests/daemon_util.h"
+#include "tests/multinode_util.h"
 #include "tests/test.h"
 #include "tests/test_store_fixture.h"
 
 #define JSON_BODY "-H 'Content-Type: application/json' "
 
 /* Fills <tmp>/state/clad.db, before the daemon starts, with base "b" of config c and task "t" on it
- * holding `versions` LoRA versions (rank 2 on every linear, differently seeded). */
+ * holding `versions` LoRA versions (tests/multinode_util.h). */
 static void store_fill(const model_config *c, int versions)
 {
     char dir[512], path[600];
     snprintf(dir, sizeof dir, "%s/state", test_tmpdir());
     CHECK_INT_EQ(mkdir(dir, 0700), 0);
     snprintf(path, sizeof path, "%s/clad.db", dir);
-    clad_err e = {0};
-    store *s = store_open(path, &e);
-    CHECK_MSG(s != NULL, "%s", e.msg);
-    model *m = model_create(c, NULL);
-    CHECK(m != NULL);
-    model_init_random(m, 3);
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    CHECK_OK(model_to_buffer(m, &buf, &len, &e), e);
-    store_base_in bi = {.name = "b", .config_json = "{}", .weights = buf, .weights_size = len};
-    CHECK_OK(store_base_put(s, &bi, 1000, &e), e);
-    free(buf);
-    store_task_in ti = {.name = "t", .base = "b", .n_classes = c->n_classes};
-    CHECK_OK(store_task_create(s, &ti, 1000, &e), e);
-    int ranks[MODEL_MAX_LINEARS];
-    for (int i = 0; i < MODEL_MAX_LINEARS; i++) ranks[i] = 2;
-    ranks[c->n_hidden] = 0; /* not the head */
-    for (int v = 0; v < versions; v++) {
-        adapter *a = adapter_create(m, ranks, 4, c->n_classes, &e);
-        CHECK_MSG(a != NULL, "%s", e.msg);
-        adapter_init(a, m, (uint64_t)v + 7);
-        /* Non-zero B factors, so the folded weights differ from the base's. */
-        for (size_t k = 0; k < a->params.total; k++) a->params.data[k] += 0.01f * (float)((k * 7 + (size_t)v) % 13) - 0.06f;
-        CHECK_OK(adapter_to_buffer(a, m, &buf, &len, &e), e);
-        store_version_in vi = {.task = "t", .kind = "lora", .adapter = buf, .adapter_size = len};
-        CHECK_OK(store_version_put(s, &vi, 1000, NULL, &e), e);
-        free(buf);
-        adapter_destroy(a);
-    }
-    model_destroy(m);
-    store_close(s);
+    store_fill_lora(path, c, versions);
 }
 
 static void start(daemon_proc *d)

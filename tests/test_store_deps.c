@@ -113,13 +113,14 @@ TEST(store_deps_retention_keeps_what_kept_versions_need)
     store_close(s);
 }
 
-/* Schema 1 is today's schema without version_deps, jobs.result_json and jobs.lane: a store written by
+/* Schema 1 is today's schema without version_deps, jobs.result_json, jobs.lane, nodes and changes: a store written by
  * clad 0.1. */
 TEST(store_deps_migration_from_schema_1_derives_fusion_sources)
 {
     clad_err e = {0};
-    store *s = deps_fixture_edited("m.db", FX_UNDO_SCHEMA_5 " DROP TABLE version_deps; ALTER TABLE jobs DROP COLUMN result_json;"
-                                           " ALTER TABLE jobs DROP COLUMN lane; PRAGMA user_version = 1");
+    store *s = deps_fixture_edited("m.db", FX_UNDO_SCHEMA_6 " DROP TABLE version_deps; ALTER TABLE jobs DROP COLUMN result_json;"
+                                           " ALTER TABLE jobs DROP COLUMN lane; DROP TABLE nodes; DROP TABLE changes;"
+                                           " PRAGMA user_version = 1");
     store_version *v = NULL;
     CHECK_OK(store_version_get(s, "f", 1, 0, &v, &e), e);
     CHECK_INT_EQ(v->n_needs, 2);

@@ -26,9 +26,9 @@ int64_t fx_put(store *s, const char *task, unsigned flags);
 int fx_put_job(store *s, const char *task, int64_t job_id, int64_t *version, clad_err *err);
 /* Runs sql on the file with SQLite directly, as an older clad or a damaged file would have left it. */
 void fx_exec(const char *path, const char *sql);
-/* SQL that takes a store back from schema 5 to schema 4 (without the shared queue's columns and table),
+/* SQL that takes a store back from schema 6 to schema 5 (without the shared queue's columns and table),
  * for tests of older migrations; it leaves user_version to the caller. */
-#define FX_UNDO_SCHEMA_5                                                                                    \
+#define FX_UNDO_SCHEMA_6                                                                                    \
     "DROP TABLE job_data; ALTER TABLE jobs DROP COLUMN node; ALTER TABLE jobs DROP COLUMN attempt;"         \
     " ALTER TABLE jobs DROP COLUMN lease_until; ALTER TABLE jobs DROP COLUMN cancel_requested;"
 /* Reads a whole file (test helper); returns malloc'd bytes and sets *n. */

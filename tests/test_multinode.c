@@ -1,0 +1,287 @@
+/* Several cladd nodes on one store (docs/SCALING.md), as real processes on their own sockets and state
+ * directories: they see each other in /v1/status and `clad nodes` (a killed node turns dead, a stopped
+ * one stopped), a rollback through one node is what the others serve next, every node predicts the same
+ * bits for a version, and deletes through one node reach the caches of the others through the change
+ * feed. Each scenario runs on one SQLite file shared by the processes. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/config.h"
+#include "tests/multinode_util.h"
+#include "tests/test.h"
+
+#define JSON_BODY "-H 'Content-Type: application/json' "
+
+/* Three inputs of the 16 features the task's base takes. */
+#define INPUTS                                                                                                    \
+    "{\"inputs\": [[0.1,-0.2,0.3,0.4,-0.5,0.6,0.7,-0.8,0.9,1.0,-1.1,0.2,0.3,-0.4,0.5,0.6],"                       \
+    "[1,0,1,0,1,0,1,0,1,0,1,0,1,0,1,0],[-0.3,0.3,-0.3,0.3,0.2,-0.2,0.2,-0.2,0.1,-0.1,0.1,-0.1,0.5,0.5,-0.5,-0.5]]}"
+
+static const model_config tiny = {.kind = MODEL_MLP, .input_dim = 16, .n_hidden = 2, .hidden = {32, 24}, .n_classes = 5};
+
+/* POST /v1/tasks/t/predict{query}: the status, *body (malloc'd) the reply. */
+static int predict(const daemon_proc *d, const char *query, char **body)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/tasks/t/predict%s", query);
+    return curl_req(d, "POST", path, JSON_BODY "-d '" INPUTS "'", body, NULL);
+}
+
+/* The version a node serves for task t's active alias. */
+static long long served_version(const daemon_proc *d)
+{
+    char *body = NULL;
+    int code = predict(d, "", &body);
+    CHECK_MSG(code == 200, "predict answered %d: %s", code, body);
+    json_t *j = json_or_fail(body);
+    long long v = json_integer_value(json_object_get(j, "version"));
+    json_decref(j);
+    free(body);
+    return v;
+}
+
+static void sqlite_store(char *out, size_t size)
+{
+    snprintf(out, size, "%s/shared.db", test_tmpdir());
+}
+
+static void nodes_see_each_other(const char *location)
+{
+    mn_cluster c;
+    mn_start(&c, 3, location);
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 3; k++) {
+            char id[8];
+            snprintf(id, sizeof id, "n%d", k);
+            mn_wait_node_state(&c.node[i], id, "live", 10);
+        }
+    json_t *st = mn_status(&c.node[1]);
+    json_t *self = json_object_get(st, "node");
+    CHECK_STR_EQ(json_string_value(json_object_get(self, "id")), "n1");
+    CHECK_STR_EQ(json_string_value(json_object_get(self, "socket")), c.node[1].sock);
+    CHECK_INT_EQ(json_integer_value(json_object_get(self, "pid")), c.node[1].pid);
+    CHECK(json_is_true(json_object_get(self, "self")));
+    CHECK_INT_EQ(json_array_size(json_object_get(st, "nodes")), 3);
+    json_decref(st);
+
+    char *out = NULL;
+    CHECK_INT_EQ(clad_run(&c.node[0], "nodes", &out), 0);
+    CHECK_MSG(strstr(out, "* n0 ") && strstr(out, "  n1 ") && strstr(out, "  n2 ") && strstr(out, c.node[2].sock),
+              "clad nodes printed:\n%s", out);
+    free(out);
+
+    /* SIGKILL: no clean stop is recorded, the heartbeat just ends; 5 s later the others call it dead. */
+    CHECK_INT_EQ(daemon_stop(&c.node[2], SIGKILL, 10), 128 + SIGKILL);
+    double t = mn_wait_node_state(&c.node[0], "n2", "dead", 15);
+    CHECK_STR_EQ(mn_node_state(&c.node[1], "n2"), "dead");
+    printf("# a killed node was reported dead after %.1f s (heartbeat 1 s, dead after 5 s)\n", t);
+    CHECK_INT_EQ(clad_run(&c.node[1], "nodes", &out), 0);
+    CHECK_MSG(strstr(out, "n2 ") && strstr(out, "dead"), "clad nodes printed:\n%s", out);
+    free(out);
+    /* A clean stop is recorded at once. */
+    CHECK_INT_EQ(daemon_stop(&c.node[1], SIGTERM, 20), 0);
+    CHECK_STR_EQ(mn_node_state(&c.node[0], "n1"), "stopped");
+    CHECK_STR_EQ(mn_node_state(&c.node[0], "n0"), "live");
+    mn_stop(&c);
+}
+
+/* Polls node d until it serves `want` for t's active alias; returns the seconds it took. */
+static double wait_served(const daemon_proc *d, long long want, double timeout_s)
+{
+    double t0 = now_s();
+    long long got;
+    while ((got = served_version(d)) != want) {
+        CHECK_MSG(now_s() - t0 < timeout_s, "node still serves version %lld, not %lld, after %.0f s", got, want,
+                  timeout_s);
+        sleep_ms(5);
+    }
+    return now_s() - t0;
+}
+
+static void rollback_served_everywhere(const char *location, const char *label)
+{
+    store_fill_lora(location, &tiny, 3);
+    mn_cluster c;
+    mn_start(&c, 3, location);
+    /* Every node predicts the same bits for a version (each loads it from the store on its own), and
+     * different ones for different versions. Fewer than REGISTRY_FOLD_AFTER predictions each, so none is
+     * folded yet (a fold sums in another order). */
+    char *ref[3] = {0};
+    for (int v = 1; v <= 3; v++)
+        for (int i = 0; i < 3; i++) {
+            char q[32], *body = NULL;
+            snprintf(q, sizeof q, "?version=%d", v);
+            CHECK_INT_EQ(predict(&c.node[i], q, &body), 200);
+            if (i == 0) {
+                CHECK_MSG(v == 1 || strcmp(body, ref[v - 2]), "versions %d and %d predict the same", v - 1, v);
+                ref[v - 1] = body;
+                continue;
+            }
+            CHECK_MSG(!strcmp(body, ref[v - 1]), "version %d: node n%d predicts\n%s\nnode n0\n%s", v, i, body, ref[v - 1]);
+            free(body);
+        }
+    for (int v = 0; v < 3; v++) free(ref[v]);
+    for (int i = 0; i < 3; i++) CHECK_INT_EQ(served_version(&c.node[i]), 3);
+
+    /* A rollback through n0, then an undo through n1: the other nodes serve the new target next. */
+    char *body = NULL;
+    CHECK_INT_EQ(curl_req(&c.node[0], "POST", "/v1/tasks/t/rollback", JSON_BODY "-d '{\"reason\": \"bad\"}'", &body, NULL), 200);
+    free(body);
+    double b = wait_served(&c.node[1], 2, 5), cc = wait_served(&c.node[2], 2, 5);
+    printf("# %s: a rollback through n0 was served by n1 after %.1f ms, by n2 after %.1f ms more\n", label, b * 1e3, cc * 1e3);
+    CHECK_INT_EQ(curl_req(&c.node[1], "POST", "/v1/tasks/t/rollback/undo", JSON_BODY "-d '{}'", &body, NULL), 200);
+    free(body);
+    double a = wait_served(&c.node[0], 3, 5);
+    wait_served(&c.node[2], 3, 5);
+    printf("# %s: an undo through n1 was served by n0 after %.1f ms\n", label, a * 1e3);
+    mn_stop(&c);
+}
+
+/* Polls until node d answers `want` to method path; returns the seconds it took. */
+static double wait_status(const daemon_proc *d, const char *method, const char *path, int want, double timeout_s)
+{
+    double t0 = now_s();
+    int got;
+    for (;;) {
+        char *body = NULL;
+        if (!strcmp(path, "predict-v1")) got = predict(d, "?version=1", &body);
+        else got = curl_req(d, method, path, NULL, &body, NULL);
+        free(body);
+        if (got == want) return now_s() - t0;
+        CHECK_MSG(now_s() - t0 < timeout_s, "%s %s still answers %d, not %d, after %.0f s", method, path, got, want,
+                  timeout_s);
+        sleep_ms(5);
+    }
+}
+
+static long long loaded(const daemon_proc *d, const char *field)
+{
+    json_t *j = mn_status(d);
+    long long n = json_integer_value(json_object_get(json_object_get(j, "loaded"), field));
+    json_decref(j);
+    return n;
+}
+
+static void deletes_reach_every_node(const char *location, const char *label)
+{
+    store_fill_lora(location, &tiny, 3);
+    mn_cluster c;
+    mn_start(&c, 3, location);
+    /* n1 and n2 hold version 1 in their caches: without the feed they would go on serving it. */
+    for (int i = 1; i < 3; i++) {
+        char *body = NULL;
+        CHECK_INT_EQ(predict(&c.node[i], "?version=1", &body), 200);
+        free(body);
+        CHECK_INT_EQ(loaded(&c.node[i], "adapters"), 1);
+    }
+    char *body = NULL;
+    CHECK_INT_EQ(curl_req(&c.node[0], "DELETE", "/v1/tasks/t/versions/1", NULL, &body, NULL), 200);
+    free(body);
+    double t1 = wait_status(&c.node[1], "POST", "predict-v1", 404, 5);
+    double t2 = wait_status(&c.node[2], "POST", "predict-v1", 404, 5);
+    CHECK_INT_EQ(loaded(&c.node[1], "adapters"), 0);
+    printf("# %s: a version deleted through n0 was not found by n1 after %.1f ms, by n2 after %.1f ms more\n", label,
+           t1 * 1e3, t2 * 1e3);
+
+    /* The task, then the base. */
+    CHECK_INT_EQ(predict(&c.node[1], "", &body), 200);
+    free(body);
+    CHECK_INT_EQ(curl_req(&c.node[0], "DELETE", "/v1/tasks/t", NULL, &body, NULL), 200);
+    free(body);
+    wait_status(&c.node[1], "GET", "/v1/tasks/t", 404, 5);
+    wait_status(&c.node[2], "POST", "predict-v1", 404, 5);
+    CHECK_INT_EQ(curl_req(&c.node[2], "DELETE", "/v1/bases/b", NULL, &body, NULL), 200);
+    free(body);
+    wait_status(&c.node[0], "GET", "/v1/bases/b", 404, 5);
+    /* n1 held the base (loaded for its predictions); the feed makes it let go. */
+    double t0 = now_s();
+    while (loaded(&c.node[1], "bases")) {
+        CHECK_MSG(now_s() - t0 < 5, "n1 still holds the deleted base after 5 s");
+        sleep_ms(20);
+    }
+    json_t *st = mn_status(&c.node[1]);
+    json_t *feed = json_object_get(json_object_get(st, "node"), "feed");
+    CHECK(json_integer_value(json_object_get(feed, "dropped")) >= 3);
+    json_decref(st);
+    mn_stop(&c);
+}
+
+TEST(multinode_sqlite_nodes_see_each_other_and_the_dead)
+{
+    char location[512];
+    sqlite_store(location, sizeof location);
+    nodes_see_each_other(location);
+}
+
+TEST(multinode_sqlite_rollback_served_everywhere_bit_identical)
+{
+    char location[512];
+    sqlite_store(location, sizeof location);
+    rollback_served_everywhere(location, "sqlite");
+}
+
+TEST(multinode_sqlite_deletes_reach_every_node)
+{
+    char location[512];
+    sqlite_store(location, sizeof location);
+    deletes_reach_every_node(location, "sqlite");
+}
+
+TEST(multinode_store_location_is_checked_and_its_password_never_shown)
+{
+    static const char *const cases[][2] = {
+        {"postgresql://clad:s3cret@db1:5432/clad", "postgresql://clad:***@db1:5432/clad"},
+        {"postgres://u:p@h/d?sslmode=require&password=x&application_name=a",
+         "postgres://u:***@h/d?sslmode=require&password=***&application_name=a"},
+        {"postgresql://db1/clad?password=only", "postgresql://db1/clad?password=***"},
+        {"postgresql://clad@db1/clad", "postgresql://clad@db1/clad"},
+        {"postgresql:///clad?host=/tmp/pg&user=u@x", "postgresql:///clad?host=/tmp/pg&user=u@x"},
+        {"/var/lib/clad/clad.db", "/var/lib/clad/clad.db"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[256];
+        config_store_redacted(cases[i][0], out, sizeof out);
+        CHECK_STR_EQ(out, cases[i][1]);
+    }
+    char tiny_buf[12];
+    config_store_redacted("postgresql://u:secret@h/d", tiny_buf, sizeof tiny_buf);
+    CHECK(!strstr(tiny_buf, "secret"));
+
+    cladd_config cfg;
+    config_init(&cfg);
+    clad_err e = {0};
+    CHECK_INT_EQ(config_set(&cfg, "store", "relative/clad.db", &e), CLAD_EINVAL);
+    CHECK_INT_EQ(config_set(&cfg, "store", "mysql://x", &e), CLAD_EINVAL);
+    CHECK_INT_EQ(config_set(&cfg, "store", "postgresql://db1/clad", &e), 0);
+    CHECK_INT_EQ(config_set(&cfg, "node_id", "web 1", &e), CLAD_EINVAL);
+    CHECK_INT_EQ(config_set(&cfg, "node_id", "web-1.a", &e), 0);
+    char id[CONFIG_NAME_MAX + 1], other[CONFIG_NAME_MAX + 1];
+    config_default_node_id("/var/lib/clad-a", id, sizeof id);
+    config_default_node_id("/var/lib/clad-b", other, sizeof other);
+    CHECK_MSG(strcmp(id, other) && strlen(id) > 9 && id[strlen(id) - 9] == '-', "%s vs %s", id, other);
+}
+
+/* A second node under a live node's id is refused at startup, naming the first; --store must be a usable
+ * location. */
+TEST(multinode_node_id_in_use_is_refused)
+{
+    char location[512];
+    sqlite_store(location, sizeof location);
+    mn_cluster c;
+    mn_start(&c, 1, location);
+    daemon_proc twin;
+    const char *args[] = {"--store", location, NULL};
+    daemon_opts o = {.args = args, .config = "node_id = n0\n", .subdir = "twin", .no_wait = true};
+    daemon_start(&twin, &o);
+    CHECK_INT_EQ(daemon_wait(&twin, 10), 1);
+    char *log = daemon_log(&twin);
+    CHECK_MSG(strstr(log, "node id 'n0' is in use by a live node") && strstr(log, "/n0/state"), "log:\n%s", log);
+    free(log);
+    const char *bad[] = {"--store", "clad.db", NULL};
+    daemon_opts ob = {.args = bad, .subdir = "bad", .no_wait = true};
+    daemon_start(&twin, &ob);
+    CHECK_INT_EQ(daemon_wait(&twin, 10), 2);
+    mn_stop(&c);
+}
