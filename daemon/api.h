@@ -58,6 +58,7 @@ typedef struct cladd {
     size_t n_links, cap_links;
     uv_timer_t claim_timer; /* daemon/job_claim.c */
     bool claim_timer_live;
+    unsigned claim_ticks;
     unsigned n_storing;     /* uploads being queued in the store by the pool (api_train.c) */
 } cladd;
 
@@ -73,6 +74,9 @@ int app_job_state_hook(cladd *app, job *j, clad_err *err);
 /* The progress hook: saves a running job's last progress event in the store (at most once a second), so
  * a job cut short by a crash still shows how far it got. */
 void app_job_progress_hook(cladd *app, job *j, const json_t *event);
+/* On the worker pool: deletes the data of ended jobs, wipes it from the store's files and checkpoints the
+ * log, through a handle of its own (the loop's handle leaves all that to it: store_job_data_defer_wipe). */
+void app_store_wipe(cladd *app);
 /* The store's id of a live job (0 if unknown). */
 int64_t app_store_job_id(const cladd *app, const job *j);
 /* The link of a live job, or NULL; app_link_add adds one (for a job being claimed or queued). */

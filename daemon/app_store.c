@@ -255,7 +255,7 @@ static void wipe_done(void *arg, int status, const clad_err *err)
     if (status) log_warning("wiping deleted job data: %s", err->msg);
 }
 
-static void wipe_job_data(cladd *app)
+void app_store_wipe(cladd *app)
 {
     clad_err err = {0};
     /* Refused while stopping or busy: the next wipe (or the next start) covers this data too. */
@@ -291,7 +291,7 @@ int app_job_state_hook(cladd *app, job *j, clad_err *err)
     /* A job this node lost is another node's to record; a running job was marked by its claim. */
     int rc = job_state_final(st) && !job_abandoned(j) ? record_end(app, j, (int64_t)l->id, &e) : 0;
     if (rc) log_warning("job %llu: cannot record state %s: %s", (unsigned long long)qid, job_state_name(st), e.msg);
-    if (store_job_data_wipe_due(app->st)) wipe_job_data(app);
+    if (store_job_data_wipe_due(app->st)) app_store_wipe(app);
     if (job_state_final(st)) {
         app_link_drop(app, l);
         job_claim_kick(app);

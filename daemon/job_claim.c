@@ -68,8 +68,10 @@ void job_claim_revive_failed(cladd *app, int64_t id, const clad_err *err)
     app_link_drop(app, app_link_find(app, (uint64_t)id));
 }
 
-/* Renews the leases this node holds; a lost one stops its job, a cancel from another node reaches it. */
-static void renew_leases(cladd *app)
+/* Renews the leases this node holds; a lost one stops its job, a cancel from another node reaches it.
+ * The loop tries the write lock without waiting (busy_ms 0 in the tick), except for a lease with less
+ * than a third of its time left: that renewal waits up to busy_ms, the handle's usual timeout. */
+static void renew_leases(cladd *app, int busy_ms)
 {
     double now = mono_now(), every = (double)app->cfg.job_lease_seconds / 3.0;
     for (size_t i = 0; i < app->n_links;) {
@@ -78,9 +80,11 @@ static void renew_leases(cladd *app)
             i++;
             continue;
         }
-        bool cancel = false;
+        bool cancel = false, urgent = now - l->renewed >= 2 * every;
         clad_err err = {0};
+        if (urgent) store_set_busy_timeout(app->st, busy_ms);
         int rc = store_job_renew(app->st, (int64_t)l->id, lease_ms(app), &cancel, &err);
+        if (urgent) store_set_busy_timeout(app->st, 0);
         job *j = job_find(app->jobs, l->id);
         if (rc == CLAD_ECONFLICT) {
             log_warning("job %llu: %s", (unsigned long long)l->id, err.msg);
@@ -88,7 +92,8 @@ static void renew_leases(cladd *app)
             if (j) job_abandon(app->jobs, j);
             continue;
         }
-        if (rc != 0) log_warning("job %llu: lease not renewed (will retry): %s", (unsigned long long)l->id, err.msg);
+        if (rc != 0 && (rc != CLAD_EBUSY || urgent))
+            log_warning("job %llu: lease not renewed (will retry): %s", (unsigned long long)l->id, err.msg);
         else l->renewed = now;
         if (cancel && j && !job_state_final(job_get_state(j)) && !job_cancel_requested(j)) {
             clad_err cerr = {0};
@@ -175,11 +180,13 @@ static void on_tick(uv_timer_t *t)
     /* The loop does not wait for the store's write lock here (a worker may hold it for seconds while it
      * stores a large upload): what finds it busy is tried again at the next tick. */
     int busy_ms = store_set_busy_timeout(app->st, 0);
-    renew_leases(app);
+    renew_leases(app, busy_ms);
     if (!app->stopping) {
         job_queue_poll(app->jobs);
         claim_foreign(app);
     }
+    /* The loop's handle leaves checkpoints to workers (store_job_data_defer_wipe). */
+    if (++app->claim_ticks % JOB_CLAIM_CHECKPOINT_TICKS == 0) app_store_wipe(app);
     store_set_busy_timeout(app->st, busy_ms);
 }
 

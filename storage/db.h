@@ -96,6 +96,9 @@ struct db_ops {
      * pages). Best effort where readers hold old pages. */
     void (*wipe_deferred)(db *d);
     int (*wipe)(db *d, clad_err *err);
+    /* Whether commits wait for the disk (the default) or may be lost at a power failure (never at a
+     * crash of the process): for writes that are redone anyway, such as a job claim or a lease. */
+    void (*sync_commits)(db *d, bool durable);
 
     /* Change notification (PostgreSQL LISTEN/NOTIFY). Engines without it return -1 from all three, so
      * callers poll (store_change_mark). */

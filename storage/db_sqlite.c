@@ -346,8 +346,20 @@ static void lite_reclaim(db *d) { sqlite3_exec(LD(d)->h, "PRAGMA incremental_vac
 
 static void lite_busy_timeout(db *d, int ms) { sqlite3_busy_timeout(LD(d)->h, ms); }
 
+/* In WAL mode NORMAL skips the commit's fsync; the next FULL commit syncs everything before it. */
+static void lite_sync_commits(db *d, bool durable)
+{
+    sqlite3_exec(LD(d)->h, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+}
+
 /* Deleted cells are still zeroed inside pages that are written anyway; freed pages are the wipe's. */
-static void lite_wipe_deferred(db *d) { sqlite3_exec(LD(d)->h, "PRAGMA secure_delete = FAST", NULL, NULL, NULL); }
+/* Also no automatic checkpoints: they would copy a worker's large write on this connection's next small
+ * commit (seconds on the daemon's loop); the wipe checkpoints instead. */
+static void lite_wipe_deferred(db *d)
+{
+    sqlite3_exec(LD(d)->h, "PRAGMA secure_delete = FAST", NULL, NULL, NULL);
+    sqlite3_wal_autocheckpoint(LD(d)->h, 0);
+}
 
 static int lite_wipe(db *d, clad_err *err)
 {
@@ -468,6 +480,7 @@ const db_ops db_sqlite_ops = {
     .busy_timeout = lite_busy_timeout,
     .wipe_deferred = lite_wipe_deferred,
     .wipe = lite_wipe,
+    .sync_commits = lite_sync_commits,
     .listen = lite_listen,
     .notify = lite_notify,
     .notify_fd = lite_notify_fd,

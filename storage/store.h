@@ -453,8 +453,9 @@ int store_job_create_with_data(store *s, const char *kind, const char *task, con
  * data unreadable (store_job_data_get refuses data of a job that ended) and note that a wipe is due
  * (store_job_data_wipe_due, which also clears the note); store_job_data_wipe then deletes the data of
  * every ended job and wipes, so that a daemon can run this work, which reads and writes in proportion to
- * the data, on a worker thread with a handle of its own. Wiping is best effort: a wipe blocked by readers
- * is completed by the next one. */
+ * the data, on a worker thread with a handle of its own. Such a handle does not checkpoint the log by
+ * itself either (a checkpoint after a worker's large write copies it all): call store_job_data_wipe from a
+ * worker now and then. Wiping is best effort: a wipe blocked by readers is completed by the next one. */
 void store_job_data_defer_wipe(store *s);
 bool store_job_data_wipe_due(store *s);
 int store_job_data_wipe(store *s, clad_err *err);

@@ -144,6 +144,24 @@ int store_jobs_requeue_expired(store *s, int64_t *n, clad_err *err)
     return rc;
 }
 
+/* A claim or a renewal lost to a power failure is harmless: the job is back to queued, or its lease
+ * runs out, as it would for the node that lost power. So these commits do not wait for the disk (which
+ * can take long on the daemon's loop while a worker writes a large upload). */
+static int tx_begin_lease(store *s, clad_err *err)
+{
+    s->db->ops->sync_commits(s->db, false);
+    int rc = tx_begin_write(s, err);
+    if (rc) s->db->ops->sync_commits(s->db, true);
+    return rc;
+}
+
+static int tx_end_lease(store *s, int rc, clad_err *err)
+{
+    rc = tx_end(s, rc, err);
+    s->db->ops->sync_commits(s->db, true);
+    return rc;
+}
+
 int store_job_claim(store *s, int64_t only_id, const char *kind, int64_t lease_ms, store_job **out,
                     clad_err *err)
 {
@@ -151,7 +169,7 @@ int store_job_claim(store *s, int64_t only_id, const char *kind, int64_t lease_m
     if (!s->node[0]) return clad_err_set(err, CLAD_EINVAL, "claiming jobs needs a node id (store_set_node)");
     if (lease_ms <= 0) return clad_err_set(err, CLAD_EINVAL, "a lease must be positive");
     int rc = check_writable(s, err);
-    if (rc || (rc = tx_begin_write(s, err))) return rc;
+    if (rc || (rc = tx_begin_lease(s, err))) return rc;
     int64_t expired = 0, id = 0, owner = 0, now = now_ms();
     rc = requeue_expired_tx(s, &expired, err);
     /* A lane ('' = none) runs one job at a time across every node. */
@@ -181,7 +199,7 @@ int store_job_claim(store *s, int64_t only_id, const char *kind, int64_t lease_m
         rc = audit_add(s, (int)owner, "job.running", object, jb_done(&j), err);
     }
     if (rc == 0 && id) rc = job_get_where(s, "WHERE id = ?1", id, out, err);
-    rc = tx_end(s, rc, err);
+    rc = tx_end_lease(s, rc, err);
     if (rc) {
         store_job_free(*out);
         *out = NULL;
@@ -193,7 +211,7 @@ int store_job_renew(store *s, int64_t id, int64_t lease_ms, bool *cancel_request
 {
     if (lease_ms <= 0) return clad_err_set(err, CLAD_EINVAL, "a lease must be positive");
     int rc = check_writable(s, err);
-    if (rc || (rc = tx_begin_write(s, err))) return rc;
+    if (rc || (rc = tx_begin_lease(s, err))) return rc;
     int64_t now = now_ms(), cancel = 0;
     rc = st_exec(s, err,
                  "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND state = 'running' AND node = ?2 "
@@ -202,7 +220,7 @@ int store_job_renew(store *s, int64_t id, int64_t lease_ms, bool *cancel_request
         rc = clad_err_set(err, CLAD_ECONFLICT, "job %lld: node '%s' no longer holds its lease", (long long)id,
                           s->node);
     if (rc == 0) rc = st_int(s, &cancel, err, "SELECT cancel_requested FROM jobs WHERE id = ?1", "I", id);
-    rc = tx_end(s, rc, err);
+    rc = tx_end_lease(s, rc, err);
     if (rc == 0 && cancel_requested) *cancel_requested = cancel != 0;
     return rc;
 }

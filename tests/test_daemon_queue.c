@@ -20,26 +20,6 @@
 #define NODES 3
 #define LEASE_S 2
 
-/* A CSV whose label is the index of the largest of the first four features. */
-static void write_csv(const char *path, int n, uint64_t seed)
-{
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    rng r;
-    rng_init(&r, seed);
-    for (int i = 0; i < n; i++) {
-        float x[FEATURES];
-        int best = 0;
-        for (int j = 0; j < FEATURES; j++) x[j] = rng_normal(&r);
-        for (int j = 1; j < 4; j++)
-            if (x[j] > x[best]) best = j;
-        fprintf(f, "%d", best);
-        for (int j = 0; j < FEATURES; j++) fprintf(f, ",%.4f", (double)x[j]);
-        fputc('\n', f);
-    }
-    fclose(f);
-}
-
 static void shared_db_path(char *buf, size_t cap)
 {
     snprintf(buf, cap, "%s/shared.db", test_tmpdir());
@@ -126,7 +106,7 @@ TEST_TIMEOUT(daemon_queue_jobs_from_every_node_run_once_spread_over_nodes, 300)
     daemon_proc *nodes = c.node;
     char csv[512];
     snprintf(csv, sizeof csv, "%s/train.csv", test_tmpdir());
-    write_csv(csv, 200, 5);
+    write_argmax_csv(csv, 200, FEATURES, 5);
     static const char *const tasks[] = {"t0", "t1", "t2", "t3"};
     long long ids[12];
     for (int i = 0; i < 12; i++) {
@@ -179,9 +159,9 @@ TEST_TIMEOUT(daemon_queue_job_of_a_killed_node_is_finished_by_another, 300)
     daemon_proc *nodes = c.node;
     char csv[512], big[512];
     snprintf(csv, sizeof csv, "%s/train.csv", test_tmpdir());
-    write_csv(csv, 200, 5);
+    write_argmax_csv(csv, 200, FEATURES, 5);
     snprintf(big, sizeof big, "%s/big.csv", test_tmpdir());
-    write_csv(big, 4000, 6);
+    write_argmax_csv(big, 4000, FEATURES, 6);
     json_t *first = wait_final(&nodes[0], submit_train(&nodes[0], "t0", csv, "epochs=1"), 120);
     CHECK(!strcmp(state_of(first), "succeeded"));
     json_decref(first);

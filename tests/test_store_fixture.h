@@ -14,6 +14,8 @@ void fx_path(char *buf, size_t cap, const char *file);
 store *fx_open(const char *file);
 /* Adds base "mlp" (inline weights) if missing and task `task` (10 classes) on it. */
 void fx_task(store *s, const char *task);
+/* How many versions task has now. */
+int64_t fx_n_versions(store *s, const char *task);
 /* Fills buf with the blob for (task, version): 8 bytes of version, then seeded bytes; size >= 16. */
 void fx_blob(uint8_t *buf, size_t size, const char *task, int64_t version);
 /* Size of the blob fx_put writes for (task, version): varies between 1 and 40 KiB. */

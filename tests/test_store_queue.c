@@ -35,16 +35,6 @@ static void claim_expect(store *s, int64_t only, int64_t lease_ms, int64_t want)
     store_job_free(j);
 }
 
-static int64_t versions_of(store *s, const char *task)
-{
-    store_task *t = NULL;
-    clad_err e = {0};
-    CHECK_OK(store_task_get(s, task, &t, &e), e);
-    int64_t n = t->n_versions;
-    store_task_free(t);
-    return n;
-}
-
 TEST(store_queue_claims_oldest_job_whose_lane_is_free_on_every_node)
 {
     clad_err e = {0};
@@ -140,11 +130,11 @@ TEST(store_queue_expired_job_runs_again_elsewhere_and_yields_one_version)
     int64_t v = 0;
     CHECK_CODE(fx_put_job(a, "t1", j1, &v, &e), CLAD_ECONFLICT, e);
     CHECK(strstr(e.msg, "run by node 'node-b'"));
-    CHECK_INT_EQ(versions_of(a, "t1"), 0);
+    CHECK_INT_EQ(fx_n_versions(a, "t1"), 0);
     CHECK_OK(fx_put_job(b, "t1", j1, &v, &e), e);
     CHECK_INT_EQ(v, 1);
     CHECK_CODE(fx_put_job(b, "t1", j1, &v, &e), CLAD_ECONFLICT, e);
-    CHECK_INT_EQ(versions_of(a, "t1"), 1);
+    CHECK_INT_EQ(fx_n_versions(a, "t1"), 1);
     CHECK_OK(store_job_get(a, j1, &j, &e), e);
     CHECK_INT_EQ(j->state, STORE_JOB_SUCCEEDED);
     CHECK_INT_EQ(j->result_version, 1);
@@ -156,7 +146,7 @@ TEST(store_queue_expired_job_runs_again_elsewhere_and_yields_one_version)
     usleep(60 * 1000);
     CHECK_CODE(fx_put_job(a, "t1", j2, &v, &e), CLAD_ECONFLICT, e);
     CHECK(strstr(e.msg, "lease of node 'node-a' has expired"));
-    CHECK_INT_EQ(versions_of(a, "t1"), 1);
+    CHECK_INT_EQ(fx_n_versions(a, "t1"), 1);
     CHECK_OK(store_check(a, STORE_CHECK_FULL, &e), e);
     store_close(a);
     store_close(b);
