@@ -13,7 +13,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BUILD   ?= build
 CC      ?= cc
-PKGS    := libuv sqlite3 openblas jansson zlib libsystemd
+PKGS    := libuv sqlite3 openblas jansson zlib libsystemd libpq
 
 # Built in its own tree so it never mixes objects with the plain build.
 ifneq ($(SAN),)

@@ -38,6 +38,7 @@ struct node {
     bool beat_failing, feed_failing; /* log a failure once, and its end */
     int64_t last_change;    /* the newest change id applied */
     uint64_t applied, dropped, full_drops;
+    uint64_t notifications; /* feed reads a notification triggered */
     int64_t last_lag_ms;    /* commit to apply, of the newest change applied (-1: none yet) */
 };
 
@@ -118,12 +119,15 @@ static void listener_close(node *n)
 
 static void on_notified(uv_poll_t *p, int status, int events)
 {
-    node *n = p->data;
-    int drained = status < 0 ? -1 : store_changes_drain(n->listen->st);
+    listener *l = p->data;
+    node *n = l->n;
+    int drained = status < 0 ? -1 : store_changes_drain(l->st);
     if (drained < 0) {
         log_warning("the change notification connection broke; polling every %d ms until it is back",
                     NODE_POLL_NOTIFY_MS);
         listener_close(n);
+    } else if (drained > 0) {
+        n->notifications++;
     }
     feed_poll(n);
 }
@@ -147,7 +151,7 @@ static void listener_open(node *n)
         free(l);
         return;
     }
-    l->poll.data = n;
+    l->poll.data = l;
     n->open_handles++;
     n->listen = l;
     uv_poll_start(&l->poll, UV_READABLE, on_notified);
@@ -281,6 +285,7 @@ json_t *node_status_json(node *n)
                                                  (json_int_t)n->last_lag_ms, "poll_ms",
                                                  (json_int_t)(n->notify ? NODE_POLL_NOTIFY_MS : NODE_POLL_MS)));
     json_object_set_new(json_object_get(self, "feed"), "listening", json_boolean(n->listen != NULL));
+    json_object_set_new(json_object_get(self, "feed"), "notifications", json_integer((json_int_t)n->notifications));
     if (err.code) json_object_set_new(self, "store_error", json_string(err.msg));
     return json_pack("{s:o,s:o}", "node", self, "nodes", nodes);
 }

@@ -3,6 +3,8 @@
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -e
 PKGS="build-essential pkg-config libuv1-dev libsqlite3-dev libopenblas-dev libjansson-dev libhttp-parser-dev zlib1g-dev libsystemd-dev dataset-fashion-mnist curl sqlite3"
+# The PostgreSQL store backend (libpq) and its tests' throwaway cluster (initdb, pg_ctl).
+PKGS="$PKGS libpq-dev postgresql"
 # The report test renders the HTML report in headless Chromium (skipped, visibly, without it).
 PKGS="$PKGS chromium"
 # Test-only: the PyTorch reference for the interop tests (tests/interop/make_checkpoints.py).

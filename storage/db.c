@@ -5,7 +5,7 @@
 
 const db_ops *db_ops_for(const char *target)
 {
-    if (strncmp(target, "postgresql://", 13) == 0 || strncmp(target, "postgres://", 11) == 0) return NULL;
+    if (strncmp(target, "postgresql://", 13) == 0 || strncmp(target, "postgres://", 11) == 0) return &db_pg_ops;
     return &db_sqlite_ops;
 }
 

@@ -47,8 +47,10 @@ struct db_ops {
     void (*display)(const char *target, char *buf, size_t cap);
 
     int (*prepare)(db *d, const char *sql, db_stmt **out, clad_err *err);
-    /* Binds parameter `at` (1-based); text and blobs must outlive the statement's last step. */
-    int (*bind_null)(db_stmt *st, int at);
+    /* Binds parameter `at` (1-based); text and blobs must outlive the statement's last step. A NULL
+     * carries the type it stands for ('t' text, 'I' integer, 'b' blob), which PostgreSQL needs in
+     * `?1 IS NULL OR x = ?1`. */
+    int (*bind_null)(db_stmt *st, int at, char type);
     int (*bind_int64)(db_stmt *st, int at, int64_t v);
     int (*bind_double)(db_stmt *st, int at, double v);
     int (*bind_text)(db_stmt *st, int at, const char *v);
@@ -120,8 +122,7 @@ int db_notify(db *d, const char *channel, const char *payload, clad_err *err);
 int db_notify_fd(db *d);
 int db_drain(db *d);
 
-/* The driver for a store target: PostgreSQL for "postgresql://" and "postgres://" URIs (NULL when this
- * build has no PostgreSQL driver), else SQLite. */
+/* The driver for a store target: PostgreSQL for "postgresql://" and "postgres://" URIs, else SQLite. */
 const db_ops *db_ops_for(const char *target);
 
 #endif

@@ -134,7 +134,7 @@ static int lite_prepare(db *d, const char *sql, db_stmt **out, clad_err *err)
     return 0;
 }
 
-static int lite_bind_null(db_stmt *st, int at) { return sqlite3_bind_null(LS(st), at); }
+static int lite_bind_null(db_stmt *st, int at, char type) { return sqlite3_bind_null(LS(st), at); }
 static int lite_bind_int64(db_stmt *st, int at, int64_t v) { return sqlite3_bind_int64(LS(st), at, v); }
 static int lite_bind_double(db_stmt *st, int at, double v) { return sqlite3_bind_double(LS(st), at, v); }
 static int lite_bind_text(db_stmt *st, int at, const char *v)

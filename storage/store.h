@@ -1,5 +1,7 @@
 /* The adapter registry: base models, tasks, immutable adapter versions, aliases with history and
- * rollback, lineage, metrics, jobs and an audit log, in one SQLite file. See docs/STORAGE.md.
+ * rollback, lineage, metrics, jobs and an audit log, in one SQLite file or one PostgreSQL database
+ * (a "postgresql://" or "postgres://" URI as the path). Both backends keep this contract; where they
+ * differ (backup, size limit) the function says so. See docs/STORAGE.md.
  *
  * Objects
  *   base     a frozen base model: name, config JSON, weights (inline blob or a path) and their sha256.
@@ -39,7 +41,7 @@
 #include "core/error.h"
 #include "core/sha256.h"
 
-#define STORE_SCHEMA_VERSION 6          /* PRAGMA user_version this clad writes */
+#define STORE_SCHEMA_VERSION 6          /* schema version this clad writes (SQLite: PRAGMA user_version) */
 #define STORE_NAME_MAX 64               /* names: 1..64 of [A-Za-z0-9._-], starting with a letter or digit */
 #define STORE_REASON_MAX 256            /* free-text reasons on alias moves */
 #define STORE_JSON_MAX (1 << 20)        /* any JSON text field */
@@ -54,7 +56,9 @@ typedef struct store store;
 /* ---- Opening ---------------------------------------------------------------------------------- */
 
 /* Opens (creating if missing) the store at path for reading and writing: WAL mode, synchronous=FULL,
- * foreign keys on, 5 s busy timeout; runs `PRAGMA quick_check` and pending schema migrations.
+ * foreign keys on, 5 s busy timeout; runs `PRAGMA quick_check` and pending schema migrations. A
+ * "postgresql://" or "postgres://" path is a libpq URI of an existing database, whose schema is created
+ * on first open; CLAD_EIO when the server cannot be reached (the message never shows the password).
  * Errors: CLAD_EVERSION when the file has a newer schema (the file is left untouched); CLAD_ECORRUPT
  * when the check fails; CLAD_EINVAL when the file is some other SQLite database; CLAD_EIO. */
 store *store_open(const char *path, clad_err *err);
@@ -90,12 +94,14 @@ int store_check(store *s, int level, clad_err *err);
 
 /* Caps the database size for this handle (PRAGMA max_page_count): writes that would grow the file past
  * max_bytes fail with CLAD_EFULL and change nothing. Cannot go below the current size. Used as a quota
- * and to test full-disk behaviour. *limit_out (may be NULL) receives the limit in effect, in bytes. */
+ * and to test full-disk behaviour. *limit_out (may be NULL) receives the limit in effect, in bytes.
+ * SQLite only: CLAD_EINVAL on PostgreSQL. */
 int store_set_size_limit(store *s, int64_t max_bytes, int64_t *limit_out, clad_err *err);
 
 /* Writes a consistent copy of the whole store to dest_path (sqlite3_backup, one snapshot) while other
  * handles keep reading and writing. The copy is written beside dest_path, synced, then renamed over it,
- * so dest_path is always either the old file or a complete backup. */
+ * so dest_path is always either the old file or a complete backup. SQLite only: CLAD_EINVAL on
+ * PostgreSQL, whose own tools (pg_dump, pg_basebackup) do this. */
 int store_backup(store *s, const char *dest_path, clad_err *err);
 
 /* Groups several reads into one snapshot: everything read between begin and end sees the same state,

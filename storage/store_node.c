@@ -55,25 +55,26 @@ int store_node_claim(store *s, const store_node *n, int64_t live_ms, clad_err *e
     return tx_end(s, rc, err);
 }
 
+/* The heartbeat and the stop are one statement each, outside the store's write transactions: on
+ * PostgreSQL those are serialised across all nodes, and a heartbeat must not wait behind another node's
+ * large commit (it touches only its own row). */
 int store_node_beat(store *s, const char *id, int64_t running_jobs, clad_err *err)
 {
-    int rc = tx_begin_write(s, err);
+    int rc = check_writable(s, err);
     if (rc) return rc;
     rc = st_exec(s, err, "UPDATE nodes SET last_seen_ms = ?2, running_jobs = ?3 WHERE id = ?1", "tII", id,
                  now_ms(), running_jobs);
     if (rc == 0 && st_changes(s) == 0)
         rc = clad_err_set(err, CLAD_ENOTFOUND, "node '%s' is not registered in the store", id);
-    return tx_end(s, rc, err);
+    return rc;
 }
 
 int store_node_stopped(store *s, const char *id, clad_err *err)
 {
-    int rc = tx_begin_write(s, err);
+    int rc = check_writable(s, err);
     if (rc) return rc;
-    int64_t now = now_ms();
-    rc = st_exec(s, err, "UPDATE nodes SET last_seen_ms = ?2, stopped_ms = ?2, running_jobs = 0 WHERE id = ?1",
-                 "tI", id, now);
-    return tx_end(s, rc, err);
+    return st_exec(s, err, "UPDATE nodes SET last_seen_ms = ?2, stopped_ms = ?2, running_jobs = 0 WHERE id = ?1",
+                   "tI", id, now_ms());
 }
 
 int store_nodes_list(store *s, int64_t since_ms, store_node **out, size_t *n, clad_err *err)

@@ -41,10 +41,6 @@ static store *open_common(const char *target, bool reader, bool worker, clad_err
         return NULL;
     }
     const db_ops *o = db_ops_for(target);
-    if (!o) {
-        clad_err_set(err, CLAD_EINVAL, "this clad was built without PostgreSQL support");
-        return NULL;
-    }
     char name[512];
     o->display(target, name, sizeof name);
     store *s = calloc(1, sizeof *s);

@@ -23,21 +23,21 @@ static int bind_args(store *s, db_stmt *st, clad_err *err, const char *types, va
         switch (types[i]) {
         case 't': {
             const char *v = va_arg(ap, const char *);
-            rc = v ? o->bind_text(st, at, v) : o->bind_null(st, at);
+            rc = v ? o->bind_text(st, at, v) : o->bind_null(st, at, 't');
             break;
         }
         case 'i': rc = o->bind_int64(st, at, va_arg(ap, int)); break;
         case 'I': rc = o->bind_int64(st, at, va_arg(ap, int64_t)); break;
         case 'N': {
             int64_t v = va_arg(ap, int64_t);
-            rc = v ? o->bind_int64(st, at, v) : o->bind_null(st, at);
+            rc = v ? o->bind_int64(st, at, v) : o->bind_null(st, at, 'I');
             break;
         }
         case 'd': rc = o->bind_double(st, at, va_arg(ap, double)); break;
         case 'b': {
             const void *p = va_arg(ap, const void *);
             size_t n = va_arg(ap, size_t);
-            rc = p ? o->bind_blob(st, at, p, n) : o->bind_null(st, at);
+            rc = p ? o->bind_blob(st, at, p, n) : o->bind_null(st, at, 'b');
             break;
         }
         default:

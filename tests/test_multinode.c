@@ -2,14 +2,18 @@
  * directories: they see each other in /v1/status and `clad nodes` (a killed node turns dead, a stopped
  * one stopped), a rollback through one node is what the others serve next, every node predicts the same
  * bits for a version, and deletes through one node reach the caches of the others through the change
- * feed. Each scenario runs on one SQLite file shared by the processes. */
+ * feed. Each scenario runs on one SQLite file shared by the processes, and on a PostgreSQL database of a
+ * throwaway cluster (tests/pg_cluster.h; skipped where PostgreSQL is not installed), where the nodes learn
+ * of changes by LISTEN/NOTIFY. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "daemon/config.h"
+#include "storage/store.h"
 #include "tests/multinode_util.h"
+#include "tests/pg_cluster.h"
 #include "tests/test.h"
 
 #define JSON_BODY "-H 'Content-Type: application/json' "
@@ -45,6 +49,28 @@ static long long served_version(const daemon_proc *d)
 static void sqlite_store(char *out, size_t size)
 {
     snprintf(out, size, "%s/shared.db", test_tmpdir());
+}
+
+/* A fresh database `name` on the shared test cluster (the test is skipped where PostgreSQL is missing). */
+static void pg_store(const char *name, char *out, size_t size)
+{
+    pg_cluster_require();
+    CHECK_MSG(pg_cluster_create_db(name, out, size) == 0, "cannot create database %s", name);
+}
+
+/* Does node d listen for the store's change notifications (/v1/status node.feed.listening)? */
+static bool listening(const daemon_proc *d)
+{
+    json_t *j = mn_status(d);
+    bool yes = json_is_true(json_object_get(json_object_get(json_object_get(j, "node"), "feed"), "listening"));
+    json_decref(j);
+    return yes;
+}
+
+/* Every node listens for notifications (PostgreSQL) or does not (SQLite). */
+static void check_listening(const mn_cluster *c, bool want)
+{
+    for (int i = 0; i < c->n; i++) CHECK_MSG(listening(&c->node[i]) == want, "node n%d listening: %d", i, !want);
 }
 
 static void nodes_see_each_other(const char *location)
@@ -100,6 +126,29 @@ static double wait_served(const daemon_proc *d, long long want, double timeout_s
     return now_s() - t0;
 }
 
+/* Waits until node d has applied the newest change of the store at location; returns the time from that
+ * change's commit to its application there (/v1/status node.feed.last_lag_ms). */
+static long long feed_lag_ms(const daemon_proc *d, const char *location)
+{
+    clad_err e = {0};
+    store *s = store_open_reader(location, &e);
+    CHECK_MSG(s != NULL, "%s", e.msg);
+    int64_t last = 0;
+    CHECK_INT_EQ(store_changes_last(s, &last, &e), 0);
+    store_close(s);
+    double t0 = now_s();
+    for (;;) {
+        json_t *j = mn_status(d);
+        json_t *feed = json_object_get(json_object_get(j, "node"), "feed");
+        long long seen = json_integer_value(json_object_get(feed, "last_change"));
+        long long lag = json_integer_value(json_object_get(feed, "last_lag_ms"));
+        json_decref(j);
+        if (seen >= last) return lag;
+        CHECK_MSG(now_s() - t0 < 5, "the node applied change %lld, not %lld, after 5 s", seen, (long long)last);
+        sleep_ms(10);
+    }
+}
+
 static void rollback_served_everywhere(const char *location, const char *label)
 {
     store_fill_lora(location, &tiny, 3);
@@ -131,6 +180,7 @@ static void rollback_served_everywhere(const char *location, const char *label)
     free(body);
     double b = wait_served(&c.node[1], 2, 5), cc = wait_served(&c.node[2], 2, 5);
     printf("# %s: a rollback through n0 was served by n1 after %.1f ms, by n2 after %.1f ms more\n", label, b * 1e3, cc * 1e3);
+    printf("# %s: the rollback's change reached n1's feed %lld ms after its commit\n", label, feed_lag_ms(&c.node[1], location));
     CHECK_INT_EQ(curl_req(&c.node[1], "POST", "/v1/tasks/t/rollback/undo", JSON_BODY "-d '{}'", &body, NULL), 200);
     free(body);
     double a = wait_served(&c.node[0], 3, 5);
@@ -184,6 +234,7 @@ static void deletes_reach_every_node(const char *location, const char *label)
     CHECK_INT_EQ(loaded(&c.node[1], "adapters"), 0);
     printf("# %s: a version deleted through n0 was not found by n1 after %.1f ms, by n2 after %.1f ms more\n", label,
            t1 * 1e3, t2 * 1e3);
+    check_listening(&c, strcmp(label, "sqlite") != 0);
 
     /* The task, then the base. */
     CHECK_INT_EQ(predict(&c.node[1], "", &body), 200);
@@ -204,6 +255,10 @@ static void deletes_reach_every_node(const char *location, const char *label)
     json_t *st = mn_status(&c.node[1]);
     json_t *feed = json_object_get(json_object_get(st, "node"), "feed");
     CHECK(json_integer_value(json_object_get(feed, "dropped")) >= 3);
+    /* On PostgreSQL the changes arrived by notification (not only by the 1 s poll). */
+    if (strcmp(label, "sqlite"))
+        CHECK_MSG(json_integer_value(json_object_get(feed, "notifications")) >= 1, "feed: %s",
+                  json_dumps(feed, JSON_COMPACT));
     json_decref(st);
     mn_stop(&c);
 }
@@ -283,5 +338,54 @@ TEST(multinode_node_id_in_use_is_refused)
     daemon_opts ob = {.args = bad, .subdir = "bad", .no_wait = true};
     daemon_start(&twin, &ob);
     CHECK_INT_EQ(daemon_wait(&twin, 10), 2);
+    mn_stop(&c);
+}
+
+TEST(multinode_pg_nodes_see_each_other_and_the_dead)
+{
+    char location[512];
+    pg_store("mn_nodes", location, sizeof location);
+    nodes_see_each_other(location);
+}
+
+TEST(multinode_pg_rollback_served_everywhere_bit_identical)
+{
+    char location[512];
+    pg_store("mn_rollback", location, sizeof location);
+    rollback_served_everywhere(location, "postgresql");
+}
+
+/* Also: the deletes reach the others by notification, not only by the 1 s poll. */
+TEST(multinode_pg_deletes_reach_every_node)
+{
+    char location[512];
+    pg_store("mn_deletes", location, sizeof location);
+    deletes_reach_every_node(location, "postgresql");
+}
+
+/* The database drops every connection of the nodes (as a restart of PostgreSQL does): requests fail
+ * while it is away, then the nodes reconnect by themselves, beat again, listen again, and a delete through
+ * one node still reaches the others' caches. */
+TEST(multinode_pg_nodes_recover_after_losing_the_database)
+{
+    char location[512];
+    pg_store("mn_lost", location, sizeof location);
+    store_fill_lora(location, &tiny, 2);
+    mn_cluster c;
+    mn_start(&c, 2, location);
+    char *body = NULL;
+    CHECK_INT_EQ(predict(&c.node[1], "?version=1", &body), 200);
+    free(body);
+    CHECK_INT_EQ(pg_cluster_exec("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                             "WHERE datname = 'mn_lost' AND pid <> pg_backend_pid()"), 0);
+    double t0 = now_s();
+    while (!listening(&c.node[1]) || strcmp(mn_node_state(&c.node[1], "n0"), "live") || strcmp(mn_node_state(&c.node[0], "n1"), "live")) {
+        CHECK_MSG(now_s() - t0 < 15, "the nodes did not recover within 15 s; n1 log:\n%s", daemon_log(&c.node[1]));
+        sleep_ms(100);
+    }
+    printf("# both nodes live and listening again %.1f s after their connections were dropped\n", now_s() - t0);
+    CHECK_INT_EQ(curl_req(&c.node[0], "DELETE", "/v1/tasks/t/versions/1", NULL, &body, NULL), 200);
+    free(body);
+    wait_status(&c.node[1], "POST", "predict-v1", 404, 5);
     mn_stop(&c);
 }

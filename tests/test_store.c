@@ -9,7 +9,7 @@
 
 #include "tests/test_store_fixture.h"
 
-TEST(store_open_creates_and_reopens)
+STORE_TEST(store_open_creates_and_reopens)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -40,7 +40,7 @@ TEST(store_open_creates_and_reopens)
     store_close(s);
 }
 
-TEST(store_bases_and_tasks_validate_input)
+STORE_TEST(store_bases_and_tasks_validate_input)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -92,7 +92,7 @@ TEST(store_bases_and_tasks_validate_input)
     store_close(s);
 }
 
-TEST(store_version_roundtrip_with_lineage)
+STORE_TEST(store_version_roundtrip_with_lineage)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -164,7 +164,7 @@ TEST(store_version_roundtrip_with_lineage)
     store_close(s);
 }
 
-TEST(store_version_put_refuses_bad_input_and_writes_nothing)
+STORE_TEST(store_version_put_refuses_bad_input_and_writes_nothing)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -209,7 +209,7 @@ TEST(store_version_put_refuses_bad_input_and_writes_nothing)
     store_close(s);
 }
 
-TEST(store_put_moves_active_unless_asked_not_to)
+STORE_TEST(store_put_moves_active_unless_asked_not_to)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -234,7 +234,7 @@ TEST(store_put_moves_active_unless_asked_not_to)
     store_close(s);
 }
 
-TEST(store_version_numbers_are_never_reused)
+STORE_TEST(store_version_numbers_are_never_reused)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -254,7 +254,7 @@ TEST(store_version_numbers_are_never_reused)
     store_close(s);
 }
 
-TEST(store_delete_refused_while_an_alias_points_at_it)
+STORE_TEST(store_delete_refused_while_an_alias_points_at_it)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -281,7 +281,7 @@ TEST(store_delete_refused_while_an_alias_points_at_it)
     store_close(s);
 }
 
-TEST(store_gc_keeps_newest_and_aliased)
+STORE_TEST(store_gc_keeps_newest_and_aliased)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -427,7 +427,7 @@ TEST(store_open_refuses_garbage_and_foreign_files)
     CHECK_INT_EQ(e.code, CLAD_ENOTFOUND);
 }
 
-TEST(store_reader_handle_reads_and_refuses_writes)
+STORE_TEST(store_reader_handle_reads_and_refuses_writes)
 {
     clad_err e = {0};
     char path[512];
@@ -451,7 +451,7 @@ TEST(store_reader_handle_reads_and_refuses_writes)
     store_close(w);
 }
 
-TEST(store_snapshot_sees_one_state)
+STORE_TEST(store_snapshot_sees_one_state)
 {
     clad_err e = {0};
     char path[512];
@@ -594,7 +594,7 @@ static void *opener_main(void *arg)
     return NULL;
 }
 
-TEST(store_threads_open_and_write_one_file)
+STORE_TEST(store_threads_open_and_write_one_file)
 {
     enum { N = 4 };
     static opener_ctx ctx[N];
@@ -624,4 +624,21 @@ TEST(store_threads_open_and_write_one_file)
     CHECK_INT_EQ(migrations, 1); /* the schema was created exactly once */
     store_audit_free(a, n);
     store_close(s);
+}
+
+STORE_TEST(store_change_mark_moves_with_every_commit)
+{
+    clad_err e = {0};
+    char path[512];
+    fx_path(path, sizeof path, "a.db");
+    store *w = fx_open("a.db");
+    fx_task(w, "t1");
+    store *r = store_open_reader(path, &e);
+    CHECK_MSG(r != NULL, "%s", e.msg);
+    int64_t before_r = store_change_mark(r), before_w = store_change_mark(w);
+    fx_put(w, "t1", 0);
+    CHECK(store_change_mark(r) != before_r); /* another connection's commit */
+    CHECK(store_change_mark(w) != before_w); /* this connection's own */
+    store_close(r);
+    store_close(w);
 }

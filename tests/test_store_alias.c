@@ -16,7 +16,7 @@ static int64_t active(store *s, const char *task)
     return v;
 }
 
-TEST(store_alias_rollback_walks_back_and_undo_walks_forward)
+STORE_TEST(store_alias_rollback_walks_back_and_undo_walks_forward)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -77,7 +77,7 @@ TEST(store_alias_rollback_walks_back_and_undo_walks_forward)
     store_close(s);
 }
 
-TEST(store_alias_rollback_to_explicit_version)
+STORE_TEST(store_alias_rollback_to_explicit_version)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -118,7 +118,7 @@ TEST(store_alias_rollback_to_explicit_version)
     store_close(s);
 }
 
-TEST(store_alias_rollback_onto_deleted_version_is_refused)
+STORE_TEST(store_alias_rollback_onto_deleted_version_is_refused)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -197,7 +197,7 @@ static int model_apply(model *m, int op, int64_t x)
     }
 }
 
-TEST(store_alias_random_moves_match_model)
+STORE_TEST(store_alias_random_moves_match_model)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -286,7 +286,7 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
-TEST(store_alias_reader_during_rollbacks_sees_old_or_new)
+STORE_TEST(store_alias_reader_during_rollbacks_sees_old_or_new)
 {
     clad_err e = {0};
     store *w = fx_open("a.db");

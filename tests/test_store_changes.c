@@ -1,7 +1,11 @@
-/* The change feed and the node table (storage/store_changes.c, storage/store_node.c): which writes enter
- * the feed and with what, that a refused write leaves no row, pruning, and node registration. */
+/* The change feed and the node table (storage/store_changes.c, storage/store_node.c), on both backends:
+ * which writes enter the feed and with what, that a refused write leaves no row, pruning, node
+ * registration, and on PostgreSQL the notification each feed row sends at commit. */
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "tests/daemon_util.h"
 
 #include "tests/test.h"
 #include "tests/test_store_fixture.h"
@@ -23,7 +27,7 @@ static void feed_text(store *s, int64_t after, char *out, size_t size)
     store_changes_free(c);
 }
 
-TEST(store_changes_record_every_write_other_nodes_act_on)
+STORE_TEST(store_changes_record_every_write_other_nodes_act_on)
 {
     store *s = fx_open("c.db");
     clad_err e = {0};
@@ -63,7 +67,7 @@ TEST(store_changes_record_every_write_other_nodes_act_on)
     store_close(s);
 }
 
-TEST(store_changes_prune_keeps_the_newest_and_reports_the_gap)
+STORE_TEST(store_changes_prune_keeps_the_newest_and_reports_the_gap)
 {
     store *s = fx_open("c.db");
     clad_err e = {0};
@@ -92,7 +96,7 @@ TEST(store_changes_prune_keeps_the_newest_and_reports_the_gap)
     store_close(s);
 }
 
-TEST(store_nodes_claim_beat_and_list)
+STORE_TEST(store_nodes_claim_beat_and_list)
 {
     store *s = fx_open("n.db");
     clad_err e = {0};
@@ -129,5 +133,50 @@ TEST(store_nodes_claim_beat_and_list)
     CHECK_OK(store_nodes_list(s, (int64_t)1 << 62, &list, &n, &e), e);
     CHECK_INT_EQ(n, 0);
     store_nodes_free(list);
+    store_close(s);
+}
+
+/* Whether a notification arrives at listener l within timeout_ms (and consumes it). */
+static bool notified_within(store *l, int timeout_ms)
+{
+    struct pollfd p = {.fd = store_changes_fd(l), .events = POLLIN};
+    CHECK(p.fd >= 0);
+    for (double t0 = now_s(); now_s() - t0 < timeout_ms / 1000.0;) {
+        int got = store_changes_drain(l);
+        CHECK(got >= 0);
+        if (got) return true;
+        poll(&p, 1, 20);
+    }
+    return false;
+}
+
+/* PostgreSQL: a write that enters the feed notifies listeners at its commit; a refused write, whose
+ * transaction rolls back, does not. SQLite has no notifications and says so. */
+TEST(store_changes_notify_listeners_at_commit_pg)
+{
+    clad_err e = {0};
+    store *lite = fx_open("lite.db");
+    CHECK_CODE(store_changes_listen(lite, &e), CLAD_EINVAL, e);
+    CHECK_INT_EQ(store_changes_fd(lite), -1);
+    store_close(lite);
+
+    fx_use_backend(FX_PG);
+    store *s = fx_open("c.db");
+    fx_task(s, "t");
+    fx_put(s, "t", 0);
+    char uri[512];
+    fx_path(uri, sizeof uri, "c.db");
+    store *l = store_open_reader(uri, &e);
+    CHECK_MSG(l != NULL, "%s", e.msg);
+    CHECK_OK(store_changes_listen(l, &e), e);
+    CHECK(!notified_within(l, 100));
+    fx_put(s, "t", 0);
+    CHECK(notified_within(l, 5000));
+    CHECK_CODE(store_version_delete(s, "t", 2, 1000, &e), CLAD_ECONFLICT, e); /* active */
+    CHECK_OK(store_job_create(s, "train", "t", "mlp", NULL, 1000, NULL, &e), e); /* not in the feed */
+    CHECK(!notified_within(l, 300));
+    CHECK_OK(store_version_delete(s, "t", 1, 1000, &e), e);
+    CHECK(notified_within(l, 5000));
+    store_close(l);
     store_close(s);
 }

@@ -1,7 +1,6 @@
 /* Runtime dependencies between versions (a fusion version and the source versions it loads whenever it
  * is served): recorded with the version, protected from deletion like alias targets, respected by
  * retention, derived for stores written before they were recorded, and checked by store_check. */
-#include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -49,7 +48,7 @@ static store *deps_fixture_edited(const char *file, const char *sql)
     return fx_open(file);
 }
 
-TEST(store_deps_needed_version_cannot_be_deleted)
+STORE_TEST(store_deps_needed_version_cannot_be_deleted)
 {
     clad_err e = {0};
     store *s = deps_fixture("d.db");
@@ -83,7 +82,7 @@ TEST(store_deps_needed_version_cannot_be_deleted)
     store_close(s);
 }
 
-TEST(store_deps_retention_keeps_what_kept_versions_need)
+STORE_TEST(store_deps_retention_keeps_what_kept_versions_need)
 {
     clad_err e = {0};
     store *s = deps_fixture("g.db");
@@ -131,23 +130,10 @@ TEST(store_deps_check_reports_a_fusion_version_without_sources)
     store_close(s);
 }
 
-static int64_t count_rows(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    CHECK_INT_EQ(sqlite3_open(path, &db), SQLITE_OK);
-    CHECK_INT_EQ(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    CHECK_INT_EQ(sqlite3_step(st), SQLITE_ROW);
-    int64_t n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return n;
-}
-
 /* A task whose versions another task's version needs at run time cannot go (the refusal names who needs
  * what); a task that goes takes its versions' version_deps rows with it. The fusion version here records
  * no parents, so only version_deps can protect its sources. */
-TEST(store_deps_task_delete_respects_runtime_dependencies)
+STORE_TEST(store_deps_task_delete_respects_runtime_dependencies)
 {
     clad_err e = {0};
     char path[512];
@@ -170,12 +156,12 @@ TEST(store_deps_task_delete_respects_runtime_dependencies)
     CHECK_MSG(strstr(e.msg, "f@1 (needs b@1)"), "%s", e.msg);
     CHECK_INT_EQ(fx_n_versions(s, "a"), 1);
     store_close(s);
-    CHECK_INT_EQ(count_rows(path, "SELECT count(*) FROM version_deps"), 2);
+    CHECK_INT_EQ(fx_count(path, "SELECT count(*) FROM version_deps"), 2);
 
     s = fx_open("t.db");
     CHECK_OK(store_task_delete(s, "f", 1000, &e), e);
     store_close(s);
-    CHECK_INT_EQ(count_rows(path, "SELECT count(*) FROM version_deps"), 0);
+    CHECK_INT_EQ(fx_count(path, "SELECT count(*) FROM version_deps"), 0);
     s = fx_open("t.db");
     CHECK_OK(store_task_delete(s, "a", 1000, &e), e);
     CHECK_OK(store_task_delete(s, "b", 1000, &e), e);

@@ -1,14 +1,38 @@
 /* Helpers shared by the storage tests; see test_store_fixture.h. */
 #include "tests/test_store_fixture.h"
 
+#include <ctype.h>
+
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "core/rng.h"
+#include "tests/pg_cluster.h"
 #include "tests/test.h"
+
+static fx_backend backend = FX_SQLITE;
+
+void fx_use_backend(fx_backend b)
+{
+    if (b == FX_PG) pg_cluster_require();
+    backend = b;
+}
+
+bool fx_on_pg(void) { return backend == FX_PG; }
 
 void fx_path(char *buf, size_t cap, const char *file)
 {
-    snprintf(buf, cap, "%s/%s", test_tmpdir(), file);
+    if (backend == FX_SQLITE) {
+        snprintf(buf, cap, "%s/%s", test_tmpdir(), file);
+        return;
+    }
+    /* One database per test and file: the temp dir's unique suffix, then the file name. */
+    const char *tag = strrchr(test_tmpdir(), '-');
+    char name[64];
+    int n = snprintf(name, sizeof name, "t_%s_%s", tag ? tag + 1 : "x", file);
+    for (int i = 0; i < n && i < (int)sizeof name - 1; i++)
+        if (!isalnum((unsigned char)name[i])) name[i] = '_';
+    CHECK_MSG(pg_cluster_create_db(name, buf, cap) == 0, "cannot create test database %s", name);
 }
 
 store *fx_open(const char *file)
@@ -136,8 +160,49 @@ void fx_write_file(const char *path, const uint8_t *data, size_t n)
     fclose(f);
 }
 
+static bool is_uri(const char *path) { return strncmp(path, "postgresql://", 13) == 0; }
+
+static void notice_ignore(void *arg, const char *message) {}
+
+/* Runs sql on a PostgreSQL store; returns the result (the caller clears it). */
+static PGresult *pg_direct(const char *uri, const char *sql)
+{
+    PGconn *c = PQconnectdb(uri);
+    CHECK_MSG(PQstatus(c) == CONNECTION_OK, "connecting to %s: %s", uri, PQerrorMessage(c));
+    PQsetNoticeProcessor(c, notice_ignore, NULL);
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType t = PQresultStatus(r);
+    CHECK_MSG(t == PGRES_COMMAND_OK || t == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
+    PQfinish(c);
+    return r;
+}
+
+int64_t fx_count(const char *path, const char *sql)
+{
+    if (is_uri(path)) {
+        PGresult *r = pg_direct(path, sql);
+        CHECK_MSG(PQntuples(r) == 1, "%s: %d rows", sql, PQntuples(r));
+        int64_t n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        return n;
+    }
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    CHECK_INT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    CHECK_INT_EQ(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    CHECK_INT_EQ(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
 void fx_exec(const char *path, const char *sql)
 {
+    if (is_uri(path)) {
+        PQclear(pg_direct(path, sql));
+        return;
+    }
     sqlite3 *db = NULL;
     CHECK_INT_EQ(sqlite3_open(path, &db), SQLITE_OK);
     char *msg = NULL;

@@ -4,7 +4,7 @@
 
 #include "tests/test_store_fixture.h"
 
-TEST(store_jobs_state_machine)
+STORE_TEST(store_jobs_state_machine)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -65,7 +65,7 @@ TEST(store_jobs_state_machine)
 }
 
 /* A task's queued or running job blocks deleting it; a finished one or another task's does not. */
-TEST(store_task_delete_waits_for_the_tasks_jobs)
+STORE_TEST(store_task_delete_waits_for_the_tasks_jobs)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -116,7 +116,7 @@ TEST(store_jobs_migration_separates_lane_and_task)
     store_close(s);
 }
 
-TEST(store_jobs_interrupted_at_restart)
+STORE_TEST(store_jobs_interrupted_at_restart)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -152,7 +152,7 @@ TEST(store_jobs_interrupted_at_restart)
     store_close(s);
 }
 
-TEST(store_version_and_its_job_commit_together)
+STORE_TEST(store_version_and_its_job_commit_together)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -189,7 +189,7 @@ TEST(store_version_and_its_job_commit_together)
     store_close(s);
 }
 
-TEST(store_metrics_matrix_and_evaluations)
+STORE_TEST(store_metrics_matrix_and_evaluations)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -263,7 +263,7 @@ TEST(store_metrics_matrix_and_evaluations)
     store_close(s);
 }
 
-TEST(store_audit_log_records_every_write_with_peer)
+STORE_TEST(store_audit_log_records_every_write_with_peer)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -318,7 +318,7 @@ TEST(store_audit_log_records_every_write_with_peer)
     store_close(s);
 }
 
-TEST(store_job_outcome_keeps_result_progress_and_times)
+STORE_TEST(store_job_outcome_keeps_result_progress_and_times)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
@@ -349,7 +349,7 @@ TEST(store_job_outcome_keeps_result_progress_and_times)
     store_close(s);
 }
 
-TEST(store_job_finish_records_state_and_outcome_together)
+STORE_TEST(store_job_finish_records_state_and_outcome_together)
 {
     clad_err e = {0};
     store *s = fx_open("a.db");
