@@ -1,5 +1,6 @@
 /* The shared job queue with real daemons: three cladd on three sockets share one store (an SQLite file,
- * through tests/multinode_util.h), so a job submitted to any node is run by one of them, once; a node
+ * or a PostgreSQL database on the test cluster, skipped where PostgreSQL is missing; through
+ * tests/multinode_util.h), so a job submitted to any node is run by one of them, once; a node
  * killed while it trains loses the job to another, which trains it again. */
 #include "tests/test.h"
 
@@ -14,24 +15,30 @@
 #include "io/model_io.h"
 #include "tests/daemon_util.h"
 #include "tests/multinode_util.h"
+#include "tests/pg_cluster.h"
 #include "tests/test_store_fixture.h"
 
 #define FEATURES 8
 #define NODES 3
 #define LEASE_S 2
 
-static void shared_db_path(char *buf, size_t cap)
+/* The shared store: an SQLite file, or a fresh database on the PostgreSQL test cluster. */
+static void store_location(bool pg, const char *name, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "%s/shared.db", test_tmpdir());
+    if (!pg) {
+        snprintf(buf, cap, "%s/shared.db", test_tmpdir());
+        return;
+    }
+    pg_cluster_require();
+    CHECK_MSG(pg_cluster_create_db(name, buf, cap) == 0, "cannot create database %s", name);
 }
 
-/* Three nodes on one store with base "mlp" (imported through the first). */
-static void cluster_start(mn_cluster *c)
+/* Three nodes on the store at location with base "mlp" (imported through the first). */
+static void cluster_start(mn_cluster *c, const char *location)
 {
-    char db[512], config[64];
-    shared_db_path(db, sizeof db);
+    char config[64];
     snprintf(config, sizeof config, "job_lease_seconds = %d\n", LEASE_S);
-    mn_start_config(c, NODES, db, config);
+    mn_start_config(c, NODES, location, config);
     char path[512], extra[700], *body = NULL;
     snprintf(path, sizeof path, "%s/base.safetensors", test_tmpdir());
     model_config mc = {.kind = MODEL_MLP, .input_dim = FEATURES, .n_hidden = 1, .hidden = {16}, .n_classes = 4};
@@ -69,10 +76,8 @@ static int node_of(json_t *job)
 
 /* Each task's versions are numbered 1..n without gaps or duplicates, each made by a different job; the
  * store passes its full check. Returns the number of versions. */
-static int check_store(const char *const *tasks, int n_tasks)
+static int check_store(const char *db, const char *const *tasks, int n_tasks)
 {
-    char db[512];
-    shared_db_path(db, sizeof db);
     clad_err e = {0};
     store *s = store_open_reader(db, &e);
     CHECK_MSG(s != NULL, "%s", e.msg);
@@ -99,10 +104,10 @@ static int check_store(const char *const *tasks, int n_tasks)
     return total;
 }
 
-TEST_TIMEOUT(daemon_queue_jobs_from_every_node_run_once_spread_over_nodes, 300)
+static void jobs_run_once_spread_over_nodes(const char *location)
 {
     mn_cluster c;
-    cluster_start(&c);
+    cluster_start(&c, location);
     daemon_proc *nodes = c.node;
     char csv[512];
     snprintf(csv, sizeof csv, "%s/train.csv", test_tmpdir());
@@ -129,7 +134,7 @@ TEST_TIMEOUT(daemon_queue_jobs_from_every_node_run_once_spread_over_nodes, 300)
     }
     printf("# jobs run per node: n0 %ld, n1 %ld, n2 %ld\n", ran_by[0], ran_by[1], ran_by[2]);
     CHECK_MSG(n_nodes > 1, "all 12 jobs ran on one node");
-    CHECK_INT_EQ(check_store(tasks, 4), 12);
+    CHECK_INT_EQ(check_store(location, tasks, 4), 12);
     /* The list reads the same through every node. */
     char *list[NODES];
     for (int k = 0; k < NODES; k++) {
@@ -152,10 +157,10 @@ static void check_predict(const daemon_proc *d)
     free(body);
 }
 
-TEST_TIMEOUT(daemon_queue_job_of_a_killed_node_is_finished_by_another, 300)
+static void killed_nodes_job_finished_by_another(const char *location)
 {
     mn_cluster c;
-    cluster_start(&c);
+    cluster_start(&c, location);
     daemon_proc *nodes = c.node;
     char csv[512], big[512];
     snprintf(csv, sizeof csv, "%s/train.csv", test_tmpdir());
@@ -198,6 +203,34 @@ TEST_TIMEOUT(daemon_queue_job_of_a_killed_node_is_finished_by_another, 300)
     printf("# killed %.1f s after the submit; finished by another node %.1f s after the kill (lease %d s)\n",
            killed_at - t0, done_at - killed_at, LEASE_S);
     static const char *const tasks[] = {"t0", "t1"};
-    CHECK_INT_EQ(check_store(tasks, 2), 2);
+    CHECK_INT_EQ(check_store(location, tasks, 2), 2);
     mn_stop(&c);
+}
+
+TEST_TIMEOUT(daemon_queue_jobs_from_every_node_run_once_spread_over_nodes, 300)
+{
+    char location[512];
+    store_location(false, NULL, location, sizeof location);
+    jobs_run_once_spread_over_nodes(location);
+}
+
+TEST_TIMEOUT(daemon_queue_jobs_from_every_node_run_once_spread_over_nodes_pg, 300)
+{
+    char location[512];
+    store_location(true, "queue_spread", location, sizeof location);
+    jobs_run_once_spread_over_nodes(location);
+}
+
+TEST_TIMEOUT(daemon_queue_job_of_a_killed_node_is_finished_by_another, 300)
+{
+    char location[512];
+    store_location(false, NULL, location, sizeof location);
+    killed_nodes_job_finished_by_another(location);
+}
+
+TEST_TIMEOUT(daemon_queue_job_of_a_killed_node_is_finished_by_another_pg, 300)
+{
+    char location[512];
+    store_location(true, "queue_kill", location, sizeof location);
+    killed_nodes_job_finished_by_another(location);
 }
