@@ -1,7 +1,8 @@
 /* clad-bench nodes: prediction requests per second with three nodes (cladd processes on one store,
  * docs/SCALING.md) against one node, with the same clients in total.
  *
- * Starts node a on a shared SQLite store (--store), imports a random mlp base, trains one task, and runs
+ * Starts node a on a shared store (an SQLite file in a temporary directory, or the empty database given
+ * with --store, such as a postgresql:// URI), imports a random mlp base, trains one task, and runs
  * `clients` prediction clients against it for a few seconds; then starts nodes b and c on the same store
  * and spreads the same number of clients over the three sockets. On one machine the nodes share its
  * cores, so the ratio says what the store and the extra processes cost rather than what more machines
@@ -58,17 +59,20 @@ static double throughput(const bench_daemon *nodes, int n_nodes, int clients, do
 int bench_nodes_main(int argc, char **argv)
 {
     bool json = false, quick = false;
+    const char *location = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = true;
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--store") && i + 1 < argc) location = argv[++i];
         else {
-            fprintf(stderr, "usage: clad-bench nodes [--quick] [--json]\n");
+            fprintf(stderr, "usage: clad-bench nodes [--quick] [--json] [--store EMPTY-STORE]\n");
             return 2;
         }
     }
     char dir[] = "/tmp/clad-bench-nodes-XXXXXX", store[PATH_MAX], base[PATH_MAX], data[PATH_MAX];
     if (!mkdtemp(dir)) return die("mkdtemp failed");
-    snprintf(store, sizeof store, "%s/shared.db", dir);
+    snprintf(store, sizeof store, "%s", location ? location : "");
+    if (!location) snprintf(store, sizeof store, "%s/shared.db", dir);
     snprintf(base, sizeof base, "%s/base.safetensors", dir);
     snprintf(data, sizeof data, "%s/task.safetensors", dir);
     const char *args[] = {"--store", store, NULL};
@@ -123,8 +127,8 @@ int bench_nodes_main(int argc, char **argv)
     if (system(cmd)) {}
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     if (json)
-        printf("{\"clients\":%d,\"seconds\":%.1f,\"cpus\":%ld,\"one_node_rps\":%.1f,\"three_nodes_rps\":%.1f,"
-               "\"ratio\":%.3f}\n", clients, seconds, cpus, one, three, one > 0 ? three / one : 0.0);
+        printf("{\"store\":\"%s\",\"clients\":%d,\"seconds\":%.1f,\"cpus\":%ld,\"one_node_rps\":%.1f,\"three_nodes_rps\":%.1f,"
+               "\"ratio\":%.3f}\n", location ? "given" : "sqlite", clients, seconds, cpus, one, three, one > 0 ? three / one : 0.0);
     else
         printf("predictions/s with %d clients on %ld CPUs: one node %.1f, three nodes on one store %.1f (x%.2f)\n",
                clients, cpus, one, three, one > 0 ? three / one : 0.0);

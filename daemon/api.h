@@ -77,7 +77,7 @@ void app_job_progress_hook(cladd *app, job *j, const json_t *event);
 /* On the worker pool: deletes the data of ended jobs, wipes it from the store's files and checkpoints the
  * log, through a handle of its own (the loop's handle leaves all that to it: store_job_data_defer_wipe). */
 void app_store_wipe(cladd *app);
-/* The store's id of a live job (0 if unknown). */
+/* The store's id of a live job; -1 when this node does not hold it (store_version_put refuses that). */
 int64_t app_store_job_id(const cladd *app, const job *j);
 /* The link of a live job, or NULL; app_link_add adds one (for a job being claimed or queued). */
 job_link *app_link_find(const cladd *app, uint64_t id);

@@ -176,7 +176,8 @@ void app_link_drop(cladd *app, job_link *l)
 int64_t app_store_job_id(const cladd *app, const job *j)
 {
     job_link *l = app_link_find(app, job_id(j));
-    return l ? (int64_t)l->id : 0;
+    /* A job this node no longer holds must not commit anything: -1 makes store_version_put refuse. */
+    return l ? (int64_t)l->id : -1;
 }
 
 static int64_t to_ms(double t)

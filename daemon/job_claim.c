@@ -157,7 +157,17 @@ static void claim_foreign(cladd *app)
             continue;
         }
         if (!sj) continue;
-        job_link *l = app_link_add(app, (uint64_t)sj->id);
+        job_link *l = app_link_find(app, (uint64_t)sj->id);
+        if (l) { /* one this node accepted: it starts from its queue at the next poll */
+            l->claimed = true;
+            l->renewed = mono_now();
+            job *own = job_find(app->jobs, l->id);
+            if (own) job_set_node(own, app->cfg.node_id, sj->attempt);
+            store_job_free(sj);
+            job_queue_poll(app->jobs);
+            return;
+        }
+        l = app_link_add(app, (uint64_t)sj->id);
         l->claimed = true;
         log_info("job %lld (%s, lane %s, attempt %d) claimed from the shared queue", (long long)sj->id, sj->kind,
                  sj->lane, sj->attempt);

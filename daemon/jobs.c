@@ -50,6 +50,7 @@ struct job {
     char node[LANE_MAX + 2]; /* who runs it ("" none): a node id, at most 64 bytes */
     int attempt;
     bool remote_cancel;  /* a record's cancel_requested (a job another node runs) */
+    bool gone;           /* on_claim said JOB_CLAIM_GONE while it was being submitted */
     double created, started, finished;
     uv_work_t work;
     par_pool *pool;     /* engine threads while running (NULL: the worker thread alone) */
@@ -525,12 +526,13 @@ static void schedule(job_queue *q)
     job *pick = q->queued_head;
     while (pick && q->n_running < q->opt.max_running) {
         job *next = pick->qnext;
-        if (!lane_busy(q, pick->lane)) {
-            int claim = q->opt.hooks.on_claim ? q->opt.hooks.on_claim(pick, q->opt.hooks.data) : JOB_CLAIM_START;
-            if (claim == JOB_CLAIM_START) job_start(q, pick);
-            /* The job job_submit is about to hand to its caller stays until the next poll. */
-            else if (claim == JOB_CLAIM_GONE && pick != q->submitting) job_forget(q, pick);
-        }
+        /* The job job_submit is about to hand to its caller is dropped at the next poll, not now. */
+        int claim = pick->gone ? JOB_CLAIM_GONE
+                    : lane_busy(q, pick->lane) ? JOB_CLAIM_WAIT
+                    : q->opt.hooks.on_claim ? q->opt.hooks.on_claim(pick, q->opt.hooks.data) : JOB_CLAIM_START;
+        if (claim == JOB_CLAIM_START) job_start(q, pick);
+        else if (claim == JOB_CLAIM_GONE && pick != q->submitting) job_forget(q, pick);
+        else if (claim == JOB_CLAIM_GONE) pick->gone = true; /* never asked again */
         pick = next;
     }
 }
