@@ -207,30 +207,22 @@ static void killed_nodes_job_finished_by_another(const char *location)
     mn_stop(&c);
 }
 
-TEST_TIMEOUT(daemon_queue_jobs_from_every_node_run_once_spread_over_nodes, 300)
-{
-    char location[512];
-    store_location(false, NULL, location, sizeof location);
-    jobs_run_once_spread_over_nodes(location);
-}
+/* Each test twice: `name` on an SQLite file and `name_pg` on PostgreSQL database pgdb. */
+#define QUEUE_TEST(name, fn, pgdb)                                                                        \
+    TEST_TIMEOUT(name, 300)                                                                               \
+    {                                                                                                     \
+        char location[512];                                                                               \
+        store_location(false, NULL, location, sizeof location);                                           \
+        fn(location);                                                                                     \
+    }                                                                                                     \
+    TEST_TIMEOUT(name##_pg, 300)                                                                          \
+    {                                                                                                     \
+        char location[512];                                                                               \
+        store_location(true, pgdb, location, sizeof location);                                            \
+        fn(location);                                                                                     \
+    }
 
-TEST_TIMEOUT(daemon_queue_jobs_from_every_node_run_once_spread_over_nodes_pg, 300)
-{
-    char location[512];
-    store_location(true, "queue_spread", location, sizeof location);
-    jobs_run_once_spread_over_nodes(location);
-}
-
-TEST_TIMEOUT(daemon_queue_job_of_a_killed_node_is_finished_by_another, 300)
-{
-    char location[512];
-    store_location(false, NULL, location, sizeof location);
-    killed_nodes_job_finished_by_another(location);
-}
-
-TEST_TIMEOUT(daemon_queue_job_of_a_killed_node_is_finished_by_another_pg, 300)
-{
-    char location[512];
-    store_location(true, "queue_kill", location, sizeof location);
-    killed_nodes_job_finished_by_another(location);
-}
+QUEUE_TEST(daemon_queue_jobs_from_every_node_run_once_spread_over_nodes, jobs_run_once_spread_over_nodes,
+           "queue_spread")
+QUEUE_TEST(daemon_queue_job_of_a_killed_node_is_finished_by_another, killed_nodes_job_finished_by_another,
+           "queue_kill")
