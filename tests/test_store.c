@@ -630,9 +630,7 @@ STORE_TEST(store_change_mark_moves_with_every_commit)
 {
     clad_err e = {0};
     char path[512];
-    fx_path(path, sizeof path, "a.db");
-    store *w = fx_open("a.db");
-    fx_task(w, "t1");
+    store *w = fx_open_with_task("a.db", "t1", 0, path, sizeof path);
     store *r = store_open_reader(path, &e);
     CHECK_MSG(r != NULL, "%s", e.msg);
     int64_t before_r = store_change_mark(r), before_w = store_change_mark(w);

@@ -70,6 +70,15 @@ int64_t fx_n_versions(store *s, const char *task)
     return n;
 }
 
+store *fx_open_with_task(const char *file, const char *task, int n_versions, char *path, size_t cap)
+{
+    if (path) fx_path(path, cap, file);
+    store *s = fx_open(file);
+    fx_task(s, task);
+    for (int i = 0; i < n_versions; i++) fx_put(s, task, 0);
+    return s;
+}
+
 static uint64_t name_hash(const char *s)
 {
     uint64_t h = 1469598103934665603ULL;

@@ -36,6 +36,8 @@ store *fx_open(const char *file);
 void fx_task(store *s, const char *task);
 /* How many versions task has now. */
 int64_t fx_n_versions(store *s, const char *task);
+/* fx_open(file), fx_task(task) and n_versions fx_put; path (may be NULL) receives the store target. */
+store *fx_open_with_task(const char *file, const char *task, int n_versions, char *path, size_t cap);
 /* Fills buf with the blob for (task, version): 8 bytes of version, then seeded bytes; size >= 16. */
 void fx_blob(uint8_t *buf, size_t size, const char *task, int64_t version);
 /* Size of the blob fx_put writes for (task, version): varies between 1 and 40 KiB. */

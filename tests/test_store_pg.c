@@ -3,6 +3,7 @@
  * unreachable servers and bad URIs give a clear error without the password, a damaged bytea is caught
  * by its sha256, and LISTEN/NOTIFY reaches another connection. Every test runs on the shared throwaway
  * cluster (tests/pg_cluster.h) and is skipped where PostgreSQL is not installed. */
+#include <libpq-fe.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,10 +28,8 @@ TEST(store_pg_concurrent_puts_from_processes_are_numbered_without_gaps)
     enum { WRITERS = 4, PUTS = 25 };
     fx_use_backend(FX_PG);
     char uri[512];
-    fx_path(uri, sizeof uri, "race.db");
-    store *s = fx_open("race.db");
+    store *s = fx_open_with_task("race.db", "t", 0, uri, sizeof uri);
     CHECK_STR_EQ(store_backend(s), "postgresql");
-    fx_task(s, "t");
     pid_t kids[WRITERS];
     for (int w = 0; w < WRITERS; w++) {
         if ((kids[w] = fork()) == 0) {
@@ -87,15 +86,12 @@ TEST(store_pg_write_transaction_retries_serialization_failures)
 {
     fx_use_backend(FX_PG);
     char uri[512], injected[640];
-    fx_path(uri, sizeof uri, "retry.db");
-    store *s = fx_open("retry.db");
-    fx_task(s, "t");
-    store_close(s);
+    store_close(fx_open_with_task("retry.db", "t", 0, uri, sizeof uri));
     snprintf(injected, sizeof injected, "%s&options=-csearch_path%%3Dpublic,pg_catalog", uri);
 
     clad_err e = {0};
     inject_lock_failures(uri, 2); /* fewer than the driver's attempts: the put goes through */
-    s = store_open(injected, &e);
+    store *s = store_open(injected, &e);
     CHECK_MSG(s != NULL, "%s", e.msg);
     CHECK_INT_EQ(fx_put(s, "t", 0), 1);
     CHECK_INT_EQ(fx_count(uri, "SELECT last_value FROM lock_calls"), 3);
@@ -115,6 +111,35 @@ TEST(store_pg_write_transaction_retries_serialization_failures)
     int64_t version = 0;
     CHECK_OK(store_version_put(s, &in, 1000, &version, &e), e);
     CHECK_INT_EQ(version, 2); /* the refused attempts used no number */
+    store_close(s);
+}
+
+/* Another connection holds the writers' lock: a writer waits for it, and a statement timeout set in
+ * the URI cancels the wait with CLAD_ECANCELLED (SQLSTATE 57014); readers never wait. */
+TEST(store_pg_writers_wait_for_the_lock_and_a_cancel_is_clear)
+{
+    fx_use_backend(FX_PG);
+    char uri[512], timed[640];
+    store_close(fx_open_with_task("lock.db", "t", 1, uri, sizeof uri));
+    snprintf(timed, sizeof timed, "%s&options=-cstatement_timeout%%3D200", uri);
+    PGconn *holder = PQconnectdb(uri);
+    CHECK(PQstatus(holder) == CONNECTION_OK);
+    PQclear(PQexec(holder, "SELECT pg_advisory_lock(1668047204)"));
+    clad_err e = {0};
+    store *s = store_open(timed, &e);
+    CHECK_MSG(s != NULL, "%s", e.msg);
+    int64_t active = 0;
+    CHECK_OK(store_alias_get(s, "t", "active", &active, &e), e);
+    static const uint8_t blob[16] = {5};
+    store_version_in in = {.task = "t", .kind = "lora", .adapter = blob, .adapter_size = sizeof blob};
+    double t0 = now_ms_f();
+    CHECK_CODE(store_version_put(s, &in, 1000, NULL, &e), CLAD_ECANCELLED, e);
+    CHECK_MSG(now_ms_f() - t0 >= 150, "the put did not wait for the lock (%.0f ms)", now_ms_f() - t0);
+    PQclear(PQexec(holder, "SELECT pg_advisory_unlock(1668047204)"));
+    PQfinish(holder);
+    int64_t version = 0;
+    CHECK_OK(store_version_put(s, &in, 1000, &version, &e), e);
+    CHECK_INT_EQ(version, 2);
     store_close(s);
 }
 
@@ -152,10 +177,7 @@ TEST(store_pg_lost_connection_fails_one_call_then_reconnects)
     fx_use_backend(FX_PG);
     clad_err e = {0};
     char uri[512];
-    fx_path(uri, sizeof uri, "a.db");
-    store *s = fx_open("a.db");
-    fx_task(s, "t1");
-    fx_put(s, "t1", 0);
+    store *s = fx_open_with_task("a.db", "t1", 1, uri, sizeof uri);
     /* As a server restart or an idle timeout would: the store's connection is cut. */
     fx_exec(uri, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                  "WHERE datname = current_database() AND pid <> pg_backend_pid()");
@@ -200,10 +222,7 @@ TEST(store_pg_corrupted_bytea_is_detected_by_its_hash)
     fx_use_backend(FX_PG);
     clad_err e = {0};
     char uri[512];
-    fx_path(uri, sizeof uri, "a.db");
-    store *s = fx_open("a.db");
-    fx_task(s, "t1");
-    for (int i = 0; i < 3; i++) fx_put(s, "t1", 0);
+    store *s = fx_open_with_task("a.db", "t1", 3, uri, sizeof uri);
     /* Flip one bit of version 2's adapter behind the store's back. */
     fx_exec(uri, "UPDATE version_blobs SET data = set_byte(data, 100, get_byte(data, 100) # 64) "
                  "WHERE version_id = (SELECT id FROM versions WHERE version = 2)");
@@ -266,8 +285,7 @@ TEST(store_pg_operation_times_next_to_sqlite)
     double put[2], roll[2], load[2];
     for (int b = 0; b < 2; b++) {
         fx_use_backend(b ? FX_PG : FX_SQLITE);
-        store *s = fx_open("speed.db");
-        fx_task(s, "t");
+        store *s = fx_open_with_task("speed.db", "t", 0, NULL, 0);
         static uint8_t blob[16384];
         store_version_in in = {.task = "t", .kind = "lora", .adapter = blob, .adapter_size = sizeof blob};
         clad_err e = {0};
