@@ -12,5 +12,6 @@ int bench_merge_main(int argc, char **argv);
 int bench_fusion_main(int argc, char **argv);
 int bench_tied_main(int argc, char **argv);
 int bench_soak_main(int argc, char **argv);
+int bench_nodes_main(int argc, char **argv);
 
 #endif

@@ -31,10 +31,11 @@ int bench_daemon_call(const bench_daemon *d, const char *method, const char *pat
 
 int bench_daemon_start(bench_daemon *d, const char *name, const char *config)
 {
-    return bench_daemon_start_at(d, name, config, NULL);
+    return bench_daemon_start_args(d, name, config, NULL, NULL);
 }
 
-int bench_daemon_start_at(bench_daemon *d, const char *name, const char *config, const char *cladd)
+int bench_daemon_start_args(bench_daemon *d, const char *name, const char *config, const char *cladd,
+                            const char *const *args)
 {
     memset(d, 0, sizeof *d);
     snprintf(d->dir, sizeof d->dir, "/tmp/clad-bench-%s-XXXXXX", name);
@@ -74,8 +75,15 @@ int bench_daemon_start_at(bench_daemon *d, const char *name, const char *config,
     if (d->pid == 0) {
         if (!freopen(log, "w", stderr)) _exit(127);
         setenv("OPENBLAS_NUM_THREADS", "1", 1);
-        if (config) execl(d->cladd, d->cladd, "--socket", d->sock, "--state-dir", state, "--config", conf, (char *)NULL);
-        else execl(d->cladd, d->cladd, "--socket", d->sock, "--state-dir", state, (char *)NULL);
+        const char *argv[24] = {d->cladd, "--socket", d->sock, "--state-dir", state};
+        int argc = 5;
+        if (config) {
+            argv[argc++] = "--config";
+            argv[argc++] = conf;
+        }
+        for (int i = 0; args && args[i] && argc < 23; i++) argv[argc++] = args[i];
+        argv[argc] = NULL;
+        execv(d->cladd, (char *const *)argv);
         _exit(127);
     }
     for (int i = 0; i < 200; i++) {

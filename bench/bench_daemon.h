@@ -21,8 +21,10 @@ typedef struct bench_daemon {
  * OPENBLAS_NUM_THREADS=1 (and --config DIR/cladd.conf holding `config` when it is not NULL) and waits
  * until /v1/health answers (4 s at most). Returns 0, or -1 after saying why on stderr. */
 int bench_daemon_start(bench_daemon *d, const char *name, const char *config);
-/* The same with the cladd binary at path cladd (NULL: the one beside this program). */
-int bench_daemon_start_at(bench_daemon *d, const char *name, const char *config, const char *cladd);
+/* bench_daemon_start with the cladd binary at path cladd (NULL: the one beside this program) and more
+ * cladd arguments (NULL-terminated; NULL: none), such as --store. */
+int bench_daemon_start_args(bench_daemon *d, const char *name, const char *config, const char *cladd,
+                            const char *const *args);
 /* SIGTERM and wait; returns the exit status (128 + signal when killed). */
 int bench_daemon_stop(bench_daemon *d);
 /* Removes the private directory. */

@@ -280,7 +280,7 @@ static double time_to_first_step(serve_ctx *c, const char *file, uint64_t *job_i
 static int serve_setup(serve_ctx *c, const char *cladd, const char *preset, bool quick, int adapters, long *idle_kb,
                        char *data2, char *data3, size_t size)
 {
-    if (bench_daemon_start_at(&c->d, "serve", NULL, cladd)) return die("cladd did not start");
+    if (bench_daemon_start_args(&c->d, "serve", NULL, cladd, NULL)) return die("cladd did not start");
     char base[PATH_MAX + 32], data[PATH_MAX + 32];
     snprintf(base, sizeof base, "%s/base.safetensors", c->d.dir);
     snprintf(data, sizeof data, "%s/task.safetensors", c->d.dir);

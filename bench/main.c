@@ -20,6 +20,7 @@ static const bench_command commands[] = {
     {"fusion", bench_fusion_main, "AdapterFusion over earlier adapters against a fresh adapter"},
     {"tied", bench_tied_main, "Tied-LoRA (tl5, tl6) against LoRA at equal rank; rank pruning per tau"},
     {"soak", bench_soak_main, "the daemon under mixed load and faults: failed requests, memory, descriptors"},
+    {"nodes", bench_nodes_main, "predictions per second with three nodes on one store against one node"},
 };
 
 static void usage(FILE *f)

@@ -28,6 +28,15 @@
 #include "daemon/server.h"
 
 /* The daemon, as req->app. Loop thread only. */
+/* A live job this node accepted or claimed; its id is the same in the queue and in the store. */
+typedef struct job_link {
+    uint64_t id;
+    bool claimed;          /* this node holds the job's lease (daemon/job_claim.c) */
+    double progress_saved; /* uv_hrtime seconds of the last progress write (or of the submit: a job
+                              shorter than APP_PROGRESS_SAVE_S costs no progress write at all) */
+    double renewed;        /* uv_hrtime seconds of the claim or the last lease renewal */
+} job_link;
+
 typedef struct cladd {
     uv_loop_t *loop;
     cladd_config cfg;
@@ -45,8 +54,12 @@ typedef struct cladd {
     struct node *node;      /* this daemon among the nodes sharing the store (daemon/node.h) */
     registry *reg;          /* loaded bases and adapters */
     struct registry_loader *loads; /* cache misses loaded on the pool (daemon/registry_load.h) */
-    struct job_link *links; /* queue job id -> store job id, for jobs still live */
+    job_link *links;        /* jobs still live here */
     size_t n_links, cap_links;
+    uv_timer_t claim_timer; /* daemon/job_claim.c */
+    bool claim_timer_live;
+    unsigned claim_ticks;
+    unsigned n_storing;     /* uploads being queued in the store by the pool (api_train.c) */
 } cladd;
 
 /* --- the store (daemon/app_store.c) --- */
@@ -61,8 +74,18 @@ int app_job_state_hook(cladd *app, job *j, clad_err *err);
 /* The progress hook: saves a running job's last progress event in the store (at most once a second), so
  * a job cut short by a crash still shows how far it got. */
 void app_job_progress_hook(cladd *app, job *j, const json_t *event);
-/* The store's id of a live job (0 if unknown). */
+/* On the worker pool: deletes the data of ended jobs, wipes it from the store's files and checkpoints the
+ * log, through a handle of its own (the loop's handle leaves all that to it: store_job_data_defer_wipe). */
+void app_store_wipe(cladd *app);
+/* The store's id of a live job; -1 when this node does not hold it (store_version_put refuses that). */
 int64_t app_store_job_id(const cladd *app, const job *j);
+/* The link of a live job, or NULL; app_link_add adds one (for a job being claimed or queued). */
+job_link *app_link_find(const cladd *app, uint64_t id);
+job_link *app_link_add(cladd *app, uint64_t id);
+/* Removes the link l (from app_link_find; it and later links may move). */
+void app_link_drop(cladd *app, job_link *l);
+/* A job of the store as JSON, for one this node does not hold. */
+json_t *app_store_job_json(const store_job *sj);
 /* Peer uid of a request, as recorded in the store's audit log. */
 int app_peer_uid(const http_req *req);
 

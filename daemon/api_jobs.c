@@ -86,6 +86,41 @@ void api_reply_job(http_req *req, job *j, int status)
 
 /* --- routes ---------------------------------------------------------------------------------------- */
 
+/* Whether this node's view of a job it holds is the current one: it runs the job (or ran it), or the job
+ * is not in the store. A job it accepted and still holds as queued may meanwhile run on another node, so
+ * the store tells. */
+static bool seen_here(const cladd *app, const job *j)
+{
+    const job_link *l = app_link_find(app, job_id(j));
+    return !l || l->claimed || job_get_state(j) != JOB_QUEUED;
+}
+
+/* Jobs of every node from the store, newest first: a job this node holds as it sees it (live progress),
+ * the others as their owners last wrote them. NULL when the store cannot be read. */
+static json_t *store_list_json(cladd *app, int state, const char *lane, size_t limit)
+{
+    store_job *sj = NULL;
+    size_t n = 0;
+    clad_err err = {0};
+    /* Filters apply after reading, so read them all when there is one. */
+    if (store_jobs_list(app->st, NULL, state >= 0 || lane ? 0 : limit, &sj, &n, &err) != 0) return NULL;
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n && json_array_size(arr) < limit; i++) {
+        job *j = job_find(app->jobs, (uint64_t)sj[i].id);
+        json_t *o = j && (seen_here(app, j) || sj[i].state == STORE_JOB_QUEUED) ? job_to_json(j)
+                                                                                : app_store_job_json(&sj[i]);
+        const char *st = json_string_value(json_object_get(o, "state"));
+        const char *ln = json_string_value(json_object_get(o, "lane"));
+        if ((state >= 0 && (!st || job_state_parse(st) != state)) || (lane && (!ln || strcmp(ln, lane)))) {
+            json_decref(o);
+            continue;
+        }
+        json_array_append_new(arr, o);
+    }
+    store_jobs_free(sj, n);
+    return arr;
+}
+
 static void jobs_list(http_req *req)
 {
     cladd *app = req->app;
@@ -108,32 +143,73 @@ static void jobs_list(http_req *req)
         }
         limit = v;
     }
-    json_t *jobs = job_queue_list_json(app->jobs, state, http_req_query(req, "lane"), limit);
+    const char *lane = http_req_query(req, "lane");
+    json_t *jobs = app->st ? store_list_json(app, state, lane, limit) : NULL;
+    if (!jobs) jobs = job_queue_list_json(app->jobs, state, lane, limit);
     http_reply_json(req, 200, json_pack("{s:o}", "jobs", jobs));
 }
 
-static job *find_job(http_req *req)
+/* A job this node does not hold, from the store (replied 404 when unknown); NULL after a reply. */
+static json_t *store_job_json(http_req *req, uint64_t id)
 {
     cladd *app = req->app;
-    uint64_t id;
-    if (!api_parse_id(req, "id", &id)) return NULL;
-    job *j = job_find(app->jobs, id);
-    if (!j) http_reply_error(req, CLAD_ENOTFOUND, "unknown job %llu", (unsigned long long)id);
-    return j;
+    store_job *sj = NULL;
+    clad_err err = {0};
+    if (!app->st) clad_err_set(&err, CLAD_ENOTFOUND, "unknown job %llu", (unsigned long long)id);
+    else store_job_get(app->st, (int64_t)id, &sj, &err);
+    if (!sj) {
+        http_reply_err(req, &err);
+        return NULL;
+    }
+    json_t *o = app_store_job_json(sj);
+    store_job_free(sj);
+    return o;
 }
 
 static void jobs_get(http_req *req)
 {
-    job *j = find_job(req);
-    if (j) api_reply_job(req, j, 200);
+    cladd *app = req->app;
+    uint64_t id;
+    if (!api_parse_id(req, "id", &id)) return;
+    job *j = job_find(app->jobs, id);
+    store_job *sj = NULL;
+    if (j && !seen_here(app, j) && app->st) store_job_get(app->st, (int64_t)id, &sj, NULL);
+    bool elsewhere = sj && sj->state != STORE_JOB_QUEUED;
+    store_job_free(sj);
+    if (j && !elsewhere) {
+        api_reply_job(req, j, 200);
+        return;
+    }
+    json_t *o = store_job_json(req, id); /* run by another node: progress as it last saved it */
+    if (o) http_reply_json(req, 200, o);
 }
 
 static void jobs_cancel(http_req *req)
 {
     cladd *app = req->app;
-    job *j = find_job(req);
-    if (!j) return;
+    uint64_t id;
+    if (!api_parse_id(req, "id", &id)) return;
+    job *j = job_find(app->jobs, id);
+    job_link *l = app_link_find(app, id);
     clad_err err = {0};
+    /* Not running here: the store decides (a queued job is cancelled now wherever it was accepted; a
+     * running one's owner sees the request at its next lease renewal). */
+    if (app->st && (!j || !l || !l->claimed) && !(j && job_state_final(job_get_state(j)))) {
+        store_job_state after;
+        if (store_job_request_cancel(app->st, (int64_t)id, app_peer_uid(req), &after, &err) != 0) {
+            http_reply_err(req, &err);
+            return;
+        }
+        if (j && after == STORE_JOB_RUNNING) job_abandon(app->jobs, j); /* another node has it */
+        else if (j) job_cancel(app->jobs, j, &err);
+        json_t *o = after == STORE_JOB_CANCELLED && j ? job_to_json(j) : store_job_json(req, id);
+        if (o) http_reply_json(req, after == STORE_JOB_CANCELLED ? 200 : 202, o);
+        return;
+    }
+    if (!j) {
+        http_reply_error(req, CLAD_ENOTFOUND, "unknown job %llu", (unsigned long long)id);
+        return;
+    }
     if (job_cancel(app->jobs, j, &err) != 0) {
         http_reply_err(req, &err);
         return;

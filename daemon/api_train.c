@@ -27,6 +27,7 @@
 #include "core/sha256.h"
 #include "daemon/api.h"
 #include "daemon/api_util.h"
+#include "daemon/job_claim.h"
 #include "daemon/log.h"
 #include "daemon/train_promote.h"
 #include "daemon/registry_load.h"
@@ -61,6 +62,9 @@ typedef struct train_arg {
     http_req *req;              /* while the upload is hashed, before the job is submitted */
     promote_policy promote;     /* ?promote=: whether the new version becomes active */
     bool promoted;              /* the decision, recorded in lineage.promotion by run */
+    int64_t job_id_stored;      /* the job's id in the store, where it is queued with its data */
+    int revive_attempt;         /* a job of another node rebuilt here (api_train_revive): its start */
+    json_t *params;             /* the job's public params, until it is submitted */
     /* results, from run to finish */
     int n_classes;
     uint8_t *blob;
@@ -515,6 +519,7 @@ static void train_arg_free(void *argp)
     json_decref(a->lineage);
     json_decref(a->metrics);
     json_decref(a->hparams);
+    json_decref(a->params);
     free(a);
 }
 
@@ -592,35 +597,60 @@ static int parse_options(train_arg *a, const http_req *req, clad_err *err)
     return 0;
 }
 
-/* Pool thread: the upload's hash, the data's identity in the version's record. */
+/* Pool thread: the upload's hash (the data's identity in the version's record), then the job and its
+ * data queued in the store in one transaction, where every node can claim it. Uploads may be 512 MiB:
+ * neither step runs on the loop. */
 static int train_hash_work(void *argp, clad_err *err)
 {
-    (void)err;
     train_arg *a = argp;
     sha256_hex(a->body, a->body_len, a->data_sha);
-    return 0;
+    json_object_set_new(a->params, "data_sha256", json_string(a->data_sha));
+    char *request = json_dumps(a->params, JSON_COMPACT);
+    store *w = request ? store_open_worker(a->db_path, err) : NULL;
+    int rc = !request ? clad_err_set(err, CLAD_ENOMEM, "out of memory") : !w ? err->code
+             : store_job_create_with_data(w, "train", a->task, a->base->name, request, a->body, a->body_len,
+                                          a->peer_uid, &a->job_id_stored, err);
+    store_close(w);
+    free(request);
+    return rc;
 }
 
-/* Loop thread: the upload is hashed; submit the job. */
+/* The request's query options (not follow), which another node parses again to run the job. */
+static json_t *query_json(const http_req *req)
+{
+    json_t *q = json_object();
+    for (size_t i = 0; i < req->n_query; i++)
+        if (strcmp(req->query_params[i].name, "follow"))
+            json_object_set_new(q, req->query_params[i].name, json_string(req->query_params[i].value));
+    return q;
+}
+
+/* Loop thread: the job is in the store; queue it here too (this node claims it when its lane is free). */
 static void train_hash_done(void *argp, int status, const clad_err *herr)
 {
     train_arg *a = argp;
+    cladd *app = a->app;
     http_req *req = a->req;
     a->req = NULL;
+    app->n_storing--;
     clad_err err = {0};
     if (status) {
         err = *herr;
     } else {
-        json_t *params = json_pack("{s:s,s:s,s:I,s:s,s:O}", "task", a->task, "base", a->base->name, "bytes",
-                                   (json_int_t)a->body_len, "data_sha256", a->data_sha, "options", a->hparams);
-        job_spec js = {.kind = &train_kind, .lane = a->base->name, .task = a->task, .arg = a, .params = params,
-                       .owner_uid = req->peer->uid};
+        app_link_add(app, (uint64_t)a->job_id_stored); /* its record exists: the queued hook adds none */
+        job_spec js = {.kind = &train_kind, .lane = a->base->name, .task = a->task, .arg = a,
+                       .params = json_incref(a->params), .owner_uid = req->peer->uid,
+                       .id = (uint64_t)a->job_id_stored};
         job *j = NULL;
-        if (params && job_submit(a->app->jobs, &js, &j, &err) == 0) {
+        if (job_submit(app->jobs, &js, &j, &err) == 0) {
             api_reply_job(req, j, 202);
             return;
         }
-        if (!params) clad_err_set(&err, CLAD_ENOMEM, "out of memory");
+        /* Refused here (queue full, stopping): the stored job ends with the reason, and its data goes. */
+        clad_err ferr = {0};
+        if (store_job_mark_failed(app->st, a->job_id_stored, err.code, err.msg, &ferr) != 0)
+            log_warning("job %lld: cannot record its refusal: %s", (long long)a->job_id_stored, ferr.msg);
+        app_link_drop(app, app_link_find(app, (uint64_t)a->job_id_stored));
     }
     train_arg_free(a);
     http_reply_err(req, &err);
@@ -695,12 +725,87 @@ static void train_on_base(void *data, loaded_base *b, const clad_err *berr)
      * that no work proportional to the upload runs on the loop. */
     if (!rc) {
         a->body = (uint8_t *)http_req_take_body(req, &a->body_len);
+        a->params = json_pack("{s:s,s:s,s:I,s:s,s:O,s:o}", "task", a->task, "base", a->base->name, "bytes",
+                              (json_int_t)a->body_len, "data_sha256", "", "options", a->hparams, "query",
+                              query_json(req));
+        if (!a->params) rc = clad_err_set(&err, CLAD_ENOMEM, "out of memory");
+    }
+    if (!rc) {
         rc = job_queue_compute(app->jobs, train_hash_work, train_hash_done, a, &err);
+        if (!rc) app->n_storing++;
     }
     if (rc) {
         train_arg_free(a);
         http_reply_err(req, &err);
     }
+}
+
+/* The rest of api_train_revive, once the base is loaded (b NULL: berr says why not). */
+static void revive_on_base(void *data, loaded_base *b, const clad_err *berr)
+{
+    train_arg *a = data;
+    clad_err err = {0};
+    int rc = 0;
+    if (!b) {
+        err = *berr;
+        rc = err.code ? err.code : CLAD_EINTERNAL;
+    } else {
+        a->base = b;
+        cl_config_default(&a->cl, b->m);
+        /* The options as the accepting node parsed them from its request. */
+        http_req q = {0};
+        const char *name;
+        json_t *v;
+        json_object_foreach(json_object_get(a->params, "query"), name, v) {
+            if (q.n_query < HTTP_MAX_QUERY && json_is_string(v))
+                q.query_params[q.n_query++] = (http_param){name, json_string_value(v)};
+        }
+        rc = parse_options(a, &q, &err);
+    }
+    job *j = NULL;
+    if (rc == 0) {
+        job_spec js = {.kind = &train_kind, .lane = b->name, .task = a->task, .arg = a,
+                       .params = json_incref(a->params), .owner_uid = (uid_t)a->peer_uid,
+                       .id = (uint64_t)a->job_id_stored};
+        rc = job_submit(a->app->jobs, &js, &j, &err);
+    }
+    if (rc == 0) {
+        job_set_node(j, a->app->cfg.node_id, a->revive_attempt);
+        return;
+    }
+    job_claim_revive_failed(a->app, a->job_id_stored, &err);
+    train_arg_free(a);
+}
+
+void api_train_revive(cladd *app, const store_job *sj, void *data, size_t data_len)
+{
+    clad_err err = {0};
+    json_error_t je;
+    train_arg *a = calloc(1, sizeof *a);
+    if (!a) abort();
+    a->app = app;
+    a->body = data;
+    a->body_len = data_len;
+    a->peer_uid = sj->peer_uid;
+    a->job_id_stored = sj->id;
+    a->revive_attempt = sj->attempt;
+    snprintf(a->db_path, sizeof a->db_path, "%s", app->db_path);
+    a->params = sj->request_json ? json_loads(sj->request_json, 0, &je) : NULL;
+    const char *task = json_string_value(json_object_get(a->params, "task"));
+    const char *base = json_string_value(json_object_get(a->params, "base"));
+    const char *sha = json_string_value(json_object_get(a->params, "data_sha256"));
+    if (!task || !base || !sha || strlen(sha) != SHA256_HEX_SIZE - 1 || !data) {
+        clad_err_set(&err, CLAD_EINVAL, "the stored training request is incomplete (task, base, data)");
+        job_claim_revive_failed(app, sj->id, &err);
+        train_arg_free(a);
+        return;
+    }
+    snprintf(a->task, sizeof a->task, "%s", task);
+    memcpy(a->data_sha, sha, SHA256_HEX_SIZE);
+    store_task *t = NULL;
+    if (store_task_get(app->st, task, &t, NULL) == 0) a->task_classes = t->n_classes;
+    store_task_free(t);
+    registry_loader_base(app->loads, base, revive_on_base, a);
 }
 
 const route api_train_routes[] = {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "daemon/api.h"
+#include "daemon/job_claim.h"
 #include "daemon/log.h"
 #include "daemon/registry_load.h"
 
@@ -14,13 +15,6 @@
 
 /* A running job's progress is written to the store at most this often (a write transaction each). */
 #define APP_PROGRESS_SAVE_S 1.0
-
-typedef struct job_link {
-    uint64_t queue_id;
-    int64_t store_id;
-    double progress_saved; /* uv_hrtime seconds of the last progress write (or of the submit: a job
-                              shorter than APP_PROGRESS_SAVE_S costs no progress write at all) */
-} job_link;
 
 int app_peer_uid(const http_req *req)
 {
@@ -51,6 +45,38 @@ static json_t *restored_progress(const char *text)
     return p;
 }
 
+/* A stored job as the queue's record (its JSON values are new references the record owns). */
+static void record_from_store(const store_job *sj, job_record *rec)
+{
+    json_error_t je;
+    *rec = (job_record){
+        .id = (uint64_t)sj->id,
+        .kind = sj->kind,
+        .lane = sj->lane[0] ? sj->lane : "-",
+        .state = from_store_state(sj->state),
+        .created = (double)sj->created_ms / 1e3,
+        .started = (double)sj->started_ms / 1e3,
+        .finished = (double)sj->finished_ms / 1e3,
+        .params = sj->request_json ? json_loads(sj->request_json, 0, &je) : NULL,
+        .result = sj->result_json ? json_loads(sj->result_json, 0, &je)
+                  : sj->result_version ? json_pack("{s:I}", "version", (json_int_t)sj->result_version) : NULL,
+        .progress = restored_progress(sj->progress_json),
+        .error_code = sj->error_code,
+        .error_message = sj->error_msg,
+        .owner_uid = (uid_t)sj->peer_uid,
+        .node = sj->node,
+        .attempt = sj->attempt,
+        .cancel_requested = sj->cancel_requested,
+    };
+}
+
+json_t *app_store_job_json(const store_job *sj)
+{
+    job_record rec;
+    record_from_store(sj, &rec);
+    return job_record_to_json(&rec);
+}
+
 /* Loads the newest finished jobs back into the queue so /v1/jobs lists them after a restart. */
 static void restore_jobs(cladd *app)
 {
@@ -64,23 +90,9 @@ static void restore_jobs(cladd *app)
     for (size_t i = n; i-- > 0;) { /* oldest first */
         store_job *sj = &jobs[i];
         job_queue_set_next_id(app->jobs, (uint64_t)sj->id + 1);
-        json_error_t je;
-        job_record rec = {
-            .id = (uint64_t)sj->id,
-            .kind = sj->kind,
-            .lane = sj->lane[0] ? sj->lane : "-",
-            .state = from_store_state(sj->state),
-            .created = (double)sj->created_ms / 1e3,
-            .started = (double)sj->started_ms / 1e3,
-            .finished = (double)sj->finished_ms / 1e3,
-            .params = sj->request_json ? json_loads(sj->request_json, 0, &je) : NULL,
-            .result = sj->result_json ? json_loads(sj->result_json, 0, &je)
-                      : sj->result_version ? json_pack("{s:I}", "version", (json_int_t)sj->result_version) : NULL,
-            .progress = restored_progress(sj->progress_json),
-            .error_code = sj->error_code,
-            .error_message = sj->error_msg,
-            .owner_uid = (uid_t)sj->peer_uid,
-        };
+        if (!job_state_final(from_store_state(sj->state))) continue; /* another node's live job */
+        job_record rec;
+        record_from_store(sj, &rec);
         clad_err rerr = {0};
         if (job_queue_restore(app->jobs, &rec, &rerr) != 0) log_debug("job %lld not restored: %s", (long long)sj->id, rerr.msg);
     }
@@ -99,9 +111,23 @@ int app_store_open(cladd *app, clad_err *err)
         clad_err_prefix(err, "opening %s: ", shown);
         return err ? err->code : CLAD_EIO;
     }
+    if (store_set_node(app->st, app->cfg.node_id, err) != 0) return err ? err->code : CLAD_EINVAL;
+    /* Deleted job data is wiped from the files by a worker (app_job_state_hook), not on the loop; what a
+     * stop left unwiped goes now, before anything is served. */
+    store_job_data_defer_wipe(app->st);
+    clad_err werr = {0};
+    if (store_job_data_wipe(app->st, &werr) != 0) log_warning("wiping deleted job data: %s", werr.msg);
+    /* Alone on its store (in its state directory), a node ends what its previous run left. On a store
+     * given by --store, which nodes share, queued jobs are the cluster's and running ones are other
+     * nodes' until their leases expire (then they run again). */
     int64_t marked = 0;
-    if (store_jobs_mark_interrupted(app->st, &marked, err) != 0) return err ? err->code : CLAD_EIO;
-    if (marked) log_warning("%lld job(s) of a previous run did not finish; marked interrupted", (long long)marked);
+    if (app->cfg.store[0]) {
+        if (store_jobs_requeue_expired(app->st, &marked, err) != 0) return err ? err->code : CLAD_EIO;
+        if (marked) log_warning("%lld job(s) of stopped nodes were given back to the queue", (long long)marked);
+    } else {
+        if (store_jobs_mark_interrupted(app->st, &marked, err) != 0) return err ? err->code : CLAD_EIO;
+        if (marked) log_warning("%lld job(s) of a previous run did not finish; marked interrupted", (long long)marked);
+    }
     restore_jobs(app);
     app->reg = registry_create(APP_ADAPTER_CACHE_BYTES, APP_BASE_CACHE_BYTES);
     app->loads = registry_loader_create(app->reg, app->jobs, app->st, app->db_path);
@@ -122,17 +148,36 @@ void app_store_close(cladd *app)
     app->n_links = app->cap_links = 0;
 }
 
-static job_link *find_link(const cladd *app, uint64_t id)
+job_link *app_link_find(const cladd *app, uint64_t id)
 {
     for (size_t i = 0; i < app->n_links; i++)
-        if (app->links[i].queue_id == id) return &app->links[i];
+        if (app->links[i].id == id) return &app->links[i];
     return NULL;
+}
+
+job_link *app_link_add(cladd *app, uint64_t id)
+{
+    if (app->n_links == app->cap_links) {
+        app->cap_links = app->cap_links ? 2 * app->cap_links : 16;
+        app->links = realloc(app->links, app->cap_links * sizeof *app->links);
+        if (!app->links) abort();
+    }
+    double now = (double)uv_hrtime() * 1e-9;
+    job_link *l = &app->links[app->n_links++];
+    *l = (job_link){.id = id, .progress_saved = now, .renewed = now};
+    return l;
+}
+
+void app_link_drop(cladd *app, job_link *l)
+{
+    if (l) *l = app->links[--app->n_links];
 }
 
 int64_t app_store_job_id(const cladd *app, const job *j)
 {
-    job_link *l = find_link(app, job_id(j));
-    return l ? l->store_id : 0;
+    job_link *l = app_link_find(app, job_id(j));
+    /* A job this node no longer holds must not commit anything: -1 makes store_version_put refuse. */
+    return l ? (int64_t)l->id : -1;
 }
 
 static int64_t to_ms(double t)
@@ -169,6 +214,11 @@ static int record_end(cladd *app, job *j, int64_t store_id, clad_err *err)
                     .started_ms = to_ms(started), .finished_ms = to_ms(finished)},
     };
     int rc = store_job_finish(app->st, store_id, &end, err);
+    /* Cancelled through the store already (DELETE of a queued job): only the outcome is left to write. */
+    if (rc == CLAD_ECONFLICT && end.state == STORE_JOB_CANCELLED) {
+        clad_err_clear(err);
+        rc = store_job_set_outcome(app->st, store_id, &end.outcome, err);
+    }
     free(rtext);
     free(ptext);
     json_decref(jj);
@@ -177,15 +227,41 @@ static int record_end(cladd *app, job *j, int64_t store_id, clad_err *err)
 
 void app_job_progress_hook(cladd *app, job *j, const json_t *event)
 {
-    job_link *l = app->st ? find_link(app, job_id(j)) : NULL;
+    job_link *l = app->st ? app_link_find(app, job_id(j)) : NULL;
     double now = (double)uv_hrtime() * 1e-9;
     if (!l || now - l->progress_saved < APP_PROGRESS_SAVE_S) return;
     l->progress_saved = now;
     char *text = json_dumps(event, JSON_COMPACT);
     clad_err e = {0};
-    if (text && store_job_set_progress(app->st, l->store_id, text, &e) != 0)
+    /* A progress write is skipped rather than wait for a worker's long write (the next one comes). */
+    int busy_ms = store_set_busy_timeout(app->st, 0);
+    if (text && store_job_set_progress(app->st, (int64_t)l->id, text, &e) != 0)
         log_debug("job %llu: progress not saved: %s", (unsigned long long)job_id(j), e.msg);
+    store_set_busy_timeout(app->st, busy_ms);
     free(text);
+}
+
+/* Pool thread: wipes deleted job data from the store's files through a handle of its own. */
+static int wipe_work(void *arg, clad_err *err)
+{
+    const cladd *app = arg;
+    store *w = store_open_worker(app->db_path, err);
+    int rc = w ? store_job_data_wipe(w, err) : err->code;
+    store_close(w);
+    return rc;
+}
+
+static void wipe_done(void *arg, int status, const clad_err *err)
+{
+    if (status) log_warning("wiping deleted job data: %s", err->msg);
+}
+
+void app_store_wipe(cladd *app)
+{
+    clad_err err = {0};
+    /* Refused while stopping or busy: the next wipe (or the next start) covers this data too. */
+    if (job_queue_compute(app->jobs, wipe_work, wipe_done, app, &err) != 0)
+        log_debug("job data wipe postponed: %s", err.msg);
 }
 
 int app_job_state_hook(cladd *app, job *j, clad_err *err)
@@ -194,6 +270,9 @@ int app_job_state_hook(cladd *app, job *j, clad_err *err)
     job_state st = job_get_state(j);
     uint64_t qid = job_id(j);
     if (st == JOB_QUEUED) {
+        /* Claimed from the store, or stored with its data by the submitter: its record exists. */
+        if (app_link_find(app, qid)) return 0;
+        /* The store's id becomes the job's. */
         json_t *jj = job_to_json(j);
         char *req = json_dumps(json_object_get(jj, "params"), JSON_COMPACT);
         json_t *owner = json_object_get(jj, "owner_uid");
@@ -203,20 +282,20 @@ int app_job_state_hook(cladd *app, job *j, clad_err *err)
         free(req);
         json_decref(jj);
         if (rc) return rc;
-        if (app->n_links == app->cap_links) {
-            app->cap_links = app->cap_links ? 2 * app->cap_links : 16;
-            app->links = realloc(app->links, app->cap_links * sizeof *app->links);
-            if (!app->links) abort();
-        }
-        app->links[app->n_links++] = (job_link){qid, sid, (double)uv_hrtime() * 1e-9};
+        job_assign_id(j, (uint64_t)sid);
+        app_link_add(app, (uint64_t)sid);
         return 0;
     }
-    job_link *l = find_link(app, qid);
+    job_link *l = app_link_find(app, qid);
     if (!l) return 0;
     clad_err e = {0};
-    int rc = st == JOB_RUNNING ? store_job_mark_running(app->st, l->store_id, &e)
-             : job_state_final(st) ? record_end(app, j, l->store_id, &e) : 0;
+    /* A job this node lost is another node's to record; a running job was marked by its claim. */
+    int rc = job_state_final(st) && !job_abandoned(j) ? record_end(app, j, (int64_t)l->id, &e) : 0;
     if (rc) log_warning("job %llu: cannot record state %s: %s", (unsigned long long)qid, job_state_name(st), e.msg);
-    if (job_state_final(st)) *l = app->links[--app->n_links];
+    if (store_job_data_wipe_due(app->st)) app_store_wipe(app);
+    if (job_state_final(st)) {
+        app_link_drop(app, l);
+        job_claim_kick(app);
+    }
     return 0;
 }

@@ -22,6 +22,7 @@
 #include "core/parallel.h"
 #include "core/train.h"
 #include "daemon/api.h"
+#include "daemon/job_claim.h"
 #include "daemon/log.h"
 #include "daemon/node.h"
 
@@ -159,6 +160,11 @@ static int on_job_state(job *j, void *data, clad_err *err)
     return rc;
 }
 
+static int on_job_claim(job *j, void *data)
+{
+    return job_claim_hook(data, j);
+}
+
 static void on_job_progress(job *j, const json_t *event, void *data)
 {
     cladd *app = data;
@@ -172,6 +178,7 @@ static void on_job_progress(job *j, const json_t *event, void *data)
 static void on_server_closed(server *srv, void *data)
 {
     cladd *app = data;
+    job_claim_stop(app);
     node_stop(app->node);
     app->node = NULL;
     job_queue_destroy(app->jobs);
@@ -484,9 +491,10 @@ int main(int argc, char **argv)
         .max_compute = app.cfg.max_compute_queue,
         .history = app.cfg.job_history,
         .engine_threads = engine_threads(&app.cfg),
-        .hooks = {.on_state = on_job_state, .on_progress = on_job_progress, .data = &app},
+        .hooks = {.on_state = on_job_state, .on_progress = on_job_progress, .on_claim = on_job_claim, .data = &app},
     };
     app.jobs = job_queue_create(&loop, &jo);
+    job_claim_start(&app);
 
     server_limits lim = limits_of(&app.cfg);
     server_handlers sh = {.on_head = on_head, .on_request = on_request, .on_done = on_done, .data = &app};

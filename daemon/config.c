@@ -32,6 +32,7 @@ void config_init(cladd_config *cfg)
     cfg->max_queued_jobs = 64;
     cfg->max_compute_queue = 256;
     cfg->job_history = 1000;
+    cfg->job_lease_seconds = 10;
 }
 
 int config_parse_size(const char *s, uint64_t *out)
@@ -104,6 +105,7 @@ static const key_spec keys[] = {
     {"max_queued_jobs", K_COUNT, F(max_queued_jobs), 1, 100000},
     {"max_compute_queue", K_COUNT, F(max_compute_queue), 1, 100000},
     {"job_history", K_COUNT, F(job_history), 0, 1000000},
+    {"job_lease_seconds", K_COUNT, F(job_lease_seconds), 1, 3600},
     {"data_dirs", K_DIRS, F(data_dirs), 0, 0},
     {"store", K_STORE, F(store), 0, 0},
     {"node_id", K_NODE, F(node_id), 0, 0},

@@ -21,6 +21,7 @@
  *   max_queued_jobs    queued jobs before submissions are answered 503 busy [64]
  *   max_compute_queue  pending compute requests before 503 busy [256]
  *   job_history        finished jobs kept in memory for /v1/jobs [1000]
+ *   job_lease_seconds  lease of a job claimed from the shared queue; renewed every third of it [10]
  *   data_dirs          more directories whose dataset files base training may read by path, ':'-separated
  *                      absolute paths, besides the built-in CONFIG_BUILTIN_DATA_DIRS [none]
  *   store              where the store is: an absolute SQLite file path, or postgresql://... to share one
@@ -76,6 +77,7 @@ typedef struct cladd_config {
     uint32_t max_queued_jobs;
     uint32_t max_compute_queue;
     uint32_t job_history;
+    uint32_t job_lease_seconds;
     char data_dirs[CONFIG_DATA_DIRS_MAX]; /* operator's extra dataset directories, ':'-separated */
     char store[CONFIG_STORE_MAX];         /* --store or `store`; "" = STATE_DIR/clad.db */
     char node_id[CONFIG_NAME_MAX + 1];    /* "" = derived from the host name and the state directory */

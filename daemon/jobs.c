@@ -16,7 +16,7 @@
 #define TASK_MAX 65 /* a task name (64 bytes, as the store's) and its NUL */
 #define EVENTS_MAX 4096
 
-enum { STOP_NONE = 0, STOP_CANCEL = 1, STOP_SHUTDOWN = 2 };
+enum { STOP_NONE = 0, STOP_CANCEL = 1, STOP_SHUTDOWN = 2, STOP_LOST = 3 };
 
 struct job_follower {
     job_follower *next;
@@ -47,6 +47,10 @@ struct job {
     clad_err run_err;
     clad_err err;       /* the published error: loop thread only */
     uid_t owner_uid;
+    char node[LANE_MAX + 2]; /* who runs it ("" none): a node id, at most 64 bytes */
+    int attempt;
+    bool remote_cancel;  /* a record's cancel_requested (a job another node runs) */
+    bool gone;           /* on_claim said JOB_CLAIM_GONE while it was being submitted */
     double created, started, finished;
     uv_work_t work;
     par_pool *pool;     /* engine threads while running (NULL: the worker thread alone) */
@@ -83,6 +87,7 @@ struct job_queue {
     pthread_mutex_t lock; /* guards the event list below */
     event_msg *ev_head, *ev_tail;
     unsigned n_events;
+    job *submitting;      /* the job job_submit returns, while it schedules */
     bool shutting_down;
     bool shutdown_reported;
     void (*shutdown_cb)(job_queue *q, void *data);
@@ -162,6 +167,8 @@ const char *job_kind_name(const job *j) { return j->kind_name; }
 bool job_cancel_requested(const job *j) { return atomic_load(&j->stop) != STOP_NONE; }
 bool job_should_stop(const job *j) { return atomic_load(&j->stop) != STOP_NONE; }
 const clad_err *job_error(const job *j) { return &j->err; }
+void job_assign_id(job *j, uint64_t id) { j->id = id; }
+bool job_abandoned(const job *j) { return atomic_load(&j->stop) == STOP_LOST; }
 
 void job_times(const job *j, double *created, double *started, double *finished)
 {
@@ -198,7 +205,9 @@ json_t *job_to_json(const job *j)
     json_object_set_new(o, "started", time_json(j->started));
     json_object_set_new(o, "finished", time_json(j->finished));
     json_object_set_new(o, "owner_uid", json_integer((json_int_t)j->owner_uid));
-    json_object_set_new(o, "cancel_requested", json_boolean(job_cancel_requested(j)));
+    json_object_set_new(o, "cancel_requested", json_boolean(job_cancel_requested(j) || j->remote_cancel));
+    json_object_set_new(o, "node", j->node[0] ? json_string(j->node) : json_null());
+    json_object_set_new(o, "attempt", json_integer(j->attempt));
     json_object_set(o, "params", j->params);
     json_object_set_new(o, "progress", j->progress ? json_incref(j->progress) : json_null());
     json_object_set_new(o, "result", j->result ? json_incref(j->result) : json_null());
@@ -439,6 +448,7 @@ static void after_work_cb(uv_work_t *w, int status)
         rc = CLAD_ECANCELLED;
         clad_err_set(&j->err, CLAD_ECANCELLED, "cancelled on request after the work was done; nothing kept");
     }
+    if (stop == STOP_LOST) rc = CLAD_ECANCELLED; /* another node runs it now: commit nothing */
     if (j->kind->finish) {
         clad_err ferr = {0};
         int frc = j->kind->finish(j, j->arg, rc, &ferr);
@@ -450,7 +460,7 @@ static void after_work_cb(uv_work_t *w, int status)
     }
     job_state final;
     if (rc == 0) final = JOB_SUCCEEDED;
-    else if (stop == STOP_SHUTDOWN) final = JOB_INTERRUPTED;
+    else if (stop == STOP_SHUTDOWN || stop == STOP_LOST) final = JOB_INTERRUPTED;
     else if (stop == STOP_CANCEL || rc == CLAD_ECANCELLED) final = JOB_CANCELLED;
     else final = JOB_FAILED;
     if (final == JOB_SUCCEEDED) {
@@ -462,7 +472,8 @@ static void after_work_cb(uv_work_t *w, int status)
         if (final != JOB_FAILED) {
             /* A cancelled or interrupted job's "error" says so plainly. */
             clad_err_clear(&j->err);
-            clad_err_set(&j->err, CLAD_ECANCELLED, "%s", final == JOB_INTERRUPTED ? "interrupted: the daemon stopped"
+            clad_err_set(&j->err, CLAD_ECANCELLED, "%s", stop == STOP_LOST ? "interrupted: this node lost the job's "
+                         "lease; another node runs it" : final == JOB_INTERRUPTED ? "interrupted: the daemon stopped"
                                                                                   : "cancelled on request");
         }
     }
@@ -495,14 +506,50 @@ static void job_start(job_queue *q, job *j)
     notify_state(q, j);
 }
 
+/* Drops a queued job that is no longer this node's; its record is the store's. */
+static void job_forget(job_queue *q, job *j)
+{
+    queued_remove(q, j);
+    list_remove(q, j);
+    log_info("job %llu (%s, lane %s) is run by another node", (unsigned long long)j->id, j->kind_name, j->lane);
+    json_t *end = json_pack("{s:s,s:o}", "event", "end", "job", job_to_json(j));
+    if (end) fan_out(j, end, true);
+    json_decref(end);
+    if (j->kind && j->kind->free_arg && j->arg) j->kind->free_arg(j->arg);
+    job_free(j);
+}
+
+/* Starts the oldest queued jobs whose lanes are free, here and (through on_claim) on every node. */
 static void schedule(job_queue *q)
 {
     if (q->shutting_down) return;
-    while (q->n_running < q->opt.max_running) {
-        job *pick = q->queued_head;
-        while (pick && lane_busy(q, pick->lane)) pick = pick->qnext;
-        if (!pick) return;
-        job_start(q, pick);
+    job *pick = q->queued_head;
+    while (pick && q->n_running < q->opt.max_running) {
+        job *next = pick->qnext;
+        /* The job job_submit is about to hand to its caller is dropped at the next poll, not now. */
+        int claim = pick->gone ? JOB_CLAIM_GONE
+                    : lane_busy(q, pick->lane) ? JOB_CLAIM_WAIT
+                    : q->opt.hooks.on_claim ? q->opt.hooks.on_claim(pick, q->opt.hooks.data) : JOB_CLAIM_START;
+        if (claim == JOB_CLAIM_START) job_start(q, pick);
+        else if (claim == JOB_CLAIM_GONE && pick != q->submitting) job_forget(q, pick);
+        else if (claim == JOB_CLAIM_GONE) pick->gone = true; /* never asked again */
+        pick = next;
+    }
+}
+
+void job_queue_poll(job_queue *q)
+{
+    schedule(q);
+}
+
+void job_abandon(job_queue *q, job *j)
+{
+    if (j->state == JOB_QUEUED) {
+        atomic_store(&j->stop, STOP_LOST);
+        job_forget(q, j);
+    } else if (j->state == JOB_RUNNING) {
+        atomic_store(&j->stop, STOP_LOST);
+        log_warning("job %llu: this node lost its lease; stopping it without writing", (unsigned long long)j->id);
     }
 }
 
@@ -546,7 +593,7 @@ int job_submit(job_queue *q, job_spec *spec, job **out, clad_err *err)
         return clad_err_set(err, CLAD_ENOMEM, "out of memory");
     }
     j->q = q;
-    j->id = q->next_id;
+    j->id = spec->id ? spec->id : q->next_id;
     j->kind = spec->kind;
     snprintf(j->kind_name, sizeof j->kind_name, "%s", spec->kind->name);
     snprintf(j->lane, sizeof j->lane, "%s", spec->lane);
@@ -580,12 +627,14 @@ int job_submit(job_queue *q, job_spec *spec, job **out, clad_err *err)
             return rc;
         }
     }
-    q->next_id++;
+    job_queue_set_next_id(q, j->id + 1);
     spec->arg = NULL;
     log_info("job %llu (%s, lane %s) queued by uid %ld", (unsigned long long)j->id, j->kind_name, j->lane,
              (long)j->owner_uid);
     if (out) *out = j;
+    q->submitting = j;
     schedule(q);
+    q->submitting = NULL;
     return 0;
 }
 
@@ -607,6 +656,44 @@ int job_cancel(job_queue *q, job *j, clad_err *err)
     return 0;
 }
 
+void job_set_node(job *j, const char *node, int attempt)
+{
+    snprintf(j->node, sizeof j->node, "%s", node ? node : "");
+    j->attempt = attempt;
+}
+
+/* A job from a record, not linked into any queue. */
+static job *job_from_record(job_record *rec)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j) abort();
+    j->id = rec->id;
+    snprintf(j->kind_name, sizeof j->kind_name, "%s", rec->kind);
+    snprintf(j->lane, sizeof j->lane, "%s", rec->lane);
+    j->state = rec->state;
+    j->created = rec->created;
+    j->started = rec->started;
+    j->finished = rec->finished;
+    j->params = rec->params ? rec->params : json_object();
+    j->result = rec->result;
+    j->progress = rec->progress;
+    rec->params = rec->result = rec->progress = NULL;
+    j->owner_uid = rec->owner_uid;
+    j->remote_cancel = rec->cancel_requested;
+    job_set_node(j, rec->node, rec->attempt);
+    if (rec->error_code)
+        clad_err_set(&j->err, rec->error_code, "%s", rec->error_message ? rec->error_message : "");
+    return j;
+}
+
+json_t *job_record_to_json(job_record *rec)
+{
+    job *j = job_from_record(rec);
+    json_t *o = job_to_json(j);
+    job_free(j);
+    return o;
+}
+
 int job_queue_restore(job_queue *q, job_record *rec, clad_err *err)
 {
     json_t *params = rec->params ? rec->params : json_object();
@@ -626,25 +713,11 @@ int job_queue_restore(job_queue *q, job_record *rec, clad_err *err)
         rc = clad_err_set(err, CLAD_ECONFLICT, "job %llu exists already", (unsigned long long)rec->id);
         goto drop;
     }
-    job *j = calloc(1, sizeof *j);
-    if (!j) {
-        rc = clad_err_set(err, CLAD_ENOMEM, "out of memory");
-        goto drop;
-    }
+    rec->params = params;
+    rec->result = result;
+    rec->progress = progress;
+    job *j = job_from_record(rec);
     j->q = q;
-    j->id = rec->id;
-    snprintf(j->kind_name, sizeof j->kind_name, "%s", rec->kind);
-    snprintf(j->lane, sizeof j->lane, "%s", rec->lane);
-    j->state = rec->state;
-    j->created = rec->created;
-    j->started = rec->started;
-    j->finished = rec->finished;
-    j->params = params;
-    j->result = result;
-    j->progress = progress;
-    j->owner_uid = rec->owner_uid;
-    if (rec->error_code)
-        clad_err_set(&j->err, rec->error_code, "%s", rec->error_message ? rec->error_message : "");
     /* Keep creation order: insert before the first job with a larger id. */
     job *after = q->all_tail;
     while (after && after->id > j->id) after = after->prev;

@@ -25,7 +25,9 @@
  * compute work.
  *
  * Persistence: the queue itself lives in memory. The hooks let the store record every state change (and
- * refuse a submission it cannot record); job_queue_restore loads finished jobs back after a restart.
+ * refuse a submission it cannot record, or give the job the store's id); job_queue_restore loads finished
+ * jobs back after a restart. Shared queue: before a queued job starts, the on_claim hook claims it in the
+ * store, where other nodes may have taken it or may be running its lane (daemon/job_claim.c).
  *
  * Everything here runs on the loop thread, except job_should_stop, job_post and job_id, which a kind's
  * run function calls from its worker thread.
@@ -78,6 +80,7 @@ typedef struct job_spec {
     const char *lane;   /* jobs of one lane run one at a time; 1..63 bytes */
     const char *task;   /* the task the job creates or changes (recorded with it); NULL: none */
     void *arg;          /* the job owns it after a successful submit (kind->free_arg) */
+    uint64_t id;        /* 0: the queue numbers it; else this id (a job claimed from the shared queue) */
     json_t *params;     /* public description shown in the job's JSON; stolen, also on failure (NULL: {}) */
     uid_t owner_uid;    /* who submitted it */
 } job_spec;
@@ -88,6 +91,11 @@ typedef struct job_hooks {
     int (*on_state)(job *j, void *data, clad_err *err);
     /* Loop thread, for each progress event after the followers got it. */
     void (*on_progress)(job *j, const json_t *event, void *data);
+    /* Loop thread, before a queued job starts (its lane is free here): JOB_CLAIM_START to start it,
+     * JOB_CLAIM_WAIT to leave it queued (its lane is busy on another node), JOB_CLAIM_GONE when it is
+     * not this node's any more (another node took it, or it was cancelled there): the queue drops it
+     * without another state change. Optional (every job starts). */
+    int (*on_claim)(job *j, void *data);
     void *data;
 } job_hooks;
 
@@ -103,6 +111,8 @@ typedef struct job_queue_options {
     job_hooks hooks;
 } job_queue_options;
 
+enum { JOB_CLAIM_GONE = -1, JOB_CLAIM_WAIT = 0, JOB_CLAIM_START = 1 };
+
 /* A finished job loaded from the store after a restart. */
 typedef struct job_record {
     uint64_t id;
@@ -116,6 +126,9 @@ typedef struct job_record {
     int error_code;    /* 0 or CLAD_E* */
     const char *error_message;
     uid_t owner_uid;
+    const char *node;  /* the node that ran it (shared queue); NULL or "": none */
+    int attempt;       /* its starts so far */
+    bool cancel_requested;
 } job_record;
 
 const char *job_state_name(job_state s);
@@ -138,6 +151,15 @@ int job_submit(job_queue *q, job_spec *spec, job **out, clad_err *err);
 
 /* The job with this id, or NULL. */
 job *job_find(job_queue *q, uint64_t id);
+/* Inside the on_state hook of a job being queued: gives it this id (the store's), unused so far. */
+void job_assign_id(job *j, uint64_t id);
+/* Tries again to start queued jobs (their lanes may have become free on other nodes). */
+void job_queue_poll(job_queue *q);
+/* This node lost the job to another (its lease in the store expired): a queued job is dropped, a running
+ * job is asked to stop and ends interrupted, its finish told CLAD_ECANCELLED (nothing is committed). */
+void job_abandon(job_queue *q, job *j);
+/* Whether job_abandon was called on it. */
+bool job_abandoned(const job *j);
 
 /* Cancels: a queued job becomes cancelled at once; a running job is asked to stop (job_should_stop) and
  * becomes cancelled when its run returns, whatever run returned: a cancel accepted while the job is
@@ -164,13 +186,20 @@ void job_times(const job *j, double *created, double *started, double *finished)
 /* The published error (code 0: none): what job_to_json reports as "error". */
 const clad_err *job_error(const job *j);
 /* The job as JSON (new reference): id, kind, lane, state, created/started/finished (RFC 3339 UTC to
- * the millisecond, rounded, or null), params, progress (the last event), result, error, cancel_requested, owner_uid. */
+ * the millisecond, rounded, or null), params, progress (the last event), result, error, cancel_requested,
+ * owner_uid, node (who runs or ran it; null when none) and attempt (its starts). */
 json_t *job_to_json(const job *j);
 /* Jobs newest first, optionally only one state (-1: all) or one lane (NULL: all), at most limit. */
 json_t *job_queue_list_json(job_queue *q, int state, const char *lane, size_t limit);
 void job_queue_counts(const job_queue *q, unsigned counts[JOB_STATE_COUNT]);
 /* Compute tasks in flight. */
 unsigned job_queue_compute_count(const job_queue *q);
+
+/* A job of the store that this node does not hold, as JSON like job_to_json (any state); takes the
+ * record's JSON values. */
+json_t *job_record_to_json(job_record *rec);
+/* Which node runs the job and its start count (shown as "node" and "attempt" in its JSON). */
+void job_set_node(job *j, const char *node, int attempt);
 
 /* Adds a finished job from the store (for listings after a restart). CLAD_EINVAL if the state is not
  * final, CLAD_ECONFLICT if the id exists. The next id moves past it. */

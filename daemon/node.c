@@ -173,11 +173,16 @@ static void on_beat(uv_timer_t *t)
     unsigned counts[JOB_STATE_COUNT];
     job_queue_counts(app->jobs, counts);
     clad_err err = {0};
+    /* A worker may hold the write lock for seconds while it stores a large upload (the shared job
+     * queue): the loop skips this beat rather than wait for it. */
+    int busy_ms = store_set_busy_timeout(app->st, 0);
     int rc = store_node_beat(app->st, n->self.id, counts[JOB_RUNNING], &err);
     if (rc == CLAD_ENOTFOUND) { /* pruned while this node was stalled for long: register again */
         clad_err_clear(&err);
         rc = store_node_claim(app->st, &n->self, NODE_DEAD_MS, &err);
     }
+    store_set_busy_timeout(app->st, busy_ms);
+    if (rc == CLAD_EBUSY) return;
     note_result(&n->beat_failing, rc, "the node heartbeat", &err);
     if (rc == 0 && ++n->beats % NODE_PRUNE_EVERY == 0) {
         int64_t deleted = 0;

@@ -91,6 +91,16 @@ struct db_ops {
     int64_t (*change_mark)(db *d);
     /* After deletes: gives freed space back where the engine needs to be asked; best effort. */
     void (*reclaim)(db *d);
+    /* How long a write waits for another writer's lock before CLAD_EBUSY (0: not at all). */
+    void (*busy_timeout)(db *d, int ms);
+    /* Deleted job data (store_queue.c): wipe_deferred makes this connection's deletes cheap, leaving
+     * freed pages to wipe; wipe removes every trace of deleted rows from the files (free pages, old log
+     * pages). Best effort where readers hold old pages. */
+    void (*wipe_deferred)(db *d);
+    int (*wipe)(db *d, clad_err *err);
+    /* Whether commits wait for the disk (the default) or may be lost at a power failure (never at a
+     * crash of the process): for writes that are redone anyway, such as a job claim or a lease. */
+    void (*sync_commits)(db *d, bool durable);
 
     /* Change notification (PostgreSQL LISTEN/NOTIFY). Engines without it return -1 from all three, so
      * callers poll (store_change_mark). */

@@ -603,6 +603,27 @@ static int64_t pg_change_mark(db *d)
 
 static void pg_reclaim(db *d) {} /* autovacuum gives space back */
 
+/* The writer lock is an advisory lock, so its wait is lock_timeout (0 would mean forever: 1 ms). */
+static void pg_busy_timeout(db *d, int ms)
+{
+    char sql[48];
+    snprintf(sql, sizeof sql, "SET lock_timeout = %d", ms > 0 ? ms : 1);
+    pg_run(PD(d), sql, NULL, NULL, "setting the lock timeout");
+}
+
+static void pg_wipe_deferred(db *d) {} /* deleting rows costs no more than marking them */
+
+/* Deleted rows stay in the table's pages until they are reused; VACUUM FULL writes the table anew
+ * without them and removes the old files (outside any transaction, and only job_data, which is small
+ * once its rows are deleted). The server's own WAL segments are recycled by the server. */
+static int pg_wipe(db *d, clad_err *err) { return pg_run(PD(d), "VACUUM FULL job_data", NULL, err, "wiping job data"); }
+
+static void pg_sync_commits(db *d, bool durable)
+{
+    pg_run(PD(d), durable ? "SET synchronous_commit = on" : "SET synchronous_commit = off", NULL, NULL,
+           "setting synchronous_commit");
+}
+
 /* ---- LISTEN/NOTIFY ---- */
 
 static bool channel_valid(const char *c)
@@ -689,6 +710,10 @@ const db_ops db_pg_ops = {
     .backup = pg_backup,
     .change_mark = pg_change_mark,
     .reclaim = pg_reclaim,
+    .busy_timeout = pg_busy_timeout,
+    .wipe_deferred = pg_wipe_deferred,
+    .wipe = pg_wipe,
+    .sync_commits = pg_sync_commits,
     .listen = pg_listen,
     .notify = pg_notify,
     .notify_fd = pg_notify_fd,

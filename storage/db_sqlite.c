@@ -316,6 +316,8 @@ static int lite_writer_setup(db *d, bool fresh, clad_err *err)
      * the WAL at every commit, so a version is durable when store_version_put returns. */
     int rc = set_wal(LD(d), err);
     if (rc == 0) rc = lite_exec(d, "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864", err);
+    /* Job data (training samples) must not survive its job in free pages: deleted content is zeroed. */
+    if (rc == 0) rc = lite_exec(d, "PRAGMA secure_delete = ON", err);
     return rc;
 }
 
@@ -341,6 +343,33 @@ static int64_t lite_change_mark(db *d)
 }
 
 static void lite_reclaim(db *d) { sqlite3_exec(LD(d)->h, "PRAGMA incremental_vacuum", NULL, NULL, NULL); }
+
+static void lite_busy_timeout(db *d, int ms) { sqlite3_busy_timeout(LD(d)->h, ms); }
+
+/* In WAL mode NORMAL skips the commit's fsync; the next FULL commit syncs everything before it. */
+static void lite_sync_commits(db *d, bool durable)
+{
+    sqlite3_exec(LD(d)->h, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+}
+
+/* Deleted cells are still zeroed inside pages that are written anyway; freed pages are the wipe's. */
+/* Also no automatic checkpoints: they would copy a worker's large write on this connection's next small
+ * commit (seconds on the daemon's loop); the wipe checkpoints instead. */
+static void lite_wipe_deferred(db *d)
+{
+    sqlite3_exec(LD(d)->h, "PRAGMA secure_delete = FAST", NULL, NULL, NULL);
+    sqlite3_wal_autocheckpoint(LD(d)->h, 0);
+}
+
+static int lite_wipe(db *d, clad_err *err)
+{
+    /* Every free page goes (live pages move into the holes and the file is truncated), then the WAL,
+     * which still holds the deleted rows' old pages, is copied back and truncated. */
+    int rc = lite_exec(d, "PRAGMA incremental_vacuum", err);
+    int e = sqlite3_wal_checkpoint_v2(LD(d)->h, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (rc == 0 && e != SQLITE_OK) rc = lite_map(LD(d), e, err, "emptying the WAL after deleting job data");
+    return rc;
+}
 
 /* ---- Backup ---- */
 
@@ -448,6 +477,10 @@ const db_ops db_sqlite_ops = {
     .backup = lite_backup,
     .change_mark = lite_change_mark,
     .reclaim = lite_reclaim,
+    .busy_timeout = lite_busy_timeout,
+    .wipe_deferred = lite_wipe_deferred,
+    .wipe = lite_wipe,
+    .sync_commits = lite_sync_commits,
     .listen = lite_listen,
     .notify = lite_notify,
     .notify_fd = lite_notify_fd,

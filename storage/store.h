@@ -41,7 +41,7 @@
 #include "core/error.h"
 #include "core/sha256.h"
 
-#define STORE_SCHEMA_VERSION 5          /* schema version this clad writes (SQLite: PRAGMA user_version) */
+#define STORE_SCHEMA_VERSION 6          /* schema version this clad writes (SQLite: PRAGMA user_version) */
 #define STORE_NAME_MAX 64               /* names: 1..64 of [A-Za-z0-9._-], starting with a letter or digit */
 #define STORE_REASON_MAX 256            /* free-text reasons on alias moves */
 #define STORE_JSON_MAX (1 << 20)        /* any JSON text field */
@@ -67,6 +67,15 @@ store *store_open(const char *path, clad_err *err);
  * worker thread to call per job. The schema must be exactly STORE_SCHEMA_VERSION (CLAD_EVERSION
  * otherwise). Writes through this handle fail with CLAD_EDENIED. */
 store *store_open_reader(const char *path, clad_err *err);
+
+/* Opens an existing store for writing from a worker thread: like store_open_reader (no integrity check,
+ * the schema must be current) but writable, with the same durability as store_open. For writes too large
+ * for the daemon's loop thread, such as a job's data. */
+store *store_open_worker(const char *path, clad_err *err);
+
+/* How long a write through this handle waits for another writer before CLAD_EBUSY (default 5000 ms;
+ * 0: not at all). Returns the previous value. */
+int store_set_busy_timeout(store *s, int ms);
 
 /* Closes the handle. Accepts NULL. */
 void store_close(store *s);
@@ -381,6 +390,10 @@ typedef struct store_job {
     int64_t result_version;           /* 0 when none */
     int peer_uid;
     int64_t created_ms, started_ms, finished_ms; /* 0 when not yet */
+    char node[STORE_NAME_MAX + 1];    /* the node that claimed it last (store_job_claim); "" when none */
+    int attempt;                      /* starts through store_job_claim so far */
+    int64_t lease_until_ms;           /* a running claimed job's lease; 0 when none */
+    bool cancel_requested;            /* store_job_request_cancel on a running job */
 } store_job;
 
 /* Queues a job. task: the task it creates or changes (the task may not exist yet), NULL for none; it is
@@ -422,6 +435,56 @@ int store_job_finish(store *s, int64_t id, const store_job_end *e, clad_err *err
 int store_jobs_mark_interrupted(store *s, int64_t *n_marked, clad_err *err);
 
 int store_job_get(store *s, int64_t id, store_job **out, clad_err *err);
+
+/* ---- Shared job queue (storage/store_queue.c) ---------------------------------------------------
+ * Several daemons (nodes) on one store share the queue: a job submitted to any of them is claimed by one
+ * node, which holds a lease on it and renews it while it works. A node that stops renewing (it died)
+ * loses the job: store_jobs_requeue_expired puts it back to queued and another node runs it again from
+ * the start. Only the owner with a valid lease can end a running job or commit its version, so a job
+ * never produces two versions. A job's data lives in the store until its final transaction. */
+
+#define STORE_JOB_ATTEMPTS 3            /* starts of one job before an expired lease fails it */
+
+/* Names the node that claims and runs jobs through this handle (1..64 printable bytes). */
+int store_set_node(store *s, const char *node, clad_err *err);
+/* store_job_create with the job's data (the uploaded dataset; NULL/0 for none), in the same
+ * transaction. CLAD_ETOOLARGE over STORE_BLOB_MAX. */
+int store_job_create_with_data(store *s, const char *kind, const char *task, const char *lane,
+                               const char *request_json, const void *data, size_t data_size, int peer_uid,
+                               int64_t *id_out, clad_err *err);
+/* Deleted job data must not stay readable in the files: a job's final transaction deletes its data, and
+ * store_job_data_wipe then removes the freed pages from the database file (incremental vacuum) and the
+ * old pages from the WAL (checkpoint and truncate). By default the handle that ends the job does that
+ * right after the commit. After store_job_data_defer_wipe the handle's final transactions only make the
+ * data unreadable (store_job_data_get refuses data of a job that ended) and note that a wipe is due
+ * (store_job_data_wipe_due, which also clears the note); store_job_data_wipe then deletes the data of
+ * every ended job and wipes, so that a daemon can run this work, which reads and writes in proportion to
+ * the data, on a worker thread with a handle of its own. Such a handle does not checkpoint the log by
+ * itself either (a checkpoint after a worker's large write copies it all): call store_job_data_wipe from a
+ * worker now and then. Wiping is best effort: a wipe blocked by readers is completed by the next one. */
+void store_job_data_defer_wipe(store *s);
+bool store_job_data_wipe_due(store *s);
+int store_job_data_wipe(store *s, clad_err *err);
+/* The job's data (heap copy, the caller frees it). CLAD_ENOTFOUND when it has none (any more). */
+int store_job_data_get(store *s, int64_t id, void **data, size_t *size, clad_err *err);
+/* In one write transaction: requeues jobs whose lease expired, then claims a queued job whose lane has no
+ * running job on any node: job `only_id` (0: the oldest such job of `kind`, or of any kind when kind is
+ * NULL), marking it running with this node, lease_until = now + lease_ms and attempt + 1. *out is the
+ * claimed job, or NULL when there is none (or job only_id is not queued or its lane is busy). Needs
+ * store_set_node. */
+int store_job_claim(store *s, int64_t only_id, const char *kind, int64_t lease_ms, store_job **out,
+                    clad_err *err);
+/* Extends this node's lease on a running job to now + lease_ms; *cancel_requested (may be NULL) tells
+ * whether a cancel was asked. CLAD_ECONFLICT when the lease is lost (expired, or the job is no longer
+ * running here): the node must stop the job and write nothing. */
+int store_job_renew(store *s, int64_t id, int64_t lease_ms, bool *cancel_requested, clad_err *err);
+/* Running jobs whose lease expired go back to queued (another start, from the beginning), or become
+ * cancelled (a cancel was asked) or failed (STORE_JOB_ATTEMPTS starts used). *n (may be NULL): how many. */
+int store_jobs_requeue_expired(store *s, int64_t *n, clad_err *err);
+/* A cancel through any node: a queued job becomes cancelled now; a running one gets cancel_requested,
+ * which its owner sees at its next renewal. *state_out (may be NULL): the job's state afterwards.
+ * CLAD_ECONFLICT once the job has finished. */
+int store_job_request_cancel(store *s, int64_t id, int peer_uid, store_job_state *state_out, clad_err *err);
 /* Newest first, at most limit (0 = all); task NULL = every task. */
 int store_jobs_list(store *s, const char *task, size_t limit, store_job **out, size_t *n, clad_err *err);
 void store_job_free(store_job *j);

@@ -12,6 +12,11 @@ struct store {
     char *path;       /* for messages: the file, or the URI without its password */
     bool readonly;    /* opened with store_open_reader */
     bool in_snapshot; /* between store_snapshot_begin and _end */
+    char node[STORE_NAME_MAX + 1]; /* store_set_node: the node claiming jobs through this handle ("": none) */
+    bool wipe_wal;    /* job data was deleted: after the commit, wipe its pages (store_job_data_wipe) */
+    bool wipe_deferred; /* store_job_data_defer_wipe: leave that to store_job_data_wipe */
+    bool wipe_due;    /* a deferred wipe is due (store_job_data_wipe_due) */
+    int busy_ms;      /* store_set_busy_timeout */
 };
 
 #define STORE_BUSY_TIMEOUT_MS 5000
@@ -105,6 +110,18 @@ int task_validate(store *s, const store_task_in *in, clad_err *err);
 /* Inserts and audits a validated task inside the current write transaction; CLAD_ECONFLICT if the name
  * exists, CLAD_ENOTFOUND for an unknown base. */
 int task_insert(store *s, const store_task_in *in, int peer_uid, clad_err *err);
+
+/* ---- Shared job queue (store_queue.c), used by store_job.c and store_version_put ---- */
+
+/* Inside a write transaction: a job leaving `running` must be this handle's node's, with a lease that
+ * has not expired (CLAD_ECONFLICT otherwise); a job no node claimed (node NULL) passes. */
+int job_check_owner(store *s, int64_t id, clad_err *err);
+/* Inside a write transaction: deletes the data of every job in a final state, so a job's data goes in its
+ * final transaction. */
+int job_data_sweep(store *s, clad_err *err);
+/* The one job row matching `where` (an SQL WHERE clause with ?1 bound to id), or *out NULL when none
+ * (store_job.c). */
+int job_get_where(store *s, const char *where, int64_t id, store_job **out, clad_err *err);
 
 /* ---- Audit (store_audit.c) ---- */
 

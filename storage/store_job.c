@@ -36,6 +36,16 @@ static int audit_job(store *s, int peer_uid, const char *action, int64_t id, con
 int store_job_create(store *s, const char *kind, const char *task, const char *lane, const char *request_json,
                      int peer_uid, int64_t *id_out, clad_err *err)
 {
+    return store_job_create_with_data(s, kind, task, lane, request_json, NULL, 0, peer_uid, id_out, err);
+}
+
+int store_job_create_with_data(store *s, const char *kind, const char *task, const char *lane,
+                               const char *request_json, const void *data, size_t data_size, int peer_uid,
+                               int64_t *id_out, clad_err *err)
+{
+    if (data && data_size > STORE_BLOB_MAX)
+        return clad_err_set(err, CLAD_ETOOLARGE, "job data of %zu bytes is over the limit of %u", data_size,
+                            STORE_BLOB_MAX);
     int rc = check_name(kind, "job kind", err);
     if (rc || (task && (rc = check_name(task, "task", err)))) return rc;
     if (lane && strnlen(lane, STORE_NAME_MAX + 1) > STORE_NAME_MAX)
@@ -47,6 +57,9 @@ int store_job_create(store *s, const char *kind, const char *task, const char *l
                 "INSERT INTO jobs (kind, task, lane, state, request_json, peer_uid, created_ms) "
                 "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6) RETURNING id", "ttttiI", kind, task ? task : "",
                 lane ? lane : "", request_json ? request_json : "{}", peer_uid, now_ms());
+    /* The data commits with its job: a crash leaves both or neither. */
+    if (rc == 0 && data)
+        rc = st_exec(s, err, "INSERT INTO job_data (job_id, data) VALUES (?1, ?2)", "Ib", id, data, data_size);
     if (rc == 0) rc = audit_job(s, peer_uid, "job.create", id, "queued", NULL, 0, err);
     rc = tx_end(s, rc, err);
     if (rc == 0 && id_out) *id_out = id;
@@ -69,6 +82,7 @@ static int job_check_state(store *s, int64_t id, const char *const *from, const 
         for (size_t i = 0; from[i]; i++)
             if (strcmp(state, from[i]) == 0) rc = 0;
         if (rc) clad_err_set(err, rc, "job %lld is %s; it cannot become %s", (long long)id, state, to);
+        else if (strcmp(state, "running") == 0) rc = job_check_owner(s, id, err);
     } else if (rc == 0) {
         rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)id);
     }
@@ -105,7 +119,7 @@ static int mark_succeeded_tx(store *s, int64_t id, int64_t result_version, clad_
     if (rc == 0)
         rc = audit_job(s, owner, "job.succeeded", id, "succeeded", result_version ? "result_version" : NULL,
                        result_version, err);
-    return rc;
+    return rc ? rc : job_data_sweep(s, err);
 }
 
 static int mark_failed_tx(store *s, int64_t id, int code, const char *msg, clad_err *err)
@@ -118,7 +132,7 @@ static int mark_failed_tx(store *s, int64_t id, int code, const char *msg, clad_
         rc = st_exec(s, err, "UPDATE jobs SET state = 'failed', finished_ms = ?2, error_code = ?3, error_msg = ?4 "
                      "WHERE id = ?1", "IIit", id, now_ms(), code, m);
     if (rc == 0) rc = audit_job(s, owner, "job.failed", id, "failed", "error_code", code, err);
-    return rc;
+    return rc ? rc : job_data_sweep(s, err);
 }
 
 /* cancelled or interrupted, audited with *audit_uid (who cancelled), or with the owner's uid when NULL. */
@@ -132,7 +146,7 @@ static int mark_stopped_tx(store *s, int64_t id, const char *state, const int *a
     char action[32];
     snprintf(action, sizeof action, "job.%s", state);
     if (rc == 0) rc = audit_job(s, audit_uid ? *audit_uid : owner, action, id, state, NULL, 0, err);
-    return rc;
+    return rc ? rc : job_data_sweep(s, err);
 }
 
 int store_job_mark_succeeded(store *s, int64_t id, int64_t result_version, clad_err *err)
@@ -155,6 +169,36 @@ int store_job_mark_cancelled(store *s, int64_t id, int peer_uid, clad_err *err)
     int rc = tx_begin_write(s, err);
     if (rc) return rc;
     return tx_end(s, mark_stopped_tx(s, id, "cancelled", &peer_uid, err), err);
+}
+
+int store_job_request_cancel(store *s, int64_t id, int peer_uid, store_job_state *state_out, clad_err *err)
+{
+    int rc = tx_begin_write(s, err);
+    if (rc) return rc;
+    int owner = 0;
+    store_job_state after = STORE_JOB_CANCELLED;
+    /* A queued job has no owner yet: it ends here. A running one is ended by its owner, who sees the
+     * request at its next lease renewal. */
+    rc = job_check_state(s, id, from_queued, "cancelled", &owner, err);
+    if (rc == CLAD_ECONFLICT) {
+        clad_err_clear(err);
+        after = STORE_JOB_RUNNING;
+        rc = st_exec(s, err, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'", "I", id);
+        if (rc == 0 && st_changes(s) == 0) {
+            store_job *j = NULL;
+            rc = store_job_get(s, id, &j, err);
+            if (rc == 0)
+                rc = clad_err_set(err, CLAD_ECONFLICT, "job %lld has already %s", (long long)id,
+                                  store_job_state_name(j->state));
+            store_job_free(j);
+        }
+        if (rc == 0) rc = audit_job(s, peer_uid, "job.cancel_requested", id, "running", NULL, 0, err);
+    } else if (rc == 0) {
+        rc = mark_stopped_tx(s, id, "cancelled", &peer_uid, err);
+    }
+    rc = tx_end(s, rc, err);
+    if (rc == 0 && state_out) *state_out = after;
+    return rc;
 }
 
 int store_job_mark_interrupted(store *s, int64_t id, clad_err *err)
@@ -246,6 +290,7 @@ int store_jobs_mark_interrupted(store *s, int64_t *n_marked, clad_err *err)
         jb_int(&j, "jobs", n);
         rc = audit_add(s, STORE_UID_CLAD, "jobs.interrupted", "jobs", jb_done(&j), err);
     }
+    if (rc == 0) rc = job_data_sweep(s, err);
     rc = tx_end(s, rc, err);
     if (rc == 0 && n_marked) *n_marked = n;
     return rc;
@@ -253,7 +298,8 @@ int store_jobs_mark_interrupted(store *s, int64_t *n_marked, clad_err *err)
 
 static const char job_cols[] =
     "SELECT id, kind, task, state, error_code, error_msg, request_json, progress_json, result_version, "
-    "peer_uid, created_ms, started_ms, finished_ms, result_json, lane FROM jobs ";
+    "peer_uid, created_ms, started_ms, finished_ms, result_json, lane, node, attempt, lease_until, "
+    "cancel_requested FROM jobs ";
 
 static void job_from_row(db_stmt *st, store_job *j)
 {
@@ -273,14 +319,19 @@ static void job_from_row(db_stmt *st, store_job *j)
     j->finished_ms = col_int64(st, 12);
     j->result_json = col_strdup(st, 13);
     col_copy(st, 14, j->lane, sizeof j->lane);
+    col_copy(st, 15, j->node, sizeof j->node);
+    j->attempt = col_int(st, 16);
+    j->lease_until_ms = col_int64(st, 17);
+    j->cancel_requested = col_int(st, 18) != 0;
 }
 
-int store_job_get(store *s, int64_t id, store_job **out, clad_err *err)
+/* Shared with store_queue.c: one job row as the columns above select it. */
+int job_get_where(store *s, const char *where, int64_t id, store_job **out, clad_err *err)
 {
     *out = NULL;
     db_stmt *st;
-    char sql[320];
-    snprintf(sql, sizeof sql, "%sWHERE id = ?1", job_cols);
+    char sql[512];
+    snprintf(sql, sizeof sql, "%s%s", job_cols, where);
     int rc = st_prepare(s, &st, err, sql, "I", id);
     if (rc) return rc;
     rc = st_step(s, st, err);
@@ -290,10 +341,15 @@ int store_job_get(store *s, int64_t id, store_job **out, clad_err *err)
         job_from_row(st, j);
         *out = j;
         rc = 0;
-    } else if (rc == 0) {
-        rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)id);
     }
     st_finalize(st);
+    return rc;
+}
+
+int store_job_get(store *s, int64_t id, store_job **out, clad_err *err)
+{
+    int rc = job_get_where(s, "WHERE id = ?1", id, out, err);
+    if (rc == 0 && !*out) rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)id);
     return rc;
 }
 
@@ -302,7 +358,7 @@ int store_jobs_list(store *s, const char *task, size_t limit, store_job **out, s
     *out = NULL;
     *n = 0;
     db_stmt *st;
-    char sql[384];
+    char sql[512];
     snprintf(sql, sizeof sql, "%sWHERE ?1 IS NULL OR task = ?1 ORDER BY id DESC LIMIT ?2", job_cols);
     int rc = st_prepare(s, &st, err, sql, "tI", task, limit ? (int64_t)limit : INT64_MAX);
     if (rc) return rc;

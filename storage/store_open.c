@@ -33,8 +33,8 @@ static int migrate(store *s, clad_err *err)
     return tx_end(s, rc, err);
 }
 
-/* Everything store_open and store_open_reader share: connection, header checks. */
-static store *open_common(const char *target, bool reader, clad_err *err)
+/* Everything store_open, store_open_reader and store_open_worker share: connection, header checks. */
+static store *open_common(const char *target, bool reader, bool worker, clad_err *err)
 {
     if (!target || !*target) {
         clad_err_set(err, CLAD_EINVAL, "store path is empty");
@@ -50,6 +50,7 @@ static store *open_common(const char *target, bool reader, clad_err *err)
         return NULL;
     }
     s->readonly = reader;
+    s->busy_ms = STORE_BUSY_TIMEOUT_MS;
     if (!(s->db = o->open(target, reader, err))) goto fail_close;
 
     /* Read the header before anything writes: a newer schema must leave the database untouched. The
@@ -72,13 +73,15 @@ static store *open_common(const char *target, bool reader, clad_err *err)
         clad_err_set(err, CLAD_EINVAL, "%s is not a clad store (it is some other %s database)", s->path, o->engine);
         goto fail_close;
     }
-    if (reader) {
+    if (reader || worker) {
         if (version != STORE_SCHEMA_VERSION) {
             clad_err_set(err, CLAD_EVERSION, "store schema version %lld is older than this clad (%d); "
                          "open it read-write once (start cladd) to migrate it",
                          (long long)version, STORE_SCHEMA_VERSION);
             goto fail_close;
         }
+        /* A worker's writes are as durable and as careful with deleted data as the main handle's. */
+        if (worker && o->writer_setup(s->db, false, err)) goto fail_close;
         return s;
     }
     if (version > 0 && o->check(s->db, STORE_CHECK_QUICK, err)) goto fail_close;
@@ -91,9 +94,19 @@ fail_close:
     return NULL;
 }
 
-store *store_open(const char *target, clad_err *err) { return open_common(target, false, err); }
+store *store_open(const char *target, clad_err *err) { return open_common(target, false, false, err); }
 
-store *store_open_reader(const char *target, clad_err *err) { return open_common(target, true, err); }
+store *store_open_reader(const char *target, clad_err *err) { return open_common(target, true, false, err); }
+
+store *store_open_worker(const char *target, clad_err *err) { return open_common(target, false, true, err); }
+
+int store_set_busy_timeout(store *s, int ms)
+{
+    int old = s->busy_ms;
+    s->busy_ms = ms < 0 ? 0 : ms;
+    s->db->ops->busy_timeout(s->db, s->busy_ms);
+    return old;
+}
 
 const char *store_backend(const store *s) { return s->db->ops->name; }
 

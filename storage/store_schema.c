@@ -198,6 +198,17 @@ const char *const store_migrations_sqlite[] = {
     "  version INTEGER NOT NULL DEFAULT 0,"
     "  at_ms INTEGER NOT NULL"
     ");",
+    /* 6: the shared job queue (storage/store_queue.c). A running job names the node that claimed it and
+     * holds a lease it renews; attempt counts its starts; cancel_requested reaches the owner at its next
+     * renewal. job_data holds the submitted data until the job's final transaction deletes it. */
+    "ALTER TABLE jobs ADD COLUMN node TEXT;"
+    "ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN lease_until INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE job_data ("
+    "  job_id INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,"
+    "  data BLOB NOT NULL"
+    ");",
 };
 
 _Static_assert(sizeof store_migrations_sqlite / sizeof store_migrations_sqlite[0] == STORE_SCHEMA_VERSION,
@@ -388,6 +399,16 @@ const char *const store_migrations_pg[] = {
     "  version BIGINT NOT NULL DEFAULT 0,"
     "  at_ms BIGINT NOT NULL"
     ");",
+    /* 6: the shared job queue (see the SQLite twin). */
+    "ALTER TABLE jobs ADD COLUMN node TEXT;"
+    "ALTER TABLE jobs ADD COLUMN attempt BIGINT NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN lease_until BIGINT;"
+    "ALTER TABLE jobs ADD COLUMN cancel_requested BIGINT NOT NULL DEFAULT 0;"
+    "CREATE TABLE job_data ("
+    "  job_id BIGINT PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,"
+    "  data BYTEA NOT NULL"
+    ");"
+    "ALTER TABLE job_data ALTER COLUMN data SET STORAGE EXTERNAL;",
 };
 
 _Static_assert(sizeof store_migrations_pg / sizeof store_migrations_pg[0] == STORE_SCHEMA_VERSION,

@@ -166,8 +166,14 @@ int tx_end(store *s, int rc, clad_err *err)
 {
     if (rc == 0) {
         rc = s->db->ops->commit(s->db, err);
+        if (rc == 0 && s->wipe_wal) {
+            s->wipe_wal = false;
+            if (s->wipe_deferred) s->wipe_due = true;
+            else store_job_data_wipe(s, NULL);
+        }
         if (rc == 0) return 0;
     }
+    s->wipe_wal = false;
     s->db->ops->rollback(s->db);
     return rc;
 }

@@ -114,7 +114,8 @@ static int put_job_check(store *s, const store_version_in *in, clad_err *err)
     else if (rc == 1)
         rc = 0;
     st_finalize(st);
-    return rc;
+    /* On a shared store only the node holding the job's lease may commit its version. */
+    return rc ? rc : job_check_owner(s, in->job_id, err);
 }
 
 int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_t *version_out, clad_err *err)
@@ -183,6 +184,7 @@ int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_
         rc = st_exec(s, err,
                      "UPDATE jobs SET state = 'succeeded', result_version = ?2, finished_ms = ?3 WHERE id = ?1",
                      "III", in->job_id, version, now_ms());
+    if (rc == 0 && in->job_id) rc = job_data_sweep(s, err);
     if (rc == 0) {
         char object[STORE_NAME_MAX + 32];
         snprintf(object, sizeof object, "version:%s/%lld", in->task, (long long)version);

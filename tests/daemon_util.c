@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/rng.h"
 #include "daemon/client.h"
 #include "io/model_io.h"
 #include "tests/test.h"
@@ -237,6 +238,26 @@ int clad_run(const daemon_proc *d, const char *args, char **out)
     if (out) *out = buf;
     else free(buf);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+void write_argmax_csv(const char *path, int n, int features, uint64_t seed)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    rng r;
+    rng_init(&r, seed);
+    for (int i = 0; i < n; i++) {
+        float x[64];
+        int best = 0;
+        CHECK(features >= 4 && features <= 64);
+        for (int j = 0; j < features; j++) x[j] = rng_normal(&r);
+        for (int j = 1; j < 4; j++)
+            if (x[j] > x[best]) best = j;
+        fprintf(f, "%d", best);
+        for (int j = 0; j < features; j++) fprintf(f, ",%.4f", (double)x[j]);
+        fputc('\n', f);
+    }
+    fclose(f);
 }
 
 json_t *json_or_fail(const char *text)

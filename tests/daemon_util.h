@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "core/model.h"
@@ -58,6 +59,10 @@ int http_try(const char *sock, const char *method, const char *path, const char 
              size_t len, int timeout_ms, char **out);
 /* Runs build/clad --socket <sock> ARGS (a shell fragment); returns its exit code, *out its stdout. */
 int clad_run(const daemon_proc *d, const char *args, char **out);
+
+/* n rows of a labelled CSV (label first, then `features` >= 4 values from seed) whose label is the index of
+ * the largest of the first four values: a small task any base of that input size learns. */
+void write_argmax_csv(const char *path, int n, int features, uint64_t seed);
 
 /* Parses JSON or fails the test. */
 json_t *json_or_fail(const char *text);

@@ -14,15 +14,20 @@
 
 void mn_start(mn_cluster *c, int n, const char *location)
 {
+    mn_start_config(c, n, location, NULL);
+}
+
+void mn_start_config(mn_cluster *c, int n, const char *location, const char *more)
+{
     static const char *const env[] = {"OPENBLAS_NUM_THREADS=1", NULL};
     CHECK(n > 0 && n <= MN_MAX_NODES);
     memset(c, 0, sizeof *c);
     c->n = n;
     snprintf(c->store, sizeof c->store, "%s", location);
     for (int i = 0; i < n; i++) {
-        char sub[8], config[64];
+        char sub[8], config[512];
         snprintf(sub, sizeof sub, "n%d", i);
-        snprintf(config, sizeof config, "node_id = n%d\n", i);
+        snprintf(config, sizeof config, "node_id = n%d\n%s", i, more ? more : "");
         const char *args[] = {"--store", c->store, NULL};
         daemon_opts o = {.env = env, .args = args, .config = config, .subdir = sub};
         daemon_start(&c->node[i], &o);

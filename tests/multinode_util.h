@@ -21,6 +21,8 @@ typedef struct mn_cluster {
 
 /* Starts n nodes on the shared store (every node with one BLAS thread and the test routes). */
 void mn_start(mn_cluster *c, int n, const char *location);
+/* mn_start with more config file lines for every node (NULL: none). */
+void mn_start_config(mn_cluster *c, int n, const char *location, const char *config);
 /* SIGTERM to every node still running; each must exit 0. */
 void mn_stop(mn_cluster *c);
 

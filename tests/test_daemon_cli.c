@@ -23,32 +23,12 @@ typedef struct cli_fixture {
     char csv[512];   /* labelled: label first, FEATURES values */
 } cli_fixture;
 
-/* A CSV whose label is the index of the largest of the first four features. */
-static void write_csv(const char *path, int n)
-{
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    rng r;
-    rng_init(&r, 5);
-    for (int i = 0; i < n; i++) {
-        float x[FEATURES];
-        int best = 0;
-        for (int j = 0; j < FEATURES; j++) x[j] = rng_normal(&r);
-        for (int j = 1; j < 4; j++)
-            if (x[j] > x[best]) best = j;
-        fprintf(f, "%d", best);
-        for (int j = 0; j < FEATURES; j++) fprintf(f, ",%.4f", (double)x[j]);
-        fputc('\n', f);
-    }
-    fclose(f);
-}
-
 /* cladd with an MLP base "mlp"; with `versions` > 0 also task t1 trained that many times via clad. */
 static void cli_fixture_start(cli_fixture *f, int versions)
 {
     daemon_start(&f->d, NULL);
     snprintf(f->csv, sizeof f->csv, "%s/t1.csv", test_tmpdir());
-    write_csv(f->csv, 240);
+    write_argmax_csv(f->csv, 240, FEATURES, 5);
     char base[512], args[1200], *out = NULL;
     snprintf(base, sizeof base, "%s/base.safetensors", test_tmpdir());
     model_config c = {.kind = MODEL_MLP, .input_dim = FEATURES, .n_hidden = 1, .hidden = {16}, .n_classes = 4};
@@ -109,7 +89,7 @@ TEST(daemon_cli_checks_names_before_any_request)
     snprintf(none.sock, sizeof none.sock, "%s/no-daemon.sock", test_tmpdir());
     char csv[512];
     snprintf(csv, sizeof csv, "%s/x.csv", test_tmpdir());
-    write_csv(csv, 4);
+    write_argmax_csv(csv, 4, FEATURES, 5);
     static const char *const bad[] = {"'my task'", "'rot15?x=1'", "''", "'a/b'", "'-x'", "'%41'", "'\xc3\xa9t\xc3\xa9'"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char args[1024];

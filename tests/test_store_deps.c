@@ -48,16 +48,6 @@ static store *deps_fixture_edited(const char *file, const char *sql)
     return fx_open(file);
 }
 
-static int64_t n_versions(store *s, const char *task)
-{
-    store_task *t = NULL;
-    clad_err e = {0};
-    CHECK_OK(store_task_get(s, task, &t, &e), e);
-    int64_t n = t->n_versions;
-    store_task_free(t);
-    return n;
-}
-
 STORE_TEST(store_deps_needed_version_cannot_be_deleted)
 {
     clad_err e = {0};
@@ -72,7 +62,7 @@ STORE_TEST(store_deps_needed_version_cannot_be_deleted)
 
     CHECK_CODE(store_version_delete(s, "a", 1, 1000, &e), CLAD_ECONFLICT, e);
     CHECK_MSG(strstr(e.msg, "needed at run time by version 1 of task 'f'"), "%s", e.msg);
-    CHECK_INT_EQ(n_versions(s, "a"), 2);
+    CHECK_INT_EQ(fx_n_versions(s, "a"), 2);
 
     /* A fusion version must say what it needs, and what it names must exist; nothing is written. */
     CHECK_CODE(put_fusion(s, 0, &e), CLAD_EINVAL, e);
@@ -81,7 +71,7 @@ STORE_TEST(store_deps_needed_version_cannot_be_deleted)
     store_version_in in = {.task = "f", .kind = "fusion", .adapter = blob, .adapter_size = sizeof blob,
                            .needs = &missing, .n_needs = 1};
     CHECK_CODE(store_version_put(s, &in, 1000, NULL, &e), CLAD_ENOTFOUND, e);
-    CHECK_INT_EQ(n_versions(s, "f"), 1);
+    CHECK_INT_EQ(fx_n_versions(s, "f"), 1);
     CHECK_OK(store_check(s, STORE_CHECK_FULL, &e), e);
 
     /* Once the dependent is gone, so is the protection. */
@@ -105,9 +95,9 @@ STORE_TEST(store_deps_retention_keeps_what_kept_versions_need)
     fx_put(s, "f", 0);
     CHECK_OK(store_gc(s, NULL, 1, 1000, &st, &e), e);
     CHECK_INT_EQ(st.versions_deleted, 2);
-    CHECK_INT_EQ(n_versions(s, "a"), 1);
-    CHECK_INT_EQ(n_versions(s, "b"), 1);
-    CHECK_INT_EQ(n_versions(s, "f"), 1);
+    CHECK_INT_EQ(fx_n_versions(s, "a"), 1);
+    CHECK_INT_EQ(fx_n_versions(s, "b"), 1);
+    CHECK_INT_EQ(fx_n_versions(s, "f"), 1);
     CHECK_OK(store_check(s, STORE_CHECK_FULL, &e), e);
     store_close(s);
 }
@@ -117,7 +107,7 @@ STORE_TEST(store_deps_retention_keeps_what_kept_versions_need)
 TEST(store_deps_migration_from_schema_1_derives_fusion_sources)
 {
     clad_err e = {0};
-    store *s = deps_fixture_edited("m.db", "DROP TABLE version_deps; ALTER TABLE jobs DROP COLUMN result_json;"
+    store *s = deps_fixture_edited("m.db", FX_UNDO_SCHEMA_6 " DROP TABLE version_deps; ALTER TABLE jobs DROP COLUMN result_json;"
                                            " ALTER TABLE jobs DROP COLUMN lane; DROP TABLE nodes; DROP TABLE changes;"
                                            " PRAGMA user_version = 1");
     store_version *v = NULL;
@@ -164,7 +154,7 @@ STORE_TEST(store_deps_task_delete_respects_runtime_dependencies)
     CHECK_MSG(strstr(e.msg, "task 'a' is needed at run time by f@1 (needs a@1)"), "%s", e.msg);
     CHECK_CODE(store_task_delete(s, "b", 1000, &e), CLAD_ECONFLICT, e);
     CHECK_MSG(strstr(e.msg, "f@1 (needs b@1)"), "%s", e.msg);
-    CHECK_INT_EQ(n_versions(s, "a"), 1);
+    CHECK_INT_EQ(fx_n_versions(s, "a"), 1);
     store_close(s);
     CHECK_INT_EQ(fx_count(path, "SELECT count(*) FROM version_deps"), 2);
 

@@ -60,6 +60,16 @@ void fx_task(store *s, const char *task)
     CHECK_OK(store_task_create(s, &ti, 1000, &e), e);
 }
 
+int64_t fx_n_versions(store *s, const char *task)
+{
+    store_task *t = NULL;
+    clad_err e = {0};
+    CHECK_OK(store_task_get(s, task, &t, &e), e);
+    int64_t n = t->n_versions;
+    store_task_free(t);
+    return n;
+}
+
 store *fx_open_with_task(const char *file, const char *task, int n_versions, char *path, size_t cap)
 {
     if (path) fx_path(path, cap, file);

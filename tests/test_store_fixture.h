@@ -34,6 +34,8 @@ void fx_path(char *buf, size_t cap, const char *file);
 store *fx_open(const char *file);
 /* Adds base "mlp" (inline weights) if missing and task `task` (10 classes) on it. */
 void fx_task(store *s, const char *task);
+/* How many versions task has now. */
+int64_t fx_n_versions(store *s, const char *task);
 /* fx_open(file), fx_task(task) and n_versions fx_put; path (may be NULL) receives the store target. */
 store *fx_open_with_task(const char *file, const char *task, int n_versions, char *path, size_t cap);
 /* Fills buf with the blob for (task, version): 8 bytes of version, then seeded bytes; size >= 16. */
@@ -49,6 +51,11 @@ int fx_put_job(store *s, const char *task, int64_t job_id, int64_t *version, cla
 /* Runs sql on the store at path (a file or a URI from fx_path) directly, as an older clad or damage would
  * have left it. */
 void fx_exec(const char *path, const char *sql);
+/* SQL that takes a store back from schema 6 to schema 5 (without the shared queue's columns and table),
+ * for tests of older migrations; it leaves user_version to the caller. */
+#define FX_UNDO_SCHEMA_6                                                                                    \
+    "DROP TABLE job_data; ALTER TABLE jobs DROP COLUMN node; ALTER TABLE jobs DROP COLUMN attempt;"         \
+    " ALTER TABLE jobs DROP COLUMN lease_until; ALTER TABLE jobs DROP COLUMN cancel_requested;"
 /* The integer the one-row query sql gives on the store at path, read directly. */
 int64_t fx_count(const char *path, const char *sql);
 /* Reads a whole file (test helper); returns malloc'd bytes and sets *n. */

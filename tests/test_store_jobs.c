@@ -97,7 +97,7 @@ TEST(store_jobs_migration_separates_lane_and_task)
     fx_path(path, sizeof path, "m.db");
     store *s = fx_open("m.db");
     store_close(s);
-    fx_exec(path, "ALTER TABLE jobs DROP COLUMN lane; DROP TABLE nodes; DROP TABLE changes;"
+    fx_exec(path, FX_UNDO_SCHEMA_6 "ALTER TABLE jobs DROP COLUMN lane; DROP TABLE nodes; DROP TABLE changes;"
                   "INSERT INTO jobs (kind, task, state, request_json, peer_uid, created_ms) VALUES "
                   "('train', 'mlp', 'succeeded', '{\"task\":\"t1\",\"base\":\"mlp\"}', 500, 1),"
                   "('merge', 'mlp', 'failed', '{\"tasks\":[\"t1\"]}', 500, 2);"
