@@ -73,6 +73,26 @@ $CLAD rollback rot15 --reason "demo: version 2 is worse"
 $CLAD versions rot15
 $CLAD eval rot15 "$DEMO/data/rot15-test.safetensors"
 
+say "a second node on the same store: both list each other, and a change through one is what the other serves"
+SOCK2="$DEMO/clad2.sock"
+"$BUILD/cladd" --socket "$SOCK2" --state-dir "$DEMO/state2" --store "$DEMO/state/clad.db" \
+    > "$DEMO/cladd2.log" 2>&1 &
+CLADD2=$!
+trap 'kill $CLADD $CLADD2 2>/dev/null || true' EXIT INT TERM
+i=0
+until $BUILD/clad --socket "$SOCK2" health > /dev/null 2>&1; do
+    i=$((i + 1))
+    [ $i -lt 100 ] || { echo "the second cladd did not start; see $DEMO/cladd2.log"; exit 1; }
+    sleep 0.1
+done
+$BUILD/clad --socket "$SOCK2" nodes
+$CLAD undo rot15 > /dev/null
+echo "after 'clad undo rot15' through the first node, the second serves:"
+$BUILD/clad --socket "$SOCK2" versions rot15
+kill -TERM $CLADD2
+wait $CLADD2 || true
+trap 'kill $CLADD 2>/dev/null || true' EXIT INT TERM
+
 say "predicting without a task id: each input of invert's test data is routed to the task it belongs to"
 $CLAD predict --any "$DEMO/data/invert-test.safetensors" | awk '{print $1}' | sort | uniq -c | sort -rn
 "$BUILD/clad-bench" export --stream "$STREAM" --task "$(echo $TASKS | tr ' ' ,)" --split test --samples 250 \
