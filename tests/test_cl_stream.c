@@ -17,7 +17,7 @@ static const char *stream_text(int train, int quick_train)
              " \"base\": {\"model\": {\"model\": \"mlp\", \"input_dim\": 32, \"hidden\": [48, 48], \"classes\": 6},"
              " \"init_seed\": 3},\n"
              " \"train_per_task\": %d, \"test_per_task\": 400, \"epochs\": 8, \"seed\": 1, \"lr\": 0.003,\n"
-             " \"probe\": {\"samples\": 1024, \"holdout\": 512, \"steps\": 64},\n"
+             " \"probe\": {\"samples\": 1024, \"holdout\": 512, \"steps\": 64, \"batch\": 64, \"points\": 4},\n"
              " \"quick\": {\"train_per_task\": %d},\n"
              " \"tasks\": [\n"
              "  {\"name\": \"r1\", \"data\": \"synthetic\", \"teacher_rank\": {\"fc1\": 1}, \"teacher_scale\": 0.7,"
