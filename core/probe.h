@@ -32,7 +32,7 @@ typedef struct probe_config {
     void *stop_ctx;
 } probe_config;
 
-/* Defaults: 256 samples, 128 held out, 2 path points, 48 steps, batch 16, lr 1e-3, seed 1, no stop. */
+/* Defaults: 256 samples, 128 held out, 2 path points, 32 steps, batch 16, lr 1.5e-3, seed 1, no stop. */
 void probe_config_default(probe_config *c);
 int probe_config_validate(const probe_config *c, clad_err *err);
 

@@ -626,8 +626,9 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
     }
 
     /* Every task keeps at least r_min somewhere: on the layer whose pull earns most (its significant
-     * components, then all of them, then the largest energy), so it can learn. */
-    if (pol->kind != RANK_FIXED) {
+     * components, then all of them, then the largest energy), so it can learn. A task that reuses an earlier
+     * one learns through the reused change and its own head, so it may get no new rank at all. */
+    if (pol->kind != RANK_FIXED && plan->reuse < 0) {
         int total = 0, best = -1;
         for (int li = 0; li < in->n_linear; li++) {
             const rank_layer *R = &plan->layer[li];

@@ -67,8 +67,8 @@ typedef struct rank_policy {
 
 /* Defaults: auto, r_min 1, r_max 32, theta 0.004, scale RANK_DEFAULT_SCALE, price RANK_DEFAULT_PRICE,
  * reuse_min 0.5, left_min 0.25, no budget, linear_gain 100. */
-#define RANK_DEFAULT_SCALE 2.0
-#define RANK_DEFAULT_PRICE 2e-6
+#define RANK_DEFAULT_SCALE 1.0
+#define RANK_DEFAULT_PRICE 1e-5
 void rank_policy_default(rank_policy *p);
 /* "auto", "fixed:8", "linear", optionally followed by settings: "auto:theta=0.01,r_max=16,budget=20000",
  * "linear:gain=50". Keys: r_min, r_max, theta, scale, price, reuse, left, budget, gain. Errors: CLAD_EINVAL

@@ -227,9 +227,9 @@ TEST(cl_ranks_fixed_and_linear_policies)
     rank_policy_name(&pol, name, sizeof name);
     CHECK_STR_EQ(name, "fixed:3");
     char big[128];
-    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:r_max=16,scale=3,budget=500,price=1e-05", NULL), 0);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:r_max=16,scale=3,budget=500,price=3e-05", NULL), 0);
     rank_policy_name(&pol, big, sizeof big);
-    CHECK_STR_EQ(big, "auto:r_max=16,budget=500,scale=3,price=1e-05");
+    CHECK_STR_EQ(big, "auto:r_max=16,budget=500,scale=3,price=3e-05");
     rank_policy back;
     CHECK_INT_EQ(rank_policy_parse(&back, big, NULL), 0);
     CHECK(!memcmp(&back, &pol, sizeof pol));
@@ -275,13 +275,15 @@ TEST(cl_ranks_overlap_novelty_and_reuse)
     CHECK_NEAR(plan.overlap[2], 0.0, 1e-12);  /* same subspace, opposite pull: not similar */
     CHECK_NEAR(plan.layer[0].overlap[0], plan.overlap[0], 1e-9);
     CHECK_NEAR(plan.novelty, 0.0, 1e-4);  /* all three directions lie in the earlier footprints */
-    /* A is reused; what is left (0.05 of 0.45 = 11%) is covered: rank 0 there, then the task minimum */
+    /* A is reused; what is left (0.05 of 0.45 = 11%) is covered: no new rank (the task learns through A's
+     * change and its own head) */
     CHECK_INT_EQ(plan.reuse, 0);
     CHECK_INT_EQ(plan.layer[0].reused, 2);
     CHECK_NEAR(plan.layer[0].left, 0.05 / 0.45, 1e-3);
-    CHECK_INT_EQ(plan.ranks[0], 1);
-    CHECK_STR_EQ(plan.layer[0].why, "minimum");
-    CHECK_INT_EQ(plan.total[0], 3);
+    CHECK_INT_EQ(plan.ranks[0], 0);
+    CHECK_STR_EQ(plan.layer[0].why, "covered by reuse");
+    CHECK_INT_EQ(plan.total[0], 2);
+    CHECK_INT_EQ(plan.new_params, 0);
     rank_plan_finish(&plan);
 
     /* with a lower left_min the third direction is learned anew */
