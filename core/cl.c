@@ -123,7 +123,9 @@ adapter *cl_train_task(const model *base, const cl_plan *plan, const signature *
     adapter *fresh = adapter_create(tm, plan->rank.ranks, cfg->alpha, n_classes, err), *out = NULL;
     if (!fresh) goto cleanup;
     adapter_init(fresh, tm, init_seed);
-    if (cfg->init_from_pull && !reuse && rank_plan_init_adapter(fresh, &plan->rank, err)) goto cleanup;
+    /* Only auto starts from the pull: fixed:N and linear are the baselines a PEFT user would run. */
+    if (cfg->init_from_pull && cfg->policy.kind == RANK_AUTO && !reuse && rank_plan_init_adapter(fresh, &plan->rank, err))
+        goto cleanup;
     if (train_run(tm, fresh, task, tc, on_step, ctx, res, err)) goto cleanup;
     if (!reuse) {
         out = fresh;
