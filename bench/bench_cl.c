@@ -262,6 +262,7 @@ static json_t *task_json(const stream *s, int ti, const task_state *st, const mo
     json_object_set_new(t, "overlap", ov);
     json_object_set_new(t, "params", json_integer(st->params));
     json_object_set_new(t, "train_seconds", json_real(st->train_seconds));
+    json_object_set_new(t, "probe_seconds", st->has_plan ? json_real(st->plan.probe_seconds) : json_null());
     json_object_set_new(t, "head_only_acc", json_num_or_null(st->head_only));
     if (adapters) json_object_set_new(t, "reuse", p->reuse >= 0 ? json_string(s->tasks[p->reuse].name) : json_null());
     if (explain && st->has_plan) {
