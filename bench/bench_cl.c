@@ -31,6 +31,8 @@ typedef struct cl_args {
     int tied;                 /* 0: lora; TIED_TL5 / TIED_TL6: Tied-LoRA at the plan's largest rank */
     double prune;             /* > 0: rank pruning of each trained LoRA to this energy fraction */
     bool quick, json, explain, verbose;
+    bool default_targets;
+    bool init_kaiming;        /* --init kaiming: PEFT's init instead of starting from the probe's pull */     /* --targets default: only model_linear_is_default_target (a PEFT user's set) */
     bool routing;             /* keep routing statistics and report accuracy without task ids */
     bool joint;               /* also train one adapter on all tasks at once (the joint reference) */
     bool route_sweep;         /* task-id accuracy over a grid of the router's settings */
@@ -76,6 +78,8 @@ static void usage_cl(FILE *f)
                "  --cache    keep pretrained bases and the base's linear-probe accuracies in DIR\n"
                "  --save     write everything the learner retains (adapters, signatures, the JSON) to DIR\n"
                "  --probe    probe settings: samples=N,holdout=N,steps=N,batch=N,lr=X,points=N\n"
+               "  --init     pull (default: new factors start from the probe's pull) or kaiming (PEFT's init)\n"
+               "  --targets  all (default: every linear but the head) or default (qkv, proj, fc1, fc2 only)\n"
                "  --kind     lora (default), tied-tl5 or tied-tl6 (Tied-LoRA at the plan's largest rank)\n"
                "  --routing  keep routing statistics per task and report task-id accuracy and accuracy without\n"
                "             task ids beside the task-aware accuracy (\"routing\" in the JSON)\n"
@@ -263,6 +267,7 @@ static json_t *task_json(const stream *s, int ti, const task_state *st, const mo
     json_object_set_new(t, "new_params", json_integer(st->new_params));
     json_object_set_new(t, "plan_seconds", json_real(st->plan_seconds));
     json_object_set_new(t, "train_seconds", json_real(st->train_seconds));
+    json_object_set_new(t, "probe_seconds", st->has_plan ? json_real(st->plan.probe_seconds) : json_null());
     json_object_set_new(t, "head_only_acc", json_num_or_null(st->head_only));
     if (adapters) json_object_set_new(t, "reuse", p->reuse >= 0 ? json_string(s->tasks[p->reuse].name) : json_null());
     if (explain && st->planned) {
@@ -282,6 +287,11 @@ static json_t *task_json(const stream *s, int ti, const task_state *st, const mo
             json_t *lo = json_object();
             for (int k = 0; k < p->n_earlier; k++) json_object_set_new(lo, s->tasks[k].name, json_real(R->overlap[k]));
             json_object_set_new(l, "overlap", lo);
+            json_t *gains = json_array();
+            for (int k = 0; k < R->pull_k; k++) json_array_append_new(gains, json_real(R->pull_gain[k]));
+            json_object_set_new(l, "gains", gains);
+            json_object_set_new(l, "found", json_integer(R->found));
+            json_object_set_new(l, "best_per_param", json_real(R->best_per_param));
             json_object_set_new(layers, base->linear[li].name, l);
         }
         json_object_set_new(e, "layers", layers);
@@ -427,15 +437,10 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
     if (s->probe_batch) cfg.probe.batch = s->probe_batch;
     if (s->probe_points) cfg.probe.path_points = s->probe_points;
     if (s->probe_lr > 0) cfg.probe.lr = (float)s->probe_lr;
-    if (a->quick && base->cfg.kind == MODEL_VIT) {
-        /* A ViT probe costs as much as a fifth of a quick task's training: shrink it. */
-        cfg.probe.samples = 192;
-        cfg.probe.holdout = 128;
-        cfg.probe.steps = 24;
-        cfg.probe.batch = 32;
-        cfg.probe.path_points = 2;
-    }
     if (a->probe && (rc = parse_probe(&cfg.probe, a->probe, err))) goto cleanup;
+    if (a->init_kaiming) cfg.init_from_pull = false;
+    if (a->default_targets)
+        for (int li = 0; li < base->n_linear; li++) cfg.targets[li] = model_linear_is_default_target(base, li);
     train_config tc;
     train_config_default(&tc);
     tc.epochs = s->epochs;
@@ -727,6 +732,10 @@ int bench_cl_main(int argc, char **argv)
         else if (!strcmp(argv[i], "--route-components") && i + 1 < argc) a.route_components = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) a.seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--json")) a.json = true;
+        else if (!strcmp(argv[i], "--init") && i + 1 < argc && (!strcmp(argv[i + 1], "kaiming") || !strcmp(argv[i + 1], "pull")))
+            a.init_kaiming = !strcmp(argv[++i], "kaiming");
+        else if (!strcmp(argv[i], "--targets") && i + 1 < argc && (!strcmp(argv[i + 1], "default") || !strcmp(argv[i + 1], "all")))
+            a.default_targets = !strcmp(argv[++i], "default");
         else if (!strcmp(argv[i], "--explain")) a.explain = true;
         else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) a.verbose = true;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {

@@ -9,9 +9,10 @@ void cl_config_default(cl_config *c, const model *m)
     memset(c, 0, sizeof *c);
     rank_policy_default(&c->policy);
     probe_config_default(&c->probe);
-    for (int li = 0; li < m->n_linear; li++) c->targets[li] = model_linear_is_default_target(m, li);
+    for (int li = 0; li < m->n_linear; li++) c->targets[li] = rank_linear_is_candidate(m, li);
     c->alpha = 16.0f;
     c->signature_keep = SIGNATURE_KEEP;
+    c->init_from_pull = true;
 }
 
 int cl_plan_task(cl_plan *plan, const model *base, const signature *const *earlier, int n_earlier,
@@ -136,6 +137,9 @@ adapter *cl_train_task(const model *base, const cl_plan *plan, const signature *
     adapter *fresh = adapter_create(tm, plan->rank.ranks, cfg->alpha, n_classes, err), *out = NULL;
     if (!fresh) goto cleanup;
     adapter_init(fresh, tm, init_seed);
+    /* Only auto starts from the pull: fixed:N and linear are the baselines a PEFT user would run. */
+    if (cfg->init_from_pull && cfg->policy.kind == RANK_AUTO && !reuse && rank_plan_init_adapter(fresh, &plan->rank, err))
+        goto cleanup;
     if (train_run(tm, fresh, task, tc, on_step, ctx, res, err)) goto cleanup;
     if (!reuse) {
         out = fresh;

@@ -30,9 +30,12 @@
 typedef struct cl_config {
     rank_policy policy;
     probe_config probe;
-    bool targets[MODEL_MAX_LINEARS];  /* linears that may be adapted (default: model_linear_is_default_target) */
+    bool targets[MODEL_MAX_LINEARS];  /* linears that may be adapted (default: rank_linear_is_candidate) */
     float alpha;                      /* LoRA alpha of every adapter (scale alpha / rank) */
     double signature_keep;            /* energy a signature keeps (SIGNATURE_KEEP) */
+    bool init_from_pull;              /* auto: start a task's new factors from the probe's pull where the plan
+                                         does not reuse (rank_plan_init_adapter); else, and for fixed:N and
+                                         linear, PEFT's init */
 } cl_config;
 
 /* Defaults for model m: policy auto, default probe, default targets, alpha 16. */

@@ -32,7 +32,7 @@ typedef struct probe_config {
     void *stop_ctx;
 } probe_config;
 
-/* Defaults: 512 samples, 256 held out, 4 path points, 48 steps, batch 64, lr 1e-3, seed 1, no stop. */
+/* Defaults: 256 samples, 128 held out, 2 path points, 32 steps, batch 16, lr 1.5e-3, seed 1, no stop. */
 void probe_config_default(probe_config *c);
 int probe_config_validate(const probe_config *c, clad_err *err);
 
@@ -44,7 +44,8 @@ typedef struct probe_result {
                                           path W0 + t dW, t in (0,1): <-grad, X> is the held-out loss
                                           reduction a component X of the pull earns (integrated gradients) */
     double w_norm2[MODEL_MAX_LINEARS]; /* ||W_l||_F^2 of the reference weight, every linear */
-    float loss_before, loss_after;     /* mean loss on the training subset at the start and the end */
+    float loss_before, loss_after;     /* training loss: the first minibatch's at the reference, and the mean
+                                          of the last 8 minibatches' (each before its update) */
     float holdout_before, holdout_after; /* the same on the held-out subset */
     double seconds;
 } probe_result;

@@ -19,7 +19,8 @@ void rank_policy_default(rank_policy *p)
     p->r_min = 1;
     p->r_max = 32;
     p->theta = 0.004;
-    p->scale = 3.0;
+    p->scale = RANK_DEFAULT_SCALE;
+    p->price = RANK_DEFAULT_PRICE;
     p->reuse_min = 0.5;
     p->left_min = 0.25;
     p->budget = 0;
@@ -40,12 +41,13 @@ static int parse_setting(rank_policy *p, const char *kv, clad_err *err)
     else if (KEY("r_max") && v >= 1 && v <= 4096 && v == floor(v)) p->r_max = (int)v;
     else if (KEY("theta") && v > 0 && v <= 100) p->theta = v;
     else if (KEY("scale") && v >= 0.1 && v <= 100) p->scale = v;
+    else if (KEY("price") && v >= 0 && v <= 1) p->price = v;
     else if (KEY("reuse") && v >= 0 && v <= 2) p->reuse_min = v;
     else if (KEY("left") && v >= 0 && v <= 1) p->left_min = v;
     else if (KEY("budget") && v >= 0 && v <= 1e12 && v == floor(v)) p->budget = (long)v;
     else if (KEY("gain") && v > 0 && v <= 1e6) p->linear_gain = v;
     else return clad_err_set(err, CLAD_EINVAL, "policy setting '%s' is unknown or out of range "
-                             "(r_min, r_max, theta, scale, reuse, left, budget, gain)", kv);
+                             "(r_min, r_max, theta, scale, price, reuse, left, budget, gain)", kv);
 #undef KEY
     return 0;
 }
@@ -109,6 +111,7 @@ void rank_policy_name(const rank_policy *p, char *buf, size_t size)
     if (p->kind == RANK_AUTO) {
         ADD(p->theta != d.theta, "theta=%g", p->theta);
         ADD(p->scale != d.scale, "scale=%g", p->scale);
+        ADD(p->price != d.price, "price=%g", p->price);
         ADD(p->reuse_min != d.reuse_min, "reuse=%g", p->reuse_min);
         ADD(p->left_min != d.left_min, "left=%g", p->left_min);
     }
@@ -117,6 +120,11 @@ void rank_policy_name(const rank_policy *p, char *buf, size_t size)
 }
 
 /* ---- components ------------------------------------------------------------------------------------- */
+
+bool rank_linear_is_candidate(const model *m, int li)
+{
+    return li >= 0 && li < m->n_linear && !m->linear[li].is_head;
+}
 
 void rank_input_from_probe(rank_input *in, const model *m, const probe_result *pr)
 {
@@ -221,6 +229,8 @@ void rank_plan_finish(rank_plan *plan)
         free(plan->layer[li].pull_U);
         free(plan->layer[li].pull_Vt);
         free(plan->layer[li].pull_gain);
+        free(plan->layer[li].pull_s);
+        plan->layer[li].pull_s = NULL;
         plan->layer[li].overlap = NULL;
         plan->layer[li].pull_U = plan->layer[li].pull_Vt = NULL;
         plan->layer[li].pull_gain = NULL;
@@ -426,7 +436,8 @@ static int keep_pull(rank_layer *R, const layer_work *w, const rank_input_layer 
         R->pull_U = malloc((size_t)L->out * n * sizeof *R->pull_U);
         R->pull_Vt = malloc((size_t)n * L->in * sizeof *R->pull_Vt);
         R->pull_gain = malloc((size_t)n * sizeof *R->pull_gain);
-        if (!R->pull_U || !R->pull_Vt || !R->pull_gain) {
+        R->pull_s = malloc((size_t)n * sizeof *R->pull_s);
+        if (!R->pull_U || !R->pull_Vt || !R->pull_gain || !R->pull_s) {
             free(order);
             return clad_err_set(err, CLAD_ENOMEM, "ranks: out of memory");
         }
@@ -434,6 +445,7 @@ static int keep_pull(rank_layer *R, const layer_work *w, const rank_input_layer 
             for (int r = 0; r < L->out; r++) R->pull_U[(size_t)r * n + j] = w->U[(size_t)r * k + order[j]];
             memcpy(R->pull_Vt + (size_t)j * L->in, w->Vt + (size_t)order[j] * L->in, (size_t)L->in * sizeof(float));
             R->pull_gain[j] = w->gain[order[j]];
+            R->pull_s[j] = w->s[order[j]];
         }
     }
     free(order);
@@ -564,11 +576,17 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
         R->reused = reused ? reused->layer[li].k : 0;
         int room = size - R->reused;
         if ((rc = novel_gains(&work[li], L, reused, li, err))) goto cleanup;
-        R->directions = rank_count_directions(work[li].novel_gain, work[li].k, R->floor);
+        R->found = rank_count_directions(work[li].novel_gain, work[li].k, R->floor);
         double left = 0.0;
-        for (int i = 0; i < R->directions; i++) left += work[li].novel_gain[i];
-        R->left = R->useful > 0.0 ? left / R->useful : (R->directions ? 1.0 : 0.0);
-        if (!reused) R->left = R->directions ? 1.0 : 0.0;
+        for (int i = 0; i < R->found; i++) left += work[li].novel_gain[i];
+        R->left = R->useful > 0.0 ? left / R->useful : (R->found ? 1.0 : 0.0);
+        if (!reused) R->left = R->found ? 1.0 : 0.0;
+        /* Directions are bought in the order they earn (novel_gain is sorted): each costs scale x (out + in)
+         * new parameters and must earn the price on each of them. */
+        double per = pol->scale * (double)layer_cost(L);
+        R->best_per_param = R->found ? work[li].novel_gain[0] / per : 0.0;
+        R->directions = 0;
+        while (R->directions < R->found && work[li].novel_gain[R->directions] / per >= pol->price) R->directions++;
         int r = 0;
         switch (pol->kind) {
         case RANK_FIXED:
@@ -588,11 +606,13 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
             break;
         case RANK_AUTO:
             r = reused && R->left < pol->left_min ? 0 : (int)ceil(pol->scale * R->directions - 1e-9);
-            R->why = "directions";
+            R->why = R->directions < R->found ? "price" : "directions";
             if (r > 0) {
                 if (r < pol->r_min) R->why = "r_min";
                 if (r > pol->r_max) R->why = "r_max";
                 r = clampi(r, pol->r_min, pol->r_max);
+            } else if (!(reused && R->left < pol->left_min) && R->found) {
+                R->why = "price";
             } else {
                 R->why = reused && R->pull_k ? "covered by reuse" : "negligible";
             }
@@ -606,8 +626,9 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
     }
 
     /* Every task keeps at least r_min somewhere: on the layer whose pull earns most (its significant
-     * components, then all of them, then the largest energy), so it can learn. */
-    if (pol->kind != RANK_FIXED) {
+     * components, then all of them, then the largest energy), so it can learn. A task that reuses an earlier
+     * one learns through the reused change and its own head, so it may get no new rank at all. */
+    if (pol->kind != RANK_FIXED && plan->reuse < 0) {
         int total = 0, best = -1;
         for (int li = 0; li < in->n_linear; li++) {
             const rank_layer *R = &plan->layer[li];
@@ -626,8 +647,8 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
         }
     }
 
-    /* Budget: drop the direction that earns least (auto) or a rank of the highest-ranked layer (linear)
-     * until the new factors fit; the task keeps one direction. */
+    /* Budget: drop the direction that earns least per parameter (auto) or a rank of the highest-ranked layer
+     * (linear) until the new factors fit; the task keeps one direction. */
     long params = 0;
     for (int li = 0; li < in->n_linear; li++) params += (long)plan->layer[li].rank * layer_cost(&in->layer[li]);
     if (pol->budget > 0 && pol->kind != RANK_FIXED) {
@@ -641,7 +662,8 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
                 /* auto: what the direction this rank unit belongs to earns (scale units per direction) */
                 int d = (int)ceil((double)R->rank / pol->scale - 1e-9) - 1;
                 if (d >= work[li].k) d = work[li].k - 1;
-                double score = pol->kind == RANK_AUTO ? work[li].novel_gain[d < 0 ? 0 : d] : -(double)R->rank;
+                double score = pol->kind == RANK_AUTO ? work[li].novel_gain[d < 0 ? 0 : d] / (double)layer_cost(&in->layer[li])
+                                                      : -(double)R->rank;
                 if (score < worst) {
                     worst = score;
                     pick = li;
@@ -662,4 +684,28 @@ cleanup:
     for (int li = 0; li < MODEL_MAX_LINEARS; li++) work_finish(&work[li]);
     if (rc) rank_plan_finish(plan);
     return rc;
+}
+
+int rank_plan_init_adapter(adapter *a, const rank_plan *plan, clad_err *err)
+{
+    if (plan->reuse >= 0) return clad_err_set(err, CLAD_EINVAL, "ranks: a plan that reuses a task cannot start from the pull");
+    if (a->kind != ADAPTER_LORA || a->n_linear != plan->n_linear)
+        return clad_err_set(err, CLAD_EINVAL, "ranks: only a LoRA adapter of the plan's model starts from the pull");
+    for (int li = 0; li < plan->n_linear; li++) {
+        const rank_layer *R = &plan->layer[li];
+        int r = a->rank[li];
+        if (r != plan->ranks[li]) return clad_err_set(err, CLAD_EINVAL, "ranks: the adapter's ranks are not the plan's");
+        int k = r < R->pull_k ? r : R->pull_k;
+        if (k < 1) continue;
+        const param_tensor *At = &a->params.t[a->A[li]];
+        int in = At->shape[1], out = a->params.t[a->B[li]].shape[0];
+        float *A = param_set_ptr(&a->params, a->A[li]), *B = param_set_ptr(&a->params, a->B[li]);
+        float scale = adapter_scale(a, li);
+        for (int j = 0; j < k; j++) {
+            float f = sqrtf(R->pull_s[j] / scale);
+            for (int c = 0; c < in; c++) A[(size_t)j * in + c] = f * R->pull_Vt[(size_t)j * in + c];
+            for (int o = 0; o < out; o++) B[(size_t)o * r + j] = f * R->pull_U[(size_t)o * R->pull_k + j];
+        }
+    }
+    return 0;
 }

@@ -24,12 +24,16 @@
  *                earlier task's footprint (the span of its adapter's change and of its pull, see
  *                core/signature.h): i counts with 1 - |Uf^T u_i|^2 |Vf^T v_i|^2.
  *   auto rank    the closest earlier task is REUSED when its overlap reaches reuse_min: its change is copied
- *                (frozen) into the new adapter, and only the rest of the pull needs new rank. The rank of a
- *                layer is the number of significant components of that rest (dW_l minus its projection on
- *                the reused footprint), clamped to [r_min, r_max]; none, or earning less than left_min of
- *                the layer's useful pull (covered by the reused task): rank 0. The task keeps at least
+ *                (frozen) into the new adapter, and only the rest of the pull needs new rank. Each significant
+ *                component of that rest (dW_l minus its projection on the reused footprint) is a direction the
+ *                layer could learn; it costs scale x (out + in) new parameters and is BOUGHT when what it
+ *                earns per parameter reaches the policy's price. The rank of a layer is scale x the
+ *                directions bought, clamped to [r_min, r_max]; none, or a rest earning less than left_min of
+ *                the layer's useful pull (covered by the reused task): rank 0. So the parameters a task gets
+ *                follow what its pull earns (far tasks earn more), directions the reused task already covers
+ *                earn less and cost nothing, and small layers (patch_embed) are cheap. The task keeps at least
  *                r_min somewhere (the layer that earns most) so it can learn. A per-task budget then removes
- *                the least-earning directions first.
+ *                the directions that earn least per parameter first.
  *   fixed:N      N on every target (clamped to the layer's size); no reuse.
  *   linear       rank_l = round(linear_gain * distance_l), clamped to [r_min, r_max] (0 stays 0); no reuse.
  */
@@ -52,6 +56,8 @@ typedef struct rank_policy {
     int r_min, r_max;     /* auto, linear */
     double theta;         /* auto: held-out nats a direction must earn in the probe to be worth a rank */
     double scale;         /* auto: ranks per significant direction (the probe sees the start of learning) */
+    double price;         /* auto: held-out nats a direction must earn per new LoRA parameter it costs
+                             (scale x (out + in)) to be bought; 0 buys every significant direction */
     double reuse_min;     /* auto: overlap at which the closest earlier task is reused (> 1: never) */
     double left_min;      /* auto with reuse: a layer whose part left to learn earns less than this share of
                              what its whole pull earns is covered by the reused task (rank 0) */
@@ -59,11 +65,14 @@ typedef struct rank_policy {
     double linear_gain;   /* linear: rank per unit of distance */
 } rank_policy;
 
-/* Defaults: auto, r_min 1, r_max 32, theta 0.004, scale 3, reuse_min 0.5, left_min 0.25, no budget,
- * linear_gain 100. */
+/* Defaults: auto, r_min 1, r_max 32, theta 0.004, scale RANK_DEFAULT_SCALE, price RANK_DEFAULT_PRICE,
+ * reuse_min 0.5, left_min 0.25, no budget, linear_gain 100. */
+#define RANK_DEFAULT_SCALE 1.0
+#define RANK_DEFAULT_PRICE 1e-5
 void rank_policy_default(rank_policy *p);
 /* "auto", "fixed:8", "linear", optionally followed by settings: "auto:theta=0.01,r_max=16,budget=20000",
- * "linear:gain=50". Keys: r_min, r_max, theta, scale, reuse, left, budget, gain. Errors: CLAD_EINVAL naming the part. */
+ * "linear:gain=50". Keys: r_min, r_max, theta, scale, price, reuse, left, budget, gain. Errors: CLAD_EINVAL
+ * naming the part. */
 int rank_policy_parse(rank_policy *p, const char *text, clad_err *err);
 /* Canonical text of a policy into buf: "auto", "fixed:8", "linear", followed by the settings that differ
  * from the defaults ("auto:scale=2,r_max=16"); it parses back to the same policy. */
@@ -83,6 +92,11 @@ typedef struct rank_input {
     rank_input_layer layer[MODEL_MAX_LINEARS];
 } rank_input;
 
+/* True for a linear the rank rule may adapt: every linear but the head (heads are per task and trained
+ * whole), so a ViT's patch_embed is one (an input-level change such as x -> 1 - x is exactly a change of
+ * patch_embed). model_linear_is_default_target is the narrower set a PEFT user usually configures. */
+bool rank_linear_is_candidate(const model *m, int li);
+
 /* Points in at the probe's arrays (they must outlive the input). */
 void rank_input_from_probe(rank_input *in, const model *m, const probe_result *pr);
 
@@ -96,12 +110,15 @@ typedef struct rank_layer {
     double novelty;       /* share of the useful pull outside the union of earlier subspaces */
     double *overlap;      /* (n_earlier) cosine of the layer's pull with each earlier task's */
     double floor;         /* what a component must earn to be significant (see rank_floor) */
-    int directions;       /* significant components of the part of the pull left to learn */
+    int found;            /* significant components of the part of the pull left to learn */
+    int directions;       /* of those, the ones bought (auto: worth their parameters at the policy's price) */
+    double best_per_param;/* held-out nats per new parameter of the layer's best direction (0: none) */
     double left;          /* what those earn, as a share of useful (1 without reuse) */
     int pull_k;           /* significant components of the whole pull, largest gain first: */
     float *pull_U;        /* (out,pull_k) their column vectors */
     float *pull_Vt;       /* (pull_k,in) their row vectors (kept for the task's signature) */
     double *pull_gain;    /* (pull_k) what each earned */
+    float *pull_s;        /* (pull_k) their singular values (the size of each in the probe's change) */
     int rank;             /* new rank of the layer */
     int reused;           /* rank of the frozen components copied from the reused task */
     const char *why;      /* a short reason: "directions", "negligible", "minimum", "r_max", "budget", ... */
@@ -126,6 +143,14 @@ typedef struct rank_plan {
 int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *const *earlier, int n_earlier,
                       const rank_policy *pol, clad_err *err);
 void rank_plan_finish(rank_plan *plan);   /* accepts a zeroed or finished plan */
+
+/* Starts a LoRA adapter from the probe's work: in every layer, the first min(rank, pull_k) components of a
+ * are set to the pull's significant components, largest gain first, so that scale B A equals their sum
+ * (B[:,j] = u_j sqrt(s_j / scale), A[j,:] = sqrt(s_j / scale) v_j); the remaining components keep
+ * adapter_init's values. Only for a plan without reuse (a reused plan's new components learn the part left
+ * after the reused change, which the pull's components are not). a must be a LoRA adapter with the plan's
+ * new ranks; the head is untouched. Errors: CLAD_EINVAL (reuse, kind or ranks that do not match). */
+int rank_plan_init_adapter(adapter *a, const rank_plan *plan, clad_err *err);
 
 /* Rank-one components of one matrix and what each earns: s (k), U (m,k), Vt (k,n), gain (k) with
  * k = min(m,n) and gain_i = -s_i u_i^T G v_i (0 when G is NULL). Exposed for tests and tools.

@@ -149,8 +149,8 @@ TEST(cl_ranks_auto_counts_significant_directions)
     CHECK_INT_EQ(plan.new_params, 4L * (32 + 20));
     rank_plan_finish(&plan);
 
-    /* the default scale gives three ranks per direction */
-    CHECK_INT_EQ(rank_policy_parse(&pol, "auto", NULL), 0);
+    /* three ranks per direction at scale 3 */
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=3,price=0", NULL), 0);
     CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
     CHECK_INT_EQ(plan.ranks[0], 12);
     rank_plan_finish(&plan);
@@ -227,9 +227,9 @@ TEST(cl_ranks_fixed_and_linear_policies)
     rank_policy_name(&pol, name, sizeof name);
     CHECK_STR_EQ(name, "fixed:3");
     char big[128];
-    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:r_max=16,scale=2,budget=500", NULL), 0);
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:r_max=16,scale=3,budget=500,price=3e-05", NULL), 0);
     rank_policy_name(&pol, big, sizeof big);
-    CHECK_STR_EQ(big, "auto:r_max=16,budget=500,scale=2");
+    CHECK_STR_EQ(big, "auto:r_max=16,budget=500,scale=3,price=3e-05");
     rank_policy back;
     CHECK_INT_EQ(rank_policy_parse(&back, big, NULL), 0);
     CHECK(!memcmp(&back, &pol, sizeof pol));
@@ -275,13 +275,15 @@ TEST(cl_ranks_overlap_novelty_and_reuse)
     CHECK_NEAR(plan.overlap[2], 0.0, 1e-12);  /* same subspace, opposite pull: not similar */
     CHECK_NEAR(plan.layer[0].overlap[0], plan.overlap[0], 1e-9);
     CHECK_NEAR(plan.novelty, 0.0, 1e-4);  /* all three directions lie in the earlier footprints */
-    /* A is reused; what is left (0.05 of 0.45 = 11%) is covered: rank 0 there, then the task minimum */
+    /* A is reused; what is left (0.05 of 0.45 = 11%) is covered: no new rank (the task learns through A's
+     * change and its own head) */
     CHECK_INT_EQ(plan.reuse, 0);
     CHECK_INT_EQ(plan.layer[0].reused, 2);
     CHECK_NEAR(plan.layer[0].left, 0.05 / 0.45, 1e-3);
-    CHECK_INT_EQ(plan.ranks[0], 1);
-    CHECK_STR_EQ(plan.layer[0].why, "minimum");
-    CHECK_INT_EQ(plan.total[0], 3);
+    CHECK_INT_EQ(plan.ranks[0], 0);
+    CHECK_STR_EQ(plan.layer[0].why, "covered by reuse");
+    CHECK_INT_EQ(plan.total[0], 2);
+    CHECK_INT_EQ(plan.new_params, 0);
     rank_plan_finish(&plan);
 
     /* with a lower left_min the third direction is learned anew */
@@ -435,4 +437,85 @@ TEST(cl_signature_truncates_by_energy_and_keeps_pull_bases)
     free(Q2);
     free(B);
     free(A);
+}
+
+TEST(cl_ranks_auto_buys_directions_worth_their_parameters)
+{
+    /* fc1 (40x40, 80 parameters per rank) and fc2 (8x40, 48 per rank) each have directions earning 0.2,
+     * 0.05 and 0.01. At scale 1 and a price of 7e-4 nats per parameter: fc1 buys 0.2 (2.5e-3 per parameter)
+     * only (0.05 earns 6.2e-4), fc2 buys 0.2 and 0.05 (1.04e-3) but not 0.01 (2.1e-4). */
+    const float s[3] = {3, 2, 1};
+    const double g[3] = {0.2, 0.05, 0.01};
+    built b1 = build(40, 40, 3, s, g, 41), b2 = build(8, 40, 3, s, g, 43);
+    rank_input in = one_layer_input(&b1, &b2);
+    rank_policy pol;
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=1,price=7e-4", NULL), 0);
+    rank_plan plan;
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.layer[0].found, 3);
+    CHECK_INT_EQ(plan.ranks[0], 1);
+    CHECK_STR_EQ(plan.layer[0].why, "price");
+    CHECK_NEAR(plan.layer[0].best_per_param, 0.2 / 80, 1e-6);
+    CHECK_INT_EQ(plan.ranks[1], 2);
+    CHECK_INT_EQ(plan.new_params, 80 + 2 * 48);
+    rank_plan_finish(&plan);
+    /* a price above every direction's: rank 0 everywhere but the task minimum on the layer earning most */
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=1,price=0.01", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0] + plan.ranks[1], 1);
+    rank_plan_finish(&plan);
+    /* price 0 buys every significant direction, at scale ranks each */
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=2,price=0", NULL), 0);
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0], 6);
+    CHECK_INT_EQ(plan.ranks[1], 6);
+    CHECK_STR_EQ(plan.layer[0].why, "directions");
+    rank_plan_finish(&plan);
+    built_free(&b1);
+    built_free(&b2);
+}
+
+TEST(cl_ranks_adapter_starts_from_the_pull)
+{
+    /* fc1 of an mlp 20-32-10: the pull has four significant components (gains 0.3, 0.1, 0.05, 0.015) and two
+     * that are not. An adapter with the plan's ranks, started from the pull, makes exactly the change of
+     * the four significant components. */
+    const float s1[6] = {5, 4, 3, 2, 1, 0.5f};
+    const double g1[6] = {0.30, 0.10, 0.05, 0.015, -0.02, 0.001};
+    built b = build(32, 20, 6, s1, g1, 51);
+    rank_input in = one_layer_input(&b, NULL);
+    model_config cfg = {.kind = MODEL_MLP, .n_classes = 10, .input_dim = 20, .n_hidden = 1, .hidden = {32}};
+    model *m = model_create(&cfg, NULL);
+    CHECK(m != NULL);
+    CHECK_INT_EQ(m->n_linear, 2);
+    rank_policy pol;
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:scale=1,price=0", NULL), 0);
+    rank_plan plan;
+    CHECK_INT_EQ(rank_plan_compute(&plan, &in, NULL, 0, &pol, NULL), 0);
+    CHECK_INT_EQ(plan.ranks[0], 4);
+    adapter *a = adapter_create(m, plan.ranks, 16.0f, 10, NULL);
+    CHECK(a != NULL);
+    adapter_init(a, m, 7);
+    CHECK_INT_EQ(rank_plan_init_adapter(a, &plan, NULL), 0);
+    float *dW = malloc(sizeof(float) * 32 * 20);
+    adapter_delta(dW, a, m, 0);
+    double worst = 0.0;
+    for (int i = 0; i < 32; i++)
+        for (int j = 0; j < 20; j++) {
+            double want = 0.0;
+            for (int q = 0; q < 4; q++) want += (double)s1[q] * (double)b.U[i * 6 + q] * (double)b.V[j * 6 + q];
+            double d = fabs((double)dW[i * 20 + j] - want);
+            if (d > worst) worst = d;
+        }
+    CHECK_MSG(worst < 1e-4, "largest difference %g", worst);
+    /* a plan that reuses an earlier task is refused */
+    plan.reuse = 0;
+    clad_err e = {0};
+    CHECK_INT_EQ(rank_plan_init_adapter(a, &plan, &e), CLAD_EINVAL);
+    plan.reuse = -1;
+    free(dW);
+    adapter_destroy(a);
+    model_destroy(m);
+    rank_plan_finish(&plan);
+    built_free(&b);
 }

@@ -17,7 +17,7 @@ static const char *stream_text(int train, int quick_train)
              " \"base\": {\"model\": {\"model\": \"mlp\", \"input_dim\": 32, \"hidden\": [48, 48], \"classes\": 6},"
              " \"init_seed\": 3},\n"
              " \"train_per_task\": %d, \"test_per_task\": 400, \"epochs\": 8, \"seed\": 1, \"lr\": 0.003,\n"
-             " \"probe\": {\"samples\": 1024, \"holdout\": 512, \"steps\": 64},\n"
+             " \"probe\": {\"samples\": 1024, \"holdout\": 512, \"steps\": 64, \"batch\": 64, \"points\": 4, \"lr\": 0.001},\n"
              " \"quick\": {\"train_per_task\": %d},\n"
              " \"tasks\": [\n"
              "  {\"name\": \"r1\", \"data\": \"synthetic\", \"teacher_rank\": {\"fc1\": 1}, \"teacher_scale\": 0.7,"
@@ -76,7 +76,8 @@ TEST_TIMEOUT(cl_stream_ranks_follow_teachers_and_nothing_is_forgotten, 120)
     int f1 = layer_rank(json_array_get(tasks, 0), "fc1"), f3 = layer_rank(json_array_get(tasks, 1), "fc1"),
         f8 = layer_rank(json_array_get(tasks, 2), "fc1");
     CHECK_MSG(f1 < f3 && f3 < f8, "fc1 ranks for teacher ranks 1, 3, 8: %d, %d, %d", f1, f3, f8);
-    /* The repeated task reuses its twin, is almost entirely known, and gets the minimum new rank. */
+    /* The repeated task reuses its twin, is almost entirely known, and gets at most a tenth of its twin's
+     * rank units (none, when every layer is covered by the reused change). */
     json_t *again = json_array_get(tasks, 3);
     CHECK_STR_EQ(json_string_value(json_object_get(again, "reuse")), "r3");
     double ov = json_real_value(json_object_get(json_object_get(again, "overlap"), "r3"));
@@ -88,7 +89,9 @@ TEST_TIMEOUT(cl_stream_ranks_follow_teachers_and_nothing_is_forgotten, 120)
     const char *k;
     json_t *v;
     json_object_foreach(json_object_get(again, "ranks"), k, v) total += (int)json_integer_value(v);
-    CHECK_INT_EQ(total, 1);
+    int twin = 0;
+    json_object_foreach(json_object_get(json_array_get(tasks, 1), "ranks"), k, v) twin += (int)json_integer_value(v);
+    CHECK_MSG(twin >= 1 && total * 10 <= twin, "the repeat has %d new rank units, its twin %d", total, twin);
     /* Rehearsal-free adapters never forget: every column of R is constant below the diagonal, exactly. */
     json_t *R = json_object_get(r, "R");
     for (size_t i = 0; i < 4; i++)

@@ -342,7 +342,8 @@ TEST_TIMEOUT(daemon_lifecycle_promote_policies, 120)
     train_ok(&g, "a", "a.st", "--epochs 3 --lr 0.01 --promote if-better"); /* no active yet: promoted */
     CHECK_INT_EQ(alias_of(&g, "a", "active"), 1);
     /* A version that learned nothing stays a candidate, with the comparison in its lineage. */
-    train_ok(&g, "a", "a.st", "--epochs 1 --lr 0.0000001 --seed 9 --promote if-better");
+    /* fixed:4 starts from PEFT's init (auto would start from the probe's pull, already a trained change). */
+    train_ok(&g, "a", "a.st", "--epochs 1 --lr 0.0000001 --seed 9 --rank fixed:4 --promote if-better");
     CHECK_INT_EQ(alias_of(&g, "a", "active"), 1);
     CHECK_INT_EQ(alias_of(&g, "a", "candidate"), 2);
     json_t *p = promotion_of(&g, "a", 2);
