@@ -230,7 +230,7 @@ void softmax_forward(float *out, const float *in, int N, int K)
         float mx = vf_row_max(x, K);
         /* exp(x - max) in (0, 1], so the sum is in [1, K]: no overflow, no division by ~0. Four lane sums
          * added in a fixed order at the end keep the result deterministic. */
-        vf m4 = vf_dup(mx), acc = vf_dup(0.0f);
+        vf m4 = vf_splat(mx), acc = vf_dup(0.0f);   /* +0 for -0: exp(x - 0) is the same either way */
         int full = K / VL * VL;
         /* A ragged tail is handled with the last VL elements of the row, read before anything is written
          * (out may equal in); lanes it shares with the last full vector get the same bits again and are
@@ -254,7 +254,7 @@ void softmax_forward(float *out, const float *in, int N, int K)
             memcpy(y, buf, (size_t)K * sizeof *buf);
             acc += e;
         }
-        vf inv = vf_dup(1.0f / vf_sum(acc));
+        vf inv = vf_splat(1.0f / vf_sum(acc));
         int k = 0;
         for (; k + VL <= K; k += VL) vf_store(y + k, vf_load(y + k) * inv);
         for (; k < K; k++) y[k] *= inv[0];

@@ -709,11 +709,11 @@ TEST(layers_attention_matches_naive)
     bufs_free();
 }
 
-TEST(layers_attention_backward_fd)
+/* Gradients against finite differences, accumulation, and every part of dqkv nonzero. */
+static void attention_fd_check(int B, int T, int C, int NH)
 {
     rng g;
     rng_init(&g, 13);
-    int B = 2, T = 5, C = 12, NH = 3;
     size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
     att_ctx c = {fbuf(no), fbuf(na), frand(&g, nq, 1.0f), frand(&g, no, 1.0f), B, T, C, NH};
     (void)att_loss(&c);
@@ -732,6 +732,12 @@ TEST(layers_attention_backward_fd)
     attention_backward(gq, scratch, c.R, c.qkv, c.att, B, T, C, NH);
     CHECK_ACCUM("attention dqkv", gq, g0, dqkv, nq);
     bufs_free();
+}
+
+TEST(layers_attention_backward_fd)
+{
+    attention_fd_check(2, 5, 12, 3);   /* head size 4: one sgemm per product */
+    attention_fd_check(2, 7, 32, 2);   /* head size 16: the 16-lane tile products */
 }
 
 TEST(layers_attention_large_scores_stable)
