@@ -12,14 +12,44 @@ THREADS=${BENCH_THREADS:-$(nproc)}
 SECONDS_EACH=${BENCH_SECONDS:-3}
 OUT=$BUILD/bench
 mkdir -p "$OUT"
-echo "clad-bench speed --threads $THREADS" >&2
-"$BUILD/clad-bench" speed --json --threads "$THREADS" > "$OUT/clad.json"
-if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
-    echo "bench/torch_reference.py --threads $THREADS (each thread setting in turn)" >&2
-    /usr/bin/python3 bench/torch_reference.py --threads "$THREADS" --seconds "$SECONDS_EACH" > "$OUT/torch.json"
-else
-    echo '{"skipped": "python3-torch is not installed"}' > "$OUT/torch.json"
-fi
+# BENCH_REPEAT=N runs clad and the reference alternately N times and keeps each side's best rate per
+# workload: on a shared machine the best of a few alternating runs estimates each side's unloaded speed far
+# better than one run of each, minutes apart.
+REPEAT=${BENCH_REPEAT:-1}
+HAVE_TORCH=0
+/usr/bin/python3 -c 'import torch' 2>/dev/null && HAVE_TORCH=1
+i=1
+while [ "$i" -le "$REPEAT" ]; do
+    echo "[$i/$REPEAT] clad-bench speed --threads $THREADS" >&2
+    "$BUILD/clad-bench" speed --json --threads "$THREADS" > "$OUT/clad.$i.json"
+    if [ "$HAVE_TORCH" = 1 ]; then
+        echo "[$i/$REPEAT] bench/torch_reference.py --threads $THREADS (each thread setting in turn)" >&2
+        /usr/bin/python3 bench/torch_reference.py --threads "$THREADS" --seconds "$SECONDS_EACH" > "$OUT/torch.$i.json"
+    else
+        echo '{"skipped": "python3-torch is not installed"}' > "$OUT/torch.$i.json"
+    fi
+    i=$((i + 1))
+done
+# The best of the repetitions, per workload and side (a run's fraction of peak stays with its own peak).
+/usr/bin/python3 - "$OUT" "$REPEAT" <<'PY'
+import json, sys
+out, n = sys.argv[1], int(sys.argv[2])
+clads = [json.load(open(f"{out}/clad.{i}.json")) for i in range(1, n + 1)]
+torches = [json.load(open(f"{out}/torch.{i}.json")) for i in range(1, n + 1)]
+def best(dicts):
+    res = dict(dicts[0])
+    for k, v in res.items():
+        if isinstance(v, dict):
+            res[k] = best([d[k] for d in dicts])
+        elif isinstance(v, (int, float)):
+            res[k] = max(d[k] for d in dicts)
+    return res
+clad = best(clads)
+clad["runs"] = clads
+json.dump(clad, open(f"{out}/clad.json", "w"))
+torch = torches[0] if "skipped" in torches[0] else {"best": best([t["best"] for t in torches]), "runs": torches}
+json.dump(torch, open(f"{out}/torch.json", "w"))
+PY
 # Peak resident memory of the same quick run (LoRA training, inference and full training of both configs),
 # this tree and optionally the baseline's; GNU time's %M is in KB.
 peak_rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -n 1; }
@@ -37,11 +67,13 @@ if [ -n "${BENCH_BASELINE:-}" ]; then
     RSS_BASE=$(OPENBLAS_NUM_THREADS=$THREADS peak_rss "$BASE_DIR/build/clad-bench" speed --quick --json)
 fi
 echo "{\"peak_rss_kb\": $RSS_NOW, \"baseline\": \"${BENCH_BASELINE:-}\", \"baseline_peak_rss_kb\": $RSS_BASE}" > "$OUT/rss.json"
-cat "$OUT/clad.json"
 exec /usr/bin/python3 - "$OUT/clad.json" "$OUT/torch.json" "$OUT/rss.json" <<'PY'
 import json, sys
 clad, torch, rss = (json.load(open(p)) for p in sys.argv[1:4])
-print(f"\nthreads {clad['threads']}, sgemm peak {clad['sgemm_peak_gflops']:.1f} GFLOP/s")
+for run in clad["runs"]:
+    print(json.dumps({k: v for k, v in run.items()}))
+print(f"\nthreads {clad['threads']}, best of {len(clad['runs'])} alternating run(s); "
+      f"sgemm peak {clad['sgemm_peak_gflops']:.1f} GFLOP/s")
 line = f"peak RSS of `clad-bench speed --quick`: {rss['peak_rss_kb'] / 1024:.1f} MB"
 if rss["baseline_peak_rss_kb"]:
     base = rss["baseline_peak_rss_kb"]
