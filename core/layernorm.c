@@ -151,8 +151,9 @@ static void layernorm_backward_task(void *ctx, int task, int worker)
 
 /* dw and db sum over every row; a task takes CHANNEL_GRAIN channels and sums each in row order, so the
  * result does not depend on the split. */
-#define CHANNEL_GRAIN 16
+#define CHANNEL_GRAIN VL
 
+SIMD_CLONES
 static void layernorm_backward_params_task(void *ctx, int task, int worker)
 {
     const layernorm_job *j = ctx;
@@ -160,6 +161,13 @@ static void layernorm_backward_params_task(void *ctx, int task, int worker)
     for (int n = 0; n < j->N; n++) {
         const float *xn = j->x + (size_t)n * C, *dn = j->dout + (size_t)n * C;
         float mf = j->mean_in[n], rs = j->rstd_in[n];
+        if (c1 - c0 == VL) {
+            /* The scalar loop's operations, one lane per channel. */
+            vf d = vf_load(dn + c0);
+            if (j->dw) vf_store(j->dw + c0, vf_load(j->dw + c0) + d * ((vf_load(xn + c0) - mf) * rs));
+            if (j->db) vf_store(j->db + c0, vf_load(j->db + c0) + d);
+            continue;
+        }
         if (j->dw)
             for (int i = c0; i < c1; i++) j->dw[i] += dn[i] * ((xn[i] - mf) * rs);
         if (j->db)

@@ -148,6 +148,7 @@ static void linear_backward_dx_task(void *ctx, int task, int worker)
 }
 
 /* dW and db for output features o0..: each sums over every row, in row order. */
+SIMD_CLONES
 static void linear_backward_dw_task(void *ctx, int task, int worker)
 {
     const linear_job *j = ctx;
@@ -159,10 +160,7 @@ static void linear_backward_dw_task(void *ctx, int task, int worker)
                     j->dW + (size_t)o0 * in, in);
     if (j->db) {
         /* Row by row so memory is read in order; the order of additions is fixed. */
-        for (int n = 0; n < N; n++) {
-            const float *dyn = j->dy + (size_t)n * out + o0;
-            for (int o = 0; o < cols; o++) j->db[o0 + o] += dyn[o];
-        }
+        for (int n = 0; n < N; n++) vf_add_row(j->db + o0, j->dy + (size_t)n * out + o0, cols);
     }
 }
 
