@@ -75,7 +75,7 @@ $CLAD eval rot15 "$DEMO/data/rot15-test.safetensors"
 
 say "a second node on the same store: both list each other, and a change through one is what the other serves"
 SOCK2="$DEMO/clad2.sock"
-"$BUILD/cladd" --socket "$SOCK2" --state-dir "$DEMO/state2" --store "$DEMO/state/clad.db" \
+"$BUILD/cladd" --socket "$SOCK2" --state-dir "$DEMO/state2" --store "$(cd "$DEMO" && pwd)/state/clad.db" \
     > "$DEMO/cladd2.log" 2>&1 &
 CLADD2=$!
 trap 'kill $CLADD $CLADD2 2>/dev/null || true' EXIT INT TERM
