@@ -34,13 +34,16 @@ static void store_location(bool pg, const char *name, char *buf, size_t cap)
     CHECK_MSG(pg_cluster_create_db(name, buf, cap) == 0, "cannot create database %s", name);
 }
 
-/* Three nodes on the store at location with base "mlp" (imported through the first). */
-static void cluster_start(mn_cluster *c, const char *location)
+/* Three nodes on the store at location with base "mlp" (imported through the first). Nodes 0 to
+ * readers - 1 may read the test's files (base trainings by path). */
+static void cluster_start_readers(mn_cluster *c, const char *location, int readers)
 {
-    char config[700];
-    /* Every node may read the test's files (base trainings by path). */
-    snprintf(config, sizeof config, "job_lease_seconds = %d\ndata_dirs = %s\n", LEASE_S, test_tmpdir());
-    mn_start_config(c, NODES, location, config);
+    char lease[64], reader[700];
+    snprintf(lease, sizeof lease, "job_lease_seconds = %d\n", LEASE_S);
+    snprintf(reader, sizeof reader, "%sdata_dirs = %s\n", lease, test_tmpdir());
+    const char *configs[NODES];
+    for (int k = 0; k < NODES; k++) configs[k] = k < readers ? reader : lease;
+    mn_start_configs(c, NODES, location, configs);
     char path[512], extra[700], *body = NULL;
     snprintf(path, sizeof path, "%s/base.safetensors", test_tmpdir());
     model_config mc = {.kind = MODEL_MLP, .input_dim = FEATURES, .n_hidden = 1, .hidden = {16}, .n_classes = 4};
@@ -52,6 +55,11 @@ static void cluster_start(mn_cluster *c, const char *location)
     int code = curl_req(&c->node[0], "POST", "/v1/bases/mlp", extra, &body, NULL);
     CHECK_MSG(code == 201, "base import answered %d: %s", code, body);
     free(body);
+}
+
+static void cluster_start(mn_cluster *c, const char *location)
+{
+    cluster_start_readers(c, location, NODES);
 }
 
 /* POSTs a training of task with the CSV at csv to node d; returns the job id. */
@@ -332,6 +340,32 @@ static void queued_jobs_of_a_killed_node_run_by_another(const char *location)
     mn_stop(&c);
 }
 
+/* A base training from a file that only its accepting node may read, taken by another node while that
+ * node is busy: it fails denied, naming the node that ran it. */
+static void base_training_from_a_file_another_node_may_not_read(const char *location)
+{
+    mn_cluster c;
+    cluster_start_readers(&c, location, 1);
+    char csv[512], spec[900];
+    snprintf(csv, sizeof csv, "%s/base.csv", test_tmpdir());
+    write_argmax_csv(csv, 100, FEATURES, 9);
+    long long sleeper = occupy_slot(&c.node[0], "d0");
+    snprintf(spec, sizeof spec, "{\"model\": {\"model\": \"mlp\", \"input_dim\": %d, \"hidden\": [8]}, "
+             "\"data\": \"%s\", \"epochs\": 1}", FEATURES, csv);
+    long long id = submit_json(&c.node[0], "/v1/bases/mlp2", spec);
+    json_t *j = wait_final(&c.node[1], id, 120);
+    json_t *error = json_object_get(j, "error");
+    const char *msg = json_string_value(json_object_get(error, "message"));
+    char node[16];
+    snprintf(node, sizeof node, "node n%d", node_of(j));
+    CHECK_MSG(!strcmp(state_of(j), "failed") && node_of(j) > 0, "base training %lld: %s", id, json_dumps(j, 0));
+    CHECK_STR_EQ(json_string_value(json_object_get(error, "code")), "denied");
+    CHECK_MSG(msg && strstr(msg, node), "the error names no node: %s", json_dumps(j, 0));
+    json_decref(j);
+    cancel_job(&c.node[0], sleeper);
+    mn_stop(&c);
+}
+
 /* Each test twice: `name` on an SQLite file and `name_pg` on PostgreSQL database pgdb. */
 #define QUEUE_TEST(name, fn, pgdb)                                                                        \
     TEST_TIMEOUT(name, 300)                                                                               \
@@ -354,3 +388,5 @@ QUEUE_TEST(daemon_queue_job_of_a_killed_node_is_finished_by_another, killed_node
 QUEUE_TEST(daemon_queue_merge_of_a_busy_node_is_run_by_another, merge_of_a_busy_node_run_by_another, "queue_merge")
 QUEUE_TEST(daemon_queue_queued_jobs_of_a_killed_node_are_run_by_another, queued_jobs_of_a_killed_node_run_by_another,
            "queue_kill_queued")
+QUEUE_TEST(daemon_queue_base_training_from_a_file_another_node_may_not_read,
+           base_training_from_a_file_another_node_may_not_read, "queue_base_denied")
