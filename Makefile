@@ -56,8 +56,11 @@ $(BUILD)/%.o: %.c
 
 # Kernels with 16-lane vector code (core/vec.h): GCC warns about the AVX-512 ABI of vector values, which
 # only ever pass between inlined helpers here, never across a real call.
-SIMD_SRC := core/activations.c core/attention.c core/layernorm.c core/linear.c
+SIMD_SRC := core/activations.c core/attention.c core/layernorm.c core/linear.c core/optim.c
 $(SIMD_SRC:%.c=$(BUILD)/%.o): CFLAGS += -Wno-psabi
+# AdamW's loop (core/optim.c) vectorizes only when sqrtf need not set errno; its operations are elementwise,
+# so vector code gives the scalar loop's bits.
+$(BUILD)/core/optim.o: CFLAGS += -fno-math-errno -ftree-loop-vectorize -fvect-cost-model=dynamic
 
 $(LIBCLAD): $(LIB_OBJ) $(SERVE_OBJ)
 	@rm -f $@

@@ -170,21 +170,34 @@ static int concurrent_load(const serve_ctx *c, int clients, double seconds, load
     return 0;
 }
 
-/* A training job alone in the daemon: samples per second between its step events (from step 10 on, so the
- * start-up is left out), over about `seconds` of training; the job is cancelled afterwards. */
-static double daemon_train_rate(serve_ctx *c, const char *file, int batch, double seconds)
+/* Sends POST /v1/tasks/{query} with file as the body, for the caller to read the followed job from the
+ * returned connection (-1 when it could not be sent). */
+static int post_training(serve_ctx *c, const char *file, const char *query)
 {
     char *body = NULL;
     size_t len = 0;
     if (bench_read_file(file, &body, &len)) return -1;
     clad_err err = {0};
     int fd = client_connect(c->d.sock, &err);
-    if (fd < 0) return -1;
     char head[512];
-    int hl = snprintf(head, sizeof head, "POST /v1/tasks/rate/train?follow=1&epochs=500&batch=%d&rank=fixed:8 HTTP/1.1\r\n"
-                      "Host: clad\r\nContent-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n", batch, len);
-    bool sent = write(fd, head, (size_t)hl) == hl && write(fd, body, len) == (ssize_t)len;
+    int hl = snprintf(head, sizeof head, "POST /v1/tasks/%s HTTP/1.1\r\nHost: clad\r\n"
+                      "Content-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n", query, len);
+    if (fd >= 0 && (write(fd, head, (size_t)hl) != hl || write(fd, body, len) != (ssize_t)len)) {
+        close(fd);
+        fd = -1;
+    }
     free(body);
+    return fd;
+}
+
+/* A training job alone in the daemon: samples per second between its step events (from step 10 on, so the
+ * start-up is left out), over about `seconds` of training; the job is cancelled afterwards. */
+static double daemon_train_rate(serve_ctx *c, const char *file, int batch, double seconds)
+{
+    char query[128];
+    snprintf(query, sizeof query, "rate/train?follow=1&epochs=500&batch=%d&rank=fixed:8", batch);
+    int fd = post_training(c, file, query);
+    bool sent = fd >= 0;
     static char buf[1 << 20];
     size_t have = 0, scan = 0;
     long step0 = -1, step1 = -1;
@@ -238,23 +251,10 @@ static double speed_train_rate(const char *preset, int threads)
 /* Submits a long training job and returns the seconds until its first step event; leaves it running. */
 static double time_to_first_step(serve_ctx *c, const char *file, uint64_t *job_id)
 {
-    char *body = NULL;
-    size_t len = 0;
-    if (bench_read_file(file, &body, &len)) return -1;
-    clad_err err = {0};
-    int fd = client_connect(c->d.sock, &err);
-    if (fd < 0) return -1;
     /* Follow by hand: send the request, read until the first "step" line. */
-    char head[512];
-    int hl = snprintf(head, sizeof head, "POST /v1/tasks/t1/train?follow=1&epochs=200 HTTP/1.1\r\nHost: clad\r\n"
-                      "Content-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n", len);
     double t0 = bench_now();
-    if (write(fd, head, (size_t)hl) != hl || write(fd, body, len) != (ssize_t)len) {
-        close(fd);
-        free(body);
-        return -1;
-    }
-    free(body);
+    int fd = post_training(c, file, "t1/train?follow=1&epochs=200");
+    if (fd < 0) return -1;
     char buf[65536];
     size_t have = 0;
     double t = -1;

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "bench/bench.h"
+#include "core/fold.h"
 #include "core/model.h"
 #include "core/parallel.h"
 #include "core/rng.h"
@@ -79,8 +80,42 @@ static double backward_flops(const model *m, const adapter *a, int N)
 
 typedef struct speed_result {
     double train_samples_per_s, train_gflops, infer_b1, infer_b128;
+    double folded_b1, folded_b128;   /* the adapter folded into the weights, as the daemon serves a hot version */
+    double full_train_samples_per_s; /* every base weight trained, no adapter (how a base is made) */
     size_t params, adapter_params;
 } speed_result;
+
+/* Samples per second of whole training runs over d until `seconds` have passed. */
+static double train_rate(model *m, adapter *a, const dataset *d, double seconds)
+{
+    train_config tc;
+    train_config_default(&tc);
+    tc.batch = 128;
+    train_result tr;
+    long samples = 0;
+    double t0 = now_s();
+    do {
+        train_run(m, a, d, &tc, NULL, NULL, &tr, NULL);
+        samples += tr.samples;
+    } while (now_s() - t0 < seconds);
+    return samples / (now_s() - t0);
+}
+
+/* Samples per second of predictions at batch bs on the first 512 samples of x, with a reused workspace (a
+ * server keeps one per thread, so the timing excludes its allocation). */
+static double infer_rate(const model *m, const adapter *a, const float *x, int dim, int bs, double seconds)
+{
+    int labels[512];
+    long done = 0;
+    model_ws *ws = model_ws_create(m, bs, 8, a ? a->n_classes : m->cfg.n_classes, false, NULL);
+    double t0 = now_s();
+    do {
+        for (int s = 0; s + bs <= 512; s += bs) model_predict_ws(ws, m, a, x + (size_t)s * dim, bs, NULL, labels, NULL);
+        done += 512;
+    } while (now_s() - t0 < seconds);
+    model_ws_destroy(ws);
+    return done / (now_s() - t0);
+}
 
 static void bench_config(const char *preset, double seconds, speed_result *out)
 {
@@ -93,7 +128,7 @@ static void bench_config(const char *preset, double seconds, speed_result *out)
         if (model_linear_is_default_target(m, li)) ranks[li] = 8;
     adapter *a = adapter_create(m, ranks, 16.0f, cfg.n_classes, NULL);
     adapter_init(a, m, 1);
-    int dim = model_config_input_dim(&cfg), B = 128;
+    int dim = model_config_input_dim(&cfg);
     dataset d;
     int shape[3] = {cfg.channels, cfg.height, cfg.width};
     if (cfg.kind == MODEL_MLP) dataset_init(&d, 2048, 1, (int[]){dim}, NULL);
@@ -104,42 +139,21 @@ static void bench_config(const char *preset, double seconds, speed_result *out)
     for (int i = 0; i < d.n; i++) d.y[i] = (int)rng_below(&r, 10);
     d.n_classes = 10;
 
-    /* Training: whole epochs of 2048 samples until `seconds` have passed. */
-    train_config tc;
-    train_config_default(&tc);
-    tc.batch = B;
-    train_result tr;
-    long samples = 0;
-    double t0 = now_s();
-    do {
-        train_run(m, a, &d, &tc, NULL, NULL, &tr, NULL);
-        samples += tr.samples;
-    } while (now_s() - t0 < seconds);
-    double dt = now_s() - t0;
-    out->train_samples_per_s = samples / dt;
-    out->train_gflops = (forward_flops(m, a, 1) + backward_flops(m, a, 1)) * samples / dt / 1e9;
-
-    /* Inference at batch 1 and 128. */
-    int *labels = malloc(sizeof(int) * (size_t)d.n);
-    for (int pass = 0; pass < 2; pass++) {
-        int bs = pass ? 128 : 1;
-        long done = 0;
-        /* A server keeps one workspace per thread, so the timing excludes its allocation. */
-        model_ws *ws = model_ws_create(m, bs, 8, cfg.n_classes, false, NULL);
-        t0 = now_s();
-        do {
-            for (int s = 0; s + bs <= 512; s += bs)
-                model_predict_ws(ws, m, a, d.x + (size_t)s * dim, bs, NULL, labels, NULL);
-            done += 512;
-        } while (now_s() - t0 < seconds / 2);
-        model_ws_destroy(ws);
-        double rate = done / (now_s() - t0);
-        if (pass) out->infer_b128 = rate;
-        else out->infer_b1 = rate;
+    /* LoRA training: whole epochs of 2048 samples until `seconds` have passed. */
+    out->train_samples_per_s = train_rate(m, a, &d, seconds);
+    out->train_gflops = (forward_flops(m, a, 1) + backward_flops(m, a, 1)) * out->train_samples_per_s / 1e9;
+    out->infer_b1 = infer_rate(m, a, d.x, dim, 1, seconds / 2);
+    out->infer_b128 = infer_rate(m, a, d.x, dim, 128, seconds / 2);
+    model *folded = model_fold(m, a, NULL);
+    if (folded) {
+        out->folded_b1 = infer_rate(folded, NULL, d.x, dim, 1, seconds / 2);
+        out->folded_b128 = infer_rate(folded, NULL, d.x, dim, 128, seconds / 2);
+        model_destroy(folded);
     }
+    /* Last, since it changes the base: full training of every weight. */
+    out->full_train_samples_per_s = train_rate(m, NULL, &d, seconds);
     out->params = m->params.total;
     out->adapter_params = a->params.total;
-    free(labels);
     dataset_finish(&d);
     adapter_destroy(a);
     model_destroy(m);
@@ -193,9 +207,12 @@ int bench_speed_main(int argc, char **argv)
         if (!only || !strcmp(only, names[i]))
             printf("\"%s\": {\"lora_rank\": 8, \"batch\": 128, \"base_params\": %zu, \"adapter_params\": %zu, "
                "\"train_samples_per_s\": %.1f, \"train_gflops\": %.3f, \"train_fraction_of_peak\": %.3f, "
-               "\"infer_samples_per_s_b1\": %.1f, \"infer_samples_per_s_b128\": %.1f}, ",
+               "\"infer_samples_per_s_b1\": %.1f, \"infer_samples_per_s_b128\": %.1f, "
+               "\"infer_folded_samples_per_s_b1\": %.1f, \"infer_folded_samples_per_s_b128\": %.1f, "
+               "\"full_train_samples_per_s\": %.1f}, ",
                names[i], res[i].params, res[i].adapter_params, res[i].train_samples_per_s, res[i].train_gflops,
-               res[i].train_gflops / peak, res[i].infer_b1, res[i].infer_b128);
+               res[i].train_gflops / peak, res[i].infer_b1, res[i].infer_b128, res[i].folded_b1, res[i].folded_b128,
+               res[i].full_train_samples_per_s);
     printf("\"peak_rss_mb\": %.1f%s\n", ru.ru_maxrss / 1024.0, json ? "}" : "");
     return 0;
 }

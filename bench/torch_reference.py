@@ -5,6 +5,7 @@ vit-tiny (28x28x1, patch 4, dim 64, depth 4, 4 heads, MLP 128, pre-LayerNorm, ta
 mlp (784-256-256-10, tanh GELU), LoRA rank 8 alpha 16 on every linear inside the blocks (vit) or every
 hidden linear (mlp), the head trained, the rest frozen, AdamW on the trainable parameters, batch 128.
 Inference at batch 1 and 128, with the LoRA branch unmerged (as PEFT runs it) and merged into the weights.
+Full training: a fresh model of the same shape with every weight trained (no LoRA), AdamW, batch 128.
 
 PyTorch's speed on a small machine depends strongly on its thread settings, so the script runs itself once
 per setting (threads 1 and N, OMP_WAIT_POLICY active and passive) in child processes and reports each and
@@ -20,21 +21,25 @@ import time
 SETTINGS_ENV = "CLAD_TORCH_SETTING"
 
 
-def build(kind):
+def build(kind, lora=True):
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
     class LoRALinear(nn.Module):
+        """A frozen linear with a LoRA branch, or (lora=False) a plain trained linear."""
+
         def __init__(self, i, o, r=8, alpha=16.0):
             super().__init__()
             self.base = nn.Linear(i, o)
+            self.merged = not lora
+            if not lora:
+                return
             self.base.weight.requires_grad_(False)
             self.base.bias.requires_grad_(False)
             self.A = nn.Parameter(torch.randn(r, i) / math.sqrt(i))
             self.B = nn.Parameter(torch.zeros(o, r))
             self.scale = alpha / r
-            self.merged = False
 
         def merge(self):
             with torch.no_grad():
@@ -58,7 +63,7 @@ def build(kind):
             self.fc1, self.fc2 = LoRALinear(d, m), LoRALinear(m, d)
             self.heads = heads
             for p in list(self.ln1.parameters()) + list(self.ln2.parameters()):
-                p.requires_grad_(False)
+                p.requires_grad_(not lora)
 
         def forward(self, x):
             B, T, C = x.shape
@@ -71,13 +76,13 @@ def build(kind):
         def __init__(self, d=64, depth=4, heads=4, m=128, patch=4, classes=10):
             super().__init__()
             self.patch = nn.Conv2d(1, d, patch, patch)
-            self.cls = nn.Parameter(torch.zeros(1, 1, d), requires_grad=False)
-            self.pos = nn.Parameter(torch.zeros(1, (28 // patch) ** 2 + 1, d), requires_grad=False)
+            self.cls = nn.Parameter(torch.zeros(1, 1, d), requires_grad=not lora)
+            self.pos = nn.Parameter(torch.zeros(1, (28 // patch) ** 2 + 1, d), requires_grad=not lora)
             self.blocks = nn.ModuleList(Block(d, heads, m) for _ in range(depth))
             self.ln = nn.LayerNorm(d)
             self.head = nn.Linear(d, classes)
             for p in list(self.patch.parameters()) + list(self.ln.parameters()):
-                p.requires_grad_(False)
+                p.requires_grad_(not lora)
 
         def forward(self, x):
             x = self.patch(x).flatten(2).transpose(1, 2)
@@ -114,10 +119,10 @@ def measure(threads, seconds):
     torch.set_num_threads(threads)
     torch.manual_seed(1)
     out = {}
-    for kind in ("mlp", "vit-tiny"):
-        model = build(kind)
-        x = torch.rand(2048, 1, 28, 28)
-        y = torch.randint(0, 10, (2048,))
+    x = torch.rand(2048, 1, 28, 28)
+    y = torch.randint(0, 10, (2048,))
+
+    def train_rate(model):
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
         state = {"i": 0}
 
@@ -128,7 +133,12 @@ def measure(threads, seconds):
             F.cross_entropy(model(x[i:i + 128]), y[i:i + 128]).backward()
             opt.step()
 
-        r = {"train_samples_per_s": rate(step, 128, seconds)}
+        return rate(step, 128, seconds)
+
+    for kind in ("mlp", "vit-tiny"):
+        r = {"full_train_samples_per_s": train_rate(build(kind, lora=False))}
+        model = build(kind)
+        r["train_samples_per_s"] = train_rate(model)
         for merged in (False, True):
             if merged:
                 for mod in model.modules():

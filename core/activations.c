@@ -14,6 +14,7 @@
 #include "core/layers.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -91,6 +92,7 @@ typedef struct elem_job {
     float *out, *out2;
     const float *a, *b;
     size_t n;
+    bool set;   /* backward: out = (overwrite) instead of += */
 } elem_job;
 
 static size_t elem_begin(const elem_job *j, int task) { return (size_t)task * ELEM_GRAIN; }
@@ -127,17 +129,24 @@ void gelu_forward(float *out, const float *x, size_t n)
 }
 
 SIMD_CLONES
-static void gelu_backward_serial(float *dx, const float *x, const float *dout, size_t n)
+static void gelu_backward_serial(float *dx, const float *x, const float *dout, size_t n, bool set)
 {
     size_t i = 0;
-    for (; i + VL <= n; i += VL)
-        vf_store(dx + i, vf_load(dx + i) + gelu_grad_lanes(vf_load(x + i)) * vf_load(dout + i));
+    if (set)
+        for (; i + VL <= n; i += VL) vf_store(dx + i, gelu_grad_lanes(vf_load(x + i)) * vf_load(dout + i));
+    else
+        for (; i + VL <= n; i += VL)
+            vf_store(dx + i, vf_load(dx + i) + gelu_grad_lanes(vf_load(x + i)) * vf_load(dout + i));
     if (i < n) {
         float bx[VL] = {0}, bd[VL] = {0}, bg[VL] = {0};
         memcpy(bx, x + i, (n - i) * sizeof *bx);
         memcpy(bd, dout + i, (n - i) * sizeof *bd);
-        memcpy(bg, dx + i, (n - i) * sizeof *bg);
-        vf_store(bg, vf_load(bg) + gelu_grad_lanes(vf_load(bx)) * vf_load(bd));
+        vf g = gelu_grad_lanes(vf_load(bx)) * vf_load(bd);
+        if (!set) {
+            memcpy(bg, dx + i, (n - i) * sizeof *bg);
+            g = vf_load(bg) + g;
+        }
+        vf_store(bg, g);
         memcpy(dx + i, bg, (n - i) * sizeof *bg);
     }
 }
@@ -146,12 +155,18 @@ static void gelu_backward_task(void *ctx, int task, int worker)
 {
     const elem_job *j = ctx;
     size_t s = elem_begin(j, task);
-    gelu_backward_serial(j->out + s, j->a + s, j->b + s, elem_len(j, task));
+    gelu_backward_serial(j->out + s, j->a + s, j->b + s, elem_len(j, task), j->set);
 }
 
 void gelu_backward(float *dx, const float *x, const float *dout, size_t n)
 {
     elem_job j = {.out = dx, .a = x, .b = dout, .n = n};
+    par_for(par_chunks(n, ELEM_GRAIN), gelu_backward_task, &j);
+}
+
+void gelu_backward_set(float *dx, const float *x, const float *dout, size_t n)
+{
+    elem_job j = {.out = dx, .a = x, .b = dout, .n = n, .set = true};
     par_for(par_chunks(n, ELEM_GRAIN), gelu_backward_task, &j);
 }
 
@@ -187,13 +202,20 @@ static void gelu_erf_backward_task(void *ctx, int task, int worker)
     for (size_t i = 0; i < n; i++) {
         float cdf = 0.5f * (1.0f + erff(x[i] * GELU_RSQRT2));
         float pdf = GELU_RSQRT2PI * expf(-0.5f * x[i] * x[i]);
-        dx[i] += (cdf + x[i] * pdf) * dout[i];
+        float g = (cdf + x[i] * pdf) * dout[i];
+        dx[i] = j->set ? g : dx[i] + g;
     }
 }
 
 void gelu_erf_backward(float *dx, const float *x, const float *dout, size_t n)
 {
     elem_job j = {.out = dx, .a = x, .b = dout, .n = n};
+    par_for(par_chunks(n, ELEM_GRAIN), gelu_erf_backward_task, &j);
+}
+
+void gelu_erf_backward_set(float *dx, const float *x, const float *dout, size_t n)
+{
+    elem_job j = {.out = dx, .a = x, .b = dout, .n = n, .set = true};
     par_for(par_chunks(n, ELEM_GRAIN), gelu_erf_backward_task, &j);
 }
 
@@ -208,7 +230,7 @@ void softmax_forward(float *out, const float *in, int N, int K)
         float mx = vf_row_max(x, K);
         /* exp(x - max) in (0, 1], so the sum is in [1, K]: no overflow, no division by ~0. Four lane sums
          * added in a fixed order at the end keep the result deterministic. */
-        vf m4 = vf_dup(mx), acc = vf_dup(0.0f);
+        vf m4 = vf_splat(mx), acc = vf_dup(0.0f);   /* +0 for -0: exp(x - 0) is the same either way */
         int full = K / VL * VL;
         /* A ragged tail is handled with the last VL elements of the row, read before anything is written
          * (out may equal in); lanes it shares with the last full vector get the same bits again and are
@@ -232,7 +254,7 @@ void softmax_forward(float *out, const float *in, int N, int K)
             memcpy(y, buf, (size_t)K * sizeof *buf);
             acc += e;
         }
-        vf inv = vf_dup(1.0f / vf_sum(acc));
+        vf inv = vf_splat(1.0f / vf_sum(acc));
         int k = 0;
         for (; k + VL <= K; k += VL) vf_store(y + k, vf_load(y + k) * inv);
         for (; k < K; k++) y[k] *= inv[0];

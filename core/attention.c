@@ -18,6 +18,7 @@
 typedef struct attention_job {
     float *out, *att, *dqkv, *scratch;
     const float *qkv, *dout, *att_in;
+    float beta;   /* backward: 1 accumulates into dqkv, 0 overwrites it */
     int T, C, NH;
 } attention_job;
 
@@ -116,20 +117,33 @@ static void attention_backward_task(void *ctx, int task, int worker)
     /* datt (T,T) = dout (T,hs) . v^T (hs,T) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dO, C, v, C3, 0.0f, ds, T);
     /* dv (T,hs) += att^T (T,T) . dout (T,hs) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, dO, C, 1.0f, dv, C3);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, dO, C, j->beta, dv, C3);
     softmax_backward_rows(ds, a, T);
     /* scores = scale * q k^T, so dq += scale * ds . k and dk += scale * ds^T . q */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, scale, ds, T, k, C3, 1.0f, dq, C3);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, scale, ds, T, q, C3, 1.0f, dk, C3);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, scale, ds, T, k, C3, j->beta, dq, C3);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, scale, ds, T, q, C3, j->beta, dk, C3);
+}
+
+static void attention_backward_job(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                                   const float *att, int B, int T, int C, int NH, float beta)
+{
+    assert(B >= 0 && T > 0 && NH > 0 && C > 0 && C % NH == 0);
+    attention_job j = {.dqkv = dqkv, .scratch = scratch, .dout = dout, .qkv = qkv, .att_in = att, .beta = beta,
+                       .T = T, .C = C, .NH = NH};
+    par_for(B * NH, attention_backward_task, &j);
 }
 
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
                         const float *att, int B, int T, int C, int NH)
 {
-    assert(B >= 0 && T > 0 && NH > 0 && C > 0 && C % NH == 0);
-    attention_job j = {.dqkv = dqkv, .scratch = scratch, .dout = dout, .qkv = qkv, .att_in = att,
-                       .T = T, .C = C, .NH = NH};
-    par_for(B * NH, attention_backward_task, &j);
+    attention_backward_job(dqkv, scratch, dout, qkv, att, B, T, C, NH, 1.0f);
+}
+
+/* Every (sample, head) task writes its whole block of dq, dk and dv, so beta 0 leaves nothing unset. */
+void attention_backward_set(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                            const float *att, int B, int T, int C, int NH)
+{
+    attention_backward_job(dqkv, scratch, dout, qkv, att, B, T, C, NH, 0.0f);
 }
 
 void attention_backward_naive(float *dqkv, float *scratch, const float *dout, const float *qkv,

@@ -105,47 +105,39 @@ void layernorm_forward_eps(float *out, float *mean, float *rstd, const float *x,
 SIMD_CLONES
 static void layernorm_backward_rows(const layernorm_job *j, int n0, int n1)
 {
-    float *dx = j->dx, *dw = j->dw, *db = j->db;
+    float *dx = j->dx;
     const float *dout = j->dout, *x = j->x, *w = j->w, *mean = j->mean_in, *rstd = j->rstd_in;
     int C = j->C;
     for (int n = n0; n < n1; n++) {
         const float *xn = x + (size_t)n * C;
         const float *dn = dout + (size_t)n * C;
         float mf = mean[n], rs = rstd[n];
-        if (dx) {
-            /* With xhat = (x - mean) * rstd and g = w * dout:
-             * dx = rstd * (g - mean(g) - xhat * mean(g * xhat)). */
-            vd8 sg = {0}, sgx = {0};
-            double sg_tail = 0.0, sgx_tail = 0.0;
-            int i = 0;
-            for (; i + 8 <= C; i += 8) {
-                vf8 g = vf8_load(w + i) * vf8_load(dn + i);
-                sg += vd8_widen(g);
-                sgx += vd8_widen(g * ((vf8_load(xn + i) - mf) * rs));
-            }
-            for (; i < C; i++) {
-                float g = w[i] * dn[i];
-                sg_tail += (double)g;
-                sgx_tail += (double)(g * ((xn[i] - mf) * rs));
-            }
-            float mg = (float)((vd8_sum(sg) + sg_tail) / C), mgx = (float)((vd8_sum(sgx) + sgx_tail) / C);
-            float *dxn = dx + (size_t)n * C;
-            for (i = 0; i + 8 <= C; i += 8) {
-                vf8 xhat = (vf8_load(xn + i) - mf) * rs;
-                vf8 g = vf8_load(w + i) * vf8_load(dn + i);
-                vf8_store(dxn + i, vf8_load(dxn + i) + (g - mg - xhat * mgx) * rs);
-            }
-            for (; i < C; i++) {
-                float xhat = (xn[i] - mf) * rs;
-                float g = w[i] * dn[i];
-                dxn[i] += (g - mg - xhat * mgx) * rs;
-            }
+        /* With xhat = (x - mean) * rstd and g = w * dout:
+         * dx = rstd * (g - mean(g) - xhat * mean(g * xhat)). */
+        vd8 sg = {0}, sgx = {0};
+        double sg_tail = 0.0, sgx_tail = 0.0;
+        int i = 0;
+        for (; i + 8 <= C; i += 8) {
+            vf8 g = vf8_load(w + i) * vf8_load(dn + i);
+            sg += vd8_widen(g);
+            sgx += vd8_widen(g * ((vf8_load(xn + i) - mf) * rs));
         }
-        if (dw) {
-            for (int i = 0; i < C; i++) dw[i] += dn[i] * ((xn[i] - mf) * rs);
+        for (; i < C; i++) {
+            float g = w[i] * dn[i];
+            sg_tail += (double)g;
+            sgx_tail += (double)(g * ((xn[i] - mf) * rs));
         }
-        if (db) {
-            for (int i = 0; i < C; i++) db[i] += dn[i];
+        float mg = (float)((vd8_sum(sg) + sg_tail) / C), mgx = (float)((vd8_sum(sgx) + sgx_tail) / C);
+        float *dxn = dx + (size_t)n * C;
+        for (i = 0; i + 8 <= C; i += 8) {
+            vf8 xhat = (vf8_load(xn + i) - mf) * rs;
+            vf8 g = vf8_load(w + i) * vf8_load(dn + i);
+            vf8_store(dxn + i, vf8_load(dxn + i) + (g - mg - xhat * mgx) * rs);
+        }
+        for (; i < C; i++) {
+            float xhat = (xn[i] - mf) * rs;
+            float g = w[i] * dn[i];
+            dxn[i] += (g - mg - xhat * mgx) * rs;
         }
     }
 }
@@ -157,13 +149,38 @@ static void layernorm_backward_task(void *ctx, int task, int worker)
     layernorm_backward_rows(j, n0, n1);
 }
 
+/* dw and db sum over every row; a task takes CHANNEL_GRAIN channels and sums each in row order, so the
+ * result does not depend on the split. */
+#define CHANNEL_GRAIN VL
+
+SIMD_CLONES
+static void layernorm_backward_params_task(void *ctx, int task, int worker)
+{
+    const layernorm_job *j = ctx;
+    int c0 = task * CHANNEL_GRAIN, c1 = c0 + CHANNEL_GRAIN < j->C ? c0 + CHANNEL_GRAIN : j->C, C = j->C;
+    for (int n = 0; n < j->N; n++) {
+        const float *xn = j->x + (size_t)n * C, *dn = j->dout + (size_t)n * C;
+        float mf = j->mean_in[n], rs = j->rstd_in[n];
+        if (c1 - c0 == VL) {
+            /* The scalar loop's operations, one lane per channel. */
+            vf d = vf_load(dn + c0);
+            if (j->dw) vf_store(j->dw + c0, vf_load(j->dw + c0) + d * ((vf_load(xn + c0) - mf) * rs));
+            if (j->db) vf_store(j->db + c0, vf_load(j->db + c0) + d);
+            continue;
+        }
+        if (j->dw)
+            for (int i = c0; i < c1; i++) j->dw[i] += dn[i] * ((xn[i] - mf) * rs);
+        if (j->db)
+            for (int i = c0; i < c1; i++) j->db[i] += dn[i];
+    }
+}
+
 void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                         const float *w, const float *mean, const float *rstd, int N, int C)
 {
     assert(N >= 0 && C > 0);
     layernorm_job j = {.dx = dx, .dw = dw, .db = db, .dout = dout, .x = x, .w = w, .mean_in = mean,
                        .rstd_in = rstd, .N = N, .C = C};
-    /* dw and db sum over every row: kept on one thread, in row order, so they stay deterministic. */
-    if (dw || db) layernorm_backward_rows(&j, 0, N);
-    else par_for(par_chunks((size_t)N, ROW_GRAIN), layernorm_backward_task, &j);
+    if (dx) par_for(par_chunks((size_t)N, ROW_GRAIN), layernorm_backward_task, &j);
+    if (dw || db) par_for(par_chunks((size_t)C, CHANNEL_GRAIN), layernorm_backward_params_task, &j);
 }

@@ -26,6 +26,35 @@ void linear_backward(float *dx, float *dW, float *db, const float *dy, const flo
                      int N, int in, int out);
 void linear_backward_naive(float *dx, float *dW, float *db, const float *dy, const float *x,
                            const float *W, int N, int in, int out);
+/* The same, but dx is overwritten (dx = dy W) instead of accumulated: no zeroing pass before it. dW and db
+ * still accumulate. */
+void linear_backward_set(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W,
+                         int N, int in, int out);
+
+/* ---- a linear with its epilogue, fused ----------------------------------------------------------- */
+typedef enum linear_act { LINEAR_ACT_NONE, LINEAR_ACT_GELU, LINEAR_ACT_GELU_ERF } linear_act;
+
+/* What linear_forward_fused does to each block of y after x W^T + b, while the block is still in cache. */
+typedef struct linear_epilogue {
+    const float *A, *B;   /* LoRA factors A (r,in), B (out,r); unused when r == 0 */
+    float *xa;            /* (N,r) receives x A^T, kept for backward */
+    float scale;          /* the LoRA scale, alpha / r */
+    int r;
+    const float *res;     /* (N,out) residual added last, or NULL */
+    float *act;           /* (N,out) receives act_kind(y), or NULL */
+    linear_act act_kind;  /* GELU (tanh form) or exact GELU; NONE when act is NULL */
+} linear_epilogue;
+
+/* y (N,out) = res + ((x W^T + b) + scale (x A^T) B^T), then act (N,out) = GELU(y): the operations of
+ * linear_forward, lora_forward, residual_forward and gelu_forward (or gelu_erf_forward) one after another,
+ * in the same order, but each task of the bound pool finishes its block of y (bias, LoRA, residual, GELU)
+ * right after its product, instead of four sweeps over memory. The products are cut into other blocks than
+ * lora_forward's, which OpenBLAS may round differently: equal to the unfused sequence to float rounding,
+ * and bit-identical for any thread count. e may be NULL (a plain linear). Overwrites y, xa and act. */
+void linear_forward_fused(float *y, const float *x, const float *W, const float *b, const linear_epilogue *e,
+                          int N, int in, int out);
+void linear_forward_fused_naive(float *y, const float *x, const float *W, const float *b, const linear_epilogue *e,
+                                int N, int in, int out);
 
 /* ---- LoRA branch of a linear: y += scale * (x A^T) B^T ------------------------------------------ */
 /* Never materialises B A. y (N,out) is ADDED to; xa (N,r) receives x A^T and must be kept for backward.
@@ -60,9 +89,11 @@ void layernorm_backward(float *dx, float *dw, float *db, const float *dout, cons
 /* ---- GELU (tanh approximation, as GPT-2 / PyTorch approximate="tanh") --------------------------- */
 void gelu_forward(float *out, const float *x, size_t n);
 void gelu_backward(float *dx, const float *x, const float *dout, size_t n); /* dx += gelu'(x) dout */
+void gelu_backward_set(float *dx, const float *x, const float *dout, size_t n); /* dx = gelu'(x) dout */
 /* ---- GELU, exact: 0.5 x (1 + erf(x / sqrt 2)), PyTorch's default nn.GELU() as timm and HF ViTs use it -- */
 void gelu_erf_forward(float *out, const float *x, size_t n);
 void gelu_erf_backward(float *dx, const float *x, const float *dout, size_t n); /* dx += (Phi(x) + x phi(x)) dout */
+void gelu_erf_backward_set(float *dx, const float *x, const float *dout, size_t n); /* dx = (...) dout */
 
 /* ---- row softmax --------------------------------------------------------------------------------- */
 /* out (N,K) = softmax of each row of in (N,K), numerically stable (the row max is subtracted first);
@@ -86,6 +117,9 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
                         const float *att, int B, int T, int C, int NH);
 void attention_backward_naive(float *dqkv, float *scratch, const float *dout, const float *qkv,
                               const float *att, int B, int T, int C, int NH);
+/* The same, but dqkv is overwritten instead of accumulated. */
+void attention_backward_set(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                            const float *att, int B, int T, int C, int NH);
 
 /* ---- patches, class token, position embedding (ViT input) --------------------------------------- */
 /* img (B,Cin,H,W) (PyTorch's NCHW) -> patches (B,P,Cin*ph*pw), P = (H/ph)*(W/pw), patches in row-major

@@ -9,8 +9,8 @@
 #include "core/parallel.h"
 
 typedef struct lora_job {
-    float *y, *xa, *dx, *g;
-    const float *x, *A, *B, *dy;
+    float *y, *xa, *dx, *g, *dA, *dB;
+    const float *x, *A, *B, *dy, *xa_in;
     float scale;
     int N, in, out, r;
     size_t grain;   /* rows per task */
@@ -78,22 +78,34 @@ static void lora_backward_rows_task(void *ctx, int task, int worker)
                     j->dx + (size_t)n0 * in, in);
 }
 
+/* The factor gradients, each a sum over all N rows kept in one call: task 0 is dB, task 1 is dA, so the two
+ * run side by side on a pool instead of one after the other on the caller. */
+static void lora_backward_factors_task(void *ctx, int task, int worker)
+{
+    const lora_job *j = ctx;
+    int N = j->N, in = j->in, out = j->out, r = j->r;
+    /* dB (out,r) += scale * dy^T (out,N) . xa (N,r) */
+    if (task == 0 && j->dB)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, r, N, j->scale, j->dy, out, j->xa_in, r, 1.0f,
+                    j->dB, r);
+    /* dA (r,in) += g^T (r,N) . x (N,in) */
+    if (task == 1 && j->dA)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, N, 1.0f, j->g, r, j->x, in, 1.0f, j->dA, in);
+}
+
 void lora_backward(float *dx, float *dA, float *dB, float *scratch, const float *dy, const float *x,
                    const float *xa, const float *A, const float *B, float scale,
                    int N, int in, int out, int r)
 {
     assert(N >= 0 && in >= 0 && out >= 0 && r >= 0);
     if (r == 0 || N == 0 || out == 0) return;
-    /* dB (out,r) += scale * dy^T (out,N) . xa (N,r): a sum over rows, kept in one call */
-    if (dB)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, r, N, scale, dy, out, xa, r, 1.0f, dB, r);
-    if ((!dx && !dA) || in == 0) return;
-    lora_job j = {.dx = dx, .g = scratch, .dy = dy, .A = A, .B = B, .scale = scale, .N = N, .in = in, .out = out,
-                  .r = r, .grain = par_grain((size_t)r * ((size_t)in + (size_t)out))};
-    par_for(par_chunks((size_t)N, j.grain), lora_backward_rows_task, &j);
-    /* dA (r,in) += g^T (r,N) . x (N,in): a sum over rows, kept in one call */
-    if (dA)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, N, 1.0f, scratch, r, x, in, 1.0f, dA, in);
+    if (in == 0) dx = dA = NULL;
+    lora_job j = {.dx = dx, .dA = dA, .dB = dB, .g = scratch, .x = x, .xa_in = xa, .dy = dy, .A = A, .B = B,
+                  .scale = scale, .N = N, .in = in, .out = out, .r = r,
+                  .grain = par_grain((size_t)r * ((size_t)in + (size_t)out))};
+    /* g = scale * dy B by rows, and dx += g A, before dA reads g */
+    if (dx || dA) par_for(par_chunks((size_t)N, j.grain), lora_backward_rows_task, &j);
+    par_for(dA ? 2 : 1, lora_backward_factors_task, &j);
 }
 
 void lora_backward_naive(float *dx, float *dA, float *dB, float *scratch, const float *dy,

@@ -24,20 +24,31 @@ int lin_out(const model *m, const adapter *a, int li)
     return m->linear[li].is_head && a ? a->n_classes : m->linear[li].out;
 }
 
+void lin_forward_fused(const model_ws *ws, float *y, float *xa, const float *x, const model *m, const adapter *a,
+                       int li, int N, const float *res, float *act)
+{
+    const model_linear *L = &m->linear[li];
+    linear_epilogue e = {.res = res, .act = act};
+    if (act) e.act_kind = m->cfg.gelu_erf ? LINEAR_ACT_GELU_ERF : LINEAR_ACT_GELU;
+    if (a && a->rank[li]) {
+        e.A = param_set_ptr(&a->params, a->A[li]);
+        e.B = a->ops->lora_B(a, &ws->bufs, li);
+        e.xa = xa;
+        e.scale = adapter_scale(a, li);
+        e.r = a->rank[li];
+    }
+    linear_forward_fused(y, x, lin_weight(m, a, li), lin_bias(m, a, li), &e, N, L->in, lin_out(m, a, li));
+}
+
 void lin_forward(const model_ws *ws, float *y, float *xa, const float *x, const model *m, const adapter *a,
                  int li, int N)
 {
-    const model_linear *L = &m->linear[li];
-    int out = lin_out(m, a, li);
-    linear_forward(y, x, lin_weight(m, a, li), lin_bias(m, a, li), N, L->in, out);
-    if (a && a->rank[li])
-        lora_forward(y, xa, x, param_set_ptr(&a->params, a->A[li]), a->ops->lora_B(a, &ws->bufs, li),
-                     adapter_scale(a, li), N, L->in, out, a->rank[li]);
+    lin_forward_fused(ws, y, xa, x, m, a, li, N, NULL, NULL);
 }
 
-void lin_backward(float *dx, const float *dy, const float *x, const float *xa, model_ws *ws,
-                  const model *m, const adapter *a, int li, int N, float *base_grad,
-                  float *adapter_grad)
+static void lin_backward_job(float *dx, const float *dy, const float *x, const float *xa, model_ws *ws,
+                             const model *m, const adapter *a, int li, int N, float *base_grad, float *adapter_grad,
+                             bool dx_set)
 {
     const model_linear *L = &m->linear[li];
     int out = lin_out(m, a, li);
@@ -51,7 +62,9 @@ void lin_backward(float *dx, const float *dy, const float *x, const float *xa, m
         dW = base_grad + m->params.t[L->weight].offset;
         db = base_grad + m->params.t[L->bias].offset;
     }
-    linear_backward(dx, dW, db, dy, x, lin_weight(m, a, li), N, L->in, out);
+    /* The base product writes dx (or adds to it); the LoRA product then adds its part. */
+    if (dx_set) linear_backward_set(dx, dW, db, dy, x, lin_weight(m, a, li), N, L->in, out);
+    else linear_backward(dx, dW, db, dy, x, lin_weight(m, a, li), N, L->in, out);
     if (!a || !a->rank[li]) return;
     int r = a->rank[li];
     const float *A = param_set_ptr(&a->params, a->A[li]), *B = a->ops->lora_B(a, &ws->bufs, li);
@@ -60,4 +73,18 @@ void lin_backward(float *dx, const float *dy, const float *x, const float *xa, m
     float *dB = adapter_grad ? a->ops->lora_dB(a, &ws->bufs, adapter_grad, li) : NULL;
     lora_backward(dx, dA, dB, ws->dxa, dy, x, xa, A, B, adapter_scale(a, li), N, L->in, out, r);
     if (adapter_grad && a->ops->map_dB) a->ops->map_dB(a, &ws->bufs, adapter_grad, li);
+}
+
+void lin_backward(float *dx, const float *dy, const float *x, const float *xa, model_ws *ws,
+                  const model *m, const adapter *a, int li, int N, float *base_grad,
+                  float *adapter_grad)
+{
+    lin_backward_job(dx, dy, x, xa, ws, m, a, li, N, base_grad, adapter_grad, false);
+}
+
+void lin_backward_set(float *dx, const float *dy, const float *x, const float *xa, model_ws *ws,
+                      const model *m, const adapter *a, int li, int N, float *base_grad,
+                      float *adapter_grad)
+{
+    lin_backward_job(dx, dy, x, xa, ws, m, a, li, N, base_grad, adapter_grad, true);
 }

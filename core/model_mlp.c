@@ -32,8 +32,7 @@ void mlp_forward(model_ws *ws, const model *m, const adapter *a, const float *x,
     bool fuse = is_fusion(a);
     const float *h = x;
     for (int i = 0; i < c->n_hidden; i++) {
-        lin_forward(ws, ws->mlp_pre[i], ws->mlp_xa[i], h, m, fuse ? NULL : a, i, N);
-        act_forward(&m->cfg, ws->mlp_post[i], ws->mlp_pre[i], (size_t)N * (size_t)c->hidden[i]);
+        lin_forward_fused(ws, ws->mlp_pre[i], ws->mlp_xa[i], h, m, fuse ? NULL : a, i, N, NULL, ws->mlp_post[i]);
         h = fuse ? mlp_fuse_forward(ws, m, a, h, i, N) : ws->mlp_post[i];
     }
     lin_forward(ws, ws->logits, NULL, h, m, a, m->n_linear - 1, N);
@@ -82,9 +81,7 @@ void mlp_backward(model_ws *ws, const model *m, const adapter *a, float *base_gr
     int N = ws->last_n, head = m->n_linear - 1;
     float *dcur = ws->dA_c, *dnext = ws->dB_c;
     const float *head_in = mlp_layer_input(ws, m, a, x, c->n_hidden);
-    size_t head_in_n = (size_t)N * (size_t)m->linear[head].in;
-    memset(dcur, 0, head_in_n * sizeof *dcur);
-    lin_backward(c->n_hidden ? dcur : NULL, ws->dlogits, head_in, NULL, ws, m, a, head, N, base_grad,
+    lin_backward_set(c->n_hidden ? dcur : NULL, ws->dlogits, head_in, NULL, ws, m, a, head, N, base_grad,
                  adapter_grad);
     for (int i = c->n_hidden - 1; i >= 0; i--) {
         size_t n = (size_t)N * (size_t)c->hidden[i];
@@ -95,14 +92,8 @@ void mlp_backward(model_ws *ws, const model *m, const adapter *a, float *base_gr
             continue;
         }
         /* dcur holds d(post_i); turn it into d(pre_i) in dnext, then back through linear i. */
-        memset(dnext, 0, n * sizeof *dnext);
-        act_backward(&m->cfg, dnext, ws->mlp_pre[i], dcur, n);
-        float *dx = NULL;
-        if (i > 0) {
-            dx = dcur;
-            memset(dx, 0, (size_t)N * (size_t)c->hidden[i - 1] * sizeof *dx);
-        }
-        lin_backward(dx, dnext, in, ws->mlp_xa[i], ws, m, a, i, N, base_grad, adapter_grad);
+        act_backward_set(&m->cfg, dnext, ws->mlp_pre[i], dcur, n);
+        lin_backward_set(i > 0 ? dcur : NULL, dnext, in, ws->mlp_xa[i], ws, m, a, i, N, base_grad, adapter_grad);
     }
 }
 

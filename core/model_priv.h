@@ -18,12 +18,12 @@ typedef struct vit_block_acts {
     float *qkv, *qkv_xa;               /* (BT,3C) (BT,R) */
     float *att;                        /* (B,NH,T,T) */
     float *atty;                       /* (BT,C) */
-    float *proj, *proj_xa;             /* (BT,C) (BT,R) */
+    float *proj_xa;                    /* (BT,R); proj's output goes straight into res1 */
     float *res1;                       /* (BT,C) */
     float *ln2, *ln2_mean, *ln2_rstd;  /* (BT,C) (BT) (BT) */
     float *fc1, *fc1_xa;               /* (BT,M) (BT,R) */
     float *gelu;                       /* (BT,M) */
-    float *fc2, *fc2_xa;               /* (BT,C) (BT,R) */
+    float *fc2_xa;                     /* (BT,R); fc2's output goes straight into res2 */
     float *res2;                       /* (BT,C) */
 } vit_block_acts;
 
@@ -86,10 +86,18 @@ int lin_out(const model *m, const adapter *a, int li);
  * base head. */
 void lin_forward(const model_ws *ws, float *y, float *xa, const float *x, const model *m, const adapter *a,
                  int li, int N);
+/* The same with the fused epilogue (core/layers.h): y = res + (...) when res is not NULL, then act (N,out) =
+ * the config's GELU of y when act is not NULL. */
+void lin_forward_fused(const model_ws *ws, float *y, float *xa, const float *x, const model *m, const adapter *a,
+                       int li, int N, const float *res, float *act);
 /* dx (N,in) += ... (dx may be NULL); weight gradients go to base_grad / adapter_grad (either may be NULL). */
 void lin_backward(float *dx, const float *dy, const float *x, const float *xa, model_ws *ws,
                   const model *m, const adapter *a, int li, int N, float *base_grad,
                   float *adapter_grad);
+/* The same, but dx (N,in) is overwritten: no zeroing pass before it. */
+void lin_backward_set(float *dx, const float *dy, const float *x, const float *xa, model_ws *ws,
+                      const model *m, const adapter *a, int li, int N, float *base_grad,
+                      float *adapter_grad);
 
 /* ---- fusion sites (model_fusion_site.c) ---- */
 /* The adapter's table selects the fusion path: sites over the sources' outputs. */
@@ -104,6 +112,13 @@ static inline void act_backward(const model_config *c, float *dx, const float *x
 {
     if (c->gelu_erf) gelu_erf_backward(dx, x, dout, n);
     else gelu_backward(dx, x, dout, n);
+}
+
+/* The same, overwriting dx. */
+static inline void act_backward_set(const model_config *c, float *dx, const float *x, const float *dout, size_t n)
+{
+    if (c->gelu_erf) gelu_erf_backward_set(dx, x, dout, n);
+    else gelu_backward_set(dx, x, dout, n);
 }
 
 static inline void ln_forward(const model_config *c, float *out, float *mean, float *rstd, const float *x,

@@ -26,18 +26,15 @@ static void vit_block_forward(model_ws *ws, const model *m, const adapter *a, vi
                               const float *res_in, int l, int N)
 {
     const model_config *c = &m->cfg;
-    int T = m->seq_len, C = c->dim, M = c->mlp_dim, BT = N * T;
+    int T = m->seq_len, C = c->dim, BT = N * T;
     const model_norm *ln1 = &m->vit.ln1[l], *ln2 = &m->vit.ln2[l];
     ln_forward(&m->cfg, b->ln1, b->ln1_mean, b->ln1_rstd, res_in, pval(m, ln1->weight), pval(m, ln1->bias), BT, C);
     lin_forward(ws, b->qkv, b->qkv_xa, b->ln1, m, a, blk_lin(l, QKV), BT);
     attention_forward(b->atty, b->att, b->qkv, N, T, C, c->heads);
-    lin_forward(ws, b->proj, b->proj_xa, b->atty, m, a, blk_lin(l, PROJ), BT);
-    residual_forward(b->res1, res_in, b->proj, (size_t)BT * (size_t)C);
+    lin_forward_fused(ws, b->res1, b->proj_xa, b->atty, m, a, blk_lin(l, PROJ), BT, res_in, NULL);
     ln_forward(&m->cfg, b->ln2, b->ln2_mean, b->ln2_rstd, b->res1, pval(m, ln2->weight), pval(m, ln2->bias), BT, C);
-    lin_forward(ws, b->fc1, b->fc1_xa, b->ln2, m, a, blk_lin(l, FC1), BT);
-    act_forward(&m->cfg, b->gelu, b->fc1, (size_t)BT * (size_t)M);
-    lin_forward(ws, b->fc2, b->fc2_xa, b->gelu, m, a, blk_lin(l, FC2), BT);
-    residual_forward(b->res2, b->res1, b->fc2, (size_t)BT * (size_t)C);
+    lin_forward_fused(ws, b->fc1, b->fc1_xa, b->ln2, m, a, blk_lin(l, FC1), BT, NULL, b->gelu);
+    lin_forward_fused(ws, b->res2, b->fc2_xa, b->gelu, m, a, blk_lin(l, FC2), BT, b->res1, NULL);
 }
 
 /* Backward through block l: dres (BT,C) holds d(res2) on entry and d(res_in) on return. */
@@ -46,24 +43,18 @@ static void vit_block_backward(model_ws *ws, const model *m, const adapter *a, c
 {
     const model_config *c = &m->cfg;
     int T = m->seq_len, C = c->dim, M = c->mlp_dim, BT = N * T;
-    size_t nBTC = (size_t)BT * (size_t)C, nBTM = (size_t)BT * (size_t)M;
+    size_t nBTM = (size_t)BT * (size_t)M;
     const model_norm *ln1 = &m->vit.ln1[l], *ln2 = &m->vit.ln2[l];
     /* MLP half: res2 = res1 + fc2(gelu(fc1(ln2(res1)))) */
-    memset(ws->dM1, 0, nBTM * sizeof(float));
-    lin_backward(ws->dM1, dres, b->gelu, b->fc2_xa, ws, m, a, blk_lin(l, FC2), BT, base_grad, adapter_grad);
-    memset(ws->dM2, 0, nBTM * sizeof(float));
-    act_backward(&m->cfg, ws->dM2, b->fc1, ws->dM1, nBTM);
-    memset(ws->dA_c, 0, nBTC * sizeof(float));
-    lin_backward(ws->dA_c, ws->dM2, b->ln2, b->fc1_xa, ws, m, a, blk_lin(l, FC1), BT, base_grad, adapter_grad);
+    lin_backward_set(ws->dM1, dres, b->gelu, b->fc2_xa, ws, m, a, blk_lin(l, FC2), BT, base_grad, adapter_grad);
+    act_backward_set(&m->cfg, ws->dM2, b->fc1, ws->dM1, nBTM);
+    lin_backward_set(ws->dA_c, ws->dM2, b->ln2, b->fc1_xa, ws, m, a, blk_lin(l, FC1), BT, base_grad, adapter_grad);
     layernorm_backward(dres, pgrad(base_grad, m, ln2->weight), pgrad(base_grad, m, ln2->bias), ws->dA_c, b->res1,
                        pval(m, ln2->weight), b->ln2_mean, b->ln2_rstd, BT, C);
     /* attention half: res1 = res_in + proj(attn(qkv(ln1(res_in)))) */
-    memset(ws->dA_c, 0, nBTC * sizeof(float));
-    lin_backward(ws->dA_c, dres, b->atty, b->proj_xa, ws, m, a, blk_lin(l, PROJ), BT, base_grad, adapter_grad);
-    memset(ws->dqkv, 0, 3 * nBTC * sizeof(float));
-    attention_backward(ws->dqkv, ws->datt, ws->dA_c, b->qkv, b->att, N, T, C, c->heads);
-    memset(ws->dB_c, 0, nBTC * sizeof(float));
-    lin_backward(ws->dB_c, ws->dqkv, b->ln1, b->qkv_xa, ws, m, a, blk_lin(l, QKV), BT, base_grad, adapter_grad);
+    lin_backward_set(ws->dA_c, dres, b->atty, b->proj_xa, ws, m, a, blk_lin(l, PROJ), BT, base_grad, adapter_grad);
+    attention_backward_set(ws->dqkv, ws->datt, ws->dA_c, b->qkv, b->att, N, T, C, c->heads);
+    lin_backward_set(ws->dB_c, ws->dqkv, b->ln1, b->qkv_xa, ws, m, a, blk_lin(l, QKV), BT, base_grad, adapter_grad);
     layernorm_backward(dres, pgrad(base_grad, m, ln1->weight), pgrad(base_grad, m, ln1->bias), ws->dB_c, res_in,
                        pval(m, ln1->weight), b->ln1_mean, b->ln1_rstd, BT, C);
 }
@@ -130,8 +121,7 @@ void vit_backward(model_ws *ws, const model *m, const adapter *a, float *base_gr
     bool fuse = is_fusion(a);
 
     memset(ws->dcls, 0, (size_t)N * C * sizeof(float));
-    memset(ws->dA_c, 0, (size_t)N * C * sizeof(float));
-    lin_backward(ws->dA_c, ws->dlogits, ws->lnf, NULL, ws, m, a, m->n_linear - 1, N, base_grad, adapter_grad);
+    lin_backward_set(ws->dA_c, ws->dlogits, ws->lnf, NULL, ws, m, a, m->n_linear - 1, N, base_grad, adapter_grad);
     const model_norm *lnf = &m->vit.ln;
     layernorm_backward(ws->dcls, pgrad(base_grad, m, lnf->weight), pgrad(base_grad, m, lnf->bias), ws->dA_c, ws->cls,
                        pval(m, lnf->weight), ws->lnf_mean, ws->lnf_rstd, N, C);

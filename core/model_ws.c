@@ -30,7 +30,6 @@ static void layout_block(vit_block_acts *a, bump *b, size_t B, size_t T, size_t 
     a->qkv_xa = take(b, BT * R);
     a->att = take(b, B * NH * T * T);
     a->atty = take(b, BT * C);
-    a->proj = take(b, BT * C);
     a->proj_xa = take(b, BT * R);
     a->res1 = take(b, BT * C);
     a->ln2 = take(b, BT * C);
@@ -39,7 +38,6 @@ static void layout_block(vit_block_acts *a, bump *b, size_t B, size_t T, size_t 
     a->fc1 = take(b, BT * M);
     a->fc1_xa = take(b, BT * R);
     a->gelu = take(b, BT * M);
-    a->fc2 = take(b, BT * C);
     a->fc2_xa = take(b, BT * R);
     a->res2 = take(b, BT * C);
 }

@@ -1,10 +1,17 @@
 /* The engine's fork-join pool; see parallel.h.
  *
- * One run at a time per pool: the caller publishes (fn, ctx, n_tasks) under the mutex, bumps a generation
- * number and wakes the workers; every participant, the caller included, claims task indices from an atomic
- * counter until none are left. Workers sleep on a condition variable between runs, so an idle pool costs
- * nothing. Claiming tasks dynamically balances uneven tasks; it does not affect results, because every task
- * writes only its own outputs (parallel.h).
+ * One run at a time per pool: the caller publishes (fn, ctx, n_tasks), then one atomic word holding the
+ * run's generation and its number of joining workers, and wakes the workers; every participant, the caller
+ * included, claims task indices from an atomic counter until none are left. Claiming tasks dynamically
+ * balances uneven tasks; it does not affect results, because every task writes only its own outputs
+ * (parallel.h).
+ *
+ * A training step runs a par_for every few hundred microseconds, and a sleeping thread takes tens of
+ * microseconds to wake (a futex round trip through the scheduler). So a worker that finishes a run, and a
+ * caller waiting for its workers, first spin for a short while (PAR_SPIN_NS) watching the atomic words, and
+ * only then sleep on the condition variables: back-to-back runs never sleep, and an idle pool stops costing
+ * CPU after that moment. Generation and participant count share one word so a worker that reads it late can
+ * never join a run it was not counted in.
  */
 #include "core/parallel.h"
 
@@ -13,6 +20,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
+
+/* How long an idle worker, or a caller waiting for workers, spins before it sleeps. */
+#define PAR_SPIN_NS 30000
 
 typedef struct par_buf {
     void *p;
@@ -26,10 +37,11 @@ struct par_pool {
     int n_started;
     pthread_mutex_t mu;
     pthread_cond_t wake, idle;
-    uint64_t gen;           /* bumped for every run; workers wait for it to change */
-    int joining;            /* workers 1 .. joining take part in the current run */
-    int running;            /* workers that have not finished the current run */
-    bool stop;
+    /* (generation << 8) | joining: the generation is bumped for every run and workers wait for it to
+     * change; workers 1 .. joining take part in that run. */
+    _Atomic uint64_t ticket;
+    atomic_int running;     /* workers that have not finished the current run */
+    atomic_bool stop;
     /* the current run */
     par_fn fn;
     void *ctx;
@@ -55,6 +67,46 @@ static void run_tasks(par_pool *p, int worker)
     }
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Spins up to PAR_SPIN_NS while done(p, arg) is false; returns its last value. */
+static bool spin_until(bool (*done)(par_pool *, uint64_t), par_pool *p, uint64_t arg)
+{
+    uint64_t t0 = 0;
+    for (unsigned i = 0;; i++) {
+        if (done(p, arg)) return true;
+        cpu_relax();
+        if (i % 64 == 63) {
+            uint64_t t = now_ns();
+            if (!t0) t0 = t;
+            else if (t - t0 > PAR_SPIN_NS) return done(p, arg);
+        }
+    }
+}
+
+static bool ticket_moved(par_pool *p, uint64_t seen)
+{
+    return atomic_load_explicit(&p->ticket, memory_order_acquire) != seen ||
+           atomic_load_explicit(&p->stop, memory_order_relaxed);
+}
+
+static bool workers_done(par_pool *p, uint64_t unused)
+{
+    return atomic_load_explicit(&p->running, memory_order_acquire) == 0;
+}
+
 static void *worker_main(void *arg)
 {
     worker_arg wa = *(worker_arg *)arg;
@@ -63,18 +115,26 @@ static void *worker_main(void *arg)
     bound = p;      /* for par_scratch; in_task keeps par_for on this thread serial */
     in_task = true;
     uint64_t seen = 0;
-    pthread_mutex_lock(&p->mu);
+    bool joined = false;
     for (;;) {
-        while (!p->stop && p->gen == seen) pthread_cond_wait(&p->wake, &p->mu);
-        if (p->stop) break;
-        seen = p->gen;
-        if (wa.index > p->joining) continue;
-        pthread_mutex_unlock(&p->mu);
+        /* A worker left out of the last run (a lowered budget) sleeps at once: its core is lent out. */
+        if (!joined || !spin_until(ticket_moved, p, seen)) {
+            pthread_mutex_lock(&p->mu);
+            while (!ticket_moved(p, seen)) pthread_cond_wait(&p->wake, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (atomic_load_explicit(&p->stop, memory_order_relaxed)) break;
+        seen = atomic_load_explicit(&p->ticket, memory_order_acquire);
+        /* Counted in this run's `running`, the caller waits for this worker: the run's fields stay put. */
+        joined = wa.index <= (int)(seen & 0xff);
+        if (!joined) continue;
         run_tasks(p, wa.index);
-        pthread_mutex_lock(&p->mu);
-        if (--p->running == 0) pthread_cond_signal(&p->idle);
+        if (atomic_fetch_sub_explicit(&p->running, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->idle);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -86,6 +146,9 @@ par_pool *par_pool_create(int threads)
     p->threads = threads;
     atomic_init(&p->budget, threads);
     atomic_init(&p->next, 0);
+    atomic_init(&p->ticket, 0);
+    atomic_init(&p->running, 0);
+    atomic_init(&p->stop, false);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->idle, NULL);
@@ -109,7 +172,7 @@ void par_pool_destroy(par_pool *p)
 {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
-    p->stop = true;
+    atomic_store(&p->stop, true);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i <= p->n_started; i++) pthread_join(p->workers[i], NULL);
@@ -156,14 +219,15 @@ void par_for(int n_tasks, par_fn fn, void *ctx)
         in_task = was;
         return;
     }
-    pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->ctx = ctx;
     p->n_tasks = n_tasks;
     atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-    p->joining = participants - 1;
-    p->running = participants - 1;
-    p->gen++;
+    atomic_store_explicit(&p->running, participants - 1, memory_order_relaxed);
+    uint64_t gen = (atomic_load_explicit(&p->ticket, memory_order_relaxed) >> 8) + 1;
+    atomic_store_explicit(&p->ticket, gen << 8 | (uint64_t)(participants - 1), memory_order_release);
+    /* Under the mutex, so a worker that checked the ticket just before it went to sleep is woken. */
+    pthread_mutex_lock(&p->mu);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
 
@@ -171,9 +235,11 @@ void par_for(int n_tasks, par_fn fn, void *ctx)
     run_tasks(p, 0);
     in_task = false;
 
-    pthread_mutex_lock(&p->mu);
-    while (p->running > 0) pthread_cond_wait(&p->idle, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    if (!spin_until(workers_done, p, 0)) {
+        pthread_mutex_lock(&p->mu);
+        while (!workers_done(p, 0)) pthread_cond_wait(&p->idle, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 void *par_scratch(int worker, size_t bytes)

@@ -83,9 +83,22 @@ static inline size_t par_grain(size_t madds_per_unit)
     return n < PAR_MIN_EXTENT ? PAR_MIN_EXTENT : n;
 }
 
+/* Rows per task of a product split by rows: par_grain's, raised toward PAR_ROWS_TASKS tasks (but at most
+ * PAR_MAX_MADDS per task) so that a long product does not pack its weight once per million multiply-adds:
+ * with dim 64 packing costs about what multiplying does. */
+#define PAR_ROWS_TASKS 16
+#define PAR_MAX_MADDS ((size_t)1 << 22)
+static inline size_t par_row_grain(size_t rows, size_t madds_per_row)
+{
+    size_t g = par_grain(madds_per_row), even = (rows / PAR_ROWS_TASKS + 15) / 16 * 16;
+    size_t cap = madds_per_row ? PAR_MAX_MADDS / madds_per_row / 16 * 16 : even;
+    if (even > cap) even = cap;
+    return even > g ? even : g;
+}
+
 static inline par_split par_split_product(size_t rows, size_t cols, size_t k)
 {
-    size_t rg = par_grain(cols * k), cg = par_grain(rows * k);
+    size_t rg = par_row_grain(rows, cols * k), cg = par_grain(rows * k);
     if (rows >= 2 * rg) return (par_split){false, rg, par_chunks(rows, rg)};
     if (cols >= 2 * cg) return (par_split){true, cg, par_chunks(cols, cg)};
     return (par_split){false, rows ? rows : 1, rows ? 1 : 0};

@@ -17,6 +17,10 @@ typedef float vf8 __attribute__((vector_size(32)));
 typedef double vd8 __attribute__((vector_size(64)));
 
 static inline vf vf_dup(float a) { return a - (vf){0}; }
+/* a in every lane, as one broadcast instruction. vf_dup keeps a zero's sign, but GCC 12 builds it lane by
+ * lane in the AVX-512 clone when a is not a constant; vf_splat turns -0 into +0 and is for runtime values
+ * in hot loops where that cannot matter. */
+static inline vf vf_splat(float a) { return (vf){0} + a; }
 /* Lane-wise m ? a : b for a comparison mask m (all ones or all zeros per lane). */
 static inline vf vf_select(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
 static inline vf vf_load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }

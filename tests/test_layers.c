@@ -709,11 +709,11 @@ TEST(layers_attention_matches_naive)
     bufs_free();
 }
 
-TEST(layers_attention_backward_fd)
+/* Gradients against finite differences, accumulation, and every part of dqkv nonzero. */
+static void attention_fd_check(int B, int T, int C, int NH)
 {
     rng g;
     rng_init(&g, 13);
-    int B = 2, T = 5, C = 12, NH = 3;
     size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
     att_ctx c = {fbuf(no), fbuf(na), frand(&g, nq, 1.0f), frand(&g, no, 1.0f), B, T, C, NH};
     (void)att_loss(&c);
@@ -732,6 +732,12 @@ TEST(layers_attention_backward_fd)
     attention_backward(gq, scratch, c.R, c.qkv, c.att, B, T, C, NH);
     CHECK_ACCUM("attention dqkv", gq, g0, dqkv, nq);
     bufs_free();
+}
+
+TEST(layers_attention_backward_fd)
+{
+    attention_fd_check(2, 5, 12, 3);   /* head size 4: one sgemm per product */
+    attention_fd_check(2, 7, 32, 2);   /* head size 16: the 16-lane tile products */
 }
 
 TEST(layers_attention_large_scores_stable)
@@ -1058,6 +1064,107 @@ TEST(layers_linear_split_by_columns_matches_serial_and_naive)
     CHECK_ARRAY_NEAR(dx[1], dxn, (size_t)N * in, 1e-4, 1e-4);
     CHECK_ARRAY_NEAR(dW[1], dWn, (size_t)out * in, 1e-4, 1e-4);
     CHECK_ARRAY_NEAR(db[1], dbn, (size_t)out, 1e-4, 1e-4);
+    bufs_free();
+}
+
+/* linear_forward_fused: the same bits serially and on pools of 2 and 3 threads; the kernels it fuses, run
+ * one after another, to float rounding (OpenBLAS may round a product differently for another block shape);
+ * and the naive twin. */
+static void check_linear_fused(int N, int in, int out, int r, bool with_res, linear_act act_kind)
+{
+    rng g;
+    rng_init(&g, (uint64_t)(N * 7 + in * 3 + out + r));
+    size_t ny = (size_t)N * out;
+    float *x = frand(&g, (size_t)N * in, 1.0f), *W = frand(&g, (size_t)out * in, 0.1f), *b = frand(&g, (size_t)out, 0.1f);
+    float *A = frand(&g, (size_t)(r ? r : 1) * in, 0.2f), *B = frand(&g, (size_t)out * (r ? r : 1), 0.2f);
+    float *res = with_res ? frand(&g, ny, 1.0f) : NULL;
+    /* unfused reference */
+    float *y0 = fbuf(ny), *xa0 = fbuf((size_t)N * (r ? r : 1)), *act0 = fbuf(ny);
+    linear_forward(y0, x, W, b, N, in, out);
+    lora_forward(y0, xa0, x, A, B, 0.5f, N, in, out, r);
+    if (res) residual_forward(y0, res, y0, ny);
+    if (act_kind == LINEAR_ACT_GELU) gelu_forward(act0, y0, ny);
+    if (act_kind == LINEAR_ACT_GELU_ERF) gelu_erf_forward(act0, y0, ny);
+    float *y1 = NULL, *xa1 = NULL, *act1 = NULL;
+    for (int run = 0; run < 3; run++) {
+        par_pool *p = run ? par_pool_create(run + 1) : NULL;
+        par_bind(p);
+        float *y = fbuf(ny), *xa = fbuf((size_t)N * (r ? r : 1)), *act = fbuf(ny);
+        if (!run) y1 = y, xa1 = xa, act1 = act;
+        linear_epilogue e = {.A = A, .B = B, .xa = xa, .scale = 0.5f, .r = r, .res = res,
+                             .act = act_kind == LINEAR_ACT_NONE ? NULL : act, .act_kind = act_kind};
+        linear_forward_fused(y, x, W, b, &e, N, in, out);
+        par_bind(NULL);
+        par_pool_destroy(p);
+        CHECK_BITS("fused y, pool vs serial", y, y1, ny);
+        CHECK_BITS("fused xa, pool vs serial", xa, xa1, (size_t)N * (r ? r : 1));
+        CHECK_BITS("fused act, pool vs serial", act, act1, ny);
+        if (run) continue;
+        CHECK_ARRAY_NEAR(y, y0, ny, 1e-5, 1e-5);
+        if (r) CHECK_ARRAY_NEAR(xa, xa0, (size_t)N * r, 1e-5, 1e-5);
+        if (act_kind != LINEAR_ACT_NONE) CHECK_ARRAY_NEAR(act, act0, ny, 1e-5, 1e-5);
+        float *yn = fbuf(ny), *xan = fbuf((size_t)N * (r ? r : 1)), *actn = fbuf(ny);
+        e.xa = xan;
+        e.act = e.act ? actn : NULL;
+        linear_forward_fused_naive(yn, x, W, b, &e, N, in, out);
+        CHECK_ARRAY_NEAR(y, yn, ny, 1e-4, 1e-4);
+        if (act_kind != LINEAR_ACT_NONE) CHECK_ARRAY_NEAR(act, actn, ny, 1e-4, 1e-4);
+    }
+}
+
+TEST(layers_linear_fused_matches_unfused_bits_and_naive)
+{
+    CHECK(par_split_product(64, 600, 300).by_cols);
+    CHECK(!par_split_product(700, 192, 64).by_cols && par_split_product(700, 192, 64).tasks > 1);
+    check_linear_fused(64, 300, 600, 4, true, LINEAR_ACT_GELU);       /* tasks of columns */
+    check_linear_fused(700, 64, 192, 8, false, LINEAR_ACT_GELU);      /* tasks of rows */
+    check_linear_fused(700, 64, 192, 8, true, LINEAR_ACT_NONE);
+    check_linear_fused(64, 300, 600, 0, false, LINEAR_ACT_GELU_ERF);  /* no LoRA */
+    check_linear_fused(3, 17, 5, 2, true, LINEAR_ACT_GELU);           /* one task, ragged rows */
+    check_linear_fused(4, 0, 6, 2, true, LINEAR_ACT_GELU);            /* empty inner dimension */
+    bufs_free();
+}
+
+static void check_same_values(const char *file, int line, const char *what, const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!(a[i] == b[i]))
+            test_fail(file, line, "%s[%zu]: %.9g, want %.9g", what, i, (double)a[i], (double)b[i]);
+}
+#define CHECK_SAME(what, a, b, n) check_same_values(__FILE__, __LINE__, what, a, b, n)
+
+TEST(layers_backward_set_equals_zero_then_accumulate)
+{
+    /* The _set kernels overwrite their input gradient: the values of zeroing it and accumulating (a zero's
+     * sign may differ), whatever the buffer held before; on a pool too. */
+    rng g;
+    rng_init(&g, 41);
+    int N = 150, in = 40, out = 70, B = 3, T = 9, C = 8, NH = 2;
+    size_t nx = (size_t)N * in, ny = (size_t)N * out, nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+    float *x = frand(&g, nx, 1.0f), *W = frand(&g, (size_t)out * in, 0.2f), *dy = frand(&g, ny, 1.0f);
+    float *qkv = frand(&g, nq, 1.0f), *dout = frand(&g, no, 1.0f), *att = fbuf((size_t)B * NH * T * T);
+    float *ao = fbuf(no), *scratch = fbuf((size_t)T * T);
+    attention_forward(ao, att, qkv, B, T, C, NH);
+    float *want[4] = {fbuf(nx), fbuf(ny), fbuf(ny), fbuf(nq)};
+    linear_backward(want[0], NULL, NULL, dy, x, W, N, in, out);
+    gelu_backward(want[1], dy, dy, ny);
+    gelu_erf_backward(want[2], dy, dy, ny);
+    attention_backward(want[3], scratch, dout, qkv, att, B, T, C, NH);
+    for (int run = 0; run < 2; run++) {
+        par_pool *p = run ? par_pool_create(2) : NULL;
+        par_bind(p);
+        float *got[4] = {frand(&g, nx, 9.0f), frand(&g, ny, 9.0f), frand(&g, ny, 9.0f), frand(&g, nq, 9.0f)};
+        linear_backward_set(got[0], NULL, NULL, dy, x, W, N, in, out);
+        gelu_backward_set(got[1], dy, dy, ny);
+        gelu_erf_backward_set(got[2], dy, dy, ny);
+        attention_backward_set(got[3], scratch, dout, qkv, att, B, T, C, NH);
+        par_bind(NULL);
+        par_pool_destroy(p);
+        CHECK_SAME("linear dx", got[0], want[0], nx);
+        CHECK_SAME("gelu dx", got[1], want[1], ny);
+        CHECK_SAME("gelu_erf dx", got[2], want[2], ny);
+        CHECK_SAME("attention dqkv", got[3], want[3], nq);
+    }
     bufs_free();
 }
 
