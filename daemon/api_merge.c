@@ -218,10 +218,14 @@ static void merge_on_base(void *data, loaded_base *b, const clad_err *berr)
     clad_err err = {0};
     a->base = b;
     if (!req) { /* rebuilt from the store (api_merge_revive) */
-        if (!b) job_claim_revive_failed(app, a->revive_id, berr);
-        job_spec js = {.kind = &merge_kind, .lane = b ? b->name : "", .task = a->name, .arg = a,
-                       .params = json_incref(a->body), .owner_uid = (uid_t)a->peer_uid, .id = (uint64_t)a->revive_id};
-        if (!b || job_claim_resubmit(app, &js, a->revive_attempt)) merge_free(a);
+        if (b) {
+            job_spec js = {.kind = &merge_kind, .lane = b->name, .task = a->name, .arg = a, .params = json_incref(a->body),
+                           .owner_uid = (uid_t)a->peer_uid, .id = (uint64_t)a->revive_id};
+            if (job_claim_resubmit(app, &js, a->revive_attempt) == 0) return;
+        } else {
+            job_claim_revive_failed(app, a->revive_id, berr);
+        }
+        merge_free(a);
         return;
     }
     if (!b) {
