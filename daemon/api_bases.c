@@ -4,6 +4,9 @@
  *   GET  /v1/bases/{name}       one base
  *   POST /v1/bases/{name}       safetensors body: import (config from the file's metadata or ?config=JSON);
  *                               JSON body: train a base from a reference dataset as a job (202)
+ *
+ * A base training's params are its JSON spec, which any node parses again to run one accepted by another
+ * (api_base_train_revive); a dataset path is then checked against the data_dirs of the node that runs it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +17,7 @@
 #include "core/train.h"
 #include "daemon/api.h"
 #include "daemon/api_util.h"
+#include "daemon/job_claim.h"
 #include "daemon/log.h"
 #include "io/dataset_io.h"
 #include "io/model_io.h"
@@ -337,6 +341,16 @@ static int parse_train_spec(base_train_arg *a, const json_t *spec, clad_err *err
     return train_config_validate(&a->tc, err);
 }
 
+/* A server-side path is read with the daemon's rights: only files in the allowed data directories, and a
+ * refusal that says nothing about the file (whether it exists, what it holds). It names the node, which
+ * may not be the one that accepted the job. */
+static int data_path_check(const cladd *app, base_train_arg *a, clad_err *err)
+{
+    if (!strcmp(a->data, "fmnist") || config_data_path_allowed(&app->cfg, a->data, a->data, sizeof a->data)) return 0;
+    return clad_err_set(err, CLAD_EDENIED, "'data' must be \"fmnist\" or a dataset file inside a data directory "
+                        "node %s allows (data_dirs in its configuration)", app->cfg.node_id);
+}
+
 static void base_train(http_req *req, const char *name)
 {
     cladd *app = req->app;
@@ -364,12 +378,7 @@ static void base_train(http_req *req, const char *name)
     snprintf(a->name, sizeof a->name, "%s", name);
     a->app = app;
     a->peer_uid = app_peer_uid(req);
-    /* A server-side path is read with the daemon's rights: only files in the allowed data directories,
-     * and a refusal that says nothing about the file (whether it exists, what it holds). */
-    if (!parse_train_spec(a, spec, &err) && strcmp(a->data, "fmnist") &&
-        !config_data_path_allowed(&app->cfg, a->data, a->data, sizeof a->data))
-        clad_err_set(&err, CLAD_EDENIED, "'data' must be \"fmnist\" or a dataset file inside a data directory "
-                     "this daemon allows (data_dirs in its configuration)");
+    if (!parse_train_spec(a, spec, &err)) data_path_check(app, a, &err);
     if (err.code) {
         free(a);
         json_decref(spec);
@@ -403,6 +412,30 @@ static void bases_post(http_req *req)
     bool json = !strcmp(mt, "application/json") || (!mt[0] && req->body_len && req->body[0] == '{');
     if (json) base_train(req, name);
     else base_import(req, name);
+}
+
+void api_base_train_revive(cladd *app, const store_job *sj, void *data, size_t data_len)
+{
+    (void)data_len;
+    free(data); /* the spec names its data; the job stores none */
+    json_t *spec = job_claim_request(app, sj);
+    if (!spec) return;
+    base_train_arg *a = calloc(1, sizeof *a);
+    if (!a) abort();
+    snprintf(a->name, sizeof a->name, "%s", sj->lane);
+    a->app = app;
+    a->peer_uid = sj->peer_uid;
+    clad_err err = {0};
+    if (!parse_train_spec(a, spec, &err)) data_path_check(app, a, &err);
+    if (err.code) {
+        job_claim_revive_failed(app, sj->id, &err);
+        json_decref(spec);
+        base_train_free(a);
+        return;
+    }
+    job_spec js = {.kind = &base_train_kind, .lane = a->name, .arg = a, .params = spec,
+                   .owner_uid = (uid_t)sj->peer_uid, .id = (uint64_t)sj->id};
+    if (job_claim_resubmit(app, &js, sj->attempt)) base_train_free(a);
 }
 
 const route api_bases_routes[] = {

@@ -6,6 +6,9 @@
  * SVD; the default keeps it exact for the reference configs) and stores it as version N of the merge entry
  * `name` (a task of kind "merge") whose lineage names the source versions. Predictions through a merge take
  * ?task=SOURCE and use the shared backbone with that task's own head.
+ *
+ * The job's params are the request body, which any node parses again to run a merge accepted by another
+ * (api_merge_revive; the sources are resolved by the job, on the node that runs it).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +18,7 @@
 #include "daemon/version_compose.h"
 #include "daemon/api.h"
 #include "daemon/api_util.h"
+#include "daemon/job_claim.h"
 #include "daemon/log.h"
 #include "daemon/registry_load.h"
 #include "io/merge_io.h"
@@ -36,7 +40,10 @@ typedef struct merge_arg {
     uint8_t *blob;
     size_t blob_len;
     json_t *lineage;
-    http_req *req;      /* while the base loads */
+    http_req *req;      /* while the base loads; NULL for a merge of another node rebuilt here */
+    json_t *body;       /* that merge's stored request */
+    int64_t revive_id;  /* its id in the store */
+    int revive_attempt; /* and its start */
 } merge_arg;
 
 static int merge_run(job *j, void *argp, json_t **result, clad_err *err)
@@ -118,6 +125,7 @@ static void merge_free(void *argp)
     if (a->base) registry_base_release(a->app->reg, a->base);
     free(a->blob);
     json_decref(a->lineage);
+    json_decref(a->body);
     free(a);
 }
 
@@ -209,6 +217,17 @@ static void merge_on_base(void *data, loaded_base *b, const clad_err *berr)
     http_req *req = a->req;
     clad_err err = {0};
     a->base = b;
+    if (!req) { /* rebuilt from the store (api_merge_revive) */
+        if (b) {
+            job_spec js = {.kind = &merge_kind, .lane = b->name, .task = a->name, .arg = a, .params = json_incref(a->body),
+                           .owner_uid = (uid_t)a->peer_uid, .id = (uint64_t)a->revive_id};
+            if (job_claim_resubmit(app, &js, a->revive_attempt) == 0) return;
+        } else {
+            job_claim_revive_failed(app, a->revive_id, berr);
+        }
+        merge_free(a);
+        return;
+    }
     if (!b) {
         merge_free(a);
         http_reply_err(req, berr);
@@ -223,6 +242,34 @@ static void merge_on_base(void *data, loaded_base *b, const clad_err *berr)
         return;
     }
     api_reply_job(req, j, 202);
+}
+
+void api_merge_revive(cladd *app, const store_job *sj, void *data, size_t data_len)
+{
+    (void)data_len;
+    free(data); /* a merge has no job data */
+    merge_arg *a = calloc(1, sizeof *a);
+    if (!a) abort();
+    a->app = app;
+    a->peer_uid = sj->peer_uid;
+    a->revive_id = sj->id;
+    a->revive_attempt = sj->attempt;
+    snprintf(a->name, sizeof a->name, "%s", sj->task);
+    snprintf(a->db_path, sizeof a->db_path, "%s", app->db_path);
+    clad_err err = {0};
+    if (!(a->body = job_claim_request(app, sj))) {
+        merge_free(a);
+        return;
+    }
+    /* The lane is the base the accepting node found for the sources; the job checks them again. */
+    if (parse_merge(a, a->body, &err) == 0 && !name_is_valid(a->name))
+        clad_err_set(&err, CLAD_EINVAL, "the stored merge has no valid merge name");
+    if (err.code) {
+        job_claim_revive_failed(app, sj->id, &err);
+        merge_free(a);
+        return;
+    }
+    registry_loader_base(app->loads, sj->lane, merge_on_base, a);
 }
 
 const route api_merge_routes[] = {

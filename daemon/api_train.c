@@ -762,25 +762,20 @@ static void revive_on_base(void *data, loaded_base *b, const clad_err *berr)
         }
         rc = parse_options(a, &q, &err);
     }
-    job *j = NULL;
     if (rc == 0) {
         job_spec js = {.kind = &train_kind, .lane = b->name, .task = a->task, .arg = a,
                        .params = json_incref(a->params), .owner_uid = (uid_t)a->peer_uid,
                        .id = (uint64_t)a->job_id_stored};
-        rc = job_submit(a->app->jobs, &js, &j, &err);
+        if (job_claim_resubmit(a->app, &js, a->revive_attempt) == 0) return;
+    } else {
+        job_claim_revive_failed(a->app, a->job_id_stored, &err);
     }
-    if (rc == 0) {
-        job_set_node(j, a->app->cfg.node_id, a->revive_attempt);
-        return;
-    }
-    job_claim_revive_failed(a->app, a->job_id_stored, &err);
     train_arg_free(a);
 }
 
 void api_train_revive(cladd *app, const store_job *sj, void *data, size_t data_len)
 {
     clad_err err = {0};
-    json_error_t je;
     train_arg *a = calloc(1, sizeof *a);
     if (!a) abort();
     a->app = app;
@@ -790,7 +785,10 @@ void api_train_revive(cladd *app, const store_job *sj, void *data, size_t data_l
     a->job_id_stored = sj->id;
     a->revive_attempt = sj->attempt;
     snprintf(a->db_path, sizeof a->db_path, "%s", app->db_path);
-    a->params = sj->request_json ? json_loads(sj->request_json, 0, &je) : NULL;
+    if (!(a->params = job_claim_request(app, sj))) {
+        train_arg_free(a);
+        return;
+    }
     const char *task = json_string_value(json_object_get(a->params, "task"));
     const char *base = json_string_value(json_object_get(a->params, "base"));
     const char *sha = json_string_value(json_object_get(a->params, "data_sha256"));

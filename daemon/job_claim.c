@@ -15,6 +15,8 @@ static const struct {
     job_revive_fn revive;
 } revivers[] = {
     {"train", api_train_revive},
+    {"merge", api_merge_revive},
+    {"base-train", api_base_train_revive},
 };
 
 static double mono_now(void)
@@ -66,6 +68,28 @@ void job_claim_revive_failed(cladd *app, int64_t id, const clad_err *err)
     clad_err e = {0};
     if (store_job_finish(app->st, id, &end, &e) != 0) log_warning("job %lld: cannot record its failure: %s", (long long)id, e.msg);
     app_link_drop(app, app_link_find(app, (uint64_t)id));
+}
+
+json_t *job_claim_request(cladd *app, const store_job *sj)
+{
+    json_error_t je;
+    json_t *req = sj->request_json ? json_loads(sj->request_json, 0, &je) : NULL;
+    if (json_is_object(req)) return req;
+    json_decref(req);
+    clad_err err = {0};
+    clad_err_set(&err, CLAD_EINVAL, "the stored %s request is not a JSON object", sj->kind);
+    job_claim_revive_failed(app, sj->id, &err);
+    return NULL;
+}
+
+int job_claim_resubmit(cladd *app, job_spec *spec, int attempt)
+{
+    job *j = NULL;
+    clad_err err = {0};
+    int rc = job_submit(app->jobs, spec, &j, &err);
+    if (rc == 0) job_set_node(j, app->cfg.node_id, attempt);
+    else job_claim_revive_failed(app, (int64_t)spec->id, &err);
+    return rc;
 }
 
 /* Renews the leases this node holds; a lost one stops its job, a cancel from another node reaches it.

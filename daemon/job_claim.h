@@ -36,7 +36,17 @@ void job_claim_kick(struct cladd *app);
 /* A claimed job that could not be rebuilt here ends failed with err (this node owns it). */
 void job_claim_revive_failed(struct cladd *app, int64_t id, const clad_err *err);
 
-/* Revive functions of the kinds that any node can run (api_train.c). */
+/* The claimed job's stored request as a JSON object (new reference), or NULL after ending the job failed
+ * (job_claim_revive_failed) because it has none that parses. */
+json_t *job_claim_request(struct cladd *app, const store_job *sj);
+/* Submits a rebuilt job (spec->id: its id in the store) as this node's start `attempt`. On failure the
+ * job ends failed (job_claim_revive_failed), spec->arg stays the caller's to free, and the error is
+ * returned. */
+int job_claim_resubmit(struct cladd *app, job_spec *spec, int attempt);
+
+/* Revive functions of the kinds that any node can run (api_train.c, api_merge.c, api_bases.c). */
 void api_train_revive(struct cladd *app, const store_job *sj, void *data, size_t data_len);
+void api_merge_revive(struct cladd *app, const store_job *sj, void *data, size_t data_len);
+void api_base_train_revive(struct cladd *app, const store_job *sj, void *data, size_t data_len);
 
 #endif

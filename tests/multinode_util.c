@@ -19,15 +19,22 @@ void mn_start(mn_cluster *c, int n, const char *location)
 
 void mn_start_config(mn_cluster *c, int n, const char *location, const char *more)
 {
+    const char *configs[MN_MAX_NODES];
+    for (int i = 0; i < MN_MAX_NODES; i++) configs[i] = more;
+    mn_start_configs(c, n, location, configs);
+}
+
+void mn_start_configs(mn_cluster *c, int n, const char *location, const char *const *more)
+{
     static const char *const env[] = {"OPENBLAS_NUM_THREADS=1", NULL};
     CHECK(n > 0 && n <= MN_MAX_NODES);
     memset(c, 0, sizeof *c);
     c->n = n;
     snprintf(c->store, sizeof c->store, "%s", location);
     for (int i = 0; i < n; i++) {
-        char sub[8], config[512];
+        char sub[8], config[1024];
         snprintf(sub, sizeof sub, "n%d", i);
-        snprintf(config, sizeof config, "node_id = n%d\n%s", i, more ? more : "");
+        snprintf(config, sizeof config, "node_id = n%d\n%s", i, more[i] ? more[i] : "");
         const char *args[] = {"--store", c->store, NULL};
         daemon_opts o = {.env = env, .args = args, .config = config, .subdir = sub};
         daemon_start(&c->node[i], &o);

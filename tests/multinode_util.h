@@ -23,6 +23,8 @@ typedef struct mn_cluster {
 void mn_start(mn_cluster *c, int n, const char *location);
 /* mn_start with more config file lines for every node (NULL: none). */
 void mn_start_config(mn_cluster *c, int n, const char *location, const char *config);
+/* mn_start with more config file lines for each node: configs[i] for node i (NULL: none). */
+void mn_start_configs(mn_cluster *c, int n, const char *location, const char *const *configs);
 /* SIGTERM to every node still running; each must exit 0. */
 void mn_stop(mn_cluster *c);
 

@@ -1,7 +1,8 @@
 /* The shared job queue with real daemons: three cladd on three sockets share one store (an SQLite file,
  * or a PostgreSQL database on the test cluster, skipped where PostgreSQL is missing; through
  * tests/multinode_util.h), so a job submitted to any node is run by one of them, once; a node
- * killed while it trains loses the job to another, which trains it again. */
+ * killed while it trains loses the job to another, which trains it again. Merges and base trainings
+ * accepted by a busy or dead node are run by another. */
 #include "tests/test.h"
 
 #include <signal.h>
@@ -33,12 +34,16 @@ static void store_location(bool pg, const char *name, char *buf, size_t cap)
     CHECK_MSG(pg_cluster_create_db(name, buf, cap) == 0, "cannot create database %s", name);
 }
 
-/* Three nodes on the store at location with base "mlp" (imported through the first). */
-static void cluster_start(mn_cluster *c, const char *location)
+/* Three nodes on the store at location with base "mlp" (imported through the first). Nodes 0 to
+ * readers - 1 may read the test's files (base trainings by path). */
+static void cluster_start_readers(mn_cluster *c, const char *location, int readers)
 {
-    char config[64];
-    snprintf(config, sizeof config, "job_lease_seconds = %d\n", LEASE_S);
-    mn_start_config(c, NODES, location, config);
+    char lease[64], reader[700];
+    snprintf(lease, sizeof lease, "job_lease_seconds = %d\n", LEASE_S);
+    snprintf(reader, sizeof reader, "%sdata_dirs = %s\n", lease, test_tmpdir());
+    const char *configs[NODES];
+    for (int k = 0; k < NODES; k++) configs[k] = k < readers ? reader : lease;
+    mn_start_configs(c, NODES, location, configs);
     char path[512], extra[700], *body = NULL;
     snprintf(path, sizeof path, "%s/base.safetensors", test_tmpdir());
     model_config mc = {.kind = MODEL_MLP, .input_dim = FEATURES, .n_hidden = 1, .hidden = {16}, .n_classes = 4};
@@ -50,6 +55,11 @@ static void cluster_start(mn_cluster *c, const char *location)
     int code = curl_req(&c->node[0], "POST", "/v1/bases/mlp", extra, &body, NULL);
     CHECK_MSG(code == 201, "base import answered %d: %s", code, body);
     free(body);
+}
+
+static void cluster_start(mn_cluster *c, const char *location)
+{
+    cluster_start_readers(c, location, NODES);
 }
 
 /* POSTs a training of task with the CSV at csv to node d; returns the job id. */
@@ -207,6 +217,155 @@ static void killed_nodes_job_finished_by_another(const char *location)
     mn_stop(&c);
 }
 
+/* POSTs a JSON body to path on node d; returns the job id (the answer must be 202). */
+static long long submit_json(const daemon_proc *d, const char *path, const char *json)
+{
+    char extra[1024], *body = NULL;
+    snprintf(extra, sizeof extra, "-H 'Content-Type: application/json' -d '%s'", json);
+    int code = curl_req(d, "POST", path, extra, &body, NULL);
+    CHECK_MSG(code == 202, "POST %s answered %d: %s", path, code, body);
+    json_t *j = json_or_fail(body);
+    long long id = (long long)json_integer_value(json_object_get(j, "id"));
+    json_decref(j);
+    free(body);
+    return id;
+}
+
+/* A long sleep job on node d in a lane of its own, once it runs: d's one job slot is taken. */
+static long long occupy_slot(const daemon_proc *d, const char *lane)
+{
+    char body[128];
+    snprintf(body, sizeof body, "{\"steps\": 3000, \"step_ms\": 100, \"lane\": \"%s\"}", lane);
+    long long id = submit_sleep(d, body);
+    for (;;) {
+        json_t *j = get_job(d, id);
+        bool running = !strcmp(state_of(j), "running");
+        CHECK_MSG(running || !strcmp(state_of(j), "queued"), "sleep job %lld: %s", id, json_dumps(j, 0));
+        json_decref(j);
+        if (running) return id;
+        sleep_ms(50);
+    }
+}
+
+static void cancel_job(const daemon_proc *d, long long id)
+{
+    char path[64], *body = NULL;
+    snprintf(path, sizeof path, "/v1/jobs/%lld", id);
+    int code = curl_req(d, "DELETE", path, NULL, &body, NULL);
+    CHECK_MSG(code == 200 || code == 202, "cancel answered %d: %s", code, body);
+    free(body);
+}
+
+/* Tasks t0 and t1 trained through node d, for merging. */
+static void train_sources(const daemon_proc *d)
+{
+    char csv[512];
+    snprintf(csv, sizeof csv, "%s/train.csv", test_tmpdir());
+    write_argmax_csv(csv, 200, FEATURES, 5);
+    for (int i = 0; i < 2; i++) {
+        json_t *j = wait_final(d, submit_train(d, i ? "t1" : "t0", csv, "epochs=1"), 120);
+        CHECK_MSG(!strcmp(state_of(j), "succeeded"), "source training: %s", json_dumps(j, 0));
+        json_decref(j);
+    }
+}
+
+/* The merge job id, finished through node d by a node other than `not`: one version of merge "m". */
+static void check_merge_done(const char *location, const daemon_proc *d, long long id, int not)
+{
+    json_t *j = wait_final(d, id, 240);
+    CHECK_MSG(!strcmp(state_of(j), "succeeded"), "merge %lld: %s", id, json_dumps(j, 0));
+    CHECK_MSG(node_of(j) >= 0 && node_of(j) != not, "merge %lld ran on n%d: %s", id, not, json_dumps(j, 0));
+    CHECK_INT_EQ(json_integer_value(json_object_get(json_object_get(j, "result"), "version")), 1);
+    printf("# merge accepted by n%d ran on n%d\n", not, node_of(j));
+    json_decref(j);
+    static const char *const merges[] = {"m"};
+    CHECK_INT_EQ(check_store(location, merges, 1), 1);
+}
+
+/* A merge accepted by a node whose job slot is busy is run by a free node while that slot stays busy. */
+static void merge_of_a_busy_node_run_by_another(const char *location)
+{
+    mn_cluster c;
+    cluster_start(&c, location);
+    train_sources(&c.node[0]);
+    long long sleeper = occupy_slot(&c.node[0], "d0");
+    long long id = submit_json(&c.node[0], "/v1/merges/m", "{\"tasks\": [\"t0\", \"t1\"], \"rank\": 4}");
+    check_merge_done(location, &c.node[1], id, 0);
+    json_t *s = get_job(&c.node[0], sleeper);
+    CHECK_MSG(!strcmp(state_of(s), "running"), "the busy node's job: %s", json_dumps(s, 0));
+    json_decref(s);
+    cancel_job(&c.node[0], sleeper);
+    mn_stop(&c);
+}
+
+/* A merge and a base training queued on a node that is SIGKILLed before they start (every node's slot
+ * is busy, so none could take them earlier) are run by the others once their slots free up; the base
+ * training's data is a file every node may read. */
+static void queued_jobs_of_a_killed_node_run_by_another(const char *location)
+{
+    mn_cluster c;
+    cluster_start(&c, location);
+    daemon_proc *nodes = c.node;
+    train_sources(&nodes[0]);
+    char csv[512], spec[900];
+    snprintf(csv, sizeof csv, "%s/base.csv", test_tmpdir());
+    write_argmax_csv(csv, 100, FEATURES, 9);
+    long long sleepers[NODES];
+    for (int k = 0; k < NODES; k++) {
+        char lane[8];
+        snprintf(lane, sizeof lane, "d%d", k);
+        sleepers[k] = occupy_slot(&nodes[k], lane);
+    }
+    long long merge = submit_json(&nodes[0], "/v1/merges/m", "{\"tasks\": [\"t0\", \"t1\"], \"rank\": 4}");
+    snprintf(spec, sizeof spec, "{\"model\": {\"model\": \"mlp\", \"input_dim\": %d, \"hidden\": [8]}, "
+             "\"data\": \"%s\", \"epochs\": 1}", FEATURES, csv);
+    long long base = submit_json(&nodes[0], "/v1/bases/mlp2", spec);
+    long long queued[] = {merge, base};
+    for (int i = 0; i < 2; i++) {
+        json_t *j = get_job(&nodes[1], queued[i]);
+        CHECK_MSG(!strcmp(state_of(j), "queued"), "job %lld before the kill: %s", queued[i], json_dumps(j, 0));
+        json_decref(j);
+    }
+    CHECK_INT_EQ(daemon_stop(&nodes[0], SIGKILL, 10), 128 + SIGKILL);
+    nodes[0].pid = 0;
+    for (int k = 1; k < NODES; k++) cancel_job(&nodes[k], sleepers[k]);
+    check_merge_done(location, &nodes[2], merge, 0);
+    json_t *j = wait_final(&nodes[1], base, 240);
+    CHECK_MSG(!strcmp(state_of(j), "succeeded"), "base training %lld: %s", base, json_dumps(j, 0));
+    CHECK_MSG(node_of(j) > 0, "base training %lld ran on n0: %s", base, json_dumps(j, 0));
+    json_decref(j);
+    char *body = NULL;
+    CHECK_INT_EQ(curl_req(&nodes[2], "GET", "/v1/bases/mlp2", NULL, &body, NULL), 200);
+    free(body);
+    mn_stop(&c);
+}
+
+/* A base training from a file that only its accepting node may read, taken by another node while that
+ * node is busy: it fails denied, naming the node that ran it. */
+static void base_training_from_a_file_another_node_may_not_read(const char *location)
+{
+    mn_cluster c;
+    cluster_start_readers(&c, location, 1);
+    char csv[512], spec[900];
+    snprintf(csv, sizeof csv, "%s/base.csv", test_tmpdir());
+    write_argmax_csv(csv, 100, FEATURES, 9);
+    long long sleeper = occupy_slot(&c.node[0], "d0");
+    snprintf(spec, sizeof spec, "{\"model\": {\"model\": \"mlp\", \"input_dim\": %d, \"hidden\": [8]}, "
+             "\"data\": \"%s\", \"epochs\": 1}", FEATURES, csv);
+    long long id = submit_json(&c.node[0], "/v1/bases/mlp2", spec);
+    json_t *j = wait_final(&c.node[1], id, 120);
+    json_t *error = json_object_get(j, "error");
+    const char *msg = json_string_value(json_object_get(error, "message"));
+    char node[16];
+    snprintf(node, sizeof node, "node n%d", node_of(j));
+    CHECK_MSG(!strcmp(state_of(j), "failed") && node_of(j) > 0, "base training %lld: %s", id, json_dumps(j, 0));
+    CHECK_STR_EQ(json_string_value(json_object_get(error, "code")), "denied");
+    CHECK_MSG(msg && strstr(msg, node), "the error names no node: %s", json_dumps(j, 0));
+    json_decref(j);
+    cancel_job(&c.node[0], sleeper);
+    mn_stop(&c);
+}
+
 /* Each test twice: `name` on an SQLite file and `name_pg` on PostgreSQL database pgdb. */
 #define QUEUE_TEST(name, fn, pgdb)                                                                        \
     TEST_TIMEOUT(name, 300)                                                                               \
@@ -226,3 +385,8 @@ QUEUE_TEST(daemon_queue_jobs_from_every_node_run_once_spread_over_nodes, jobs_ru
            "queue_spread")
 QUEUE_TEST(daemon_queue_job_of_a_killed_node_is_finished_by_another, killed_nodes_job_finished_by_another,
            "queue_kill")
+QUEUE_TEST(daemon_queue_merge_of_a_busy_node_is_run_by_another, merge_of_a_busy_node_run_by_another, "queue_merge")
+QUEUE_TEST(daemon_queue_queued_jobs_of_a_killed_node_are_run_by_another, queued_jobs_of_a_killed_node_run_by_another,
+           "queue_kill_queued")
+QUEUE_TEST(daemon_queue_base_training_from_a_file_another_node_may_not_read,
+           base_training_from_a_file_another_node_may_not_read, "queue_base_denied")
