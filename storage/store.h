@@ -565,7 +565,7 @@ int store_changes_last(store *s, int64_t *id, clad_err *err);
 int store_changes_listen(store *s, clad_err *err);
 int store_changes_fd(store *s);
 int store_changes_drain(store *s);
-/* Deletes change rows that are not among the newest keep_rows or older than keep_ms, and node rows not
+/* Deletes change rows that are not among the newest keep_rows or at least keep_ms old, and node rows not
  * seen for node_keep_ms; *n_deleted (may be NULL) counts the change rows. */
 int store_changes_prune(store *s, int64_t keep_rows, int64_t keep_ms, int64_t node_keep_ms,
                         int64_t *n_deleted, clad_err *err);

@@ -135,7 +135,7 @@ int store_changes_prune(store *s, int64_t keep_rows, int64_t keep_ms, int64_t no
     if (rc) return rc;
     int64_t now = now_ms();
     rc = st_exec(s, err,
-                 "DELETE FROM changes WHERE id <= (SELECT max(id) FROM changes) - ?1 OR at_ms < ?2", "II",
+                 "DELETE FROM changes WHERE id <= (SELECT max(id) FROM changes) - ?1 OR at_ms <= ?2", "II",
                  keep_rows, now - keep_ms);
     int64_t deleted = rc ? 0 : st_changes(s);
     if (rc == 0) rc = st_exec(s, err, "DELETE FROM nodes WHERE last_seen_ms < ?1", "I", now - node_keep_ms);
