@@ -525,15 +525,20 @@ json_t *wait_final(const daemon_proc *d, long long id, double timeout_s)
     }
 }
 
+void write_random_base(const char *path, const model_config *c, uint64_t seed)
+{
+    model *m = model_create(c, NULL);
+    CHECK(m != NULL);
+    model_init_random(m, seed);
+    CHECK_INT_EQ(model_save(m, path, NULL), 0);
+    model_destroy(m);
+}
+
 void daemon_start_with_base(daemon_proc *d, const model_config *c, const char *name)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/base-%s.safetensors", test_tmpdir(), name);
-    model *m = model_create(c, NULL);
-    CHECK(m != NULL);
-    model_init_random(m, 5);
-    CHECK_INT_EQ(model_save(m, path, NULL), 0);
-    model_destroy(m);
+    write_random_base(path, c, 5);
     static const char *const env[] = {"OPENBLAS_NUM_THREADS=1", NULL};
     daemon_opts o = {.env = env};
     daemon_start(d, &o);

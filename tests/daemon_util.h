@@ -38,6 +38,8 @@ typedef struct daemon_proc {
 void daemon_start(daemon_proc *d, const daemon_opts *opts);
 /* Starts cladd (one BLAS thread) and imports a randomly initialised base of config c as `name`. */
 void daemon_start_with_base(daemon_proc *d, const model_config *c, const char *name);
+/* Writes a base of config c with seeded random weights to path (a model file cladd imports). */
+void write_random_base(const char *path, const model_config *c, uint64_t seed);
 /* Sends sig and waits up to timeout_s for the exit. Returns the exit status, 128 + signal if killed by a
  * signal, or -1 if it did not exit in time (it is then killed). */
 int daemon_stop(daemon_proc *d, int sig, double timeout_s);

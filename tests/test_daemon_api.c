@@ -67,10 +67,7 @@ static void fixture_start(fixture *f)
     path_in_tmp(f->t1_test, sizeof f->t1_test, "t1-test.safetensors");
     path_in_tmp(f->t2, sizeof f->t2, "t2.safetensors");
     model_config c = {.kind = MODEL_MLP, .input_dim = IN, .n_hidden = 2, .hidden = {32, 32}, .n_classes = CLASSES};
-    model *m = model_create(&c, NULL);
-    model_init_random(m, 7);
-    CHECK_INT_EQ(model_save(m, f->base, NULL), 0);
-    model_destroy(m);
+    write_random_base(f->base, &c, 7);
     write_task(f->t1, 1500, 0, 1);
     write_task(f->t1_test, 400, 0, 2);
     write_task(f->t2, 1500, 5, 3);

@@ -32,10 +32,7 @@ static void cli_fixture_start(cli_fixture *f, int versions)
     char base[512], args[1200], *out = NULL;
     snprintf(base, sizeof base, "%s/base.safetensors", test_tmpdir());
     model_config c = {.kind = MODEL_MLP, .input_dim = FEATURES, .n_hidden = 1, .hidden = {16}, .n_classes = 4};
-    model *m = model_create(&c, NULL);
-    model_init_random(m, 3);
-    CHECK_INT_EQ(model_save(m, base, NULL), 0);
-    model_destroy(m);
+    write_random_base(base, &c, 3);
     snprintf(args, sizeof args, "base import mlp '%s' 2>&1", base);
     int rc = clad_run(&f->d, args, &out);
     CHECK_MSG(rc == 0, "clad base import exited %d: %s", rc, out);
@@ -316,11 +313,7 @@ TEST(daemon_predict_inputs_labelled_csv_shapes_and_pixel_range)
     snprintf(base, sizeof base, "%s/vit.safetensors", test_tmpdir());
     model_config c = {.kind = MODEL_VIT, .n_classes = 4, .channels = 1, .height = 8, .width = 8, .patch = 4,
                       .dim = 16, .depth = 1, .heads = 2, .mlp_dim = 32};
-    model *m = model_create(&c, NULL);
-    CHECK(m != NULL);
-    model_init_random(m, 4);
-    CHECK_INT_EQ(model_save(m, base, NULL), 0);
-    model_destroy(m);
+    write_random_base(base, &c, 4);
     expect_clad_file(&f.d, "base import vit '%s'", base, 0, NULL);
     write_rows(path, 64, 64, true, 1.0);
     expect_clad_file(&f.d, "train img '%s' --base vit --epochs 1", path, 0, NULL);
@@ -334,11 +327,7 @@ TEST(daemon_predict_inputs_labelled_csv_shapes_and_pixel_range)
     /* A base whose config says its inputs are normalised (as imported timm/HF ViTs' are) takes values
      * outside [0, 1], in training and in prediction; its config keeps the range. */
     c.inputs_finite = true;
-    m = model_create(&c, NULL);
-    CHECK(m != NULL);
-    model_init_random(m, 5);
-    CHECK_INT_EQ(model_save(m, base, NULL), 0);
-    model_destroy(m);
+    write_random_base(base, &c, 5);
     expect_clad_file(&f.d, "base import vitn '%s'", base, 0, NULL);
     char *out = NULL;
     CHECK_INT_EQ(clad_run(&f.d, "bases", &out), 0);

@@ -450,11 +450,7 @@ static void crash_setup(crash_ctx *c)
     snprintf(c->acks, sizeof c->acks, "%s/acks.log", test_tmpdir());
     model_config mc = {.kind = MODEL_MLP, .input_dim = CRASH_IN, .n_hidden = 1, .hidden = {16},
                        .n_classes = CRASH_CLASSES};
-    model *m = model_create(&mc, NULL);
-    CHECK(m != NULL);
-    model_init_random(m, 3);
-    CHECK_INT_EQ(model_save(m, base, NULL), 0);
-    model_destroy(m);
+    write_random_base(base, &mc, 3);
     write_data(data, 240, 5);
     c->train_body = slurp(data, &c->train_len);
     int n = snprintf(c->predict_body, sizeof c->predict_body, "{\"inputs\": [[");

@@ -47,10 +47,7 @@ static void cluster_start_readers(mn_cluster *c, const char *location, int reade
     char path[512], extra[700], *body = NULL;
     snprintf(path, sizeof path, "%s/base.safetensors", test_tmpdir());
     model_config mc = {.kind = MODEL_MLP, .input_dim = FEATURES, .n_hidden = 1, .hidden = {16}, .n_classes = 4};
-    model *m = model_create(&mc, NULL);
-    model_init_random(m, 3);
-    CHECK_INT_EQ(model_save(m, path, NULL), 0);
-    model_destroy(m);
+    write_random_base(path, &mc, 3);
     snprintf(extra, sizeof extra, "-H 'Content-Type: application/octet-stream' --data-binary '@%s'", path);
     int code = curl_req(&c->node[0], "POST", "/v1/bases/mlp", extra, &body, NULL);
     CHECK_MSG(code == 201, "base import answered %d: %s", code, body);

@@ -61,10 +61,7 @@ static const char *in_tmp(const char *name)
 static void rig_start(rig *g)
 {
     model_config c = {.kind = MODEL_MLP, .input_dim = DIM, .n_hidden = 1, .hidden = {32}, .n_classes = K};
-    model *m = model_create(&c, NULL);
-    model_init_random(m, 3);
-    CHECK_INT_EQ(model_save(m, in_tmp("base.st"), NULL), 0);
-    model_destroy(m);
+    write_random_base(in_tmp("base.st"), &c, 3);
     write_blobs(in_tmp("a.st"), 800, 11, 1);
     write_blobs(in_tmp("a-test.st"), 200, 11, 2);
     write_blobs(in_tmp("b.st"), 800, 22, 3);

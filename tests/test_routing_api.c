@@ -100,10 +100,7 @@ static const char *tmp(fixture *f, const char *name)
 static void fixture_start(fixture *f)
 {
     model_config c = {.kind = MODEL_MLP, .input_dim = IN, .n_hidden = 2, .hidden = {32, 32}, .n_classes = CLASSES};
-    model *m = model_create(&c, NULL);
-    model_init_random(m, 7);
-    CHECK_INT_EQ(model_save(m, tmp(f, "base.safetensors"), NULL), 0);
-    model_destroy(m);
+    write_random_base(tmp(f, "base.safetensors"), &c, 7);
     for (int r = 0; r < 3; r++) {
         char name[32];
         snprintf(name, sizeof name, "r%d.safetensors", r);
