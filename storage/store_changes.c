@@ -58,8 +58,6 @@ int change_add(store *s, const char *action, const char *object, clad_err *err)
 
 int store_changes_listen(store *s, clad_err *err)
 {
-    if (!strcmp(store_backend(s), "sqlite"))
-        return clad_err_set(err, CLAD_EINVAL, "the sqlite backend has no change notifications; poll the feed");
     return db_listen(s->db, STORE_CHANGES_CHANNEL, err);
 }
 
