@@ -102,8 +102,8 @@ struct db_ops {
      * crash of the process): for writes that are redone anyway, such as a job claim or a lease. */
     void (*sync_commits)(db *d, bool durable);
 
-    /* Change notification (PostgreSQL LISTEN/NOTIFY). Engines without it return -1 from all three, so
-     * callers poll (store_change_mark). */
+    /* Change notification (PostgreSQL LISTEN/NOTIFY). Engines without it fail listen (with a message),
+     * return -1 from notify_fd and drain, and make notify a no-op, so callers poll the change feed. */
     int (*listen)(db *d, const char *channel, clad_err *err);
     /* Sends a notification on channel, delivered when the current transaction commits (at once
      * outside one). */
@@ -116,7 +116,7 @@ extern const db_ops db_sqlite_ops;
 extern const db_ops db_pg_ops;
 
 /* Change notification through the connection's driver (see db_ops): LISTEN on a channel (a name of
- * [a-z0-9_]), NOTIFY, the descriptor to poll and the drain. -1 where the backend has none. */
+ * [a-z0-9_]), NOTIFY, the descriptor to poll and the drain. See db_ops for a backend without them. */
 int db_listen(db *d, const char *channel, clad_err *err);
 int db_notify(db *d, const char *channel, const char *payload, clad_err *err);
 int db_notify_fd(db *d);

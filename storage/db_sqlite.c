@@ -441,7 +441,8 @@ static int lite_listen(db *d, const char *channel, clad_err *err)
 {
     return clad_err_set(err, CLAD_EINVAL, "the sqlite backend has no change notifications; poll the feed");
 }
-static int lite_notify(db *d, const char *channel, const char *payload, clad_err *err) { return -1; }
+/* Nobody can listen, so there is nothing to deliver: a write's notification is a no-op. */
+static int lite_notify(db *d, const char *channel, const char *payload, clad_err *err) { return 0; }
 static int lite_notify_fd(db *d) { return -1; }
 static int lite_drain(db *d) { return -1; }
 

@@ -49,10 +49,9 @@ int change_add(store *s, const char *action, const char *object, clad_err *err)
     int rc = st_exec(s, err, "INSERT INTO changes (kind, base, task, version, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                      "tttII", action, base, task, version, now_ms());
     /* Delivered at commit, so a listener never reads the feed before the row is there. The payload is a
-     * hint only: listeners read the rows. SQLite has no notifications (its followers poll); the driver's
-     * -1 for "none" is also CLAD_EINVAL, so the backend is asked by name. */
-    if (rc == 0 && strcmp(store_backend(s), "sqlite") != 0)
-        rc = db_notify(s->db, STORE_CHANGES_CHANNEL, action, err);
+     * hint only: listeners read the rows. SQLite has no notifications (its followers poll; its notify
+     * does nothing). */
+    if (rc == 0) rc = db_notify(s->db, STORE_CHANGES_CHANNEL, action, err);
     return rc;
 }
 
