@@ -157,7 +157,20 @@ static int pg_map(pg_db *d, clad_err *err, const char *what)
                         name, what, m, d->sqlstate);
 }
 
-static int pg_error(db *d, int rc, clad_err *err, const char *what) { return pg_map(PD(d), err, what); }
+/* A bind fails before anything reaches the server, so it returns its own code for pg_error to report
+ * (the connection's last SQLSTATE says nothing about it). */
+enum { BIND_BAD_INDEX = 1, BIND_TOO_LARGE = 2 };
+
+static int pg_error(db *d, int rc, clad_err *err, const char *what)
+{
+    if (rc == BIND_BAD_INDEX)
+        return clad_err_set(err, CLAD_EINTERNAL, "store %s: a parameter number out of range while %s",
+                            PD(d)->name, what);
+    if (rc == BIND_TOO_LARGE)
+        return clad_err_set(err, CLAD_ETOOLARGE, "value too large for the store while %s (PostgreSQL takes "
+                            "at most 1 GiB)", what);
+    return pg_map(PD(d), err, what);
+}
 
 /* Runs parameterless SQL; 0 or the mapped error. *res receives the result when wanted. */
 static int pg_run(pg_db *d, const char *sql, PGresult **res, clad_err *err, const char *what)
@@ -292,7 +305,7 @@ static int pg_prepare(db *d, const char *sql, db_stmt **out, clad_err *err)
 
 static int param(pg_stmt *s, int at, Oid type, const void *val, int len, int fmt)
 {
-    if (at < 1 || at > s->n_params) return 1; /* reported as a bind failure */
+    if (at < 1 || at > s->n_params) return BIND_BAD_INDEX;
     s->types[at - 1] = type;
     s->vals[at - 1] = val;
     s->lens[at - 1] = len;
@@ -307,7 +320,7 @@ static int pg_bind_null(db_stmt *st, int at, char type)
 
 static int pg_bind_int64(db_stmt *st, int at, int64_t v)
 {
-    if (at < 1 || at > PS(st)->n_params) return 1;
+    if (at < 1 || at > PS(st)->n_params) return BIND_BAD_INDEX;
     unsigned char *b = PS(st)->raw[at - 1];
     for (int i = 0; i < 8; i++) b[i] = (unsigned char)((uint64_t)v >> (56 - 8 * i));
     return param(PS(st), at, OID_INT8, b, 8, 1);
@@ -326,7 +339,7 @@ static int pg_bind_text(db_stmt *st, int at, const char *v) { return param(PS(st
 
 static int pg_bind_blob(db_stmt *st, int at, const void *p, size_t n)
 {
-    if (n > (size_t)1 << 30) return 1; /* libpq lengths are int; the store's blobs are far smaller */
+    if (n > (size_t)1 << 30) return BIND_TOO_LARGE; /* libpq lengths are int; the store's blobs are far smaller */
     return param(PS(st), at, OID_BYTEA, p, (int)n, 1);
 }
 
