@@ -194,8 +194,10 @@ static void claim_foreign(cladd *app)
             job_queue_poll(app->jobs);
             return;
         }
+        /* The claim just took the lease: renew from now, not at once (an urgent renewal may wait on the
+         * loop for the store's busy timeout). The job itself is queued here once revived. */
         l = app_link_add(app, (uint64_t)sj->id);
-        l->claimed = true;
+        link_claimed(app, l, NULL, sj->attempt);
         log_info("job %lld (%s, lane %s, attempt %d) claimed from the shared queue", (long long)sj->id, sj->kind,
                  sj->lane, sj->attempt);
         data_read *r = calloc(1, sizeof *r);
