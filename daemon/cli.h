@@ -67,6 +67,8 @@ int send_json(const options *o, const char *method, const char *path, const char
 const char *str(json_t *o, const char *key);
 long long num(json_t *o, const char *key);
 void format_duration(double s, char *buf, size_t size);
+/* How long ago a Unix ms time was, as format_duration writes it ("-" for no time, ms <= 0). */
+void format_age_ms(long long ms, char *buf, size_t size);
 double age_of(const char *iso);
 void progress_text(json_t *progress, char *buf, size_t size);
 /* Streams an NDJSON job reply; returns EXIT_OK when the job succeeded. */

@@ -135,6 +135,18 @@ void format_duration(double s, char *buf, size_t size)
     else snprintf(buf, size, "%.1fs", s);
 }
 
+void format_age_ms(long long ms, char *buf, size_t size)
+{
+    if (ms <= 0) {
+        snprintf(buf, size, "-");
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double s = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - (double)ms / 1e3;
+    format_duration(s > 0 ? s : 0, buf, size);
+}
+
 /* "2025-01-31T12:00:00.123Z" -> seconds ago, or -1. */
 double age_of(const char *iso)
 {

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "daemon/cli.h"
@@ -145,11 +144,8 @@ static void ago(long long ms, char *buf, size_t size)
         snprintf(buf, size, "-");
         return;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    double s = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - (double)ms / 1e3;
     char d[48];
-    format_duration(s > 0 ? s : 0, d, sizeof d);
+    format_age_ms(ms, d, sizeof d);
     snprintf(buf, size, "%s ago", d);
 }
 

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "daemon/cli.h"
@@ -481,13 +480,7 @@ static int cmd_versions(const options *o)
         /* NEW: what the version stores itself; less than PARAMS when it reuses an earlier version by reference. */
         char fresh[24] = "-";
         if (json_is_integer(json_object_get(m, "new_params"))) snprintf(fresh, sizeof fresh, "%lld", num(m, "new_params"));
-        double created = (double)num(v, "created_ms") / 1e3;
-        if (created > 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            double a = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 - created;
-            format_duration(a > 0 ? a : 0, age, sizeof age);
-        }
+        format_age_ms(num(v, "created_ms"), age, sizeof age);
         printf("%-8lld %-7s %10s %10s %10s %9s  %s\n", num(v, "version"), str(v, "kind"), params, fresh, acc, age, names);
     }
     json_decref(r);

@@ -29,6 +29,14 @@ static int64_t lease_ms(const cladd *app)
     return (int64_t)app->cfg.job_lease_seconds * 1000;
 }
 
+/* This node now holds l's lease (just taken); j, when it is queued here, runs it as that attempt. */
+static void link_claimed(cladd *app, job_link *l, job *j, int attempt)
+{
+    l->claimed = true;
+    l->renewed = mono_now();
+    if (j) job_set_node(j, app->cfg.node_id, attempt);
+}
+
 int job_claim_hook(cladd *app, job *j)
 {
     job_link *l = app_link_find(app, job_id(j));
@@ -44,9 +52,7 @@ int job_claim_hook(cladd *app, job *j)
         return JOB_CLAIM_WAIT;
     }
     if (sj) {
-        l->claimed = true;
-        l->renewed = mono_now();
-        job_set_node(j, app->cfg.node_id, sj->attempt);
+        link_claimed(app, l, j, sj->attempt);
         store_job_free(sj);
         return JOB_CLAIM_START;
     }
@@ -183,16 +189,15 @@ static void claim_foreign(cladd *app)
         if (!sj) continue;
         job_link *l = app_link_find(app, (uint64_t)sj->id);
         if (l) { /* one this node accepted: it starts from its queue at the next poll */
-            l->claimed = true;
-            l->renewed = mono_now();
-            job *own = job_find(app->jobs, l->id);
-            if (own) job_set_node(own, app->cfg.node_id, sj->attempt);
+            link_claimed(app, l, job_find(app->jobs, l->id), sj->attempt);
             store_job_free(sj);
             job_queue_poll(app->jobs);
             return;
         }
+        /* The claim just took the lease: renew from now, not at once (an urgent renewal may wait on the
+         * loop for the store's busy timeout). The job itself is queued here once revived. */
         l = app_link_add(app, (uint64_t)sj->id);
-        l->claimed = true;
+        link_claimed(app, l, NULL, sj->attempt);
         log_info("job %lld (%s, lane %s, attempt %d) claimed from the shared queue", (long long)sj->id, sj->kind,
                  sj->lane, sj->attempt);
         data_read *r = calloc(1, sizeof *r);

@@ -49,6 +49,12 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* How often the feed timer reads the feed: rarely when notifications do the work. */
+static unsigned feed_poll_ms(const node *n)
+{
+    return n->notify ? NODE_POLL_NOTIFY_MS : NODE_POLL_MS;
+}
+
 /* Logs a failing store call once, and that it works again. */
 static void note_result(bool *failing, int rc, const char *what, const clad_err *err)
 {
@@ -220,7 +226,7 @@ int node_start(cladd *app, node **out, clad_err *err)
     n->beat.data = n->feed.data = n;
     n->open_handles = 2;
     n->notify = config_store_is_postgres(app->db_path);
-    unsigned poll_ms = n->notify ? NODE_POLL_NOTIFY_MS : NODE_POLL_MS;
+    unsigned poll_ms = feed_poll_ms(n);
     uv_timer_start(&n->beat, on_beat, NODE_BEAT_MS, NODE_BEAT_MS);
     uv_timer_start(&n->feed, on_feed, poll_ms, poll_ms);
     listener_open(n);
@@ -279,13 +285,12 @@ json_t *node_status_json(node *n)
     }
     store_nodes_free(list);
     if (!self) self = node_json(&n->self, now, true); /* the store is unreachable, or our row was pruned */
-    json_object_set_new(self, "feed", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "last_change", (json_int_t)n->last_change,
-                                                 "applied", (json_int_t)n->applied, "dropped", (json_int_t)n->dropped,
-                                                 "full_drops", (json_int_t)n->full_drops, "last_lag_ms",
-                                                 (json_int_t)n->last_lag_ms, "poll_ms",
-                                                 (json_int_t)(n->notify ? NODE_POLL_NOTIFY_MS : NODE_POLL_MS)));
-    json_object_set_new(json_object_get(self, "feed"), "listening", json_boolean(n->listen != NULL));
-    json_object_set_new(json_object_get(self, "feed"), "notifications", json_integer((json_int_t)n->notifications));
+    json_object_set_new(self, "feed",
+                        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I}", "last_change", (json_int_t)n->last_change,
+                                  "applied", (json_int_t)n->applied, "dropped", (json_int_t)n->dropped, "full_drops",
+                                  (json_int_t)n->full_drops, "last_lag_ms", (json_int_t)n->last_lag_ms, "poll_ms",
+                                  (json_int_t)feed_poll_ms(n), "listening", n->listen != NULL, "notifications",
+                                  (json_int_t)n->notifications));
     if (err.code) json_object_set_new(self, "store_error", json_string(err.msg));
     return json_pack("{s:o,s:o}", "node", self, "nodes", nodes);
 }

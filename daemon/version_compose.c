@@ -10,15 +10,21 @@
 
 static int signature_at(store *s, const model *m, const store_version *v, int depth, signature *sig, clad_err *err);
 
+/* Does the parsed part reuse any layer of the version it needs (that is, is it stored by reference)? */
+static bool any_reused(const model *m, const int *reused)
+{
+    for (int li = 0; li < m->n_linear; li++)
+        if (reused[li] > 0) return true;
+    return false;
+}
+
 /* The served adapter of v, and (sig not NULL) its composed signature's change part. */
 static adapter *adapter_at(store *s, const model *m, const store_version *v, int depth, clad_err *err)
 {
     int reused[MODEL_MAX_LINEARS] = {0};
     adapter *part = adapter_part_from_buffer(m, v->adapter, v->adapter_size, reused, err);
     if (!part) return NULL;
-    bool by_ref = false;
-    for (int li = 0; li < m->n_linear; li++) by_ref |= reused[li] > 0;
-    if (!by_ref) return part;
+    if (!any_reused(m, reused)) return part;
     adapter *a = NULL;
     store_version *rv = NULL;
     signature rsig = {0};
@@ -47,8 +53,7 @@ static int signature_at(store *s, const model *m, const store_version *v, int de
     int reused[MODEL_MAX_LINEARS] = {0};
     clad_err perr = {0};
     adapter *part = adapter_part_from_buffer(m, v->adapter, v->adapter_size, reused, &perr);
-    bool by_ref = false;
-    for (int li = 0; part && li < m->n_linear; li++) by_ref |= reused[li] > 0;
+    bool by_ref = part && any_reused(m, reused);
     adapter_destroy(part);
     if (!by_ref) return 0;
     adapter *a = adapter_at(s, m, v, depth, err);
