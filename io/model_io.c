@@ -452,11 +452,7 @@ static adapter *adapter_from_reader(const model *m, const st_reader *r, const ad
 
 adapter *adapter_from_buffer(const model *m, const void *buf, size_t len, clad_err *err)
 {
-    st_reader *r = st_reader_parse(buf, len, err);
-    if (!r) return NULL;
-    adapter *a = adapter_from_reader(m, r, NULL, 0, NULL, err);
-    st_reader_destroy(r);
-    return a;
+    return adapter_part_from_buffer(m, buf, len, NULL, err);
 }
 
 adapter *adapter_part_from_buffer(const model *m, const void *buf, size_t len, int *reused, clad_err *err)
