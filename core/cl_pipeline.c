@@ -2,16 +2,8 @@
 #include "core/cl_pipeline.h"
 
 #include <string.h>
-#include <time.h>
 
 #include "core/prune.h"
-
-static double clock_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 void cl_task_options_default(cl_task_options *o)
 {
@@ -75,7 +67,7 @@ static int plan_phase(cl_task_result *res, const model *base, const signature *c
                       const dataset *task, int n_classes, const cl_config *cfg, const cl_task_options *opt,
                       clad_err *err)
 {
-    double t0 = clock_seconds();
+    double t0 = train_clock_seconds();
     int rc = 0;
     if (cfg->policy.kind == RANK_FIXED && !opt->explain) {
         plan_fixed(&res->plan, base, cfg);
@@ -88,7 +80,7 @@ static int plan_phase(cl_task_result *res, const model *base, const signature *c
     }
     if (!rc && opt->from >= 0 && res->plan.rank.reuse != opt->from)
         plan_force_reuse(&res->plan.rank, base, earlier[opt->from], opt->from);
-    res->plan_seconds = res->planned ? clock_seconds() - t0 : 0.0;
+    res->plan_seconds = res->planned ? train_clock_seconds() - t0 : 0.0;
     return rc;
 }
 
@@ -114,7 +106,7 @@ static adapter *train_tied(const model *base, const cl_plan *plan, const dataset
 
 static int signature_phase(cl_task_result *res, const model *base, const cl_config *cfg, clad_err *err)
 {
-    double t0 = clock_seconds();
+    double t0 = train_clock_seconds();
     int rc;
     if (res->ad->kind == ADAPTER_TIED) {
         /* The signature describes the change, whatever its parametrisation. */
@@ -124,7 +116,7 @@ static int signature_phase(cl_task_result *res, const model *base, const cl_conf
     } else {
         rc = cl_signature_compute(&res->sig, base, res->ad, &res->plan, cfg, err);
     }
-    res->signature_seconds = clock_seconds() - t0;
+    res->signature_seconds = train_clock_seconds() - t0;
     return rc;
 }
 

@@ -39,6 +39,13 @@ void adamw_finish(adamw *o)
     o->m = o->v = NULL;
 }
 
+/* Chunk `task`'s elements [*s, return) of n, cut OPT_GRAIN at a time. */
+static size_t opt_chunk(int task, size_t n, size_t *s)
+{
+    *s = (size_t)task * OPT_GRAIN;
+    return *s + OPT_GRAIN < n ? *s + OPT_GRAIN : n;
+}
+
 typedef struct adamw_job {
     const adamw *o;
     const param_set *p;
@@ -55,7 +62,7 @@ static void adamw_task(void *ctx, int task, int worker)
 {
     const adamw_job *j = ctx;
     const param_tensor *t = &j->p->t[j->ti];
-    size_t s = (size_t)task * OPT_GRAIN, e = s + OPT_GRAIN < t->numel ? s + OPT_GRAIN : t->numel;
+    size_t s, e = opt_chunk(task, t->numel, &s);
     float lr = j->lr, beta1 = j->beta1, beta2 = j->beta2, eps = j->eps, c1 = j->c1, c2 = j->c2;
     float decay = t->decay ? lr * j->weight_decay : 0.0f;
     float *restrict w = j->p->data + t->offset, *restrict m = j->o->m + t->offset, *restrict v = j->o->v + t->offset;
@@ -102,7 +109,7 @@ SIMD_CLONES
 static void norm_task(void *ctx, int task, int worker)
 {
     const norm_job *j = ctx;
-    size_t s = (size_t)task * OPT_GRAIN, e = s + OPT_GRAIN < j->n ? s + OPT_GRAIN : j->n, i = s;
+    size_t s, e = opt_chunk(task, j->n, &s), i = s;
     vd8 acc = {0};
     double tail = 0.0;
     for (; i + 8 <= e; i += 8) {
@@ -130,7 +137,7 @@ SIMD_CLONES
 static void scale_task(void *ctx, int task, int worker)
 {
     const norm_job *j = ctx;
-    size_t s = (size_t)task * OPT_GRAIN, e = s + OPT_GRAIN < j->n ? s + OPT_GRAIN : j->n;
+    size_t s, e = opt_chunk(task, j->n, &s);
     for (size_t i = s; i < e; i++) j->g[i] *= j->scale;
 }
 

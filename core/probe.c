@@ -4,7 +4,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/linalg.h"
 #include "core/optim.h"
@@ -53,13 +52,6 @@ void probe_result_finish(probe_result *res)
         free(res->grad[li]);
         res->delta[li] = res->grad[li] = NULL;
     }
-}
-
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* Evaluation batches: the gradient batch is small enough that one forward and backward pass of the largest
@@ -158,7 +150,7 @@ int probe_run(probe_result *res, const model *m, const bool *targets, const data
     }
     if (!n_targets) return clad_err_set(err, CLAD_EINVAL, "probe: no target layer");
 
-    double t0 = seconds_now();
+    double t0 = train_clock_seconds();
     dataset sub = {0}, hold = {0};
     model *pm = NULL;
     adapter *head = NULL;
@@ -278,7 +270,7 @@ int probe_run(probe_result *res, const model *m, const bool *targets, const data
             for (size_t i = 0; i < n; i++) res->grad[li][i] += g[i] / (float)pc->path_points;
         }
     }
-    res->seconds = seconds_now() - t0;
+    res->seconds = train_clock_seconds() - t0;
 cleanup:
     if (rc) probe_result_finish(res);
     adamw_finish(&ob);

@@ -49,7 +49,7 @@ int train_config_validate(const train_config *c, clad_err *err)
     return 0;
 }
 
-static double now_seconds(void)
+double train_clock_seconds(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -105,7 +105,7 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
     rng r;
     rng_init(&r, cfg->seed);
     for (int i = 0; i < d->n; i++) order[i] = i;
-    double t0 = now_seconds(), epoch_loss = 0.0;
+    double t0 = train_clock_seconds(), epoch_loss = 0.0;
     long step = 0, samples = 0;
     for (int epoch = 1; epoch <= cfg->epochs; epoch++) {
         rng_shuffle(&r, order, d->n);
@@ -134,7 +134,7 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
             samples += n;
             epoch_loss += (double)loss * n;
             if (on_step) {
-                train_progress pr = {epoch, cfg->epochs, step, total, loss, lr, now_seconds() - t0};
+                train_progress pr = {epoch, cfg->epochs, step, total, loss, lr, train_clock_seconds() - t0};
                 if (!on_step(ctx, &pr)) {
                     rc = clad_err_set(err, CLAD_ECANCELLED, "training cancelled at step %ld of %ld", step, total);
                     goto done;
@@ -145,7 +145,7 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
     if (res) {
         res->steps = step;
         res->final_loss = (float)(epoch_loss / d->n);
-        res->seconds = now_seconds() - t0;
+        res->seconds = train_clock_seconds() - t0;
         res->samples = samples;
     }
 done:

@@ -36,6 +36,9 @@ void train_config_default(train_config *c);
 /* Checks ranges and finiteness, naming the bad field. */
 int train_config_validate(const train_config *c, clad_err *err);
 
+/* Seconds on the monotonic clock: the one timer of train_run, the probe and the pipeline's phases. */
+double train_clock_seconds(void);
+
 typedef struct train_progress {
     int epoch, epochs;   /* 1-based epoch */
     long step, steps;    /* 1-based global step and the total */

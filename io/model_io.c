@@ -290,6 +290,14 @@ static int meta_json(st_writer *w, const char *key, json_t *j, clad_err *err)
     return rc;
 }
 
+int adapter_ranks_meta(st_writer *w, const char *key, const int *ranks, const model *m, clad_err *err)
+{
+    json_t *j = json_object();
+    for (int li = 0; li < m->n_linear; li++)
+        if (ranks[li]) json_object_set_new(j, m->linear[li].name, json_integer(ranks[li]));
+    return meta_json(w, key, j, err);
+}
+
 int adapter_to_writer(st_writer *w, const adapter *a, const model *m, clad_err *err)
 {
     char num[64];
@@ -302,12 +310,7 @@ int adapter_to_writer(st_writer *w, const adapter *a, const model *m, clad_err *
     if (!rc) rc = meta_json(w, "ranks", adapter_ranks_to_json(a, m), err);
     bool pruned = false;
     for (int li = 0; li < a->n_linear; li++) pruned |= a->rank_before[li] > 0;
-    if (!rc && pruned) {
-        json_t *rb = json_object();
-        for (int li = 0; li < a->n_linear; li++)
-            if (a->rank_before[li]) json_object_set_new(rb, m->linear[li].name, json_integer(a->rank_before[li]));
-        rc = meta_json(w, "ranks_before", rb, err);
-    }
+    if (!rc && pruned) rc = adapter_ranks_meta(w, "ranks_before", a->rank_before, m, err);
     if (!rc && a->kind == ADAPTER_TIED) rc = st_writer_meta(w, "variant", a->tied.variant == TIED_TL6 ? "tl6" : "tl5", err);
     if (!rc && a->kind == ADAPTER_FUSION) {
         json_t *names = json_array();
@@ -452,11 +455,7 @@ static adapter *adapter_from_reader(const model *m, const st_reader *r, const ad
 
 adapter *adapter_from_buffer(const model *m, const void *buf, size_t len, clad_err *err)
 {
-    st_reader *r = st_reader_parse(buf, len, err);
-    if (!r) return NULL;
-    adapter *a = adapter_from_reader(m, r, NULL, 0, NULL, err);
-    st_reader_destroy(r);
-    return a;
+    return adapter_part_from_buffer(m, buf, len, NULL, err);
 }
 
 adapter *adapter_part_from_buffer(const model *m, const void *buf, size_t len, int *reused, clad_err *err)

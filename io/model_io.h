@@ -44,6 +44,8 @@ int adapter_save(const adapter *a, const model *m, const char *path, clad_err *e
 /* Adds the adapter's metadata and tensors to a writer (for files that carry more, such as a signature). */
 struct st_writer;
 int adapter_to_writer(struct st_writer *w, const adapter *a, const model *m, clad_err *err);
+/* Adds metadata `key`: {"layer": rank, ...} as compact sorted JSON, for the layers whose ranks[li] is not 0. */
+int adapter_ranks_meta(struct st_writer *w, const char *key, const int *ranks, const model *m, clad_err *err);
 /* Adapter readers ignore tensors under these prefixes: the adapter's signature (io/signature_io.h) and,
  * in merged versions, every source task's head (io/merge_io.h). */
 #define ADAPTER_SIGNATURE_PREFIX "signature."

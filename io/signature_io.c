@@ -49,13 +49,7 @@ static int blob_build(const adapter *a, const model *m, const signature *sig, co
     json_t *energy = json_object();
     int rc = adapter_to_writer(w, a, m, err);
     if (!rc && reused) {
-        json_t *rj = json_object();
-        for (int li = 0; li < m->n_linear; li++)
-            if (reused[li]) json_object_set_new(rj, m->linear[li].name, json_integer(reused[li]));
-        char *text = json_dumps(rj, JSON_COMPACT | JSON_SORT_KEYS);
-        json_decref(rj);
-        rc = text ? st_writer_meta(w, "reused", text, err) : clad_err_set(err, CLAD_ENOMEM, "out of memory");
-        free(text);
+        rc = adapter_ranks_meta(w, "reused", reused, m, err);
         if (!rc) rc = st_writer_meta(w, "reuses", reuses, err);
     }
     if (!rc && rs) rc = route_stats_to_writer(w, rs, err);
