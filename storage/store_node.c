@@ -26,7 +26,7 @@ static void node_from_row(db_stmt *st, store_node *n)
 
 int store_node_claim(store *s, const store_node *n, int64_t live_ms, clad_err *err)
 {
-    int rc = check_name(n->id, "node id", err);
+    int rc = check_name(n->id, "node", err);
     if (rc || (rc = tx_begin_write(s, err))) return rc;
     int64_t now = now_ms();
     db_stmt *st = NULL;

@@ -10,14 +10,10 @@
 
 int store_set_node(store *s, const char *node, clad_err *err)
 {
-    size_t n = node ? strnlen(node, STORE_NAME_MAX + 1) : 0;
-    if (n == 0 || n > STORE_NAME_MAX)
-        return clad_err_set(err, CLAD_EINVAL, "a node id is 1 to %d bytes", STORE_NAME_MAX);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)node[i] < 0x20 || node[i] == 0x7f)
-            return clad_err_set(err, CLAD_EINVAL, "a node id is printable text");
-    memcpy(s->node, node, n + 1);
-    return 0;
+    /* One rule for node ids, as store_node_claim and the node_id config key check them. */
+    int rc = check_name(node, "node", err);
+    if (rc == 0) snprintf(s->node, sizeof s->node, "%s", node);
+    return rc;
 }
 
 int job_check_owner(store *s, int64_t id, clad_err *err)
