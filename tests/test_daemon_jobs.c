@@ -106,8 +106,8 @@ static bool vit_fixture_start(daemon_proc *d, char *task_path, size_t size)
     return true;
 }
 
-/* Starts training task t on the vit base, following it, and returns once the probe has begun. */
-static long long start_until_probe(const daemon_proc *d, curl_stream *s, const char *task_path)
+/* Starts training task t and returns its job id once the probe has begun. */
+static long long start_plan(const daemon_proc *d, curl_stream *s, const char *task_path)
 {
     char extra[700];
     snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", task_path);
@@ -116,7 +116,14 @@ static long long start_until_probe(const daemon_proc *d, curl_stream *s, const c
     long long id = json_integer_value(json_object_get(json_object_get(first, "job"), "id"));
     json_decref(first);
     json_decref(stream_until(s, "\"event\":\"probe\"", 30000));
-    sleep_ms(300); /* well inside the probe, which takes seconds on vit-tiny */
+    return id;
+}
+
+/* The same, a little way into the probe (a fast machine probes a 2,000-sample task in under a second). */
+static long long start_until_probe(const daemon_proc *d, curl_stream *s, const char *task_path)
+{
+    long long id = start_plan(d, s, task_path);
+    sleep_ms(50);
     return id;
 }
 
@@ -273,28 +280,34 @@ TEST_TIMEOUT(daemon_train_cancel_after_the_last_step_is_kept_or_refused, 120)
 
 /* Cancels a vit-tiny task's training at several points of its plan (the probe's steps, its held-out
  * evaluation along the path, the rank rule's SVDs) and measures, through the real daemon, the time from
- * the cancel request to the job's end. The bound is 0.5 s; the machine is shared, so the test prints
- * every measurement and fails only past twice that (five times under the sanitizers). */
+ * the cancel request to the job's end. The points are fractions of the plan's length, measured first on
+ * this machine (a fast machine plans a 2,000-sample task in under a second, a loaded one in several). The
+ * bound is 0.5 s; the machine is shared, so the test prints every measurement and fails only past twice
+ * that (five times under the sanitizers). */
 TEST_TIMEOUT(daemon_cancel_during_the_plan_stops_within_half_a_second, 300)
 {
     daemon_proc d;
-    char task_path[512];
+    char task_path[512], path[64], *body = NULL;
     if (!vit_fixture_start(&d, task_path, sizeof task_path)) return;
-    static const int delays_ms[] = {0, 700, 2000, 4000};
+    curl_stream s;
+    long long id = start_plan(&d, &s, task_path);
+    double t0 = now_s();
+    json_decref(stream_until(&s, "\"event\":\"plan\"", 60000));
+    double plan_s = now_s() - t0;
+    snprintf(path, sizeof path, "/v1/jobs/%lld", id);
+    CHECK_INT_EQ(curl_req(&d, "DELETE", path, NULL, &body, NULL), 202);
+    free(body);
+    json_decref(stream_until(&s, "\"event\":\"end\"", 30000));
+    stream_close(&s);
+    printf("# the plan took %.3f s\n", plan_s);
+    static const double fractions[] = {0.0, 0.3, 0.6, 0.85};
     double worst = 0.0;
-    for (size_t k = 0; k < sizeof delays_ms / sizeof *delays_ms; k++) {
-        char extra[700];
-        snprintf(extra, sizeof extra, OCTET "--data-binary '@%s'", task_path);
-        curl_stream s;
-        stream_open(&s, &d, "POST", "/v1/tasks/t/train?follow=1", extra);
-        json_t *first = stream_until(&s, "\"event\":\"job\"", 10000);
-        long long id = json_integer_value(json_object_get(json_object_get(first, "job"), "id"));
-        json_decref(first);
-        json_decref(stream_until(&s, "\"event\":\"probe\"", 30000));
-        sleep_ms(delays_ms[k]);
-        char path[64], *body = NULL;
+    int during = 0;
+    for (size_t k = 0; k < sizeof fractions / sizeof *fractions; k++) {
+        id = start_plan(&d, &s, task_path);
+        sleep_ms((int)(fractions[k] * plan_s * 1000.0));
         snprintf(path, sizeof path, "/v1/jobs/%lld", id);
-        double t0 = now_s();
+        t0 = now_s();
         CHECK_INT_EQ(curl_req(&d, "DELETE", path, NULL, &body, NULL), 202);
         free(body);
         /* Every line up to the end: a plan event before it means the cancel came after the plan. */
@@ -309,10 +322,12 @@ TEST_TIMEOUT(daemon_cancel_during_the_plan_stops_within_half_a_second, 300)
         CHECK_STR_EQ(state_of(json_object_get(end, "job")), "cancelled");
         json_decref(end);
         stream_close(&s);
-        printf("# cancel %d ms into the plan: stopped after %.3f s%s\n", delays_ms[k], stop_s,
+        printf("# cancel at %.0f%% of the plan: stopped after %.3f s%s\n", fractions[k] * 100.0, stop_s,
                planned ? " (the plan had ended)" : "");
+        if (!planned) during++;
         if (!planned && stop_s > worst) worst = stop_s;
     }
+    CHECK_MSG(during > 0, "no cancel arrived during the plan");
     printf("# slowest stop during the plan: %.3f s (bound 0.5 s)\n", worst);
 #ifdef __SANITIZE_ADDRESS__
     const double limit = 2.5; /* every probe step runs a few times slower under the sanitizers */
