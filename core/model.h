@@ -59,6 +59,9 @@ typedef struct model_linear {
     bool is_head;
 } model_linear;
 
+/* The largest rank a change of L can have: min(out, in). */
+static inline int model_linear_size(const model_linear *L) { return L->out < L->in ? L->out : L->in; }
+
 /* A LayerNorm's weight and bias: indices into model.params. */
 typedef struct model_norm {
     int weight, bias;
