@@ -201,13 +201,6 @@ int store_job_request_cancel(store *s, int64_t id, int peer_uid, store_job_state
     return rc;
 }
 
-int store_job_mark_interrupted(store *s, int64_t id, clad_err *err)
-{
-    int rc = tx_begin_write(s, err);
-    if (rc) return rc;
-    return tx_end(s, mark_stopped_tx(s, id, "interrupted", NULL, err), err);
-}
-
 int store_job_set_progress(store *s, int64_t id, const char *progress_json, clad_err *err)
 {
     int rc = check_json(s, progress_json, "object", false, "job progress", err);
