@@ -580,7 +580,7 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
         const rank_input_layer *L = &in->layer[li];
         rank_layer *R = &plan->layer[li];
         if (!R->target) continue;
-        int size = L->out < L->in ? L->out : L->in;
+        int size = model_linear_max_rank(L->out, L->in);
         const signature *reused = plan->reuse >= 0 ? earlier[plan->reuse] : NULL;
         R->reused = reused ? reused->layer[li].k : 0;
         int room = size - R->reused;
@@ -650,7 +650,7 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
         }
         int rmin = pol->r_min > 0 ? pol->r_min : 1;
         if (total == 0 && best >= 0) {
-            int size = in->layer[best].out < in->layer[best].in ? in->layer[best].out : in->layer[best].in;
+            int size = model_linear_max_rank(in->layer[best].out, in->layer[best].in);
             plan->layer[best].rank = clampi(rmin, 0, size - plan->layer[best].reused);
             plan->layer[best].why = "minimum";
         }

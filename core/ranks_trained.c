@@ -22,7 +22,7 @@ void rank_plan_start(rank_plan *plan, const model *m, int start)
     for (int li = 0; li < plan->n_linear; li++) {
         rank_layer *R = &plan->layer[li];
         if (!R->target) continue;
-        int room = model_linear_size(&m->linear[li]) - R->reused;
+        int room = model_linear_max_rank(m->linear[li].out, m->linear[li].in) - R->reused;
         int r = start > room ? room : start;
         if (r > R->rank) R->rank = r;
         R->rank_start = R->rank;
