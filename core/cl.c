@@ -178,7 +178,7 @@ adapter *cl_train_task(const model *base, cl_plan *plan, const signature *reused
         return NULL;
     }
     bool grow = cfg->policy.kind == RANK_AUTO && cfg->policy.start > 0;
-    if (grow) rank_plan_start(&plan->rank, base, cfg->policy.start);
+    if (grow) rank_plan_start(&plan->rank, base, &cfg->policy);
     /* Without reuse the base itself is used: train_run never writes a base while it trains an adapter. */
     model *tm = reuse ? base_plus(base, reused, err) : (model *)base;
     if (!tm) return NULL;

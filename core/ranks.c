@@ -24,9 +24,9 @@ void rank_policy_default(rank_policy *p)
     p->reuse_min = 0.5;
     p->left_min = 0.25;
     p->budget = 0;
-    p->start = 0;
+    p->start = RANK_DEFAULT_START;
     p->cut = 0.5;
-    p->keep = 0.01;
+    p->keep = RANK_DEFAULT_KEEP;
     p->linear_gain = 100.0;
 }
 

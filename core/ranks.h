@@ -70,9 +70,12 @@ typedef struct rank_policy {
 } rank_policy;
 
 /* Defaults: auto, r_min 1, r_max 32, theta 0.004, scale RANK_DEFAULT_SCALE, price RANK_DEFAULT_PRICE,
- * reuse_min 0.5, left_min 0.25, no budget, linear_gain 100. */
+ * reuse_min 0.5, left_min 0.25, no budget, start RANK_DEFAULT_START, cut 0.5, keep RANK_DEFAULT_KEEP,
+ * linear_gain 100. */
 #define RANK_DEFAULT_SCALE 1.0
 #define RANK_DEFAULT_PRICE 1e-5
+#define RANK_DEFAULT_START 16
+#define RANK_DEFAULT_KEEP 0.015
 void rank_policy_default(rank_policy *p);
 /* "auto", "fixed:8", "linear", optionally followed by settings: "auto:theta=0.01,r_max=16,budget=20000",
  * "linear:gain=50". Keys: r_min, r_max, theta, scale, price, reuse, left, budget, gain. Errors: CLAD_EINVAL
@@ -126,6 +129,8 @@ typedef struct rank_layer {
     int rank;             /* new rank of the layer */
     int rank_start;       /* auto with start: the rank training started with (0: not grown) */
     double kept_size;     /* auto with start: relative size of the smallest kept component (0: none kept) */
+    double keep_at;       /* auto with start: the relative size a component had to reach: keep, or the
+                             layer's noise floor if higher */
     int reused;           /* rank of the frozen components copied from the reused task */
     const char *why;      /* a short reason: "directions", "negligible", "minimum", "r_max", "budget", ... */
 } rank_layer;
@@ -158,18 +163,21 @@ void rank_plan_finish(rank_plan *plan);   /* accepts a zeroed or finished plan *
  * new ranks; the head is untouched. Errors: CLAD_EINVAL (reuse, kind or ranks that do not match). */
 int rank_plan_init_adapter(adapter *a, const rank_plan *plan, clad_err *err);
 
-/* Auto with start > 0, before training: every target layer starts with `start` new components (within the
- * room its size leaves after the reused ones), whatever the probe found; the probe's directions become the
- * first of them (rank_plan_init_adapter). The plan's ranks, totals and new_params follow. */
-void rank_plan_start(rank_plan *plan, const model *m, int start);
+/* Auto with start > 0, before training: every target layer starts with pol->start new components (within
+ * the room its size leaves after the reused ones), whatever the probe found, except a layer the reused task
+ * covers (left < left_min), which gets none; the probe's directions become the first components
+ * (rank_plan_init_adapter). The plan's ranks, totals and new_params follow. */
+void rank_plan_start(rank_plan *plan, const model *m, const rank_policy *pol);
 
 /* After the first `cut` of the training: S holds, per layer, the singular values of the trained new
  * change (scale x B A; MODEL_MAX_LINEARS rows of `stride`, largest first). Layer l keeps its components
- * whose size s_j reaches pol->keep x ||W_l||_F (W_l the weight the change is added to), so the rank a
- * layer ends with is what training moved it by, measured against the layer itself: a task near what the
- * model (and a reused task) already does moves little and keeps little, a far task keeps more, and a layer
- * that did not need to move keeps nothing. A task that reuses no earlier one keeps at least r_min
- * components (its largest). Updates rank, why, kept_size, the plan's ranks, totals and new_params. */
+ * whose size s_j reaches keep_at x ||W_l||_F (W_l the weight the change is added to), keep_at being
+ * pol->keep or the layer's noise floor if higher (RANK_FLOOR_MEDIANS x the median of the smaller half of
+ * the sizes: what components grow to without being needed). So the rank a layer ends with is what
+ * training moved it by, measured against the layer itself: a task near what the model (and a reused task)
+ * already does moves little and keeps little, a far task keeps more, and a layer that did not need to move
+ * keeps nothing. A task that reuses no earlier one keeps at least r_min components (its largest). Updates
+ * rank, why, kept_size, keep_at, the plan's ranks, totals and new_params. */
 void rank_plan_keep_trained(rank_plan *plan, const model *m, const float *S, int stride, const rank_policy *pol);
 
 /* Rank-one components of one matrix and what each earns: s (k), U (m,k), Vt (k,n), gain (k) with

@@ -3,8 +3,12 @@
 #include "core/ranks.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #include "core/linalg.h"
+
+/* The smaller half of a start rank of at most this many components is looked at for the noise floor. */
+#define PRUNE_HALF_MAX 256
 
 static void plan_totals(rank_plan *plan, const model *m)
 {
@@ -17,17 +21,41 @@ static void plan_totals(rank_plan *plan, const model *m)
     }
 }
 
-void rank_plan_start(rank_plan *plan, const model *m, int start)
+void rank_plan_start(rank_plan *plan, const model *m, const rank_policy *pol)
 {
+    int start = pol->start;
     for (int li = 0; li < plan->n_linear; li++) {
         rank_layer *R = &plan->layer[li];
-        if (!R->target) continue;
+        R->rank_start = 0;
+        /* A layer the reused task covers (what is left to learn there earns little) gets nothing new. */
+        if (!R->target || (plan->reuse >= 0 && R->left < pol->left_min)) continue;
         int room = model_linear_max_rank(m->linear[li].out, m->linear[li].in) - R->reused;
         int r = start > room ? room : start;
         if (r > R->rank) R->rank = r;
         R->rank_start = R->rank;
     }
     plan_totals(plan, m);
+}
+
+static int cmp_float_asc(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* What components grow to without being needed: RANK_FLOOR_MEDIANS x the median of the smaller half of
+ * the n trained sizes s (largest first). A task that needs fewer than n/2 directions in a layer leaves
+ * that half to noise; one that needs more raises the floor and keeps a little less. 0 when n < 4. */
+static double noise_floor(const float *s, int n)
+{
+    if (n < 4) return 0.0;
+    float half[PRUNE_HALF_MAX];
+    int h = n - n / 2;
+    if (h > PRUNE_HALF_MAX) h = PRUNE_HALF_MAX;
+    for (int j = 0; j < h; j++) half[j] = s[n - h + j];
+    qsort(half, (size_t)h, sizeof *half, cmp_float_asc);
+    double med = h % 2 ? (double)half[h / 2] : 0.5 * ((double)half[h / 2 - 1] + (double)half[h / 2]);
+    return RANK_FLOOR_MEDIANS * med;
 }
 
 void rank_plan_keep_trained(rank_plan *plan, const model *m, const float *S, int stride, const rank_policy *pol)
@@ -40,8 +68,11 @@ void rank_plan_keep_trained(rank_plan *plan, const model *m, const float *S, int
         const model_linear *L = &m->linear[li];
         double w = w_norm[li] = sqrt(linalg_frob2(param_set_ptr(&m->params, L->weight), (size_t)L->out * (size_t)L->in));
         const float *s = S + (size_t)li * stride;
+        /* The floor is read off the layer's own sizes, so it cannot tell a layer that needs every component
+         * from one that needs none: the largest component answers to keep alone. */
+        R->keep_at = w > 0.0 ? fmax(pol->keep, noise_floor(s, R->rank_start) / w) : 0.0;
         int k = 0;
-        while (k < R->rank_start && w > 0.0 && (double)s[k] >= pol->keep * w) k++;
+        while (k < R->rank_start && w > 0.0 && (double)s[k] >= (k ? R->keep_at : pol->keep) * w) k++;
         R->rank = k;
         R->kept_size = k ? (double)s[k - 1] / w : 0.0;
         R->why = k ? "trained" : "negligible after training";

@@ -531,6 +531,7 @@ TEST(cl_ranks_training_keeps_the_components_that_grew)
     model_init_random(m, 3);
     rank_policy pol;
     CHECK_INT_EQ(rank_policy_parse(&pol, "auto:start=8,keep=0.01,r_max=6", NULL), 0);
+    pol.left_min = 0.25;
     rank_plan plan;
     memset(&plan, 0, sizeof plan);
     plan.n_linear = m->n_linear;
@@ -539,7 +540,7 @@ TEST(cl_ranks_training_keeps_the_components_that_grew)
     plan.layer[0].rank = 2;
     plan.layer[1].rank = 9;  /* above the start: kept as the start */
     plan.layer[1].reused = 0;
-    rank_plan_start(&plan, m, pol.start);
+    rank_plan_start(&plan, m, &pol);
     CHECK_INT_EQ(plan.ranks[0], 8);
     CHECK_INT_EQ(plan.ranks[1], 9);
     CHECK_INT_EQ(plan.layer[0].rank_start, 8);
@@ -564,10 +565,20 @@ TEST(cl_ranks_training_keeps_the_components_that_grew)
     CHECK_INT_EQ(plan.new_params, 3L * (24 + 12));
     CHECK_INT_EQ(plan.layer[0].rank_start, 8);
 
-    /* Every component large: r_max caps; none large: the layer that moved most keeps r_min. */
+    /* Components that stand out of the layer's noise floor (4 x the median of the smaller half) count;
+     * those that do not, however large, do not; the largest answers to keep alone; r_max caps. */
+    for (int j = 0; j < 8; j++) S[j] = (float)((j < 3 ? 0.5 : j < 6 ? 0.1 : 0.02) * w[0]);
+    rank_plan_keep_trained(&plan, m, S, 16, &pol);  /* floor 4 x 0.06 = 0.24 */
+    CHECK_INT_EQ(plan.ranks[0], 3);
+    CHECK_NEAR(plan.layer[0].keep_at, 0.24, 1e-6);
     for (int j = 0; j < 8; j++) S[j] = (float)(0.5 * w[0]);
     rank_plan_keep_trained(&plan, m, S, 16, &pol);
-    CHECK_INT_EQ(plan.ranks[0], 6);
+    CHECK_INT_EQ(plan.ranks[0], 1);
+    for (int j = 0; j < 8; j++) S[j] = (float)((j < 4 ? 0.5 : 0.001) * w[0]);
+    rank_policy capped = pol;
+    capped.r_max = 2;
+    rank_plan_keep_trained(&plan, m, S, 16, &capped);
+    CHECK_INT_EQ(plan.ranks[0], 2);
     CHECK_STR_EQ(plan.layer[0].why, "r_max");
     for (int j = 0; j < 8; j++) S[j] = (float)(0.001 * w[0]);
     rank_plan_keep_trained(&plan, m, S, 16, &pol);
@@ -577,17 +588,22 @@ TEST(cl_ranks_training_keeps_the_components_that_grew)
     /* With a reused task the new components may all go: the task learns through the reused change. */
     plan.reuse = 0;
     plan.layer[0].reused = 6;
-    plan.layer[0].rank = 0;
-    rank_plan_start(&plan, m, pol.start);
+    plan.layer[0].rank = plan.layer[1].rank = 0;
+    plan.layer[0].left = 0.5;   /* half of what the layer's pull earns is left to learn */
+    plan.layer[1].left = 0.1;   /* covered by the reused task: nothing new */
+    rank_plan_start(&plan, m, &pol);
     CHECK_INT_EQ(plan.layer[0].rank_start, 6);  /* 12 - 6 reused */
     CHECK_INT_EQ(plan.total[0], 12);
+    CHECK_INT_EQ(plan.layer[1].rank_start, 0);
+    CHECK_INT_EQ(plan.ranks[1], 0);
+    for (int j = 0; j < 8; j++) S[j] = (float)(0.001 * w[0]);
     rank_plan_keep_trained(&plan, m, S, 16, &pol);
     CHECK_INT_EQ(plan.ranks[0] + plan.ranks[1], 0);
     CHECK_INT_EQ(plan.total[0], 6);
 
     char name[96];
     rank_policy_name(&pol, name, sizeof name);
-    CHECK_STR_EQ(name, "auto:r_max=6,start=8");  /* keep=0.01 is the default */
+    CHECK_STR_EQ(name, "auto:r_max=6,start=8,keep=0.01");
     rank_policy back;
     CHECK_INT_EQ(rank_policy_parse(&back, name, NULL), 0);
     CHECK(!memcmp(&back, &pol, sizeof pol));

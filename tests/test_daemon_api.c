@@ -174,6 +174,17 @@ TEST_TIMEOUT(daemon_api_train_predict_rollback_alias, 120)
     json_t *plan = json_object_get(json_object_get(json_object_get(t, "active"), "lineage"), "plan");
     CHECK(json_object_size(json_object_get(plan, "ranks")) > 0);
     CHECK(json_is_number(json_object_get(plan, "distance")));
+    /* auto trains every layer wide first; the lineage keeps the ranks training kept, which the plan's
+     * per-task ranks repeat. */
+    const char *name;
+    json_t *layer;
+    json_object_foreach(json_object_get(plan, "layers"), name, layer) {
+        json_int_t start = json_integer_value(json_object_get(layer, "rank_start"));
+        json_int_t rank = json_integer_value(json_object_get(layer, "rank"));
+        CHECK_MSG(start >= 1 && rank <= start, "%s: rank %lld, start %lld", name, (long long)rank, (long long)start);
+        json_t *total = json_object_get(json_object_get(plan, "ranks"), name);
+        CHECK(rank == 0 || json_integer_value(total) == rank);
+    }
     json_decref(t);
 
     /* Evaluate: clearly above chance (0.25), recorded. */
