@@ -40,6 +40,9 @@ typedef enum db_tx {
 struct db_ops {
     const char *name;   /* "sqlite" or "postgresql": what store_backend reports */
     const char *engine; /* "SQLite" or "PostgreSQL", for messages */
+    /* Capabilities the shared SQL may use. skip_locked: `SELECT ... FOR UPDATE SKIP LOCKED` (row locks
+     * that other writers skip; SQLite has no row locks, its writers are serialised as a whole). */
+    bool skip_locked;
     /* Connects; reader connections refuse writes. target is a file path or a connection URI. */
     db *(*open)(const char *target, bool reader, clad_err *err);
     void (*close)(db *d);

@@ -691,6 +691,7 @@ static int pg_drain(db *d)
 const db_ops db_pg_ops = {
     .name = "postgresql",
     .engine = "PostgreSQL",
+    .skip_locked = true,
     .open = pg_open,
     .close = pg_close,
     .display = pg_display,

@@ -449,6 +449,7 @@ static int lite_drain(db *d) { return -1; }
 const db_ops db_sqlite_ops = {
     .name = "sqlite",
     .engine = "SQLite",
+    .skip_locked = false,
     .open = lite_open,
     .close = lite_close,
     .display = lite_display,

@@ -176,7 +176,7 @@ int store_job_claim(store *s, int64_t only_id, const char *kind, int64_t lease_m
                  "SELECT id FROM jobs j WHERE state = 'queued' AND (?1 = 0 OR id = ?1) AND "
                  "(CAST(?2 AS TEXT) IS NULL OR kind = ?2) AND NOT EXISTS "
                  "(SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.lane = j.lane AND j.lane != '') "
-                 "ORDER BY id LIMIT 1%s", strcmp(store_backend(s), "postgresql") ? "" : " FOR UPDATE SKIP LOCKED");
+                 "ORDER BY id LIMIT 1%s", s->db->ops->skip_locked ? " FOR UPDATE SKIP LOCKED" : "");
         rc = st_int(s, &id, err, sql, "It", only_id, kind);
         if (rc == CLAD_ENOTFOUND) {
             rc = 0;

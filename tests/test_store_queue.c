@@ -6,6 +6,8 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "io/dataset_io.h"
 #include "tests/test_store_fixture.h"
 
@@ -244,6 +246,29 @@ STORE_TEST(store_queue_concurrent_claimers_take_each_job_once)
     }
     store_jobs_free(list, n);
     store_close(s);
+}
+
+/* PostgreSQL claims use FOR UPDATE SKIP LOCKED (the driver's capability): a queued job whose row another
+ * transaction has locked is skipped, not waited for (which would end in a lock timeout, CLAD_EBUSY). */
+TEST(store_queue_pg_claim_skips_a_locked_row)
+{
+    fx_use_backend(FX_PG);
+    store *a = node_open("q.db", "node-a");
+    int64_t j1 = job_new(a, NULL, "lane1", NULL, 0), j2 = job_new(a, NULL, "lane2", NULL, 0);
+    char uri[512], sql[128];
+    fx_path(uri, sizeof uri, "q.db");
+    PGconn *holder = PQconnectdb(uri);
+    CHECK_MSG(PQstatus(holder) == CONNECTION_OK, "%s", PQerrorMessage(holder));
+    snprintf(sql, sizeof sql, "BEGIN; SELECT id FROM jobs WHERE id = %lld FOR UPDATE", (long long)j1);
+    PGresult *r = PQexec(holder, sql);
+    CHECK_MSG(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQerrorMessage(holder));
+    PQclear(r);
+    store_set_busy_timeout(a, 300); /* so a claim that waited for the row would fail fast */
+    claim_expect(a, 0, 10000, j2);
+    PQclear(PQexec(holder, "COMMIT"));
+    PQfinish(holder);
+    claim_expect(a, 0, 10000, j1);
+    store_close(a);
 }
 
 /* Rehearsal-free holds for the store's own files: a job's data is not found in the database or its WAL,
