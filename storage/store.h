@@ -119,6 +119,8 @@ typedef struct store_base_in {
     const char *weights_path; /* used when weights is NULL */
     const char *weights_sha256; /* required with a path (the store does not read model files); with
                                    inline weights it is computed, and if given must match */
+    int64_t job_id;           /* the job that trained it, or 0: as for store_version_put, the job must be
+                                 running under this node's lease, and succeeds in the same transaction */
 } store_base_in;
 
 typedef struct store_base {
@@ -134,7 +136,8 @@ typedef struct store_base {
 
 enum { STORE_WITH_BLOB = 1 }; /* flag for *_get: also load (and verify) the blob */
 
-/* Adds a base. CLAD_ECONFLICT if the name exists. */
+/* Adds a base. CLAD_ECONFLICT if the name exists, or (with a job id) when the job is not running under
+ * this handle's node's lease: a node that lost the lease stores nothing. */
 int store_base_put(store *s, const store_base_in *in, int peer_uid, clad_err *err);
 int store_base_get(store *s, const char *name, unsigned flags, store_base **out, clad_err *err);
 int store_bases_list(store *s, store_base **out, size_t *n, clad_err *err);

@@ -38,6 +38,30 @@ int job_check_owner(store *s, int64_t id, clad_err *err)
     return rc;
 }
 
+int job_commit_check(store *s, int64_t id, const char *what, clad_err *err)
+{
+    db_stmt *st;
+    int rc = st_prepare(s, &st, err, "SELECT state FROM jobs WHERE id = ?1", "I", id);
+    if (rc) return rc;
+    rc = st_step(s, st, err);
+    if (rc == 0) rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)id);
+    else if (rc == 1 && strcmp(col_text(st, 0), "running") != 0)
+        rc = clad_err_set(err, CLAD_ECONFLICT, "job %lld is %s, not running; it cannot produce %s", (long long)id,
+                          col_text(st, 0), what);
+    else if (rc == 1)
+        rc = 0;
+    st_finalize(st);
+    /* On a shared store only the node holding the job's lease may commit its result. */
+    return rc ? rc : job_check_owner(s, id, err);
+}
+
+int job_commit_done(store *s, int64_t id, int64_t result_version, clad_err *err)
+{
+    int rc = st_exec(s, err, "UPDATE jobs SET state = 'succeeded', result_version = ?2, finished_ms = ?3 WHERE id = ?1",
+                     "INI", id, result_version, now_ms());
+    return rc ? rc : job_data_sweep(s, err);
+}
+
 /* Deleting a large blob walks all its pages: a handle with a deferred wipe leaves that to the wipe too. */
 static int data_delete_ended(store *s, clad_err *err)
 {

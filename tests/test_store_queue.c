@@ -154,6 +154,66 @@ STORE_TEST(store_queue_expired_job_runs_again_elsewhere_and_yields_one_version)
     store_close(b);
 }
 
+/* A base trained by a job, stored by node s under that job (weights differ per node, so a stray store
+ * would be seen). */
+static int base_put_job(store *s, const char *name, int64_t job_id, clad_err *e)
+{
+    static const float weights[2][16] = {{1, 2, 3}, {4, 5, 6}};
+    store_base_in bi = {.name = name, .config_json = "{\"arch\":\"mlp\"}", .weights = weights[job_id & 1],
+                        .weights_size = sizeof weights[0], .job_id = job_id};
+    return store_base_put(s, &bi, 1000, e);
+}
+
+static bool base_exists(store *s, const char *name)
+{
+    store_base *b = NULL;
+    int rc = store_base_get(s, name, 0, &b, NULL);
+    store_base_free(b);
+    return rc == 0;
+}
+
+STORE_TEST(store_queue_base_commits_only_under_the_jobs_lease)
+{
+    clad_err e = {0};
+    store *a = node_open("q.db", "node-a"), *b = node_open("q.db", "node-b");
+    int64_t j1 = 0;
+    CHECK_OK(store_job_create(a, "base-train", NULL, "b1", "{}", 500, &j1, &e), e);
+    /* A queued job has produced nothing yet. */
+    CHECK_CODE(base_put_job(a, "b1", j1, &e), CLAD_ECONFLICT, e);
+    CHECK(strstr(e.msg, "is queued, not running; it cannot produce a base"));
+    claim_expect(a, 0, 40, j1);
+    usleep(80 * 1000); /* node a stalls past its lease; node b takes the job */
+    claim_expect(b, 0, 10000, j1);
+    /* Node a wakes up with its trained base: refused with the reason, and nothing is stored. */
+    CHECK_CODE(base_put_job(a, "b1", j1, &e), CLAD_ECONFLICT, e);
+    CHECK(strstr(e.msg, "run by node 'node-b'"));
+    CHECK(!base_exists(b, "b1"));
+    /* The holder stores it; the job succeeds in that transaction and cannot store a second base. */
+    CHECK_OK(base_put_job(b, "b1", j1, &e), e);
+    CHECK(base_exists(a, "b1"));
+    store_job *j = NULL;
+    CHECK_OK(store_job_get(a, j1, &j, &e), e);
+    CHECK_INT_EQ(j->state, STORE_JOB_SUCCEEDED);
+    CHECK_STR_EQ(j->node, "node-b");
+    store_job_free(j);
+    CHECK_CODE(base_put_job(b, "b1-again", j1, &e), CLAD_ECONFLICT, e);
+    CHECK(strstr(e.msg, "is succeeded, not running"));
+    CHECK(!base_exists(a, "b1-again"));
+    /* An owner whose lease ran out stores nothing either, even before another node took the job. */
+    int64_t j2 = 0;
+    CHECK_OK(store_job_create(a, "base-train", NULL, "b2", "{}", 500, &j2, &e), e);
+    claim_expect(a, 0, 30, j2);
+    usleep(60 * 1000);
+    CHECK_CODE(base_put_job(a, "b2", j2, &e), CLAD_ECONFLICT, e);
+    CHECK(strstr(e.msg, "lease of node 'node-a' has expired"));
+    CHECK(!base_exists(a, "b2"));
+    /* A base stored without a job (an import) is not tied to any lease. */
+    CHECK_OK(base_put_job(a, "b3", 0, &e), e);
+    CHECK_OK(store_check(a, STORE_CHECK_FULL, &e), e);
+    store_close(a);
+    store_close(b);
+}
+
 STORE_TEST(store_queue_gives_up_after_the_attempt_limit)
 {
     clad_err e = {0};
