@@ -484,6 +484,18 @@ int store_job_renew(store *s, int64_t id, int64_t lease_ms, bool *cancel_request
 /* Running jobs whose lease expired go back to queued (another start, from the beginning), or become
  * cancelled (a cancel was asked) or failed (STORE_JOB_ATTEMPTS starts used). *n (may be NULL): how many. */
 int store_jobs_requeue_expired(store *s, int64_t *n, clad_err *err);
+/* Job notification, where the backend has it (PostgreSQL LISTEN/NOTIFY on channel clad_jobs, as for the
+ * change feed): store_jobs_notify tells listening nodes that a queued job waits for a node (sent at the
+ * commit of the current transaction, at once outside one; a no-op on SQLite). store_job_create* notify
+ * in the job's transaction, and so do store_job_claim and store_jobs_requeue_expired when they put jobs
+ * with an expired lease back to queued.
+ * store_jobs_listen starts listening on this handle (CLAD_EINVAL on SQLite: poll store_job_claim);
+ * store_jobs_drain: 1 when a job notification arrived since its last drain, 0 not, -1 without
+ * notifications or a broken connection. One handle may listen to both channels (store_changes_fd). */
+#define STORE_JOBS_CHANNEL "clad_jobs"
+int store_jobs_notify(store *s, clad_err *err);
+int store_jobs_listen(store *s, clad_err *err);
+int store_jobs_drain(store *s);
 /* A cancel through any node: a queued job becomes cancelled now; a running one gets cancel_requested,
  * which its owner sees at its next renewal. *state_out (may be NULL): the job's state afterwards.
  * CLAD_ECONFLICT once the job has finished. */

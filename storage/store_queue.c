@@ -150,8 +150,24 @@ static int requeue_expired_tx(store *s, int64_t *n, clad_err *err)
         jb_init(&j);
         jb_int(&j, "jobs", *n);
         rc = audit_add(s, STORE_UID_CLAD, "jobs.lease_expired", "jobs", jb_done(&j), err);
+        if (rc == 0) rc = store_jobs_notify(s, err); /* requeued jobs wait for a node */
     }
     return rc ? rc : job_data_sweep(s, err);
+}
+
+int store_jobs_notify(store *s, clad_err *err)
+{
+    return db_notify(s->db, STORE_JOBS_CHANNEL, "queued", err);
+}
+
+int store_jobs_listen(store *s, clad_err *err)
+{
+    return db_listen(s->db, STORE_JOBS_CHANNEL, err);
+}
+
+int store_jobs_drain(store *s)
+{
+    return db_drain(s->db, STORE_JOBS_CHANNEL);
 }
 
 int store_jobs_requeue_expired(store *s, int64_t *n, clad_err *err)

@@ -3,6 +3,7 @@
  * bytes) once it ends. */
 #include "tests/test.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -329,6 +330,46 @@ TEST(store_queue_pg_claim_skips_a_locked_row)
     PQfinish(holder);
     claim_expect(a, 0, 10000, j1);
     store_close(a);
+}
+
+/* Waits up to 5 s for a notification on listener l; then drains the jobs channel and, as a check that
+ * the channels stay apart, the changes channel. */
+static void expect_job_notification(store *l)
+{
+    struct pollfd p = {.fd = store_changes_fd(l), .events = POLLIN};
+    CHECK_MSG(poll(&p, 1, 5000) == 1, "no notification within 5 s");
+    CHECK_INT_EQ(store_jobs_drain(l), 1);
+    CHECK_INT_EQ(store_jobs_drain(l), 0);
+    CHECK_INT_EQ(store_changes_drain(l), 0); /* jobs are not in the change feed */
+}
+
+/* A new job, and a job put back to queued when its owner's lease ran out, notify listening nodes (clad_jobs)
+ * at commit, so idle nodes claim it without waiting for their poll. SQLite has no notifications. */
+STORE_TEST(store_queue_new_and_requeued_jobs_notify_listening_nodes)
+{
+    clad_err e = {0};
+    store *a = node_open("q.db", "node-a"), *b = node_open("q.db", "node-b");
+    char path[512];
+    fx_path(path, sizeof path, "q.db");
+    store *l = store_open_reader(path, &e);
+    CHECK_MSG(l != NULL, "%s", e.msg);
+    if (!fx_on_pg()) {
+        CHECK_CODE(store_jobs_listen(l, &e), CLAD_EINVAL, e);
+        CHECK_INT_EQ(store_jobs_drain(l), -1);
+        CHECK_OK(store_jobs_notify(a, &e), e); /* a no-op */
+    } else {
+        CHECK_OK(store_changes_listen(l, &e), e);
+        CHECK_OK(store_jobs_listen(l, &e), e);
+        int64_t j1 = job_new(a, NULL, "lane1", "data", 4);
+        expect_job_notification(l);
+        claim_expect(a, 0, 30, j1);
+        usleep(60 * 1000);
+        claim_expect(b, 0, 10000, j1); /* requeued and claimed again in one transaction: still announced */
+        expect_job_notification(l);
+    }
+    store_close(l);
+    store_close(a);
+    store_close(b);
 }
 
 /* Rehearsal-free holds for the store's own files: a job's data is not found in the database or its WAL,
