@@ -250,16 +250,22 @@ int store_job_renew(store *s, int64_t id, int64_t lease_ms, bool *cancel_request
 {
     if (lease_ms <= 0) return clad_err_set(err, CLAD_EINVAL, "a lease must be positive");
     int rc = check_writable(s, err);
-    if (rc || (rc = tx_begin_lease(s, err))) return rc;
+    if (rc) return rc;
+    /* One statement outside the serialised write transactions, as the node heartbeat: on PostgreSQL a
+     * renewal waits for this job's row only, never behind another writer's large commit (a 512 MiB upload
+     * holds the writers' lock for seconds, longer than a lease has left). It needs no more: a claim's
+     * requeue that changes this row locks it as well, and each re-checks its WHERE on the row the other
+     * left (READ COMMITTED), so a lease is either renewed in time or requeued, never both. On SQLite every
+     * write takes the file's one write lock anyway (docs/SCALING.md, "Large uploads and leases"). */
     int64_t now = now_ms(), cancel = 0;
-    rc = st_exec(s, err,
-                 "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND state = 'running' AND node = ?2 "
-                 "AND lease_until >= ?4", "ItII", id, s->node, now + lease_ms, now);
-    if (rc == 0 && st_changes(s) == 0)
+    s->db->ops->sync_commits(s->db, false);
+    rc = st_int(s, &cancel, err,
+                "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND state = 'running' AND node = ?2 "
+                "AND lease_until >= ?4 RETURNING cancel_requested", "ItII", id, s->node, now + lease_ms, now);
+    s->db->ops->sync_commits(s->db, true);
+    if (rc == CLAD_ENOTFOUND)
         rc = clad_err_set(err, CLAD_ECONFLICT, "job %lld: node '%s' no longer holds its lease", (long long)id,
                           s->node);
-    if (rc == 0) rc = st_int(s, &cancel, err, "SELECT cancel_requested FROM jobs WHERE id = ?1", "I", id);
-    rc = tx_end_lease(s, rc, err);
     if (rc == 0 && cancel_requested) *cancel_requested = cancel != 0;
     return rc;
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <libpq-fe.h>
+#include <sqlite3.h>
 
 #include "io/dataset_io.h"
 #include "tests/test_store_fixture.h"
@@ -248,6 +249,59 @@ STORE_TEST(store_queue_gives_up_after_the_attempt_limit)
     CHECK_OK(store_job_get(a, j2, &j, &e), e);
     CHECK_INT_EQ(j->state, STORE_JOB_CANCELLED);
     store_job_free(j);
+    store_close(a);
+}
+
+/* Another process's writer holding the store's write lock, as a worker storing a large upload does: on
+ * SQLite an open BEGIN IMMEDIATE, on PostgreSQL the writers' advisory lock (key "clad", db_pg.c). */
+typedef struct writer_lock {
+    sqlite3 *lite;
+    PGconn *pg;
+} writer_lock;
+
+static void writer_lock_take(writer_lock *w, const char *path)
+{
+    memset(w, 0, sizeof *w);
+    if (fx_on_pg()) {
+        w->pg = PQconnectdb(path);
+        CHECK_MSG(PQstatus(w->pg) == CONNECTION_OK, "%s", PQerrorMessage(w->pg));
+        PQclear(PQexec(w->pg, "SELECT pg_advisory_lock(1668047204)"));
+    } else {
+        CHECK_INT_EQ(sqlite3_open(path, &w->lite), SQLITE_OK);
+        CHECK_INT_EQ(sqlite3_exec(w->lite, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    }
+}
+
+static void writer_lock_release(writer_lock *w)
+{
+    if (w->pg) PQfinish(w->pg); /* ends the session and its lock */
+    if (w->lite) {
+        sqlite3_exec(w->lite, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(w->lite);
+    }
+}
+
+/* A lease renewal (like the heartbeat) is one statement outside the writers' lock: on PostgreSQL it does
+ * not wait behind another writer's long transaction, which a claim must. SQLite has one write lock per
+ * file, which every write takes: there the renewal waits too (docs/SCALING.md). */
+STORE_TEST(store_queue_renewal_does_not_wait_for_the_writers_lock_on_postgresql)
+{
+    clad_err e = {0};
+    store *a = node_open("q.db", "node-a");
+    int64_t j1 = job_new(a, NULL, "lane1", NULL, 0);
+    claim_expect(a, 0, 10000, j1);
+    char path[512];
+    fx_path(path, sizeof path, "q.db");
+    store_set_busy_timeout(a, 0); /* as the daemon's loop renews */
+    writer_lock w;
+    writer_lock_take(&w, path);
+    bool cancel = true;
+    CHECK_CODE(store_job_renew(a, j1, 10000, &cancel, &e), fx_on_pg() ? 0 : CLAD_EBUSY, e);
+    CHECK(!fx_on_pg() || !cancel);
+    store_job *j = NULL;
+    CHECK_CODE(store_job_claim(a, 0, NULL, 10000, &j, &e), CLAD_EBUSY, e); /* claims are serialised */
+    writer_lock_release(&w);
+    CHECK_OK(store_job_renew(a, j1, 10000, NULL, &e), e);
     store_close(a);
 }
 
