@@ -292,6 +292,10 @@ static json_t *task_json(const stream *s, int ti, const task_state *st, const mo
             json_object_set_new(l, "gains", gains);
             json_object_set_new(l, "found", json_integer(R->found));
             json_object_set_new(l, "best_per_param", json_real(R->best_per_param));
+            if (R->rank_start) {
+                json_object_set_new(l, "rank_start", json_integer(R->rank_start));
+                json_object_set_new(l, "kept_size", json_real(R->kept_size));
+            }
             json_object_set_new(layers, base->linear[li].name, l);
         }
         json_object_set_new(e, "layers", layers);

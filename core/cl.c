@@ -1,8 +1,11 @@
 /* Continual learning, one task at a time; see cl.h. */
 #include "core/cl.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/prune.h"
 
 void cl_config_default(cl_config *c, const model *m)
 {
@@ -116,7 +119,50 @@ static adapter *compose(const model *base, const cl_plan *plan, const signature 
     return a;
 }
 
-adapter *cl_train_task(const model *base, const cl_plan *plan, const signature *reused, const dataset *task,
+/* Auto with start: trains the wide adapter for the policy's first `cut` of the steps, cuts every layer to
+ * the components training made large enough (rank_plan_keep_trained), and trains the cut adapter for the
+ * remaining steps, with the learning rate and data order of one uninterrupted run. Returns the cut adapter
+ * (wide is the caller's) and writes the kept ranks into plan. */
+static adapter *train_wide_then_cut(model *tm, const adapter *wide, cl_plan *plan, const dataset *task,
+                                    const cl_config *cfg, const train_config *tc, train_step_fn on_step, void *ctx,
+                                    train_result *res, clad_err *err)
+{
+    long total = train_total_steps(tc, task->n), cut = lround(cfg->policy.cut * (double)total);
+    if (cut < 1) cut = 1;
+    train_config first = *tc, rest = *tc;
+    first.step_end = cut < total ? cut : 0;
+    rest.step_begin = cut;
+    train_result r1 = {0}, r2 = {0};
+    float *S = malloc((size_t)MODEL_MAX_LINEARS * PRUNE_MAX_RANK * sizeof *S);
+    adapter *out = NULL;
+    if (!S) {
+        clad_err_set(err, CLAD_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (train_run(tm, (adapter *)wide, task, &first, on_step, ctx, &r1, err) || prune_spectra(S, wide, tm, err))
+        goto done;
+    for (int li = 0; li < tm->n_linear; li++)
+        for (int j = 0; j < wide->rank[li]; j++) S[(size_t)li * PRUNE_MAX_RANK + j] *= adapter_scale(wide, li);
+    rank_plan_keep_trained(&plan->rank, tm, S, PRUNE_MAX_RANK, &cfg->policy);
+    if (!(out = prune_rank_to(wide, tm, plan->rank.ranks, err))) goto done;
+    memset(out->rank_before, 0, sizeof out->rank_before); /* the plan records the start (rank_start) */
+    if (cut < total && train_run(tm, out, task, &rest, on_step, ctx, &r2, err)) {
+        adapter_destroy(out);
+        out = NULL;
+        goto done;
+    }
+    if (res) {
+        res->steps = r1.steps + r2.steps;
+        res->final_loss = cut < total ? r2.final_loss : r1.final_loss;
+        res->seconds = r1.seconds + r2.seconds;
+        res->samples = r1.samples + r2.samples;
+    }
+done:
+    free(S);
+    return out;
+}
+
+adapter *cl_train_task(const model *base, cl_plan *plan, const signature *reused, const dataset *task,
                        int n_classes, const cl_config *cfg, const train_config *tc, uint64_t init_seed,
                        train_step_fn on_step, void *ctx, train_result *res, clad_err *err)
 {
@@ -131,6 +177,8 @@ adapter *cl_train_task(const model *base, const cl_plan *plan, const signature *
                      plan->rank.n_linear, base->n_linear);
         return NULL;
     }
+    bool grow = cfg->policy.kind == RANK_AUTO && cfg->policy.start > 0;
+    if (grow) rank_plan_start(&plan->rank, base, cfg->policy.start);
     /* Without reuse the base itself is used: train_run never writes a base while it trains an adapter. */
     model *tm = reuse ? base_plus(base, reused, err) : (model *)base;
     if (!tm) return NULL;
@@ -140,7 +188,13 @@ adapter *cl_train_task(const model *base, const cl_plan *plan, const signature *
     /* Only auto starts from the pull: fixed:N and linear are the baselines a PEFT user would run. */
     if (cfg->init_from_pull && cfg->policy.kind == RANK_AUTO && !reuse && rank_plan_init_adapter(fresh, &plan->rank, err))
         goto cleanup;
-    if (train_run(tm, fresh, task, tc, on_step, ctx, res, err)) goto cleanup;
+    if (grow) {
+        adapter *cut = train_wide_then_cut(tm, fresh, plan, task, cfg, tc, on_step, ctx, res, err);
+        adapter_destroy(fresh);
+        if (!(fresh = cut)) goto cleanup;
+    } else if (train_run(tm, fresh, task, tc, on_step, ctx, res, err)) {
+        goto cleanup;
+    }
     if (!reuse) {
         out = fresh;
         fresh = NULL;

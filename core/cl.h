@@ -61,8 +61,9 @@ void cl_plan_finish(cl_plan *plan);
  * signature `reused`, and whose remaining plan->rank.ranks components and head train on task. The head
  * starts from the base head when n_classes matches the base, else fresh. init_seed seeds the new factors
  * and a fresh head; tc the training (its seed the shuffling). on_step/ctx/res as in train_run. Returns
- * the adapter (the caller owns it) or NULL with err set. base is only read. */
-adapter *cl_train_task(const model *base, const cl_plan *plan, const signature *reused, const dataset *task,
+ * the adapter (the caller owns it) or NULL with err set. base is only read. Under auto with a start
+ * (rank_policy.start) the task trains wide first and the ranks it keeps are written into plan. */
+adapter *cl_train_task(const model *base, cl_plan *plan, const signature *reused, const dataset *task,
                        int n_classes, const cl_config *cfg, const train_config *tc, uint64_t init_seed,
                        train_step_fn on_step, void *ctx, train_result *res, clad_err *err);
 

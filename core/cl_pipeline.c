@@ -19,7 +19,7 @@ static int check_stop(const cl_config *cfg, const char *phase, clad_err *err)
     return 0;
 }
 
-static int layer_size(const model_linear *L) { return L->out < L->in ? L->out : L->in; }
+static int layer_size(const model_linear *L) { return model_linear_max_rank(L->out, L->in); }
 
 /* fixed:N without a probe: N on every target (clamped to the layer's size), nothing else measured. */
 static void plan_fixed(cl_plan *plan, const model *base, const cl_config *cfg)

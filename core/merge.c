@@ -340,7 +340,7 @@ adapter *merge_to_lora(const model *base, const model *merged, int rank, const a
         const float *W0 = param_set_ptr(&base->params, L->weight), *W1 = param_set_ptr(&merged->params, L->weight);
         bool differs = false;
         for (size_t j = 0; j < sz && !differs; j++) differs = W0[j] != W1[j];
-        int max_r = L->in < L->out ? L->in : L->out;
+        int max_r = model_linear_max_rank(L->out, L->in);
         if (differs) ranks[li] = rank < max_r ? rank : max_r;
     }
     int K = head_src ? head_src->n_classes : base->cfg.n_classes;
@@ -351,7 +351,7 @@ adapter *merge_to_lora(const model *base, const model *merged, int rank, const a
         int k = ranks[li];
         if (!k) continue;
         const model_linear *L = &base->linear[li];
-        int out = L->out, in = L->in, q = out < in ? out : in;
+        int out = L->out, in = L->in, q = model_linear_max_rank(out, in);
         size_t sz = (size_t)out * (size_t)in;
         float *D = malloc(sz * sizeof *D), *U = malloc((size_t)out * q * sizeof *U);
         float *S = malloc((size_t)q * sizeof *S), *Vt = malloc((size_t)q * in * sizeof *Vt);

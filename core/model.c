@@ -253,7 +253,7 @@ adapter *adapter_alloc(const model *m, const adapter_ops *ops, float alpha, int 
 int adapter_check_rank(const model *m, int li, int r, clad_err *err)
 {
     const model_linear *L = &m->linear[li];
-    int max_r = L->in < L->out ? L->in : L->out;
+    int max_r = model_linear_max_rank(L->out, L->in);
     if (r < 0 || r > max_r || (r > 0 && L->is_head))
         return clad_err_set(err, CLAD_EINVAL, "adapter: rank %d for layer '%s' is outside [0, %d]", r, L->name,
                             L->is_head ? 0 : max_r);

@@ -59,6 +59,10 @@ typedef struct model_linear {
     bool is_head;
 } model_linear;
 
+/* The largest rank a change of an (out,in) linear can have, min(out, in): the cap on an adapter's rank
+ * there. It takes the shape, not a model_linear, so other views of a linear (rank_input_layer) share it. */
+static inline int model_linear_max_rank(int out, int in) { return out < in ? out : in; }
+
 /* A LayerNorm's weight and bias: indices into model.params. */
 typedef struct model_norm {
     int weight, bias;

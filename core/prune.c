@@ -172,113 +172,166 @@ int prune_sched_epoch_hook(void *ctx, adapter *a, int epoch, int epochs, clad_er
 
 /* ---- rank pruning ---------------------------------------------------------------------------------- */
 
-int prune_factors(float *B2, float *A2, int *k, float *S, const float *B, const float *A, int out, int in, int r,
-                  double tau, clad_err *err)
+/* The SVD of one layer's B A through thin QRs (see prune.h): B A = QB (Uc Sc Vct) QA^T. */
+typedef struct layer_svd {
+    int out, in, r;
+    float *QB, *QA, *Uc, *Vct, *Sc;
+} layer_svd;
+
+static void layer_svd_finish(layer_svd *w)
 {
+    free(w->QB);
+    free(w->QA);
+    free(w->Uc);
+    free(w->Vct);
+    free(w->Sc);
+}
+
+static int layer_svd_run(layer_svd *w, const float *B, const float *A, int out, int in, int r, clad_err *err)
+{
+    memset(w, 0, sizeof *w);
     if (r < 1 || r > out || r > in)
         return clad_err_set(err, CLAD_EINVAL, "rank pruning: rank %d must be in [1, min(%d, %d)]", r, out, in);
-    if (!(tau > 0.0 && tau <= 1.0)) return clad_err_set(err, CLAD_EINVAL, "rank pruning: tau %g is outside (0, 1]", tau);
+    w->out = out;
+    w->in = in;
+    w->r = r;
     size_t rr = (size_t)r * (size_t)r;
-    float *QB = malloc((size_t)out * r * sizeof *QB), *QA = malloc((size_t)in * r * sizeof *QA);
+    w->QB = malloc((size_t)out * r * sizeof *w->QB);
+    w->QA = malloc((size_t)in * r * sizeof *w->QA);
+    w->Uc = malloc(rr * sizeof *w->Uc);
+    w->Vct = malloc(rr * sizeof *w->Vct);
+    w->Sc = malloc((size_t)r * sizeof *w->Sc);
     float *At = malloc((size_t)in * r * sizeof *At), *RB = malloc(rr * sizeof *RB), *RA = malloc(rr * sizeof *RA);
-    float *C = malloc(rr * sizeof *C), *Uc = malloc(rr * sizeof *Uc), *Vct = malloc(rr * sizeof *Vct);
-    float *Sc = malloc((size_t)r * sizeof *Sc);
+    float *C = malloc(rr * sizeof *C);
     int rc = 0;
-    if (!QB || !QA || !At || !RB || !RA || !C || !Uc || !Vct || !Sc) {
+    if (!w->QB || !w->QA || !w->Uc || !w->Vct || !w->Sc || !At || !RB || !RA || !C) {
         rc = clad_err_set(err, CLAD_ENOMEM, "rank pruning: out of memory");
         goto done;
     }
     for (int j = 0; j < r; j++)
         for (int i = 0; i < in; i++) At[(size_t)i * r + j] = A[(size_t)j * in + i];
-    if ((rc = linalg_qr(QB, RB, B, out, r, err)) || (rc = linalg_qr(QA, RA, At, in, r, err))) goto done;
+    if ((rc = linalg_qr(w->QB, RB, B, out, r, err)) || (rc = linalg_qr(w->QA, RA, At, in, r, err))) goto done;
     /* B A = QB (RB RA^T) QA^T: the r x r core carries the whole spectrum. */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, r, r, 1.0f, RB, r, RA, r, 0.0f, C, r);
-    if ((rc = linalg_svd(Uc, Sc, Vct, C, r, r, err))) goto done;
-    if (S) memcpy(S, Sc, (size_t)r * sizeof *S);
-    int kk = linalg_energy_rank(Sc, r, tau);
-    *k = kk;
-    if (kk == 0) goto done;
-    /* B2 (out,k) = QB (out,r) . Uc[:, :k];  A2 (k,in) = Vct[:k, :] (k,r) . QA^T (r,in); then S^(1/2) each. */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, kk, r, 1.0f, QB, r, Uc, r, 0.0f, B2, kk);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kk, in, r, 1.0f, Vct, r, QA, r, 0.0f, A2, in);
-    for (int j = 0; j < kk; j++) {
-        float sq = sqrtf(Sc[j]);
-        for (int o = 0; o < out; o++) B2[(size_t)o * kk + j] *= sq;
-        for (int i = 0; i < in; i++) A2[(size_t)j * in + i] *= sq;
-    }
+    rc = linalg_svd(w->Uc, w->Sc, w->Vct, C, r, r, err);
 done:
-    free(QB);
-    free(QA);
     free(At);
     free(RB);
     free(RA);
     free(C);
-    free(Uc);
-    free(Vct);
-    free(Sc);
+    if (rc) layer_svd_finish(w);
     return rc;
+}
+
+/* B2 (out,k) = QB Uc[:, :k] and A2 (k,in) = Vct[:k, :] QA^T, each times S^(1/2) and g. */
+static void layer_svd_factors(float *B2, float *A2, const layer_svd *w, int k, float g)
+{
+    int out = w->out, in = w->in, r = w->r;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, k, r, 1.0f, w->QB, r, w->Uc, r, 0.0f, B2, k);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, in, r, 1.0f, w->Vct, r, w->QA, r, 0.0f, A2, in);
+    for (int j = 0; j < k; j++) {
+        float sq = sqrtf(w->Sc[j]) * g;
+        for (int o = 0; o < out; o++) B2[(size_t)o * k + j] *= sq;
+        for (int i = 0; i < in; i++) A2[(size_t)j * in + i] *= sq;
+    }
+}
+
+int prune_factors(float *B2, float *A2, int *k, float *S, const float *B, const float *A, int out, int in, int r,
+                  double tau, clad_err *err)
+{
+    if (!(tau > 0.0 && tau <= 1.0)) return clad_err_set(err, CLAD_EINVAL, "rank pruning: tau %g is outside (0, 1]", tau);
+    layer_svd w;
+    int rc = layer_svd_run(&w, B, A, out, in, r, err);
+    if (rc) return rc;
+    if (S) memcpy(S, w.Sc, (size_t)r * sizeof *S);
+    *k = linalg_energy_rank(w.Sc, r, tau);
+    if (*k) layer_svd_factors(B2, A2, &w, *k, 1.0f);
+    layer_svd_finish(&w);
+    return 0;
+}
+
+static bool check_plain_lora(const adapter *a, clad_err *err)
+{
+    if (adapter_is_plain_lora(a)) return true;
+    clad_err_set(err, CLAD_EINVAL, "rank pruning applies to lora adapters, not %s (convert a tied adapter with "
+                 "adapter_tied_to_lora)", adapter_kind_name(a->kind));
+    return false;
+}
+
+int prune_spectra(float *S, const adapter *a, const model *m, clad_err *err)
+{
+    if (!check_plain_lora(a, err)) return CLAD_EINVAL;
+    for (int li = 0; li < a->n_linear; li++) {
+        const model_linear *L = &m->linear[li];
+        float *Sl = S + (size_t)li * PRUNE_MAX_RANK;
+        memset(Sl, 0, PRUNE_MAX_RANK * sizeof *Sl);
+        int r = a->rank[li];
+        if (!r) continue;
+        if (r > PRUNE_MAX_RANK)
+            return clad_err_set(err, CLAD_EINVAL, "rank pruning: layer '%s' has rank %d, above %d", L->name, r,
+                                PRUNE_MAX_RANK);
+        layer_svd w;
+        int rc = layer_svd_run(&w, param_set_ptr(&a->params, a->B[li]), param_set_ptr(&a->params, a->A[li]), L->out,
+                               L->in, r, err);
+        if (rc) {
+            clad_err_prefix(err, "layer '%s': ", L->name);
+            return rc;
+        }
+        memcpy(Sl, w.Sc, (size_t)r * sizeof *Sl);
+        layer_svd_finish(&w);
+    }
+    return 0;
+}
+
+adapter *prune_rank_to(const adapter *a, const model *m, const int *ranks, clad_err *err)
+{
+    if (!check_plain_lora(a, err)) return NULL;
+    for (int li = 0; li < a->n_linear; li++)
+        if (ranks[li] < 0 || ranks[li] > a->rank[li]) {
+            clad_err_set(err, CLAD_EINVAL, "rank pruning: layer '%s' cannot go from rank %d to %d", m->linear[li].name,
+                         a->rank[li], ranks[li]);
+            return NULL;
+        }
+    adapter *p = adapter_create(m, ranks, a->alpha, a->n_classes, err);
+    if (!p || adapter_copy_head(p, a, err)) goto fail;
+    for (int li = 0; li < a->n_linear; li++) {
+        int r = a->rank[li], k = ranks[li];
+        if (!r) continue;
+        p->rank_before[li] = a->rank_before[li] ? a->rank_before[li] : r;
+        if (!k) continue;
+        const model_linear *L = &m->linear[li];
+        layer_svd w;
+        if (layer_svd_run(&w, param_set_ptr(&a->params, a->B[li]), param_set_ptr(&a->params, a->A[li]), L->out, L->in,
+                          r, err)) {
+            clad_err_prefix(err, "layer '%s': ", L->name);
+            goto fail;
+        }
+        /* scale alpha/r becomes alpha/k: multiply the product by k/r, half on each factor */
+        layer_svd_factors(param_set_ptr(&p->params, p->B[li]), param_set_ptr(&p->params, p->A[li]), &w, k,
+                          sqrtf((float)k / (float)r));
+        layer_svd_finish(&w);
+    }
+    return p;
+fail:
+    adapter_destroy(p);
+    return NULL;
 }
 
 adapter *prune_rank(const adapter *a, const model *m, double tau, clad_err *err)
 {
-    if (!adapter_is_plain_lora(a)) {
-        clad_err_set(err, CLAD_EINVAL, "rank pruning applies to lora adapters, not %s (convert a tied adapter with "
-                     "adapter_tied_to_lora)", adapter_kind_name(a->kind));
-        return NULL;
-    }
     if (!(tau > 0.0 && tau <= 1.0)) {
         clad_err_set(err, CLAD_EINVAL, "rank pruning: tau %g is outside (0, 1]", tau);
         return NULL;
     }
-    /* First pass: the new rank of every layer (the factors are recomputed in the second pass: cheap). */
+    float *S = malloc((size_t)MODEL_MAX_LINEARS * PRUNE_MAX_RANK * sizeof *S);
     int ranks[MODEL_MAX_LINEARS] = {0};
-    float *B2 = NULL, *A2 = NULL;
     adapter *p = NULL;
-    size_t cap = 0;
-    for (int li = 0; li < a->n_linear; li++)
-        if (a->rank[li]) {
-            size_t need = (size_t)(m->linear[li].out + m->linear[li].in) * (size_t)a->rank[li];
-            if (need > cap) cap = need;
-        }
-    B2 = malloc((cap + 1) * sizeof *B2);
-    A2 = malloc((cap + 1) * sizeof *A2);
-    if (!B2 || !A2) {
-        clad_err_set(err, CLAD_ENOMEM, "rank pruning: out of memory");
-        goto fail;
+    if (!S) clad_err_set(err, CLAD_ENOMEM, "rank pruning: out of memory");
+    else if (!prune_spectra(S, a, m, err)) {
+        for (int li = 0; li < a->n_linear; li++)
+            ranks[li] = linalg_energy_rank(S + (size_t)li * PRUNE_MAX_RANK, a->rank[li], tau);
+        p = prune_rank_to(a, m, ranks, err);
     }
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1) {
-            p = adapter_create(m, ranks, a->alpha, a->n_classes, err);
-            if (!p || adapter_copy_head(p, a, err)) goto fail;
-        }
-        for (int li = 0; li < a->n_linear; li++) {
-            int r = a->rank[li], k = 0;
-            if (!r) continue;
-            const model_linear *L = &m->linear[li];
-            if (prune_factors(B2, A2, &k, NULL, param_set_ptr(&a->params, a->B[li]), param_set_ptr(&a->params, a->A[li]),
-                              L->out, L->in, r, tau, err)) {
-                clad_err_prefix(err, "layer '%s': ", L->name);
-                goto fail;
-            }
-            if (pass == 0) {
-                ranks[li] = k;
-                continue;
-            }
-            p->rank_before[li] = a->rank_before[li] ? a->rank_before[li] : r;
-            if (!k) continue;
-            /* scale alpha/r becomes alpha/k: multiply the product by k/r, half on each factor */
-            float g = sqrtf((float)k / (float)r);
-            float *B = param_set_ptr(&p->params, p->B[li]), *A = param_set_ptr(&p->params, p->A[li]);
-            for (size_t j = 0; j < (size_t)L->out * k; j++) B[j] = B2[j] * g;
-            for (size_t j = 0; j < (size_t)k * L->in; j++) A[j] = A2[j] * g;
-        }
-    }
-    free(B2);
-    free(A2);
+    free(S);
     return p;
-fail:
-    free(B2);
-    free(A2);
-    adapter_destroy(p);
-    return NULL;
 }

@@ -30,6 +30,17 @@
 int prune_factors(float *B2, float *A2, int *k, float *S, const float *B, const float *A, int out, int in, int r,
                   double tau, clad_err *err);
 
+/* Singular values of every layer's B A, largest first: S (MODEL_MAX_LINEARS x PRUNE_MAX_RANK), row li holds
+ * layer li's rank[li] values and zeros after them. Errors: CLAD_EINVAL (not a plain LoRA, a rank above
+ * PRUNE_MAX_RANK), CLAD_ENOMEM. */
+#define PRUNE_MAX_RANK 256
+int prune_spectra(float *S, const adapter *a, const model *m, clad_err *err);
+
+/* A new LoRA adapter equal to a (lora) with layer li cut to ranks[li] <= a->rank[li] (the best
+ * approximation of that rank of each B A), the same alpha, a copy of the head, rank_before[] as prune_rank
+ * sets it. NULL on error. */
+adapter *prune_rank_to(const adapter *a, const model *m, const int *ranks, clad_err *err);
+
 /* A new LoRA adapter equal to a (lora) with each layer cut to the rank keeping tau of its energy, the same
  * alpha, a copy of the head, and rank_before[] set to a's ranks (or kept from a if it was pruned before).
  * NULL on error (tied and fusion adapters are refused: convert a tied one with adapter_tied_to_lora). */

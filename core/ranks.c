@@ -24,6 +24,9 @@ void rank_policy_default(rank_policy *p)
     p->reuse_min = 0.5;
     p->left_min = 0.25;
     p->budget = 0;
+    p->start = 0;
+    p->cut = 0.5;
+    p->keep = 0.01;
     p->linear_gain = 100.0;
 }
 
@@ -46,8 +49,11 @@ static int parse_setting(rank_policy *p, const char *kv, clad_err *err)
     else if (KEY("left") && v >= 0 && v <= 1) p->left_min = v;
     else if (KEY("budget") && v >= 0 && v <= 1e12 && v == floor(v)) p->budget = (long)v;
     else if (KEY("gain") && v > 0 && v <= 1e6) p->linear_gain = v;
+    else if (KEY("start") && v >= 0 && v <= 4096 && v == floor(v)) p->start = (int)v;
+    else if (KEY("cut") && v >= 0.05 && v <= 0.95) p->cut = v;
+    else if (KEY("keep") && v >= 0 && v <= 1) p->keep = v;
     else return clad_err_set(err, CLAD_EINVAL, "policy setting '%s' is unknown or out of range "
-                             "(r_min, r_max, theta, scale, price, reuse, left, budget, gain)", kv);
+                             "(r_min, r_max, theta, scale, price, reuse, left, budget, start, cut, keep, gain)", kv);
 #undef KEY
     return 0;
 }
@@ -114,6 +120,9 @@ void rank_policy_name(const rank_policy *p, char *buf, size_t size)
         ADD(p->price != d.price, "price=%g", p->price);
         ADD(p->reuse_min != d.reuse_min, "reuse=%g", p->reuse_min);
         ADD(p->left_min != d.left_min, "left=%g", p->left_min);
+        ADD(p->start != d.start, "start=%d", p->start);
+        ADD(p->cut != d.cut, "cut=%g", p->cut);
+        ADD(p->keep != d.keep, "keep=%g", p->keep);
     }
     if (p->kind == RANK_LINEAR) ADD(p->linear_gain != d.linear_gain, "gain=%g", p->linear_gain);
 #undef ADD
@@ -571,7 +580,7 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
         const rank_input_layer *L = &in->layer[li];
         rank_layer *R = &plan->layer[li];
         if (!R->target) continue;
-        int size = L->out < L->in ? L->out : L->in;
+        int size = model_linear_max_rank(L->out, L->in);
         const signature *reused = plan->reuse >= 0 ? earlier[plan->reuse] : NULL;
         R->reused = reused ? reused->layer[li].k : 0;
         int room = size - R->reused;
@@ -641,7 +650,7 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
         }
         int rmin = pol->r_min > 0 ? pol->r_min : 1;
         if (total == 0 && best >= 0) {
-            int size = in->layer[best].out < in->layer[best].in ? in->layer[best].out : in->layer[best].in;
+            int size = model_linear_max_rank(in->layer[best].out, in->layer[best].in);
             plan->layer[best].rank = clampi(rmin, 0, size - plan->layer[best].reused);
             plan->layer[best].why = "minimum";
         }

@@ -62,6 +62,10 @@ typedef struct rank_policy {
     double left_min;      /* auto with reuse: a layer whose part left to learn earns less than this share of
                              what its whole pull earns is covered by the reused task (rank 0) */
     long budget;          /* auto, linear: new LoRA parameters per task (0: no budget) */
+    int start;            /* auto: every target starts training with this many new components (0: train the
+                             plan's ranks as they are); see rank_plan_keep_trained */
+    double cut;           /* auto with start: share of the training steps after which the ranks are cut */
+    double keep;          /* auto with start: relative size s_j / ||W_l||_F a trained component must reach */
     double linear_gain;   /* linear: rank per unit of distance */
 } rank_policy;
 
@@ -120,6 +124,8 @@ typedef struct rank_layer {
     double *pull_gain;    /* (pull_k) what each earned */
     float *pull_s;        /* (pull_k) their singular values (the size of each in the probe's change) */
     int rank;             /* new rank of the layer */
+    int rank_start;       /* auto with start: the rank training started with (0: not grown) */
+    double kept_size;     /* auto with start: relative size of the smallest kept component (0: none kept) */
     int reused;           /* rank of the frozen components copied from the reused task */
     const char *why;      /* a short reason: "directions", "negligible", "minimum", "r_max", "budget", ... */
 } rank_layer;
@@ -151,6 +157,20 @@ void rank_plan_finish(rank_plan *plan);   /* accepts a zeroed or finished plan *
  * after the reused change, which the pull's components are not). a must be a LoRA adapter with the plan's
  * new ranks; the head is untouched. Errors: CLAD_EINVAL (reuse, kind or ranks that do not match). */
 int rank_plan_init_adapter(adapter *a, const rank_plan *plan, clad_err *err);
+
+/* Auto with start > 0, before training: every target layer starts with `start` new components (within the
+ * room its size leaves after the reused ones), whatever the probe found; the probe's directions become the
+ * first of them (rank_plan_init_adapter). The plan's ranks, totals and new_params follow. */
+void rank_plan_start(rank_plan *plan, const model *m, int start);
+
+/* After the first `cut` of the training: S holds, per layer, the singular values of the trained new
+ * change (scale x B A; MODEL_MAX_LINEARS rows of `stride`, largest first). Layer l keeps its components
+ * whose size s_j reaches pol->keep x ||W_l||_F (W_l the weight the change is added to), so the rank a
+ * layer ends with is what training moved it by, measured against the layer itself: a task near what the
+ * model (and a reused task) already does moves little and keeps little, a far task keeps more, and a layer
+ * that did not need to move keeps nothing. A task that reuses no earlier one keeps at least r_min
+ * components (its largest). Updates rank, why, kept_size, the plan's ranks, totals and new_params. */
+void rank_plan_keep_trained(rank_plan *plan, const model *m, const float *S, int stride, const rank_policy *pol);
 
 /* Rank-one components of one matrix and what each earns: s (k), U (m,k), Vt (k,n), gain (k) with
  * k = min(m,n) and gain_i = -s_i u_i^T G v_i (0 when G is NULL). Exposed for tests and tools.

@@ -46,7 +46,16 @@ int train_config_validate(const train_config *c, clad_err *err)
     FIELD_IN(beta1, 0, 0.999999);
     FIELD_IN(beta2, 0, 0.999999);
     FIELD_IN(eps, 1e-12, 1);
+    if (c->step_begin < 0 || c->step_end < 0 || (c->step_end && c->step_end <= c->step_begin))
+        return clad_err_set(err, CLAD_EINVAL, "training step window [%ld, %ld) is empty or negative", c->step_begin,
+                            c->step_end);
     return 0;
+}
+
+long train_total_steps(const train_config *c, int n)
+{
+    int B = c->batch < n ? c->batch : n;
+    return B < 1 ? 0 : (long)((n + B - 1) / B) * c->epochs;
 }
 
 double train_clock_seconds(void)
@@ -88,7 +97,10 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
     param_set *p = a ? &a->params : &m->params;
     int B = cfg->batch < d->n ? cfg->batch : d->n;
     long per_epoch = (d->n + B - 1) / B;
-    long total = per_epoch * cfg->epochs;
+    long total = train_total_steps(cfg, d->n);
+    long end = cfg->step_end ? cfg->step_end : total;
+    if (end > total)
+        return clad_err_set(err, CLAD_EINVAL, "training step window ends at %ld but the run has %ld steps", end, total);
     long warmup = (long)(cfg->warmup_ratio * (float)total);
 
     float *grad = calloc(p->total + 1, sizeof *grad);
@@ -106,12 +118,23 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
     rng_init(&r, cfg->seed);
     for (int i = 0; i < d->n; i++) order[i] = i;
     double t0 = train_clock_seconds(), epoch_loss = 0.0;
-    long step = 0, samples = 0;
-    for (int epoch = 1; epoch <= cfg->epochs; epoch++) {
+    long step = 0, samples = 0, epoch_samples = 0;
+    for (int epoch = 1; epoch <= cfg->epochs && step < end; epoch++) {
         rng_shuffle(&r, order, d->n);
         epoch_loss = 0.0;
-        if (a && cfg->epoch_hook && (rc = cfg->epoch_hook(cfg->hook_ctx, a, epoch, cfg->epochs, err))) goto done;
-        for (long s = 0; s < per_epoch; s++) {
+        epoch_samples = 0;
+        if (step + per_epoch <= cfg->step_begin) {
+            step += per_epoch;  /* outside the window: only the shuffle, to keep the order of the whole run */
+            continue;
+        }
+        if (a && cfg->epoch_hook && step >= cfg->step_begin &&
+            (rc = cfg->epoch_hook(cfg->hook_ctx, a, epoch, cfg->epochs, err)))
+            goto done;
+        for (long s = 0; s < per_epoch && step < end; s++) {
+            if (step < cfg->step_begin) {
+                step++;
+                continue;
+            }
             int n = (int)((s + 1) * B <= d->n ? B : d->n - s * B);
             for (int i = 0; i < n; i++) {
                 int k = order[s * B + i];
@@ -132,6 +155,7 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
             if (a && cfg->step_hook) cfg->step_hook(cfg->hook_ctx, a);
             step++;
             samples += n;
+            epoch_samples += n;
             epoch_loss += (double)loss * n;
             if (on_step) {
                 train_progress pr = {epoch, cfg->epochs, step, total, loss, lr, train_clock_seconds() - t0};
@@ -143,8 +167,8 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
         }
     }
     if (res) {
-        res->steps = step;
-        res->final_loss = (float)(epoch_loss / d->n);
+        res->steps = step - cfg->step_begin;
+        res->final_loss = epoch_samples ? (float)(epoch_loss / epoch_samples) : 0.0f;
         res->seconds = train_clock_seconds() - t0;
         res->samples = samples;
     }

@@ -29,6 +29,10 @@ typedef struct train_config {
     int (*epoch_hook)(void *ctx, adapter *a, int epoch, int epochs, clad_err *err);
     void (*step_hook)(void *ctx, adapter *a);
     void *hook_ctx;
+    /* A window of the run's steps, for training in phases that change the adapter between them
+     * (core/cl.c): only steps [step_begin, step_end) run (0-based; step_end 0 = to the last), with the
+     * learning rate and the shuffled order they have in the whole run; the optimizer starts fresh. */
+    long step_begin, step_end;
 } train_config;
 
 /* Defaults: 1 epoch, batch 64, lr 1e-3, min ratio 0.1, warm-up 5%, decay 0.01, clip 1, Adam (0.9, 0.999, 1e-8). */
@@ -50,8 +54,11 @@ typedef struct train_progress {
 /* Called after every step; return false to cancel (train_run then returns CLAD_ECANCELLED). */
 typedef bool (*train_step_fn)(void *ctx, const train_progress *p);
 
+/* Steps train_run makes over n samples under c (every epoch, whatever the window). */
+long train_total_steps(const train_config *c, int n);
+
 typedef struct train_result {
-    long steps;
+    long steps;          /* steps run (those of the window) */
     float final_loss;    /* mean loss over the last epoch */
     double seconds;
     long samples;        /* samples processed */

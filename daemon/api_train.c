@@ -155,6 +155,14 @@ static json_t *plan_fixed_json(const cl_task_result *r, const char *policy, cons
                      layers, "reuse", reuse, "new_params", (json_int_t)rp->new_params, "probe", "plan_seconds", 0.0);
 }
 
+/* Auto with a start: the rank the layer trained with first, and the relative size of the smallest component
+ * it kept (0 before the cut; docs/RANKS.md, "Ranks that training decides"). */
+static void trained_rank_json(json_t *layer, const rank_layer *L)
+{
+    json_object_set_new(layer, "rank_start", json_integer(L->rank_start));
+    json_object_set_new(layer, "kept_size", json_real(L->kept_size));
+}
+
 /* The plan as JSON: task-level numbers and, per target layer, what decided its rank. */
 static json_t *plan_json(const cl_task_result *r, const rank_policy *policy, const model *m, const earlier_set *e)
 {
@@ -182,6 +190,7 @@ static json_t *plan_json(const cl_task_result *r, const rank_policy *policy, con
                             json_pack("{s:f,s:f,s:f,s:f,s:i,s:i,s:i,s:s,s:o}", "distance", L->distance, "energy",
                                       L->energy, "gain", L->gain, "novelty", L->novelty, "directions", L->directions,
                                       "rank", L->rank, "reused", L->reused, "why", L->why ? L->why : "", "overlap", ov));
+        if (L->rank_start) trained_rank_json(json_object_get(layers, m->linear[li].name), L);
         json_object_set_new(ranks, m->linear[li].name, json_integer(rp->total[li]));
         json_object_set_new(novelty, m->linear[li].name, json_real(L->novelty));
         json_object_set_new(distance, m->linear[li].name, json_real(L->distance));
@@ -402,6 +411,9 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     opt.on_plan = plan_posted;
     opt.plan_ctx = &prep;
     if ((rc = cl_task_run(&cr, m, e->ptr, e->n, &tr, a->n_classes, &a->cl, &a->tc, &opt, err))) goto done;
+    /* Under auto with a start, training cut the ranks: the lineage keeps the plan with the kept ones. */
+    if (cr.planned && a->cl.policy.kind == RANK_AUTO && a->cl.policy.start > 0)
+        json_object_set_new(a->lineage, "plan", plan_json(&cr, &a->cl.policy, m, e));
     if (cr.pruned) json_object_set_new(a->lineage, "prune", prune_json(&cr, a->prune, m));
     eval_result ev_tr, ev_ho = {0};
     if ((rc = job_evaluate(j, m, cr.ad, &tr, &ev_tr, err))) goto done;

@@ -16,7 +16,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/parallel.h"
@@ -473,9 +472,7 @@ int main(int argc, char **argv)
     uv_loop_t loop;
     uv_loop_init(&loop);
     app.loop = &loop;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    app.started_wall = (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+    app.started_wall = wall_now();
     app.started_mono = (double)uv_hrtime() * 1e-9;
 
     int rc = 1;

@@ -115,13 +115,6 @@ bool job_state_final(job_state s)
     return s >= JOB_SUCCEEDED && s < JOB_STATE_COUNT;
 }
 
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void drain_events(job_queue *q);
 static void maybe_report_shutdown(job_queue *q);
 

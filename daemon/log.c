@@ -13,6 +13,20 @@
 static int current_level = LOG_LEVEL_INFO;
 static int journal_mode = -1; /* -1 until checked */
 
+double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void log_set_level(int level) { current_level = level; }
 int log_get_level(void) { return current_level; }
 

@@ -4,9 +4,12 @@
  * the sd-daemon priority prefix ("<4>") so journald records the level and adds its own timestamp.
  * Otherwise a line reads "2025-01-31T12:00:00.123Z cladd[42] warning: message". Lines below the current
  * level are dropped. Only the loop thread logs; worker threads report through their job instead.
+ * The wall clock that stamps the lines is here too, for the daemon's other wall times.
  */
 #ifndef CLAD_DAEMON_LOG_H
 #define CLAD_DAEMON_LOG_H
+
+#include <stdint.h>
 
 /* Levels are syslog priorities, so they map directly onto journald's. */
 enum {
@@ -32,5 +35,10 @@ void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 #define log_warning(...) log_msg(LOG_LEVEL_WARNING, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
+
+/* The wall clock (CLOCK_REALTIME), which times shown to people and stored in the database use: seconds
+ * since the epoch, and whole milliseconds. Any thread. */
+double wall_now(void);
+int64_t wall_ms(void);
 
 #endif

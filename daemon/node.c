@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "daemon/api.h"
@@ -44,13 +43,6 @@ struct node {
     uint64_t job_notifications; /* claims a job notification triggered */
     int64_t last_lag_ms;    /* commit to apply, of the newest change applied (-1: none yet) */
 };
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* How often the feed timer reads the feed: rarely when notifications do the work. */
 static unsigned feed_poll_ms(const node *n)

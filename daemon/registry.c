@@ -4,19 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/fold.h"
 #include "io/model_io.h"
 #include "io/signature_io.h"
+#include "daemon/log.h"
 #include "daemon/version_compose.h"
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Idle prediction workspaces kept: one per compute thread of cladd's default (compute_threads = 2). A
  * vit-tiny workspace takes about 0.85 MB per sample of its batch, so more idle ones cost memory for

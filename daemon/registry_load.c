@@ -8,6 +8,7 @@
 
 #include "core/fold.h"
 #include "io/model_io.h"
+#include "daemon/version_compose.h"
 
 typedef struct waiter {
     registry_base_cb base_cb;       /* one of the two */
@@ -181,6 +182,10 @@ static void adapter_commit(load *ld)
     clad_err e = {0};
     store_version *now = NULL;
     if (store_version_get(l->st, ld->name, ld->version, 0, &now, &e)) {
+        if (e.code == CLAD_ENOTFOUND) {
+            clad_err_clear(&e);
+            version_deleted_while_loading(&e, ld->name, ld->version);
+        }
         adapter_fail(ld, &e);
         return;
     }

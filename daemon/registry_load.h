@@ -10,7 +10,7 @@
  * An adapter load first gets its base (cached, or loaded the same way), then reads and deserializes the
  * version; a fusion version then gets its sources (each an adapter load) and is built on a worker. Before
  * inserting, the loop checks that the version is still in the store, so a version deleted while it loaded
- * is never cached (the waiting requests get the store's 404).
+ * is never cached (the waiting requests get a 404 saying it was deleted while it was being loaded).
  *
  * Every function here runs on the loop thread. Each get calls its callback exactly once: inside the call
  * on a cache hit, later otherwise; on success the callback owns one reference (release it with

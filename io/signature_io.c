@@ -170,7 +170,7 @@ int signature_from_blob(signature *sig, const model *m, const void *blob, size_t
             rc = err ? err->code : CLAD_ECORRUPT;
             break;
         }
-        if (su[1] != sv[0] || su[1] != ss[0] || su[1] > (ml->in < ml->out ? ml->in : ml->out)) {
+        if (su[1] != sv[0] || su[1] != ss[0] || su[1] > model_linear_max_rank(ml->out, ml->in)) {
             rc = clad_err_set(err, CLAD_ECORRUPT, "signature: layer '%s' has inconsistent sizes", ml->name);
             break;
         }
@@ -186,7 +186,7 @@ int signature_from_blob(signature *sig, const model *m, const void *blob, size_t
             rc = err ? err->code : CLAD_ECORRUPT;
             break;
         }
-        if (sup[1] != svp[0] || sup[1] > (ml->in < ml->out ? ml->in : ml->out)) {
+        if (sup[1] != svp[0] || sup[1] > model_linear_max_rank(ml->out, ml->in)) {
             rc = clad_err_set(err, CLAD_ECORRUPT, "signature: layer '%s' has inconsistent pull sizes", ml->name);
             break;
         }

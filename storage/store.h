@@ -405,13 +405,13 @@ typedef struct store_job {
 int store_job_create(store *s, const char *kind, const char *task, const char *lane, const char *request_json,
                      int peer_uid, int64_t *id_out, clad_err *err);
 /* State changes; each refuses (CLAD_ECONFLICT) a transition that is not listed:
- *   queued -> running; running -> succeeded; queued|running -> failed, cancelled, interrupted. */
+ *   queued -> running; running -> succeeded; queued|running -> failed, cancelled.
+ * A job becomes interrupted through store_job_finish (graceful shutdown, with its outcome) or
+ * store_jobs_mark_interrupted (at startup, for a previous run's jobs). */
 int store_job_mark_running(store *s, int64_t id, clad_err *err);
 int store_job_mark_succeeded(store *s, int64_t id, int64_t result_version, clad_err *err);
 int store_job_mark_failed(store *s, int64_t id, int code, const char *msg, clad_err *err);
 int store_job_mark_cancelled(store *s, int64_t id, int peer_uid, clad_err *err);
-/* queued|running -> interrupted: the daemon stopped before the job could finish (graceful shutdown). */
-int store_job_mark_interrupted(store *s, int64_t id, clad_err *err);
 /* Replaces the progress JSON object of a running job (not audited: it is not a state change). */
 int store_job_set_progress(store *s, int64_t id, const char *progress_json, clad_err *err);
 /* What a finished job leaves for its history: the result and last progress event (JSON objects, NULL:

@@ -139,29 +139,21 @@ int store_aliases_list(store *s, const char *task, store_alias **out, size_t *n,
                         "SELECT a.name, v.version, h.time_ms FROM aliases a "
                         "JOIN versions v ON v.id = a.version_id JOIN alias_history h ON h.id = a.state_id "
                         "WHERE a.task_id = ?1 ORDER BY a.name", "I", tid);
-    size_t cap = 0;
-    store_alias *a = NULL;
-    while (rc == 0 && (rc = st_step(s, st, err)) == 1) {
-        store_alias *g = arr_reserve(a, *n, &cap, sizeof *a);
-        if (!g) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory listing aliases");
-            break;
-        }
-        a = g;
-        store_alias *r = &a[(*n)++];
+    row_list rows = ROW_LIST_INIT(store_alias);
+    store_alias *r;
+    while (rc == 0 && (r = st_step_append(s, st, &rows, "listing aliases", &rc, err))) {
         col_copy(st, 0, r->name, sizeof r->name);
         r->version = col_int64(st, 1);
         r->updated_ms = col_int64(st, 2);
-        rc = 0;
     }
     st_finalize(st);
     tx_read_end(s, began);
     if (rc < 0) {
-        free(a);
-        *n = 0;
+        free(rows.items);
         return rc;
     }
-    *out = a;
+    *out = rows.items;
+    *n = rows.n;
     return 0;
 }
 
@@ -315,16 +307,9 @@ int store_alias_history(store *s, const char *task, const char *alias, store_ali
                         "SELECT id, time_ms, peer_uid, alias, action, old_version, new_version, reason "
                         "FROM alias_history WHERE task_id = ?1 AND (?2 IS NULL OR alias = ?2) ORDER BY id",
                         "It", tid, alias);
-    size_t cap = 0;
-    store_alias_move *a = NULL;
-    while (rc == 0 && (rc = st_step(s, st, err)) == 1) {
-        store_alias_move *g = arr_reserve(a, *n, &cap, sizeof *a);
-        if (!g) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory listing alias history");
-            break;
-        }
-        a = g;
-        store_alias_move *m = &a[(*n)++];
+    row_list rows = ROW_LIST_INIT(store_alias_move);
+    store_alias_move *m;
+    while (rc == 0 && (m = st_step_append(s, st, &rows, "listing alias history", &rc, err))) {
         m->id = col_int64(st, 0);
         m->time_ms = col_int64(st, 1);
         m->peer_uid = col_int(st, 2);
@@ -333,16 +318,15 @@ int store_alias_history(store *s, const char *task, const char *alias, store_ali
         m->old_version = col_int64(st, 5);
         m->new_version = col_int64(st, 6);
         col_copy(st, 7, m->reason, sizeof m->reason);
-        rc = 0;
     }
     st_finalize(st);
     tx_read_end(s, began);
     if (rc < 0) {
-        free(a);
-        *n = 0;
+        free(rows.items);
         return rc;
     }
-    *out = a;
+    *out = rows.items;
+    *n = rows.n;
     return 0;
 }
 

@@ -97,16 +97,9 @@ int store_audit_list(store *s, int64_t after_id, size_t limit, store_audit **out
                         "WHERE id > ?1 ORDER BY id LIMIT ?2", "II", after_id,
                         limit ? (int64_t)limit : INT64_MAX);
     if (rc) return rc;
-    size_t cap = 0;
-    store_audit *a = NULL;
-    while ((rc = st_step(s, st, err)) == 1) {
-        store_audit *grown = arr_reserve(a, *n, &cap, sizeof *a);
-        if (!grown) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory listing the audit log");
-            break;
-        }
-        a = grown;
-        store_audit *r = &a[(*n)++];
+    row_list rows = ROW_LIST_INIT(store_audit);
+    store_audit *r;
+    while (rc == 0 && (r = st_step_append(s, st, &rows, "listing the audit log", &rc, err))) {
         r->id = col_int64(st, 0);
         r->time_ms = col_int64(st, 1);
         r->peer_uid = col_int(st, 2);
@@ -116,11 +109,11 @@ int store_audit_list(store *s, int64_t after_id, size_t limit, store_audit **out
     }
     st_finalize(st);
     if (rc < 0) {
-        store_audit_free(a, *n);
-        *n = 0;
+        store_audit_free(rows.items, rows.n);
         return rc;
     }
-    *out = a;
+    *out = rows.items;
+    *n = rows.n;
     return 0;
 }
 

@@ -85,17 +85,9 @@ int store_changes_since(store *s, int64_t after_id, size_t limit, store_change *
         rc = st_prepare(s, &st, err,
                         "SELECT id, kind, base, task, version, at_ms FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2",
                         "II", after_id, limit ? (int64_t)limit : INT64_MAX);
-    size_t cap = 0;
-    store_change *c = NULL;
-    while (rc == 0 && (rc = st_step(s, st, err)) == 1) {
-        rc = 0;
-        store_change *grown = arr_reserve(c, *n, &cap, sizeof *c);
-        if (!grown) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory reading the change feed");
-            break;
-        }
-        c = grown;
-        store_change *r = &c[(*n)++];
+    row_list rows = ROW_LIST_INIT(store_change);
+    store_change *r;
+    while (rc == 0 && (r = st_step_append(s, st, &rows, "reading the change feed", &rc, err))) {
         r->id = col_int64(st, 0);
         col_copy(st, 1, r->kind, sizeof r->kind);
         col_copy(st, 2, r->base, sizeof r->base);
@@ -106,12 +98,12 @@ int store_changes_since(store *s, int64_t after_id, size_t limit, store_change *
     st_finalize(st);
     tx_read_end(s, began);
     if (rc < 0) {
-        free(c);
-        *n = 0;
+        free(rows.items);
         return rc;
     }
     if (oldest_id) *oldest_id = oldest;
-    *out = c;
+    *out = rows.items;
+    *n = rows.n;
     return 0;
 }
 

@@ -67,9 +67,23 @@ int col_int(db_stmt *st, int i);
 double col_double(db_stmt *st, int i);
 const void *col_blob(db_stmt *st, int i, size_t *n);
 bool col_is_null(db_stmt *st, int i);
-/* Makes room for element n of a growing array: returns the (possibly moved) array, or NULL when out of
- * memory (the old array is still valid then). */
-void *arr_reserve(void *arr, size_t n, size_t *cap, size_t elem);
+
+/* Records read from a query's rows, one per row, into one growing array (st_step_append). */
+typedef struct row_list {
+    void *items; /* n records of elem bytes; the caller owns them (and what they point to) */
+    size_t n;    /* records appended */
+    size_t cap;  /* records allocated */
+    size_t elem; /* size of one record */
+} row_list;
+#define ROW_LIST_INIT(type) ((row_list){NULL, 0, 0, sizeof(type)})
+
+/* Steps st and, on a row, appends one zeroed record to rows and returns it for the caller to fill from
+ * the row. Returns NULL when the rows are done (*rc 0) or on failure (*rc a negative code, err filled;
+ * out of memory reads "out of memory <doing>"). Records appended before stay in rows either way, so the
+ * caller frees rows.items (and its records' contents) on failure. Loop with
+ *     while (rc == 0 && (r = st_step_append(s, st, &rows, "listing things", &rc, err))) fill(r);
+ */
+void *st_step_append(store *s, db_stmt *st, row_list *rows, const char *doing, int *rc, clad_err *err);
 
 /* ---- Transactions (store_util.c) ---- */
 

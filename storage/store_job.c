@@ -202,13 +202,6 @@ int store_job_request_cancel(store *s, int64_t id, int peer_uid, store_job_state
     return rc;
 }
 
-int store_job_mark_interrupted(store *s, int64_t id, clad_err *err)
-{
-    int rc = tx_begin_write(s, err);
-    if (rc) return rc;
-    return tx_end(s, mark_stopped_tx(s, id, "interrupted", NULL, err), err);
-}
-
 int store_job_set_progress(store *s, int64_t id, const char *progress_json, clad_err *err)
 {
     int rc = check_json(s, progress_json, "object", false, "job progress", err);
@@ -363,24 +356,16 @@ int store_jobs_list(store *s, const char *task, size_t limit, store_job **out, s
     snprintf(sql, sizeof sql, "%sWHERE ?1 IS NULL OR task = ?1 ORDER BY id DESC LIMIT ?2", job_cols);
     int rc = st_prepare(s, &st, err, sql, "tI", task, limit ? (int64_t)limit : INT64_MAX);
     if (rc) return rc;
-    size_t cap = 0;
-    store_job *a = NULL;
-    while ((rc = st_step(s, st, err)) == 1) {
-        store_job *g = arr_reserve(a, *n, &cap, sizeof *a);
-        if (!g) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory listing jobs");
-            break;
-        }
-        a = g;
-        job_from_row(st, &a[(*n)++]);
-    }
+    row_list rows = ROW_LIST_INIT(store_job);
+    store_job *j;
+    while (rc == 0 && (j = st_step_append(s, st, &rows, "listing jobs", &rc, err))) job_from_row(st, j);
     st_finalize(st);
     if (rc < 0) {
-        store_jobs_free(a, *n);
-        *n = 0;
+        store_jobs_free(rows.items, rows.n);
         return rc;
     }
-    *out = a;
+    *out = rows.items;
+    *n = rows.n;
     return 0;
 }
 

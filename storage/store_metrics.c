@@ -78,16 +78,9 @@ int store_matrix_list(store *s, const char *task, store_acc_entry **out, size_t 
                         "m.n_samples, m.time_ms FROM accuracy_matrix m "
                         "JOIN tasks ta ON ta.id = m.after_task_id JOIN tasks te ON te.id = m.eval_task_id "
                         "WHERE ?1 IS NULL OR m.after_task_id = ?1 ORDER BY m.id", "N", tid);
-    size_t cap = 0;
-    store_acc_entry *a = NULL;
-    while (rc == 0 && (rc = st_step(s, st, err)) == 1) {
-        store_acc_entry *g = arr_reserve(a, *n, &cap, sizeof *a);
-        if (!g) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory listing the accuracy matrix");
-            break;
-        }
-        a = g;
-        store_acc_entry *r = &a[(*n)++];
+    row_list rows = ROW_LIST_INIT(store_acc_entry);
+    store_acc_entry *r;
+    while (rc == 0 && (r = st_step_append(s, st, &rows, "listing the accuracy matrix", &rc, err))) {
         col_copy(st, 0, r->after.task, sizeof r->after.task);
         r->after.version = col_int64(st, 1);
         col_copy(st, 2, r->evaluated.task, sizeof r->evaluated.task);
@@ -96,16 +89,15 @@ int store_matrix_list(store *s, const char *task, store_acc_entry **out, size_t 
         r->loss = col_double(st, 5);
         r->n_samples = col_int64(st, 6);
         r->time_ms = col_int64(st, 7);
-        rc = 0;
     }
     st_finalize(st);
     tx_read_end(s, began);
     if (rc < 0) {
-        free(a);
-        *n = 0;
+        free(rows.items);
         return rc;
     }
-    *out = a;
+    *out = rows.items;
+    *n = rows.n;
     return 0;
 }
 
@@ -155,17 +147,9 @@ int store_evals_list(store *s, const char *task, int64_t version, store_eval **o
                         "SELECT id, version, data_sha256, accuracy, loss, n_samples, detail_json, peer_uid, "
                         "time_ms FROM evaluations WHERE task_id = ?1 AND (?2 = 0 OR version = ?2) ORDER BY id",
                         "II", tid, version);
-    size_t cap = 0;
-    store_eval *a = NULL;
-    while (rc == 0 && (rc = st_step(s, st, err)) == 1) {
-        store_eval *g = arr_reserve(a, *n, &cap, sizeof *a);
-        if (!g) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory listing evaluations");
-            break;
-        }
-        a = g;
-        store_eval *r = &a[(*n)++];
-        memset(r, 0, sizeof *r);
+    row_list rows = ROW_LIST_INIT(store_eval);
+    store_eval *r;
+    while (rc == 0 && (r = st_step_append(s, st, &rows, "listing evaluations", &rc, err))) {
         r->id = col_int64(st, 0);
         snprintf(r->version.task, sizeof r->version.task, "%s", task);
         r->version.version = col_int64(st, 1);
@@ -176,16 +160,15 @@ int store_evals_list(store *s, const char *task, int64_t version, store_eval **o
         r->detail_json = col_strdup(st, 6);
         r->peer_uid = col_int(st, 7);
         r->time_ms = col_int64(st, 8);
-        rc = 0;
     }
     st_finalize(st);
     tx_read_end(s, began);
     if (rc < 0) {
-        store_evals_free(a, *n);
-        *n = 0;
+        store_evals_free(rows.items, rows.n);
         return rc;
     }
-    *out = a;
+    *out = rows.items;
+    *n = rows.n;
     return 0;
 }
 

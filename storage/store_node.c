@@ -85,24 +85,16 @@ int store_nodes_list(store *s, int64_t since_ms, store_node **out, size_t *n, cl
     int rc = st_prepare(s, &st, err, "SELECT " NODE_COLUMNS " FROM nodes WHERE last_seen_ms >= ?1 ORDER BY id",
                         "I", since_ms);
     if (rc) return rc;
-    size_t cap = 0;
-    store_node *list = NULL;
-    while ((rc = st_step(s, st, err)) == 1) {
-        store_node *grown = arr_reserve(list, *n, &cap, sizeof *list);
-        if (!grown) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory listing nodes");
-            break;
-        }
-        list = grown;
-        node_from_row(st, &list[(*n)++]);
-    }
+    row_list rows = ROW_LIST_INIT(store_node);
+    store_node *r;
+    while (rc == 0 && (r = st_step_append(s, st, &rows, "listing nodes", &rc, err))) node_from_row(st, r);
     st_finalize(st);
     if (rc < 0) {
-        free(list);
-        *n = 0;
+        free(rows.items);
         return rc;
     }
-    *out = list;
+    *out = rows.items;
+    *n = rows.n;
     return 0;
 }
 

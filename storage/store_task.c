@@ -149,24 +149,16 @@ int store_bases_list(store *s, store_base **out, size_t *n, clad_err *err)
     snprintf(sql, sizeof sql, "%sORDER BY id", base_cols);
     int rc = st_prepare(s, &st, err, sql, NULL);
     if (rc) return rc;
-    size_t cap = 0;
-    store_base *a = NULL;
-    while ((rc = st_step(s, st, err)) == 1) {
-        store_base *g = arr_reserve(a, *n, &cap, sizeof *a);
-        if (!g) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory listing bases");
-            break;
-        }
-        a = g;
-        base_from_row(st, &a[(*n)++]);
-    }
+    row_list rows = ROW_LIST_INIT(store_base);
+    store_base *r;
+    while (rc == 0 && (r = st_step_append(s, st, &rows, "listing bases", &rc, err))) base_from_row(st, r);
     st_finalize(st);
     if (rc < 0) {
-        store_bases_free(a, *n);
-        *n = 0;
+        store_bases_free(rows.items, rows.n);
         return rc;
     }
-    *out = a;
+    *out = rows.items;
+    *n = rows.n;
     return 0;
 }
 
@@ -305,24 +297,16 @@ int store_tasks_list(store *s, store_task **out, size_t *n, clad_err *err)
     snprintf(sql, sizeof sql, "%sORDER BY t.id", task_cols);
     int rc = st_prepare(s, &st, err, sql, NULL);
     if (rc) return rc;
-    size_t cap = 0;
-    store_task *a = NULL;
-    while ((rc = st_step(s, st, err)) == 1) {
-        store_task *g = arr_reserve(a, *n, &cap, sizeof *a);
-        if (!g) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory listing tasks");
-            break;
-        }
-        a = g;
-        task_from_row(st, &a[(*n)++]);
-    }
+    row_list rows = ROW_LIST_INIT(store_task);
+    store_task *r;
+    while (rc == 0 && (r = st_step_append(s, st, &rows, "listing tasks", &rc, err))) task_from_row(st, r);
     st_finalize(st);
     if (rc < 0) {
-        store_tasks_free(a, *n);
-        *n = 0;
+        store_tasks_free(rows.items, rows.n);
         return rc;
     }
-    *out = a;
+    *out = rows.items;
+    *n = rows.n;
     return 0;
 }
 

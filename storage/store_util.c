@@ -136,13 +136,27 @@ char *col_strdup(db_stmt *st, int i)
     return c;
 }
 
-void *arr_reserve(void *arr, size_t n, size_t *cap, size_t elem)
+void *st_step_append(store *s, db_stmt *st, row_list *rows, const char *doing, int *rc, clad_err *err)
 {
-    if (n < *cap) return arr;
-    size_t c = *cap ? 2 * *cap : 16;
-    void *grown = realloc(arr, c * elem);
-    if (grown) *cap = c;
-    return grown;
+    int step = st_step(s, st, err);
+    if (step != 1) {
+        *rc = step;
+        return NULL;
+    }
+    if (rows->n == rows->cap) {
+        size_t cap = rows->cap ? 2 * rows->cap : 16;
+        void *grown = realloc(rows->items, cap * rows->elem);
+        if (!grown) {
+            *rc = clad_err_set(err, CLAD_ENOMEM, "out of memory %s", doing);
+            return NULL;
+        }
+        rows->items = grown;
+        rows->cap = cap;
+    }
+    void *r = (char *)rows->items + rows->n++ * rows->elem;
+    memset(r, 0, rows->elem);
+    *rc = 0;
+    return r;
 }
 
 /* ---- Transactions ---- */

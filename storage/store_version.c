@@ -220,19 +220,16 @@ static int load_refs(store *s, int64_t vid, const char *sql, store_ref **out, si
     db_stmt *st;
     int rc = st_prepare(s, &st, err, sql, "I", vid);
     if (rc) return rc;
-    size_t cap = 0;
-    while ((rc = st_step(s, st, err)) == 1) {
-        store_ref *g = arr_reserve(*out, *n, &cap, sizeof *g);
-        if (!g) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory reading lineage");
-            break;
-        }
-        *out = g;
-        col_copy(st, 0, g[*n].task, sizeof g->task);
-        g[(*n)++].version = col_int64(st, 1);
+    row_list rows = ROW_LIST_INIT(store_ref);
+    store_ref *r;
+    while (rc == 0 && (r = st_step_append(s, st, &rows, "reading lineage", &rc, err))) {
+        col_copy(st, 0, r->task, sizeof r->task);
+        r->version = col_int64(st, 1);
     }
     st_finalize(st);
-    return rc < 0 ? rc : 0;
+    *out = rows.items;
+    *n = rows.n;
+    return rc;
 }
 
 /* Parents (past records, by name and number) and runtime dependencies (live rows). */
@@ -366,27 +363,19 @@ int store_versions_list(store *s, const char *task, store_version **out, size_t 
     char sql[640];
     snprintf(sql, sizeof sql, "%sWHERE v.task_id = ?1 ORDER BY v.version", version_cols);
     if ((rc = task_id(s, task, &tid, err)) == 0) rc = st_prepare(s, &st, err, sql, "I", tid);
-    size_t cap = 0;
-    store_version *a = NULL;
-    while (rc == 0 && (rc = st_step(s, st, err)) == 1) {
-        store_version *g = arr_reserve(a, *n, &cap, sizeof *a);
-        if (!g) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory listing versions");
-            break;
-        }
-        a = g;
-        version_from_row(st, &a[(*n)++]);
-        rc = 0;
-    }
+    row_list rows = ROW_LIST_INIT(store_version);
+    store_version *r;
+    while (rc == 0 && (r = st_step_append(s, st, &rows, "listing versions", &rc, err))) version_from_row(st, r);
     st_finalize(st);
-    for (size_t i = 0; rc == 0 && i < *n; i++) rc = load_parents(s, &a[i], err);
+    store_version *a = rows.items;
+    for (size_t i = 0; rc == 0 && i < rows.n; i++) rc = load_parents(s, &a[i], err);
     tx_read_end(s, began);
     if (rc < 0) {
-        store_versions_free(a, *n);
-        *n = 0;
+        store_versions_free(a, rows.n);
         return rc;
     }
     *out = a;
+    *n = rows.n;
     return 0;
 }
 
@@ -480,25 +469,19 @@ int store_gc(store *s, const char *task, int keep, int peer_uid, store_gc_stats 
         int64_t id, version, size;
         char task[STORE_NAME_MAX + 1];
     } victim;
-    victim *vs = NULL;
-    size_t n = 0, cap = 0;
+    row_list rows = ROW_LIST_INIT(victim);
     db_stmt *st = NULL;
     if (rc == 0) rc = st_prepare(s, &st, err, victims, "Ni", tid, keep);
-    while (rc == 0 && (rc = st_step(s, st, err)) == 1) {
-        victim *g = arr_reserve(vs, n, &cap, sizeof *vs);
-        if (!g) {
-            rc = clad_err_set(err, CLAD_ENOMEM, "out of memory collecting versions to delete");
-            break;
-        }
-        vs = g;
-        vs[n].id = col_int64(st, 0);
-        col_copy(st, 1, vs[n].task, sizeof vs[n].task);
-        vs[n].version = col_int64(st, 2);
-        vs[n].size = col_int64(st, 3);
-        n++;
-        rc = 0;
+    victim *r;
+    while (rc == 0 && (r = st_step_append(s, st, &rows, "collecting versions to delete", &rc, err))) {
+        r->id = col_int64(st, 0);
+        col_copy(st, 1, r->task, sizeof r->task);
+        r->version = col_int64(st, 2);
+        r->size = col_int64(st, 3);
     }
     st_finalize(st);
+    victim *vs = rows.items;
+    size_t n = rows.n;
     int64_t bytes = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = st_exec(s, err, "DELETE FROM versions WHERE id = ?1", "I", vs[i].id);

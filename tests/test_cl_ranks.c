@@ -519,3 +519,79 @@ TEST(cl_ranks_adapter_starts_from_the_pull)
     rank_plan_finish(&plan);
     built_free(&b);
 }
+
+/* Ranks decided by training: every target starts at `start` (within the room the reused components
+ * leave), then keeps the components whose size reaches keep x ||W_l||; a task without reuse keeps at least
+ * r_min on the layer that moved most. */
+TEST(cl_ranks_training_keeps_the_components_that_grew)
+{
+    model_config c = {.kind = MODEL_MLP, .input_dim = 12, .n_hidden = 2, .hidden = {24, 24}, .n_classes = 4};
+    model *m = model_create(&c, NULL);
+    CHECK(m != NULL);
+    model_init_random(m, 3);
+    rank_policy pol;
+    CHECK_INT_EQ(rank_policy_parse(&pol, "auto:start=8,keep=0.01,r_max=6", NULL), 0);
+    rank_plan plan;
+    memset(&plan, 0, sizeof plan);
+    plan.n_linear = m->n_linear;
+    plan.reuse = -1;
+    plan.layer[0].target = plan.layer[1].target = true;
+    plan.layer[0].rank = 2;
+    plan.layer[1].rank = 9;  /* above the start: kept as the start */
+    plan.layer[1].reused = 0;
+    rank_plan_start(&plan, m, pol.start);
+    CHECK_INT_EQ(plan.ranks[0], 8);
+    CHECK_INT_EQ(plan.ranks[1], 9);
+    CHECK_INT_EQ(plan.layer[0].rank_start, 8);
+    CHECK_INT_EQ(plan.ranks[2], 0);  /* the head is no target */
+    CHECK_INT_EQ(plan.new_params, 8L * (24 + 12) + 9L * (24 + 24));
+
+    float *S = calloc((size_t)MODEL_MAX_LINEARS * 16, sizeof(float));
+    double w[2];
+    for (int li = 0; li < 2; li++) {
+        const model_linear *L = &m->linear[li];
+        w[li] = sqrt(linalg_frob2(param_set_ptr(&m->params, L->weight), (size_t)L->out * L->in));
+    }
+    const double rel0[8] = {0.05, 0.02, 0.011, 0.009, 0.001, 0, 0, 0};
+    for (int j = 0; j < 8; j++) S[j] = (float)(rel0[j] * w[0]);
+    for (int j = 0; j < 9; j++) S[16 + j] = (float)(0.003 * w[1]);
+    rank_plan_keep_trained(&plan, m, S, 16, &pol);
+    CHECK_INT_EQ(plan.ranks[0], 3);
+    CHECK_STR_EQ(plan.layer[0].why, "trained");
+    CHECK_NEAR(plan.layer[0].kept_size, 0.011, 1e-6);
+    CHECK_INT_EQ(plan.ranks[1], 0);
+    CHECK_STR_EQ(plan.layer[1].why, "negligible after training");
+    CHECK_INT_EQ(plan.new_params, 3L * (24 + 12));
+    CHECK_INT_EQ(plan.layer[0].rank_start, 8);
+
+    /* Every component large: r_max caps; none large: the layer that moved most keeps r_min. */
+    for (int j = 0; j < 8; j++) S[j] = (float)(0.5 * w[0]);
+    rank_plan_keep_trained(&plan, m, S, 16, &pol);
+    CHECK_INT_EQ(plan.ranks[0], 6);
+    CHECK_STR_EQ(plan.layer[0].why, "r_max");
+    for (int j = 0; j < 8; j++) S[j] = (float)(0.001 * w[0]);
+    rank_plan_keep_trained(&plan, m, S, 16, &pol);
+    CHECK_INT_EQ(plan.ranks[0], 0);
+    CHECK_INT_EQ(plan.ranks[1], 1);
+    CHECK_STR_EQ(plan.layer[1].why, "minimum");
+    /* With a reused task the new components may all go: the task learns through the reused change. */
+    plan.reuse = 0;
+    plan.layer[0].reused = 6;
+    plan.layer[0].rank = 0;
+    rank_plan_start(&plan, m, pol.start);
+    CHECK_INT_EQ(plan.layer[0].rank_start, 6);  /* 12 - 6 reused */
+    CHECK_INT_EQ(plan.total[0], 12);
+    rank_plan_keep_trained(&plan, m, S, 16, &pol);
+    CHECK_INT_EQ(plan.ranks[0] + plan.ranks[1], 0);
+    CHECK_INT_EQ(plan.total[0], 6);
+
+    char name[96];
+    rank_policy_name(&pol, name, sizeof name);
+    CHECK_STR_EQ(name, "auto:r_max=6,start=8");  /* keep=0.01 is the default */
+    rank_policy back;
+    CHECK_INT_EQ(rank_policy_parse(&back, name, NULL), 0);
+    CHECK(!memcmp(&back, &pol, sizeof pol));
+    CHECK_INT_EQ(rank_policy_parse(&back, "auto:cut=1", NULL), CLAD_EINVAL);
+    free(S);
+    model_destroy(m);
+}

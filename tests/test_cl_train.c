@@ -377,3 +377,58 @@ TEST(cl_pipeline_stops_on_request_in_every_phase)
     dataset_finish(&a);
     model_destroy(base);
 }
+
+static bool count_progress(void *ctx, const train_progress *p)
+{
+    long *last = ctx;
+    CHECK_INT_EQ(p->step, *last + 1);  /* one run's step numbers, across the cut */
+    *last = p->step;
+    return true;
+}
+
+/* auto with a start trains every target wide, cuts each to what training moved it by, and finishes the
+ * run: the adapter has the plan's final ranks, the plan records where each layer started, the task learns,
+ * and the run makes the steps of one uninterrupted run. */
+TEST(cl_pipeline_auto_start_trains_wide_then_keeps_what_grew)
+{
+    cl_config cfg;
+    train_config tc;
+    cl_task_options opt;
+    model *base = pipeline_setup(&cfg, &tc, &opt, 0);
+    CHECK_INT_EQ(rank_policy_parse(&cfg.policy, "auto:start=8,keep=0.02", NULL), 0);
+    dataset a = teacher_task(base, 2, 7, 20, 3000);
+    long last = 0;
+    opt.on_step = count_progress;
+    opt.ctx = &last;
+    cl_task_result r;
+    CHECK_INT_EQ(cl_task_run(&r, base, NULL, 0, &a, 4, &cfg, &tc, &opt, NULL), 0);
+    CHECK_INT_EQ(r.train.steps, train_total_steps(&tc, a.n));
+    CHECK_INT_EQ(last, r.train.steps);
+    long lora = 0;
+    int kept = 0;
+    for (int li = 0; li < base->n_linear; li++) {
+        const rank_layer *R = &r.plan.rank.layer[li];
+        CHECK_INT_EQ(r.ad->rank[li], r.plan.rank.total[li]);
+        CHECK_INT_EQ(r.ad->rank_before[li], 0);
+        if (!R->target) continue;
+        CHECK_INT_EQ(R->rank_start, 8);
+        CHECK(R->rank <= 8);
+        CHECK(R->rank == 0 || R->kept_size >= 0.02);
+        printf("# %s: start 8, kept %d (%s, smallest kept %.4f)\n", base->linear[li].name, R->rank, R->why,
+               R->kept_size);
+        kept += R->rank;
+        lora += (long)R->rank * (base->linear[li].out + base->linear[li].in);
+    }
+    CHECK_INT_EQ(r.plan.rank.new_params, lora);
+    CHECK(kept >= 1 && kept < 16);
+    CHECK_INT_EQ(r.params, (long)adapter_param_count(r.ad));
+    /* The teacher changed fc1 (a rank-2 change): the adapter learns the task. */
+    eval_result ev, ev_base;
+    CHECK_INT_EQ(model_evaluate(base, r.ad, &a, 256, &ev, NULL), 0);
+    CHECK_INT_EQ(model_evaluate(base, NULL, &a, 256, &ev_base, NULL), 0);
+    printf("# accuracy: base %.3f, adapter %.3f\n", (double)ev_base.accuracy, (double)ev.accuracy);
+    CHECK(ev.accuracy >= ev_base.accuracy + 0.05f);
+    cl_task_result_finish(&r);
+    dataset_finish(&a);
+    model_destroy(base);
+}

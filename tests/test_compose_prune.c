@@ -223,3 +223,47 @@ TEST(compose_prune_rank_shrinks_adapter_and_records_ranks)
     adapter_destroy(a);
     model_destroy(m);
 }
+
+/* prune_spectra gives prune_factors' singular values; prune_rank_to keeps the best approximation of the
+ * ranks it is given, scale included, and refuses a rank above the adapter's. */
+TEST(compose_prune_rank_to_given_ranks)
+{
+    model *m = compose_small_mlp(16, 12, 2, 4, 1);
+    int ranks[MODEL_MAX_LINEARS] = {6, 5, 0};
+    adapter *a = adapter_create(m, ranks, 12.0f, 4, NULL);
+    adapter_init(a, m, 2);
+    const float s1[6] = {8, 4, 2, 1, 0.5f, 0.25f}, s2[5] = {3, 2, 1, 1, 1};
+    known_spectrum(param_set_ptr(&a->params, a->B[0]), param_set_ptr(&a->params, a->A[0]), s1, 12, 16, 6, 7);
+    known_spectrum(param_set_ptr(&a->params, a->B[1]), param_set_ptr(&a->params, a->A[1]), s2, 12, 12, 5, 8);
+    float *S = malloc(sizeof(float) * MODEL_MAX_LINEARS * PRUNE_MAX_RANK);
+    CHECK_INT_EQ(prune_spectra(S, a, m, NULL), 0);
+    CHECK_ARRAY_NEAR(S, s1, 6, 1e-4, 1e-4);
+    CHECK_ARRAY_NEAR(S + PRUNE_MAX_RANK, s2, 5, 1e-4, 1e-4);
+    CHECK(S[6] == 0.0f && S[2 * PRUNE_MAX_RANK] == 0.0f);
+    int keep[MODEL_MAX_LINEARS] = {2, 0, 0};
+    adapter *p = prune_rank_to(a, m, keep, NULL);
+    CHECK(p != NULL);
+    CHECK_INT_EQ(p->rank[0], 2);
+    CHECK_INT_EQ(p->rank[1], 0);
+    CHECK_INT_EQ(p->rank_before[0], 6);
+    /* The kept change of fc1 is the top-2 part: what is left has the energy of 2, 1, 0.5, 0.25 (times the
+     * scale 12/6 of the original). */
+    const model_linear *L = &m->linear[0];
+    size_t n = (size_t)L->out * L->in;
+    float *d0 = malloc(sizeof(float) * n), *d1 = malloc(sizeof(float) * n);
+    adapter_delta(d0, a, m, 0);
+    adapter_delta(d1, p, m, 0);
+    double res = 0.0;
+    for (size_t i = 0; i < n; i++) res += ((double)d0[i] - (double)d1[i]) * ((double)d0[i] - (double)d1[i]);
+    CHECK_NEAR(sqrt(res), 2.0 * sqrt(4 + 1 + 0.25 + 0.0625), 1e-3);
+    keep[1] = 6;
+    clad_err e = {0};
+    CHECK(prune_rank_to(a, m, keep, &e) == NULL);
+    CHECK(strstr(e.msg, "from rank 5 to 6") != NULL);
+    free(d0);
+    free(d1);
+    free(S);
+    adapter_destroy(p);
+    adapter_destroy(a);
+    model_destroy(m);
+}

@@ -702,6 +702,20 @@ static long long metric_int(json_t *version, const char *key)
     return json_integer_value(json_object_get(json_object_get(version, "metrics"), key));
 }
 
+/* Starts f, trains t1 on its data (2 epochs), then `task` on the same data (1 epoch: a second version of
+ * t1, or the first of another task), and returns the version the second training made. */
+static json_t *start_and_train_twice(fixture *f, const char *task)
+{
+    fixture_start(f);
+    json_decref(train(f, "t1", f->t1, "epochs=2"));
+    json_t *job = train(f, task, f->t1, "epochs=1");
+    char path[256];
+    snprintf(path, sizeof path, "/v1/tasks/%s/versions/%lld", task,
+             (long long)json_integer_value(json_object_get(json_object_get(job, "result"), "version")));
+    json_decref(job);
+    return get(f, path, 200);
+}
+
 TEST_TIMEOUT(daemon_api_fixed_rank_skips_the_plan_unless_explained, 120)
 {
     fixture f;
@@ -741,10 +755,8 @@ TEST_TIMEOUT(daemon_api_fixed_rank_skips_the_plan_unless_explained, 120)
 TEST_TIMEOUT(daemon_api_retraining_starts_from_the_base_unless_from, 150)
 {
     fixture f;
-    fixture_start(&f);
-    json_decref(train(&f, "t1", f.t1, "epochs=2"));
-    json_decref(train(&f, "t1", f.t1, "epochs=1"));
-    json_t *v2 = get(&f, "/v1/tasks/t1/versions/2", 200);
+    json_t *v2 = start_and_train_twice(&f, "t1");
+    CHECK_INT_EQ(json_integer_value(json_object_get(v2, "version")), 2);
     CHECK(json_is_null(json_object_get(plan_of(v2), "reuse")));
     CHECK_MSG(!json_object_get(json_object_get(plan_of(v2), "overlap"), "t1@1"), "t1@2 was compared with t1@1");
     CHECK_INT_EQ(json_array_size(json_object_get(v2, "needs")), 0);
@@ -822,11 +834,8 @@ TEST_TIMEOUT(daemon_api_retraining_starts_from_the_base_unless_from, 150)
 TEST_TIMEOUT(daemon_api_reuse_zero_disables_reuse, 120)
 {
     fixture f;
-    fixture_start(&f);
-    json_decref(train(&f, "t1", f.t1, "epochs=2"));
     /* The same data under another name: auto may build on t1; with reuse=0 it does not, nor compares. */
-    json_decref(train(&f, "same", f.t1, "epochs=1"));
-    json_t *v = get(&f, "/v1/tasks/same/versions/1", 200);
+    json_t *v = start_and_train_twice(&f, "same");
     printf("# auto on t1's data again: reuse %s\n", json_is_null(json_object_get(plan_of(v), "reuse")) ? "none" : "t1@1");
     json_decref(v);
     json_decref(train(&f, "off", f.t1, "epochs=1&rank=auto:reuse=0"));

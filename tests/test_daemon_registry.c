@@ -6,7 +6,9 @@
 #include <stdlib.h>
 
 #include "daemon/registry.h"
+#include "daemon/version_compose.h"
 #include "io/model_io.h"
+#include "io/signature_io.h"
 #include "tests/test.h"
 #include "tests/test_store_fixture.h"
 
@@ -162,5 +164,74 @@ TEST(daemon_registry_cached_adapters_do_not_pin_their_bases)
     CHECK_INT_EQ(stats_of(r).adapters, before - 1);
     registry_adapter_release(r, la);
     registry_destroy(r);
+    store_close(s);
+}
+
+/* Fills every parameter of a with small values that differ, so each layer's change has full rank. */
+static void fill_params(adapter *a)
+{
+    for (size_t i = 0; i < a->params.total; i++)
+        a->params.data[i] = ((float)((i * 2654435761u) % 2001) - 1000.0f) * 1e-3f;
+}
+
+/* A version stored by reference, read by a load and then deleted with the version it needs before the load
+ * composes it (a load on a worker reads the two at different times): the load answers CLAD_ENOTFOUND (404)
+ * saying the version was deleted while it was being loaded, not the store's words about the version it
+ * needed. Deterministic: the deletion happens between reading and composing on this thread. */
+TEST(daemon_registry_version_deleted_while_composed_says_so)
+{
+    clad_err e = {0};
+    store *s = fx_open("a.db");
+    fill_store(s, 1, true); /* b0 and t0@1 */
+    model *m = NULL;
+    char sha[SHA256_HEX_SIZE];
+    CHECK_OK(registry_base_read(s, "b0", &m, sha, &e), e);
+    /* t0@2: a whole rank-2 adapter with a change on layer 0. */
+    int ranks[MODEL_MAX_LINEARS] = {2}, reused[MODEL_MAX_LINEARS] = {1};
+    adapter *whole = adapter_create(m, ranks, 4, small_mlp.n_classes, &e);
+    CHECK_MSG(whole != NULL, "%s", e.msg);
+    fill_params(whole);
+    signature sig = {0};
+    CHECK_OK(signature_compute(&sig, m, whole, SIGNATURE_KEEP, &e), e);
+    CHECK_MSG(sig.layer[0].k >= reused[0], "the change keeps %d directions", sig.layer[0].k);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(adapter_blob_build(whole, m, &sig, &buf, &len, &e), e);
+    store_version_in vi = {.task = "t0", .kind = "lora", .adapter = buf, .adapter_size = len,
+                           .flags = STORE_PUT_KEEP_ACTIVE};
+    CHECK_OK(store_version_put(s, &vi, 1000, NULL, &e), e);
+    free(buf);
+    signature_finish(&sig);
+    /* t0@3: one new direction on layer 0, reusing t0@2's first. */
+    ranks[0] = 1;
+    adapter *part = adapter_create(m, ranks, 4, small_mlp.n_classes, &e);
+    CHECK_MSG(part != NULL, "%s", e.msg);
+    fill_params(part);
+    CHECK_OK(signature_compute(&sig, m, part, SIGNATURE_KEEP, &e), e);
+    CHECK_OK(adapter_blob_build_part(part, m, &sig, NULL, reused, "t0@2", &buf, &len, &e), e);
+    store_ref needs = {"t0", 2};
+    store_version_in vr = {.task = "t0", .kind = "lora", .adapter = buf, .adapter_size = len, .needs = &needs,
+                           .n_needs = 1, .flags = STORE_PUT_KEEP_ACTIVE};
+    CHECK_OK(store_version_put(s, &vr, 1000, NULL, &e), e);
+    free(buf);
+    signature_finish(&sig);
+
+    store_version *v = NULL;
+    CHECK_OK(store_version_get(s, "t0", 3, STORE_WITH_BLOB, &v, &e), e);
+    adapter *a = version_adapter(s, m, v, &e);
+    CHECK_MSG(a != NULL, "t0@3 composes while it is stored: %s", e.msg);
+    CHECK_INT_EQ(a ? a->rank[0] : 0, 2);
+    adapter_destroy(a);
+    CHECK_OK(store_version_delete(s, "t0", 3, 1000, &e), e);
+    CHECK_OK(store_version_delete(s, "t0", 2, 1000, &e), e);
+    CHECK(version_adapter(s, m, v, &e) == NULL);
+    CHECK_INT_EQ(e.code, CLAD_ENOTFOUND);
+    CHECK_STR_EQ(e.msg, "version 3 of task 't0' was deleted while it was being loaded");
+    CHECK_CODE(version_signature(s, m, v, &sig, &e), CLAD_ENOTFOUND, e);
+    CHECK_STR_EQ(e.msg, "version 3 of task 't0' was deleted while it was being loaded");
+    store_version_free(v);
+    adapter_destroy(part);
+    adapter_destroy(whole);
+    model_destroy(m);
     store_close(s);
 }

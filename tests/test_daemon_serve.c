@@ -52,6 +52,21 @@ static void write_inputs(char *out, size_t size, int n, int dim)
     CHECK_INT_EQ(fclose(f), 0);
 }
 
+/* The daemon d on a store filled by store_fill(c, versions), with a file of n input rows for it (its path
+ * to in). */
+static void start_with_inputs(daemon_proc *d, const model_config *c, int versions, int n, char *in, size_t size)
+{
+    store_fill(c, versions);
+    start(d);
+    write_inputs(in, size, n, c->input_dim);
+}
+
+/* curl arguments that POST the JSON inputs file as the body. */
+static void json_file_args(char *extra, size_t size, const char *file)
+{
+    snprintf(extra, size, JSON_BODY "--data-binary '@%s'", file);
+}
+
 /* The same inputs as CSV rows with a label (i % classes) first. */
 static void write_labelled(char *out, size_t size, int n, int dim, int classes)
 {
@@ -84,7 +99,7 @@ static char *predict(const daemon_proc *d, const char *query, const char *file)
 {
     char path[128], extra[700], *body = NULL;
     snprintf(path, sizeof path, "/v1/tasks/t/predict%s", query);
-    snprintf(extra, sizeof extra, JSON_BODY "--data-binary '@%s'", file);
+    json_file_args(extra, sizeof extra, file);
     int code = curl_req(d, "POST", path, extra, &body, NULL);
     CHECK_MSG(code == 200, "predict answered %d: %s", code, body);
     return body;
@@ -116,11 +131,9 @@ static void wait_loaded(const daemon_proc *d, const char *field, long long want)
 TEST_TIMEOUT(daemon_serve_hot_version_is_folded_with_the_same_predictions, 120)
 {
     model_config c = {.kind = MODEL_MLP, .input_dim = 16, .n_hidden = 2, .hidden = {32, 24}, .n_classes = 5};
-    store_fill(&c, 2);
     daemon_proc d;
-    start(&d);
     char in[512];
-    write_inputs(in, sizeof in, 40, c.input_dim);
+    start_with_inputs(&d, &c, 2, 40, in, sizeof in);
     char csv[512];
     write_labelled(csv, sizeof csv, 40, c.input_dim, c.n_classes);
     double acc0, loss0, acc1, loss1;
@@ -193,13 +206,10 @@ static char *answered_without_stalling(const daemon_proc *d, const char *method,
 
 TEST_TIMEOUT(daemon_serve_cache_miss_loads_off_the_event_loop, 180)
 {
-    store_fill(&big_mlp, 1);
     daemon_proc d;
-    start(&d);
-    char in[512];
-    write_inputs(in, sizeof in, 1, big_mlp.input_dim);
-    char extra[700];
-    snprintf(extra, sizeof extra, JSON_BODY "--data-binary '@%s'", in);
+    char in[512], extra[700];
+    start_with_inputs(&d, &big_mlp, 1, 1, in, sizeof in);
+    json_file_args(extra, sizeof extra, in);
     /* Two requests for the same uncached version: one load, both answered; the second waited for the
      * first's load, which counts as a wait, not a miss. */
     curl_stream s2;
@@ -219,13 +229,10 @@ TEST_TIMEOUT(daemon_serve_cache_miss_loads_off_the_event_loop, 180)
 
 TEST_TIMEOUT(daemon_serve_routed_and_export_loads_leave_the_loop_free, 240)
 {
-    store_fill(&big_mlp, 1);
     daemon_proc d;
-    start(&d);
-    char in[512];
-    write_inputs(in, sizeof in, 1, big_mlp.input_dim);
-    char extra[700];
-    snprintf(extra, sizeof extra, JSON_BODY "--data-binary '@%s'", in);
+    char in[512], extra[700];
+    start_with_inputs(&d, &big_mlp, 1, 1, in, sizeof in);
+    json_file_args(extra, sizeof extra, in);
     /* The routed prediction loads its candidate (whose version has no routing statistics, so once it is
      * loaded the answer is 409), then the export finds it cached; a second daemon's export loads. */
     char *line = answered_without_stalling(&d, "POST", "/v1/predict?base=b", extra);
@@ -280,11 +287,9 @@ TEST_TIMEOUT(daemon_serve_concurrent_predictions_batch_with_the_answers_alone, 1
 {
     enum { CLIENTS = 8 };
     model_config c = {.kind = MODEL_MLP, .input_dim = 16, .n_hidden = 2, .hidden = {32, 24}, .n_classes = 5};
-    store_fill(&c, 1);
     daemon_proc d;
-    start(&d);
     char in[512];
-    write_inputs(in, sizeof in, 1, c.input_dim);
+    start_with_inputs(&d, &c, 1, 1, in, sizeof in);
     /* Folded first, so every answer below comes from the same model. */
     for (int i = 0; i < 8; i++) free(predict(&d, "?version=1", in));
     wait_loaded(&d, "folded", 1);

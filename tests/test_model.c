@@ -389,3 +389,69 @@ TEST(model_vit_erf_gelu_and_eps_gradients_match_finite_differences)
     adapter_destroy(a);
     model_destroy(m);
 }
+
+typedef struct step_log {
+    long cancel_after;   /* 0: never */
+    int n;
+    long step[64];
+    float lr[64];
+} step_log;
+
+static bool log_steps(void *ctx, const train_progress *p)
+{
+    step_log *l = ctx;
+    if (l->n < 64) {
+        l->step[l->n] = p->step;
+        l->lr[l->n++] = p->lr;
+    }
+    return !l->cancel_after || p->step < l->cancel_after;
+}
+
+/* A window of steps runs exactly those steps of the whole run: the first part ends with the weights a run
+ * stopped at the same step has, the second part sees the whole run's step numbers and learning rates. */
+TEST(model_training_window_runs_the_whole_runs_steps)
+{
+    dataset tr;
+    teacher_data(&tr, 200, 10, 4, 3);
+    model *m = small_mlp(10, 8, 4, 1);
+    train_config tc;
+    train_config_default(&tc);
+    tc.epochs = 3;
+    tc.batch = 32;  /* 7 steps per epoch, 21 in all */
+    CHECK_INT_EQ(train_total_steps(&tc, tr.n), 21);
+    adapter *whole = random_adapter(m, 2, 4, 2), *stopped = random_adapter(m, 2, 4, 2);
+    adapter *first = random_adapter(m, 2, 4, 2);
+    step_log lw = {0}, ls = {.cancel_after = 10}, l1 = {0}, l2 = {0};
+    CHECK_INT_EQ(train_run(m, whole, &tr, &tc, log_steps, &lw, NULL, NULL), 0);
+    CHECK_INT_EQ(train_run(m, stopped, &tr, &tc, log_steps, &ls, NULL, NULL), CLAD_ECANCELLED);
+    train_config t1 = tc, t2 = tc;
+    t1.step_end = 10;
+    t2.step_begin = 10;
+    train_result r1, r2;
+    CHECK_INT_EQ(train_run(m, first, &tr, &t1, log_steps, &l1, &r1, NULL), 0);
+    CHECK_INT_EQ(r1.steps, 10);
+    CHECK(!memcmp(first->params.data, stopped->params.data, first->params.total * sizeof(float)));
+    CHECK_INT_EQ(train_run(m, first, &tr, &t2, log_steps, &l2, &r2, NULL), 0);
+    CHECK_INT_EQ(r2.steps, 11);
+    CHECK_INT_EQ(l2.n, 11);
+    for (int i = 0; i < l2.n; i++) {
+        CHECK_INT_EQ(l2.step[i], lw.step[10 + i]);
+        CHECK(l2.lr[i] == lw.lr[10 + i]);
+    }
+    /* The optimizer restarts with the window, so the two parts differ from the whole run only after the cut. */
+    CHECK(memcmp(first->params.data, whole->params.data, first->params.total * sizeof(float)) != 0);
+    clad_err e = {0};
+    t1.step_begin = 12;
+    CHECK_INT_EQ(train_run(m, first, &tr, &t1, NULL, NULL, NULL, &e), CLAD_EINVAL);
+    CHECK(strstr(e.msg, "window") != NULL);
+    t1.step_begin = 0;
+    t1.step_end = 22;
+    clad_err_clear(&e);
+    CHECK_INT_EQ(train_run(m, first, &tr, &t1, NULL, NULL, NULL, &e), CLAD_EINVAL);
+    CHECK(strstr(e.msg, "21 steps") != NULL);
+    adapter_destroy(whole);
+    adapter_destroy(stopped);
+    adapter_destroy(first);
+    model_destroy(m);
+    dataset_finish(&tr);
+}

@@ -345,6 +345,28 @@ TEST(store_gc_returns_space_to_the_file_system)
               (long long)before.st_size, (long long)after.st_size);
 }
 
+/* Lists grow their array while stepping the query (st_step_append): every row arrives once, in order,
+ * past the first and second growth. */
+STORE_TEST(store_lists_return_every_row_past_growth)
+{
+    clad_err e = {0};
+    store *s = fx_open("a.db");
+    fx_task(s, "t1");
+    for (int i = 0; i < 40; i++) fx_put(s, "t1", 0);
+    store_version *v = NULL;
+    size_t n = 0;
+    CHECK_OK(store_versions_list(s, "t1", &v, &n, &e), e);
+    CHECK_INT_EQ(n, 40);
+    for (size_t i = 0; i < n; i++) CHECK_INT_EQ(v[i].version, (int64_t)i + 1);
+    store_versions_free(v, n);
+    store_audit *a = NULL;
+    CHECK_OK(store_audit_list(s, 0, 0, &a, &n, &e), e);
+    CHECK_MSG(n > 40, "%zu audit rows", n);
+    for (size_t i = 1; i < n; i++) CHECK(a[i].id > a[i - 1].id);
+    store_audit_free(a, n);
+    store_close(s);
+}
+
 /* Writes user_version (bytes 60..63 of the header, big-endian) of a closed database file. */
 static void set_user_version(const char *path, uint32_t v)
 {

@@ -372,5 +372,17 @@ STORE_TEST(store_job_finish_records_state_and_outcome_together)
     CHECK_OK(store_job_get(s, id, &j, &e), e);
     CHECK(j->state == STORE_JOB_FAILED && j->result_json == NULL);
     store_job_free(j);
+    /* Graceful shutdown: a running job ends interrupted, with the progress it had. */
+    int64_t stopped = 0;
+    CHECK_OK(store_job_create(s, "train", "t1", NULL, NULL, 500, &stopped, &e), e);
+    CHECK_OK(store_job_mark_running(s, stopped, &e), e);
+    store_job_end stop = {.state = STORE_JOB_INTERRUPTED, .outcome = {.progress_json = "{\"step\":2}"}};
+    CHECK_OK(store_job_finish(s, stopped, &stop, &e), e);
+    CHECK_OK(store_job_get(s, stopped, &j, &e), e);
+    CHECK_INT_EQ(j->state, STORE_JOB_INTERRUPTED);
+    CHECK_STR_EQ(j->progress_json, "{\"step\":2}");
+    CHECK(j->finished_ms > 0);
+    store_job_free(j);
+    CHECK_CODE(store_job_finish(s, stopped, &stop, &e), CLAD_ECONFLICT, e);
     store_close(s);
 }

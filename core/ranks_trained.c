@@ -1,0 +1,70 @@
+/* Ranks decided by training itself: start wide, cut to what the first part of training used; see ranks.h
+ * (rank_plan_start, rank_plan_keep_trained) and docs/RANKS.md. */
+#include "core/ranks.h"
+
+#include <math.h>
+
+#include "core/linalg.h"
+
+static void plan_totals(rank_plan *plan, const model *m)
+{
+    plan->new_params = 0;
+    for (int li = 0; li < plan->n_linear; li++) {
+        const rank_layer *R = &plan->layer[li];
+        plan->ranks[li] = R->rank;
+        plan->total[li] = R->rank + R->reused;
+        plan->new_params += (long)R->rank * (m->linear[li].out + m->linear[li].in);
+    }
+}
+
+void rank_plan_start(rank_plan *plan, const model *m, int start)
+{
+    for (int li = 0; li < plan->n_linear; li++) {
+        rank_layer *R = &plan->layer[li];
+        if (!R->target) continue;
+        int room = model_linear_max_rank(m->linear[li].out, m->linear[li].in) - R->reused;
+        int r = start > room ? room : start;
+        if (r > R->rank) R->rank = r;
+        R->rank_start = R->rank;
+    }
+    plan_totals(plan, m);
+}
+
+void rank_plan_keep_trained(rank_plan *plan, const model *m, const float *S, int stride, const rank_policy *pol)
+{
+    int best = -1, kept = 0;
+    double best_rel = 0.0, w_norm[MODEL_MAX_LINEARS] = {0};
+    for (int li = 0; li < plan->n_linear; li++) {
+        rank_layer *R = &plan->layer[li];
+        if (!R->target || !R->rank_start) continue;
+        const model_linear *L = &m->linear[li];
+        double w = w_norm[li] = sqrt(linalg_frob2(param_set_ptr(&m->params, L->weight), (size_t)L->out * (size_t)L->in));
+        const float *s = S + (size_t)li * stride;
+        int k = 0;
+        while (k < R->rank_start && w > 0.0 && (double)s[k] >= pol->keep * w) k++;
+        R->rank = k;
+        R->kept_size = k ? (double)s[k - 1] / w : 0.0;
+        R->why = k ? "trained" : "negligible after training";
+        if (k > pol->r_max) {
+            R->rank = pol->r_max;
+            R->why = "r_max";
+        }
+        kept += R->rank;
+        double rel = w > 0.0 ? (double)s[0] / w : 0.0;
+        if (rel > best_rel) {
+            best_rel = rel;
+            best = li;
+        }
+    }
+    /* Without a reused change the task learns only through its new components: it keeps at least r_min. */
+    if (plan->reuse < 0 && best >= 0 && kept < pol->r_min) {
+        rank_layer *R = &plan->layer[best];
+        int r = pol->r_min < R->rank_start ? pol->r_min : R->rank_start;
+        if (r > R->rank) {
+            R->rank = r;
+            R->kept_size = (double)S[(size_t)best * stride + r - 1] / w_norm[best];
+            R->why = "minimum";
+        }
+    }
+    plan_totals(plan, m);
+}
