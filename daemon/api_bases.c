@@ -91,10 +91,13 @@ static void base_blob_finish(base_blob *b)
     memset(b, 0, sizeof *b);
 }
 
-/* Loop thread: stores a base made or imported by the daemon and keeps it loaded. Takes ownership of m. */
-static int base_store(cladd *app, const char *name, model *m, const base_blob *b, int peer_uid, clad_err *err)
+/* Loop thread: stores a base made or imported by the daemon and keeps it loaded. Takes ownership of m.
+ * job_id: the store's id of the job that trained it (its lease is checked in the base's transaction), or 0. */
+static int base_store(cladd *app, const char *name, model *m, const base_blob *b, int peer_uid, int64_t job_id,
+                      clad_err *err)
 {
-    store_base_in in = {.name = name, .config_json = b->config_text, .weights = b->buf, .weights_size = b->len};
+    store_base_in in = {.name = name, .config_json = b->config_text, .weights = b->buf, .weights_size = b->len,
+                        .job_id = job_id};
     int rc = store_base_put(app->st, &in, peer_uid, err);
     if (rc == 0) rc = registry_base_add(app->reg, name, b->sha, m, err);
     else model_destroy(m);
@@ -147,7 +150,7 @@ static void base_import_done(void *argp, int status, const clad_err *werr)
     }
     model *m = bi->m;
     bi->m = NULL;
-    if (base_store(app, bi->name, m, &bi->blob, app_peer_uid(req), &err)) {
+    if (base_store(app, bi->name, m, &bi->blob, app_peer_uid(req), 0, &err)) {
         http_reply_err(req, &err);
         base_import_free(bi);
         return;
@@ -282,7 +285,7 @@ static int base_train_finish(job *j, void *argp, int status, clad_err *err)
     if (status != 0) return status;
     model *m = a->m;
     a->m = NULL;
-    return base_store(a->app, a->name, m, &a->blob, a->peer_uid, err);
+    return base_store(a->app, a->name, m, &a->blob, a->peer_uid, app_store_job_id(a->app, j), err);
 }
 
 static void base_train_free(void *argp)

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "daemon/api.h"
+#include "daemon/job_claim.h"
 #include "daemon/log.h"
 
 #ifndef CLAD_VERSION
@@ -17,7 +18,8 @@
 #define NODE_FEED_BATCH 1000
 
 /* A LISTEN connection of its own (a store reader that runs no other query, so its socket turns readable
- * exactly when a notification arrives) and the poll handle watching it. Heap-allocated: after a broken
+ * exactly when a notification arrives: a change of the feed, or a job waiting for a node) and the poll
+ * handle watching it. Heap-allocated: after a broken
  * connection the handle is closed and a new one made for the new descriptor. */
 typedef struct listener {
     uv_poll_t poll;
@@ -38,6 +40,7 @@ struct node {
     int64_t last_change;    /* the newest change id applied */
     uint64_t applied, dropped, full_drops;
     uint64_t notifications; /* feed reads a notification triggered */
+    uint64_t job_notifications; /* claims a job notification triggered */
     int64_t last_lag_ms;    /* commit to apply, of the newest change applied (-1: none yet) */
 };
 
@@ -119,15 +122,19 @@ static void on_notified(uv_poll_t *p, int status, int events)
 {
     listener *l = p->data;
     node *n = l->n;
-    int drained = status < 0 ? -1 : store_changes_drain(l->st);
-    if (drained < 0) {
-        log_warning("the change notification connection broke; polling every %d ms until it is back",
-                    NODE_POLL_NOTIFY_MS);
+    int changes = status < 0 ? -1 : store_changes_drain(l->st);
+    int jobs = changes < 0 ? -1 : store_jobs_drain(l->st);
+    if (changes < 0 || jobs < 0) {
+        log_warning("the notification connection broke; polling every %d ms (jobs: %d ms) until it is back",
+                    NODE_POLL_NOTIFY_MS, JOB_CLAIM_POLL_MS);
         listener_close(n);
-    } else if (drained > 0) {
-        n->notifications++;
     }
-    feed_poll(n);
+    if (changes > 0) n->notifications++;
+    if (changes != 0) feed_poll(n); /* also after a break: read what may have been missed */
+    if (jobs > 0) { /* a job waits for a node: try to claim it now rather than at the next poll */
+        n->job_notifications++;
+        job_claim_kick(n->app);
+    }
 }
 
 /* Opens a LISTEN connection and watches it; on failure the timer tries again at its next tick. */
@@ -139,6 +146,7 @@ static void listener_open(node *n)
     if (!l) abort();
     l->n = n;
     int rc = (l->st = store_open_reader(n->app->db_path, &err)) ? store_changes_listen(l->st, &err) : err.code;
+    if (!rc) rc = store_jobs_listen(l->st, &err);
     int fd = rc ? -1 : store_changes_fd(l->st);
     if (!rc && fd < 0) rc = clad_err_set(&err, CLAD_EIO, "no descriptor to watch for notifications");
     if (!rc && (rc = uv_poll_init(n->app->loop, &l->poll, fd)) < 0)
@@ -223,7 +231,8 @@ int node_start(cladd *app, node **out, clad_err *err)
     uv_timer_start(&n->feed, on_feed, poll_ms, poll_ms);
     listener_open(n);
     log_info("node '%s' joined the store; following its change feed from change %lld (%s, polled every %u ms)",
-             s->id, (long long)n->last_change, n->listen ? "LISTEN clad_changes" : "no notifications", poll_ms);
+             s->id, (long long)n->last_change, n->listen ? "LISTEN clad_changes, clad_jobs" : "no notifications",
+             poll_ms);
     *out = n;
     return 0;
 }
@@ -278,11 +287,12 @@ json_t *node_status_json(node *n)
     store_nodes_free(list);
     if (!self) self = node_json(&n->self, now, true); /* the store is unreachable, or our row was pruned */
     json_object_set_new(self, "feed",
-                        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I}", "last_change", (json_int_t)n->last_change,
+                        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I}", "last_change", (json_int_t)n->last_change,
                                   "applied", (json_int_t)n->applied, "dropped", (json_int_t)n->dropped, "full_drops",
                                   (json_int_t)n->full_drops, "last_lag_ms", (json_int_t)n->last_lag_ms, "poll_ms",
                                   (json_int_t)feed_poll_ms(n), "listening", n->listen != NULL, "notifications",
-                                  (json_int_t)n->notifications));
+                                  (json_int_t)n->notifications, "job_notifications",
+                                  (json_int_t)n->job_notifications));
     if (err.code) json_object_set_new(self, "store_error", json_string(err.msg));
     return json_pack("{s:o,s:o}", "node", self, "nodes", nodes);
 }

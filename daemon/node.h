@@ -7,7 +7,9 @@
  * request reads the store. Alias moves need no dropping (requests resolve aliases in the store), but
  * they are followed too so the feed's lag can be measured. On PostgreSQL the node LISTENs on a connection
  * of its own (watched by a uv_poll handle) and reads the feed when notified, polling every
- * NODE_POLL_NOTIFY_MS in case a notification is lost; on SQLite it polls every NODE_POLL_MS. If
+ * NODE_POLL_NOTIFY_MS in case a notification is lost; on SQLite it polls every NODE_POLL_MS. The same
+ * connection LISTENs for new jobs (clad_jobs): a notification runs the job claim tick at once
+ * (job_claim_kick) rather than at its next poll. If
  * rows were pruned before this node read them (it was stopped or stalled for long), it drops its whole
  * cache. A node whose heartbeat is older than NODE_DEAD_MS is reported dead.
  *

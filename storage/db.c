@@ -18,4 +18,4 @@ int db_notify(db *d, const char *channel, const char *payload, clad_err *err)
 
 int db_notify_fd(db *d) { return d->ops->notify_fd(d); }
 
-int db_drain(db *d) { return d->ops->drain(d); }
+int db_drain(db *d, const char *channel) { return d->ops->drain(d, channel); }

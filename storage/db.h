@@ -40,6 +40,9 @@ typedef enum db_tx {
 struct db_ops {
     const char *name;   /* "sqlite" or "postgresql": what store_backend reports */
     const char *engine; /* "SQLite" or "PostgreSQL", for messages */
+    /* Capabilities the shared SQL may use. skip_locked: `SELECT ... FOR UPDATE SKIP LOCKED` (row locks
+     * that other writers skip; SQLite has no row locks, its writers are serialised as a whole). */
+    bool skip_locked;
     /* Connects; reader connections refuse writes. target is a file path or a connection URI. */
     db *(*open)(const char *target, bool reader, clad_err *err);
     void (*close)(db *d);
@@ -109,7 +112,10 @@ struct db_ops {
      * outside one). */
     int (*notify)(db *d, const char *channel, const char *payload, clad_err *err);
     int (*notify_fd)(db *d);     /* a descriptor that becomes readable when a notification arrives */
-    int (*drain)(db *d);         /* 1 when notifications arrived since the last drain, 0 none, -1 */
+    /* Reads what arrived on the connection: 1 when notifications on `channel` arrived since that channel's
+     * last drain, 0 none, -1 without notifications or a broken connection. Notifications on the
+     * connection's other channels are kept for their own drain. */
+    int (*drain)(db *d, const char *channel);
 };
 
 extern const db_ops db_sqlite_ops;
@@ -120,7 +126,7 @@ extern const db_ops db_pg_ops;
 int db_listen(db *d, const char *channel, clad_err *err);
 int db_notify(db *d, const char *channel, const char *payload, clad_err *err);
 int db_notify_fd(db *d);
-int db_drain(db *d);
+int db_drain(db *d, const char *channel);
 
 /* The driver for a store target: PostgreSQL for "postgresql://" and "postgres://" URIs, else SQLite. */
 const db_ops *db_ops_for(const char *target);

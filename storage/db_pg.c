@@ -34,6 +34,7 @@ typedef struct pg_db {
     PGconn *c;
     bool reader;
     char channels[PG_MAX_CHANNELS][64]; /* LISTENed, to listen again after a reconnect */
+    bool arrived[PG_MAX_CHANNELS];      /* a notification on channels[i] waits for that channel's drain */
     int n_channels;
     char name[256];    /* the URI without its password, for messages */
     char sqlstate[6];  /* of the last failure; "" when the connection itself failed */
@@ -680,17 +681,26 @@ static int pg_notify(db *d, const char *channel, const char *payload, clad_err *
 
 static int pg_notify_fd(db *d) { return PQsocket(PD(d)->c); }
 
-static int pg_drain(db *d)
+static int pg_drain(db *d, const char *channel)
 {
-    if (!PQconsumeInput(PD(d)->c)) return -1;
-    int got = 0;
-    for (PGnotify *n; (n = PQnotifies(PD(d)->c)) != NULL; PQfreemem(n)) got = 1;
-    return got;
+    pg_db *p = PD(d);
+    if (!PQconsumeInput(p->c)) return -1;
+    for (PGnotify *n; (n = PQnotifies(p->c)) != NULL; PQfreemem(n))
+        for (int i = 0; i < p->n_channels; i++)
+            if (!strcmp(p->channels[i], n->relname)) p->arrived[i] = true;
+    for (int i = 0; i < p->n_channels; i++)
+        if (!strcmp(p->channels[i], channel)) {
+            bool got = p->arrived[i];
+            p->arrived[i] = false;
+            return got;
+        }
+    return 0;
 }
 
 const db_ops db_pg_ops = {
     .name = "postgresql",
     .engine = "PostgreSQL",
+    .skip_locked = true,
     .open = pg_open,
     .close = pg_close,
     .display = pg_display,

@@ -444,11 +444,12 @@ static int lite_listen(db *d, const char *channel, clad_err *err)
 /* Nobody can listen, so there is nothing to deliver: a write's notification is a no-op. */
 static int lite_notify(db *d, const char *channel, const char *payload, clad_err *err) { return 0; }
 static int lite_notify_fd(db *d) { return -1; }
-static int lite_drain(db *d) { return -1; }
+static int lite_drain(db *d, const char *channel) { return -1; }
 
 const db_ops db_sqlite_ops = {
     .name = "sqlite",
     .engine = "SQLite",
+    .skip_locked = false,
     .open = lite_open,
     .close = lite_close,
     .display = lite_display,

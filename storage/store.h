@@ -119,6 +119,8 @@ typedef struct store_base_in {
     const char *weights_path; /* used when weights is NULL */
     const char *weights_sha256; /* required with a path (the store does not read model files); with
                                    inline weights it is computed, and if given must match */
+    int64_t job_id;           /* the job that trained it, or 0: as for store_version_put, the job must be
+                                 running under this node's lease, and succeeds in the same transaction */
 } store_base_in;
 
 typedef struct store_base {
@@ -134,7 +136,8 @@ typedef struct store_base {
 
 enum { STORE_WITH_BLOB = 1 }; /* flag for *_get: also load (and verify) the blob */
 
-/* Adds a base. CLAD_ECONFLICT if the name exists. */
+/* Adds a base. CLAD_ECONFLICT if the name exists, or (with a job id) when the job is not running under
+ * this handle's node's lease: a node that lost the lease stores nothing. */
 int store_base_put(store *s, const store_base_in *in, int peer_uid, clad_err *err);
 int store_base_get(store *s, const char *name, unsigned flags, store_base **out, clad_err *err);
 int store_bases_list(store *s, store_base **out, size_t *n, clad_err *err);
@@ -481,6 +484,18 @@ int store_job_renew(store *s, int64_t id, int64_t lease_ms, bool *cancel_request
 /* Running jobs whose lease expired go back to queued (another start, from the beginning), or become
  * cancelled (a cancel was asked) or failed (STORE_JOB_ATTEMPTS starts used). *n (may be NULL): how many. */
 int store_jobs_requeue_expired(store *s, int64_t *n, clad_err *err);
+/* Job notification, where the backend has it (PostgreSQL LISTEN/NOTIFY on channel clad_jobs, as for the
+ * change feed): store_jobs_notify tells listening nodes that a queued job waits for a node (sent at the
+ * commit of the current transaction, at once outside one; a no-op on SQLite). store_job_create* notify
+ * in the job's transaction, and so do store_job_claim and store_jobs_requeue_expired when they put jobs
+ * with an expired lease back to queued.
+ * store_jobs_listen starts listening on this handle (CLAD_EINVAL on SQLite: poll store_job_claim);
+ * store_jobs_drain: 1 when a job notification arrived since its last drain, 0 not, -1 without
+ * notifications or a broken connection. One handle may listen to both channels (store_changes_fd). */
+#define STORE_JOBS_CHANNEL "clad_jobs"
+int store_jobs_notify(store *s, clad_err *err);
+int store_jobs_listen(store *s, clad_err *err);
+int store_jobs_drain(store *s);
 /* A cancel through any node: a queued job becomes cancelled now; a running one gets cancel_requested,
  * which its owner sees at its next renewal. *state_out (may be NULL): the job's state afterwards.
  * CLAD_ECONFLICT once the job has finished. */

@@ -67,7 +67,7 @@ int store_changes_fd(store *s)
 
 int store_changes_drain(store *s)
 {
-    return db_drain(s->db);
+    return db_drain(s->db, STORE_CHANGES_CHANNEL);
 }
 
 int store_changes_since(store *s, int64_t after_id, size_t limit, store_change **out, size_t *n,

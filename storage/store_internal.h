@@ -125,11 +125,19 @@ int task_validate(store *s, const store_task_in *in, clad_err *err);
  * exists, CLAD_ENOTFOUND for an unknown base. */
 int task_insert(store *s, const store_task_in *in, int peer_uid, clad_err *err);
 
-/* ---- Shared job queue (store_queue.c), used by store_job.c and store_version_put ---- */
+/* ---- Shared job queue (store_queue.c), used by store_job.c, store_version_put and store_base_put ---- */
 
 /* Inside a write transaction: a job leaving `running` must be this handle's node's, with a lease that
  * has not expired (CLAD_ECONFLICT otherwise); a job no node claimed (node NULL) passes. */
 int job_check_owner(store *s, int64_t id, clad_err *err);
+/* Inside a write transaction, before a job's result (a version, a base) is written: the job exists, is
+ * running, and (job_check_owner) this handle's node holds its lease. The write transaction holds the
+ * lease for its duration: no claim, renewal or requeue can commit between this check and the commit.
+ * `what` names the result for the message ("a version", "a base"). */
+int job_commit_check(store *s, int64_t id, const char *what, clad_err *err);
+/* Inside the same transaction, after the result is written: the job succeeded with it (result_version 0:
+ * not a version), and its data goes. */
+int job_commit_done(store *s, int64_t id, int64_t result_version, clad_err *err);
 /* Inside a write transaction: deletes the data of every job in a final state, so a job's data goes in its
  * final transaction. */
 int job_data_sweep(store *s, clad_err *err);

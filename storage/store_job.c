@@ -61,6 +61,7 @@ int store_job_create_with_data(store *s, const char *kind, const char *task, con
     if (rc == 0 && data)
         rc = st_exec(s, err, "INSERT INTO job_data (job_id, data) VALUES (?1, ?2)", "Ib", id, data, data_size);
     if (rc == 0) rc = audit_job(s, peer_uid, "job.create", id, "queued", NULL, 0, err);
+    if (rc == 0) rc = store_jobs_notify(s, err); /* idle nodes claim it at once (delivered at commit) */
     rc = tx_end(s, rc, err);
     if (rc == 0 && id_out) *id_out = id;
     return rc;

@@ -38,6 +38,30 @@ int job_check_owner(store *s, int64_t id, clad_err *err)
     return rc;
 }
 
+int job_commit_check(store *s, int64_t id, const char *what, clad_err *err)
+{
+    db_stmt *st;
+    int rc = st_prepare(s, &st, err, "SELECT state FROM jobs WHERE id = ?1", "I", id);
+    if (rc) return rc;
+    rc = st_step(s, st, err);
+    if (rc == 0) rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)id);
+    else if (rc == 1 && strcmp(col_text(st, 0), "running") != 0)
+        rc = clad_err_set(err, CLAD_ECONFLICT, "job %lld is %s, not running; it cannot produce %s", (long long)id,
+                          col_text(st, 0), what);
+    else if (rc == 1)
+        rc = 0;
+    st_finalize(st);
+    /* On a shared store only the node holding the job's lease may commit its result. */
+    return rc ? rc : job_check_owner(s, id, err);
+}
+
+int job_commit_done(store *s, int64_t id, int64_t result_version, clad_err *err)
+{
+    int rc = st_exec(s, err, "UPDATE jobs SET state = 'succeeded', result_version = ?2, finished_ms = ?3 WHERE id = ?1",
+                     "INI", id, result_version, now_ms());
+    return rc ? rc : job_data_sweep(s, err);
+}
+
 /* Deleting a large blob walks all its pages: a handle with a deferred wipe leaves that to the wipe too. */
 static int data_delete_ended(store *s, clad_err *err)
 {
@@ -126,8 +150,24 @@ static int requeue_expired_tx(store *s, int64_t *n, clad_err *err)
         jb_init(&j);
         jb_int(&j, "jobs", *n);
         rc = audit_add(s, STORE_UID_CLAD, "jobs.lease_expired", "jobs", jb_done(&j), err);
+        if (rc == 0) rc = store_jobs_notify(s, err); /* requeued jobs wait for a node */
     }
     return rc ? rc : job_data_sweep(s, err);
+}
+
+int store_jobs_notify(store *s, clad_err *err)
+{
+    return db_notify(s->db, STORE_JOBS_CHANNEL, "queued", err);
+}
+
+int store_jobs_listen(store *s, clad_err *err)
+{
+    return db_listen(s->db, STORE_JOBS_CHANNEL, err);
+}
+
+int store_jobs_drain(store *s)
+{
+    return db_drain(s->db, STORE_JOBS_CHANNEL);
 }
 
 int store_jobs_requeue_expired(store *s, int64_t *n, clad_err *err)
@@ -176,7 +216,7 @@ int store_job_claim(store *s, int64_t only_id, const char *kind, int64_t lease_m
                  "SELECT id FROM jobs j WHERE state = 'queued' AND (?1 = 0 OR id = ?1) AND "
                  "(CAST(?2 AS TEXT) IS NULL OR kind = ?2) AND NOT EXISTS "
                  "(SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.lane = j.lane AND j.lane != '') "
-                 "ORDER BY id LIMIT 1%s", strcmp(store_backend(s), "postgresql") ? "" : " FOR UPDATE SKIP LOCKED");
+                 "ORDER BY id LIMIT 1%s", s->db->ops->skip_locked ? " FOR UPDATE SKIP LOCKED" : "");
         rc = st_int(s, &id, err, sql, "It", only_id, kind);
         if (rc == CLAD_ENOTFOUND) {
             rc = 0;
@@ -210,16 +250,22 @@ int store_job_renew(store *s, int64_t id, int64_t lease_ms, bool *cancel_request
 {
     if (lease_ms <= 0) return clad_err_set(err, CLAD_EINVAL, "a lease must be positive");
     int rc = check_writable(s, err);
-    if (rc || (rc = tx_begin_lease(s, err))) return rc;
+    if (rc) return rc;
+    /* One statement outside the serialised write transactions, as the node heartbeat: on PostgreSQL a
+     * renewal waits for this job's row only, never behind another writer's large commit (a 512 MiB upload
+     * holds the writers' lock for seconds, longer than a lease has left). It needs no more: a claim's
+     * requeue that changes this row locks it as well, and each re-checks its WHERE on the row the other
+     * left (READ COMMITTED), so a lease is either renewed in time or requeued, never both. On SQLite every
+     * write takes the file's one write lock anyway (docs/SCALING.md, "Large uploads and leases"). */
     int64_t now = now_ms(), cancel = 0;
-    rc = st_exec(s, err,
-                 "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND state = 'running' AND node = ?2 "
-                 "AND lease_until >= ?4", "ItII", id, s->node, now + lease_ms, now);
-    if (rc == 0 && st_changes(s) == 0)
+    s->db->ops->sync_commits(s->db, false);
+    rc = st_int(s, &cancel, err,
+                "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND state = 'running' AND node = ?2 "
+                "AND lease_until >= ?4 RETURNING cancel_requested", "ItII", id, s->node, now + lease_ms, now);
+    s->db->ops->sync_commits(s->db, true);
+    if (rc == CLAD_ENOTFOUND)
         rc = clad_err_set(err, CLAD_ECONFLICT, "job %lld: node '%s' no longer holds its lease", (long long)id,
                           s->node);
-    if (rc == 0) rc = st_int(s, &cancel, err, "SELECT cancel_requested FROM jobs WHERE id = ?1", "I", id);
-    rc = tx_end_lease(s, rc, err);
     if (rc == 0 && cancel_requested) *cancel_requested = cancel != 0;
     return rc;
 }

@@ -35,8 +35,10 @@ int store_base_put(store *s, const store_base_in *in, int peer_uid, clad_err *er
     }
 
     if ((rc = tx_begin_write(s, err))) return rc;
+    /* A base trained by a job commits only while this node holds the job's lease, as a version does. */
     int64_t id;
-    rc = st_int(s, &id, err, "SELECT id FROM bases WHERE name = ?1", "t", in->name);
+    rc = in->job_id ? job_commit_check(s, in->job_id, "a base", err) : 0;
+    if (rc == 0) rc = st_int(s, &id, err, "SELECT id FROM bases WHERE name = ?1", "t", in->name);
     if (rc == 0) rc = clad_err_set(err, CLAD_ECONFLICT, "base '%s' already exists", in->name);
     else if (rc == CLAD_ENOTFOUND) rc = 0;
     if (rc == 0)
@@ -53,8 +55,10 @@ int store_base_put(store *s, const store_base_in *in, int peer_uid, clad_err *er
         jb_str(&j, "sha256", hex);
         jb_int(&j, "size", (int64_t)in->weights_size);
         jb_str(&j, "storage", in->weights ? "inline" : "path");
+        if (in->job_id) jb_int(&j, "job", in->job_id);
         rc = audit_add(s, peer_uid, "base.put", object, jb_done(&j), err);
     }
+    if (rc == 0 && in->job_id) rc = job_commit_done(s, in->job_id, 0, err);
     return tx_end(s, rc, err);
 }
 

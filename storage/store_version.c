@@ -100,24 +100,6 @@ static int put_needs(store *s, int64_t child_id, const char *base_sha, const sto
     return 0;
 }
 
-/* The producing job must exist and be running (a cancelled job must not sneak in a version). */
-static int put_job_check(store *s, const store_version_in *in, clad_err *err)
-{
-    db_stmt *st;
-    int rc = st_prepare(s, &st, err, "SELECT state FROM jobs WHERE id = ?1", "I", in->job_id);
-    if (rc) return rc;
-    rc = st_step(s, st, err);
-    if (rc == 0) rc = clad_err_set(err, CLAD_ENOTFOUND, "unknown job %lld", (long long)in->job_id);
-    else if (rc == 1 && strcmp(col_text(st, 0), "running") != 0)
-        rc = clad_err_set(err, CLAD_ECONFLICT, "job %lld is %s, not running; it cannot produce a version",
-                          (long long)in->job_id, col_text(st, 0));
-    else if (rc == 1)
-        rc = 0;
-    st_finalize(st);
-    /* On a shared store only the node holding the job's lease may commit its version. */
-    return rc ? rc : job_check_owner(s, in->job_id, err);
-}
-
 int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_t *version_out, clad_err *err)
 {
     int rc = put_validate(s, in, err);
@@ -155,7 +137,8 @@ int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_
         }
         st_finalize(st);
     }
-    if (rc == 0 && in->job_id) rc = put_job_check(s, in, err);
+    /* A cancelled job must not sneak in a version, nor a node that lost the job's lease. */
+    if (rc == 0 && in->job_id) rc = job_commit_check(s, in->job_id, "a version", err);
     if (rc == 0)
         rc = st_int(s, &vid, err,
                     "INSERT INTO versions (task_id, version, kind, adapter_size, adapter_sha256, base_sha256, "
@@ -180,11 +163,7 @@ int store_version_put(store *s, const store_version_in *in, int peer_uid, int64_
         move = true;
         rc = alias_move(s, tid, "active", vid, version, "put", state, 0, peer_uid, NULL, err);
     }
-    if (rc == 0 && in->job_id) /* the job and its version commit together */
-        rc = st_exec(s, err,
-                     "UPDATE jobs SET state = 'succeeded', result_version = ?2, finished_ms = ?3 WHERE id = ?1",
-                     "III", in->job_id, version, now_ms());
-    if (rc == 0 && in->job_id) rc = job_data_sweep(s, err);
+    if (rc == 0 && in->job_id) rc = job_commit_done(s, in->job_id, version, err); /* they commit together */
     if (rc == 0) {
         char object[STORE_NAME_MAX + 32];
         snprintf(object, sizeof object, "version:%s/%lld", in->task, (long long)version);

@@ -85,6 +85,34 @@ void store_fill_lora(const char *location, const model_config *cfg, int versions
     store_close(s);
 }
 
+long long mn_submit_json(const daemon_proc *d, const char *path, const char *json)
+{
+    char extra[1024], *body = NULL;
+    snprintf(extra, sizeof extra, "-H 'Content-Type: application/json' -d '%s'", json);
+    int code = curl_req(d, "POST", path, extra, &body, NULL);
+    CHECK_MSG(code == 202, "POST %s answered %d: %s", path, code, body);
+    json_t *j = json_or_fail(body);
+    long long id = (long long)json_integer_value(json_object_get(j, "id"));
+    json_decref(j);
+    free(body);
+    return id;
+}
+
+long long mn_occupy_slot(const daemon_proc *d, const char *lane)
+{
+    char body[128];
+    snprintf(body, sizeof body, "{\"steps\": 3000, \"step_ms\": 100, \"lane\": \"%s\"}", lane);
+    long long id = submit_sleep(d, body);
+    for (;;) {
+        json_t *j = get_job(d, id);
+        bool running = !strcmp(state_of(j), "running");
+        CHECK_MSG(running || !strcmp(state_of(j), "queued"), "sleep job %lld: %s", id, json_dumps(j, 0));
+        json_decref(j);
+        if (running) return id;
+        sleep_ms(50);
+    }
+}
+
 json_t *mn_status(const daemon_proc *d)
 {
     char *body = NULL;

@@ -33,6 +33,12 @@ void mn_stop(mn_cluster *c);
  * differently). `active` ends at the last one. */
 void store_fill_lora(const char *location, const model_config *cfg, int versions);
 
+/* POSTs a JSON body to path on node d; returns the job id (the answer must be 202). */
+long long mn_submit_json(const daemon_proc *d, const char *path, const char *json);
+/* A long sleep job on node d in a lane of its own, once it runs: d's one job slot is taken. Returns its
+ * id (cancel it to free the slot). */
+long long mn_occupy_slot(const daemon_proc *d, const char *lane);
+
 /* GET /v1/status as JSON (fails the test unless 200). */
 json_t *mn_status(const daemon_proc *d);
 /* The state d reports for node id ("live", "dead", "stopped"), or "" when d does not list it (static). */

@@ -214,36 +214,6 @@ static void killed_nodes_job_finished_by_another(const char *location)
     mn_stop(&c);
 }
 
-/* POSTs a JSON body to path on node d; returns the job id (the answer must be 202). */
-static long long submit_json(const daemon_proc *d, const char *path, const char *json)
-{
-    char extra[1024], *body = NULL;
-    snprintf(extra, sizeof extra, "-H 'Content-Type: application/json' -d '%s'", json);
-    int code = curl_req(d, "POST", path, extra, &body, NULL);
-    CHECK_MSG(code == 202, "POST %s answered %d: %s", path, code, body);
-    json_t *j = json_or_fail(body);
-    long long id = (long long)json_integer_value(json_object_get(j, "id"));
-    json_decref(j);
-    free(body);
-    return id;
-}
-
-/* A long sleep job on node d in a lane of its own, once it runs: d's one job slot is taken. */
-static long long occupy_slot(const daemon_proc *d, const char *lane)
-{
-    char body[128];
-    snprintf(body, sizeof body, "{\"steps\": 3000, \"step_ms\": 100, \"lane\": \"%s\"}", lane);
-    long long id = submit_sleep(d, body);
-    for (;;) {
-        json_t *j = get_job(d, id);
-        bool running = !strcmp(state_of(j), "running");
-        CHECK_MSG(running || !strcmp(state_of(j), "queued"), "sleep job %lld: %s", id, json_dumps(j, 0));
-        json_decref(j);
-        if (running) return id;
-        sleep_ms(50);
-    }
-}
-
 static void cancel_job(const daemon_proc *d, long long id)
 {
     char path[64], *body = NULL;
@@ -285,8 +255,8 @@ static void merge_of_a_busy_node_run_by_another(const char *location)
     mn_cluster c;
     cluster_start(&c, location);
     train_sources(&c.node[0]);
-    long long sleeper = occupy_slot(&c.node[0], "d0");
-    long long id = submit_json(&c.node[0], "/v1/merges/m", "{\"tasks\": [\"t0\", \"t1\"], \"rank\": 4}");
+    long long sleeper = mn_occupy_slot(&c.node[0], "d0");
+    long long id = mn_submit_json(&c.node[0], "/v1/merges/m", "{\"tasks\": [\"t0\", \"t1\"], \"rank\": 4}");
     check_merge_done(location, &c.node[1], id, 0);
     json_t *s = get_job(&c.node[0], sleeper);
     CHECK_MSG(!strcmp(state_of(s), "running"), "the busy node's job: %s", json_dumps(s, 0));
@@ -311,12 +281,12 @@ static void queued_jobs_of_a_killed_node_run_by_another(const char *location)
     for (int k = 0; k < NODES; k++) {
         char lane[8];
         snprintf(lane, sizeof lane, "d%d", k);
-        sleepers[k] = occupy_slot(&nodes[k], lane);
+        sleepers[k] = mn_occupy_slot(&nodes[k], lane);
     }
-    long long merge = submit_json(&nodes[0], "/v1/merges/m", "{\"tasks\": [\"t0\", \"t1\"], \"rank\": 4}");
+    long long merge = mn_submit_json(&nodes[0], "/v1/merges/m", "{\"tasks\": [\"t0\", \"t1\"], \"rank\": 4}");
     snprintf(spec, sizeof spec, "{\"model\": {\"model\": \"mlp\", \"input_dim\": %d, \"hidden\": [8]}, "
              "\"data\": \"%s\", \"epochs\": 1}", FEATURES, csv);
-    long long base = submit_json(&nodes[0], "/v1/bases/mlp2", spec);
+    long long base = mn_submit_json(&nodes[0], "/v1/bases/mlp2", spec);
     long long queued[] = {merge, base};
     for (int i = 0; i < 2; i++) {
         json_t *j = get_job(&nodes[1], queued[i]);
@@ -346,10 +316,10 @@ static void base_training_from_a_file_another_node_may_not_read(const char *loca
     char csv[512], spec[900];
     snprintf(csv, sizeof csv, "%s/base.csv", test_tmpdir());
     write_argmax_csv(csv, 100, FEATURES, 9);
-    long long sleeper = occupy_slot(&c.node[0], "d0");
+    long long sleeper = mn_occupy_slot(&c.node[0], "d0");
     snprintf(spec, sizeof spec, "{\"model\": {\"model\": \"mlp\", \"input_dim\": %d, \"hidden\": [8]}, "
              "\"data\": \"%s\", \"epochs\": 1}", FEATURES, csv);
-    long long id = submit_json(&c.node[0], "/v1/bases/mlp2", spec);
+    long long id = mn_submit_json(&c.node[0], "/v1/bases/mlp2", spec);
     json_t *j = wait_final(&c.node[1], id, 120);
     json_t *error = json_object_get(j, "error");
     const char *msg = json_string_value(json_object_get(error, "message"));

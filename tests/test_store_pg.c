@@ -257,12 +257,19 @@ TEST(store_pg_notifications_reach_a_listening_connection)
     CHECK_CODE(db_listen(listener, "Bad Channel;", &e), CLAD_EINVAL, e);
     int fd = db_notify_fd(listener);
     CHECK(fd >= 0);
-    CHECK_INT_EQ(db_drain(listener), 0);
+    CHECK_INT_EQ(db_drain(listener, "clad_changes"), 0);
     CHECK_OK(db_notify(sender, "clad_changes", "task:t1", &e), e);
     struct pollfd p = {.fd = fd, .events = POLLIN};
     CHECK_MSG(poll(&p, 1, 5000) == 1, "no notification within 5 s");
-    CHECK_INT_EQ(db_drain(listener), 1);
-    CHECK_INT_EQ(db_drain(listener), 0);
+    CHECK_INT_EQ(db_drain(listener, "clad_changes"), 1);
+    CHECK_INT_EQ(db_drain(listener, "clad_changes"), 0);
+    /* One connection, two channels: each drain answers for its own channel and keeps the other's. */
+    CHECK_OK(db_listen(listener, "clad_jobs", &e), e);
+    CHECK_OK(db_notify(sender, "clad_jobs", "queued", &e), e);
+    CHECK_MSG(poll(&p, 1, 5000) == 1, "no notification within 5 s");
+    CHECK_INT_EQ(db_drain(listener, "clad_changes"), 0);
+    CHECK_INT_EQ(db_drain(listener, "clad_jobs"), 1);
+    CHECK_INT_EQ(db_drain(listener, "clad_jobs"), 0);
     db_pg_ops.close(listener);
     db_pg_ops.close(sender);
     /* SQLite has no notifications: callers poll. */
@@ -272,7 +279,7 @@ TEST(store_pg_notifications_reach_a_listening_connection)
     CHECK(lite != NULL);
     CHECK_INT_EQ(db_listen(lite, "clad_changes", &e), -1);
     CHECK_INT_EQ(db_notify_fd(lite), -1);
-    CHECK_INT_EQ(db_drain(lite), -1);
+    CHECK_INT_EQ(db_drain(lite, "clad_changes"), -1);
     db_sqlite_ops.close(lite);
 }
 

@@ -3,8 +3,12 @@
  * bytes) once it ends. */
 #include "tests/test.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <unistd.h>
+
+#include <libpq-fe.h>
+#include <sqlite3.h>
 
 #include "io/dataset_io.h"
 #include "tests/test_store_fixture.h"
@@ -152,6 +156,66 @@ STORE_TEST(store_queue_expired_job_runs_again_elsewhere_and_yields_one_version)
     store_close(b);
 }
 
+/* A base trained by a job, stored by node s under that job (weights differ per node, so a stray store
+ * would be seen). */
+static int base_put_job(store *s, const char *name, int64_t job_id, clad_err *e)
+{
+    static const float weights[2][16] = {{1, 2, 3}, {4, 5, 6}};
+    store_base_in bi = {.name = name, .config_json = "{\"arch\":\"mlp\"}", .weights = weights[job_id & 1],
+                        .weights_size = sizeof weights[0], .job_id = job_id};
+    return store_base_put(s, &bi, 1000, e);
+}
+
+static bool base_exists(store *s, const char *name)
+{
+    store_base *b = NULL;
+    int rc = store_base_get(s, name, 0, &b, NULL);
+    store_base_free(b);
+    return rc == 0;
+}
+
+STORE_TEST(store_queue_base_commits_only_under_the_jobs_lease)
+{
+    clad_err e = {0};
+    store *a = node_open("q.db", "node-a"), *b = node_open("q.db", "node-b");
+    int64_t j1 = 0;
+    CHECK_OK(store_job_create(a, "base-train", NULL, "b1", "{}", 500, &j1, &e), e);
+    /* A queued job has produced nothing yet. */
+    CHECK_CODE(base_put_job(a, "b1", j1, &e), CLAD_ECONFLICT, e);
+    CHECK(strstr(e.msg, "is queued, not running; it cannot produce a base"));
+    claim_expect(a, 0, 40, j1);
+    usleep(80 * 1000); /* node a stalls past its lease; node b takes the job */
+    claim_expect(b, 0, 10000, j1);
+    /* Node a wakes up with its trained base: refused with the reason, and nothing is stored. */
+    CHECK_CODE(base_put_job(a, "b1", j1, &e), CLAD_ECONFLICT, e);
+    CHECK(strstr(e.msg, "run by node 'node-b'"));
+    CHECK(!base_exists(b, "b1"));
+    /* The holder stores it; the job succeeds in that transaction and cannot store a second base. */
+    CHECK_OK(base_put_job(b, "b1", j1, &e), e);
+    CHECK(base_exists(a, "b1"));
+    store_job *j = NULL;
+    CHECK_OK(store_job_get(a, j1, &j, &e), e);
+    CHECK_INT_EQ(j->state, STORE_JOB_SUCCEEDED);
+    CHECK_STR_EQ(j->node, "node-b");
+    store_job_free(j);
+    CHECK_CODE(base_put_job(b, "b1-again", j1, &e), CLAD_ECONFLICT, e);
+    CHECK(strstr(e.msg, "is succeeded, not running"));
+    CHECK(!base_exists(a, "b1-again"));
+    /* An owner whose lease ran out stores nothing either, even before another node took the job. */
+    int64_t j2 = 0;
+    CHECK_OK(store_job_create(a, "base-train", NULL, "b2", "{}", 500, &j2, &e), e);
+    claim_expect(a, 0, 30, j2);
+    usleep(60 * 1000);
+    CHECK_CODE(base_put_job(a, "b2", j2, &e), CLAD_ECONFLICT, e);
+    CHECK(strstr(e.msg, "lease of node 'node-a' has expired"));
+    CHECK(!base_exists(a, "b2"));
+    /* A base stored without a job (an import) is not tied to any lease. */
+    CHECK_OK(base_put_job(a, "b3", 0, &e), e);
+    CHECK_OK(store_check(a, STORE_CHECK_FULL, &e), e);
+    store_close(a);
+    store_close(b);
+}
+
 STORE_TEST(store_queue_gives_up_after_the_attempt_limit)
 {
     clad_err e = {0};
@@ -185,6 +249,59 @@ STORE_TEST(store_queue_gives_up_after_the_attempt_limit)
     CHECK_OK(store_job_get(a, j2, &j, &e), e);
     CHECK_INT_EQ(j->state, STORE_JOB_CANCELLED);
     store_job_free(j);
+    store_close(a);
+}
+
+/* Another process's writer holding the store's write lock, as a worker storing a large upload does: on
+ * SQLite an open BEGIN IMMEDIATE, on PostgreSQL the writers' advisory lock (key "clad", db_pg.c). */
+typedef struct writer_lock {
+    sqlite3 *lite;
+    PGconn *pg;
+} writer_lock;
+
+static void writer_lock_take(writer_lock *w, const char *path)
+{
+    memset(w, 0, sizeof *w);
+    if (fx_on_pg()) {
+        w->pg = PQconnectdb(path);
+        CHECK_MSG(PQstatus(w->pg) == CONNECTION_OK, "%s", PQerrorMessage(w->pg));
+        PQclear(PQexec(w->pg, "SELECT pg_advisory_lock(1668047204)"));
+    } else {
+        CHECK_INT_EQ(sqlite3_open(path, &w->lite), SQLITE_OK);
+        CHECK_INT_EQ(sqlite3_exec(w->lite, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    }
+}
+
+static void writer_lock_release(writer_lock *w)
+{
+    if (w->pg) PQfinish(w->pg); /* ends the session and its lock */
+    if (w->lite) {
+        sqlite3_exec(w->lite, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(w->lite);
+    }
+}
+
+/* A lease renewal (like the heartbeat) is one statement outside the writers' lock: on PostgreSQL it does
+ * not wait behind another writer's long transaction, which a claim must. SQLite has one write lock per
+ * file, which every write takes: there the renewal waits too (docs/SCALING.md). */
+STORE_TEST(store_queue_renewal_does_not_wait_for_the_writers_lock_on_postgresql)
+{
+    clad_err e = {0};
+    store *a = node_open("q.db", "node-a");
+    int64_t j1 = job_new(a, NULL, "lane1", NULL, 0);
+    claim_expect(a, 0, 10000, j1);
+    char path[512];
+    fx_path(path, sizeof path, "q.db");
+    store_set_busy_timeout(a, 0); /* as the daemon's loop renews */
+    writer_lock w;
+    writer_lock_take(&w, path);
+    bool cancel = true;
+    CHECK_CODE(store_job_renew(a, j1, 10000, &cancel, &e), fx_on_pg() ? 0 : CLAD_EBUSY, e);
+    CHECK(!fx_on_pg() || !cancel);
+    store_job *j = NULL;
+    CHECK_CODE(store_job_claim(a, 0, NULL, 10000, &j, &e), CLAD_EBUSY, e); /* claims are serialised */
+    writer_lock_release(&w);
+    CHECK_OK(store_job_renew(a, j1, 10000, NULL, &e), e);
     store_close(a);
 }
 
@@ -244,6 +361,69 @@ STORE_TEST(store_queue_concurrent_claimers_take_each_job_once)
     }
     store_jobs_free(list, n);
     store_close(s);
+}
+
+/* PostgreSQL claims use FOR UPDATE SKIP LOCKED (the driver's capability): a queued job whose row another
+ * transaction has locked is skipped, not waited for (which would end in a lock timeout, CLAD_EBUSY). */
+TEST(store_queue_pg_claim_skips_a_locked_row)
+{
+    fx_use_backend(FX_PG);
+    store *a = node_open("q.db", "node-a");
+    int64_t j1 = job_new(a, NULL, "lane1", NULL, 0), j2 = job_new(a, NULL, "lane2", NULL, 0);
+    char uri[512], sql[128];
+    fx_path(uri, sizeof uri, "q.db");
+    PGconn *holder = PQconnectdb(uri);
+    CHECK_MSG(PQstatus(holder) == CONNECTION_OK, "%s", PQerrorMessage(holder));
+    snprintf(sql, sizeof sql, "BEGIN; SELECT id FROM jobs WHERE id = %lld FOR UPDATE", (long long)j1);
+    PGresult *r = PQexec(holder, sql);
+    CHECK_MSG(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQerrorMessage(holder));
+    PQclear(r);
+    store_set_busy_timeout(a, 300); /* so a claim that waited for the row would fail fast */
+    claim_expect(a, 0, 10000, j2);
+    PQclear(PQexec(holder, "COMMIT"));
+    PQfinish(holder);
+    claim_expect(a, 0, 10000, j1);
+    store_close(a);
+}
+
+/* Waits up to 5 s for a notification on listener l; then drains the jobs channel and, as a check that
+ * the channels stay apart, the changes channel. */
+static void expect_job_notification(store *l)
+{
+    struct pollfd p = {.fd = store_changes_fd(l), .events = POLLIN};
+    CHECK_MSG(poll(&p, 1, 5000) == 1, "no notification within 5 s");
+    CHECK_INT_EQ(store_jobs_drain(l), 1);
+    CHECK_INT_EQ(store_jobs_drain(l), 0);
+    CHECK_INT_EQ(store_changes_drain(l), 0); /* jobs are not in the change feed */
+}
+
+/* A new job, and a job put back to queued when its owner's lease ran out, notify listening nodes (clad_jobs)
+ * at commit, so idle nodes claim it without waiting for their poll. SQLite has no notifications. */
+STORE_TEST(store_queue_new_and_requeued_jobs_notify_listening_nodes)
+{
+    clad_err e = {0};
+    store *a = node_open("q.db", "node-a"), *b = node_open("q.db", "node-b");
+    char path[512];
+    fx_path(path, sizeof path, "q.db");
+    store *l = store_open_reader(path, &e);
+    CHECK_MSG(l != NULL, "%s", e.msg);
+    if (!fx_on_pg()) {
+        CHECK_CODE(store_jobs_listen(l, &e), CLAD_EINVAL, e);
+        CHECK_INT_EQ(store_jobs_drain(l), -1);
+        CHECK_OK(store_jobs_notify(a, &e), e); /* a no-op */
+    } else {
+        CHECK_OK(store_changes_listen(l, &e), e);
+        CHECK_OK(store_jobs_listen(l, &e), e);
+        int64_t j1 = job_new(a, NULL, "lane1", "data", 4);
+        expect_job_notification(l);
+        claim_expect(a, 0, 30, j1);
+        usleep(60 * 1000);
+        claim_expect(b, 0, 10000, j1); /* requeued and claimed again in one transaction: still announced */
+        expect_job_notification(l);
+    }
+    store_close(l);
+    store_close(a);
+    store_close(b);
 }
 
 /* Rehearsal-free holds for the store's own files: a job's data is not found in the database or its WAL,
