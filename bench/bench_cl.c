@@ -295,6 +295,7 @@ static json_t *task_json(const stream *s, int ti, const task_state *st, const mo
             if (R->rank_start) {
                 json_object_set_new(l, "rank_start", json_integer(R->rank_start));
                 json_object_set_new(l, "kept_size", json_real(R->kept_size));
+                json_object_set_new(l, "keep_at", json_real(R->keep_at));
             }
             json_object_set_new(layers, base->linear[li].name, l);
         }

@@ -7,8 +7,8 @@
 
 #include "core/linalg.h"
 
-/* The smaller half of a start rank of at most this many components is looked at for the noise floor. */
-#define PRUNE_HALF_MAX 256
+/* The smallest quarter of a start rank of at most this many components is looked at for the noise floor. */
+#define PRUNE_QUARTER_MAX 64
 
 static void plan_totals(rank_plan *plan, const model *m)
 {
@@ -43,19 +43,20 @@ static int cmp_float_asc(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* What components grow to without being needed: RANK_FLOOR_MEDIANS x the median of the smaller half of
- * the n trained sizes s (largest first). A task that needs fewer than n/2 directions in a layer leaves
- * that half to noise; one that needs more raises the floor and keeps a little less. 0 when n < 4. */
+/* What components grow to without being needed: RANK_NOISE_MEDIANS x the median of the smallest quarter
+ * of the n trained sizes s (largest first). Any task that needs at most 3n/4 directions in a layer leaves
+ * that quarter to noise; components the task does not need spread up to about RANK_NOISE_MEDIANS times its
+ * median (docs/RANKS.md 6b). 0 when n < 8. */
 static double noise_floor(const float *s, int n)
 {
-    if (n < 4) return 0.0;
-    float half[PRUNE_HALF_MAX];
-    int h = n - n / 2;
-    if (h > PRUNE_HALF_MAX) h = PRUNE_HALF_MAX;
-    for (int j = 0; j < h; j++) half[j] = s[n - h + j];
-    qsort(half, (size_t)h, sizeof *half, cmp_float_asc);
-    double med = h % 2 ? (double)half[h / 2] : 0.5 * ((double)half[h / 2 - 1] + (double)half[h / 2]);
-    return RANK_FLOOR_MEDIANS * med;
+    if (n < 8) return 0.0;
+    float q[PRUNE_QUARTER_MAX];
+    int h = n / 4;
+    if (h > PRUNE_QUARTER_MAX) h = PRUNE_QUARTER_MAX;
+    for (int j = 0; j < h; j++) q[j] = s[n - h + j];
+    qsort(q, (size_t)h, sizeof *q, cmp_float_asc);
+    double med = h % 2 ? (double)q[h / 2] : 0.5 * ((double)q[h / 2 - 1] + (double)q[h / 2]);
+    return RANK_NOISE_MEDIANS * med;
 }
 
 void rank_plan_keep_trained(rank_plan *plan, const model *m, const float *S, int stride, const rank_policy *pol)

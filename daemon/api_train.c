@@ -155,12 +155,13 @@ static json_t *plan_fixed_json(const cl_task_result *r, const char *policy, cons
                      layers, "reuse", reuse, "new_params", (json_int_t)rp->new_params, "probe", "plan_seconds", 0.0);
 }
 
-/* Auto with a start: the rank the layer trained with first, and the relative size of the smallest component
- * it kept (0 before the cut; docs/RANKS.md, "Ranks that training decides"). */
+/* Auto with a start: the rank the layer trained with first, the relative size of the smallest component it
+ * kept and the size a component had to reach (0 before the cut; docs/RANKS.md 6b). */
 static void trained_rank_json(json_t *layer, const rank_layer *L)
 {
     json_object_set_new(layer, "rank_start", json_integer(L->rank_start));
     json_object_set_new(layer, "kept_size", json_real(L->kept_size));
+    json_object_set_new(layer, "keep_at", json_real(L->keep_at));
 }
 
 /* The plan as JSON: task-level numbers and, per target layer, what decided its rank. */

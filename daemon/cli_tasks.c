@@ -293,11 +293,13 @@ static void print_version(json_t *v)
     }
     json_t *layers = json_object_get(plan, "layers");
     if (!json_object_size(layers)) return;
-    printf("%-18s %9s %8s %8s %5s %6s  %s\n", "LAYER", "DISTANCE", "NOVELTY", "GAIN", "RANK", "REUSED", "WHY");
+    /* START: the rank training began with, when training decided the ranks (docs/RANKS.md 6b). */
+    char f[32];
+    printf("%-18s %9s %8s %8s %5s %5s %6s  %s\n", "LAYER", "DISTANCE", "NOVELTY", "GAIN", "START", "RANK", "REUSED", "WHY");
     json_object_foreach(layers, key, x)
-        printf("%-18s %9s %8s %8s %5s %6s  %s\n", key, fixed(x, "distance", 4, a, sizeof a), fixed(x, "novelty", 3, b, sizeof b),
-               fixed(x, "gain", 4, c, sizeof c), numtext(x, "rank", d, sizeof d), numtext(x, "reused", e, sizeof e),
-               str(x, "why"));
+        printf("%-18s %9s %8s %8s %5s %5s %6s  %s\n", key, fixed(x, "distance", 4, a, sizeof a),
+               fixed(x, "novelty", 3, b, sizeof b), fixed(x, "gain", 4, c, sizeof c), numtext(x, "rank_start", f, sizeof f),
+               numtext(x, "rank", d, sizeof d), numtext(x, "reused", e, sizeof e), str(x, "why"));
 }
 
 /* GET of a task's version: @VERSION directly, @ALIAS (or `active`) through the task's alias map. */
