@@ -129,8 +129,8 @@ typedef struct rank_layer {
     int rank;             /* new rank of the layer */
     int rank_start;       /* auto with start: the rank training started with (0: not grown) */
     double kept_size;     /* auto with start: relative size of the smallest kept component (0: none kept) */
-    double keep_at;       /* auto with start: the relative size a component had to reach: keep, or the
-                             layer's noise floor if higher */
+    double keep_at;       /* auto with start: the relative size a component had to reach: keep, or a tenth
+                             of the layer's largest if higher */
     int reused;           /* rank of the frozen components copied from the reused task */
     const char *why;      /* a short reason: "directions", "negligible", "minimum", "r_max", "budget", ... */
 } rank_layer;
@@ -172,8 +172,7 @@ void rank_plan_start(rank_plan *plan, const model *m, const rank_policy *pol);
 /* After the first `cut` of the training: S holds, per layer, the singular values of the trained new
  * change (scale x B A; MODEL_MAX_LINEARS rows of `stride`, largest first). Layer l keeps its components
  * whose size s_j reaches keep_at x ||W_l||_F (W_l the weight the change is added to), keep_at being
- * pol->keep or the layer's noise floor if higher (RANK_NOISE_MEDIANS x the median of the smallest quarter
- * of the sizes: what components grow to without being needed; the largest answers to keep alone). So the rank a layer ends with is what
+ * pol->keep, or RANK_KEEP_OF_LARGEST of the layer's largest component if that is higher. So the rank a layer ends with is what
  * training moved it by, measured against the layer itself: a task near what the model (and a reused task)
  * already does moves little and keeps little, a far task keeps more, and a layer that did not need to move
  * keeps nothing. A task that reuses no earlier one keeps at least r_min components (its largest). Updates
@@ -190,9 +189,8 @@ int rank_components(float *U, float *s, float *Vt, double *gain, const float *X,
 int rank_count_directions(const double *gain, int k, double theta);
 /* The significance floor of a layer: max(theta, RANK_FLOOR_MEDIANS * median of -gain_i over gain_i < 0). */
 #define RANK_FLOOR_MEDIANS 4.0
-/* Training's noise floor (rank_plan_keep_trained): this many times the median of the smallest quarter of a
- * layer's trained component sizes. */
-#define RANK_NOISE_MEDIANS 8.0
+/* rank_plan_keep_trained: a kept component is at least this share of its layer's largest. */
+#define RANK_KEEP_OF_LARGEST 0.1
 double rank_floor(const double *gain, int k, double theta);
 
 #endif

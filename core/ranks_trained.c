@@ -3,12 +3,9 @@
 #include "core/ranks.h"
 
 #include <math.h>
-#include <stdlib.h>
 
 #include "core/linalg.h"
 
-/* The smallest quarter of a start rank of at most this many components is looked at for the noise floor. */
-#define PRUNE_QUARTER_MAX 64
 
 static void plan_totals(rank_plan *plan, const model *m)
 {
@@ -37,28 +34,6 @@ void rank_plan_start(rank_plan *plan, const model *m, const rank_policy *pol)
     plan_totals(plan, m);
 }
 
-static int cmp_float_asc(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
-/* What components grow to without being needed: RANK_NOISE_MEDIANS x the median of the smallest quarter
- * of the n trained sizes s (largest first). Any task that needs at most 3n/4 directions in a layer leaves
- * that quarter to noise; components the task does not need spread up to about RANK_NOISE_MEDIANS times its
- * median (docs/RANKS.md 6b). 0 when n < 8. */
-static double noise_floor(const float *s, int n)
-{
-    if (n < 8) return 0.0;
-    float q[PRUNE_QUARTER_MAX];
-    int h = n / 4;
-    if (h > PRUNE_QUARTER_MAX) h = PRUNE_QUARTER_MAX;
-    for (int j = 0; j < h; j++) q[j] = s[n - h + j];
-    qsort(q, (size_t)h, sizeof *q, cmp_float_asc);
-    double med = h % 2 ? (double)q[h / 2] : 0.5 * ((double)q[h / 2 - 1] + (double)q[h / 2]);
-    return RANK_NOISE_MEDIANS * med;
-}
-
 void rank_plan_keep_trained(rank_plan *plan, const model *m, const float *S, int stride, const rank_policy *pol)
 {
     int best = -1, kept = 0;
@@ -69,11 +44,11 @@ void rank_plan_keep_trained(rank_plan *plan, const model *m, const float *S, int
         const model_linear *L = &m->linear[li];
         double w = w_norm[li] = sqrt(linalg_frob2(param_set_ptr(&m->params, L->weight), (size_t)L->out * (size_t)L->in));
         const float *s = S + (size_t)li * stride;
-        /* The floor is read off the layer's own sizes, so it cannot tell a layer that needs every component
-         * from one that needs none: the largest component answers to keep alone. */
-        R->keep_at = w > 0.0 ? fmax(pol->keep, noise_floor(s, R->rank_start) / w) : 0.0;
+        /* A component also has to be a tenth of the layer's largest: what training moved a layer by in
+         * directions it did not need is small next to the one it did (docs/RANKS.md 6b). */
+        R->keep_at = w > 0.0 ? fmax(pol->keep, RANK_KEEP_OF_LARGEST * (double)s[0] / w) : 0.0;
         int k = 0;
-        while (k < R->rank_start && w > 0.0 && (double)s[k] >= (k ? R->keep_at : pol->keep) * w) k++;
+        while (k < R->rank_start && w > 0.0 && (double)s[k] >= R->keep_at * w) k++;
         R->rank = k;
         R->kept_size = k ? (double)s[k - 1] / w : 0.0;
         R->why = k ? "trained" : "negligible after training";

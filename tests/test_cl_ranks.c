@@ -565,15 +565,11 @@ TEST(cl_ranks_training_keeps_the_components_that_grew)
     CHECK_INT_EQ(plan.new_params, 3L * (24 + 12));
     CHECK_INT_EQ(plan.layer[0].rank_start, 8);
 
-    /* Components that stand out of the layer's noise floor (8 x the median of the smallest quarter) count;
-     * those that do not, however large, do not; the largest answers to keep alone; r_max caps. */
-    for (int j = 0; j < 8; j++) S[j] = (float)((j < 3 ? 0.5 : j < 6 ? 0.1 : 0.02) * w[0]);
-    rank_plan_keep_trained(&plan, m, S, 16, &pol);  /* floor 8 x 0.02 = 0.16 */
+    /* A kept component is also a tenth of the layer's largest; r_max caps. */
+    for (int j = 0; j < 8; j++) S[j] = (float)((j < 3 ? 0.5 : j < 6 ? 0.04 : 0.02) * w[0]);
+    rank_plan_keep_trained(&plan, m, S, 16, &pol);  /* 0.1 x 0.5 = 0.05 */
     CHECK_INT_EQ(plan.ranks[0], 3);
-    CHECK_NEAR(plan.layer[0].keep_at, 0.16, 1e-6);
-    for (int j = 0; j < 8; j++) S[j] = (float)(0.5 * w[0]);
-    rank_plan_keep_trained(&plan, m, S, 16, &pol);
-    CHECK_INT_EQ(plan.ranks[0], 1);
+    CHECK_NEAR(plan.layer[0].keep_at, 0.05, 1e-6);
     for (int j = 0; j < 8; j++) S[j] = (float)((j < 4 ? 0.5 : 0.001) * w[0]);
     rank_policy capped = pol;
     capped.r_max = 2;
