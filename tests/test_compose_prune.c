@@ -181,16 +181,24 @@ TEST(compose_prune_factors_match_dense_svd)
     CHECK_INT_EQ(k, linalg_energy_rank(Sd, R, 0.95));
 }
 
+/* A LoRA of ranks 6 (fc1, 12 x 16) and 5 (fc2, 12 x 12), alpha 12, whose B A have the spectra s1 and s2. */
+static adapter *adapter_with_spectra(const model *m, const float s1[6], const float s2[5])
+{
+    int ranks[MODEL_MAX_LINEARS] = {6, 5, 0};
+    adapter *a = adapter_create(m, ranks, 12.0f, 4, NULL);
+    adapter_init(a, m, 2);
+    known_spectrum(param_set_ptr(&a->params, a->B[0]), param_set_ptr(&a->params, a->A[0]), s1, 12, 16, 6, 7);
+    known_spectrum(param_set_ptr(&a->params, a->B[1]), param_set_ptr(&a->params, a->A[1]), s2, 12, 12, 5, 8);
+    return a;
+}
+
 TEST(compose_prune_rank_shrinks_adapter_and_records_ranks)
 {
     model *m = compose_small_mlp(16, 12, 2, 4, 1);
     int ranks[MODEL_MAX_LINEARS] = {6, 5, 0};
-    adapter *a = adapter_create(m, ranks, 12.0f, 4, NULL);
-    adapter_init(a, m, 2);
     /* Layer fc1: spectrum (8, 4, 0.01, 0, 0, 0); layer fc2: (3, 3, 3, 3, 3). */
     const float s1[6] = {8, 4, 0.01f, 0, 0, 0}, s2[5] = {3, 3, 3, 3, 3};
-    known_spectrum(param_set_ptr(&a->params, a->B[0]), param_set_ptr(&a->params, a->A[0]), s1, 12, 16, 6, 7);
-    known_spectrum(param_set_ptr(&a->params, a->B[1]), param_set_ptr(&a->params, a->A[1]), s2, 12, 12, 5, 8);
+    adapter *a = adapter_with_spectra(m, s1, s2);
     clad_err e = {0};
     adapter *p = prune_rank(a, m, 0.99, &e);
     CHECK_MSG(p != NULL, "%s", e.msg);
@@ -229,12 +237,8 @@ TEST(compose_prune_rank_shrinks_adapter_and_records_ranks)
 TEST(compose_prune_rank_to_given_ranks)
 {
     model *m = compose_small_mlp(16, 12, 2, 4, 1);
-    int ranks[MODEL_MAX_LINEARS] = {6, 5, 0};
-    adapter *a = adapter_create(m, ranks, 12.0f, 4, NULL);
-    adapter_init(a, m, 2);
     const float s1[6] = {8, 4, 2, 1, 0.5f, 0.25f}, s2[5] = {3, 2, 1, 1, 1};
-    known_spectrum(param_set_ptr(&a->params, a->B[0]), param_set_ptr(&a->params, a->A[0]), s1, 12, 16, 6, 7);
-    known_spectrum(param_set_ptr(&a->params, a->B[1]), param_set_ptr(&a->params, a->A[1]), s2, 12, 12, 5, 8);
+    adapter *a = adapter_with_spectra(m, s1, s2);
     float *S = malloc(sizeof(float) * MODEL_MAX_LINEARS * PRUNE_MAX_RANK);
     CHECK_INT_EQ(prune_spectra(S, a, m, NULL), 0);
     CHECK_ARRAY_NEAR(S, s1, 6, 1e-4, 1e-4);
