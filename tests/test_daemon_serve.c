@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/dataset_io.h"
 #include "io/model_io.h"
 #include "storage/store.h"
 #include "tests/daemon_util.h"
@@ -334,5 +335,44 @@ TEST_TIMEOUT(daemon_serve_concurrent_predictions_batch_with_the_answers_alone, 1
     CHECK_INT_EQ(curl_req(&d, "GET", "/v1/metrics", NULL, &body, NULL), 200);
     CHECK_MSG(strstr(body, "{task=\"t\"") == NULL, "counters of the deleted task t remain: %.2000s", body);
     free(body);
+    CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
+}
+
+/* A prediction that resolved the active alias is answered even when that version is rolled away from and
+ * deleted while it loads: it is served by the version the alias names by then (before, a 404 "deleted
+ * while it was being loaded", seen under `make soak`). */
+TEST_TIMEOUT(daemon_serve_prediction_follows_the_alias_when_its_version_goes, 60)
+{
+    model_config c = {.kind = MODEL_MLP, .input_dim = 16, .n_hidden = 2, .hidden = {32, 24}, .n_classes = 5};
+    daemon_proc d;
+    char in[512], *body = NULL;
+    start_with_inputs(&d, &c, 2, 1, in, sizeof in);
+    CHECK_INT_EQ(curl_req(&d, "PUT", "/v1/tasks/t/aliases/active", "-H 'Content-Type: application/json' -d '{\"version\": 2}'",
+                          &body, NULL), 200);
+    free(body);
+    char *inputs = NULL;
+    size_t len = 0;
+    CHECK_INT_EQ(file_read_all(in, 1 << 20, (uint8_t **)&inputs, &len, NULL), 0);
+    inputs = realloc(inputs, len + 1);
+    inputs[len] = '\0';
+    /* Every worker of the pool (max_running_jobs 1 + compute_threads 2) sleeps, so the load of version 2
+     * waits behind them while the alias moves back to 1 and version 2 is deleted. */
+    int sleepers[3];
+    for (int i = 0; i < 3; i++) sleepers[i] = raw_post(&d, "/v1/debug/compute", "{\"ms\": 1000}");
+    int fd = raw_post(&d, "/v1/tasks/t/predict", inputs);
+    sleep_ms(200);
+    CHECK_INT_EQ(curl_req(&d, "PUT", "/v1/tasks/t/aliases/active", "-H 'Content-Type: application/json' -d '{\"version\": 1}'",
+                          &body, NULL), 200);
+    free(body);
+    CHECK_INT_EQ(curl_req(&d, "DELETE", "/v1/tasks/t/versions/2", NULL, &body, NULL), 200);
+    free(body);
+    char *got = raw_body(fd);
+    json_t *j = json_or_fail(got);
+    CHECK_INT_EQ(json_integer_value(json_object_get(j, "version")), 1);
+    CHECK_INT_EQ(json_array_size(json_object_get(j, "labels")), 1);
+    json_decref(j);
+    free(got);
+    for (int i = 0; i < 3; i++) free(raw_body(sleepers[i]));
+    free(inputs);
     CHECK_INT_EQ(daemon_stop(&d, SIGTERM, 10), 0);
 }
