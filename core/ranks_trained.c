@@ -6,7 +6,6 @@
 
 #include "core/linalg.h"
 
-
 static void plan_totals(rank_plan *plan, const model *m)
 {
     plan->new_params = 0;

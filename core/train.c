@@ -99,8 +99,9 @@ int train_run(model *m, adapter *a, const dataset *d, const train_config *cfg, t
     long per_epoch = (d->n + B - 1) / B;
     long total = train_total_steps(cfg, d->n);
     long end = cfg->step_end ? cfg->step_end : total;
-    if (end > total)
-        return clad_err_set(err, CLAD_EINVAL, "training step window ends at %ld but the run has %ld steps", end, total);
+    if (end > total || cfg->step_begin >= end)
+        return clad_err_set(err, CLAD_EINVAL, "training step window [%ld, %ld) is not inside the run's %ld steps",
+                            cfg->step_begin, end, total);
     long warmup = (long)(cfg->warmup_ratio * (float)total);
 
     float *grad = calloc(p->total + 1, sizeof *grad);

@@ -449,6 +449,10 @@ TEST(model_training_window_runs_the_whole_runs_steps)
     clad_err_clear(&e);
     CHECK_INT_EQ(train_run(m, first, &tr, &t1, NULL, NULL, NULL, &e), CLAD_EINVAL);
     CHECK(strstr(e.msg, "21 steps") != NULL);
+    t2.step_begin = 21;  /* nothing left to run */
+    clad_err_clear(&e);
+    CHECK_INT_EQ(train_run(m, first, &tr, &t2, NULL, NULL, NULL, &e), CLAD_EINVAL);
+    CHECK(strstr(e.msg, "[21, 21)") != NULL);
     adapter_destroy(whole);
     adapter_destroy(stopped);
     adapter_destroy(first);
