@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,31 +31,57 @@ void rank_policy_default(rank_policy *p)
     p->linear_gain = 100.0;
 }
 
+/* A policy setting: its key, its range (lo excluded when lo_open) and the field it sets. */
+typedef enum { SET_INT, SET_LONG, SET_DOUBLE } setting_type;
+typedef struct policy_setting {
+    const char *key;
+    double lo, hi;
+    bool lo_open;
+    setting_type type;   /* SET_INT and SET_LONG take whole numbers */
+    size_t offset;
+} policy_setting;
+
+static const policy_setting settings[] = {
+    {"r_min", 0, 4096, false, SET_INT, offsetof(rank_policy, r_min)},
+    {"r_max", 1, 4096, false, SET_INT, offsetof(rank_policy, r_max)},
+    {"theta", 0, 100, true, SET_DOUBLE, offsetof(rank_policy, theta)},
+    {"scale", 0.1, 100, false, SET_DOUBLE, offsetof(rank_policy, scale)},
+    {"price", 0, 1, false, SET_DOUBLE, offsetof(rank_policy, price)},
+    {"reuse", 0, 2, false, SET_DOUBLE, offsetof(rank_policy, reuse_min)},
+    {"left", 0, 1, false, SET_DOUBLE, offsetof(rank_policy, left_min)},
+    {"budget", 0, 1e12, false, SET_LONG, offsetof(rank_policy, budget)},
+    {"start", 0, 4096, false, SET_INT, offsetof(rank_policy, start)},
+    {"cut", 0.05, 0.95, false, SET_DOUBLE, offsetof(rank_policy, cut)},
+    {"keep", 0, 1, false, SET_DOUBLE, offsetof(rank_policy, keep)},
+    {"gain", 0, 1e6, true, SET_DOUBLE, offsetof(rank_policy, linear_gain)},
+};
+#define N_SETTINGS (sizeof settings / sizeof *settings)
+
 static int parse_setting(rank_policy *p, const char *kv, clad_err *err)
 {
     const char *eq = strchr(kv, '=');
     if (!eq) return clad_err_set(err, CLAD_EINVAL, "policy setting '%s' is not key=value", kv);
     size_t klen = (size_t)(eq - kv);
+    const policy_setting *st = NULL;
+    for (size_t i = 0; i < N_SETTINGS && !st; i++)
+        if (strlen(settings[i].key) == klen && !strncmp(kv, settings[i].key, klen)) st = &settings[i];
+    if (!st) {
+        char keys[160] = "";
+        for (size_t i = 0; i < N_SETTINGS; i++)
+            snprintf(keys + strlen(keys), sizeof keys - strlen(keys), "%s%s", i ? ", " : "", settings[i].key);
+        return clad_err_set(err, CLAD_EINVAL, "policy setting '%.*s' is unknown (%s)", (int)klen, kv, keys);
+    }
     char *end = NULL;
     double v = strtod(eq + 1, &end);
-    if (end == eq + 1 || *end || !isfinite(v))
-        return clad_err_set(err, CLAD_EINVAL, "policy setting '%s' needs a number", kv);
-#define KEY(s) (klen == strlen(s) && !strncmp(kv, s, klen))
-    if (KEY("r_min") && v >= 0 && v <= 4096 && v == floor(v)) p->r_min = (int)v;
-    else if (KEY("r_max") && v >= 1 && v <= 4096 && v == floor(v)) p->r_max = (int)v;
-    else if (KEY("theta") && v > 0 && v <= 100) p->theta = v;
-    else if (KEY("scale") && v >= 0.1 && v <= 100) p->scale = v;
-    else if (KEY("price") && v >= 0 && v <= 1) p->price = v;
-    else if (KEY("reuse") && v >= 0 && v <= 2) p->reuse_min = v;
-    else if (KEY("left") && v >= 0 && v <= 1) p->left_min = v;
-    else if (KEY("budget") && v >= 0 && v <= 1e12 && v == floor(v)) p->budget = (long)v;
-    else if (KEY("gain") && v > 0 && v <= 1e6) p->linear_gain = v;
-    else if (KEY("start") && v >= 0 && v <= 4096 && v == floor(v)) p->start = (int)v;
-    else if (KEY("cut") && v >= 0.05 && v <= 0.95) p->cut = v;
-    else if (KEY("keep") && v >= 0 && v <= 1) p->keep = v;
-    else return clad_err_set(err, CLAD_EINVAL, "policy setting '%s' is unknown or out of range "
-                             "(r_min, r_max, theta, scale, price, reuse, left, budget, start, cut, keep, gain)", kv);
-#undef KEY
+    bool whole = st->type != SET_DOUBLE;
+    if (end == eq + 1 || *end || !isfinite(v) || (st->lo_open ? v <= st->lo : v < st->lo) || v > st->hi ||
+        (whole && v != floor(v)))
+        return clad_err_set(err, CLAD_EINVAL, "policy setting '%s': %s is a %s in %c%g, %g]", kv, st->key,
+                            whole ? "whole number" : "number", st->lo_open ? '(' : '[', st->lo, st->hi);
+    char *field = (char *)p + st->offset;
+    if (st->type == SET_INT) *(int *)field = (int)v;
+    else if (st->type == SET_LONG) *(long *)field = (long)v;
+    else *(double *)field = v;
     return 0;
 }
 

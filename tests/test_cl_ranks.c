@@ -603,7 +603,19 @@ TEST(cl_ranks_training_keeps_the_components_that_grew)
     rank_policy back;
     CHECK_INT_EQ(rank_policy_parse(&back, name, NULL), 0);
     CHECK(!memcmp(&back, &pol, sizeof pol));
-    CHECK_INT_EQ(rank_policy_parse(&back, "auto:cut=1", NULL), CLAD_EINVAL);
+    /* A bad setting says what the key takes; an unknown key lists the known ones. */
+    clad_err e = {0};
+    CHECK_INT_EQ(rank_policy_parse(&back, "auto:cut=1", &e), CLAD_EINVAL);
+    CHECK_MSG(strstr(e.msg, "cut is a number in [0.05, 0.95]") != NULL, "%s", e.msg);
+    clad_err_clear(&e);
+    CHECK_INT_EQ(rank_policy_parse(&back, "auto:start=2.5", &e), CLAD_EINVAL);
+    CHECK_MSG(strstr(e.msg, "start is a whole number in [0, 4096]") != NULL, "%s", e.msg);
+    clad_err_clear(&e);
+    CHECK_INT_EQ(rank_policy_parse(&back, "auto:theta=0", &e), CLAD_EINVAL);
+    CHECK_MSG(strstr(e.msg, "(0, 100]") != NULL, "%s", e.msg);
+    clad_err_clear(&e);
+    CHECK_INT_EQ(rank_policy_parse(&back, "auto:bogus=1", &e), CLAD_EINVAL);
+    CHECK_MSG(strstr(e.msg, "'bogus' is unknown (r_min, r_max,") && strstr(e.msg, "keep, gain)"), "%s", e.msg);
     free(S);
     model_destroy(m);
 }
