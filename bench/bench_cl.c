@@ -585,11 +585,12 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
     else rank_policy_name(&pol, pname, sizeof pname);
     json_object_set_new(res, "stream", json_string(s->name));
     json_object_set_new(res, "policy", json_string(pname));
-    long total = 0, heads = 0, stored = 0;
+    long total = 0, heads = 0, stored = 0, stored_half[2] = {0, 0};
     for (int i = 0; i < T; i++) {
         json_array_append_new(tasks, task_json(s, i, &st[i], base, !full_ft, a->explain));
         total += st[i].params;
         stored += st[i].new_params;
+        stored_half[i >= T / 2] += st[i].new_params;
         heads += (long)adapter_param_count(st[i].ad);
         json_t *row = json_array();
         for (int j = 0; j < T; j++) json_array_append_new(row, json_num_or_null(R[(size_t)i * T + j]));
@@ -607,6 +608,9 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
     put_metric(res, undefined, "fwt", &met.fwt);
     json_object_set_new(res, "params_total", json_integer(total));
     json_object_set_new(res, "new_params_total", json_integer(full_ft ? total : stored));
+    /* What a long stream of related tasks should show: later tasks cost less than earlier ones. */
+    if (!full_ft && T >= 2 && stored_half[0] > 0)
+        json_object_set_new(res, "last_half_over_first_half", json_real((double)stored_half[1] / (double)stored_half[0]));
     if (json_object_size(undefined)) json_object_set_new(res, "undefined", undefined);
     else json_decref(undefined);
     if (a->routing && !full_ft) {

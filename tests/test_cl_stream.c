@@ -104,6 +104,11 @@ TEST_TIMEOUT(cl_stream_ranks_follow_teachers_and_nothing_is_forgotten, 120)
     CHECK(json_is_true(json_object_get(r, "earlier_predictions_unchanged")));
     CHECK(json_is_true(json_object_get(r, "base_unchanged")));
     CHECK(json_real_value(json_object_get(r, "acc")) > 0.6);
+    /* The stream's cost split: what the last half of the tasks stores over what the first half does. */
+    double half[2] = {0, 0};
+    for (size_t i = 0; i < 4; i++)
+        half[i >= 2] += (double)json_integer_value(json_object_get(json_array_get(tasks, i), "new_params"));
+    CHECK_NEAR(json_real_value(json_object_get(r, "last_half_over_first_half")), half[1] / half[0], 1e-5);  /* printed to 6 digits */
     CHECK(json_is_number(json_object_get(r, "fwt")));
     json_decref(r);
 }
