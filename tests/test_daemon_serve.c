@@ -358,7 +358,7 @@ TEST_TIMEOUT(daemon_serve_prediction_follows_the_alias_when_its_version_goes, 60
     /* Every worker of the pool (max_running_jobs 1 + compute_threads 2) sleeps, so the load of version 2
      * waits behind them while the alias moves back to 1 and version 2 is deleted. */
     int sleepers[3];
-    for (int i = 0; i < 3; i++) sleepers[i] = raw_post(&d, "/v1/debug/compute", "{\"ms\": 1000}");
+    for (int i = 0; i < 3; i++) sleepers[i] = raw_post(&d, "/v1/debug/compute", "{\"ms\": 2500}");
     int fd = raw_post(&d, "/v1/tasks/t/predict", inputs);
     sleep_ms(200);
     CHECK_INT_EQ(curl_req(&d, "PUT", "/v1/tasks/t/aliases/active", "-H 'Content-Type: application/json' -d '{\"version\": 1}'",
