@@ -403,6 +403,7 @@ static void route_done(void *argp, int status, const clad_err *err)
 typedef struct candidate_slot {
     route_call *c;
     int i;
+    registry_alias_get active; /* the get of the task's active version */
 } candidate_slot;
 
 typedef struct candidate_want {
@@ -602,8 +603,9 @@ static void candidates_load(route_call *c)
     w->err_at = w->n;
     w->pending = w->n + 1;
     for (int i = 0; i < w->n; i++) {
-        w->slot[i] = (candidate_slot){c, i};
-        registry_loader_adapter(c->app->loads, w->task[i], w->version[i], on_candidate, &w->slot[i]);
+        w->slot[i] = (candidate_slot){.c = c, .i = i};
+        registry_loader_alias(c->app->loads, &w->slot[i].active, w->task[i], "active", w->version[i], on_candidate,
+                              &w->slot[i]);
     }
     if (--w->pending == 0) candidates_ready(c);
 }

@@ -37,8 +37,7 @@ typedef struct serve_call {
     bool own;               /* la is this request's own (a merge served for one source), not the cache's */
     const char *source;     /* that source task (in req) */
     int64_t version;
-    bool by_alias;          /* the version came from an alias: if it goes while loading, follow the alias */
-    int follows;            /* times the alias was followed again */
+    registry_alias_get by_alias; /* the get of the version an alias names (registry_loader_alias) */
     bool evaluate;
     bool want_probs;
     /* results (worker) */
@@ -193,31 +192,11 @@ static int serve_batch_run(void *item, void *ws, clad_err *err)
 
 static const serve_batch_ops predict_batch = {serve_ws_take, serve_batch_run, serve_ws_give, serve_done};
 
-/* The version a request resolved from an alias was deleted before it loaded (a rollback or alias move
- * followed by a delete, racing the load): the alias now names another version, which is what the request
- * is answered from, as if it had arrived a moment later. Bounded, so a storm of moves still ends. */
-#define SERVE_ALIAS_FOLLOWS 3
-static void serve_start(void *data, loaded_adapter *la, registry_found how, const clad_err *err);
-
-static bool follow_alias(serve_call *c, const clad_err *err)
-{
-    if (!err || err->code != CLAD_ENOTFOUND || !c->by_alias || c->own || c->follows >= SERVE_ALIAS_FOLLOWS) return false;
-    const char *task = http_req_param(c->req, "name");
-    int64_t now = 0;
-    clad_err e = {0};
-    if (resolve_version(c->app, c->req, task, &now, &e) || now == c->version) return false;
-    c->follows++;
-    c->version = now;
-    registry_loader_adapter(c->app->loads, task, now, serve_start, c);
-    return true;
-}
-
 /* Runs the request with la (NULL: err says why it has none). */
 static void serve_start(void *data, loaded_adapter *la, registry_found how, const clad_err *err)
 {
     serve_call *c = data;
     clad_err e = {0};
-    if (!la && follow_alias(c, err)) return;
     c->la = la;
     c->found = how;
     if (la) {
@@ -288,9 +267,11 @@ static void serve(http_req *req, bool evaluate)
     c->want_probs = probs;
     const char *source = http_req_query(req, "task");
     c->version = version;
-    c->by_alias = !http_req_query(req, "version");
     if (!source) {
-        registry_loader_adapter(app->loads, task, version, serve_start, c);
+        /* A version the request named stays that version; one an alias named follows the alias. */
+        const char *alias = http_req_query(req, "alias");
+        if (http_req_query(req, "version")) registry_loader_adapter(app->loads, task, version, serve_start, c);
+        else registry_loader_alias(app->loads, &c->by_alias, task, alias ? alias : "active", version, serve_start, c);
         return;
     }
     c->own = true;

@@ -300,6 +300,28 @@ void registry_loader_adapter(registry_loader *l, const char *task, int64_t versi
     store_task_free(t);
 }
 
+static void on_alias_version(void *data, loaded_adapter *la, registry_found how, const clad_err *err)
+{
+    registry_alias_get *g = data;
+    int64_t now = 0;
+    clad_err e = {0};
+    if (!la && err && err->code == CLAD_ENOTFOUND && g->follows < REGISTRY_ALIAS_FOLLOWS &&
+        !store_alias_get(g->l->st, g->task, g->alias, &now, &e) && now != g->version) {
+        g->follows++;
+        g->version = now;
+        registry_loader_adapter(g->l, g->task, now, on_alias_version, g);
+        return;
+    }
+    g->cb(g->data, la, how, err);
+}
+
+void registry_loader_alias(registry_loader *l, registry_alias_get *g, const char *task, const char *alias,
+                           int64_t version, registry_adapter_cb cb, void *data)
+{
+    *g = (registry_alias_get){l, task, alias, version, 0, cb, data};
+    registry_loader_adapter(l, task, version, on_alias_version, g);
+}
+
 /* --- folding ---------------------------------------------------------------------------------------- */
 
 typedef struct fold_call {

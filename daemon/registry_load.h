@@ -10,7 +10,8 @@
  * An adapter load first gets its base (cached, or loaded the same way), then reads and deserializes the
  * version; a fusion version then gets its sources (each an adapter load) and is built on a worker. Before
  * inserting, the loop checks that the version is still in the store, so a version deleted while it loaded
- * is never cached (the waiting requests get a 404 saying it was deleted while it was being loaded).
+ * is never cached (the waiting requests get a 404 saying it was deleted while it was being loaded, unless
+ * they asked for what an alias names: registry_loader_alias follows the alias again).
  *
  * Every function here runs on the loop thread. Each get calls its callback exactly once: inside the call
  * on a cache hit, later otherwise; on success the callback owns one reference (release it with
@@ -40,6 +41,25 @@ typedef void (*registry_adapter_cb)(void *data, loaded_adapter *la, registry_fou
 void registry_loader_base(registry_loader *l, const char *name, registry_base_cb cb, void *data);
 void registry_loader_adapter(registry_loader *l, const char *task, int64_t version, registry_adapter_cb cb,
                              void *data);
+
+/* A get of the version an alias names, with the state it keeps until its callback (caller memory, e.g.
+ * inside the request; task and alias must stay valid as long). */
+typedef struct registry_alias_get {
+    registry_loader *l;
+    const char *task, *alias;
+    int64_t version;             /* what the alias named when the get started, then when last followed */
+    int follows;
+    registry_adapter_cb cb;
+    void *data;
+} registry_alias_get;
+
+/* registry_loader_adapter for `version`, which the caller read from `alias` of task: when that version is
+ * deleted before it loads (a rollback or alias move and a delete racing the load), the alias is read again
+ * and the version it names by then is loaded instead, at most REGISTRY_ALIAS_FOLLOWS times, so the request
+ * is answered as if it had arrived a moment later rather than with a 404. */
+#define REGISTRY_ALIAS_FOLLOWS 3
+void registry_loader_alias(registry_loader *l, registry_alias_get *g, const char *task, const char *alias,
+                           int64_t version, registry_adapter_cb cb, void *data);
 
 /* Folds la on a worker once it has served enough predictions (registry_adapter_served); call after
  * each prediction la served. Holds a reference while it folds. */
