@@ -122,8 +122,8 @@ static adapter *compose(const model *base, const cl_plan *plan, const signature 
 /* Auto with start: trains the wide adapter for the policy's first `cut` of the steps, cuts every layer to
  * the components training made large enough (rank_plan_keep_trained), and trains the cut adapter for the
  * remaining steps, with the learning rate and data order of one uninterrupted run. Returns the cut adapter
- * (wide is the caller's) and writes the kept ranks into plan. */
-static adapter *train_wide_then_cut(model *tm, const adapter *wide, cl_plan *plan, const dataset *task,
+ * (wide, trained for the first part, stays the caller's) and writes the kept ranks into plan. */
+static adapter *train_wide_then_cut(model *tm, adapter *wide, cl_plan *plan, const dataset *task,
                                     const cl_config *cfg, const train_config *tc, train_step_fn on_step, void *ctx,
                                     train_result *res, clad_err *err)
 {
@@ -139,7 +139,7 @@ static adapter *train_wide_then_cut(model *tm, const adapter *wide, cl_plan *pla
         clad_err_set(err, CLAD_ENOMEM, "out of memory");
         return NULL;
     }
-    if (train_run(tm, (adapter *)wide, task, &first, on_step, ctx, &r1, err) || prune_spectra(S, wide, tm, err))
+    if (train_run(tm, wide, task, &first, on_step, ctx, &r1, err) || prune_spectra(S, wide, tm, err))
         goto done;
     for (int li = 0; li < tm->n_linear; li++)
         for (int j = 0; j < wide->rank[li]; j++) S[(size_t)li * PRUNE_MAX_RANK + j] *= adapter_scale(wide, li);
@@ -177,7 +177,7 @@ adapter *cl_train_task(const model *base, cl_plan *plan, const signature *reused
                      plan->rank.n_linear, base->n_linear);
         return NULL;
     }
-    bool grow = cfg->policy.kind == RANK_AUTO && cfg->policy.start > 0;
+    bool grow = rank_policy_trains_ranks(&cfg->policy);
     if (grow) rank_plan_start(&plan->rank, base, &cfg->policy);
     /* Without reuse the base itself is used: train_run never writes a base while it trains an adapter. */
     model *tm = reuse ? base_plus(base, reused, err) : (model *)base;

@@ -163,6 +163,10 @@ void rank_plan_finish(rank_plan *plan);   /* accepts a zeroed or finished plan *
  * new ranks; the head is untouched. Errors: CLAD_EINVAL (reuse, kind or ranks that do not match). */
 int rank_plan_init_adapter(adapter *a, const rank_plan *plan, clad_err *err);
 
+/* True when training decides the ranks (auto with start > 0): the plan's ranks are then where training
+ * starts, and the kept ones are known only after training. */
+bool rank_policy_trains_ranks(const rank_policy *p);
+
 /* Auto with start > 0, before training: every target layer starts with pol->start new components (within
  * the room its size leaves after the reused ones), whatever the probe found, except a layer the reused task
  * covers (left < left_min), which gets none; the probe's directions become the first components

@@ -17,6 +17,8 @@ static void plan_totals(rank_plan *plan, const model *m)
     }
 }
 
+bool rank_policy_trains_ranks(const rank_policy *p) { return p->kind == RANK_AUTO && p->start > 0; }
+
 void rank_plan_start(rank_plan *plan, const model *m, const rank_policy *pol)
 {
     int start = pol->start;

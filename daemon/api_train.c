@@ -413,7 +413,7 @@ static int train_job_run(job *j, void *argp, json_t **result, clad_err *err)
     opt.plan_ctx = &prep;
     if ((rc = cl_task_run(&cr, m, e->ptr, e->n, &tr, a->n_classes, &a->cl, &a->tc, &opt, err))) goto done;
     /* Under auto with a start, training cut the ranks: the lineage keeps the plan with the kept ones. */
-    if (cr.planned && a->cl.policy.kind == RANK_AUTO && a->cl.policy.start > 0)
+    if (cr.planned && rank_policy_trains_ranks(&a->cl.policy))
         json_object_set_new(a->lineage, "plan", plan_json(&cr, &a->cl.policy, m, e));
     if (cr.pruned) json_object_set_new(a->lineage, "prune", prune_json(&cr, a->prune, m));
     eval_result ev_tr, ev_ho = {0};

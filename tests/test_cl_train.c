@@ -246,6 +246,16 @@ TEST(cl_pipeline_fixed_skips_the_plan_unless_explained)
     model_destroy(base);
 }
 
+/* Task a (n samples of a rank-3 teacher) learned by the pipeline into *ra, and again: new samples of the
+ * same teacher. */
+static void task_and_repeat(const model *base, const cl_config *cfg, const train_config *tc,
+                            const cl_task_options *opt, int n, dataset *a, dataset *again, cl_task_result *ra)
+{
+    *a = teacher_task(base, 3, 7, 20, n);
+    *again = teacher_task(base, 3, 7, 21, n);
+    CHECK_INT_EQ(cl_task_run(ra, base, NULL, 0, a, 4, cfg, tc, opt, NULL), 0);
+}
+
 /* A repeated task reuses the first one; what it stores (the new part) joins back with the first task's
  * signature into exactly the adapter it trained, also through the stored blob. */
 TEST(cl_pipeline_reuse_stores_the_new_part_and_joins_bit_identically)
@@ -254,9 +264,9 @@ TEST(cl_pipeline_reuse_stores_the_new_part_and_joins_bit_identically)
     train_config tc;
     cl_task_options opt;
     model *base = pipeline_setup(&cfg, &tc, &opt, 0);
-    dataset a = teacher_task(base, 3, 7, 20, 3000), again = teacher_task(base, 3, 7, 21, 3000);
+    dataset a, again;
     cl_task_result ra, r2;
-    CHECK_INT_EQ(cl_task_run(&ra, base, NULL, 0, &a, 4, &cfg, &tc, &opt, NULL), 0);
+    task_and_repeat(base, &cfg, &tc, &opt, 3000, &a, &again, &ra);
     CHECK(ra.part == NULL && ra.reuse == -1);
     const signature *earlier[1] = {&ra.sig};
     opt.init_seed = 2;
@@ -311,9 +321,9 @@ TEST(cl_pipeline_reuse_off_and_continuing_from_a_version)
     train_config tc;
     cl_task_options opt;
     model *base = pipeline_setup(&cfg, &tc, &opt, 2);
-    dataset a = teacher_task(base, 3, 7, 20, 2000), again = teacher_task(base, 3, 7, 21, 2000);
+    dataset a, again;
     cl_task_result ra, r2;
-    CHECK_INT_EQ(cl_task_run(&ra, base, NULL, 0, &a, 4, &cfg, &tc, &opt, NULL), 0);
+    task_and_repeat(base, &cfg, &tc, &opt, 2000, &a, &again, &ra);
     const signature *earlier[1] = {&ra.sig};
     /* auto:reuse=0: the rule sees no earlier task, even the same teacher. */
     CHECK_INT_EQ(rank_policy_parse(&cfg.policy, "auto:reuse=0", NULL), 0);
