@@ -31,8 +31,8 @@ typedef struct cl_args {
     int tied;                 /* 0: lora; TIED_TL5 / TIED_TL6: Tied-LoRA at the plan's largest rank */
     double prune;             /* > 0: rank pruning of each trained LoRA to this energy fraction */
     bool quick, json, explain, verbose;
-    bool default_targets;
-    bool init_kaiming;        /* --init kaiming: PEFT's init instead of starting from the probe's pull */     /* --targets default: only model_linear_is_default_target (a PEFT user's set) */
+    bool default_targets;     /* --targets default: only model_linear_is_default_target (a PEFT user's set) */
+    const char *init;         /* --init pull | kaiming; NULL: cl_config's default (kaiming) */
     bool routing;             /* keep routing statistics and report accuracy without task ids */
     bool joint;               /* also train one adapter on all tasks at once (the joint reference) */
     bool route_sweep;         /* task-id accuracy over a grid of the router's settings */
@@ -78,7 +78,7 @@ static void usage_cl(FILE *f)
                "  --cache    keep pretrained bases and the base's linear-probe accuracies in DIR\n"
                "  --save     write everything the learner retains (adapters, signatures, the JSON) to DIR\n"
                "  --probe    probe settings: samples=N,holdout=N,steps=N,batch=N,lr=X,points=N\n"
-               "  --init     pull (default: new factors start from the probe's pull) or kaiming (PEFT's init)\n"
+               "  --init     kaiming (default: PEFT's init) or pull (auto: new factors start from the probe's pull)\n"
                "  --targets  all (default: every linear but the head) or default (qkv, proj, fc1, fc2 only)\n"
                "  --kind     lora (default), tied-tl5 or tied-tl6 (Tied-LoRA at the plan's largest rank)\n"
                "  --routing  keep routing statistics per task and report task-id accuracy and accuracy without\n"
@@ -280,10 +280,11 @@ static json_t *task_json(const stream *s, int ti, const task_state *st, const mo
         for (int li = 0; li < base->n_linear; li++) {
             const rank_layer *R = &p->layer[li];
             if (!R->target) continue;
-            json_t *l = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:f,s:i,s:i,s:s}", "distance", R->distance,
+            json_t *l = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:f,s:f,s:i,s:i,s:s}", "distance", R->distance,
                                   "energy", R->energy, "gain", R->gain, "useful", R->useful, "floor", R->floor,
                                   "novelty", R->novelty, "significant", R->pull_k, "directions", R->directions,
-                                  "left", R->left, "rank", R->rank, "reused", R->reused, "why", R->why ? R->why : "");
+                                  "left", R->left, "left_at", R->left_at, "rank", R->rank, "reused", R->reused,
+                                  "why", R->why ? R->why : "");
             json_t *lo = json_object();
             for (int k = 0; k < p->n_earlier; k++) json_object_set_new(lo, s->tasks[k].name, json_real(R->overlap[k]));
             json_object_set_new(l, "overlap", lo);
@@ -443,7 +444,7 @@ static int run_stream(const cl_args *a, json_t **out, clad_err *err)
     if (s->probe_points) cfg.probe.path_points = s->probe_points;
     if (s->probe_lr > 0) cfg.probe.lr = (float)s->probe_lr;
     if (a->probe && (rc = parse_probe(&cfg.probe, a->probe, err))) goto cleanup;
-    if (a->init_kaiming) cfg.init_from_pull = false;
+    if (a->init) cfg.init_from_pull = !strcmp(a->init, "pull");
     if (a->default_targets)
         for (int li = 0; li < base->n_linear; li++) cfg.targets[li] = model_linear_is_default_target(base, li);
     train_config tc;
@@ -742,7 +743,7 @@ int bench_cl_main(int argc, char **argv)
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) a.seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--json")) a.json = true;
         else if (!strcmp(argv[i], "--init") && i + 1 < argc && (!strcmp(argv[i + 1], "kaiming") || !strcmp(argv[i + 1], "pull")))
-            a.init_kaiming = !strcmp(argv[++i], "kaiming");
+            a.init = argv[++i];
         else if (!strcmp(argv[i], "--targets") && i + 1 < argc && (!strcmp(argv[i + 1], "default") || !strcmp(argv[i + 1], "all")))
             a.default_targets = !strcmp(argv[++i], "default");
         else if (!strcmp(argv[i], "--explain")) a.explain = true;

@@ -15,7 +15,6 @@ void cl_config_default(cl_config *c, const model *m)
     for (int li = 0; li < m->n_linear; li++) c->targets[li] = rank_linear_is_candidate(m, li);
     c->alpha = 16.0f;
     c->signature_keep = SIGNATURE_KEEP;
-    c->init_from_pull = true;
 }
 
 int cl_plan_task(cl_plan *plan, const model *base, const signature *const *earlier, int n_earlier,
@@ -182,10 +181,13 @@ adapter *cl_train_task(const model *base, cl_plan *plan, const signature *reused
     /* Without reuse the base itself is used: train_run never writes a base while it trains an adapter. */
     model *tm = reuse ? base_plus(base, reused, err) : (model *)base;
     if (!tm) return NULL;
-    adapter *fresh = adapter_create(tm, plan->rank.ranks, cfg->alpha, n_classes, err), *out = NULL;
+    adapter *fresh = adapter_create(tm, plan->rank.ranks, rank_policy_training_alpha(&cfg->policy, cfg->alpha),
+                                    n_classes, err),
+            *out = NULL;
     if (!fresh) goto cleanup;
     adapter_init(fresh, tm, init_seed);
-    /* Only auto starts from the pull: fixed:N and linear are the baselines a PEFT user would run. */
+    /* Only auto may start from the pull (off by default, docs/RANKS.md 6c): fixed:N and linear are the baselines
+     * a PEFT user would run. */
     if (cfg->init_from_pull && cfg->policy.kind == RANK_AUTO && !reuse && rank_plan_init_adapter(fresh, &plan->rank, err))
         goto cleanup;
     if (grow) {
@@ -198,6 +200,7 @@ adapter *cl_train_task(const model *base, cl_plan *plan, const signature *reused
     if (!reuse) {
         out = fresh;
         fresh = NULL;
+        adapter_lora_set_alpha(out, cfg->alpha);
     } else {
         out = compose(base, plan, reused, fresh, cfg->alpha, n_classes, err);
     }

@@ -34,8 +34,9 @@ typedef struct cl_config {
     float alpha;                      /* LoRA alpha of every adapter (scale alpha / rank) */
     double signature_keep;            /* energy a signature keeps (SIGNATURE_KEEP) */
     bool init_from_pull;              /* auto: start a task's new factors from the probe's pull where the plan
-                                         does not reuse (rank_plan_init_adapter); else, and for fixed:N and
-                                         linear, PEFT's init */
+                                         does not reuse (rank_plan_init_adapter; off by default, as it lost
+                                         accuracy once auto trained at the stable scale); else, and for
+                                         fixed:N and linear, PEFT's init */
 } cl_config;
 
 /* Defaults for model m: policy auto, default probe, default targets, alpha 16. */

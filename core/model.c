@@ -313,6 +313,18 @@ float adapter_scale(const adapter *a, int li)
     return a->rank[li] ? a->ops->scale(a, li) : 0.0f;
 }
 
+void adapter_lora_set_alpha(adapter *a, float alpha)
+{
+    if (a->kind != ADAPTER_LORA || a->alpha == alpha) return;
+    float ratio = a->alpha / alpha;
+    for (int li = 0; li < a->n_linear; li++) {
+        if (!a->rank[li]) continue;
+        float *B = param_set_ptr(&a->params, a->B[li]);
+        for (size_t i = 0, n = a->params.t[a->B[li]].numel; i < n; i++) B[i] *= ratio;
+    }
+    a->alpha = alpha;
+}
+
 const char *adapter_kind_name(adapter_kind k)
 {
     switch (k) {

@@ -166,6 +166,9 @@ void adapter_init(adapter *a, const model *m, uint64_t seed);
 size_t adapter_param_count(const adapter *a);
 /* The scale of linear li's LoRA product: alpha / rank (lora), 1 (tied); 0 where the rank is 0. */
 float adapter_scale(const adapter *a, int li);
+/* lora: alpha becomes `alpha` (> 0) and every layer's change scale B A stays the same (B takes the ratio of
+ * the scales). Other kinds are left as they are. */
+void adapter_lora_set_alpha(adapter *a, float alpha);
 /* Kind name ("lora", "tied", "fusion"). */
 const char *adapter_kind_name(adapter_kind k);
 /* The dense change dW (out,in) that adapter a (lora or tied) makes to linear li: scale B A, or

@@ -28,6 +28,7 @@ void rank_policy_default(rank_policy *p)
     p->start = RANK_DEFAULT_START;
     p->cut = 0.5;
     p->keep = RANK_DEFAULT_KEEP;
+    p->stable = 1;
     p->linear_gain = 100.0;
 }
 
@@ -53,6 +54,7 @@ static const policy_setting settings[] = {
     {"start", 0, 4096, false, SET_INT, offsetof(rank_policy, start)},
     {"cut", 0.05, 0.95, false, SET_DOUBLE, offsetof(rank_policy, cut)},
     {"keep", 0, 1, false, SET_DOUBLE, offsetof(rank_policy, keep)},
+    {"stable", 0, 1, false, SET_INT, offsetof(rank_policy, stable)},
     {"gain", 0, 1e6, true, SET_DOUBLE, offsetof(rank_policy, linear_gain)},
 };
 #define N_SETTINGS (sizeof settings / sizeof *settings)
@@ -150,6 +152,7 @@ void rank_policy_name(const rank_policy *p, char *buf, size_t size)
         ADD(p->start != d.start, "start=%d", p->start);
         ADD(p->cut != d.cut, "cut=%g", p->cut);
         ADD(p->keep != d.keep, "keep=%g", p->keep);
+        ADD(p->stable != d.stable, "stable=%d", p->stable);
     }
     if (p->kind == RANK_LINEAR) ADD(p->linear_gain != d.linear_gain, "gain=%g", p->linear_gain);
 #undef ADD
@@ -489,12 +492,16 @@ static int keep_pull(rank_layer *R, const layer_work *w, const rank_input_layer 
 }
 
 /* The gains of the components of the part of the pull left to learn (outside the reused task's footprint),
- * sorted descending. */
-static int novel_gains(layer_work *w, const rank_input_layer *L, const signature *reused, int li, clad_err *err)
+ * sorted descending, and the share of a random change that would be left (1 without reuse). */
+static int novel_gains(layer_work *w, double *chance_left, const rank_input_layer *L, const signature *reused,
+                       int li, clad_err *err)
 {
     float *Uf = NULL, *Vf = NULL;
     int pu = 0, pv = 0, rc = 0;
     if (reused && (rc = footprint(&Uf, &pu, &Vf, &pv, &reused, 1, li, L->out, L->in, err))) return rc;
+    /* A random change has (pu / out)(pv / in) of its energy inside the footprint on average: in a small layer
+     * that a reused change spans almost entirely, little is left of any pull, needed or not. */
+    *chance_left = 1.0 - ((double)pu / L->out) * ((double)pv / L->in);
     if (pu < 1 || pv < 1) {
         memcpy(w->novel_gain, w->gain, (size_t)w->k * sizeof *w->gain);
     } else {
@@ -611,7 +618,9 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
         const signature *reused = plan->reuse >= 0 ? earlier[plan->reuse] : NULL;
         R->reused = reused ? reused->layer[li].k : 0;
         int room = size - R->reused;
-        if ((rc = novel_gains(&work[li], L, reused, li, err))) goto cleanup;
+        double chance_left = 1.0;
+        if ((rc = novel_gains(&work[li], &chance_left, L, reused, li, err))) goto cleanup;
+        R->left_at = pol->left_min * chance_left;
         R->found = rank_count_directions(work[li].novel_gain, work[li].k, R->floor);
         double left = 0.0;
         for (int i = 0; i < R->found; i++) left += work[li].novel_gain[i];
@@ -641,13 +650,13 @@ int rank_plan_compute(rank_plan *plan, const rank_input *in, const signature *co
             }
             break;
         case RANK_AUTO:
-            r = reused && R->left < pol->left_min ? 0 : (int)ceil(pol->scale * R->directions - 1e-9);
+            r = rank_layer_covered(plan, R) ? 0 : (int)ceil(pol->scale * R->directions - 1e-9);
             R->why = R->directions < R->found ? "price" : "directions";
             if (r > 0) {
                 if (r < pol->r_min) R->why = "r_min";
                 if (r > pol->r_max) R->why = "r_max";
                 r = clampi(r, pol->r_min, pol->r_max);
-            } else if (!(reused && R->left < pol->left_min) && R->found) {
+            } else if (!rank_layer_covered(plan, R) && R->found) {
                 R->why = "price";
             } else {
                 R->why = reused && R->pull_k ? "covered by reuse" : "negligible";

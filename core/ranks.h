@@ -60,12 +60,15 @@ typedef struct rank_policy {
                              (scale x (out + in)) to be bought; 0 buys every significant direction */
     double reuse_min;     /* auto: overlap at which the closest earlier task is reused (> 1: never) */
     double left_min;      /* auto with reuse: a layer whose part left to learn earns less than this share of
-                             what its whole pull earns is covered by the reused task (rank 0) */
+                             what its whole pull earns (times the share chance leaves outside the reused
+                             footprint: rank_layer.left_at) is covered by the reused task (rank 0) */
     long budget;          /* auto, linear: new LoRA parameters per task (0: no budget) */
     int start;            /* auto: every target starts training with this many new components (0: train the
                              plan's ranks as they are); see rank_plan_keep_trained */
     double cut;           /* auto with start: share of the training steps after which the ranks are cut */
     double keep;          /* auto with start: relative size s_j / ||W_l||_F a trained component must reach */
+    int stable;           /* auto with start: 1 trains at the rank-stabilised scale alpha / sqrt(start), 0 at
+                             alpha / rank (rank_policy_training_alpha) */
     double linear_gain;   /* linear: rank per unit of distance */
 } rank_policy;
 
@@ -75,7 +78,7 @@ typedef struct rank_policy {
 #define RANK_DEFAULT_SCALE 1.0
 #define RANK_DEFAULT_PRICE 1e-5
 #define RANK_DEFAULT_START 16
-#define RANK_DEFAULT_KEEP 0.015
+#define RANK_DEFAULT_KEEP 0.03
 void rank_policy_default(rank_policy *p);
 /* "auto", "fixed:8", "linear", optionally followed by settings: "auto:theta=0.01,r_max=16,budget=20000",
  * "linear:gain=50". Keys: r_min, r_max, theta, scale, price, reuse, left, budget, gain. Errors: CLAD_EINVAL
@@ -121,6 +124,8 @@ typedef struct rank_layer {
     int directions;       /* of those, the ones bought (auto: worth their parameters at the policy's price) */
     double best_per_param;/* held-out nats per new parameter of the layer's best direction (0: none) */
     double left;          /* what those earn, as a share of useful (1 without reuse) */
+    double left_at;       /* with reuse: the layer is covered when left is below this: left_min times the share
+                             a random change would leave outside the reused footprint (rank_layer_covered) */
     int pull_k;           /* significant components of the whole pull, largest gain first: */
     float *pull_U;        /* (out,pull_k) their column vectors */
     float *pull_Vt;       /* (pull_k,in) their row vectors (kept for the task's signature) */
@@ -166,6 +171,13 @@ int rank_plan_init_adapter(adapter *a, const rank_plan *plan, clad_err *err);
 /* True when training decides the ranks (auto with start > 0): the plan's ranks are then where training
  * starts, and the kept ones are known only after training. */
 bool rank_policy_trains_ranks(const rank_policy *p);
+/* True when the plan reuses an earlier task and layer R's part left to learn earns less than R->left_at: the
+ * reused change already does what the task needs there. */
+bool rank_layer_covered(const rank_plan *plan, const rank_layer *R);
+/* The LoRA alpha an adapter trains with under policy p when it is stored with `alpha`: alpha x sqrt(start)
+ * when training decides the ranks and p->stable (the wide start then trains at alpha / sqrt(start), and a
+ * layer cut to k components at alpha sqrt(start) / k); else alpha. */
+float rank_policy_training_alpha(const rank_policy *p, float alpha);
 
 /* Auto with start > 0, before training: every target layer starts with pol->start new components (within
  * the room its size leaves after the reused ones), whatever the probe found, except a layer the reused task

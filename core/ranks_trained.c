@@ -19,6 +19,20 @@ static void plan_totals(rank_plan *plan, const model *m)
 
 bool rank_policy_trains_ranks(const rank_policy *p) { return p->kind == RANK_AUTO && p->start > 0; }
 
+/* With alpha / r, a rank-16 start would learn 16 / r times slower per component than the rank-r adapter it
+ * is cut to, and most of a short run's progress would be lost to scaling (the rank-stabilised scale of
+ * Kalajdzievski 2023; docs/RANKS.md, section 6c). The cut layers keep this alpha, so the step size of the
+ * components a layer drops passes to the ones it keeps. */
+float rank_policy_training_alpha(const rank_policy *p, float alpha)
+{
+    return rank_policy_trains_ranks(p) && p->stable ? alpha * sqrtf((float)p->start) : alpha;
+}
+
+bool rank_layer_covered(const rank_plan *plan, const rank_layer *R)
+{
+    return plan->reuse >= 0 && R->left < R->left_at;
+}
+
 void rank_plan_start(rank_plan *plan, const model *m, const rank_policy *pol)
 {
     int start = pol->start;
@@ -26,7 +40,7 @@ void rank_plan_start(rank_plan *plan, const model *m, const rank_policy *pol)
         rank_layer *R = &plan->layer[li];
         R->rank_start = 0;
         /* A layer the reused task covers (what is left to learn there earns little) gets nothing new. */
-        if (!R->target || (plan->reuse >= 0 && R->left < pol->left_min)) continue;
+        if (!R->target || rank_layer_covered(plan, R)) continue;
         int room = model_linear_max_rank(m->linear[li].out, m->linear[li].in) - R->reused;
         int r = start > room ? room : start;
         if (r > R->rank) R->rank = r;

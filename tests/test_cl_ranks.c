@@ -280,6 +280,8 @@ TEST(cl_ranks_overlap_novelty_and_reuse)
     CHECK_INT_EQ(plan.reuse, 0);
     CHECK_INT_EQ(plan.layer[0].reused, 2);
     CHECK_NEAR(plan.layer[0].left, 0.05 / 0.45, 1e-3);
+    /* A's footprint spans 2 of 30 output and 2 of 20 input directions: chance leaves 1 - 1/150 of a change */
+    CHECK_NEAR(plan.layer[0].left_at, 0.25 * (1.0 - (2.0 / 30.0) * (2.0 / 20.0)), 1e-9);
     CHECK_INT_EQ(plan.ranks[0], 0);
     CHECK_STR_EQ(plan.layer[0].why, "covered by reuse");
     CHECK_INT_EQ(plan.total[0], 2);
@@ -587,6 +589,7 @@ TEST(cl_ranks_training_keeps_the_components_that_grew)
     plan.layer[0].rank = plan.layer[1].rank = 0;
     plan.layer[0].left = 0.5;   /* half of what the layer's pull earns is left to learn */
     plan.layer[1].left = 0.1;   /* covered by the reused task: nothing new */
+    plan.layer[0].left_at = plan.layer[1].left_at = 0.2;
     rank_plan_start(&plan, m, &pol);
     CHECK_INT_EQ(plan.layer[0].rank_start, 6);  /* 12 - 6 reused */
     CHECK_INT_EQ(plan.total[0], 12);
@@ -608,6 +611,18 @@ TEST(cl_ranks_training_keeps_the_components_that_grew)
     CHECK_INT_EQ(rank_policy_parse(&back, "auto:cut=1", &e), CLAD_EINVAL);
     CHECK_MSG(strstr(e.msg, "cut is a number in [0.05, 0.95]") != NULL, "%s", e.msg);
     clad_err_clear(&e);
+    CHECK_INT_EQ(rank_policy_parse(&back, "auto:stable=2", &e), CLAD_EINVAL);
+    CHECK_MSG(strstr(e.msg, "stable is a whole number in [0, 1]") != NULL, "%s", e.msg);
+    clad_err_clear(&e);
+    /* stable=0 trains at the stored alpha; without a start there is no wide phase to stabilise. */
+    CHECK_INT_EQ(rank_policy_parse(&back, "auto:stable=0", NULL), 0);
+    CHECK(rank_policy_training_alpha(&back, 16.0f) == 16.0f);
+    rank_policy_name(&back, name, sizeof name);
+    CHECK_STR_EQ(name, "auto:stable=0");
+    CHECK_INT_EQ(rank_policy_parse(&back, "auto:start=0", NULL), 0);
+    CHECK(rank_policy_training_alpha(&back, 16.0f) == 16.0f);
+    CHECK_INT_EQ(rank_policy_parse(&back, "auto", NULL), 0);
+    CHECK(rank_policy_training_alpha(&back, 16.0f) == 64.0f);
     CHECK_INT_EQ(rank_policy_parse(&back, "auto:start=2.5", &e), CLAD_EINVAL);
     CHECK_MSG(strstr(e.msg, "start is a whole number in [0, 4096]") != NULL, "%s", e.msg);
     clad_err_clear(&e);
@@ -615,7 +630,7 @@ TEST(cl_ranks_training_keeps_the_components_that_grew)
     CHECK_MSG(strstr(e.msg, "(0, 100]") != NULL, "%s", e.msg);
     clad_err_clear(&e);
     CHECK_INT_EQ(rank_policy_parse(&back, "auto:bogus=1", &e), CLAD_EINVAL);
-    CHECK_MSG(strstr(e.msg, "'bogus' is unknown (r_min, r_max,") && strstr(e.msg, "keep, gain)"), "%s", e.msg);
+    CHECK_MSG(strstr(e.msg, "'bogus' is unknown (r_min, r_max,") && strstr(e.msg, "keep, stable, gain)"), "%s", e.msg);
     free(S);
     model_destroy(m);
 }

@@ -114,6 +114,28 @@ TEST(model_vit_param_views_name_their_tensors)
     model_destroy(m);
 }
 
+TEST(model_adapter_lora_set_alpha_keeps_every_change)
+{
+    model *m = small_mlp(10, 7, 4, 5);
+    int ranks[MODEL_MAX_LINEARS] = {3, 2};
+    adapter *a = adapter_create(m, ranks, 48.0f, 4, NULL);
+    adapter_init(a, m, 2);
+    for (int li = 0; li < 2; li++) fill_normal(param_set_ptr(&a->params, a->B[li]), a->params.t[a->B[li]].numel, 0.5f, 7 + li);
+    float before[70], after[70];
+    for (int li = 0; li < 2; li++) {
+        adapter_delta(before, a, m, li);
+        adapter_lora_set_alpha(a, 16.0f);
+        CHECK(a->alpha == 16.0f);
+        adapter_delta(after, a, m, li);
+        int n = m->linear[li].out * m->linear[li].in;
+        CHECK_ARRAY_NEAR(after, before, n, 1e-6, 1e-5);
+        CHECK(fabsf(adapter_scale(a, li) - 16.0f / (float)ranks[li]) < 1e-6f);
+        adapter_lora_set_alpha(a, 48.0f); /* and back, for the next layer */
+    }
+    adapter_destroy(a);
+    model_destroy(m);
+}
+
 TEST(model_adapter_rejects_bad_ranks)
 {
     model *m = small_mlp(10, 7, 4, 5);
