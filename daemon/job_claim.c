@@ -175,15 +175,18 @@ static void data_read_done(void *arg, int status, const clad_err *err)
 }
 
 /* Claims one job of another node of a kind this node can rebuild, when a slot is free. Not while this
- * node stores an upload of its own: the job it is about to queue here would be claimed as a stranger's. */
-static void claim_foreign(cladd *app)
+ * node stores an upload of its own: the job it is about to queue here would be claimed as a stranger's.
+ * True when a claim found the store busy (so none was made). */
+static bool claim_foreign(cladd *app)
 {
-    if (app->stopping || app->n_storing || busy_slots(app) >= app->cfg.max_running_jobs) return;
+    bool busy = false;
+    if (app->stopping || app->n_storing || busy_slots(app) >= app->cfg.max_running_jobs) return false;
     for (size_t k = 0; k < sizeof revivers / sizeof revivers[0]; k++) {
         store_job *sj = NULL;
         clad_err err = {0};
         if (store_job_claim(app->st, 0, revivers[k].kind, lease_ms(app), &sj, &err) != 0) {
             log_debug("claiming a %s job: %s", revivers[k].kind, err.msg);
+            busy = busy || err.code == CLAD_EBUSY;
             continue;
         }
         if (!sj) continue;
@@ -192,7 +195,7 @@ static void claim_foreign(cladd *app)
             link_claimed(app, l, job_find(app->jobs, l->id), sj->attempt);
             store_job_free(sj);
             job_queue_poll(app->jobs);
-            return;
+            return false;
         }
         /* The claim just took the lease: renew from now, not at once (an urgent renewal may wait on the
          * loop for the store's busy timeout). The job itself is queued here once revived. */
@@ -208,8 +211,9 @@ static void claim_foreign(cladd *app)
             store_job_free(sj);
             free(r);
         }
-        return;
+        return false;
     }
+    return busy;
 }
 
 static void on_tick(uv_timer_t *t)
@@ -220,13 +224,19 @@ static void on_tick(uv_timer_t *t)
      * stores a large upload): what finds it busy is tried again at the next tick. */
     int busy_ms = store_set_busy_timeout(app->st, 0);
     renew_leases(app, busy_ms);
+    bool retry = false;
     if (!app->stopping) {
         job_queue_poll(app->jobs);
-        claim_foreign(app);
+        retry = claim_foreign(app);
     }
     /* The loop's handle leaves checkpoints to workers (store_job_data_defer_wipe). */
     if (++app->claim_ticks % JOB_CLAIM_CHECKPOINT_TICKS == 0) app_store_wipe(app);
     store_set_busy_timeout(app->st, busy_ms);
+    /* A node that writes often (one finishing short jobs back to back) holds the write lock at most ticks;
+     * an idle node that waited a whole poll each time would never get in. It tries again within tens of
+     * milliseconds, at a jittered moment, until it claims or finds nothing. */
+    if (retry) uv_timer_start(&app->claim_timer, on_tick, JOB_CLAIM_RETRY_MS + (uint64_t)(rand() % JOB_CLAIM_RETRY_MS),
+                              JOB_CLAIM_POLL_MS);
 }
 
 void job_claim_kick(cladd *app)

@@ -16,6 +16,7 @@
 #include "storage/store.h"
 
 #define JOB_CLAIM_POLL_MS 250
+#define JOB_CLAIM_RETRY_MS 10          /* a claim that found the store busy is retried after 10-20 ms */
 #define JOB_CLAIM_CHECKPOINT_TICKS 120 /* every 30 s a worker checkpoints the store's log */
 
 struct cladd;
