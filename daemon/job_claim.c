@@ -221,7 +221,7 @@ static void on_tick(uv_timer_t *t)
     cladd *app = t->data;
     if (!app->st || !app->jobs) return;
     /* The loop does not wait for the store's write lock here (a worker may hold it for seconds while it
-     * stores a large upload): what finds it busy is tried again at the next tick. */
+     * stores a large upload): a renewal that finds it busy is tried again at the next tick, a claim sooner. */
     int busy_ms = store_set_busy_timeout(app->st, 0);
     renew_leases(app, busy_ms);
     bool retry = false;
@@ -235,8 +235,9 @@ static void on_tick(uv_timer_t *t)
     /* A node that writes often (one finishing short jobs back to back) holds the write lock at most ticks;
      * an idle node that waited a whole poll each time would never get in. It tries again within tens of
      * milliseconds, at a jittered moment, until it claims or finds nothing. */
-    if (retry) uv_timer_start(&app->claim_timer, on_tick, JOB_CLAIM_RETRY_MS + (uint64_t)(rand() % JOB_CLAIM_RETRY_MS),
-                              JOB_CLAIM_POLL_MS);
+    if (retry) /* the clock's microseconds jitter it differently on every node */
+        uv_timer_start(&app->claim_timer, on_tick, JOB_CLAIM_RETRY_MS + uv_hrtime() / 1000 % JOB_CLAIM_RETRY_MS,
+                       JOB_CLAIM_POLL_MS);
 }
 
 void job_claim_kick(cladd *app)
