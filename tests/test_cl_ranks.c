@@ -622,7 +622,7 @@ TEST(cl_ranks_training_keeps_the_components_that_grew)
     CHECK_INT_EQ(rank_policy_parse(&back, "auto:start=0", NULL), 0);
     CHECK(rank_policy_training_alpha(&back, 16.0f) == 16.0f);
     CHECK_INT_EQ(rank_policy_parse(&back, "auto", NULL), 0);
-    CHECK(rank_policy_training_alpha(&back, 16.0f) == 64.0f);
+    CHECK(rank_policy_training_alpha(&back, 16.0f) == 16.0f * sqrtf((float)RANK_DEFAULT_START));
     CHECK_INT_EQ(rank_policy_parse(&back, "auto:start=2.5", &e), CLAD_EINVAL);
     CHECK_MSG(strstr(e.msg, "start is a whole number in [0, 4096]") != NULL, "%s", e.msg);
     clad_err_clear(&e);
