@@ -181,7 +181,7 @@ adapter *cl_train_task(const model *base, cl_plan *plan, const signature *reused
     /* Without reuse the base itself is used: train_run never writes a base while it trains an adapter. */
     model *tm = reuse ? base_plus(base, reused, err) : (model *)base;
     if (!tm) return NULL;
-    adapter *fresh = adapter_create(tm, plan->rank.ranks, rank_policy_training_alpha(&cfg->policy, cfg->alpha),
+    adapter *fresh = adapter_create(tm, plan->rank.ranks, rank_plan_training_alpha(&plan->rank, &cfg->policy, cfg->alpha),
                                     n_classes, err),
             *out = NULL;
     if (!fresh) goto cleanup;

@@ -68,7 +68,7 @@ typedef struct rank_policy {
     double cut;           /* auto with start: share of the training steps after which the ranks are cut */
     double keep;          /* auto with start: relative size s_j / ||W_l||_F a trained component must reach */
     int stable;           /* auto with start: 1 trains at the rank-stabilised scale alpha / sqrt(start), 0 at
-                             alpha / rank (rank_policy_training_alpha) */
+                             alpha / rank (rank_plan_training_alpha) */
     double linear_gain;   /* linear: rank per unit of distance */
 } rank_policy;
 
@@ -77,7 +77,7 @@ typedef struct rank_policy {
  * linear_gain 100. */
 #define RANK_DEFAULT_SCALE 1.0
 #define RANK_DEFAULT_PRICE 1e-5
-#define RANK_DEFAULT_START 16
+#define RANK_DEFAULT_START 64
 #define RANK_DEFAULT_KEEP 0.03
 void rank_policy_default(rank_policy *p);
 /* "auto", "fixed:8", "linear", optionally followed by settings: "auto:theta=0.01,r_max=16,budget=20000",
@@ -174,10 +174,11 @@ bool rank_policy_trains_ranks(const rank_policy *p);
 /* True when the plan reuses an earlier task and layer R's part left to learn earns less than R->left_at: the
  * reused change already does what the task needs there. */
 bool rank_layer_covered(const rank_plan *plan, const rank_layer *R);
-/* The LoRA alpha an adapter trains with under policy p when it is stored with `alpha`: alpha x sqrt(start)
- * when training decides the ranks and p->stable (the wide start then trains at alpha / sqrt(start), and a
- * layer cut to k components at alpha sqrt(start) / k); else alpha. */
-float rank_policy_training_alpha(const rank_policy *p, float alpha);
+/* The LoRA alpha a task's adapter trains with, under policy p, when it is stored with `alpha`, once
+ * rank_plan_start has run: alpha x sqrt(r) when training decides the ranks and p->stable, r the widest start
+ * any layer got (so that layer trains at alpha / sqrt(r), and a layer cut to k components at
+ * alpha sqrt(r) / k); else alpha. */
+float rank_plan_training_alpha(const rank_plan *plan, const rank_policy *p, float alpha);
 
 /* Auto with start > 0, before training: every target layer starts with pol->start new components (within
  * the room its size leaves after the reused ones), whatever the probe found, except a layer the reused task

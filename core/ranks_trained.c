@@ -21,11 +21,15 @@ bool rank_policy_trains_ranks(const rank_policy *p) { return p->kind == RANK_AUT
 
 /* With alpha / r, a rank-16 start would learn 16 / r times slower per component than the rank-r adapter it
  * is cut to, and most of a short run's progress would be lost to scaling (the rank-stabilised scale of
- * Kalajdzievski 2023; docs/RANKS.md, section 6c). The cut layers keep this alpha, so the step size of the
- * components a layer drops passes to the ones it keeps. */
-float rank_policy_training_alpha(const rank_policy *p, float alpha)
+ * Kalajdzievski 2023; docs/RANKS.md, section 6c). The widest start sets it, not the policy's start: a
+ * model whose layers leave less room trains as wide as they allow. The cut layers keep this alpha, so the
+ * step size of the components a layer drops passes to the ones it keeps. */
+float rank_plan_training_alpha(const rank_plan *plan, const rank_policy *p, float alpha)
 {
-    return rank_policy_trains_ranks(p) && p->stable ? alpha * sqrtf((float)p->start) : alpha;
+    int wide = 0;
+    for (int li = 0; li < plan->n_linear; li++)
+        if (plan->layer[li].rank_start > wide) wide = plan->layer[li].rank_start;
+    return rank_policy_trains_ranks(p) && p->stable && wide > 0 ? alpha * sqrtf((float)wide) : alpha;
 }
 
 bool rank_layer_covered(const rank_plan *plan, const rank_layer *R)

@@ -592,6 +592,14 @@ TEST(cl_ranks_training_keeps_the_components_that_grew)
     plan.layer[0].left_at = plan.layer[1].left_at = 0.2;
     rank_plan_start(&plan, m, &pol);
     CHECK_INT_EQ(plan.layer[0].rank_start, 6);  /* 12 - 6 reused */
+    /* The widest start (6) sets the stable scale: alpha sqrt(6); stable=0 or no start trains at alpha. */
+    CHECK(fabsf(rank_plan_training_alpha(&plan, &pol, 16.0f) - 16.0f * sqrtf(6.0f)) < 1e-5f);
+    rank_policy flat = pol;
+    flat.stable = 0;
+    CHECK(rank_plan_training_alpha(&plan, &flat, 16.0f) == 16.0f);
+    flat = pol;
+    flat.start = 0;
+    CHECK(rank_plan_training_alpha(&plan, &flat, 16.0f) == 16.0f);
     CHECK_INT_EQ(plan.total[0], 12);
     CHECK_INT_EQ(plan.layer[1].rank_start, 0);
     CHECK_INT_EQ(plan.ranks[1], 0);
@@ -614,15 +622,9 @@ TEST(cl_ranks_training_keeps_the_components_that_grew)
     CHECK_INT_EQ(rank_policy_parse(&back, "auto:stable=2", &e), CLAD_EINVAL);
     CHECK_MSG(strstr(e.msg, "stable is a whole number in [0, 1]") != NULL, "%s", e.msg);
     clad_err_clear(&e);
-    /* stable=0 trains at the stored alpha; without a start there is no wide phase to stabilise. */
     CHECK_INT_EQ(rank_policy_parse(&back, "auto:stable=0", NULL), 0);
-    CHECK(rank_policy_training_alpha(&back, 16.0f) == 16.0f);
     rank_policy_name(&back, name, sizeof name);
     CHECK_STR_EQ(name, "auto:stable=0");
-    CHECK_INT_EQ(rank_policy_parse(&back, "auto:start=0", NULL), 0);
-    CHECK(rank_policy_training_alpha(&back, 16.0f) == 16.0f);
-    CHECK_INT_EQ(rank_policy_parse(&back, "auto", NULL), 0);
-    CHECK(rank_policy_training_alpha(&back, 16.0f) == 16.0f * sqrtf((float)RANK_DEFAULT_START));
     CHECK_INT_EQ(rank_policy_parse(&back, "auto:start=2.5", &e), CLAD_EINVAL);
     CHECK_MSG(strstr(e.msg, "start is a whole number in [0, 4096]") != NULL, "%s", e.msg);
     clad_err_clear(&e);

@@ -436,7 +436,7 @@ TEST(cl_pipeline_auto_start_trains_wide_then_keeps_what_grew)
     CHECK_INT_EQ(r.params, (long)adapter_param_count(r.ad));
     /* It trained at alpha sqrt(8) (the wide start at the stable scale alpha / sqrt(8)) and is stored at the
      * configured alpha. */
-    CHECK(fabsf(rank_policy_training_alpha(&cfg.policy, cfg.alpha) - cfg.alpha * sqrtf(8.0f)) < 1e-4f);
+    CHECK(fabsf(rank_plan_training_alpha(&r.plan.rank, &cfg.policy, cfg.alpha) - cfg.alpha * sqrtf(8.0f)) < 1e-4f);
     CHECK(r.ad->alpha == cfg.alpha);
     /* The teacher changed fc1 (a rank-2 change): the adapter learns the task. */
     eval_result ev, ev_base;
