@@ -67,8 +67,8 @@ typedef struct rank_policy {
                              plan's ranks as they are); see rank_plan_keep_trained */
     double cut;           /* auto with start: share of the training steps after which the ranks are cut */
     double keep;          /* auto with start: relative size s_j / ||W_l||_F a trained component must reach */
-    int stable;           /* auto with start: 1 trains at the rank-stabilised scale alpha / sqrt(start), 0 at
-                             alpha / rank (rank_plan_training_alpha) */
+    int stable;           /* auto with start: 1 trains at the rank-stabilised scale alpha / sqrt(r) of the
+                             widest start r, 0 at alpha / rank (rank_plan_training_alpha) */
     double linear_gain;   /* linear: rank per unit of distance */
 } rank_policy;
 
@@ -81,8 +81,8 @@ typedef struct rank_policy {
 #define RANK_DEFAULT_KEEP 0.03
 void rank_policy_default(rank_policy *p);
 /* "auto", "fixed:8", "linear", optionally followed by settings: "auto:theta=0.01,r_max=16,budget=20000",
- * "linear:gain=50". Keys: r_min, r_max, theta, scale, price, reuse, left, budget, gain. Errors: CLAD_EINVAL
- * naming the part. */
+ * "linear:gain=50". Keys: r_min, r_max, theta, scale, price, reuse, left, budget, start, cut, keep, stable,
+ * gain. Errors: CLAD_EINVAL naming the part and, for a value, the range its key takes. */
 int rank_policy_parse(rank_policy *p, const char *text, clad_err *err);
 /* Canonical text of a policy into buf: "auto", "fixed:8", "linear", followed by the settings that differ
  * from the defaults ("auto:scale=2,r_max=16"); it parses back to the same policy. */
@@ -182,17 +182,16 @@ float rank_plan_training_alpha(const rank_plan *plan, const rank_policy *p, floa
 
 /* Auto with start > 0, before training: every target layer starts with pol->start new components (within
  * the room its size leaves after the reused ones), whatever the probe found, except a layer the reused task
- * covers (left < left_min), which gets none; the probe's directions become the first components
- * (rank_plan_init_adapter). The plan's ranks, totals and new_params follow. */
+ * covers (rank_layer_covered), which gets none. The plan's ranks, totals and new_params follow. */
 void rank_plan_start(rank_plan *plan, const model *m, const rank_policy *pol);
 
 /* After the first `cut` of the training: S holds, per layer, the singular values of the trained new
  * change (scale x B A; MODEL_MAX_LINEARS rows of `stride`, largest first). Layer l keeps its components
  * whose size s_j reaches keep_at x ||W_l||_F (W_l the weight the change is added to), keep_at being
- * pol->keep, or RANK_KEEP_OF_LARGEST of the layer's largest component if that is higher. So the rank a layer ends with is what
- * training moved it by, measured against the layer itself: a task near what the model (and a reused task)
- * already does moves little and keeps little, a far task keeps more, and a layer that did not need to move
- * keeps nothing. A task that reuses no earlier one keeps at least r_min components (its largest). Updates
+ * pol->keep, or RANK_KEEP_OF_LARGEST of the layer's largest component if that is higher. So the rank a
+ * layer ends with is what training moved it by, measured against the layer itself: a task near what the
+ * model (and a reused task) already does moves little and keeps little, a far task keeps more, and a layer
+ * that did not need to move keeps nothing. A task that reuses no earlier one keeps at least r_min components (its largest). Updates
  * rank, why, kept_size, keep_at, the plan's ranks, totals and new_params. */
 void rank_plan_keep_trained(rank_plan *plan, const model *m, const float *S, int stride, const rank_policy *pol);
 

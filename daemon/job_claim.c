@@ -232,10 +232,11 @@ static void on_tick(uv_timer_t *t)
     /* The loop's handle leaves checkpoints to workers (store_job_data_defer_wipe). */
     if (++app->claim_ticks % JOB_CLAIM_CHECKPOINT_TICKS == 0) app_store_wipe(app);
     store_set_busy_timeout(app->st, busy_ms);
-    /* A node that writes often (one finishing short jobs back to back) holds the write lock at most ticks;
-     * an idle node that waited a whole poll each time would never get in. It tries again within tens of
-     * milliseconds, at a jittered moment, until it claims or finds nothing. */
-    if (retry) /* the clock's microseconds jitter it differently on every node */
+    /* A node that writes often (one finishing short jobs back to back) holds the write lock at most of this
+     * node's ticks, so an idle node that waited a whole poll each time would never get in. It tries again
+     * within 10-20 ms, jittered by the clock's microseconds (differently on every node), until it claims or
+     * finds nothing. */
+    if (retry)
         uv_timer_start(&app->claim_timer, on_tick, JOB_CLAIM_RETRY_MS + uv_hrtime() / 1000 % JOB_CLAIM_RETRY_MS,
                        JOB_CLAIM_POLL_MS);
 }
